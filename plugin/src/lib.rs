@@ -1,0 +1,33 @@
+//! The `usage-to-stripe-meter` Arazzo workflow, compiled to a WASI 0.2 component.
+//!
+//! The guest holds no credentials: the host attaches them at the HTTP boundary.
+//! Everything that decides what goes on the wire lives here, so any WASI host
+//! that runs this component sends the same bytes.
+
+pub mod amberflo;
+pub mod form;
+pub mod http;
+pub mod inputs;
+pub mod stripe;
+pub mod time;
+mod workflow;
+
+wit_bindgen::generate!({
+    path: "../wit",
+    world: "usage-sync",
+});
+
+use exports::usage_sync::workflow::workflow::{Endpoints, Guest, Inputs, Outputs, WorkflowError};
+
+#[allow(dead_code)]
+struct Component;
+
+impl Guest for Component {
+    fn run(endpoints: Endpoints, inputs: Inputs) -> Result<Outputs, WorkflowError> {
+        workflow::run(&endpoints, inputs)
+    }
+}
+
+// Native builds (unit tests) link no component exports.
+#[cfg(target_arch = "wasm32")]
+export!(Component);
