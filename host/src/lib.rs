@@ -1,1 +1,32 @@
-pub fn x(){}
+//! The usage-sync host: runs the workflow component in a wasmtime sandbox.
+//!
+//! - [`policy`]: which hosts the guest may reach and which key goes to which host;
+//! - [`sandbox`]: the engine, the limits and the HTTP boundary that enforces the policy;
+//! - [`secrets`]: API keys, which never enter the guest and are scrubbed from output;
+//! - [`inputs`]: the workflow inputs from a JSON file and flags;
+//! - [`outcome`]: what a run prints and its exit status;
+//! - [`cli`] and [`demo`]: the `usage-sync` command line.
+
+pub mod cli;
+pub mod demo;
+pub mod inputs;
+pub mod outcome;
+pub mod policy;
+pub mod sandbox;
+pub mod secrets;
+
+/// Host bindings for the `usage-sync` world in `wit/`.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "usage-sync",
+        exports: { default: async },
+    });
+
+    pub use exports::usage_sync::workflow::workflow::{
+        Delivery, Endpoints, Inputs, Outputs, Step, StepFailure, WorkflowError,
+    };
+}
+
+/// The workflow component built with this host (see `build.rs`).
+pub const DEFAULT_COMPONENT: &[u8] = include_bytes!(env!("USAGE_SYNC_COMPONENT"));

@@ -149,7 +149,11 @@ mod tests {
 
     #[test]
     fn malformed_bodies_are_errors() {
-        assert!(parse_response(b"{not json").unwrap_err().contains("not valid JSON"));
+        assert!(
+            parse_response(b"{not json")
+                .unwrap_err()
+                .contains("not valid JSON")
+        );
         assert!(parse_response(b"{}").unwrap_err().contains("clientMeters"));
     }
 }

@@ -177,7 +177,17 @@ mod tests {
             assert_eq!(whole_number(ok).as_deref(), Ok(ok));
         }
         for bad in [
-            "", "-", "42.0", "4.2", "1e3", "+4", " 4", "042", "-0", "0x10", "1000000000000000",
+            "",
+            "-",
+            "42.0",
+            "4.2",
+            "1e3",
+            "+4",
+            " 4",
+            "042",
+            "-0",
+            "0x10",
+            "1000000000000000",
         ] {
             assert!(whole_number(bad).is_err(), "{bad:?} should be refused");
         }

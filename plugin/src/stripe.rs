@@ -73,7 +73,9 @@ pub fn parse_error(body: &[u8]) -> Option<ApiError> {
     struct Envelope {
         error: ApiError,
     }
-    serde_json::from_slice::<Envelope>(body).ok().map(|e| e.error)
+    serde_json::from_slice::<Envelope>(body)
+        .ok()
+        .map(|e| e.error)
 }
 
 impl ApiError {
@@ -81,7 +83,9 @@ impl ApiError {
     pub fn is_duplicate_of(&self, identifier: &str) -> bool {
         self.kind.as_deref() == Some("invalid_request_error")
             && self.message.as_deref()
-                == Some(&format!("An event already exists with identifier {identifier}."))
+                == Some(&format!(
+                    "An event already exists with identifier {identifier}."
+                ))
     }
 
     pub fn describe(&self) -> String {
@@ -128,7 +132,11 @@ mod tests {
         assert!(id.starts_with("usync-1732406400-1732492800-"), "{id}");
         let mut other = plan();
         other.stripe_customer = "cus_999".into();
-        assert_eq!(identifier(&other), id, "the Stripe customer does not change it");
+        assert_eq!(
+            identifier(&other),
+            id,
+            "the Stripe customer does not change it"
+        );
         for change in [
             |p: &mut Plan| p.customer_id.push('x'),
             |p: &mut Plan| p.meter_api_name.push('x'),

@@ -119,14 +119,17 @@ fn record_meter_event(
     };
     match reply.status {
         200 => {
-            let event = stripe::parse_event(&reply.body).map_err(|m| {
-                fail(Some(200), m, reply.request_id.clone(), Delivery::Unknown)
-            })?;
+            let event = stripe::parse_event(&reply.body)
+                .map_err(|m| fail(Some(200), m, reply.request_id.clone(), Delivery::Unknown))?;
             Ok(outputs(event.identifier, event.event_name, false))
         }
         status => {
             let error = stripe::parse_error(&reply.body);
-            if status == 400 && error.as_ref().is_some_and(|e| e.is_duplicate_of(&identifier)) {
+            if status == 400
+                && error
+                    .as_ref()
+                    .is_some_and(|e| e.is_duplicate_of(&identifier))
+            {
                 return Ok(outputs(identifier, plan.stripe_event_name.clone(), true));
             }
             let message = match error {
@@ -200,7 +203,13 @@ mod tests {
 
     #[test]
     fn joins_without_double_slashes() {
-        assert_eq!(join("https://api.stripe.com/", "/v1/x"), "https://api.stripe.com/v1/x");
-        assert_eq!(join("http://127.0.0.1:9/p", "/usage"), "http://127.0.0.1:9/p/usage");
+        assert_eq!(
+            join("https://api.stripe.com/", "/v1/x"),
+            "https://api.stripe.com/v1/x"
+        );
+        assert_eq!(
+            join("http://127.0.0.1:9/p", "/usage"),
+            "http://127.0.0.1:9/p/usage"
+        );
     }
 }

@@ -1,0 +1,233 @@
+//! Amberflo's usage query API (`POST /usage`), as its docs and SDKs describe it.
+
+use crate::server::{Fault, Recorded, Reply, Server};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// One metered value, as ingested.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageRecord {
+    pub customer_id: String,
+    pub meter_api_name: String,
+    /// Unix seconds.
+    pub time: i64,
+    pub value: f64,
+}
+
+struct State {
+    api_key: String,
+    records: Vec<UsageRecord>,
+    fault: Option<Fault>,
+}
+
+/// A running Amberflo emulator.
+pub struct Amberflo {
+    server: Server,
+    state: Arc<Mutex<State>>,
+}
+
+impl Amberflo {
+    /// Starts on a free loopback port, accepting `api_key` in `X-API-KEY`.
+    pub fn start(api_key: &str, records: Vec<UsageRecord>) -> std::io::Result<Amberflo> {
+        let state = Arc::new(Mutex::new(State {
+            api_key: api_key.into(),
+            records,
+            fault: None,
+        }));
+        let shared = state.clone();
+        let server = Server::start(Arc::new(move |r: &Recorded| {
+            handle(&mut shared.lock().unwrap(), r)
+        }))?;
+        Ok(Amberflo { server, state })
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.server.requests()
+    }
+
+    /// Injects `fault` into every following request (`None` to heal).
+    pub fn set_fault(&self, fault: Option<Fault>) {
+        self.state.lock().unwrap().fault = fault;
+    }
+}
+
+fn message(status: u16, text: &str) -> Reply {
+    Reply::json(status, &json!({ "message": text }))
+}
+
+fn handle(state: &mut State, request: &Recorded) -> Reply {
+    match state.fault {
+        Some(Fault::Status(status)) => {
+            return message(status, "Internal server error");
+        }
+        Some(Fault::MalformedJson) => {
+            return Reply {
+                status: 200,
+                headers: vec![("content-type", "application/json".into())],
+                body: br#"{"metadata": {"meterApiName": "#.to_vec(),
+            };
+        }
+        None => {}
+    }
+    if request.method != "POST" || !matches!(request.target.as_str(), "/usage" | "/usage/") {
+        return message(404, "Not Found");
+    }
+    if request.header("x-api-key") != Some(state.api_key.as_str()) {
+        return message(401, "Unauthorized");
+    }
+    if !request
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("application/json"))
+    {
+        return message(415, "Content-Type must be application/json");
+    }
+    let query: Value = match serde_json::from_slice(&request.body) {
+        Ok(v) => v,
+        Err(e) => return message(400, &format!("Invalid JSON body: {e}")),
+    };
+    match answer(&state.records, &query) {
+        Ok(body) => Reply::json(200, &body),
+        Err(why) => message(400, &why),
+    }
+}
+
+/// Aggregates the stored records for a query, filling gaps with zero buckets.
+fn answer(records: &[UsageRecord], query: &Value) -> Result<Value, String> {
+    let meter = query["meterApiName"]
+        .as_str()
+        .ok_or("meterApiName is required")?;
+    let aggregation = query["aggregation"]
+        .as_str()
+        .ok_or("aggregation is required")?;
+    if !matches!(aggregation, "SUM" | "COUNT" | "MIN" | "MAX") {
+        return Err(format!("Invalid aggregation: {aggregation}"));
+    }
+    let step = match query["timeGroupingInterval"].as_str() {
+        Some("HOUR") => 3600,
+        Some("DAY") => 86_400,
+        Some(other @ ("WEEK" | "MONTH")) => {
+            return Err(format!("timeGroupingInterval {other} is not emulated"));
+        }
+        Some(other) => return Err(format!("Invalid timeGroupingInterval: {other}")),
+        None => return Err("timeGroupingInterval is required".into()),
+    };
+    let range = &query["timeRange"];
+    let start = range["startTimeInSeconds"]
+        .as_i64()
+        .ok_or("timeRange.startTimeInSeconds is required")?;
+    let end = match &range["endTimeInSeconds"] {
+        Value::Null => crate::unix_now(),
+        v => v
+            .as_i64()
+            .ok_or("timeRange.endTimeInSeconds must be an integer")?,
+    };
+    let customers: Option<Vec<&str>> = match &query["filter"]["customerId"] {
+        Value::Null => None,
+        Value::Array(ids) => Some(ids.iter().filter_map(Value::as_str).collect()),
+        _ => return Err("filter.customerId must be an array".into()),
+    };
+    let by_customer = query["groupBy"]
+        .as_array()
+        .is_some_and(|g| g.iter().any(|d| d == "customerId"));
+
+    let first = start.div_euclid(step) * step;
+    let buckets: Vec<i64> = (first..end).step_by(step as usize).collect();
+    let mut groups: BTreeMap<Option<&str>, Vec<Vec<f64>>> = BTreeMap::new();
+    if !by_customer {
+        groups.insert(None, vec![Vec::new(); buckets.len()]);
+    }
+    for r in records.iter().filter(|r| {
+        r.meter_api_name == meter
+            && r.time >= start
+            && r.time < end
+            && customers
+                .as_ref()
+                .is_none_or(|c| c.contains(&r.customer_id.as_str()))
+    }) {
+        let key = by_customer.then_some(r.customer_id.as_str());
+        let slot = ((r.time.div_euclid(step) * step - first) / step) as usize;
+        groups
+            .entry(key)
+            .or_insert_with(|| vec![Vec::new(); buckets.len()])[slot]
+            .push(r.value);
+    }
+    let aggregate = |values: &[f64]| -> f64 {
+        match aggregation {
+            "COUNT" => values.len() as f64,
+            "MIN" => values.iter().copied().reduce(f64::min).unwrap_or(0.0),
+            "MAX" => values.iter().copied().reduce(f64::max).unwrap_or(0.0),
+            _ => values.iter().sum(),
+        }
+    };
+    let client_meters: Vec<Value> = groups
+        .into_iter()
+        .map(|(customer, slots)| {
+            let values: Vec<f64> = slots.iter().map(|v| aggregate(v)).collect();
+            let all: Vec<f64> = slots.concat();
+            json!({
+                "group": customer.map(|c| json!({ "groupInfo": { "customerId": c } })),
+                "groupValue": aggregate(&all),
+                "percentageFromPrevious": 0.0,
+                "values": values.iter().zip(&buckets).map(|(v, t)| json!({
+                    "value": v,
+                    "secondsSinceEpochUtc": t,
+                    "percentageFromPrevious": 0.0,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "metadata": query,
+        "secondsSinceEpochIntervals": buckets,
+        "clientMeters": client_meters,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(customer: &str, time: i64, value: f64) -> UsageRecord {
+        UsageRecord {
+            customer_id: customer.into(),
+            meter_api_name: "api-calls".into(),
+            time,
+            value,
+        }
+    }
+
+    #[test]
+    fn sums_one_customer_per_day_with_gap_filling() {
+        let records = [
+            rec("acme", 86_400 + 10, 40.0),
+            rec("acme", 86_400 + 20, 2.0),
+            rec("other", 86_400 + 30, 100.0),
+            rec("acme", 3 * 86_400, 7.0),
+        ];
+        let query = json!({
+            "meterApiName": "api-calls", "aggregation": "SUM", "timeGroupingInterval": "DAY",
+            "timeRange": {"startTimeInSeconds": 86_400, "endTimeInSeconds": 3 * 86_400},
+            "filter": {"customerId": ["acme"]},
+        });
+        let body = answer(&records, &query).unwrap();
+        assert_eq!(body["secondsSinceEpochIntervals"], json!([86_400, 172_800]));
+        assert_eq!(body["clientMeters"][0]["group"], Value::Null);
+        assert_eq!(body["clientMeters"][0]["groupValue"], json!(42.0));
+        assert_eq!(body["clientMeters"][0]["values"][1]["value"], json!(0.0));
+    }
+
+    #[test]
+    fn requires_a_time_range() {
+        let query =
+            json!({"meterApiName": "m", "aggregation": "SUM", "timeGroupingInterval": "DAY"});
+        assert_eq!(
+            answer(&[], &query).unwrap_err(),
+            "timeRange.startTimeInSeconds is required"
+        );
+    }
+}

@@ -1,0 +1,183 @@
+//! The HTTP plumbing both emulators share: a loopback server on its own thread
+//! that records every request and answers through a plain function.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use tokio::sync::oneshot;
+
+/// A request as it arrived on the wire.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    /// Path and query.
+    pub target: String,
+    /// Header names lowercased, in arrival order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// An answer.
+pub(crate) struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(status: u16, body: &serde_json::Value) -> Reply {
+        Reply {
+            status,
+            headers: vec![("content-type", "application/json".into())],
+            body: serde_json::to_vec_pretty(body).expect("JSON values serialize"),
+        }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+/// A fault an emulator injects instead of its normal answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer every request with this status and the provider's error body for it;
+    /// nothing is recorded.
+    Status(u16),
+    /// Answer 200 with a body that is not JSON.
+    MalformedJson,
+}
+
+pub(crate) type Handler = dyn Fn(&Recorded) -> Reply + Send + Sync;
+
+/// A running server; stops when dropped.
+pub(crate) struct Server {
+    addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn start(handler: Arc<Handler>) -> std::io::Result<Server> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (stop, stopped) = oneshot::channel();
+        let log = requests.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let thread = std::thread::Builder::new()
+            .name(format!("emulator-{}", addr.port()))
+            .spawn(move || runtime.block_on(serve(listener, handler, log, stopped)))?;
+        Ok(Server {
+            addr,
+            requests,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn serve(
+    listener: std::net::TcpListener,
+    handler: Arc<Handler>,
+    log: Arc<Mutex<Vec<Recorded>>>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let listener = tokio::net::TcpListener::from_std(listener).expect("inside a runtime");
+    loop {
+        let stream = tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+        };
+        let (handler, log) = (handler.clone(), log.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let (handler, log) = (handler.clone(), log.clone());
+                async move {
+                    let (parts, body) = request.into_parts();
+                    let body = body.collect().await?.to_bytes().to_vec();
+                    let recorded = Recorded {
+                        method: parts.method.to_string(),
+                        target: parts
+                            .uri
+                            .path_and_query()
+                            .map(|p| p.to_string())
+                            .unwrap_or_default(),
+                        headers: parts
+                            .headers
+                            .iter()
+                            .map(|(n, v)| {
+                                (
+                                    n.as_str().to_string(),
+                                    String::from_utf8_lossy(v.as_bytes()).into(),
+                                )
+                            })
+                            .collect(),
+                        body,
+                    };
+                    log.lock().unwrap().push(recorded.clone());
+                    let reply = handler(&recorded);
+                    let mut response = hyper::Response::builder().status(reply.status);
+                    for (name, value) in reply.headers {
+                        response = response.header(name, value);
+                    }
+                    Ok::<_, hyper::Error>(
+                        response
+                            .body(Full::new(Bytes::from(reply.body)))
+                            .expect("valid status and headers"),
+                    )
+                }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

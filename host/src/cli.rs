@@ -1,0 +1,265 @@
+//! The `usage-sync` command line.
+
+use crate::bindings::Endpoints;
+use crate::inputs::{self, InputFlags, InputsFile};
+use crate::outcome::{Failure, exit, render_outputs};
+use crate::policy::{DEFAULT_AMBERFLO_URL, DEFAULT_STRIPE_URL, Endpoint, Policy};
+use crate::sandbox::{Exchange, Limits, RunConfig, Sandbox};
+use crate::secrets::Credentials;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "usage-sync",
+    version,
+    about = "Records Amberflo usage on a Stripe billing meter, from a sandboxed WebAssembly component",
+    after_help = "Exit status: 0 success, 1 internal error, 2 bad input (nothing sent), 3 provider error, 4 sandbox violation or limit."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the workflow once: query Amberflo, record one Stripe meter event.
+    ///
+    /// Keys come from AMBERFLO_API_KEY and STRIPE_API_KEY. stdout gets one JSON object.
+    Run(RunArgs),
+    /// Run the workflow against local Amberflo and Stripe emulators: no account, no network.
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// JSON file of inputs: customerId, meterApiName, stripeCustomer, stripeEventName,
+    /// usageQuantity, startTime, endTime.
+    #[arg(long, value_name = "FILE")]
+    inputs: Option<PathBuf>,
+    /// Amberflo customer to query.
+    #[arg(long)]
+    customer_id: Option<String>,
+    /// Amberflo meter to query.
+    #[arg(long)]
+    meter_api_name: Option<String>,
+    /// Stripe customer id (cus_...) the usage is billed to.
+    #[arg(long)]
+    stripe_customer: Option<String>,
+    /// Stripe meter's event name.
+    #[arg(long)]
+    stripe_event_name: Option<String>,
+    /// Whole number to record; default: the Amberflo total for the window.
+    #[arg(long, allow_hyphen_values = true)]
+    usage_quantity: Option<String>,
+    /// Window start, Unix seconds or RFC 3339 (default: start of the previous UTC day).
+    #[arg(long)]
+    start_time: Option<String>,
+    /// Window end, exclusive (default: end of the previous UTC day).
+    #[arg(long)]
+    end_time: Option<String>,
+    /// Amberflo API base URL.
+    #[arg(long, env = "AMBERFLO_BASE_URL", default_value = DEFAULT_AMBERFLO_URL)]
+    amberflo_url: String,
+    /// Stripe API base URL.
+    #[arg(long, env = "STRIPE_BASE_URL", default_value = DEFAULT_STRIPE_URL)]
+    stripe_url: String,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+}
+
+#[derive(Args)]
+struct SandboxArgs {
+    /// Run another build of the workflow component (.wasm).
+    #[arg(long, value_name = "PATH")]
+    component: Option<PathBuf>,
+    /// Guest memory cap, MiB.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    max_memory_mib: usize,
+    /// Deadline for the whole run, seconds.
+    #[arg(long, default_value_t = 120.0, value_name = "SECS")]
+    timeout: f64,
+    /// Connect and read timeout of each request, seconds.
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    request_timeout: f64,
+    /// Cap on each response body, bytes.
+    #[arg(long, default_value_t = 8 << 20, value_name = "BYTES")]
+    max_response_bytes: u64,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+}
+
+impl SandboxArgs {
+    fn limits(&self) -> Result<Limits, Failure> {
+        let secs = |name: &str, v: f64| {
+            Duration::try_from_secs_f64(v)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    Failure::BadInput(format!("--{name} must be a positive number of seconds"))
+                })
+        };
+        if self.max_memory_mib == 0 || self.max_response_bytes == 0 {
+            return Err(Failure::BadInput(
+                "--max-memory-mib and --max-response-bytes must be positive".into(),
+            ));
+        }
+        Ok(Limits {
+            max_memory_bytes: self.max_memory_mib.saturating_mul(1 << 20),
+            deadline: secs("timeout", self.timeout)?,
+            request_timeout: secs("request-timeout", self.request_timeout)?,
+            max_response_bytes: self.max_response_bytes,
+        })
+    }
+
+    fn sandbox(&self) -> Result<Sandbox, Failure> {
+        let wasm = match &self.component {
+            Some(path) => std::fs::read(path).map_err(|e| {
+                Failure::BadInput(format!("cannot read the component {}: {e}", path.display()))
+            })?,
+            None => crate::DEFAULT_COMPONENT.to_vec(),
+        };
+        Sandbox::new(&wasm).map_err(|e| match &self.component {
+            Some(path) => Failure::BadInput(format!("{}: {e:#}", path.display())),
+            None => Failure::Internal(format!("the built-in component: {e:#}")),
+        })
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("starting the async runtime");
+    let code = match cli.command {
+        Command::Run(args) => runtime.block_on(run(args)),
+        Command::Demo(args) => runtime.block_on(crate::demo::run(args.sandbox.limits(), || {
+            args.sandbox.sandbox()
+        })),
+    };
+    ExitCode::from(code)
+}
+
+async fn run(args: RunArgs) -> u8 {
+    // Before the keys are known nothing can leak; after, everything printed is scrubbed.
+    let credentials = match Credentials::from_env() {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            return report(
+                &Failure::BadInput(format!(
+                    "{e}: set AMBERFLO_API_KEY and STRIPE_API_KEY in the environment"
+                )),
+                None,
+            );
+        }
+    };
+    match prepare(&args, &credentials) {
+        Ok((sandbox, config, inputs)) => {
+            eprintln!("usage-sync: running the workflow in the sandbox");
+            match sandbox.run(&config, inputs).await {
+                Ok(outputs) => {
+                    let verdict = if outputs.already_recorded {
+                        format!(
+                            "Stripe already had event {}: nothing new recorded",
+                            outputs.meter_event_id
+                        )
+                    } else {
+                        format!(
+                            "recorded {} on {} as event {}",
+                            outputs.usage_quantity, outputs.event_name, outputs.meter_event_id
+                        )
+                    };
+                    eprintln!("usage-sync: {}", credentials.redact(&verdict));
+                    println!("{}", credentials.redact(&render_outputs(&outputs)));
+                    exit::OK
+                }
+                Err(failure) => report(&failure, Some(&credentials)),
+            }
+        }
+        Err(failure) => report(&failure, Some(&credentials)),
+    }
+}
+
+fn prepare(
+    args: &RunArgs,
+    credentials: &Arc<Credentials>,
+) -> Result<(Sandbox, RunConfig, crate::bindings::Inputs), Failure> {
+    let file = match &args.inputs {
+        Some(path) => InputsFile::read(path).map_err(Failure::BadInput)?,
+        None => InputsFile::default(),
+    };
+    let inputs = inputs::merge(
+        file,
+        InputFlags {
+            customer_id: args.customer_id.clone(),
+            meter_api_name: args.meter_api_name.clone(),
+            stripe_customer: args.stripe_customer.clone(),
+            stripe_event_name: args.stripe_event_name.clone(),
+            usage_quantity: args.usage_quantity.clone(),
+            start_time: args.start_time.clone(),
+            end_time: args.end_time.clone(),
+        },
+    );
+    let amberflo = Endpoint::parse(&args.amberflo_url)
+        .map_err(|e| Failure::BadInput(format!("--amberflo-url {e}")))?;
+    let stripe = Endpoint::parse(&args.stripe_url)
+        .map_err(|e| Failure::BadInput(format!("--stripe-url {e}")))?;
+    let policy = Policy::new(&amberflo, &stripe).map_err(Failure::BadInput)?;
+    let limits = args.sandbox.limits()?;
+    let sandbox = args.sandbox.sandbox()?;
+    let config = RunConfig {
+        policy: Arc::new(policy),
+        endpoints: Endpoints {
+            amberflo_url: amberflo.base_url,
+            stripe_url: stripe.base_url,
+        },
+        credentials: credentials.clone(),
+        limits,
+        observer: Some(Arc::new(progress(credentials.clone()))),
+    };
+    Ok((sandbox, config, inputs))
+}
+
+/// A progress line on stderr per request.
+pub fn progress(credentials: Arc<Credentials>) -> impl Fn(&Exchange) + Send + Sync {
+    move |x: &Exchange| {
+        let result = match &x.result {
+            Ok(status) => status.to_string(),
+            Err(e) => format!("no response ({e})"),
+        };
+        eprintln!(
+            "{}",
+            credentials.redact(&format!(
+                "usage-sync: {} {} {} -> {} in {} ms",
+                x.provider.name(),
+                x.method,
+                x.url,
+                result,
+                x.elapsed.as_millis()
+            ))
+        );
+    }
+}
+
+/// Prints a failure (stderr line, stdout JSON) and returns its exit status.
+pub fn report(failure: &Failure, credentials: Option<&Credentials>) -> u8 {
+    let scrub = |text: String| match credentials {
+        Some(c) => c.redact(&text),
+        None => text,
+    };
+    eprintln!("usage-sync: {}", scrub(failure.message()));
+    println!(
+        "{}",
+        scrub(serde_json::to_string_pretty(&failure.to_json()).expect("JSON values serialize"))
+    );
+    failure.exit_code()
+}

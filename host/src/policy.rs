@@ -1,0 +1,290 @@
+//! The sandbox's egress policy, in one place: the guest may reach exactly the two
+//! configured provider origins, and each provider's key goes only to its own origin.
+//!
+//! Matching is on the parsed request URI, before any DNS lookup: scheme, host
+//! (ASCII case-insensitive, nothing else normalised) and effective port must equal
+//! a configured origin. HTTPS is required, except plain HTTP to loopback (tests, demo).
+
+use crate::secrets::Credentials;
+use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
+use http::uri::{Scheme, Uri};
+use std::fmt;
+use std::net::IpAddr;
+
+pub const DEFAULT_AMBERFLO_URL: &str = "https://app.amberflo.io";
+pub const DEFAULT_STRIPE_URL: &str = "https://api.stripe.com";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provider {
+    Amberflo,
+    Stripe,
+}
+
+impl Provider {
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Amberflo => "Amberflo",
+            Provider::Stripe => "Stripe",
+        }
+    }
+
+    /// The header that carries this provider's key.
+    pub fn credential_header(self) -> HeaderName {
+        match self {
+            Provider::Amberflo => HeaderName::from_static("x-api-key"),
+            Provider::Stripe => AUTHORIZATION,
+        }
+    }
+
+    pub fn credential(self, credentials: &Credentials) -> HeaderValue {
+        let value = match self {
+            Provider::Amberflo => credentials.amberflo.expose().to_string(),
+            Provider::Stripe => format!("Bearer {}", credentials.stripe.expose()),
+        };
+        let mut value = HeaderValue::from_str(&value).expect("Secret::new checked the characters");
+        value.set_sensitive(true);
+        value
+    }
+}
+
+/// Headers that carry credentials: only the host sets them.
+pub fn is_credential_header(name: &HeaderName) -> bool {
+    [
+        AUTHORIZATION,
+        HeaderName::from_static("x-api-key"),
+        http::header::PROXY_AUTHORIZATION,
+        http::header::COOKIE,
+    ]
+    .contains(name)
+}
+
+/// Scheme, host and port: what a request must match exactly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub https: bool,
+    /// Lowercase; IPv6 in brackets, as in a URI.
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.https { "https" } else { "http" };
+        write!(f, "{scheme}://{}:{}", self.host, self.port)
+    }
+}
+
+/// A provider's configured base URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub origin: Origin,
+    /// What the guest builds request URLs from; no trailing slash.
+    pub base_url: String,
+}
+
+impl Endpoint {
+    /// Parses a base URL given by the user (`--amberflo-url`, `--stripe-url`).
+    pub fn parse(url: &str) -> Result<Endpoint, String> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+        let origin = origin_of(&uri).map_err(|why| format!("`{url}`: {why}"))?;
+        if !origin.https && !is_loopback(&origin.host) {
+            return Err(format!(
+                "`{url}`: plain HTTP is allowed only to loopback (127.0.0.1, [::1], localhost); use https"
+            ));
+        }
+        if uri.query().is_some() {
+            return Err(format!("`{url}`: a base URL cannot have a query"));
+        }
+        let path = uri.path().trim_end_matches('/');
+        let scheme = if origin.https { "https" } else { "http" };
+        let authority = uri.authority().expect("origin_of checked it").as_str();
+        Ok(Endpoint {
+            base_url: format!("{scheme}://{authority}{path}"),
+            origin,
+        })
+    }
+}
+
+fn origin_of(uri: &Uri) -> Result<Origin, &'static str> {
+    let https = match uri.scheme() {
+        Some(s) if *s == Scheme::HTTPS => true,
+        Some(s) if *s == Scheme::HTTP => false,
+        Some(_) => return Err("only http and https are allowed"),
+        None => return Err("no scheme"),
+    };
+    let authority = uri.authority().ok_or("no host")?;
+    if authority.as_str().contains('@') {
+        return Err("user info in the authority");
+    }
+    let host = authority.host();
+    if host.is_empty() {
+        return Err("no host");
+    }
+    Ok(Origin {
+        https,
+        host: host.to_ascii_lowercase(),
+        port: authority.port_u16().unwrap_or(if https { 443 } else { 80 }),
+    })
+}
+
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Why a request was refused; names the target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub target: String,
+    pub reason: String,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "refused a request to {}: {}", self.target, self.reason)
+    }
+}
+
+/// The allowlist: two origins, each bound to its provider.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    routes: [(Origin, Provider); 2],
+}
+
+impl Policy {
+    pub fn new(amberflo: &Endpoint, stripe: &Endpoint) -> Result<Policy, String> {
+        if amberflo.origin == stripe.origin {
+            return Err(format!(
+                "Amberflo and Stripe share the origin {}: each key must be bound to its own host",
+                amberflo.origin
+            ));
+        }
+        Ok(Policy {
+            routes: [
+                (amberflo.origin.clone(), Provider::Amberflo),
+                (stripe.origin.clone(), Provider::Stripe),
+            ],
+        })
+    }
+
+    /// The provider a request goes to, or why it may not go anywhere.
+    pub fn check(&self, uri: &Uri) -> Result<Provider, Refusal> {
+        let refuse = |reason: String| Refusal {
+            target: shorten(&uri.to_string()),
+            reason,
+        };
+        let origin = origin_of(uri).map_err(|why| refuse(why.to_string()))?;
+        self.routes
+            .iter()
+            .find(|(allowed, _)| *allowed == origin)
+            .map(|(_, provider)| *provider)
+            .ok_or_else(|| {
+                refuse(format!(
+                    "{origin} is not an allowed host (allowed: {}, {})",
+                    self.routes[0].0, self.routes[1].0
+                ))
+            })
+    }
+}
+
+fn shorten(text: &str) -> String {
+    const MAX: usize = 200;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::Secret;
+
+    fn test_credentials() -> Credentials {
+        Credentials {
+            amberflo: Secret::new("A", "amb_test_key".into()).unwrap(),
+            stripe: Secret::new("S", "sk_test_key".into()).unwrap(),
+        }
+    }
+
+    fn policy() -> Policy {
+        Policy::new(
+            &Endpoint::parse("https://app.amberflo.io").unwrap(),
+            &Endpoint::parse("https://api.stripe.com/").unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn check(url: &str) -> Result<Provider, Refusal> {
+        policy().check(&url.parse().unwrap())
+    }
+
+    #[test]
+    fn allows_exactly_the_two_origins() {
+        assert_eq!(
+            check("https://app.amberflo.io/usage"),
+            Ok(Provider::Amberflo)
+        );
+        assert_eq!(
+            check("https://api.stripe.com/v1/billing/meter_events"),
+            Ok(Provider::Stripe)
+        );
+        assert_eq!(
+            check("https://API.Stripe.COM:443/v1/x"),
+            Ok(Provider::Stripe)
+        );
+    }
+
+    #[test]
+    fn refuses_everything_else() {
+        for url in [
+            "http://api.stripe.com/v1/x",
+            "https://api.stripe.com:8443/v1/x",
+            "https://api.stripe.com./v1/x",
+            "https://api.stripe.com.evil.test/v1/x",
+            "https://api.stripe.com@evil.test/v1/x",
+            "https://evil.test@api.stripe.com/v1/x",
+            "https://evil.test/",
+            "https://127.0.0.1/",
+            "https://54.187.174.169/",
+            "ftp://api.stripe.com/",
+            "/v1/x",
+        ] {
+            assert!(check(url).is_err(), "{url} should be refused");
+        }
+        let refusal = check("https://evil.test/steal").unwrap_err();
+        assert_eq!(refusal.target, "https://evil.test/steal");
+        assert!(
+            refusal
+                .to_string()
+                .contains("evil.test:443 is not an allowed host")
+        );
+    }
+
+    #[test]
+    fn endpoints_need_https_unless_loopback() {
+        assert!(Endpoint::parse("http://127.0.0.1:8080").is_ok());
+        assert!(Endpoint::parse("http://[::1]:8080").is_ok());
+        assert!(Endpoint::parse("http://localhost:8080").is_ok());
+        assert!(Endpoint::parse("http://api.stripe.com").is_err());
+        assert!(Endpoint::parse("http://10.0.0.1").is_err());
+        assert!(Endpoint::parse("https://user:pw@api.stripe.com").is_err());
+        assert!(Endpoint::parse("api.stripe.com").is_err());
+        let e = Endpoint::parse("http://127.0.0.1:9/prefix/").unwrap();
+        assert_eq!(e.base_url, "http://127.0.0.1:9/prefix");
+        assert_eq!(e.origin.port, 9);
+    }
+
+    #[test]
+    fn keys_are_bound_to_their_provider() {
+        let creds = test_credentials();
+        assert_eq!(Provider::Amberflo.credential_header(), "x-api-key");
+        assert_eq!(Provider::Amberflo.credential(&creds), "amb_test_key");
+        assert_eq!(Provider::Stripe.credential_header(), AUTHORIZATION);
+        assert_eq!(Provider::Stripe.credential(&creds), "Bearer sk_test_key");
+        let same = Endpoint::parse("http://127.0.0.1:9").unwrap();
+        assert!(Policy::new(&same, &same).is_err());
+    }
+}

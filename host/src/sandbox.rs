@@ -1,0 +1,422 @@
+//! The wasmtime sandbox: one engine, the component, limits, and the HTTP
+//! boundary where the egress policy is enforced and keys are attached.
+//!
+//! The guest gets wasi:http outgoing, clocks, random and stderr. It gets no
+//! environment, no arguments, no files and no sockets; its stdout is discarded
+//! so it cannot corrupt the host's JSON output.
+
+use crate::bindings::{Endpoints, Inputs, Outputs, UsageSyncPre, WorkflowError};
+use crate::outcome::Failure;
+use crate::policy::{Policy, Provider, is_credential_header};
+use crate::secrets::Credentials;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::error::Context as _;
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{
+    ForbiddenHeaderFilter, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
+    WasiHttpView,
+};
+
+/// Resource limits for one run. Each has a default and a flag.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Cap on the guest's linear memory.
+    pub max_memory_bytes: usize,
+    /// Wall-clock deadline for the whole run.
+    pub deadline: Duration,
+    /// Connect, first-byte and between-bytes timeout of each request.
+    pub request_timeout: Duration,
+    /// Cap on each response body.
+    pub max_response_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_memory_bytes: 64 << 20,
+            deadline: Duration::from_secs(120),
+            request_timeout: Duration::from_secs(30),
+            max_response_bytes: 8 << 20,
+        }
+    }
+}
+
+/// How often the engine's epoch advances; the deadline's resolution.
+const TICK: Duration = Duration::from_millis(10);
+
+/// A request the guest made, as the host saw it.
+#[derive(Clone, Debug)]
+pub struct Exchange {
+    pub provider: Provider,
+    pub method: String,
+    pub url: String,
+    /// The status, or why there was none.
+    pub result: Result<u16, String>,
+    pub elapsed: Duration,
+}
+
+/// Called for each request as it completes (for progress lines).
+pub type Observer = Arc<dyn Fn(&Exchange) + Send + Sync>;
+
+/// Everything a run needs besides the inputs.
+#[derive(Clone)]
+pub struct RunConfig {
+    pub policy: Arc<Policy>,
+    pub endpoints: Endpoints,
+    pub credentials: Arc<Credentials>,
+    pub limits: Limits,
+    pub observer: Option<Observer>,
+}
+
+/// A compiled component, ready to instantiate.
+pub struct Sandbox {
+    engine: Engine,
+    pre: UsageSyncPre<RunState>,
+}
+
+impl Sandbox {
+    /// Compiles `wasm` (a component binary).
+    pub fn new(wasm: &[u8]) -> wasmtime::Result<Sandbox> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+        let component =
+            Component::new(&engine, wasm).context("the file is not a valid component")?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        let pre = UsageSyncPre::new(linker.instantiate_pre(&component)?)
+            .context("the component does not export the usage-sync workflow")?;
+        start_ticker(&engine);
+        Ok(Sandbox { engine, pre })
+    }
+
+    /// The imports the component asks for, as `name` strings.
+    pub fn imports(&self) -> Vec<String> {
+        self.pre
+            .instance_pre()
+            .component()
+            .component_type()
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect()
+    }
+
+    /// Runs the workflow once, in a fresh instance.
+    pub async fn run(&self, config: &RunConfig, inputs: Inputs) -> Result<Outputs, Failure> {
+        let log = Arc::new(Mutex::new(Violations::default()));
+        let limits = config.limits;
+        let state = RunState {
+            wasi: WasiCtx::builder()
+                .inherit_stderr()
+                .allow_tcp(false)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false)
+                .build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: Egress {
+                policy: config.policy.clone(),
+                credentials: config.credentials.clone(),
+                limits,
+                violations: log.clone(),
+                observer: config.observer.clone(),
+            },
+            memory: MemoryCap {
+                max: limits.max_memory_bytes,
+                exceeded: false,
+            },
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.memory);
+        store.set_epoch_deadline((limits.deadline.as_millis() / TICK.as_millis()) as u64 + 1);
+        store.epoch_deadline_trap();
+
+        let call = async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            instance
+                .usage_sync_workflow_workflow()
+                .call_run(&mut store, &config.endpoints, &inputs)
+                .await
+        };
+        let result = tokio::time::timeout(limits.deadline, call).await;
+        let memory_exceeded = store.data().memory.exceeded;
+        let violations = std::mem::take(&mut *log.lock().unwrap());
+        classify(result, memory_exceeded, violations, &limits)
+    }
+}
+
+/// Decides what a run's result means, most serious first: a refused request or
+/// a hit limit outranks whatever the guest made of it.
+fn classify(
+    result: Result<wasmtime::Result<Result<Outputs, WorkflowError>>, tokio::time::error::Elapsed>,
+    memory_exceeded: bool,
+    violations: Violations,
+    limits: &Limits,
+) -> Result<Outputs, Failure> {
+    let deadline = || {
+        Failure::Sandbox(format!(
+            "the run exceeded its deadline of {} s",
+            limits.deadline.as_secs_f64()
+        ))
+    };
+    let guest = match result {
+        Err(_) => return Err(deadline()),
+        Ok(Err(trap)) if trap.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
+            return Err(deadline());
+        }
+        Ok(Err(_)) if memory_exceeded => {
+            return Err(Failure::Sandbox(format!(
+                "the component exceeded its memory limit of {} MiB",
+                limits.max_memory_bytes >> 20
+            )));
+        }
+        Ok(Err(trap)) => return Err(Failure::Internal(format!("the component failed: {trap:#}"))),
+        Ok(Ok(guest)) => guest,
+    };
+    let mut problems: Vec<String> = violations.refusals.iter().map(|r| r.to_string()).collect();
+    problems.extend(violations.oversized.iter().map(|url| {
+        format!(
+            "the response from {url} exceeded the limit of {} bytes",
+            limits.max_response_bytes
+        )
+    }));
+    if !problems.is_empty() {
+        let mut message = problems.join("; ");
+        if let Err(error) = &guest {
+            message = format!(
+                "{message} (the workflow then reported: {})",
+                Failure::from(error.clone()).message()
+            );
+        }
+        return Err(Failure::Sandbox(message));
+    }
+    guest.map_err(Failure::from)
+}
+
+#[derive(Default)]
+struct Violations {
+    refusals: Vec<crate::policy::Refusal>,
+    oversized: Vec<String>,
+}
+
+struct RunState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    hooks: Egress,
+    memory: MemoryCap,
+}
+
+impl WasiView for RunState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for RunState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+struct MemoryCap {
+    max: usize,
+    exceeded: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _: usize,
+        desired: usize,
+        _: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max {
+            self.exceeded = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _: usize,
+        desired: usize,
+        _: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// The HTTP boundary: every outgoing request passes here.
+struct Egress {
+    policy: Arc<Policy>,
+    credentials: Arc<Credentials>,
+    limits: Limits,
+    violations: Arc<Mutex<Violations>>,
+    observer: Option<Observer>,
+}
+
+type SendFuture = Box<
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<WasiBody>,
+                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl WasiHttpHooks for Egress {
+    fn forbidden_header_filter(&mut self) -> ForbiddenHeaderFilter {
+        // The guest may neither set credential headers nor read them in responses.
+        Arc::new(|name| {
+            wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name)
+                || is_credential_header(name)
+        })
+    }
+
+    fn send_request(
+        &mut self,
+        mut request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> SendFuture {
+        let provider = match self.policy.check(request.uri()) {
+            Ok(provider) => provider,
+            Err(refusal) => {
+                // The guest sees only a failed stream: the host reports the refusal.
+                self.violations.lock().unwrap().refusals.push(refusal);
+                return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+            }
+        };
+        let headers = request.headers_mut();
+        let forged: Vec<_> = headers
+            .keys()
+            .filter(|n| is_credential_header(n))
+            .cloned()
+            .collect();
+        for name in forged {
+            headers.remove(name);
+        }
+        headers.insert(
+            provider.credential_header(),
+            provider.credential(&self.credentials),
+        );
+
+        let cap = self.limits.request_timeout;
+        let clamp = |asked: Option<Duration>| Some(asked.map_or(cap, |d| d.min(cap)));
+        let options = RequestOptions {
+            connect_timeout: clamp(options.and_then(|o| o.connect_timeout)),
+            first_byte_timeout: clamp(options.and_then(|o| o.first_byte_timeout)),
+            between_bytes_timeout: clamp(options.and_then(|o| o.between_bytes_timeout)),
+        };
+        let method = request.method().to_string();
+        let url = request.uri().to_string();
+        let (max_bytes, violations, observer) = (
+            self.limits.max_response_bytes,
+            self.violations.clone(),
+            self.observer.clone(),
+        );
+        Box::new(async move {
+            let started = Instant::now();
+            let sent = wasmtime_wasi_http::default_send_request(request, Some(options)).await;
+            if let Some(observe) = &observer {
+                observe(&Exchange {
+                    provider,
+                    method,
+                    url: url.clone(),
+                    result: sent
+                        .as_ref()
+                        .map(|(response, _)| response.status().as_u16())
+                        .map_err(|e| e.to_string()),
+                    elapsed: started.elapsed(),
+                });
+            }
+            let (response, io) = sent?;
+            let response = response.map(|body| {
+                Capped {
+                    inner: body.boxed_unsync(),
+                    left: max_bytes,
+                    url,
+                    violations,
+                }
+                .boxed_unsync()
+            });
+            Ok((response, Box::new(io) as Box<dyn Future<Output = _> + Send>))
+        })
+    }
+}
+
+/// A response body that fails once it passes the size cap.
+struct Capped {
+    inner: WasiBody,
+    left: u64,
+    url: String,
+    violations: Arc<Mutex<Violations>>,
+}
+
+impl Body for Capped {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &frame {
+            let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+            match self.left.checked_sub(len) {
+                Some(left) => self.left = left,
+                None => {
+                    let url = self.url.clone();
+                    self.violations.lock().unwrap().oversized.push(url);
+                    self.left = 0;
+                    return Poll::Ready(Some(Err(
+                        wasmtime_wasi_http::Error::HttpResponseBodySize(None),
+                    )));
+                }
+            }
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Advances the engine's epoch until the engine is dropped.
+fn start_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("usage-sync-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(TICK);
+            }
+        })
+        .expect("spawning the epoch thread");
+}

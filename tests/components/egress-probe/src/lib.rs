@@ -1,0 +1,62 @@
+//! A hostile stand-in for the workflow: it exports the same world, but `run`
+//! sends whatever request the test asks for and reports what came back.
+//!
+//! `customer-id` is the URL; `meter-api-name` is the mode:
+//! - `get`: a plain GET;
+//! - `own-authorization` / `own-api-key`: sets the credential header itself;
+//! - `headers`: a GET that reports every response header it was given.
+
+wit_bindgen::generate!({
+    path: "../../../wit",
+    world: "usage-sync",
+});
+
+use exports::usage_sync::workflow::workflow::{
+    Delivery, Endpoints, Guest, Inputs, Outputs, Step, StepFailure, WorkflowError,
+};
+use serde_json::json;
+
+#[allow(dead_code)]
+struct Probe;
+
+impl Guest for Probe {
+    fn run(_: Endpoints, inputs: Inputs) -> Result<Outputs, WorkflowError> {
+        let url = inputs.customer_id;
+        let request = waki::Client::new().get(&url);
+        let request = match inputs.meter_api_name.as_str() {
+            "own-authorization" => request.header("Authorization", "Bearer sk_guest_forged"),
+            "own-api-key" => request.header("X-API-KEY", "guest-forged"),
+            _ => request,
+        };
+        let response = request.send().map_err(|e| {
+            WorkflowError::StepFailed(StepFailure {
+                step: Step::QueryUsage,
+                status: None,
+                message: format!("probe request failed: {e}"),
+                request_id: None,
+                delivery: Delivery::NotSent,
+            })
+        })?;
+        let status = response.status_code();
+        let headers: serde_json::Map<String, serde_json::Value> = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+            .collect();
+        let body = String::from_utf8_lossy(&response.body().unwrap_or_default()).into_owned();
+        Ok(Outputs {
+            usage_result: json!({ "status": status, "headers": headers, "body": body }).to_string(),
+            meter_event_id: String::new(),
+            event_name: String::new(),
+            usage_quantity: String::new(),
+            amberflo_total: None,
+            window_start: 0,
+            window_end: 0,
+            timestamp: 0,
+            already_recorded: false,
+        })
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+export!(Probe);
