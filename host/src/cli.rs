@@ -16,6 +16,7 @@ use std::time::Duration;
 #[command(
     name = "usage-sync",
     version,
+    args_override_self = true,
     about = "Records Amberflo usage on a Stripe billing meter, from a sandboxed WebAssembly component",
     after_help = "Exit status: 0 success, 1 internal error, 2 bad input (nothing sent), 3 provider error, 4 sandbox violation or limit."
 )]

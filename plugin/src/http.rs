@@ -1,6 +1,19 @@
-//! Outgoing HTTP through `wasi:http`, via waki.
+//! Outgoing HTTP over the standard `wasi:http` imports.
+//!
+//! Written against the interfaces directly rather than through waki: waki 0.5's
+//! `send()` fails with `StreamError::Closed` when a server has read a
+//! `Content-Length` body and the host drops the stream before waki's final
+//! `check-write`, a race we hit on every host. Here a closed request stream
+//! only ends the write; the response, or the error the host gives, decides.
 
-use waki::{Client, ErrorCode};
+use wasip2::http::outgoing_handler;
+use wasip2::http::types::{
+    ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, Scheme,
+};
+use wasip2::io::streams::StreamError;
+
+/// Responses larger than this are refused (the host may cap lower).
+const MAX_RESPONSE: usize = 16 << 20;
 
 /// A provider's answer.
 pub struct Reply {
@@ -17,34 +30,69 @@ pub struct Failure {
     pub maybe_sent: bool,
 }
 
-/// POSTs `body` with a `Content-Length`: waki would otherwise stream it chunked,
-/// which strict servers and proxies refuse.
-pub fn post(url: &str, headers: &[(&'static str, &str)], body: Vec<u8>) -> Result<Reply, Failure> {
-    let response = Client::new()
-        .post(url)
-        .headers(headers.iter().map(|&(k, v)| (k, v.to_string())))
-        .header("Content-Length", body.len().to_string())
-        .body(body)
-        .send()
-        .map_err(|err| match err.downcast_ref::<ErrorCode>() {
-            Some(code) => Failure {
-                message: describe(code),
-                maybe_sent: !never_sent(code),
-            },
-            // waki could not hand over the body: the host refused the request
-            // or the connection closed before it was complete.
-            None => Failure {
-                message: err.to_string(),
-                maybe_sent: false,
-            },
-        })?;
-    let status = response.status_code();
+impl Failure {
+    fn not_sent(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            maybe_sent: false,
+        }
+    }
+}
+
+/// POSTs `body` with a `Content-Length` (never chunked: strict servers and
+/// proxies refuse chunked POSTs).
+pub fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Reply, Failure> {
+    let (scheme, authority, path) = split_url(url)
+        .ok_or_else(|| Failure::not_sent(format!("`{url}` is not an http(s) URL")))?;
+    let fields = Fields::new();
+    let length = body.len().to_string();
+    for (name, value) in headers.iter().chain([&("Content-Length", length.as_str())]) {
+        fields
+            .append(name, value.as_bytes())
+            .map_err(|e| Failure::not_sent(format!("header {name}: {e:?}")))?;
+    }
+    let request = OutgoingRequest::new(fields);
+    let unset = |what: &str| Failure::not_sent(format!("the host refused the request's {what}"));
+    request
+        .set_method(&Method::Post)
+        .map_err(|()| unset("method"))?;
+    request
+        .set_scheme(Some(&scheme))
+        .map_err(|()| unset("scheme"))?;
+    request
+        .set_authority(Some(authority))
+        .map_err(|()| unset("authority"))?;
+    request
+        .set_path_with_query(Some(path))
+        .map_err(|()| unset("path"))?;
+    let outgoing = request.body().map_err(|()| unset("body"))?;
+
+    let future = outgoing_handler::handle(request, None).map_err(|code| failure(&code))?;
+    write_body(&outgoing, body);
+    // A body cut short by the peer makes `finish` fail; the response says why.
+    let _ = OutgoingBody::finish(outgoing, None);
+
+    let response = loop {
+        match future.get() {
+            Some(result) => break result,
+            None => future.subscribe().block(),
+        }
+    };
+    let response = response
+        .map_err(|()| Failure::not_sent("the response was already taken"))?
+        .map_err(|code| failure(&code))?;
+    let status = response.status();
     let request_id = response
-        .header("request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body = response.body().map_err(|err| Failure {
-        message: format!("HTTP {status}, then the body could not be read: {err}"),
+        .headers()
+        .get("request-id")
+        .first()
+        .and_then(|v| String::from_utf8(v.clone()).ok());
+    let incoming = response.consume().map_err(|()| Failure {
+        message: format!("HTTP {status} without a readable body"),
+        maybe_sent: true,
+    })?;
+    let body = read_body(incoming).map_err(|message| Failure {
+        message: format!("HTTP {status}, then the body could not be read: {message}"),
         maybe_sent: true,
     })?;
     Ok(Reply {
@@ -52,6 +100,74 @@ pub fn post(url: &str, headers: &[(&'static str, &str)], body: Vec<u8>) -> Resul
         request_id,
         body,
     })
+}
+
+/// Writes as much of `body` as the stream takes; stops quietly when it closes.
+fn write_body(outgoing: &OutgoingBody, body: &[u8]) {
+    let Ok(stream) = outgoing.write() else { return };
+    let ready = stream.subscribe();
+    let mut rest = body;
+    while !rest.is_empty() {
+        ready.block();
+        match stream.check_write() {
+            Ok(0) => continue,
+            Ok(permit) => {
+                let (chunk, tail) = rest.split_at(rest.len().min(permit as usize));
+                if stream.write(chunk).is_err() {
+                    return;
+                }
+                rest = tail;
+            }
+            Err(_) => return,
+        }
+    }
+    let _ = stream.flush();
+}
+
+fn read_body(incoming: IncomingBody) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    {
+        let stream = incoming
+            .stream()
+            .map_err(|()| "the body stream was already taken".to_string())?;
+        loop {
+            match stream.blocking_read(64 * 1024) {
+                Ok(chunk) => body.extend_from_slice(&chunk),
+                Err(StreamError::Closed) => break,
+                Err(StreamError::LastOperationFailed(e)) => {
+                    return Err(match wasip2::http::types::http_error_code(&e) {
+                        Some(code) => describe(&code),
+                        None => e.to_debug_string(),
+                    });
+                }
+            }
+            if body.len() > MAX_RESPONSE {
+                return Err(format!("the body is over {MAX_RESPONSE} bytes"));
+            }
+        }
+    }
+    drop(IncomingBody::finish(incoming));
+    Ok(body)
+}
+
+fn split_url(url: &str) -> Option<(Scheme, &str, &str)> {
+    let (scheme, rest) = if let Some(rest) = url.strip_prefix("https://") {
+        (Scheme::Https, rest)
+    } else {
+        (Scheme::Http, url.strip_prefix("http://")?)
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(at) => rest.split_at(at),
+        None => (rest, "/"),
+    };
+    (!authority.is_empty()).then_some((scheme, authority, path))
+}
+
+fn failure(code: &ErrorCode) -> Failure {
+    Failure {
+        message: describe(code),
+        maybe_sent: !never_sent(code),
+    }
 }
 
 fn never_sent(code: &ErrorCode) -> bool {
@@ -95,5 +211,22 @@ pub fn snippet(body: &[u8]) -> String {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None if text.is_empty() => "(empty body)".into(),
         None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_urls() {
+        let (s, a, p) = split_url("https://api.stripe.com/v1/billing/meter_events").unwrap();
+        assert!(matches!(s, Scheme::Https));
+        assert_eq!((a, p), ("api.stripe.com", "/v1/billing/meter_events"));
+        let (s, a, p) = split_url("http://127.0.0.1:9").unwrap();
+        assert!(matches!(s, Scheme::Http));
+        assert_eq!((a, p), ("127.0.0.1:9", "/"));
+        assert!(split_url("ftp://x/").is_none());
+        assert!(split_url("https:///x").is_none());
     }
 }

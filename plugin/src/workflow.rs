@@ -36,7 +36,7 @@ fn query_usage(endpoints: &Endpoints, plan: &Plan) -> Result<amberflo::Usage, Wo
             ("Accept", "application/json"),
             ("User-Agent", USER_AGENT),
         ],
-        amberflo::request_body(plan),
+        &amberflo::request_body(plan),
     )
     .map_err(|f| fail(None, f.message, None))?;
     if reply.status != 200 {
@@ -95,7 +95,7 @@ fn record_meter_event(
             ("Stripe-Version", stripe::API_VERSION),
             ("User-Agent", USER_AGENT),
         ],
-        stripe::request_body(plan, &quantity, &identifier).into_bytes(),
+        stripe::request_body(plan, &quantity, &identifier).as_bytes(),
     )
     .map_err(|f| {
         let delivery = if f.maybe_sent {

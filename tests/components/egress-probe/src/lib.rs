@@ -4,7 +4,8 @@
 //! `customer-id` is the URL; `meter-api-name` is the mode:
 //! - `get`: a plain GET;
 //! - `own-authorization` / `own-api-key`: sets the credential header itself;
-//! - `headers`: a GET that reports every response header it was given.
+//! - `headers`: a GET that reports every response header it was given;
+//! - `spin`: loops forever; `allocate`: asks for far more memory than any cap.
 
 wit_bindgen::generate!({
     path: "../../../wit",
@@ -21,6 +22,16 @@ struct Probe;
 
 impl Guest for Probe {
     fn run(_: Endpoints, inputs: Inputs) -> Result<Outputs, WorkflowError> {
+        match inputs.meter_api_name.as_str() {
+            "spin" => loop {
+                std::hint::black_box(0);
+            },
+            "allocate" => {
+                let huge: Vec<u8> = vec![1; 1 << 30];
+                std::hint::black_box(&huge);
+            }
+            _ => {}
+        }
         let url = inputs.customer_id;
         let request = waki::Client::new().get(&url);
         let request = match inputs.meter_api_name.as_str() {

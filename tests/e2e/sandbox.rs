@@ -1,0 +1,163 @@
+//! The sandbox's promises, with the real host and hostile test components.
+
+use crate::support::*;
+use serde_json::Value;
+use usage_sync::DEFAULT_COMPONENT;
+use usage_sync::sandbox::Sandbox;
+
+const PROVIDER: i32 = 3;
+const SANDBOX: i32 = 4;
+
+/// Runs the probe component: `url` is what it requests, `mode` how.
+fn probe(p: &Providers, url: &str, mode: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "--component",
+        PROBE,
+        "--customer-id",
+        url,
+        "--meter-api-name",
+        mode,
+    ];
+    args.extend_from_slice(extra);
+    p.run(&args)
+}
+
+#[test]
+fn the_component_imports_only_standard_wasi() {
+    let sandbox = Sandbox::new(DEFAULT_COMPONENT).unwrap();
+    let imports = sandbox.imports();
+    assert!(
+        imports
+            .iter()
+            .any(|i| i.starts_with("wasi:http/outgoing-handler@0.2"))
+    );
+    for import in &imports {
+        assert!(import.starts_with("wasi:"), "non-standard import {import}");
+    }
+}
+
+#[test]
+fn unlisted_hosts_are_refused_before_any_lookup() {
+    let p = Providers::start(vec![]);
+    let amberflo_port = p.amberflo.url().rsplit(':').next().unwrap().to_string();
+    for (url, named) in [
+        ("http://evil.test/steal", "http://evil.test/steal"),
+        (
+            "https://api.stripe.com.evil.test/v1/x",
+            "api.stripe.com.evil.test",
+        ),
+        ("http://127.0.0.1:1/usage", "127.0.0.1:1"),
+        (
+            &format!("http://localhost:{amberflo_port}/usage"),
+            "localhost",
+        ),
+        (
+            &format!("https://127.0.0.1:{amberflo_port}/usage"),
+            "https://127.0.0.1",
+        ),
+    ] {
+        let run = probe(&p, url, "get", &[]);
+        run.expect(SANDBOX);
+        let message = run.error_message();
+        assert!(
+            message.starts_with("sandbox: refused a request to"),
+            "{message}"
+        );
+        assert!(message.contains(named), "{message}");
+        assert!(message.contains("is not an allowed host"), "{message}");
+        assert!(run.stderr.contains(named), "{}", run.stderr);
+    }
+    assert!(p.amberflo_requests().is_empty());
+    assert!(p.stripe_requests().is_empty());
+}
+
+#[test]
+fn each_key_goes_only_to_its_own_provider() {
+    let p = Providers::start(vec![]);
+    // The probe asks for paths the emulators do not serve: only the headers matter.
+    let run = probe(&p, &format!("{}/whoami", p.amberflo.url()), "get", &[]);
+    run.expect(0);
+    let run = probe(&p, &format!("{}/whoami", p.stripe.url()), "get", &[]);
+    run.expect(0);
+    let amberflo = &p.amberflo_requests()[0];
+    assert_eq!(amberflo.header("x-api-key"), Some(p.amberflo_key.as_str()));
+    assert_eq!(amberflo.header("authorization"), None);
+    let stripe = &p.stripe_requests()[0];
+    assert_eq!(
+        stripe.header("authorization"),
+        Some(format!("Bearer {}", p.stripe_key).as_str())
+    );
+    assert_eq!(stripe.header("x-api-key"), None);
+}
+
+#[test]
+fn the_guest_cannot_set_its_own_credentials() {
+    let p = Providers::start(vec![]);
+    for (mode, url) in [
+        ("own-authorization", p.stripe.url()),
+        ("own-api-key", p.amberflo.url()),
+    ] {
+        let run = probe(&p, &url, mode, &[]);
+        run.expect(PROVIDER);
+        assert!(
+            run.error_message().contains("Forbidden"),
+            "{}",
+            run.error_message()
+        );
+    }
+    for request in p.amberflo_requests().iter().chain(&p.stripe_requests()) {
+        for (_, value) in &request.headers {
+            assert!(!value.contains("forged"), "a guest-set credential went out");
+        }
+    }
+}
+
+#[test]
+fn limits_stop_the_guest_and_say_which() {
+    let p = Providers::start(vec![]);
+    let run = probe(&p, "", "spin", &["--timeout", "0.5"]);
+    run.expect(SANDBOX);
+    assert_eq!(
+        run.error_message(),
+        "sandbox: the run exceeded its deadline of 0.5 s"
+    );
+
+    let run = probe(&p, "", "allocate", &["--max-memory-mib", "16"]);
+    run.expect(SANDBOX);
+    assert_eq!(
+        run.error_message(),
+        "sandbox: the component exceeded its memory limit of 16 MiB"
+    );
+
+    // Amberflo's 404 body is longer than 10 bytes.
+    let url = format!("{}/missing", p.amberflo.url());
+    let run = probe(&p, &url, "get", &["--max-response-bytes", "10"]);
+    run.expect(SANDBOX);
+    let message = run.error_message();
+    assert!(
+        message.contains("exceeded the limit of 10 bytes"),
+        "{message}"
+    );
+    assert!(message.contains("/missing"), "{message}");
+}
+
+#[test]
+fn the_real_component_is_unaffected_by_a_hostile_run_before_it() {
+    let (start, _) = yesterday();
+    let p = Providers::start(vec![usage("acme", "api-calls", start + 1, 5.0)]);
+    probe(&p, "http://evil.test/", "get", &[]).expect(SANDBOX);
+    let out: Value = p
+        .run(&[
+            "--customer-id",
+            "acme",
+            "--meter-api-name",
+            "api-calls",
+            "--stripe-customer",
+            "cus_Acme",
+            "--stripe-event-name",
+            "api_calls",
+        ])
+        .expect(0)
+        .json();
+    assert_eq!(out["usageQuantity"], "5");
+}

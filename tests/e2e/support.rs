@@ -1,0 +1,179 @@
+//! Shared test set-up: emulators with canary keys, and the real `usage-sync`
+//! binary run as a child process. Every run is scanned for the keys.
+
+use serde_json::Value;
+use std::hash::{BuildHasher, RandomState};
+use std::process::Command;
+use usage_sync_emulators::{Amberflo, Recorded, Stripe, UsageRecord};
+
+pub const DAY: i64 = 86_400;
+pub const BIN: &str = env!("CARGO_BIN_EXE_usage-sync");
+pub const PROBE: &str = env!("USAGE_SYNC_PROBE_COMPONENT");
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// The previous full UTC day: the default window.
+pub fn yesterday() -> (i64, i64) {
+    let today = now().div_euclid(DAY) * DAY;
+    (today - DAY, today)
+}
+
+pub fn usage(customer: &str, meter: &str, time: i64, value: f64) -> UsageRecord {
+    UsageRecord {
+        customer_id: customer.into(),
+        meter_api_name: meter.into(),
+        time,
+        value,
+    }
+}
+
+/// Both emulators, each with its own canary key.
+pub struct Providers {
+    pub amberflo: Amberflo,
+    pub stripe: Stripe,
+    pub amberflo_key: String,
+    pub stripe_key: String,
+}
+
+fn canary(prefix: &str) -> String {
+    format!("{prefix}{:016x}", RandomState::new().hash_one(prefix))
+}
+
+impl Providers {
+    pub fn start(records: Vec<UsageRecord>) -> Providers {
+        let amberflo_key = canary("amb_canary_");
+        let stripe_key = canary("sk_test_canary_");
+        Providers {
+            amberflo: Amberflo::start(&amberflo_key, records).unwrap(),
+            stripe: Stripe::start(&stripe_key).unwrap(),
+            amberflo_key,
+            stripe_key,
+        }
+    }
+
+    /// `usage-sync run` against the emulators, with the right keys.
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with_keys(args, &self.amberflo_key, &self.stripe_key)
+    }
+
+    pub fn run_with_keys(&self, args: &[&str], amberflo_key: &str, stripe_key: &str) -> Run {
+        let mut full = vec![
+            "run",
+            "--amberflo-url",
+            &self.amberflo.url(),
+            "--stripe-url",
+            &self.stripe.url(),
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        full.extend(args.iter().map(|a| a.to_string()));
+        let run = Run::exec(
+            Command::new(BIN)
+                .args(&full)
+                .env_clear()
+                .env("AMBERFLO_API_KEY", amberflo_key)
+                .env("STRIPE_API_KEY", stripe_key),
+        );
+        self.assert_no_leak(&run);
+        run
+    }
+
+    /// The canaries appear nowhere but in the one header of their own provider.
+    pub fn assert_no_leak(&self, run: &Run) {
+        for key in [&self.amberflo_key, &self.stripe_key] {
+            assert!(!run.stdout.contains(key.as_str()), "a key leaked to stdout");
+            assert!(!run.stderr.contains(key.as_str()), "a key leaked to stderr");
+        }
+        let expected = [
+            (
+                self.amberflo.requests(),
+                "x-api-key",
+                self.amberflo_key.clone(),
+                &self.stripe_key,
+            ),
+            (
+                self.stripe.requests(),
+                "authorization",
+                format!("Bearer {}", self.stripe_key),
+                &self.amberflo_key,
+            ),
+        ];
+        for (requests, header, value, other_key) in expected {
+            for request in requests {
+                for (name, v) in &request.headers {
+                    assert!(
+                        !v.contains(other_key.as_str()),
+                        "a key reached the wrong host"
+                    );
+                    if v.contains(value.as_str()) {
+                        assert_eq!(name, header, "a key travelled in the wrong header");
+                    }
+                }
+                assert!(!request.body_text().contains(other_key.as_str()));
+            }
+        }
+    }
+
+    pub fn amberflo_requests(&self) -> Vec<Recorded> {
+        self.amberflo.requests()
+    }
+
+    pub fn stripe_requests(&self) -> Vec<Recorded> {
+        self.stripe.requests()
+    }
+}
+
+/// What one `usage-sync` process did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn exec(command: &mut Command) -> Run {
+        let output = command.output().expect("usage-sync runs");
+        Run {
+            code: output.status.code().expect("exited, not killed"),
+            stdout: String::from_utf8(output.stdout).unwrap(),
+            stderr: String::from_utf8(output.stderr).unwrap(),
+        }
+    }
+
+    /// stdout is exactly one JSON object.
+    pub fn json(&self) -> Value {
+        let value: Value = serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {self:#?}"));
+        assert!(value.is_object(), "{self:#?}");
+        value
+    }
+
+    pub fn expect(&self, code: i32) -> &Run {
+        assert_eq!(self.code, code, "unexpected exit status: {self:#?}");
+        self
+    }
+
+    pub fn error_message(&self) -> String {
+        self.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error message: {self:#?}"))
+            .to_string()
+    }
+}
+
+/// Window flags for `run`.
+pub fn window_args(start: i64, end: i64) -> [String; 4] {
+    [
+        "--start-time".into(),
+        start.to_string(),
+        "--end-time".into(),
+        end.to_string(),
+    ]
+}
