@@ -385,13 +385,13 @@ fn validate(params: &BTreeMap<String, String>) -> Result<(), Reply> {
             "Meter event values can have at most 15 significant digits.",
         ));
     }
-    if let Some(id) = params.get("identifier") {
-        if id.is_empty() || id.chars().count() > 100 {
-            return Err(invalid(
-                "identifier",
-                "Invalid string: identifier must be 1 to 100 characters",
-            ));
-        }
+    if let Some(id) = params.get("identifier")
+        && (id.is_empty() || id.chars().count() > 100)
+    {
+        return Err(invalid(
+            "identifier",
+            "Invalid string: identifier must be 1 to 100 characters",
+        ));
     }
     if let Some(ts) = params.get("timestamp") {
         let ts: i64 = ts

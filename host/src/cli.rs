@@ -30,7 +30,7 @@ enum Command {
     /// Run the workflow once: query Amberflo, record one Stripe meter event.
     ///
     /// Keys come from AMBERFLO_API_KEY and STRIPE_API_KEY. stdout gets one JSON object.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run the workflow against local Amberflo and Stripe emulators: no account, no network.
     Demo(DemoArgs),
 }
@@ -142,7 +142,7 @@ pub fn main() -> ExitCode {
         .build()
         .expect("starting the async runtime");
     let code = match cli.command {
-        Command::Run(args) => runtime.block_on(run(args)),
+        Command::Run(args) => runtime.block_on(run(*args)),
         Command::Demo(args) => runtime.block_on(crate::demo::run(args.sandbox.limits(), || {
             args.sandbox.sandbox()
         })),

@@ -14,7 +14,7 @@ const INPUTS: [&str; 8] = [
     "api_calls",
 ];
 
-fn args<'a>(extra: &'a [String]) -> Vec<&'a str> {
+fn args(extra: &[String]) -> Vec<&str> {
     INPUTS
         .iter()
         .copied()
