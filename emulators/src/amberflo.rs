@@ -4,6 +4,7 @@ use crate::server::{Fault, Recorded, Reply, Server};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// One metered value, as ingested.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +62,12 @@ fn message(status: u16, text: &str) -> Reply {
 }
 
 fn handle(state: &mut State, request: &Recorded) -> Reply {
+    let mut reply = answer_request(state, request);
+    reply.delay = Fault::delay(state.fault);
+    reply
+}
+
+fn answer_request(state: &mut State, request: &Recorded) -> Reply {
     match state.fault {
         Some(Fault::Status(status)) => {
             return message(status, "Internal server error");
@@ -70,9 +77,10 @@ fn handle(state: &mut State, request: &Recorded) -> Reply {
                 status: 200,
                 headers: vec![("content-type", "application/json".into())],
                 body: br#"{"metadata": {"meterApiName": "#.to_vec(),
+                delay: Duration::ZERO,
             };
         }
-        None => {}
+        Some(Fault::Delay(_)) | None => {}
     }
     if request.method != "POST" || !matches!(request.target.as_str(), "/usage" | "/usage/") {
         return message(404, "Not Found");

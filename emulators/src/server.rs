@@ -9,6 +9,7 @@ use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// A request as it arrived on the wire.
@@ -42,6 +43,8 @@ pub(crate) struct Reply {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
+    /// How long to hold the answer back.
+    pub delay: Duration,
 }
 
 impl Reply {
@@ -50,6 +53,7 @@ impl Reply {
             status,
             headers: vec![("content-type", "application/json".into())],
             body: serde_json::to_vec_pretty(body).expect("JSON values serialize"),
+            delay: Duration::ZERO,
         }
     }
 
@@ -67,6 +71,18 @@ pub enum Fault {
     Status(u16),
     /// Answer 200 with a body that is not JSON.
     MalformedJson,
+    /// Handle the request as usual, then hold the answer back this long.
+    Delay(Duration),
+}
+
+impl Fault {
+    /// The delay to add to a normally handled request.
+    pub(crate) fn delay(fault: Option<Fault>) -> Duration {
+        match fault {
+            Some(Fault::Delay(d)) => d,
+            _ => Duration::ZERO,
+        }
+    }
 }
 
 pub(crate) type Handler = dyn Fn(&Recorded) -> Reply + Send + Sync;
@@ -164,6 +180,7 @@ async fn serve(
                     };
                     log.lock().unwrap().push(recorded.clone());
                     let reply = handler(&recorded);
+                    tokio::time::sleep(reply.delay).await;
                     let mut response = hyper::Response::builder().status(reply.status);
                     for (name, value) in reply.headers {
                         response = response.header(name, value);

@@ -51,6 +51,17 @@ struct State {
 }
 
 impl State {
+    fn new(secret_key: &str) -> State {
+        State {
+            secret_key: secret_key.into(),
+            events: Vec::new(),
+            idempotency: HashMap::new(),
+            fault: None,
+            ids: RandomState::new(),
+            counter: 0,
+        }
+    }
+
     fn random(&mut self, prefix: &str, len: usize) -> String {
         const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
         let mut out = String::from(prefix);
@@ -76,19 +87,14 @@ pub struct Stripe {
 impl Stripe {
     /// Starts on a free loopback port, accepting `secret_key` as Bearer or Basic auth.
     pub fn start(secret_key: &str) -> std::io::Result<Stripe> {
-        let state = Arc::new(Mutex::new(State {
-            secret_key: secret_key.into(),
-            events: Vec::new(),
-            idempotency: HashMap::new(),
-            fault: None,
-            ids: RandomState::new(),
-            counter: 0,
-        }));
+        let state = Arc::new(Mutex::new(State::new(secret_key)));
         let shared = state.clone();
         let server = Server::start(Arc::new(move |r: &Recorded| {
             let mut state = shared.lock().unwrap();
             let request_id = state.random("req_", 14);
-            handle(&mut state, r).with_header("request-id", request_id)
+            let mut reply = handle(&mut state, r).with_header("request-id", request_id);
+            reply.delay = Fault::delay(state.fault);
+            reply
         }))?;
         Ok(Stripe { server, state })
     }
@@ -235,6 +241,7 @@ fn handle(state: &mut State, request: &Recorded) -> Reply {
             status: saved.status,
             headers: vec![("content-type", "application/json".into())],
             body: saved.response.clone(),
+            delay: Default::default(),
         }
         .with_header("idempotent-replayed", "true")
         .with_header("idempotency-key", key.unwrap_or_default());
@@ -483,6 +490,127 @@ mod tests {
         assert!(check_auth("sk_test_x", Some("Basic c2tfdGVzdF94Og==")).is_none());
         assert!(check_auth("sk_test_x", Some("Bearer sk_test_x")).is_none());
         assert!(check_auth("sk_test_x", Some("Bearer sk_test_y")).is_some());
+    }
+
+    fn post(state: &mut State, key: &str, body: &str) -> Reply {
+        let request = Recorded {
+            method: "POST".into(),
+            target: PATH.into(),
+            headers: vec![
+                ("authorization".into(), "Bearer sk_test_x".into()),
+                (
+                    "content-type".into(),
+                    "application/x-www-form-urlencoded".into(),
+                ),
+                ("idempotency-key".into(), key.into()),
+            ],
+            body: body.as_bytes().to_vec(),
+        };
+        handle(state, &request)
+    }
+
+    fn header<'a>(reply: &'a Reply, name: &str) -> Option<&'a str> {
+        reply
+            .headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn dedupes_identifiers_and_replays_idempotency_keys() {
+        let mut state = State::new("sk_test_x");
+        let body = format!(
+            "event_name=calls&payload[stripe_customer_id]=cus_1&payload[value]=5&identifier=id-1&timestamp={}",
+            crate::unix_now() - 60
+        );
+        let first = post(&mut state, "key-1", &body);
+        assert_eq!(first.status, 200);
+        let event: Value = serde_json::from_slice(&first.body).unwrap();
+        assert_eq!(event["object"], "billing.meter_event");
+        assert_eq!(event["identifier"], "id-1");
+        assert_eq!(event["payload"]["value"], "5");
+
+        // Same key, same body: the first answer again, marked as a replay.
+        let replay = post(&mut state, "key-1", &body);
+        assert_eq!((replay.status, &replay.body), (200, &first.body));
+        assert_eq!(header(&replay, "idempotent-replayed"), Some("true"));
+
+        // Another key, same identifier: Stripe's duplicate answer.
+        let duplicate = post(&mut state, "key-2", &body);
+        assert_eq!(duplicate.status, 400);
+        let error: Value = serde_json::from_slice(&duplicate.body).unwrap();
+        assert_eq!(
+            error["error"]["message"],
+            "An event already exists with identifier id-1."
+        );
+        assert_eq!(error["error"]["type"], "invalid_request_error");
+        assert_eq!(header(&duplicate, "stripe-should-retry"), Some("false"));
+
+        // Same key, other parameters: an idempotency error.
+        let misuse = post(&mut state, "key-1", &body.replace("value]=5", "value]=6"));
+        assert_eq!(misuse.status, 400);
+        let error: Value = serde_json::from_slice(&misuse.body).unwrap();
+        assert_eq!(error["error"]["type"], "idempotency_error");
+
+        assert_eq!(state.events.len(), 1);
+    }
+
+    #[test]
+    fn validates_the_documented_constraints() {
+        let mut state = State::new("sk_test_x");
+        let now = crate::unix_now();
+        for (body, param) in [
+            (
+                "payload[stripe_customer_id]=c&payload[value]=1".to_string(),
+                "event_name",
+            ),
+            ("event_name=e".to_string(), "payload"),
+            (
+                "event_name=e&payload[stripe_customer_id]=c&payload[value]=1.5".to_string(),
+                "payload[value]",
+            ),
+            (
+                "event_name=e&payload[stripe_customer_id]=c&payload[value]=1234567890123456"
+                    .to_string(),
+                "payload[value]",
+            ),
+            (
+                format!(
+                    "event_name=e&payload[stripe_customer_id]=c&payload[value]=1&identifier={}",
+                    "i".repeat(101)
+                ),
+                "identifier",
+            ),
+            (
+                format!(
+                    "event_name=e&payload[stripe_customer_id]=c&payload[value]=1&timestamp={}",
+                    now - 36 * 86_400
+                ),
+                "timestamp",
+            ),
+            (
+                format!(
+                    "event_name=e&payload[stripe_customer_id]=c&payload[value]=1&timestamp={}",
+                    now + 600
+                ),
+                "timestamp",
+            ),
+            (
+                "event_name=e&payload[stripe_customer_id]=c&payload[value]=1&bogus=1".to_string(),
+                "bogus",
+            ),
+        ] {
+            let reply = post(&mut state, &body, &body);
+            assert_eq!(reply.status, 400, "{body}");
+            let error: Value = serde_json::from_slice(&reply.body).unwrap();
+            assert_eq!(error["error"]["param"], param, "{body}");
+        }
+        assert!(state.events.is_empty());
+        assert!(
+            state.idempotency.is_empty(),
+            "validation errors are not saved"
+        );
     }
 
     #[test]

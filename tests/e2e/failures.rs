@@ -342,3 +342,17 @@ fn bad_configuration_sends_nothing() {
     p.assert_no_leak(&run);
     assert_nothing_sent(&p);
 }
+
+#[test]
+fn a_provider_that_does_not_answer_in_time_is_a_clear_failure() {
+    let p = providers();
+    p.amberflo
+        .set_fault(Some(Fault::Delay(std::time::Duration::from_secs(5))));
+    let run = run(&p, &["--request-timeout", "0.3"]);
+    run.expect(PROVIDER);
+    assert_eq!(
+        run.error_message(),
+        "step query-usage failed: no response in time; nothing was sent to Stripe"
+    );
+    assert!(p.stripe_requests().is_empty());
+}

@@ -161,3 +161,24 @@ fn the_real_component_is_unaffected_by_a_hostile_run_before_it() {
         .json();
     assert_eq!(out["usageQuantity"], "5");
 }
+
+#[test]
+fn the_guest_gets_no_environment_files_or_sockets() {
+    let p = Providers::start(vec![]);
+    // A raw TCP connection to a provider, bypassing wasi:http and its policy.
+    let address = p.stripe.url().trim_start_matches("http://").to_string();
+    let run = p.run_with_keys(
+        &["--component", PROBE, "--customer-id", &address, "--meter-api-name", "ambient"],
+        &p.amberflo_key.clone(),
+        &p.stripe_key.clone(),
+    );
+    let out = run.expect(0).json();
+    let seen = &out["usageResult"];
+    assert_eq!(seen["env"], 0, "{seen}");
+    assert_eq!(seen["args"], 0, "{seen}");
+    for what in ["files", "cwd", "socket"] {
+        let outcome = seen[what].as_str().unwrap();
+        assert!(outcome.starts_with("refused"), "{what}: {outcome}");
+    }
+    assert!(p.stripe_requests().is_empty(), "the raw socket reached the emulator");
+}

@@ -5,7 +5,9 @@
 //! - `get`: a plain GET;
 //! - `own-authorization` / `own-api-key`: sets the credential header itself;
 //! - `headers`: a GET that reports every response header it was given;
-//! - `spin`: loops forever; `allocate`: asks for far more memory than any cap.
+//! - `spin`: loops forever; `allocate`: asks for far more memory than any cap;
+//! - `ambient`: tries environment variables, arguments, files and a raw socket
+//!   to the URL's `host:port`.
 
 wit_bindgen::generate!({
     path: "../../../wit",
@@ -30,6 +32,7 @@ impl Guest for Probe {
                 let huge: Vec<u8> = vec![1; 1 << 30];
                 std::hint::black_box(&huge);
             }
+            "ambient" => return Ok(outputs(ambient(&inputs.customer_id).to_string())),
             _ => {}
         }
         let url = inputs.customer_id;
@@ -55,17 +58,38 @@ impl Guest for Probe {
             .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
             .collect();
         let body = String::from_utf8_lossy(&response.body().unwrap_or_default()).into_owned();
-        Ok(Outputs {
-            usage_result: json!({ "status": status, "headers": headers, "body": body }).to_string(),
-            meter_event_id: String::new(),
-            event_name: String::new(),
-            usage_quantity: String::new(),
-            amberflo_total: None,
-            window_start: 0,
-            window_end: 0,
-            timestamp: 0,
-            already_recorded: false,
-        })
+        Ok(outputs(
+            json!({ "status": status, "headers": headers, "body": body }).to_string(),
+        ))
+    }
+}
+
+/// What ambient authority the guest can find.
+fn ambient(address: &str) -> serde_json::Value {
+    let outcome = |r: std::io::Result<()>| match r {
+        Ok(()) => "allowed".to_string(),
+        Err(e) => format!("refused: {e}"),
+    };
+    json!({
+        "env": std::env::vars().count(),
+        "args": std::env::args().count(),
+        "files": outcome(std::fs::read_dir("/").map(drop)),
+        "cwd": outcome(std::fs::read("secrets.txt").map(drop)),
+        "socket": outcome(std::net::TcpStream::connect(address).map(drop)),
+    })
+}
+
+fn outputs(usage_result: String) -> Outputs {
+    Outputs {
+        usage_result,
+        meter_event_id: String::new(),
+        event_name: String::new(),
+        usage_quantity: String::new(),
+        amberflo_total: None,
+        window_start: 0,
+        window_end: 0,
+        timestamp: 0,
+        already_recorded: false,
     }
 }
 
