@@ -30,6 +30,7 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", root.join(input).display());
     }
+    ensure_target();
     let target_dir = root.join("target").join("components");
     let mut cargo = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cargo
@@ -62,4 +63,29 @@ fn main() {
         assert!(wasm.exists(), "{} was not built", wasm.display());
         println!("cargo:rustc-env={var}={}", wasm.display());
     }
+}
+
+/// rustup adds the targets in rust-toolchain.toml only when it installs the
+/// toolchain; on a machine that already had it, add the target here so a fresh
+/// clone builds with one command.
+fn ensure_target() {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| PathBuf::from(s.trim()));
+    let installed = sysroot.is_some_and(|root| root.join("lib/rustlib").join(TARGET).exists());
+    if installed {
+        return;
+    }
+    println!("cargo:warning=installing the {TARGET} target with rustup");
+    let mut rustup = Command::new("rustup");
+    rustup.args(["target", "add", TARGET]);
+    if let Ok(toolchain) = env::var("RUSTUP_TOOLCHAIN") {
+        rustup.args(["--toolchain", &toolchain]);
+    }
+    // Failure is reported below, by the component build itself.
+    let _ = rustup.status();
 }

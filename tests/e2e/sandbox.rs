@@ -167,11 +167,7 @@ fn the_guest_gets_no_environment_files_or_sockets() {
     let p = Providers::start(vec![]);
     // A raw TCP connection to a provider, bypassing wasi:http and its policy.
     let address = p.stripe.url().trim_start_matches("http://").to_string();
-    let run = p.run_with_keys(
-        &["--component", PROBE, "--customer-id", &address, "--meter-api-name", "ambient"],
-        &p.amberflo_key.clone(),
-        &p.stripe_key.clone(),
-    );
+    let run = probe(&p, &address, "ambient", &[]);
     let out = run.expect(0).json();
     let seen = &out["usageResult"];
     assert_eq!(seen["env"], 0, "{seen}");
@@ -180,5 +176,8 @@ fn the_guest_gets_no_environment_files_or_sockets() {
         let outcome = seen[what].as_str().unwrap();
         assert!(outcome.starts_with("refused"), "{what}: {outcome}");
     }
-    assert!(p.stripe_requests().is_empty(), "the raw socket reached the emulator");
+    assert!(
+        p.stripe_requests().is_empty(),
+        "the raw socket reached the emulator"
+    );
 }
