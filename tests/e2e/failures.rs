@@ -15,26 +15,13 @@ fn providers() -> Providers {
 
 fn inputs() -> Vec<String> {
     let (start, end) = yesterday();
-    let mut args: Vec<String> = [
-        "--customer-id",
-        "acme",
-        "--meter-api-name",
-        "api-calls",
-        "--stripe-customer",
-        "cus_Acme",
-        "--stripe-event-name",
-        "api_calls",
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(window_args(start, end));
-    args
+    with_inputs(&window_args(start, end))
 }
 
 fn run(p: &Providers, extra: &[&str]) -> Run {
     let mut args = inputs();
     args.extend(extra.iter().map(|s| s.to_string()));
-    p.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    p.run(&args)
 }
 
 fn without(flag: &str) -> Vec<String> {
@@ -55,9 +42,8 @@ fn step1_fails(fault: Option<Fault>, wrong_key: bool) -> (Providers, Run, Value)
     let p = providers();
     p.amberflo.set_fault(fault);
     let args = inputs();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let run = if wrong_key {
-        p.run_with_keys(&args, "amb_wrong", &p.stripe_key.clone())
+        p.run_with_keys(&args, "amb_wrong", &p.stripe_key)
     } else {
         p.run(&args)
     };
@@ -143,9 +129,7 @@ fn stripe_400_is_reported_with_its_message() {
 #[test]
 fn stripe_401_names_the_bad_key_masked() {
     let p = providers();
-    let args = inputs();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let run = p.run_with_keys(&args, &p.amberflo_key.clone(), "sk_test_wrong_key_0000");
+    let run = p.run_with_keys(&inputs(), &p.amberflo_key, "sk_test_wrong_key_0000");
     step2_fails(&p, &run, 401, "rejected");
     assert!(
         run.error_message()
@@ -194,8 +178,7 @@ fn missing_inputs_send_nothing() {
         ("--stripe-event-name", "stripeEventName"),
     ] {
         let p = providers();
-        let args = without(flag);
-        let run = p.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let run = p.run(&without(flag));
         run.expect(BAD_INPUT);
         assert_eq!(
             run.error_message(),

@@ -3,25 +3,6 @@
 use crate::support::*;
 use serde_json::json;
 
-const INPUTS: [&str; 8] = [
-    "--customer-id",
-    "acme",
-    "--meter-api-name",
-    "api-calls",
-    "--stripe-customer",
-    "cus_Acme",
-    "--stripe-event-name",
-    "api_calls",
-];
-
-fn args(extra: &[String]) -> Vec<&str> {
-    INPUTS
-        .iter()
-        .copied()
-        .chain(extra.iter().map(String::as_str))
-        .collect()
-}
-
 fn is_uuid_v4(text: &str) -> bool {
     let b = text.as_bytes();
     text.len() == 36
@@ -41,7 +22,7 @@ fn records_the_amberflo_total_on_the_stripe_meter() {
         usage("acme", "other-meter", start + 60, 1000.0),
         usage("acme", "api-calls", end + 60, 1000.0),
     ]);
-    let run = p.run(&args(&window_args(start, end)));
+    let run = p.run(&with_inputs(&window_args(start, end)));
     run.expect(0);
 
     // Step 1 on the wire.
@@ -138,7 +119,7 @@ fn records_the_amberflo_total_on_the_stripe_meter() {
 fn the_default_window_is_the_previous_utc_day() {
     let (start, end) = yesterday();
     let p = Providers::start(vec![usage("acme", "api-calls", start + 5, 7.0)]);
-    let out = p.run(&args(&[])).expect(0).json();
+    let out = p.run(&INPUTS).expect(0).json();
     assert_eq!(
         (out["startTime"].as_i64(), out["endTime"].as_i64()),
         (Some(start), Some(end))
@@ -182,8 +163,8 @@ fn a_rerun_of_the_same_period_records_nothing_new() {
     let (start, end) = yesterday();
     let p = Providers::start(vec![usage("acme", "api-calls", start + 5, 3.0)]);
     let window = window_args(start, end);
-    let first = p.run(&args(&window));
-    let second = p.run(&args(&window));
+    let first = p.run(&with_inputs(&window));
+    let second = p.run(&with_inputs(&window));
     let (first, second) = (first.expect(0).json(), second.expect(0).json());
     assert_eq!(first["alreadyRecorded"], false);
     assert_eq!(second["alreadyRecorded"], true);

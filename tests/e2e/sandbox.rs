@@ -146,19 +146,7 @@ fn the_real_component_is_unaffected_by_a_hostile_run_before_it() {
     let (start, _) = yesterday();
     let p = Providers::start(vec![usage("acme", "api-calls", start + 1, 5.0)]);
     probe(&p, "http://evil.test/", "get", &[]).expect(SANDBOX);
-    let out: Value = p
-        .run(&[
-            "--customer-id",
-            "acme",
-            "--meter-api-name",
-            "api-calls",
-            "--stripe-customer",
-            "cus_Acme",
-            "--stripe-event-name",
-            "api_calls",
-        ])
-        .expect(0)
-        .json();
+    let out: Value = p.run(&INPUTS).expect(0).json();
     assert_eq!(out["usageQuantity"], "5");
 }
 

@@ -7,6 +7,27 @@ use std::process::Command;
 use usage_sync_emulators::{Amberflo, Recorded, Stripe, UsageRecord};
 
 pub const DAY: i64 = 86_400;
+
+/// The inputs most tests use; the emulators hold usage for `acme` on `api-calls`.
+pub const INPUTS: [&str; 8] = [
+    "--customer-id",
+    "acme",
+    "--meter-api-name",
+    "api-calls",
+    "--stripe-customer",
+    "cus_Acme",
+    "--stripe-event-name",
+    "api_calls",
+];
+
+/// [`INPUTS`] followed by `extra`.
+pub fn with_inputs<S: AsRef<str>>(extra: &[S]) -> Vec<String> {
+    INPUTS
+        .iter()
+        .map(|a| a.to_string())
+        .chain(extra.iter().map(|a| a.as_ref().to_string()))
+        .collect()
+}
 pub const BIN: &str = env!("CARGO_BIN_EXE_usage-sync");
 pub const PROBE: &str = env!("USAGE_SYNC_PROBE_COMPONENT");
 
@@ -57,11 +78,16 @@ impl Providers {
     }
 
     /// `usage-sync run` against the emulators, with the right keys.
-    pub fn run(&self, args: &[&str]) -> Run {
+    pub fn run<S: AsRef<str>>(&self, args: &[S]) -> Run {
         self.run_with_keys(args, &self.amberflo_key, &self.stripe_key)
     }
 
-    pub fn run_with_keys(&self, args: &[&str], amberflo_key: &str, stripe_key: &str) -> Run {
+    pub fn run_with_keys<S: AsRef<str>>(
+        &self,
+        args: &[S],
+        amberflo_key: &str,
+        stripe_key: &str,
+    ) -> Run {
         let mut full = vec![
             "run",
             "--amberflo-url",
@@ -72,7 +98,7 @@ impl Providers {
         .into_iter()
         .map(String::from)
         .collect::<Vec<_>>();
-        full.extend(args.iter().map(|a| a.to_string()));
+        full.extend(args.iter().map(|a| a.as_ref().to_string()));
         let run = Run::exec(
             Command::new(BIN)
                 .args(&full)
