@@ -1,10 +1,9 @@
 //! Amberflo's usage query API (`POST /usage`), as its docs and SDKs describe it.
 
-use crate::server::{Fault, Recorded, Reply, Server};
+use crate::server::{Fault, Faults, Recorded, Reply, Server};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// One metered value, as ingested.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,7 +18,7 @@ pub struct UsageRecord {
 struct State {
     api_key: String,
     records: Vec<UsageRecord>,
-    fault: Option<Fault>,
+    faults: Faults,
 }
 
 /// A running Amberflo emulator.
@@ -34,7 +33,7 @@ impl Amberflo {
         let state = Arc::new(Mutex::new(State {
             api_key: api_key.into(),
             records,
-            fault: None,
+            faults: Faults::default(),
         }));
         let shared = state.clone();
         let server = Server::start(Arc::new(move |r: &Recorded| {
@@ -53,7 +52,12 @@ impl Amberflo {
 
     /// Injects `fault` into every following request (`None` to heal).
     pub fn set_fault(&self, fault: Option<Fault>) {
-        self.state.lock().unwrap().fault = fault;
+        self.state.lock().unwrap().faults.set(fault);
+    }
+
+    /// Injects these faults into the next requests, one each.
+    pub fn push_faults(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.state.lock().unwrap().faults.push(faults);
     }
 }
 
@@ -62,26 +66,28 @@ fn message(status: u16, text: &str) -> Reply {
 }
 
 fn handle(state: &mut State, request: &Recorded) -> Reply {
-    let mut reply = answer_request(state, request);
-    reply.delay = Fault::delay(state.fault);
-    reply
-}
-
-fn answer_request(state: &mut State, request: &Recorded) -> Reply {
-    match state.fault {
-        Some(Fault::Status(status)) => {
-            return message(status, "Internal server error");
+    let fault = state.faults.next();
+    match fault {
+        Some(Fault::Status(status) | Fault::RecordThenStatus(status)) => {
+            message(status, "Internal server error")
+        }
+        Some(Fault::TooManyRequests { retry_after }) => {
+            let reply = message(429, "Too Many Requests");
+            match retry_after {
+                Some(secs) => reply.with_header("retry-after", secs.to_string()),
+                None => reply,
+            }
         }
         Some(Fault::MalformedJson) => {
-            return Reply {
-                status: 200,
-                headers: vec![("content-type", "application/json".into())],
-                body: br#"{"metadata": {"meterApiName": "#.to_vec(),
-                delay: Duration::ZERO,
-            };
+            let mut reply = message(200, "");
+            reply.body = br#"{"metadata": {"meterApiName": "#.to_vec();
+            reply
         }
-        Some(Fault::Delay(_)) | None => {}
+        _ => answer(state, request).after(fault),
     }
+}
+
+fn answer(state: &State, request: &Recorded) -> Reply {
     if request.method != "POST" || !matches!(request.target.as_str(), "/usage" | "/usage/") {
         return message(404, "Not Found");
     }
@@ -98,14 +104,14 @@ fn answer_request(state: &mut State, request: &Recorded) -> Reply {
         Ok(v) => v,
         Err(e) => return message(400, &format!("Invalid JSON body: {e}")),
     };
-    match answer(&state.records, &query) {
+    match aggregate(&state.records, &query) {
         Ok(body) => Reply::json(200, &body),
         Err(why) => message(400, &why),
     }
 }
 
 /// Aggregates the stored records for a query, filling gaps with zero buckets.
-fn answer(records: &[UsageRecord], query: &Value) -> Result<Value, String> {
+fn aggregate(records: &[UsageRecord], query: &Value) -> Result<Value, String> {
     let meter = query["meterApiName"]
         .as_str()
         .ok_or("meterApiName is required")?;
@@ -222,7 +228,7 @@ mod tests {
             "timeRange": {"startTimeInSeconds": 86_400, "endTimeInSeconds": 3 * 86_400},
             "filter": {"customerId": ["acme"]},
         });
-        let body = answer(&records, &query).unwrap();
+        let body = aggregate(&records, &query).unwrap();
         assert_eq!(body["secondsSinceEpochIntervals"], json!([86_400, 172_800]));
         assert_eq!(body["clientMeters"][0]["group"], Value::Null);
         assert_eq!(body["clientMeters"][0]["groupValue"], json!(42.0));
@@ -234,7 +240,7 @@ mod tests {
         let query =
             json!({"meterApiName": "m", "aggregation": "SUM", "timeGroupingInterval": "DAY"});
         assert_eq!(
-            answer(&[], &query).unwrap_err(),
+            aggregate(&[], &query).unwrap_err(),
             "timeRange.startTimeInSeconds is required"
         );
     }

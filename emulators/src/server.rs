@@ -6,6 +6,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -45,6 +46,8 @@ pub(crate) struct Reply {
     pub body: Vec<u8>,
     /// How long to hold the answer back.
     pub delay: Duration,
+    /// Close the connection instead of answering.
+    pub reset: bool,
 }
 
 impl Reply {
@@ -54,7 +57,18 @@ impl Reply {
             headers: vec![("content-type", "application/json".into())],
             body: serde_json::to_vec_pretty(body).expect("JSON values serialize"),
             delay: Duration::ZERO,
+            reset: false,
         }
+    }
+
+    /// Applies the faults that act after a request was handled.
+    pub fn after(mut self, fault: Option<Fault>) -> Reply {
+        match fault {
+            Some(Fault::Delay(delay)) => self.delay = delay,
+            Some(Fault::RecordThenReset) => self.reset = true,
+            _ => {}
+        }
+        self
     }
 
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
@@ -63,25 +77,43 @@ impl Reply {
     }
 }
 
-/// A fault an emulator injects instead of its normal answer.
+/// A fault an emulator injects into one request, or into all of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    /// Answer every request with this status and the provider's error body for it;
-    /// nothing is recorded.
+    /// Answer with this status and the provider's error body for it, before
+    /// anything is recorded.
     Status(u16),
+    /// Answer 429, with a `Retry-After` of so many seconds if given.
+    TooManyRequests { retry_after: Option<u64> },
     /// Answer 200 with a body that is not JSON.
     MalformedJson,
     /// Handle the request as usual, then hold the answer back this long.
     Delay(Duration),
+    /// Handle the request as usual (an event is recorded), then answer with
+    /// this status instead; Stripe stores that answer under the idempotency key.
+    RecordThenStatus(u16),
+    /// Handle the request as usual, then close the connection without answering.
+    RecordThenReset,
 }
 
-impl Fault {
-    /// The delay to add to a normally handled request.
-    pub(crate) fn delay(fault: Option<Fault>) -> Duration {
-        match fault {
-            Some(Fault::Delay(d)) => d,
-            _ => Duration::ZERO,
-        }
+/// Which fault, if any, the next request gets: queued ones first, one each.
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    queue: VecDeque<Fault>,
+    always: Option<Fault>,
+}
+
+impl Faults {
+    pub fn next(&mut self) -> Option<Fault> {
+        self.queue.pop_front().or(self.always)
+    }
+
+    pub fn set(&mut self, always: Option<Fault>) {
+        self.always = always;
+    }
+
+    pub fn push(&mut self, faults: impl IntoIterator<Item = Fault>) {
+        self.queue.extend(faults);
     }
 }
 
@@ -158,7 +190,12 @@ async fn serve(
                 let (handler, log) = (handler.clone(), log.clone());
                 async move {
                     let (parts, body) = request.into_parts();
-                    let body = body.collect().await?.to_bytes().to_vec();
+                    let body = body
+                        .collect()
+                        .await
+                        .map_err(std::io::Error::other)?
+                        .to_bytes()
+                        .to_vec();
                     let recorded = Recorded {
                         method: parts.method.to_string(),
                         target: parts
@@ -181,11 +218,15 @@ async fn serve(
                     log.lock().unwrap().push(recorded.clone());
                     let reply = handler(&recorded);
                     tokio::time::sleep(reply.delay).await;
+                    if reply.reset {
+                        // An error from the service makes hyper drop the connection unanswered.
+                        return Err(std::io::Error::other("injected reset"));
+                    }
                     let mut response = hyper::Response::builder().status(reply.status);
                     for (name, value) in reply.headers {
                         response = response.header(name, value);
                     }
-                    Ok::<_, hyper::Error>(
+                    Ok::<_, std::io::Error>(
                         response
                             .body(Full::new(Bytes::from(reply.body)))
                             .expect("valid status and headers"),

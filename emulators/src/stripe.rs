@@ -1,7 +1,7 @@
 //! Stripe's `POST /v1/billing/meter_events`, as the API reference describes it,
 //! with its identifier dedupe and `Idempotency-Key` replay.
 
-use crate::server::{Fault, Recorded, Reply, Server};
+use crate::server::{Fault, Faults, Recorded, Reply, Server};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
@@ -45,7 +45,7 @@ struct State {
     secret_key: String,
     events: Vec<MeterEvent>,
     idempotency: HashMap<String, Saved>,
-    fault: Option<Fault>,
+    faults: Faults,
     ids: RandomState,
     counter: u64,
 }
@@ -56,7 +56,7 @@ impl State {
             secret_key: secret_key.into(),
             events: Vec::new(),
             idempotency: HashMap::new(),
-            fault: None,
+            faults: Faults::default(),
             ids: RandomState::new(),
             counter: 0,
         }
@@ -92,9 +92,10 @@ impl Stripe {
         let server = Server::start(Arc::new(move |r: &Recorded| {
             let mut state = shared.lock().unwrap();
             let request_id = state.random("req_", 14);
-            let mut reply = handle(&mut state, r).with_header("request-id", request_id);
-            reply.delay = Fault::delay(state.fault);
-            reply
+            let fault = state.faults.next();
+            handle(&mut state, r, fault)
+                .with_header("request-id", request_id)
+                .after(fault)
         }))?;
         Ok(Stripe { server, state })
     }
@@ -114,7 +115,12 @@ impl Stripe {
 
     /// Injects `fault` into every following request (`None` to heal).
     pub fn set_fault(&self, fault: Option<Fault>) {
-        self.state.lock().unwrap().fault = fault;
+        self.state.lock().unwrap().faults.set(fault);
+    }
+
+    /// Injects these faults into the next requests, one each.
+    pub fn push_faults(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.state.lock().unwrap().faults.push(faults);
     }
 }
 
@@ -187,9 +193,22 @@ fn canned(status: u16) -> Reply {
     }
 }
 
-fn handle(state: &mut State, request: &Recorded) -> Reply {
-    if let Some(Fault::Status(status)) = state.fault {
-        return canned(status);
+fn handle(state: &mut State, request: &Recorded, fault: Option<Fault>) -> Reply {
+    match fault {
+        Some(Fault::Status(status)) => return canned(status),
+        Some(Fault::TooManyRequests { retry_after }) => {
+            let reply = canned(429);
+            return match retry_after {
+                Some(secs) => reply.with_header("retry-after", secs.to_string()),
+                None => reply,
+            };
+        }
+        Some(Fault::MalformedJson) => {
+            let mut reply = canned(200);
+            reply.body = br#"{"object": "billing.meter_ev"#.to_vec();
+            return reply;
+        }
+        _ => {}
     }
     if request.method != "POST" || request.target != PATH {
         return error(
@@ -242,11 +261,15 @@ fn handle(state: &mut State, request: &Recorded) -> Reply {
             headers: vec![("content-type", "application/json".into())],
             body: saved.response.clone(),
             delay: Default::default(),
+            reset: false,
         }
         .with_header("idempotent-replayed", "true")
         .with_header("idempotency-key", key.unwrap_or_default());
     }
-    let reply = record(state, &params);
+    let mut reply = record(state, &params);
+    if let Some(Fault::RecordThenStatus(status)) = fault {
+        reply = canned(status);
+    }
     if let Some(key) = key {
         state.idempotency.insert(
             key.clone(),
@@ -506,7 +529,7 @@ mod tests {
             ],
             body: body.as_bytes().to_vec(),
         };
-        handle(state, &request)
+        handle(state, &request, None)
     }
 
     fn header<'a>(reply: &'a Reply, name: &str) -> Option<&'a str> {

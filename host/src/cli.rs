@@ -1,12 +1,12 @@
 //! The `usage-sync` command line.
 
-use crate::bindings::Endpoints;
+use crate::bindings::{Endpoints, Interval, Options, Rounding};
 use crate::inputs::{self, InputFlags, InputsFile};
-use crate::outcome::{Failure, exit, render_outputs};
+use crate::outcome::{Failure, exit, render_outputs, summary};
 use crate::policy::{DEFAULT_AMBERFLO_URL, DEFAULT_STRIPE_URL, Endpoint, Policy};
 use crate::sandbox::{Exchange, Limits, RunConfig, Sandbox};
 use crate::secrets::Credentials;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -69,7 +69,83 @@ struct RunArgs {
     #[arg(long, env = "STRIPE_BASE_URL", default_value = DEFAULT_STRIPE_URL)]
     stripe_url: String,
     #[command(flatten)]
+    workflow: WorkflowArgs,
+    #[command(flatten)]
     sandbox: SandboxArgs,
+}
+
+#[derive(Args)]
+struct WorkflowArgs {
+    /// One meter event per UTC day, per UTC hour, or one for the whole window.
+    #[arg(long, value_enum, default_value_t = IntervalArg::Day)]
+    interval: IntervalArg,
+    /// Round an Amberflo total that is not a whole number (default: refuse).
+    #[arg(long, value_enum, value_name = "RULE")]
+    round: Option<RoundArg>,
+    /// With --usage-quantity: refuse to send when it differs from the Amberflo total.
+    #[arg(long)]
+    reconcile: bool,
+    /// Query Amberflo, print the Stripe requests that would be sent, send nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Retries of one request after its first attempt (as Stripe's clients: 2).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    max_retries: u32,
+    /// No retry of a request starts later than this after its first attempt, seconds.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    retry_budget: f64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum IntervalArg {
+    Day,
+    Hour,
+    Window,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoundArg {
+    Floor,
+    Ceil,
+    Nearest,
+}
+
+impl WorkflowArgs {
+    fn options(&self) -> Result<Options, Failure> {
+        if !(self.retry_budget.is_finite() && self.retry_budget >= 0.0) {
+            return Err(Failure::BadInput(
+                "--retry-budget must be a number of seconds".into(),
+            ));
+        }
+        Ok(Options {
+            max_retries: self.max_retries,
+            retry_budget_ms: (self.retry_budget * 1000.0) as u64,
+            rounding: self.round.map(|r| match r {
+                RoundArg::Floor => Rounding::Floor,
+                RoundArg::Ceil => Rounding::Ceil,
+                RoundArg::Nearest => Rounding::Nearest,
+            }),
+            reconcile: self.reconcile,
+            dry_run: self.dry_run,
+            interval: match self.interval {
+                IntervalArg::Day => Interval::Day,
+                IntervalArg::Hour => Interval::Hour,
+                IntervalArg::Window => Interval::Window,
+            },
+        })
+    }
+}
+
+/// The defaults of `run`'s workflow flags.
+pub fn default_options() -> Options {
+    Options {
+        max_retries: 2,
+        retry_budget_ms: 60_000,
+        rounding: None,
+        reconcile: false,
+        dry_run: false,
+        interval: Interval::Day,
+    }
 }
 
 #[derive(Args)]
@@ -166,21 +242,14 @@ async fn run(args: RunArgs) -> u8 {
     match prepare(&args, &credentials) {
         Ok((sandbox, config, inputs)) => {
             eprintln!("usage-sync: running the workflow in the sandbox");
+            let dry_run = config.options.dry_run;
             match sandbox.run(&config, inputs).await {
                 Ok(outputs) => {
-                    let verdict = if outputs.already_recorded {
-                        format!(
-                            "Stripe already had event {}: nothing new recorded",
-                            outputs.meter_event_id
-                        )
-                    } else {
-                        format!(
-                            "recorded {} on {} as event {}",
-                            outputs.usage_quantity, outputs.event_name, outputs.meter_event_id
-                        )
-                    };
-                    eprintln!("usage-sync: {}", credentials.redact(&verdict));
-                    println!("{}", credentials.redact(&render_outputs(&outputs)));
+                    eprintln!(
+                        "usage-sync: {}",
+                        credentials.redact(&summary(&outputs, dry_run))
+                    );
+                    println!("{}", credentials.redact(&render_outputs(&outputs, dry_run)));
                     exit::OK
                 }
                 Err(failure) => report(&failure, Some(&credentials)),
@@ -216,6 +285,7 @@ fn prepare(
         .map_err(|e| Failure::BadInput(format!("--stripe-url {e}")))?;
     let policy = Policy::new(&amberflo, &stripe).map_err(Failure::BadInput)?;
     let limits = args.sandbox.limits()?;
+    let options = args.workflow.options()?;
     let sandbox = args.sandbox.sandbox()?;
     let config = RunConfig {
         policy: Arc::new(policy),
@@ -223,6 +293,7 @@ fn prepare(
             amberflo_url: amberflo.base_url,
             stripe_url: stripe.base_url,
         },
+        options,
         credentials: credentials.clone(),
         limits,
         observer: Some(Arc::new(progress(credentials.clone()))),

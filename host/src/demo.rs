@@ -2,7 +2,7 @@
 //! Amberflo and Stripe emulators with sample usage. No account, no network.
 
 use crate::bindings::{Endpoints, Inputs};
-use crate::cli::{progress, report};
+use crate::cli::{default_options, progress, report};
 use crate::outcome::{Failure, exit, render_outputs};
 use crate::policy::{Endpoint, Policy, is_credential_header};
 use crate::sandbox::{Limits, RunConfig, Sandbox};
@@ -69,6 +69,7 @@ async fn demo(
             amberflo_url: amberflo_endpoint.base_url,
             stripe_url: stripe_endpoint.base_url,
         },
+        options: default_options(),
         credentials: credentials.clone(),
         limits,
         observer: Some(Arc::new(progress(credentials.clone()))),
@@ -101,10 +102,10 @@ async fn demo(
     };
     eprintln!(
         "demo: alreadyRecorded = {}; the Stripe emulator holds {} event(s): a rerun never bills twice\n",
-        again.already_recorded,
+        again.events.iter().all(|e| e.already_recorded),
         stripe.events().len()
     );
-    println!("{}", credentials.redact(&render_outputs(&outputs)));
+    println!("{}", credentials.redact(&render_outputs(&outputs, false)));
     Ok(exit::OK)
 }
 

@@ -24,7 +24,8 @@ pub mod bindings {
     });
 
     pub use exports::usage_sync::workflow::workflow::{
-        Delivery, Endpoints, Inputs, Outputs, Step, StepFailure, WorkflowError,
+        Delivery, Endpoints, Inputs, Interval, MeterEvent, Options, Outputs, PlannedRequest,
+        Rounding, Step, StepFailure, WorkflowError,
     };
 }
 

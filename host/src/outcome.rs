@@ -3,7 +3,7 @@
 //! stdout carries exactly one JSON object: the outputs, or `{"error": {...}}`.
 //! stderr carries short human lines. Keys are scrubbed from both.
 
-use crate::bindings::{Delivery, Outputs, Step, WorkflowError};
+use crate::bindings::{Delivery, MeterEvent, Outputs, PlannedRequest, Step, WorkflowError};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -21,7 +21,7 @@ pub mod exit {
     pub const SANDBOX: u8 = 4;
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum Failure {
     BadInput(String),
     Provider {
@@ -30,6 +30,11 @@ pub enum Failure {
         message: String,
         request_id: Option<String>,
         delivery: &'static str,
+        attempts: u32,
+        /// The failing interval.
+        window: (i64, i64),
+        /// Events recorded before the failure.
+        recorded: Vec<MeterEvent>,
     },
     Sandbox(String),
     Internal(String),
@@ -52,6 +57,9 @@ impl From<WorkflowError> for Failure {
                     Delivery::Rejected => "rejected",
                     Delivery::Unknown => "unknown",
                 },
+                attempts: f.attempts,
+                window: (f.window_start, f.window_end),
+                recorded: f.recorded,
             },
         }
     }
@@ -77,6 +85,7 @@ impl Failure {
                 message,
                 request_id,
                 delivery,
+                ..
             } => {
                 let provider = if *step == "query-usage" {
                     "Amberflo"
@@ -114,10 +123,22 @@ impl Failure {
                 status,
                 request_id,
                 delivery,
+                attempts,
+                window,
+                recorded,
                 ..
             } => (
                 "step-failed",
-                json!({ "step": step, "status": status, "requestId": request_id, "delivery": delivery }),
+                json!({
+                    "step": step,
+                    "status": status,
+                    "requestId": request_id,
+                    "delivery": delivery,
+                    "attempts": attempts,
+                    "startTime": window.0,
+                    "endTime": window.1,
+                    "recorded": recorded.iter().map(EventJson::from).collect::<Vec<_>>(),
+                }),
             ),
             Failure::Sandbox(_) => ("sandbox", json!({})),
             Failure::Internal(_) => ("internal", json!({})),
@@ -130,12 +151,10 @@ impl Failure {
     }
 }
 
-/// The outputs object: the Arazzo outputs first, then what was sent.
+/// One meter event, as printed.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct OutputsJson<'a> {
-    /// Amberflo's `clientMeters`, byte for byte.
-    usage_result: Box<RawValue>,
+struct EventJson<'a> {
     meter_event_id: &'a str,
     event_name: &'a str,
     usage_quantity: &'a str,
@@ -144,23 +163,135 @@ struct OutputsJson<'a> {
     end_time: i64,
     timestamp: i64,
     already_recorded: bool,
+    attempts: u32,
+}
+
+impl<'a> From<&'a MeterEvent> for EventJson<'a> {
+    fn from(e: &'a MeterEvent) -> EventJson<'a> {
+        EventJson {
+            meter_event_id: &e.meter_event_id,
+            event_name: &e.event_name,
+            usage_quantity: &e.usage_quantity,
+            amberflo_total: e.amberflo_total.as_deref(),
+            start_time: e.window_start,
+            end_time: e.window_end,
+            timestamp: e.timestamp,
+            already_recorded: e.already_recorded,
+            attempts: e.attempts,
+        }
+    }
+}
+
+/// A Stripe request a dry run would send; the credential shown redacted.
+#[derive(Serialize)]
+struct PlannedJson<'a> {
+    method: &'a str,
+    url: &'a str,
+    headers: serde_json::Map<String, Value>,
+    body: &'a str,
+}
+
+impl<'a> From<&'a PlannedRequest> for PlannedJson<'a> {
+    fn from(r: &'a PlannedRequest) -> PlannedJson<'a> {
+        let mut headers: serde_json::Map<String, Value> = r
+            .headers
+            .iter()
+            .map(|(n, v)| (n.clone(), Value::from(v.as_str())))
+            .collect();
+        // The host attaches it at the HTTP boundary; the guest never had it.
+        headers.insert("Authorization".into(), "Bearer [redacted]".into());
+        PlannedJson {
+            method: &r.method,
+            url: &r.url,
+            headers,
+            body: &r.body,
+        }
+    }
+}
+
+/// The outputs object: the Arazzo outputs first, then what was sent. With
+/// exactly one event its fields also stand at the top, as in the Arazzo outputs.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OutputsJson<'a> {
+    /// Amberflo's `clientMeters`, byte for byte.
+    usage_result: Box<RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    meter_event_id: Option<&'a str>,
+    event_name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage_quantity: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    amberflo_total: Option<&'a str>,
+    start_time: i64,
+    end_time: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timestamp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    already_recorded: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempts: Option<u32>,
+    events: Vec<EventJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dry_run: Option<bool>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stripe_requests: Vec<PlannedJson<'a>>,
 }
 
 /// The outputs as pretty JSON text.
-pub fn render_outputs(outputs: &Outputs) -> String {
+pub fn render_outputs(outputs: &Outputs, dry_run: bool) -> String {
     // The guest parsed it already; a component that lies gets `null`, not broken JSON.
     let usage_result = RawValue::from_string(outputs.usage_result.clone())
         .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON"));
+    let single = match outputs.events.as_slice() {
+        [one] => Some(one),
+        _ => None,
+    };
     serde_json::to_string_pretty(&OutputsJson {
         usage_result,
-        meter_event_id: &outputs.meter_event_id,
+        meter_event_id: single.map(|e| e.meter_event_id.as_str()),
         event_name: &outputs.event_name,
-        usage_quantity: &outputs.usage_quantity,
-        amberflo_total: outputs.amberflo_total.as_deref(),
+        usage_quantity: single.map(|e| e.usage_quantity.as_str()),
+        amberflo_total: single.and_then(|e| e.amberflo_total.as_deref()),
         start_time: outputs.window_start,
         end_time: outputs.window_end,
-        timestamp: outputs.timestamp,
-        already_recorded: outputs.already_recorded,
+        timestamp: single.map(|e| e.timestamp),
+        already_recorded: single.map(|e| e.already_recorded),
+        attempts: single.map(|e| e.attempts),
+        events: outputs.events.iter().map(EventJson::from).collect(),
+        dry_run: dry_run.then_some(true),
+        stripe_requests: outputs.planned.iter().map(PlannedJson::from).collect(),
     })
     .expect("plain data serializes")
+}
+
+/// One line for stderr saying what a successful run did.
+pub fn summary(outputs: &Outputs, dry_run: bool) -> String {
+    if dry_run {
+        return format!(
+            "dry run: {} Stripe request(s) shown on stdout, nothing sent",
+            outputs.planned.len()
+        );
+    }
+    let recorded: Vec<&MeterEvent> = outputs
+        .events
+        .iter()
+        .filter(|e| !e.already_recorded)
+        .collect();
+    let already = outputs.events.len() - recorded.len();
+    let total: i128 = recorded
+        .iter()
+        .filter_map(|e| e.usage_quantity.parse::<i128>().ok())
+        .sum();
+    let mut line = format!(
+        "recorded {} event(s) on {} totalling {total}",
+        recorded.len(),
+        outputs.event_name
+    );
+    if already > 0 {
+        line.push_str(&format!(
+            "; {already} already recorded in Stripe, nothing new sent for them"
+        ));
+    }
+    line
 }

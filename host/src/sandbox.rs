@@ -5,7 +5,7 @@
 //! environment, no arguments, no files and no sockets; its stdout is discarded
 //! so it cannot corrupt the host's JSON output.
 
-use crate::bindings::{Endpoints, Inputs, Outputs, UsageSyncPre, WorkflowError};
+use crate::bindings::{Endpoints, Inputs, Options, Outputs, UsageSyncPre, WorkflowError};
 use crate::outcome::Failure;
 use crate::policy::{Policy, Provider, is_credential_header};
 use crate::secrets::Credentials;
@@ -71,6 +71,7 @@ pub type Observer = Arc<dyn Fn(&Exchange) + Send + Sync>;
 pub struct RunConfig {
     pub policy: Arc<Policy>,
     pub endpoints: Endpoints,
+    pub options: Options,
     pub credentials: Arc<Credentials>,
     pub limits: Limits,
     pub observer: Option<Observer>,
@@ -144,7 +145,7 @@ impl Sandbox {
             let instance = self.pre.instantiate_async(&mut store).await?;
             instance
                 .usage_sync_workflow_workflow()
-                .call_run(&mut store, &config.endpoints, &inputs)
+                .call_run(&mut store, &config.endpoints, config.options, &inputs)
                 .await
         };
         let result = tokio::time::timeout(limits.deadline, call).await;

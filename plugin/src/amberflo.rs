@@ -1,6 +1,6 @@
 //! Step 1, `query-usage`: Amberflo `POST /usage`.
 
-use crate::inputs::Plan;
+use crate::inputs::{Plan, Window};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -30,11 +30,13 @@ struct Filter<'a> {
     customer_id: [&'a str; 1],
 }
 
-pub fn request_body(plan: &Plan) -> Vec<u8> {
+/// The query for the whole window; buckets of `grouping` (`DAY` or `HOUR`)
+/// line up with the events' intervals.
+pub fn request_body(plan: &Plan, grouping: &'static str) -> Vec<u8> {
     let query = Query {
         meter_api_name: &plan.meter_api_name,
         aggregation: "SUM",
-        time_grouping_interval: "DAY",
+        time_grouping_interval: grouping,
         time_range: TimeRange {
             start_time_in_seconds: plan.window.start,
             end_time_in_seconds: plan.window.end,
@@ -51,8 +53,26 @@ pub fn request_body(plan: &Plan) -> Vec<u8> {
 pub struct Usage {
     /// `clientMeters`, verbatim.
     pub client_meters: String,
-    /// Sum of every value in `clientMeters`, when it has the documented shape.
-    pub total: Option<f64>,
+    /// Every `(secondsSinceEpochUtc, value)` in `clientMeters`, when it has the
+    /// documented shape.
+    pub points: Option<Vec<(i64, f64)>>,
+}
+
+impl Usage {
+    /// The total of each window: the values of the buckets that start in it
+    /// (a bucket starting before the first window belongs to the first).
+    pub fn totals(&self, windows: &[Window]) -> Option<Vec<f64>> {
+        let points = self.points.as_ref()?;
+        let mut totals = vec![0.0; windows.len()];
+        for &(t, value) in points {
+            let at = windows
+                .iter()
+                .rposition(|w| w.start <= t)
+                .unwrap_or_default();
+            totals[at] += value;
+        }
+        Some(totals)
+    }
 }
 
 #[derive(Deserialize)]
@@ -68,8 +88,10 @@ struct Group {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Point {
     value: f64,
+    seconds_since_epoch_utc: i64,
 }
 
 pub fn parse_response(body: &[u8]) -> Result<Usage, String> {
@@ -80,12 +102,18 @@ pub fn parse_response(body: &[u8]) -> Result<Usage, String> {
         .ok_or("the response has no `clientMeters`")?;
     // The documented shape is an array of groups; anything else still passes
     // through verbatim, it just has no total.
-    let total = serde_json::from_str::<Vec<Group>>(raw.get())
+    let points = serde_json::from_str::<Vec<Group>>(raw.get())
         .ok()
-        .map(|groups| groups.iter().flat_map(|g| &g.values).map(|p| p.value).sum());
+        .map(|groups| {
+            groups
+                .iter()
+                .flat_map(|g| &g.values)
+                .map(|p| (p.seconds_since_epoch_utc, p.value))
+                .collect()
+        });
     Ok(Usage {
         client_meters: raw.get().to_string(),
-        total,
+        points,
     })
 }
 
@@ -104,7 +132,6 @@ pub fn error_message(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inputs::Window;
 
     #[test]
     fn body_is_the_arazzo_payload_with_a_time_range() {
@@ -118,9 +145,10 @@ mod tests {
                 start: 1_732_406_400,
                 end: 1_732_492_800,
             },
+            pieces: Vec::new(),
         };
         assert_eq!(
-            String::from_utf8(request_body(&plan)).unwrap(),
+            String::from_utf8(request_body(&plan, "DAY")).unwrap(),
             r#"{"meterApiName":"api-calls","aggregation":"SUM","timeGroupingInterval":"DAY","timeRange":{"startTimeInSeconds":1732406400,"endTimeInSeconds":1732492800},"filter":{"customerId":["acme \"co\""]}}"#
         );
     }
@@ -133,18 +161,39 @@ mod tests {
             usage.client_meters,
             r#"[ {"group":null,"groupValue":42.0,"values":[{"value":40.0,"secondsSinceEpochUtc":1},{"value":2.0,"secondsSinceEpochUtc":2}]} ]"#
         );
-        assert_eq!(usage.total, Some(42.0));
-        assert_eq!(
-            parse_response(br#"{"clientMeters":[]}"#).unwrap().total,
-            Some(0.0)
-        );
+        let day = [Window { start: 0, end: 10 }];
+        assert_eq!(usage.totals(&day), Some(vec![42.0]));
+        let halves = [Window { start: 0, end: 2 }, Window { start: 2, end: 10 }];
+        assert_eq!(usage.totals(&halves), Some(vec![40.0, 2.0]));
+        let empty = parse_response(br#"{"clientMeters":[]}"#).unwrap();
+        assert_eq!(empty.totals(&day), Some(vec![0.0]));
+    }
+
+    #[test]
+    fn buckets_before_the_first_window_belong_to_it() {
+        // A DAY bucket starts at midnight, before a window that starts at noon.
+        let usage = Usage {
+            client_meters: String::new(),
+            points: Some(vec![(0, 5.0), (86_400, 7.0)]),
+        };
+        let windows = [
+            Window {
+                start: 43_200,
+                end: 86_400,
+            },
+            Window {
+                start: 86_400,
+                end: 100_000,
+            },
+        ];
+        assert_eq!(usage.totals(&windows), Some(vec![5.0, 7.0]));
     }
 
     #[test]
     fn other_shapes_pass_through_without_a_total() {
         let usage = parse_response(br#"{"clientMeters":{"m":[{"records":[]}]}}"#).unwrap();
         assert_eq!(usage.client_meters, r#"{"m":[{"records":[]}]}"#);
-        assert_eq!(usage.total, None);
+        assert_eq!(usage.totals(&[Window { start: 0, end: 1 }]), None);
     }
 
     #[test]

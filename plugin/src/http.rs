@@ -18,16 +18,33 @@ const MAX_RESPONSE: usize = 16 << 20;
 /// A provider's answer.
 pub struct Reply {
     pub status: u16,
-    /// Stripe's `Request-Id`, for support tickets.
-    pub request_id: Option<String>,
+    /// Names lowercased.
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Stripe's `Request-Id`, for support tickets.
+    pub fn request_id(&self) -> Option<String> {
+        self.header("request-id").map(str::to_string)
+    }
+}
+
 /// A request that got no complete answer.
+#[derive(Debug)]
 pub struct Failure {
     pub message: String,
     /// False only when the request certainly never reached the provider.
     pub maybe_sent: bool,
+    /// A transport fault worth another attempt (not a refusal by the host).
+    pub retryable: bool,
 }
 
 impl Failure {
@@ -35,6 +52,7 @@ impl Failure {
         Failure {
             message: message.into(),
             maybe_sent: false,
+            retryable: false,
         }
     }
 }
@@ -82,22 +100,29 @@ pub fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Reply, F
         .map_err(|()| Failure::not_sent("the response was already taken"))?
         .map_err(|code| failure(&code))?;
     let status = response.status();
-    let request_id = response
+    let headers = response
         .headers()
-        .get("request-id")
-        .first()
-        .and_then(|v| String::from_utf8(v.clone()).ok());
-    let incoming = response.consume().map_err(|()| Failure {
-        message: format!("HTTP {status} without a readable body"),
-        maybe_sent: true,
-    })?;
-    let body = read_body(incoming).map_err(|message| Failure {
+        .entries()
+        .into_iter()
+        .map(|(name, value)| {
+            (
+                name.to_ascii_lowercase(),
+                String::from_utf8_lossy(&value).into_owned(),
+            )
+        })
+        .collect();
+    let lost_body = |(message, retryable): (String, bool)| Failure {
         message: format!("HTTP {status}, then the body could not be read: {message}"),
         maybe_sent: true,
-    })?;
+        retryable,
+    };
+    let incoming = response
+        .consume()
+        .map_err(|()| lost_body(("no body".into(), true)))?;
+    let body = read_body(incoming).map_err(lost_body)?;
     Ok(Reply {
         status,
-        request_id,
+        headers,
         body,
     })
 }
@@ -124,25 +149,26 @@ fn write_body(outgoing: &OutgoingBody, body: &[u8]) {
     let _ = stream.flush();
 }
 
-fn read_body(incoming: IncomingBody) -> Result<Vec<u8>, String> {
+/// The body, or why not and whether trying again could help.
+fn read_body(incoming: IncomingBody) -> Result<Vec<u8>, (String, bool)> {
     let mut body = Vec::new();
     {
         let stream = incoming
             .stream()
-            .map_err(|()| "the body stream was already taken".to_string())?;
+            .map_err(|()| ("the body stream was already taken".to_string(), false))?;
         loop {
             match stream.blocking_read(64 * 1024) {
                 Ok(chunk) => body.extend_from_slice(&chunk),
                 Err(StreamError::Closed) => break,
                 Err(StreamError::LastOperationFailed(e)) => {
                     return Err(match wasip2::http::types::http_error_code(&e) {
-                        Some(code) => describe(&code),
-                        None => e.to_debug_string(),
+                        Some(code) => (describe(&code), !refused_by_host(&code)),
+                        None => (e.to_debug_string(), true),
                     });
                 }
             }
             if body.len() > MAX_RESPONSE {
-                return Err(format!("the body is over {MAX_RESPONSE} bytes"));
+                return Err((format!("the body is over {MAX_RESPONSE} bytes"), false));
             }
         }
     }
@@ -167,7 +193,20 @@ fn failure(code: &ErrorCode) -> Failure {
     Failure {
         message: describe(code),
         maybe_sent: !never_sent(code),
+        retryable: !refused_by_host(code),
     }
+}
+
+/// The host's own refusals: the same request would be refused again.
+fn refused_by_host(code: &ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::HttpRequestDenied
+            | ErrorCode::HttpRequestUriInvalid
+            | ErrorCode::HttpRequestMethodInvalid
+            | ErrorCode::HttpResponseBodySize(_)
+            | ErrorCode::TlsCertificateError
+    )
 }
 
 fn never_sent(code: &ErrorCode) -> bool {

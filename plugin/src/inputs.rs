@@ -1,6 +1,7 @@
 //! Input validation: everything is checked before the first request.
 
-use crate::exports::usage_sync::workflow::workflow::Inputs;
+use crate::exports::usage_sync::workflow::workflow::{Inputs, Interval, Options};
+use crate::quantity;
 use crate::time::{self, DAY};
 
 /// Stripe accepts meter events up to 35 days old...
@@ -9,8 +10,8 @@ pub const MAX_AGE: i64 = 35 * DAY;
 pub const MAX_AHEAD: i64 = 300;
 /// Stripe's limit on `event_name` and `identifier`.
 pub const MAX_STRIPE_STRING: usize = 100;
-/// Stripe refuses values with more than 15 significant digits.
-pub const MAX_DIGITS: usize = 15;
+/// More events than this in one run is a mistake (35 days of hours is 840).
+pub const MAX_EVENTS: usize = 1000;
 
 /// A usage window in Unix seconds: start inclusive, end exclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,9 +26,24 @@ impl Window {
     pub fn timestamp(&self) -> i64 {
         self.end - 1
     }
+
+    /// Cuts the window at multiples of `step` (UTC days or hours).
+    pub fn split(&self, step: Option<i64>) -> Vec<Window> {
+        let Some(step) = step else {
+            return vec![*self];
+        };
+        let mut pieces = Vec::new();
+        let mut start = self.start;
+        while start < self.end {
+            let end = ((start.div_euclid(step) + 1) * step).min(self.end);
+            pieces.push(Window { start, end });
+            start = end;
+        }
+        pieces
+    }
 }
 
-/// Validated inputs: what the two requests are built from.
+/// Validated inputs: what the requests are built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     pub customer_id: String,
@@ -37,9 +53,11 @@ pub struct Plan {
     /// A canonical whole number, when given.
     pub usage_quantity: Option<String>,
     pub window: Window,
+    /// One meter event each, in order.
+    pub pieces: Vec<Window>,
 }
 
-pub fn validate(inputs: Inputs, now: i64) -> Result<Plan, String> {
+pub fn validate(inputs: Inputs, options: &Options, now: i64) -> Result<Plan, String> {
     let customer_id = required("customerId", inputs.customer_id)?;
     let meter_api_name = required("meterApiName", inputs.meter_api_name)?;
     let stripe_customer = required("stripeCustomer", inputs.stripe_customer)?;
@@ -51,9 +69,38 @@ pub fn validate(inputs: Inputs, now: i64) -> Result<Plan, String> {
     }
     let usage_quantity = inputs
         .usage_quantity
-        .map(|q| whole_number(&q).map_err(|why| format!("`usageQuantity` {why}")))
+        .map(|q| quantity::whole_number(&q).map_err(|why| format!("`usageQuantity` {why}")))
         .transpose()?;
     let window = window(inputs.start_time, inputs.end_time, now)?;
+    let pieces = window.split(step(options.interval));
+    if pieces.len() > MAX_EVENTS {
+        return Err(format!(
+            "the window makes {} events, more than {MAX_EVENTS}: choose a shorter window or a longer interval",
+            pieces.len()
+        ));
+    }
+    if usage_quantity.is_some() && pieces.len() > 1 {
+        return Err(format!(
+            "`usageQuantity` is one value but the window makes {} events: leave it out to send each interval's Amberflo total, or use --interval window",
+            pieces.len()
+        ));
+    }
+    // Every event must be acceptable to Stripe before anything is sent.
+    let too_old = |p: &&Window| p.timestamp() < now - MAX_AGE;
+    if let Some(old) = pieces.iter().find(too_old) {
+        let mut err = format!(
+            "the interval {} to {} ends more than 35 days ago: Stripe refuses meter events that old",
+            time::format(old.start),
+            time::format(old.end),
+        );
+        if let Some(first) = pieces.iter().find(|p| !too_old(p)) {
+            err.push_str(&format!(
+                "; start at {} or later",
+                time::format(first.start)
+            ));
+        }
+        return Err(err);
+    }
     Ok(Plan {
         customer_id,
         meter_api_name,
@@ -61,7 +108,17 @@ pub fn validate(inputs: Inputs, now: i64) -> Result<Plan, String> {
         stripe_event_name,
         usage_quantity,
         window,
+        pieces,
     })
+}
+
+/// The length of one event's interval, or `None` for the whole window.
+pub fn step(interval: Interval) -> Option<i64> {
+    match interval {
+        Interval::Day => Some(DAY),
+        Interval::Hour => Some(3600),
+        Interval::Window => None,
+    }
 }
 
 fn required(name: &str, value: String) -> Result<String, String> {
@@ -75,26 +132,6 @@ fn required(name: &str, value: String) -> Result<String, String> {
         return Err(format!("`{name}` contains control characters"));
     }
     Ok(value)
-}
-
-/// Stripe takes whole numbers only, as plain digits (`42`, `-3`), at most 15 of them.
-pub fn whole_number(text: &str) -> Result<String, String> {
-    let digits = text.strip_prefix('-').unwrap_or(text);
-    let plain = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
-    if !plain {
-        return Err(format!("must be a whole number like 42 (got `{text}`)"));
-    }
-    if (digits.len() > 1 && digits.starts_with('0')) || text == "-0" {
-        return Err(format!(
-            "must be written without leading zeros or a negative zero (got `{text}`)"
-        ));
-    }
-    if digits.len() > MAX_DIGITS {
-        return Err(format!(
-            "has more than Stripe's {MAX_DIGITS} significant digits (got `{text}`)"
-        ));
-    }
-    Ok(text.to_string())
 }
 
 fn window(start: Option<String>, end: Option<String>, now: i64) -> Result<Window, String> {
@@ -124,16 +161,9 @@ fn window(start: Option<String>, end: Option<String>, now: i64) -> Result<Window
             time::format(window.end)
         ));
     }
-    let ts = window.timestamp();
-    if ts > now + MAX_AHEAD {
+    if window.timestamp() > now + MAX_AHEAD {
         return Err(format!(
             "the window ends at {}, in the future: Stripe takes events at most 5 minutes ahead, and usage for an open window is incomplete",
-            time::format(window.end)
-        ));
-    }
-    if ts < now - MAX_AGE {
-        return Err(format!(
-            "the window ends at {}, more than 35 days ago: Stripe refuses meter events that old",
             time::format(window.end)
         ));
     }
@@ -158,73 +188,124 @@ mod tests {
         }
     }
 
-    #[test]
-    fn defaults_to_the_previous_utc_day() {
-        let plan = validate(inputs(), NOW).unwrap();
-        assert_eq!(
-            plan.window,
-            Window {
-                start: 1_732_406_400,
-                end: 1_732_492_800
-            }
-        );
-        assert_eq!(plan.window.timestamp(), 1_732_492_799);
+    pub fn options(interval: Interval) -> Options {
+        Options {
+            max_retries: 2,
+            retry_budget_ms: 60_000,
+            rounding: None,
+            reconcile: false,
+            dry_run: false,
+            interval,
+        }
+    }
+
+    fn check(i: Inputs) -> Result<Plan, String> {
+        validate(i, &options(Interval::Day), NOW)
+    }
+
+    fn with(s: &str, e: &str) -> Inputs {
+        let mut i = inputs();
+        i.start_time = Some(s.into());
+        i.end_time = Some(e.into());
+        i
     }
 
     #[test]
-    fn quantities_are_plain_whole_numbers() {
-        for ok in ["0", "42", "-3", "999999999999999"] {
-            assert_eq!(whole_number(ok).as_deref(), Ok(ok));
-        }
-        for bad in [
-            "",
-            "-",
-            "42.0",
-            "4.2",
-            "1e3",
-            "+4",
-            " 4",
-            "042",
-            "-0",
-            "0x10",
-            "1000000000000000",
-        ] {
-            assert!(whole_number(bad).is_err(), "{bad:?} should be refused");
-        }
+    fn defaults_to_the_previous_utc_day() {
+        let plan = check(inputs()).unwrap();
+        let day = Window {
+            start: 1_732_406_400,
+            end: 1_732_492_800,
+        };
+        assert_eq!(plan.window, day);
+        assert_eq!(plan.pieces, vec![day]);
+        assert_eq!(plan.window.timestamp(), 1_732_492_799);
     }
 
     #[test]
     fn refuses_missing_or_odd_fields() {
         let mut i = inputs();
         i.customer_id = String::new();
-        assert_eq!(validate(i, NOW).unwrap_err(), "`customerId` is required");
+        assert_eq!(check(i).unwrap_err(), "`customerId` is required");
         let mut i = inputs();
         i.stripe_event_name = "x".repeat(101);
-        assert!(validate(i, NOW).unwrap_err().contains("100 characters"));
+        assert!(check(i).unwrap_err().contains("100 characters"));
         let mut i = inputs();
         i.meter_api_name = " api".into();
-        assert!(validate(i, NOW).unwrap_err().contains("spaces"));
+        assert!(check(i).unwrap_err().contains("spaces"));
+        let mut i = inputs();
+        i.usage_quantity = Some("4.5".into());
+        assert!(check(i).unwrap_err().contains("whole number"));
     }
 
     #[test]
     fn windows_must_fit_stripes_range() {
-        let with = |s: &str, e: &str| {
-            let mut i = inputs();
-            i.start_time = Some(s.into());
-            i.end_time = Some(e.into());
-            validate(i, NOW)
-        };
-        assert!(with("2024-11-24T00:00:00Z", "2024-11-25T00:00:00Z").is_ok());
+        assert!(check(with("2024-11-24T00:00:00Z", "2024-11-25T00:00:00Z")).is_ok());
         // Ends inside Stripe's 5-minute allowance for drift.
-        assert!(with("1732536000", &(NOW + 300).to_string()).is_ok());
-        let err = with("1732536000", &(NOW + 302).to_string()).unwrap_err();
+        assert!(check(with("1732536000", &(NOW + 300).to_string())).is_ok());
+        let err = check(with("1732536000", &(NOW + 302).to_string())).unwrap_err();
         assert!(err.contains("in the future"), "{err}");
-        let err = with("2024-10-01T00:00:00Z", "2024-10-02T00:00:00Z").unwrap_err();
+        let err = check(with("2024-10-01T00:00:00Z", "2024-10-02T00:00:00Z")).unwrap_err();
         assert!(err.contains("35 days"), "{err}");
-        let err = with("2024-11-25T00:00:00Z", "2024-11-25T00:00:00Z").unwrap_err();
+        let err = check(with("2024-11-25T00:00:00Z", "2024-11-25T00:00:00Z")).unwrap_err();
         assert!(err.contains("must end after it starts"), "{err}");
         let mut i = inputs();
         i.start_time = Some("2024-11-24T00:00:00Z".into());
-        assert!(validate(i, NOW).unwrap_err().contains("both"));
+        assert!(check(i).unwrap_err().contains("both"));
+    }
+
+    #[test]
+    fn backfills_make_one_event_per_interval() {
+        let plan = check(with("2024-11-20T00:00:00Z", "2024-11-25T00:00:00Z")).unwrap();
+        assert_eq!(plan.pieces.len(), 5);
+        assert_eq!(
+            plan.pieces[0].start,
+            time::parse("2024-11-20T00:00:00Z").unwrap()
+        );
+        assert_eq!(plan.pieces[4].end, plan.window.end);
+        assert!(plan.pieces.windows(2).all(|w| w[0].end == w[1].start));
+        // Unaligned ends make partial first and last pieces.
+        let plan = check(with("2024-11-23T12:00:00Z", "2024-11-24T06:00:00Z")).unwrap();
+        assert_eq!(plan.pieces.len(), 2);
+        assert_eq!(
+            plan.pieces[0].end,
+            time::parse("2024-11-24T00:00:00Z").unwrap()
+        );
+        let hourly = validate(
+            with("2024-11-24T00:00:00Z", "2024-11-25T00:00:00Z"),
+            &options(Interval::Hour),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(hourly.pieces.len(), 24);
+        let whole = validate(
+            with("2024-11-20T00:00:00Z", "2024-11-25T00:00:00Z"),
+            &options(Interval::Window),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(whole.pieces, vec![whole.window]);
+    }
+
+    #[test]
+    fn backfills_refuse_days_stripe_would_refuse() {
+        // Day 36 back is too old, even though the window's end is recent.
+        let err = check(with("2024-10-20T00:00:00Z", "2024-11-25T00:00:00Z")).unwrap_err();
+        assert!(
+            err.contains("2024-10-20T00:00:00Z to 2024-10-21T00:00:00Z"),
+            "{err}"
+        );
+        assert!(
+            err.contains("start at 2024-10-21T00:00:00Z or later"),
+            "{err}"
+        );
+        assert!(check(with("2024-10-21T00:00:00Z", "2024-11-25T00:00:00Z")).is_ok());
+        let mut i = with("2024-11-20T00:00:00Z", "2024-11-25T00:00:00Z");
+        i.usage_quantity = Some("5".into());
+        assert!(
+            check(i)
+                .unwrap_err()
+                .contains("one value but the window makes 5 events")
+        );
     }
 }

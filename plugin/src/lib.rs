@@ -8,6 +8,8 @@ pub mod amberflo;
 pub mod form;
 pub mod http;
 pub mod inputs;
+pub mod quantity;
+pub mod retry;
 pub mod stripe;
 pub mod time;
 mod workflow;
@@ -17,14 +19,20 @@ wit_bindgen::generate!({
     world: "usage-sync",
 });
 
-use exports::usage_sync::workflow::workflow::{Endpoints, Guest, Inputs, Outputs, WorkflowError};
+use exports::usage_sync::workflow::workflow::{
+    Endpoints, Guest, Inputs, Options, Outputs, WorkflowError,
+};
 
 #[allow(dead_code)]
 struct Component;
 
 impl Guest for Component {
-    fn run(endpoints: Endpoints, inputs: Inputs) -> Result<Outputs, WorkflowError> {
-        workflow::run(&endpoints, inputs)
+    fn run(
+        endpoints: Endpoints,
+        options: Options,
+        inputs: Inputs,
+    ) -> Result<Outputs, WorkflowError> {
+        workflow::run(&endpoints, options, inputs)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Step 2, `record-stripe-meter`: Stripe `POST /v1/billing/meter_events`.
 
 use crate::form;
-use crate::inputs::Plan;
+use crate::inputs::{Plan, Window};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -13,7 +13,7 @@ pub const API_VERSION: &str = "2026-10-28.endive";
 /// always give the same one, so Stripe refuses a second event for them.
 /// The Stripe customer is left out on purpose: moving usage to another Stripe
 /// customer must not bill it again.
-pub fn identifier(plan: &Plan) -> String {
+pub fn identifier(plan: &Plan, window: &Window) -> String {
     let mut hash = Sha256::new();
     for part in [
         "usage-sync/v1",
@@ -27,18 +27,18 @@ pub fn identifier(plan: &Plan) -> String {
     }
     let digest = hash.finalize();
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("usync-{}-{}-{hex}", plan.window.start, plan.window.end)
+    format!("usync-{}-{}-{hex}", window.start, window.end)
 }
 
 /// The form body, field for field what stripe-python sends for
 /// `MeterEvent.create(event_name=.., payload={..}, identifier=.., timestamp=..)`.
-pub fn request_body(plan: &Plan, value: &str, identifier: &str) -> String {
+pub fn request_body(plan: &Plan, window: &Window, value: &str, identifier: &str) -> String {
     form::encode(&[
         ("event_name", plan.stripe_event_name.as_str()),
         ("payload[stripe_customer_id]", plan.stripe_customer.as_str()),
         ("payload[value]", value),
         ("identifier", identifier),
-        ("timestamp", &plan.window.timestamp().to_string()),
+        ("timestamp", &window.timestamp().to_string()),
     ])
 }
 
@@ -108,7 +108,6 @@ impl ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inputs::Window;
 
     fn plan() -> Plan {
         Plan {
@@ -117,23 +116,26 @@ mod tests {
             stripe_customer: "cus_123".into(),
             stripe_event_name: "api_calls".into(),
             usage_quantity: None,
-            window: Window {
-                start: 1_732_406_400,
-                end: 1_732_492_800,
-            },
+            window: DAY,
+            pieces: vec![DAY],
         }
     }
 
+    const DAY: Window = Window {
+        start: 1_732_406_400,
+        end: 1_732_492_800,
+    };
+
     #[test]
     fn identifier_is_deterministic_short_and_specific() {
-        let id = identifier(&plan());
-        assert_eq!(id, identifier(&plan()));
+        let id = identifier(&plan(), &DAY);
+        assert_eq!(id, identifier(&plan(), &DAY));
         assert!(id.len() <= 100, "{id}");
         assert!(id.starts_with("usync-1732406400-1732492800-"), "{id}");
         let mut other = plan();
         other.stripe_customer = "cus_999".into();
         assert_eq!(
-            identifier(&other),
+            identifier(&other, &DAY),
             id,
             "the Stripe customer does not change it"
         );
@@ -141,26 +143,30 @@ mod tests {
             |p: &mut Plan| p.customer_id.push('x'),
             |p: &mut Plan| p.meter_api_name.push('x'),
             |p: &mut Plan| p.stripe_event_name.push('x'),
-            |p: &mut Plan| p.window.end += 1,
         ] {
             let mut p = plan();
             change(&mut p);
-            assert_ne!(identifier(&p), id);
+            assert_ne!(identifier(&p, &DAY), id);
         }
+        let later = Window {
+            start: DAY.start,
+            end: DAY.end + 1,
+        };
+        assert_ne!(identifier(&plan(), &later), id);
         // Field boundaries matter: "ab"+"c" is not "a"+"bc".
         let (mut a, mut b) = (plan(), plan());
         a.customer_id = "ab".into();
         a.meter_api_name = "c".into();
         b.customer_id = "a".into();
         b.meter_api_name = "bc".into();
-        assert_ne!(identifier(&a), identifier(&b));
+        assert_ne!(identifier(&a, &DAY), identifier(&b, &DAY));
     }
 
     #[test]
     fn body_orders_fields_as_the_official_client() {
         let p = plan();
         assert_eq!(
-            request_body(&p, "42", "usync-x"),
+            request_body(&p, &DAY, "42", "usync-x"),
             "event_name=api_calls&payload[stripe_customer_id]=cus_123&payload[value]=42&identifier=usync-x&timestamp=1732492799"
         );
     }

@@ -1,24 +1,110 @@
-//! The two Arazzo steps, in order. Step 2 never runs when step 1 fails.
+//! The two Arazzo steps, in order. Step 2 never runs when step 1 fails; with a
+//! backfill, step 2 runs once per interval and stops at the first failure.
 
 use crate::exports::usage_sync::workflow::workflow::{
-    Delivery, Endpoints, Inputs, Outputs, Step, StepFailure, WorkflowError,
+    Delivery, Endpoints, Inputs, Interval, MeterEvent, Options, Outputs, PlannedRequest, Step,
+    StepFailure, WorkflowError,
 };
-use crate::inputs::{self, Plan};
-use crate::{amberflo, http, stripe};
+use crate::http::{self, Failure, Reply};
+use crate::inputs::{self, Plan, Window};
+use crate::retry::{self, Next};
+use crate::{amberflo, quantity, stripe, time};
+use std::time::{Duration, Instant};
 
 const USER_AGENT: &str = concat!("usage-sync/", env!("CARGO_PKG_VERSION"));
 
-pub fn run(endpoints: &Endpoints, inputs: Inputs) -> Result<Outputs, WorkflowError> {
-    let plan = inputs::validate(inputs, now()).map_err(WorkflowError::InvalidInput)?;
-    let usage = query_usage(endpoints, &plan)?;
-    let quantity = match &plan.usage_quantity {
-        Some(q) => q.clone(),
-        None => quantity_from_total(usage.total).map_err(WorkflowError::InvalidInput)?,
+pub fn run(
+    endpoints: &Endpoints,
+    options: Options,
+    inputs: Inputs,
+) -> Result<Outputs, WorkflowError> {
+    let plan = inputs::validate(inputs, &options, now()).map_err(WorkflowError::InvalidInput)?;
+    let retry = retry::Policy {
+        max_retries: options.max_retries,
+        budget: Duration::from_millis(options.retry_budget_ms),
     };
-    record_meter_event(endpoints, &plan, usage, quantity)
+    let usage = query_usage(endpoints, &plan, &options, &retry)?;
+    let totals = usage.totals(&plan.pieces);
+    let values = values(&plan, &options, totals.as_deref()).map_err(WorkflowError::InvalidInput)?;
+    let mut outputs = Outputs {
+        usage_result: usage.client_meters,
+        event_name: plan.stripe_event_name.clone(),
+        window_start: plan.window.start,
+        window_end: plan.window.end,
+        events: Vec::new(),
+        planned: Vec::new(),
+    };
+    let url = join(&endpoints.stripe_url, stripe::PATH);
+    for (piece, (value, total)) in plan.pieces.iter().zip(values) {
+        let identifier = stripe::identifier(&plan, piece);
+        let body = stripe::request_body(&plan, piece, &value, &identifier);
+        if options.dry_run {
+            outputs.planned.push(PlannedRequest {
+                method: "POST".into(),
+                url: url.clone(),
+                headers: stripe_headers(&idempotency_key())
+                    .iter()
+                    .chain(&[("Content-Length", body.len().to_string().as_str())])
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect(),
+                body,
+            });
+            continue;
+        }
+        let event = MeterEvent {
+            meter_event_id: identifier,
+            event_name: plan.stripe_event_name.clone(),
+            usage_quantity: value,
+            amberflo_total: total.map(quantity::format_number),
+            window_start: piece.start,
+            window_end: piece.end,
+            timestamp: piece.timestamp(),
+            already_recorded: false,
+            attempts: 0,
+        };
+        match record(&url, event, &body, piece, &retry) {
+            Ok(event) => outputs.events.push(event),
+            Err(mut failure) => {
+                failure.recorded = outputs.events;
+                return Err(WorkflowError::StepFailed(failure));
+            }
+        }
+    }
+    Ok(outputs)
 }
 
-fn query_usage(endpoints: &Endpoints, plan: &Plan) -> Result<amberflo::Usage, WorkflowError> {
+fn query_usage(
+    endpoints: &Endpoints,
+    plan: &Plan,
+    options: &Options,
+    retry: &retry::Policy,
+) -> Result<amberflo::Usage, WorkflowError> {
+    let url = join(&endpoints.amberflo_url, amberflo::PATH);
+    let grouping = match options.interval {
+        Interval::Hour => "HOUR",
+        Interval::Day | Interval::Window => "DAY",
+    };
+    let body = amberflo::request_body(plan, grouping);
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("Accept", "application/json"),
+        ("User-Agent", USER_AGENT),
+    ];
+    let started = Instant::now();
+    let mut attempt = 0;
+    let (result, attempts) = loop {
+        attempt += 1;
+        let result = http::post(&url, &headers, &body);
+        let Next::Retry { retry_after, .. } = retry::amberflo(&result) else {
+            break (result, attempt);
+        };
+        let wait = retry.wait(attempt, started.elapsed(), retry_after, jitter());
+        trace("query-usage", attempt, retry, &result, wait, "");
+        match wait {
+            Some(wait) => std::thread::sleep(wait),
+            None => break (result, attempt),
+        }
+    };
     let fail = |status, message, request_id| {
         WorkflowError::StepFailed(StepFailure {
             step: Step::QueryUsage,
@@ -26,138 +112,242 @@ fn query_usage(endpoints: &Endpoints, plan: &Plan) -> Result<amberflo::Usage, Wo
             message,
             request_id,
             delivery: Delivery::NotSent,
+            attempts,
+            window_start: plan.window.start,
+            window_end: plan.window.end,
+            recorded: Vec::new(),
         })
     };
-    let url = join(&endpoints.amberflo_url, amberflo::PATH);
-    let reply = http::post(
-        &url,
-        &[
-            ("Content-Type", "application/json"),
-            ("Accept", "application/json"),
-            ("User-Agent", USER_AGENT),
-        ],
-        &amberflo::request_body(plan),
-    )
-    .map_err(|f| fail(None, f.message, None))?;
+    let reply = result.map_err(|f| fail(None, f.message, None))?;
     if reply.status != 200 {
         return Err(fail(
             Some(reply.status),
             amberflo::error_message(&reply.body),
-            reply.request_id,
+            reply.request_id(),
         ));
     }
-    amberflo::parse_response(&reply.body).map_err(|m| fail(Some(200), m, reply.request_id))
+    amberflo::parse_response(&reply.body).map_err(|m| fail(Some(200), m, reply.request_id()))
 }
 
-/// With no `usageQuantity`, Stripe gets the Amberflo total, if it is a whole number.
-fn quantity_from_total(total: Option<f64>) -> Result<String, String> {
-    let total = total.ok_or(
-        "`usageQuantity` is absent and Amberflo's clientMeters has no values to total: give usageQuantity",
-    )?;
-    let text = format_number(total);
-    if total.fract() != 0.0 || !total.is_finite() {
-        return Err(format!(
-            "`usageQuantity` is absent and the Amberflo total {text} is not a whole number, which Stripe requires: give usageQuantity"
-        ));
-    }
-    inputs::whole_number(&text).map_err(|why| format!("the Amberflo total {why}"))
-}
-
-fn record_meter_event(
-    endpoints: &Endpoints,
+/// The value of each event: the given quantity, or each interval's Amberflo total.
+fn values(
     plan: &Plan,
-    usage: amberflo::Usage,
-    quantity: String,
-) -> Result<Outputs, WorkflowError> {
-    let identifier = stripe::identifier(plan);
-    let fail = |status, message: String, request_id, delivery| {
-        let message = match delivery {
-            Delivery::Unknown => format!(
-                "{message}; the event may or may not be recorded: rerun the same window, its identifier {identifier} makes that safe"
-            ),
-            _ => message,
-        };
-        WorkflowError::StepFailed(StepFailure {
-            step: Step::RecordStripeMeter,
-            status,
-            message,
-            request_id,
-            delivery,
-        })
-    };
-    let url = join(&endpoints.stripe_url, stripe::PATH);
-    let idempotency_key = idempotency_key();
-    let reply = http::post(
-        &url,
-        &[
-            ("Content-Type", "application/x-www-form-urlencoded"),
-            ("Idempotency-Key", &idempotency_key),
-            ("Stripe-Version", stripe::API_VERSION),
-            ("User-Agent", USER_AGENT),
-        ],
-        stripe::request_body(plan, &quantity, &identifier).as_bytes(),
-    )
-    .map_err(|f| {
-        let delivery = if f.maybe_sent {
-            Delivery::Unknown
-        } else {
-            Delivery::NotSent
-        };
-        fail(None, f.message, None, delivery)
-    })?;
-
-    let outputs = |meter_event_id, event_name, already_recorded| Outputs {
-        usage_result: usage.client_meters.clone(),
-        meter_event_id,
-        event_name,
-        usage_quantity: quantity.clone(),
-        amberflo_total: usage.total.map(format_number),
-        window_start: plan.window.start,
-        window_end: plan.window.end,
-        timestamp: plan.window.timestamp(),
-        already_recorded,
-    };
-    match reply.status {
-        200 => {
-            let event = stripe::parse_event(&reply.body)
-                .map_err(|m| fail(Some(200), m, reply.request_id.clone(), Delivery::Unknown))?;
-            Ok(outputs(event.identifier, event.event_name, false))
-        }
-        status => {
-            let error = stripe::parse_error(&reply.body);
-            if status == 400
-                && error
-                    .as_ref()
-                    .is_some_and(|e| e.is_duplicate_of(&identifier))
-            {
-                return Ok(outputs(identifier, plan.stripe_event_name.clone(), true));
+    options: &Options,
+    totals: Option<&[f64]>,
+) -> Result<Vec<(String, Option<f64>)>, String> {
+    let no_total = "Amberflo's clientMeters has no values to total";
+    if let Some(given) = &plan.usage_quantity {
+        let total = totals.map(|t| t[0]);
+        if options.reconcile {
+            let total = total.ok_or(format!("cannot reconcile: {no_total}"))?;
+            let matches = quantity::from_total(total, options.rounding).is_ok_and(|t| t == *given);
+            if !matches {
+                return Err(format!(
+                    "`usageQuantity` {given} differs from the Amberflo total {} for the window; --reconcile refuses to send",
+                    quantity::format_number(total)
+                ));
             }
-            let message = match error {
+        }
+        return Ok(vec![(given.clone(), total)]);
+    }
+    let totals = totals.ok_or(format!(
+        "`usageQuantity` is absent and {no_total}: give usageQuantity"
+    ))?;
+    plan.pieces
+        .iter()
+        .zip(totals)
+        .map(|(piece, &total)| {
+            let value = quantity::from_total(total, options.rounding).map_err(|why| {
+                if plan.pieces.len() > 1 {
+                    format!(
+                        "{why} (interval {} to {})",
+                        time::format(piece.start),
+                        time::format(piece.end)
+                    )
+                } else {
+                    why
+                }
+            })?;
+            Ok((value, Some(total)))
+        })
+        .collect()
+}
+
+/// Records one event, retrying as Stripe's clients do. The identifier never
+/// changes; the idempotency key changes only after a 5xx, which Stripe stores
+/// under its key and would replay.
+fn record(
+    url: &str,
+    mut event: MeterEvent,
+    body: &str,
+    piece: &Window,
+    retry: &retry::Policy,
+) -> Result<MeterEvent, StepFailure> {
+    let label = format!(
+        "record-stripe-meter {}..{}",
+        time::format(piece.start),
+        time::format(piece.end)
+    );
+    let mut key = idempotency_key();
+    let started = Instant::now();
+    // Whether any attempt so far may have recorded the event.
+    let mut uncertain = false;
+    loop {
+        event.attempts += 1;
+        let result = http::post(url, &stripe_headers(&key), body.as_bytes());
+        if let Ok(reply) = &result {
+            if reply.status == 200 {
+                return match stripe::parse_event(&reply.body) {
+                    Ok(recorded) => {
+                        event.meter_event_id = recorded.identifier;
+                        event.event_name = recorded.event_name;
+                        Ok(event)
+                    }
+                    Err(m) => Err(failure(
+                        &event,
+                        piece,
+                        Some(200),
+                        m,
+                        reply.request_id(),
+                        Delivery::Unknown,
+                    )),
+                };
+            }
+            if reply.status == 400
+                && stripe::parse_error(&reply.body)
+                    .is_some_and(|e| e.is_duplicate_of(&event.meter_event_id))
+            {
+                event.already_recorded = true;
+                return Ok(event);
+            }
+        }
+        uncertain |= match &result {
+            Ok(reply) => reply.status >= 500 || reply.status == 409,
+            Err(f) => f.maybe_sent,
+        };
+        let next = retry::stripe(&result);
+        let wait = match next {
+            Next::Retry { retry_after, .. } => {
+                retry.wait(event.attempts, started.elapsed(), retry_after, jitter())
+            }
+            Next::Stop => None,
+        };
+        let fresh_key = matches!(
+            next,
+            Next::Retry {
+                fresh_key: true,
+                ..
+            }
+        );
+        if let Next::Retry { .. } = next {
+            let how = if fresh_key {
+                " with a fresh idempotency key"
+            } else {
+                " with the same idempotency key"
+            };
+            trace(&label, event.attempts, retry, &result, wait, how);
+        }
+        match wait {
+            Some(wait) => {
+                if fresh_key {
+                    key = idempotency_key();
+                }
+                std::thread::sleep(wait);
+            }
+            None => {
+                let delivery = match &result {
+                    _ if uncertain => Delivery::Unknown,
+                    Ok(_) => Delivery::Rejected,
+                    Err(_) => Delivery::NotSent,
+                };
+                let (status, message, request_id) = describe(result);
+                return Err(failure(
+                    &event, piece, status, message, request_id, delivery,
+                ));
+            }
+        }
+    }
+}
+
+fn describe(result: Result<Reply, Failure>) -> (Option<u16>, String, Option<String>) {
+    match result {
+        Ok(reply) => {
+            let message = match stripe::parse_error(&reply.body) {
                 Some(e) => e.describe(),
                 None => http::snippet(&reply.body),
             };
-            // A 5xx or 409 may follow a write; any other answer refused it.
-            let delivery = if status >= 500 || status == 409 {
-                Delivery::Unknown
-            } else {
-                Delivery::Rejected
-            };
-            Err(fail(Some(status), message, reply.request_id, delivery))
+            (Some(reply.status), message, reply.request_id())
         }
+        Err(f) => (None, f.message, None),
     }
+}
+
+fn failure(
+    event: &MeterEvent,
+    piece: &Window,
+    status: Option<u16>,
+    message: String,
+    request_id: Option<String>,
+    delivery: Delivery,
+) -> StepFailure {
+    let message = match delivery {
+        Delivery::Unknown => format!(
+            "{message}; the event may or may not be recorded: rerun the same window, its identifier {} makes that safe",
+            event.meter_event_id
+        ),
+        _ => message,
+    };
+    StepFailure {
+        step: Step::RecordStripeMeter,
+        status,
+        message,
+        request_id,
+        delivery,
+        attempts: event.attempts,
+        window_start: piece.start,
+        window_end: piece.end,
+        recorded: Vec::new(),
+    }
+}
+
+fn stripe_headers(key: &str) -> [(&'static str, &str); 4] {
+    [
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Idempotency-Key", key),
+        ("Stripe-Version", stripe::API_VERSION),
+        ("User-Agent", USER_AGENT),
+    ]
+}
+
+/// One line on stderr per failed attempt: what happened and what comes next.
+fn trace(
+    label: &str,
+    attempt: u32,
+    retry: &retry::Policy,
+    result: &Result<Reply, Failure>,
+    wait: Option<Duration>,
+    how: &str,
+) {
+    let what = match result {
+        Ok(reply) => match stripe::parse_error(&reply.body).and_then(|e| e.message) {
+            Some(m) => format!("{} ({m})", reply.status),
+            None => reply.status.to_string(),
+        },
+        Err(f) => f.message.clone(),
+    };
+    let next = match wait {
+        Some(wait) => format!("retrying in {:.2} s{how}", wait.as_secs_f64()),
+        None => format!("giving up after {attempt} attempts"),
+    };
+    eprintln!(
+        "usage-sync: {label} attempt {attempt}/{}: {what}; {next}",
+        retry.max_retries + 1
+    );
 }
 
 /// `base` may carry a path prefix; a trailing slash must not double up.
 fn join(base: &str, path: &str) -> String {
     format!("{}{path}", base.trim_end_matches('/'))
-}
-
-fn format_number(n: f64) -> String {
-    if n.fract() == 0.0 && n.abs() < 1e17 {
-        format!("{n:.0}")
-    } else {
-        n.to_string()
-    }
 }
 
 fn now() -> i64 {
@@ -167,8 +357,13 @@ fn now() -> i64 {
     since_epoch.as_secs() as i64
 }
 
-/// A fresh UUID v4 per run: a key must never be reused by a later run, or
-/// Stripe would replay an old answer for 24 hours.
+/// Uniform in [0, 1), for backoff jitter.
+fn jitter() -> f64 {
+    (wasip2::random::random::get_random_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A fresh UUID v4: a key belongs to one run and is never reused by a later
+/// one, or Stripe would replay an old answer for 24 hours.
 fn idempotency_key() -> String {
     let mut b = wasip2::random::random::get_random_bytes(16);
     b[6] = (b[6] & 0x0f) | 0x40;
@@ -187,18 +382,74 @@ fn idempotency_key() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exports::usage_sync::workflow::workflow::Rounding;
+
+    fn plan(pieces: usize, given: Option<&str>) -> Plan {
+        let day = |i: i64| Window {
+            start: i * 86_400,
+            end: (i + 1) * 86_400,
+        };
+        Plan {
+            customer_id: "acme".into(),
+            meter_api_name: "m".into(),
+            stripe_customer: "cus_1".into(),
+            stripe_event_name: "e".into(),
+            usage_quantity: given.map(str::to_string),
+            window: Window {
+                start: 0,
+                end: pieces as i64 * 86_400,
+            },
+            pieces: (0..pieces as i64).map(day).collect(),
+        }
+    }
+
+    fn options(rounding: Option<Rounding>, reconcile: bool) -> Options {
+        Options {
+            max_retries: 2,
+            retry_budget_ms: 1000,
+            rounding,
+            reconcile,
+            dry_run: false,
+            interval: Interval::Day,
+        }
+    }
 
     #[test]
-    fn totals_must_be_whole() {
-        assert_eq!(quantity_from_total(Some(42.0)).unwrap(), "42");
-        assert_eq!(quantity_from_total(Some(0.0)).unwrap(), "0");
-        assert!(
-            quantity_from_total(Some(12.5))
-                .unwrap_err()
-                .contains("12.5 is not a whole number")
+    fn values_come_from_totals_per_interval() {
+        let got = values(&plan(2, None), &options(None, false), Some(&[3.0, 4.0])).unwrap();
+        assert_eq!(got, vec![("3".into(), Some(3.0)), ("4".into(), Some(4.0))]);
+        let err = values(&plan(2, None), &options(None, false), Some(&[3.0, 4.5])).unwrap_err();
+        assert!(err.contains("4.5 is not a whole number"), "{err}");
+        assert!(err.contains("interval 1970-01-02T00:00:00Z"), "{err}");
+        let got = values(
+            &plan(1, None),
+            &options(Some(Rounding::Ceil), false),
+            Some(&[4.5]),
+        )
+        .unwrap();
+        assert_eq!(got[0].0, "5");
+        assert!(values(&plan(1, None), &options(None, false), None).is_err());
+    }
+
+    #[test]
+    fn reconcile_refuses_a_differing_quantity() {
+        let given = plan(1, Some("12"));
+        assert_eq!(
+            values(&given, &options(None, false), Some(&[7.0])).unwrap(),
+            vec![("12".into(), Some(7.0))]
         );
-        assert!(quantity_from_total(None).is_err());
-        assert!(quantity_from_total(Some(1e16)).is_err());
+        let err = values(&given, &options(None, true), Some(&[7.0])).unwrap_err();
+        assert!(
+            err.contains("`usageQuantity` 12 differs from the Amberflo total 7"),
+            "{err}"
+        );
+        assert!(values(&given, &options(None, true), Some(&[12.0])).is_ok());
+        assert!(values(&given, &options(Some(Rounding::Floor), true), Some(&[12.4])).is_ok());
+        assert!(
+            values(&given, &options(None, true), None)
+                .unwrap_err()
+                .contains("cannot reconcile")
+        );
     }
 
     #[test]

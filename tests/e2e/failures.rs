@@ -38,7 +38,7 @@ fn assert_nothing_sent(p: &Providers) {
 
 // Step 1 failures: exit 3, and Stripe is never called.
 
-fn step1_fails(fault: Option<Fault>, wrong_key: bool) -> (Providers, Run, Value) {
+fn step1_fails(fault: Option<Fault>, wrong_key: bool, attempts: usize) -> (Providers, Run, Value) {
     let p = providers();
     p.amberflo.set_fault(fault);
     let args = inputs();
@@ -48,7 +48,7 @@ fn step1_fails(fault: Option<Fault>, wrong_key: bool) -> (Providers, Run, Value)
         p.run(&args)
     };
     run.expect(PROVIDER);
-    assert_eq!(p.amberflo_requests().len(), 1);
+    assert_eq!(p.amberflo_requests().len(), attempts);
     assert!(
         p.stripe_requests().is_empty(),
         "Stripe must not be called after step 1 fails"
@@ -57,12 +57,13 @@ fn step1_fails(fault: Option<Fault>, wrong_key: bool) -> (Providers, Run, Value)
     assert_eq!(error["kind"], "step-failed");
     assert_eq!(error["step"], "query-usage");
     assert_eq!(error["delivery"], "not-sent");
+    assert_eq!(error["attempts"], attempts);
     (p, run, error)
 }
 
 #[test]
 fn amberflo_401_stops_before_stripe() {
-    let (_, run, error) = step1_fails(None, true);
+    let (_, run, error) = step1_fails(None, true, 1);
     assert_eq!(error["status"], 401);
     assert_eq!(
         run.error_message(),
@@ -77,8 +78,21 @@ fn amberflo_401_stops_before_stripe() {
 
 #[test]
 fn amberflo_500_stops_before_stripe() {
-    let (_, run, error) = step1_fails(Some(Fault::Status(500)), false);
+    // Retried as a read-only query (twice by default), then reported.
+    let (_, run, error) = step1_fails(Some(Fault::Status(500)), false, 3);
     assert_eq!(error["status"], 500);
+    assert!(
+        run.stderr
+            .contains("query-usage attempt 1/3: 500; retrying in"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("query-usage attempt 3/3: 500; giving up after 3 attempts"),
+        "{}",
+        run.stderr
+    );
     assert!(
         run.error_message()
             .contains("Amberflo answered 500: Internal server error")
@@ -87,7 +101,7 @@ fn amberflo_500_stops_before_stripe() {
 
 #[test]
 fn amberflo_malformed_json_stops_before_stripe() {
-    let (_, run, error) = step1_fails(Some(Fault::MalformedJson), false);
+    let (_, run, error) = step1_fails(Some(Fault::MalformedJson), false, 1);
     assert_eq!(error["status"], 200);
     assert!(
         run.error_message()
@@ -99,15 +113,17 @@ fn amberflo_malformed_json_stops_before_stripe() {
 
 // Step 2 failures: exit 3, Stripe's status, message and request id.
 
-fn step2_fails(p: &Providers, run: &Run, status: u16, delivery: &str) -> Value {
+fn step2_fails(p: &Providers, run: &Run, status: u16, delivery: &str, attempts: usize) -> Value {
     run.expect(PROVIDER);
     assert_eq!(p.amberflo_requests().len(), 1);
-    assert_eq!(p.stripe_requests().len(), 1);
+    assert_eq!(p.stripe_requests().len(), attempts);
     assert!(p.stripe.events().is_empty());
     let error = run.json()["error"].clone();
     assert_eq!(error["step"], "record-stripe-meter");
     assert_eq!(error["status"], status);
     assert_eq!(error["delivery"], delivery);
+    assert_eq!(error["attempts"], attempts);
+    assert_eq!(error["recorded"], serde_json::json!([]));
     let request_id = error["requestId"].as_str().expect("Stripe's Request-Id");
     assert!(request_id.starts_with("req_"), "{request_id}");
     assert!(run.error_message().contains(request_id));
@@ -119,7 +135,7 @@ fn stripe_400_is_reported_with_its_message() {
     let p = providers();
     p.stripe.set_fault(Some(Fault::Status(400)));
     let run = run(&p, &[]);
-    step2_fails(&p, &run, 400, "rejected");
+    step2_fails(&p, &run, 400, "rejected", 1);
     assert!(run.error_message().contains(
         "Stripe answered 400: The request was unacceptable. (type invalid_request_error)"
     ));
@@ -130,7 +146,7 @@ fn stripe_400_is_reported_with_its_message() {
 fn stripe_401_names_the_bad_key_masked() {
     let p = providers();
     let run = p.run_with_keys(&inputs(), &p.amberflo_key, "sk_test_wrong_key_0000");
-    step2_fails(&p, &run, 401, "rejected");
+    step2_fails(&p, &run, 401, "rejected", 1);
     assert!(
         run.error_message()
             .contains("Stripe answered 401: Invalid API Key provided: sk_test_**********0000"),
@@ -144,7 +160,7 @@ fn stripe_402_is_reported() {
     let p = providers();
     p.stripe.set_fault(Some(Fault::Status(402)));
     let run = run(&p, &[]);
-    step2_fails(&p, &run, 402, "rejected");
+    step2_fails(&p, &run, 402, "rejected", 1);
     assert!(
         run.error_message()
             .contains("Stripe answered 402: The request failed")
@@ -157,7 +173,14 @@ fn stripe_5xx_leaves_delivery_unknown_and_says_a_rerun_is_safe() {
         let p = providers();
         p.stripe.set_fault(Some(Fault::Status(status)));
         let run = run(&p, &[]);
-        step2_fails(&p, &run, status, "unknown");
+        step2_fails(&p, &run, status, "unknown", 3);
+        // After a 5xx, which Stripe stores under its key, each retry takes a fresh key.
+        let keys: std::collections::HashSet<_> = p
+            .stripe_requests()
+            .iter()
+            .map(|r| r.header("idempotency-key").unwrap().to_string())
+            .collect();
+        assert_eq!(keys.len(), 3);
         let message = run.error_message();
         assert!(
             message.contains("An unknown error occurred (type api_error)"),

@@ -100,6 +100,9 @@ fn records_the_amberflo_total_on_the_stripe_meter() {
     assert_eq!(out["endTime"], end);
     assert_eq!(out["timestamp"], end - 1);
     assert_eq!(out["alreadyRecorded"], false);
+    assert_eq!(out["attempts"], 1);
+    assert_eq!(out["events"].as_array().unwrap().len(), 1);
+    assert_eq!(out["events"][0]["meterEventId"], identifier);
 
     // What Stripe holds.
     let events = p.stripe.events();
@@ -109,7 +112,8 @@ fn records_the_amberflo_total_on_the_stripe_meter() {
     assert_eq!(events[0].payload["stripe_customer_id"], "cus_Acme");
     assert_eq!(events[0].timestamp, end - 1);
     assert!(
-        run.stderr.contains("recorded 42 on api_calls"),
+        run.stderr
+            .contains("recorded 1 event(s) on api_calls totalling 42"),
         "{}",
         run.stderr
     );

@@ -15,7 +15,7 @@ wit_bindgen::generate!({
 });
 
 use exports::usage_sync::workflow::workflow::{
-    Delivery, Endpoints, Guest, Inputs, Outputs, Step, StepFailure, WorkflowError,
+    Delivery, Endpoints, Guest, Inputs, Options, Outputs, Step, StepFailure, WorkflowError,
 };
 use serde_json::json;
 
@@ -23,7 +23,7 @@ use serde_json::json;
 struct Probe;
 
 impl Guest for Probe {
-    fn run(_: Endpoints, inputs: Inputs) -> Result<Outputs, WorkflowError> {
+    fn run(_: Endpoints, _: Options, inputs: Inputs) -> Result<Outputs, WorkflowError> {
         match inputs.meter_api_name.as_str() {
             "spin" => loop {
                 std::hint::black_box(0);
@@ -49,6 +49,10 @@ impl Guest for Probe {
                 message: format!("probe request failed: {e}"),
                 request_id: None,
                 delivery: Delivery::NotSent,
+                attempts: 1,
+                window_start: 0,
+                window_end: 0,
+                recorded: Vec::new(),
             })
         })?;
         let status = response.status_code();
@@ -82,14 +86,11 @@ fn ambient(address: &str) -> serde_json::Value {
 fn outputs(usage_result: String) -> Outputs {
     Outputs {
         usage_result,
-        meter_event_id: String::new(),
         event_name: String::new(),
-        usage_quantity: String::new(),
-        amberflo_total: None,
         window_start: 0,
         window_end: 0,
-        timestamp: 0,
-        already_recorded: false,
+        events: Vec::new(),
+        planned: Vec::new(),
     }
 }
 
