@@ -3,7 +3,9 @@
 //! stdout carries exactly one JSON object: the outputs, or `{"error": {...}}`.
 //! stderr carries short human lines. Keys are scrubbed from both.
 
-use crate::bindings::{Delivery, MeterEvent, Outputs, PlannedRequest, Step, WorkflowError};
+use crate::bindings::{
+    Delivery, MeterEvent, Outputs, PlannedRequest, Step, StepFailure, WorkflowError,
+};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -24,18 +26,8 @@ pub mod exit {
 #[derive(Clone, Debug)]
 pub enum Failure {
     BadInput(String),
-    Provider {
-        step: &'static str,
-        status: Option<u16>,
-        message: String,
-        request_id: Option<String>,
-        delivery: &'static str,
-        attempts: u32,
-        /// The failing interval.
-        window: (i64, i64),
-        /// Events recorded before the failure.
-        recorded: Vec<MeterEvent>,
-    },
+    /// A step failed; the component's own account of it.
+    Provider(Box<StepFailure>),
     Sandbox(String),
     Internal(String),
 }
@@ -44,24 +36,23 @@ impl From<WorkflowError> for Failure {
     fn from(error: WorkflowError) -> Failure {
         match error {
             WorkflowError::InvalidInput(message) => Failure::BadInput(message),
-            WorkflowError::StepFailed(f) => Failure::Provider {
-                step: match f.step {
-                    Step::QueryUsage => "query-usage",
-                    Step::RecordStripeMeter => "record-stripe-meter",
-                },
-                status: f.status,
-                message: f.message,
-                request_id: f.request_id,
-                delivery: match f.delivery {
-                    Delivery::NotSent => "not-sent",
-                    Delivery::Rejected => "rejected",
-                    Delivery::Unknown => "unknown",
-                },
-                attempts: f.attempts,
-                window: (f.window_start, f.window_end),
-                recorded: f.recorded,
-            },
+            WorkflowError::StepFailed(f) => Failure::Provider(Box::new(f)),
         }
+    }
+}
+
+fn step_name(step: Step) -> &'static str {
+    match step {
+        Step::QueryUsage => "query-usage",
+        Step::RecordStripeMeter => "record-stripe-meter",
+    }
+}
+
+fn delivery_name(delivery: Delivery) -> &'static str {
+    match delivery {
+        Delivery::NotSent => "not-sent",
+        Delivery::Rejected => "rejected",
+        Delivery::Unknown => "unknown",
     }
 }
 
@@ -69,7 +60,7 @@ impl Failure {
     pub fn exit_code(&self) -> u8 {
         match self {
             Failure::BadInput(_) => exit::BAD_INPUT,
-            Failure::Provider { .. } => exit::PROVIDER,
+            Failure::Provider(_) => exit::PROVIDER,
             Failure::Sandbox(_) => exit::SANDBOX,
             Failure::Internal(_) => exit::INTERNAL,
         }
@@ -79,34 +70,39 @@ impl Failure {
     pub fn message(&self) -> String {
         match self {
             Failure::BadInput(m) => format!("invalid input: {m}; nothing was sent"),
-            Failure::Provider {
-                step,
-                status,
-                message,
-                request_id,
-                delivery,
-                ..
-            } => {
-                let provider = if *step == "query-usage" {
-                    "Amberflo"
-                } else {
-                    "Stripe"
+            Failure::Provider(f) => {
+                let step = step_name(f.step);
+                let provider = match f.step {
+                    Step::QueryUsage => "Amberflo",
+                    Step::RecordStripeMeter => "Stripe",
                 };
-                let mut line = match status {
+                let mut line = match f.status {
                     Some(status) => {
-                        format!("step {step} failed: {provider} answered {status}: {message}")
+                        format!(
+                            "step {step} failed: {provider} answered {status}: {}",
+                            f.message
+                        )
                     }
-                    None => format!("step {step} failed: {message}"),
+                    None => format!("step {step} failed: {}", f.message),
                 };
-                if let Some(id) = request_id {
+                if let Some(id) = &f.request_id {
                     line.push_str(&format!(" (request {id})"));
                 }
-                match *delivery {
-                    "not-sent" if *step == "query-usage" => {
-                        line.push_str("; nothing was sent to Stripe")
+                match (f.step, f.delivery) {
+                    (Step::QueryUsage, _) => line.push_str("; nothing was sent to Stripe"),
+                    (_, Delivery::NotSent | Delivery::Rejected) if f.recorded.is_empty() => {
+                        line.push_str("; no meter event was recorded")
                     }
-                    "not-sent" | "rejected" => line.push_str("; no meter event was recorded"),
-                    _ => {}
+                    (_, Delivery::NotSent | Delivery::Rejected) => {
+                        line.push_str("; no meter event was recorded for this interval")
+                    }
+                    (_, Delivery::Unknown) => {}
+                }
+                if !f.recorded.is_empty() {
+                    line.push_str(&format!(
+                        "; {} earlier interval(s) were recorded and later ones not sent: rerun the same window to finish, the identifiers make that safe",
+                        f.recorded.len()
+                    ));
                 }
                 line
             }
@@ -118,26 +114,17 @@ impl Failure {
     pub fn to_json(&self) -> Value {
         let (kind, extra) = match self {
             Failure::BadInput(_) => ("invalid-input", json!({})),
-            Failure::Provider {
-                step,
-                status,
-                request_id,
-                delivery,
-                attempts,
-                window,
-                recorded,
-                ..
-            } => (
+            Failure::Provider(f) => (
                 "step-failed",
                 json!({
-                    "step": step,
-                    "status": status,
-                    "requestId": request_id,
-                    "delivery": delivery,
-                    "attempts": attempts,
-                    "startTime": window.0,
-                    "endTime": window.1,
-                    "recorded": recorded.iter().map(EventJson::from).collect::<Vec<_>>(),
+                    "step": step_name(f.step),
+                    "status": f.status,
+                    "requestId": f.request_id,
+                    "delivery": delivery_name(f.delivery),
+                    "attempts": f.attempts,
+                    "startTime": f.window_start,
+                    "endTime": f.window_end,
+                    "recorded": f.recorded.iter().map(EventJson::from).collect::<Vec<_>>(),
                 }),
             ),
             Failure::Sandbox(_) => ("sandbox", json!({})),
