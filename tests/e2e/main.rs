@@ -1,6 +1,8 @@
 //! End-to-end tests: the real `usage-sync` binary, the real component and the
 //! real wasmtime sandbox, against Amberflo and Stripe emulators on 127.0.0.1.
 
+mod backfill;
+mod delivery;
 mod failures;
 mod happy_path;
 mod sandbox;

@@ -82,12 +82,28 @@ impl Providers {
         self.run_with_keys(args, &self.amberflo_key, &self.stripe_key)
     }
 
+    /// `usage-sync run` as a command, for tests that start or kill it themselves.
+    pub fn command<S: AsRef<str>>(&self, args: &[S]) -> Command {
+        self.command_with_keys(args, &self.amberflo_key, &self.stripe_key)
+    }
+
     pub fn run_with_keys<S: AsRef<str>>(
         &self,
         args: &[S],
         amberflo_key: &str,
         stripe_key: &str,
     ) -> Run {
+        let run = Run::exec(&mut self.command_with_keys(args, amberflo_key, stripe_key));
+        self.assert_no_leak(&run);
+        run
+    }
+
+    fn command_with_keys<S: AsRef<str>>(
+        &self,
+        args: &[S],
+        amberflo_key: &str,
+        stripe_key: &str,
+    ) -> Command {
         let mut full = vec![
             "run",
             "--amberflo-url",
@@ -99,15 +115,13 @@ impl Providers {
         .map(String::from)
         .collect::<Vec<_>>();
         full.extend(args.iter().map(|a| a.as_ref().to_string()));
-        let run = Run::exec(
-            Command::new(BIN)
-                .args(&full)
-                .env_clear()
-                .env("AMBERFLO_API_KEY", amberflo_key)
-                .env("STRIPE_API_KEY", stripe_key),
-        );
-        self.assert_no_leak(&run);
-        run
+        let mut command = Command::new(BIN);
+        command
+            .args(&full)
+            .env_clear()
+            .env("AMBERFLO_API_KEY", amberflo_key)
+            .env("STRIPE_API_KEY", stripe_key);
+        command
     }
 
     /// The canaries appear nowhere but in the one header of their own provider.
@@ -165,7 +179,10 @@ pub struct Run {
 
 impl Run {
     pub fn exec(command: &mut Command) -> Run {
-        let output = command.output().expect("usage-sync runs");
+        Run::from_output(command.output().expect("usage-sync runs"))
+    }
+
+    fn from_output(output: std::process::Output) -> Run {
         Run {
             code: output.status.code().expect("exited, not killed"),
             stdout: String::from_utf8(output.stdout).unwrap(),
@@ -184,6 +201,11 @@ impl Run {
     pub fn expect(&self, code: i32) -> &Run {
         assert_eq!(self.code, code, "unexpected exit status: {self:#?}");
         self
+    }
+
+    /// Waits for a process started with [`Providers::command`].
+    pub fn wait(child: std::process::Child) -> Run {
+        Run::from_output(child.wait_with_output().expect("usage-sync runs"))
     }
 
     pub fn error_message(&self) -> String {
