@@ -157,7 +157,7 @@ struct SandboxArgs {
     #[arg(long, default_value_t = 64, value_name = "MIB")]
     max_memory_mib: usize,
     /// Deadline for the whole run, seconds.
-    #[arg(long, default_value_t = 120.0, value_name = "SECS")]
+    #[arg(long, default_value_t = 600.0, value_name = "SECS")]
     timeout: f64,
     /// Connect and read timeout of each request, seconds.
     #[arg(long, default_value_t = 30.0, value_name = "SECS")]

@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod demo;
+pub mod guest_stderr;
 pub mod inputs;
 pub mod outcome;
 pub mod policy;

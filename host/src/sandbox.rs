@@ -42,12 +42,15 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_memory_bytes: 64 << 20,
-            deadline: Duration::from_secs(120),
+            deadline: Duration::from_secs(600),
             request_timeout: Duration::from_secs(30),
             max_response_bytes: 8 << 20,
         }
     }
 }
+
+/// What one run's guest may print on stderr.
+const GUEST_STDERR_CAP: usize = 1 << 20;
 
 /// How often the engine's epoch advances; the deadline's resolution.
 const TICK: Duration = Duration::from_millis(10);
@@ -113,11 +116,14 @@ impl Sandbox {
 
     /// Runs the workflow once, in a fresh instance.
     pub async fn run(&self, config: &RunConfig, inputs: Inputs) -> Result<Outputs, Failure> {
-        let log = Arc::new(Mutex::new(Violations::default()));
+        let log = Arc::new(Mutex::new(RunLog::default()));
         let limits = config.limits;
         let state = RunState {
             wasi: WasiCtx::builder()
-                .inherit_stderr()
+                .stderr(crate::guest_stderr::stream(
+                    config.credentials.clone(),
+                    GUEST_STDERR_CAP,
+                ))
                 .allow_tcp(false)
                 .allow_udp(false)
                 .allow_ip_name_lookup(false)
@@ -128,7 +134,7 @@ impl Sandbox {
                 policy: config.policy.clone(),
                 credentials: config.credentials.clone(),
                 limits,
-                violations: log.clone(),
+                log: log.clone(),
                 observer: config.observer.clone(),
             },
             memory: MemoryCap {
@@ -150,8 +156,8 @@ impl Sandbox {
         };
         let result = tokio::time::timeout(limits.deadline, call).await;
         let memory_exceeded = store.data().memory.exceeded;
-        let violations = std::mem::take(&mut *log.lock().unwrap());
-        classify(result, memory_exceeded, violations, &limits)
+        let seen = std::mem::take(&mut *log.lock().unwrap());
+        classify(result, memory_exceeded, seen, &limits)
     }
 }
 
@@ -160,12 +166,18 @@ impl Sandbox {
 fn classify(
     result: Result<wasmtime::Result<Result<Outputs, WorkflowError>>, tokio::time::error::Elapsed>,
     memory_exceeded: bool,
-    violations: Violations,
+    log: RunLog,
     limits: &Limits,
 ) -> Result<Outputs, Failure> {
+    // A run stopped midway must still say whether Stripe may hold events.
+    let aftermath = if log.stripe_called {
+        "; Stripe was called, so events may be recorded: rerun the same window, its identifiers make that safe"
+    } else {
+        "; nothing was sent to Stripe"
+    };
     let deadline = || {
         Failure::Sandbox(format!(
-            "the run exceeded its deadline of {} s",
+            "the run exceeded its deadline of {} s{aftermath}",
             limits.deadline.as_secs_f64()
         ))
     };
@@ -176,15 +188,19 @@ fn classify(
         }
         Ok(Err(_)) if memory_exceeded => {
             return Err(Failure::Sandbox(format!(
-                "the component exceeded its memory limit of {} MiB",
+                "the component exceeded its memory limit of {} MiB{aftermath}",
                 limits.max_memory_bytes >> 20
             )));
         }
-        Ok(Err(trap)) => return Err(Failure::Internal(format!("the component failed: {trap:#}"))),
+        Ok(Err(trap)) => {
+            return Err(Failure::Internal(format!(
+                "the component failed: {trap:#}{aftermath}"
+            )));
+        }
         Ok(Ok(guest)) => guest,
     };
-    let mut problems: Vec<String> = violations.refusals.iter().map(|r| r.to_string()).collect();
-    problems.extend(violations.oversized.iter().map(|url| {
+    let mut problems: Vec<String> = log.refusals.iter().map(|r| r.to_string()).collect();
+    problems.extend(log.oversized.iter().map(|url| {
         format!(
             "the response from {url} exceeded the limit of {} bytes",
             limits.max_response_bytes
@@ -203,10 +219,13 @@ fn classify(
     guest.map_err(Failure::from)
 }
 
+/// What the host saw of a run, for the verdict.
 #[derive(Default)]
-struct Violations {
+struct RunLog {
     refusals: Vec<crate::policy::Refusal>,
     oversized: Vec<String>,
+    /// A request reached for Stripe: a cut-short run may have recorded events.
+    stripe_called: bool,
 }
 
 struct RunState {
@@ -270,7 +289,7 @@ struct Egress {
     policy: Arc<Policy>,
     credentials: Arc<Credentials>,
     limits: Limits,
-    violations: Arc<Mutex<Violations>>,
+    log: Arc<Mutex<RunLog>>,
     observer: Option<Observer>,
 }
 
@@ -302,10 +321,13 @@ impl WasiHttpHooks for Egress {
             Ok(provider) => provider,
             Err(refusal) => {
                 // The guest sees only a failed stream: the host reports the refusal.
-                self.violations.lock().unwrap().refusals.push(refusal);
+                self.log.lock().unwrap().refusals.push(refusal);
                 return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
             }
         };
+        if provider == Provider::Stripe {
+            self.log.lock().unwrap().stripe_called = true;
+        }
         let headers = request.headers_mut();
         let forged: Vec<_> = headers
             .keys()
@@ -329,9 +351,9 @@ impl WasiHttpHooks for Egress {
         };
         let method = request.method().to_string();
         let url = request.uri().to_string();
-        let (max_bytes, violations, observer) = (
+        let (max_bytes, log, observer) = (
             self.limits.max_response_bytes,
-            self.violations.clone(),
+            self.log.clone(),
             self.observer.clone(),
         );
         Box::new(async move {
@@ -355,7 +377,7 @@ impl WasiHttpHooks for Egress {
                     inner: body.boxed_unsync(),
                     left: max_bytes,
                     url,
-                    violations,
+                    log,
                 }
                 .boxed_unsync()
             });
@@ -369,7 +391,7 @@ struct Capped {
     inner: WasiBody,
     left: u64,
     url: String,
-    violations: Arc<Mutex<Violations>>,
+    log: Arc<Mutex<RunLog>>,
 }
 
 impl Body for Capped {
@@ -387,7 +409,7 @@ impl Body for Capped {
                 Some(left) => self.left = left,
                 None => {
                     let url = self.url.clone();
-                    self.violations.lock().unwrap().oversized.push(url);
+                    self.log.lock().unwrap().oversized.push(url);
                     self.left = 0;
                     return Poll::Ready(Some(Err(
                         wasmtime_wasi_http::Error::HttpResponseBodySize(None),

@@ -226,3 +226,22 @@ fn killed_after_stripe_recorded_then_run_again() {
     assert_eq!(out["alreadyRecorded"], true);
     assert_eq!(out["attempts"], 1);
 }
+
+#[test]
+fn a_deadline_during_the_stripe_call_says_a_rerun_is_safe() {
+    let p = providers();
+    p.stripe
+        .set_fault(Some(Fault::Delay(Duration::from_secs(60))));
+    let run = p.run(&with_inputs(&["--timeout", "1"]));
+    run.expect(4);
+    assert!(
+        run.error_message().contains(
+            "deadline of 1 s; Stripe was called, so events may be recorded: rerun the same window"
+        ),
+        "{}",
+        run.error_message()
+    );
+    p.stripe.set_fault(None);
+    let out = succeeds(&p, &[]);
+    assert_eq!(out["alreadyRecorded"], true);
+}

@@ -119,14 +119,14 @@ fn limits_stop_the_guest_and_say_which() {
     run.expect(SANDBOX);
     assert_eq!(
         run.error_message(),
-        "sandbox: the run exceeded its deadline of 0.5 s"
+        "sandbox: the run exceeded its deadline of 0.5 s; nothing was sent to Stripe"
     );
 
     let run = probe(&p, "", "allocate", &["--max-memory-mib", "16"]);
     run.expect(SANDBOX);
     assert_eq!(
         run.error_message(),
-        "sandbox: the component exceeded its memory limit of 16 MiB"
+        "sandbox: the component exceeded its memory limit of 16 MiB; nothing was sent to Stripe"
     );
 
     // Amberflo's 404 body is longer than 10 bytes.
