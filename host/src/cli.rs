@@ -27,7 +27,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the workflow once: query Amberflo, record one Stripe meter event.
+    /// Run the workflow: query Amberflo, record one Stripe meter event per interval.
     ///
     /// Keys come from AMBERFLO_API_KEY and STRIPE_API_KEY. stdout gets one JSON object.
     Run(Box<RunArgs>),
@@ -53,7 +53,7 @@ struct RunArgs {
     /// Stripe meter's event name.
     #[arg(long)]
     stripe_event_name: Option<String>,
-    /// Whole number to record; default: the Amberflo total for the window.
+    /// Whole number to record (one interval only); default: each interval's Amberflo total.
     #[arg(long, allow_hyphen_values = true)]
     usage_quantity: Option<String>,
     /// Window start, Unix seconds or RFC 3339 (default: start of the previous UTC day).
