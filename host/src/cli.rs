@@ -4,7 +4,8 @@ use crate::bindings::{Endpoints, Interval, Options, Rounding};
 use crate::inputs::{self, InputFlags, InputsFile};
 use crate::outcome::{Failure, exit, render_outputs, summary};
 use crate::policy::{DEFAULT_AMBERFLO_URL, DEFAULT_STRIPE_URL, Endpoint, Policy};
-use crate::sandbox::{Exchange, Limits, RunConfig, Sandbox};
+use crate::egress::Exchange;
+use crate::sandbox::{Limits, RunConfig, Sandbox};
 use crate::secrets::Credentials;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -165,6 +166,9 @@ struct SandboxArgs {
     /// Cap on each response body, bytes.
     #[arg(long, default_value_t = 8 << 20, value_name = "BYTES")]
     max_response_bytes: u64,
+    /// Cap on the requests of one run, retries included.
+    #[arg(long, default_value_t = 5000, value_name = "N")]
+    max_requests: u32,
 }
 
 #[derive(Args)]
@@ -193,6 +197,7 @@ impl SandboxArgs {
             deadline: secs("timeout", self.timeout)?,
             request_timeout: secs("request-timeout", self.request_timeout)?,
             max_response_bytes: self.max_response_bytes,
+            max_requests: self.max_requests,
         })
     }
 

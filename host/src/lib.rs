@@ -1,7 +1,9 @@
 //! The usage-sync host: runs the workflow component in a wasmtime sandbox.
 //!
 //! - [`policy`]: which hosts the guest may reach and which key goes to which host;
-//! - [`sandbox`]: the engine, the limits and the HTTP boundary that enforces the policy;
+//! - [`sandbox`]: the engine, the limits, and what a run's result means;
+//! - [`egress`]: the HTTP boundary that enforces the policy, attaches keys and
+//!   scrubs what comes back;
 //! - [`secrets`]: API keys, which never enter the guest and are scrubbed from output;
 //! - [`inputs`]: the workflow inputs from a JSON file and flags;
 //! - [`outcome`]: what a run prints and its exit status;
@@ -9,6 +11,7 @@
 
 pub mod cli;
 pub mod demo;
+pub mod egress;
 pub mod guest_stderr;
 pub mod inputs;
 pub mod outcome;

@@ -6,24 +6,17 @@
 //! so it cannot corrupt the host's JSON output.
 
 use crate::bindings::{Endpoints, Inputs, Options, Outputs, UsageSyncPre, WorkflowError};
+use crate::egress::{Egress, Observer, RunLog};
 use crate::outcome::Failure;
-use crate::policy::{Policy, Provider, is_credential_header};
+use crate::policy::Policy;
 use crate::secrets::Credentials;
-use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::error::Context as _;
 use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{
-    ForbiddenHeaderFilter, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
-    WasiHttpView,
-};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Resource limits for one run. Each has a default and a flag.
 #[derive(Clone, Copy, Debug)]
@@ -36,6 +29,8 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Cap on each response body.
     pub max_response_bytes: u64,
+    /// Cap on the requests of one run.
+    pub max_requests: u32,
 }
 
 impl Default for Limits {
@@ -45,6 +40,7 @@ impl Default for Limits {
             deadline: Duration::from_secs(600),
             request_timeout: Duration::from_secs(30),
             max_response_bytes: 8 << 20,
+            max_requests: 5000,
         }
     }
 }
@@ -54,20 +50,6 @@ const GUEST_STDERR_CAP: usize = 1 << 20;
 
 /// How often the engine's epoch advances; the deadline's resolution.
 const TICK: Duration = Duration::from_millis(10);
-
-/// A request the guest made, as the host saw it.
-#[derive(Clone, Debug)]
-pub struct Exchange {
-    pub provider: Provider,
-    pub method: String,
-    pub url: String,
-    /// The status, or why there was none.
-    pub result: Result<u16, String>,
-    pub elapsed: Duration,
-}
-
-/// Called for each request as it completes (for progress lines).
-pub type Observer = Arc<dyn Fn(&Exchange) + Send + Sync>;
 
 /// Everything a run needs besides the inputs.
 #[derive(Clone)]
@@ -136,6 +118,7 @@ impl Sandbox {
                 limits,
                 log: log.clone(),
                 observer: config.observer.clone(),
+                in_flight: Default::default(),
             },
             memory: MemoryCap {
                 max: limits.max_memory_bytes,
@@ -219,15 +202,6 @@ fn classify(
     guest.map_err(Failure::from)
 }
 
-/// What the host saw of a run, for the verdict.
-#[derive(Default)]
-struct RunLog {
-    refusals: Vec<crate::policy::Refusal>,
-    oversized: Vec<String>,
-    /// A request reached for Stripe: a cut-short run may have recorded events.
-    stripe_called: bool,
-}
-
 struct RunState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
@@ -281,151 +255,6 @@ impl ResourceLimiter for MemoryCap {
         _: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
-    }
-}
-
-/// The HTTP boundary: every outgoing request passes here.
-struct Egress {
-    policy: Arc<Policy>,
-    credentials: Arc<Credentials>,
-    limits: Limits,
-    log: Arc<Mutex<RunLog>>,
-    observer: Option<Observer>,
-}
-
-type SendFuture = Box<
-    dyn Future<
-            Output = wasmtime_wasi_http::Result<(
-                http::Response<WasiBody>,
-                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-            )>,
-        > + Send,
->;
-
-impl WasiHttpHooks for Egress {
-    fn forbidden_header_filter(&mut self) -> ForbiddenHeaderFilter {
-        // The guest may neither set credential headers nor read them in responses.
-        Arc::new(|name| {
-            wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name)
-                || is_credential_header(name)
-        })
-    }
-
-    fn send_request(
-        &mut self,
-        mut request: http::Request<WasiBody>,
-        options: Option<RequestOptions>,
-        _: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-    ) -> SendFuture {
-        let provider = match self.policy.check(request.uri()) {
-            Ok(provider) => provider,
-            Err(refusal) => {
-                // The guest sees only a failed stream: the host reports the refusal.
-                self.log.lock().unwrap().refusals.push(refusal);
-                return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-            }
-        };
-        if provider == Provider::Stripe {
-            self.log.lock().unwrap().stripe_called = true;
-        }
-        let headers = request.headers_mut();
-        let forged: Vec<_> = headers
-            .keys()
-            .filter(|n| is_credential_header(n))
-            .cloned()
-            .collect();
-        for name in forged {
-            headers.remove(name);
-        }
-        headers.insert(
-            provider.credential_header(),
-            provider.credential(&self.credentials),
-        );
-
-        let cap = self.limits.request_timeout;
-        let clamp = |asked: Option<Duration>| Some(asked.map_or(cap, |d| d.min(cap)));
-        let options = RequestOptions {
-            connect_timeout: clamp(options.and_then(|o| o.connect_timeout)),
-            first_byte_timeout: clamp(options.and_then(|o| o.first_byte_timeout)),
-            between_bytes_timeout: clamp(options.and_then(|o| o.between_bytes_timeout)),
-        };
-        let method = request.method().to_string();
-        let url = request.uri().to_string();
-        let (max_bytes, log, observer) = (
-            self.limits.max_response_bytes,
-            self.log.clone(),
-            self.observer.clone(),
-        );
-        Box::new(async move {
-            let started = Instant::now();
-            let sent = wasmtime_wasi_http::default_send_request(request, Some(options)).await;
-            if let Some(observe) = &observer {
-                observe(&Exchange {
-                    provider,
-                    method,
-                    url: url.clone(),
-                    result: sent
-                        .as_ref()
-                        .map(|(response, _)| response.status().as_u16())
-                        .map_err(|e| e.to_string()),
-                    elapsed: started.elapsed(),
-                });
-            }
-            let (response, io) = sent?;
-            let response = response.map(|body| {
-                Capped {
-                    inner: body.boxed_unsync(),
-                    left: max_bytes,
-                    url,
-                    log,
-                }
-                .boxed_unsync()
-            });
-            Ok((response, Box::new(io) as Box<dyn Future<Output = _> + Send>))
-        })
-    }
-}
-
-/// A response body that fails once it passes the size cap.
-struct Capped {
-    inner: WasiBody,
-    left: u64,
-    url: String,
-    log: Arc<Mutex<RunLog>>,
-}
-
-impl Body for Capped {
-    type Data = Bytes;
-    type Error = wasmtime_wasi_http::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let frame = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &frame {
-            let len = frame.data_ref().map_or(0, |d| d.len() as u64);
-            match self.left.checked_sub(len) {
-                Some(left) => self.left = left,
-                None => {
-                    let url = self.url.clone();
-                    self.log.lock().unwrap().oversized.push(url);
-                    self.left = 0;
-                    return Poll::Ready(Some(Err(
-                        wasmtime_wasi_http::Error::HttpResponseBodySize(None),
-                    )));
-                }
-            }
-        }
-        frame
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

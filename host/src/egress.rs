@@ -1,0 +1,351 @@
+//! The HTTP boundary: every request the guest makes passes here. The policy
+//! decides where it may go, the host attaches the key, and what comes back is
+//! capped and scrubbed of keys before the guest sees it.
+
+use crate::policy::{Policy, Provider, Refusal, is_credential_header};
+use crate::sandbox::Limits;
+use crate::secrets::Credentials;
+use bytes::Bytes;
+use http::HeaderValue;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use wasmtime_wasi_http::{ForbiddenHeaderFilter, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// Requests one run may have waiting for an answer at once.
+pub const MAX_IN_FLIGHT: usize = 16;
+
+/// What the host saw of a run, for the verdict.
+#[derive(Default)]
+pub struct RunLog {
+    pub refusals: Vec<Refusal>,
+    /// URLs whose response passed the size cap.
+    pub oversized: Vec<String>,
+    /// A request went to Stripe: a run cut short may have recorded events.
+    pub stripe_called: bool,
+    /// Requests that passed the policy.
+    pub sent: u32,
+}
+
+/// A request the guest made, as the host saw it.
+#[derive(Clone, Debug)]
+pub struct Exchange {
+    pub provider: Provider,
+    pub method: String,
+    pub url: String,
+    /// The status, or why there was none.
+    pub result: Result<u16, String>,
+    pub elapsed: Duration,
+}
+
+/// Called for each request as it completes (for progress lines).
+pub type Observer = Arc<dyn Fn(&Exchange) + Send + Sync>;
+
+/// The hooks wasmtime-wasi-http calls for one run.
+pub struct Egress {
+    pub policy: Arc<Policy>,
+    pub credentials: Arc<Credentials>,
+    pub limits: Limits,
+    pub log: Arc<Mutex<RunLog>>,
+    pub observer: Option<Observer>,
+    pub in_flight: Arc<AtomicUsize>,
+}
+
+type SendFuture = Box<
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<WasiBody>,
+                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl Egress {
+    fn refuse(&mut self, refusal: Refusal) -> SendFuture {
+        // The guest sees only a failed request: the host reports the refusal.
+        self.log.lock().unwrap().refusals.push(refusal);
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+impl WasiHttpHooks for Egress {
+    fn forbidden_header_filter(&mut self) -> ForbiddenHeaderFilter {
+        // The guest may neither set credential headers nor read them in responses.
+        Arc::new(|name| {
+            wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name)
+                || is_credential_header(name)
+        })
+    }
+
+    fn send_request(
+        &mut self,
+        mut request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> SendFuture {
+        let provider = match self.policy.check(request.uri()) {
+            Ok(provider) => provider,
+            Err(refusal) => return self.refuse(refusal),
+        };
+        let target = request.uri().to_string();
+        let sent = {
+            let mut log = self.log.lock().unwrap();
+            log.sent += 1;
+            log.stripe_called |= provider == Provider::Stripe;
+            log.sent
+        };
+        if sent > self.limits.max_requests {
+            let reason = format!("more than {} requests in one run", self.limits.max_requests);
+            return self.refuse(Refusal { target, reason });
+        }
+        let guard = InFlight::enter(&self.in_flight);
+        if guard.count > MAX_IN_FLIGHT {
+            let reason = format!("more than {MAX_IN_FLIGHT} requests waiting at once");
+            return self.refuse(Refusal { target, reason });
+        }
+
+        let headers = request.headers_mut();
+        let forged: Vec<_> = headers
+            .keys()
+            .filter(|n| is_credential_header(n))
+            .cloned()
+            .collect();
+        for name in forged {
+            headers.remove(name);
+        }
+        headers.insert(
+            provider.credential_header(),
+            provider.credential(&self.credentials),
+        );
+
+        let cap = self.limits.request_timeout;
+        let clamp = |asked: Option<Duration>| Some(asked.map_or(cap, |d| d.min(cap)));
+        let options = RequestOptions {
+            connect_timeout: clamp(options.and_then(|o| o.connect_timeout)),
+            first_byte_timeout: clamp(options.and_then(|o| o.first_byte_timeout)),
+            between_bytes_timeout: clamp(options.and_then(|o| o.between_bytes_timeout)),
+        };
+        let method = request.method().to_string();
+        let (max_bytes, log, observer) = (
+            self.limits.max_response_bytes,
+            self.log.clone(),
+            self.observer.clone(),
+        );
+        let redactor = Redactor::new(&self.credentials);
+        Box::new(async move {
+            let _guard = guard;
+            let started = Instant::now();
+            let sent = wasmtime_wasi_http::default_send_request(request, Some(options)).await;
+            if let Some(observe) = &observer {
+                observe(&Exchange {
+                    provider,
+                    method,
+                    url: target.clone(),
+                    result: sent
+                        .as_ref()
+                        .map(|(response, _)| response.status().as_u16())
+                        .map_err(|e| e.to_string()),
+                    elapsed: started.elapsed(),
+                });
+            }
+            let (mut response, io) = sent?;
+            for value in response.headers_mut().values_mut() {
+                if redactor.contains_key(value.as_bytes()) {
+                    *value = HeaderValue::from_static("[redacted]");
+                }
+            }
+            let response = response.map(|body| {
+                Inbound {
+                    inner: body.boxed_unsync(),
+                    left: max_bytes,
+                    url: target,
+                    log,
+                    redactor,
+                    done: false,
+                }
+                .boxed_unsync()
+            });
+            Ok((response, Box::new(io) as Box<dyn Future<Output = _> + Send>))
+        })
+    }
+}
+
+/// Counts a request as waiting until dropped.
+struct InFlight {
+    counter: Arc<AtomicUsize>,
+    count: usize,
+}
+
+impl InFlight {
+    fn enter(counter: &Arc<AtomicUsize>) -> InFlight {
+        let count = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        InFlight {
+            counter: counter.clone(),
+            count,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Replaces keys in a byte stream, holding back a key's length less one byte
+/// so a key split across chunks is still found.
+pub struct Redactor {
+    keys: Vec<Vec<u8>>,
+    keep: usize,
+    carry: Vec<u8>,
+}
+
+const REDACTED: &[u8] = b"[redacted]";
+
+impl Redactor {
+    pub fn new(credentials: &Credentials) -> Redactor {
+        let keys: Vec<Vec<u8>> = [&credentials.amberflo, &credentials.stripe]
+            .iter()
+            .map(|k| k.expose().as_bytes().to_vec())
+            .collect();
+        let keep = keys.iter().map(Vec::len).max().unwrap_or(1) - 1;
+        Redactor {
+            keys,
+            keep,
+            carry: Vec::new(),
+        }
+    }
+
+    fn contains_key(&self, data: &[u8]) -> bool {
+        self.keys.iter().any(|k| find(data, k).is_some())
+    }
+
+    /// What of `chunk` can be passed on now.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let mut data = std::mem::take(&mut self.carry);
+        data.extend_from_slice(chunk);
+        for key in &self.keys {
+            while let Some(at) = find(&data, key) {
+                data.splice(at..at + key.len(), REDACTED.iter().copied());
+            }
+        }
+        let split = data.len().saturating_sub(self.keep);
+        self.carry = data.split_off(split);
+        data
+    }
+
+    /// The held-back tail, at the end of the stream.
+    pub fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.carry)
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return None;
+    }
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A response body on its way to the guest: capped in size, scrubbed of keys.
+struct Inbound {
+    inner: WasiBody,
+    left: u64,
+    url: String,
+    log: Arc<Mutex<RunLog>>,
+    redactor: Redactor,
+    done: bool,
+}
+
+impl Body for Inbound {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        loop {
+            if self.done {
+                return Poll::Ready(None);
+            }
+            let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    self.done = true;
+                    let tail = self.redactor.finish();
+                    if tail.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(tail)))));
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Ok(frame))) => frame,
+            };
+            let data = match frame.into_data() {
+                Ok(data) => data,
+                Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
+            };
+            match self.left.checked_sub(data.len() as u64) {
+                Some(left) => self.left = left,
+                None => {
+                    let url = self.url.clone();
+                    self.log.lock().unwrap().oversized.push(url);
+                    self.done = true;
+                    return Poll::Ready(Some(Err(
+                        wasmtime_wasi_http::Error::HttpResponseBodySize(None),
+                    )));
+                }
+            }
+            let clean = self.redactor.push(&data);
+            if !clean.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::from(clean)))));
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // Redaction changes lengths: promise nothing.
+        SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::Secret;
+
+    fn redactor() -> Redactor {
+        Redactor::new(&Credentials {
+            amberflo: Secret::new("A", "amb_key_123".into()).unwrap(),
+            stripe: Secret::new("S", "sk_test_456789".into()).unwrap(),
+        })
+    }
+
+    fn through(chunks: &[&str]) -> String {
+        let mut r = redactor();
+        let mut out = Vec::new();
+        for c in chunks {
+            out.extend(r.push(c.as_bytes()));
+        }
+        out.extend(r.finish());
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn keys_are_scrubbed_even_when_split_across_chunks() {
+        assert_eq!(through(&["x sk_test_456789 y"]), "x [redacted] y");
+        assert_eq!(through(&["x sk_te", "st_45", "6789 y"]), "x [redacted] y");
+        assert_eq!(through(&["amb_key_12", "3amb_key_123"]), "[redacted][redacted]");
+        assert_eq!(through(&["plain ", "text"]), "plain text");
+        assert_eq!(through(&[]), "");
+    }
+}
