@@ -67,6 +67,9 @@ fn message(status: u16, text: &str) -> Reply {
 
 fn handle(state: &mut State, request: &Recorded) -> Reply {
     let fault = state.faults.next();
+    if let Some(reply) = Reply::hostile(fault, request) {
+        return reply;
+    }
     match fault {
         Some(Fault::Status(status) | Fault::RecordThenStatus(status)) => {
             message(status, "Internal server error")

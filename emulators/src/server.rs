@@ -2,13 +2,17 @@
 //! that records every request and answers through a plain function.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body::Frame;
+use http_body_util::{BodyExt, Either, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -42,23 +46,46 @@ impl Recorded {
 /// An answer.
 pub(crate) struct Reply {
     pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     /// How long to hold the answer back.
     pub delay: Duration,
     /// Close the connection instead of answering.
     pub reset: bool,
+    /// Answer 200 with a body that never ends.
+    pub endless: bool,
 }
 
 impl Reply {
     pub fn json(status: u16, body: &serde_json::Value) -> Reply {
         Reply {
             status,
-            headers: vec![("content-type", "application/json".into())],
+            headers: vec![("content-type".into(), "application/json".into())],
             body: serde_json::to_vec_pretty(body).expect("JSON values serialize"),
             delay: Duration::ZERO,
             reset: false,
+            endless: false,
         }
+    }
+
+    /// A hostile provider: the request's headers and body, echoed back in the
+    /// body and as `x-echo-*` response headers.
+    pub fn echo(request: &Recorded) -> Reply {
+        let headers: serde_json::Map<String, serde_json::Value> = request
+            .headers
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_str().into()))
+            .collect();
+        let mut reply = Reply::json(
+            200,
+            &serde_json::json!({ "headers": headers, "body": request.body_text() }),
+        );
+        for (name, value) in &request.headers {
+            reply
+                .headers
+                .push((format!("x-echo-{name}"), value.clone()));
+        }
+        reply
     }
 
     /// Applies the faults that act after a request was handled.
@@ -71,8 +98,21 @@ impl Reply {
         self
     }
 
-    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
-        self.headers.push((name, value.into()));
+    /// The answer for the faults that replace handling altogether.
+    pub fn hostile(fault: Option<Fault>, request: &Recorded) -> Option<Reply> {
+        match fault {
+            Some(Fault::Echo) => Some(Reply::echo(request)),
+            Some(Fault::EndlessBody) => {
+                let mut reply = Reply::json(200, &serde_json::Value::Null);
+                reply.endless = true;
+                Some(reply)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Reply {
+        self.headers.push((name.into(), value.into()));
         self
     }
 }
@@ -94,6 +134,10 @@ pub enum Fault {
     RecordThenStatus(u16),
     /// Handle the request as usual, then close the connection without answering.
     RecordThenReset,
+    /// A hostile provider: echo the request, credentials included (see [`Reply::echo`]).
+    Echo,
+    /// A hostile provider: answer 200 with a body that never ends.
+    EndlessBody,
 }
 
 /// Which fault, if any, the next request gets: queued ones first, one each.
@@ -223,19 +267,37 @@ async fn serve(
                         return Err(std::io::Error::other("injected reset"));
                     }
                     let mut response = hyper::Response::builder().status(reply.status);
-                    for (name, value) in reply.headers {
-                        response = response.header(name, value);
+                    for (name, value) in &reply.headers {
+                        response = response.header(name.as_str(), value.as_str());
                     }
-                    Ok::<_, std::io::Error>(
-                        response
-                            .body(Full::new(Bytes::from(reply.body)))
-                            .expect("valid status and headers"),
-                    )
+                    let body = if reply.endless {
+                        Either::Right(Endless)
+                    } else {
+                        Either::Left(Full::new(Bytes::from(reply.body)))
+                    };
+                    Ok::<_, std::io::Error>(response.body(body).expect("valid status and headers"))
                 }
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+/// A body that never ends.
+struct Endless;
+
+static CHUNK: [u8; 64 << 10] = [b'x'; 64 << 10];
+
+impl http_body::Body for Endless {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&CHUNK)))))
     }
 }

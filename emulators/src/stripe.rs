@@ -194,6 +194,9 @@ fn canned(status: u16) -> Reply {
 }
 
 fn handle(state: &mut State, request: &Recorded, fault: Option<Fault>) -> Reply {
+    if let Some(reply) = Reply::hostile(fault, request) {
+        return reply;
+    }
     match fault {
         Some(Fault::Status(status)) => return canned(status),
         Some(Fault::TooManyRequests { retry_after }) => {
@@ -258,10 +261,11 @@ fn handle(state: &mut State, request: &Recorded, fault: Option<Fault>) -> Reply 
         }
         return Reply {
             status: saved.status,
-            headers: vec![("content-type", "application/json".into())],
+            headers: vec![("content-type".into(), "application/json".into())],
             body: saved.response.clone(),
             delay: Default::default(),
             reset: false,
+            endless: false,
         }
         .with_header("idempotent-replayed", "true")
         .with_header("idempotency-key", key.unwrap_or_default());
@@ -536,7 +540,7 @@ mod tests {
         reply
             .headers
             .iter()
-            .find(|(n, _)| *n == name)
+            .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
 

@@ -1,10 +1,10 @@
 //! The `usage-sync` command line.
 
 use crate::bindings::{Endpoints, Interval, Options, Rounding};
+use crate::egress::Exchange;
 use crate::inputs::{self, InputFlags, InputsFile};
 use crate::outcome::{Failure, exit, render_outputs, summary};
 use crate::policy::{DEFAULT_AMBERFLO_URL, DEFAULT_STRIPE_URL, Endpoint, Policy};
-use crate::egress::Exchange;
 use crate::sandbox::{Limits, RunConfig, Sandbox};
 use crate::secrets::Credentials;
 use clap::{Args, Parser, Subcommand, ValueEnum};

@@ -81,6 +81,17 @@ impl WasiHttpHooks for Egress {
         })
     }
 
+    fn is_supported_scheme(&mut self, scheme: &http::uri::Scheme) -> bool {
+        let supported = *scheme == http::uri::Scheme::HTTP || *scheme == http::uri::Scheme::HTTPS;
+        if !supported {
+            self.log.lock().unwrap().refusals.push(Refusal {
+                target: format!("{scheme}:"),
+                reason: "only http and https are allowed".into(),
+            });
+        }
+        supported
+    }
+
     fn send_request(
         &mut self,
         mut request: http::Request<WasiBody>,
@@ -325,8 +336,8 @@ mod tests {
 
     fn redactor() -> Redactor {
         Redactor::new(&Credentials {
-            amberflo: Secret::new("A", "amb_key_123".into()).unwrap(),
-            stripe: Secret::new("S", "sk_test_456789".into()).unwrap(),
+            amberflo: Secret::new("A", "amb_key_123456789".into()).unwrap(),
+            stripe: Secret::new("S", "sk_test_456789012".into()).unwrap(),
         })
     }
 
@@ -342,9 +353,15 @@ mod tests {
 
     #[test]
     fn keys_are_scrubbed_even_when_split_across_chunks() {
-        assert_eq!(through(&["x sk_test_456789 y"]), "x [redacted] y");
-        assert_eq!(through(&["x sk_te", "st_45", "6789 y"]), "x [redacted] y");
-        assert_eq!(through(&["amb_key_12", "3amb_key_123"]), "[redacted][redacted]");
+        assert_eq!(through(&["x sk_test_456789012 y"]), "x [redacted] y");
+        assert_eq!(
+            through(&["x sk_te", "st_45", "6789012 y"]),
+            "x [redacted] y"
+        );
+        assert_eq!(
+            through(&["amb_key_12", "3456789amb_key_123456789"]),
+            "[redacted][redacted]"
+        );
         assert_eq!(through(&["plain ", "text"]), "plain text");
         assert_eq!(through(&[]), "");
     }

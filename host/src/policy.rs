@@ -204,8 +204,8 @@ mod tests {
 
     fn test_credentials() -> Credentials {
         Credentials {
-            amberflo: Secret::new("A", "amb_test_key".into()).unwrap(),
-            stripe: Secret::new("S", "sk_test_key".into()).unwrap(),
+            amberflo: Secret::new("A", "amb_test_key_0000".into()).unwrap(),
+            stripe: Secret::new("S", "sk_test_key_00000".into()).unwrap(),
         }
     }
 
@@ -281,9 +281,12 @@ mod tests {
     fn keys_are_bound_to_their_provider() {
         let creds = test_credentials();
         assert_eq!(Provider::Amberflo.credential_header(), "x-api-key");
-        assert_eq!(Provider::Amberflo.credential(&creds), "amb_test_key");
+        assert_eq!(Provider::Amberflo.credential(&creds), "amb_test_key_0000");
         assert_eq!(Provider::Stripe.credential_header(), AUTHORIZATION);
-        assert_eq!(Provider::Stripe.credential(&creds), "Bearer sk_test_key");
+        assert_eq!(
+            Provider::Stripe.credential(&creds),
+            "Bearer sk_test_key_00000"
+        );
         let same = Endpoint::parse("http://127.0.0.1:9").unwrap();
         assert!(Policy::new(&same, &same).is_err());
     }

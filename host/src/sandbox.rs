@@ -175,10 +175,14 @@ fn classify(
                 limits.max_memory_bytes >> 20
             )));
         }
-        Ok(Err(trap)) => {
-            return Err(Failure::Internal(format!(
-                "the component failed: {trap:#}{aftermath}"
-            )));
+        Ok(Err(error)) => {
+            // A trap is the guest failing inside the sandbox; anything else is ours.
+            return Err(match error.downcast_ref::<Trap>() {
+                Some(trap) => {
+                    Failure::Sandbox(format!("the component crashed ({trap}){aftermath}"))
+                }
+                None => Failure::Internal(format!("running the component: {error:#}{aftermath}")),
+            });
         }
         Ok(Ok(guest)) => guest,
     };

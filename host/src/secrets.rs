@@ -8,10 +8,16 @@ use std::fmt;
 pub struct Secret(String);
 
 impl Secret {
-    /// Checks that `value` can travel in an HTTP header.
+    /// Checks that `value` can travel in an HTTP header and is long enough to
+    /// be a key (and to be scrubbed from output without mangling it).
     pub fn new(name: &str, value: String) -> Result<Secret, String> {
         if value.is_empty() {
             return Err(format!("{name} is empty"));
+        }
+        if value.len() < MIN_KEY_LEN {
+            return Err(format!(
+                "{name} is shorter than {MIN_KEY_LEN} characters: not an API key"
+            ));
         }
         if !value.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(format!(
@@ -31,6 +37,9 @@ impl fmt::Debug for Secret {
         f.write_str("Secret([redacted])")
     }
 }
+
+/// Stripe's keys run past 100 characters and Amberflo's are UUIDs.
+pub const MIN_KEY_LEN: usize = 16;
 
 pub const AMBERFLO_ENV: &str = "AMBERFLO_API_KEY";
 pub const STRIPE_ENV: &str = "STRIPE_API_KEY";
@@ -74,15 +83,16 @@ mod tests {
     #[test]
     fn keys_never_print() {
         let creds = Credentials {
-            amberflo: Secret::new("A", "amb-canary-1".into()).unwrap(),
-            stripe: Secret::new("S", "sk_test_canary".into()).unwrap(),
+            amberflo: Secret::new("A", "amb-canary-000001".into()).unwrap(),
+            stripe: Secret::new("S", "sk_test_canary0000".into()).unwrap(),
         };
         assert!(!format!("{creds:?}").contains("canary"));
         assert_eq!(
-            creds.redact("x sk_test_canary y amb-canary-1"),
+            creds.redact("x sk_test_canary0000 y amb-canary-000001"),
             "x [redacted] y [redacted]"
         );
-        assert!(Secret::new("S", "with space".into()).is_err());
+        assert!(Secret::new("S", "with space in the key".into()).is_err());
+        assert!(Secret::new("S", "sk_short".into()).is_err());
         assert!(Secret::new("S", String::new()).is_err());
     }
 }

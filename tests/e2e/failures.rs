@@ -43,7 +43,7 @@ fn step1_fails(fault: Option<Fault>, wrong_key: bool, attempts: usize) -> (Provi
     p.amberflo.set_fault(fault);
     let args = inputs();
     let run = if wrong_key {
-        p.run_with_keys(&args, "amb_wrong", &p.stripe_key)
+        p.run_with_keys(&args, "amb_wrong_key_0000", &p.stripe_key)
     } else {
         p.run(&args)
     };

@@ -5,5 +5,6 @@ mod backfill;
 mod delivery;
 mod failures;
 mod happy_path;
+mod hostile;
 mod sandbox;
 mod support;

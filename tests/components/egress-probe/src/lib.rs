@@ -1,13 +1,19 @@
 //! A hostile stand-in for the workflow: it exports the same world, but `run`
-//! sends whatever request the test asks for and reports what came back.
+//! does whatever the test asks and reports what happened in `usage-result`.
 //!
-//! `customer-id` is the URL; `meter-api-name` is the mode:
-//! - `get`: a plain GET;
-//! - `own-authorization` / `own-api-key`: sets the credential header itself;
-//! - `headers`: a GET that reports every response header it was given;
+//! `meter-api-name` is the mode, `customer-id` the target:
+//! - `get`: a plain GET of the URL; `headers` is the same (it reports every
+//!   response header and the body it was given);
+//! - `own-authorization` / `own-api-key`: a GET that sets the credential header itself;
+//! - `exfiltrate`: a GET of the URL, then a POST of everything it saw to the URL
+//!   in `stripe-customer`;
+//! - `many`: 200 GETs of the URL at once;
+//! - `raw`: one request built field by field: scheme `stripe-event-name`,
+//!   authority `customer-id` (`<none>` leaves it unset), path `stripe-customer`;
 //! - `spin`: loops forever; `allocate`: asks for far more memory than any cap;
+//!   `panic`: panics;
 //! - `ambient`: tries environment variables, arguments, files and a raw socket
-//!   to the URL's `host:port`.
+//!   to the `host:port` target.
 
 wit_bindgen::generate!({
     path: "../../../wit",
@@ -17,59 +23,161 @@ wit_bindgen::generate!({
 use exports::usage_sync::workflow::workflow::{
     Delivery, Endpoints, Guest, Inputs, Options, Outputs, Step, StepFailure, WorkflowError,
 };
-use serde_json::json;
+use serde_json::{Value, json};
+use wasip2::http::outgoing_handler;
+use wasip2::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
 
 #[allow(dead_code)]
 struct Probe;
 
 impl Guest for Probe {
     fn run(_: Endpoints, _: Options, inputs: Inputs) -> Result<Outputs, WorkflowError> {
-        match inputs.meter_api_name.as_str() {
+        let target = inputs.customer_id.as_str();
+        let report = match inputs.meter_api_name.as_str() {
             "spin" => loop {
                 std::hint::black_box(0);
             },
             "allocate" => {
                 let huge: Vec<u8> = vec![1; 1 << 30];
                 std::hint::black_box(&huge);
+                Value::Null
             }
-            "ambient" => return Ok(outputs(ambient(&inputs.customer_id).to_string())),
-            _ => {}
-        }
-        let url = inputs.customer_id;
-        let request = waki::Client::new().get(&url);
-        let request = match inputs.meter_api_name.as_str() {
-            "own-authorization" => request.header("Authorization", "Bearer sk_guest_forged"),
-            "own-api-key" => request.header("X-API-KEY", "guest-forged"),
-            _ => request,
+            "panic" => panic!("the probe panics on purpose"),
+            "ambient" => ambient(target),
+            "many" => many(target, 200),
+            "raw" => raw(&inputs.stripe_event_name, target, &inputs.stripe_customer),
+            "exfiltrate" => {
+                let seen = get(target, None)?;
+                post(&inputs.stripe_customer, seen.to_string())?
+            }
+            "own-authorization" => get(target, Some(("Authorization", "Bearer sk_guest_forged")))?,
+            "own-api-key" => get(target, Some(("X-API-KEY", "guest-forged")))?,
+            _ => get(target, None)?,
         };
-        let response = request.send().map_err(|e| {
-            WorkflowError::StepFailed(StepFailure {
-                step: Step::QueryUsage,
-                status: None,
-                message: format!("probe request failed: {e}"),
-                request_id: None,
-                delivery: Delivery::NotSent,
-                attempts: 1,
-                window_start: 0,
-                window_end: 0,
-                recorded: Vec::new(),
-            })
-        })?;
-        let status = response.status_code();
-        let headers: serde_json::Map<String, serde_json::Value> = response
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
-            .collect();
-        let body = String::from_utf8_lossy(&response.body().unwrap_or_default()).into_owned();
-        Ok(outputs(
-            json!({ "status": status, "headers": headers, "body": body }).to_string(),
-        ))
+        Ok(outputs(report.to_string()))
     }
 }
 
+fn failed(message: String) -> WorkflowError {
+    WorkflowError::StepFailed(StepFailure {
+        step: Step::QueryUsage,
+        status: None,
+        message,
+        request_id: None,
+        delivery: Delivery::NotSent,
+        attempts: 1,
+        window_start: 0,
+        window_end: 0,
+        recorded: Vec::new(),
+    })
+}
+
+fn report(response: waki::Response) -> Value {
+    let status = response.status_code();
+    let headers: serde_json::Map<String, Value> = response
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+        .collect();
+    let body = String::from_utf8_lossy(&response.body().unwrap_or_default()).into_owned();
+    json!({ "status": status, "headers": headers, "body": body })
+}
+
+fn get(url: &str, header: Option<(&'static str, &'static str)>) -> Result<Value, WorkflowError> {
+    let mut request = waki::Client::new().get(url);
+    if let Some((name, value)) = header {
+        request = request.header(name, value);
+    }
+    let response = request
+        .send()
+        .map_err(|e| failed(format!("probe request failed: {e}")))?;
+    Ok(report(response))
+}
+
+fn post(url: &str, body: String) -> Result<Value, WorkflowError> {
+    // Chunked on purpose: with a Content-Length, waki's send races the host
+    // closing a fully read body stream (see plugin/src/http.rs).
+    let response = waki::Client::new()
+        .post(url)
+        .body(body)
+        .send()
+        .map_err(|e| failed(format!("probe request failed: {e}")))?;
+    Ok(report(response))
+}
+
+/// Starts `n` requests before waiting for any.
+fn many(url: &str, n: usize) -> Value {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let pending: Vec<_> = (0..n)
+        .map(|_| {
+            let request = OutgoingRequest::new(Fields::new());
+            let _ = request.set_scheme(Some(&if scheme == "https" {
+                Scheme::Https
+            } else {
+                Scheme::Http
+            }));
+            let _ = request.set_authority(Some(authority));
+            let _ = request.set_path_with_query(Some(if path.is_empty() { "/" } else { path }));
+            outgoing_handler::handle(request, None)
+        })
+        .collect();
+    let (mut answered, mut failed) = (0, 0);
+    for future in pending {
+        match future {
+            Ok(future) => {
+                future.subscribe().block();
+                match future.get() {
+                    Some(Ok(Ok(_))) => answered += 1,
+                    _ => failed += 1,
+                }
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    json!({ "answered": answered, "failed": failed })
+}
+
+/// One request built field by field, as a hostile guest may.
+fn raw(scheme: &str, authority: &str, path: &str) -> Value {
+    let request = OutgoingRequest::new(Fields::new());
+    let _ = request.set_method(&Method::Get);
+    let scheme = match scheme {
+        "http" => Scheme::Http,
+        "https" => Scheme::Https,
+        other => Scheme::Other(other.to_string()),
+    };
+    let set_scheme = request.set_scheme(Some(&scheme)).is_ok();
+    let set_authority = match authority {
+        "<none>" => request.set_authority(None).is_ok(),
+        a => request.set_authority(Some(a)).is_ok(),
+    };
+    let set_path = request.set_path_with_query(Some(path)).is_ok();
+    let body = request.body().ok();
+    let result = match outgoing_handler::handle(request, None) {
+        Err(code) => format!("refused at handle: {code:?}"),
+        Ok(future) => {
+            if let Some(body) = body {
+                let _ = OutgoingBody::finish(body, None);
+            }
+            future.subscribe().block();
+            match future.get() {
+                Some(Ok(Ok(response))) => format!("answered {}", response.status()),
+                Some(Ok(Err(code))) => format!("failed: {code:?}"),
+                _ => "no answer".to_string(),
+            }
+        }
+    };
+    json!({
+        "setScheme": set_scheme,
+        "setAuthority": set_authority,
+        "setPath": set_path,
+        "result": result,
+    })
+}
+
 /// What ambient authority the guest can find.
-fn ambient(address: &str) -> serde_json::Value {
+fn ambient(address: &str) -> Value {
     let outcome = |r: std::io::Result<()>| match r {
         Ok(()) => "allowed".to_string(),
         Err(e) => format!("refused: {e}"),
