@@ -365,4 +365,45 @@ mod tests {
         assert_eq!(through(&["plain ", "text"]), "plain text");
         assert_eq!(through(&[]), "");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(2000),
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn no_key_survives_any_chunking(
+                parts in prop::collection::vec(("[a-z _\\[\\]]{0,12}", 0u8..3), 0..8),
+                cuts in prop::collection::vec(1usize..20, 0..10),
+            ) {
+                let keys = ["amb_key_123456789", "sk_test_456789012"];
+                let mut text = String::new();
+                let mut expected = String::new();
+                for (plain, key) in &parts {
+                    text.push_str(plain);
+                    expected.push_str(plain);
+                    if let Some(k) = keys.get(*key as usize) {
+                        text.push_str(k);
+                        expected.push_str("[redacted]");
+                    }
+                }
+                let mut r = redactor();
+                let mut out = Vec::new();
+                let mut rest = text.as_bytes();
+                for cut in cuts {
+                    let (chunk, tail) = rest.split_at(cut.min(rest.len()));
+                    out.extend(r.push(chunk));
+                    rest = tail;
+                }
+                out.extend(r.push(rest));
+                out.extend(r.finish());
+                prop_assert_eq!(String::from_utf8(out).unwrap(), expected);
+            }
+        }
+    }
 }

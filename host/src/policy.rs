@@ -290,4 +290,73 @@ mod tests {
         let same = Endpoint::parse("http://127.0.0.1:9").unwrap();
         assert!(Policy::new(&same, &same).is_err());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn cases() -> ProptestConfig {
+            ProptestConfig {
+                cases: std::env::var("PROPTEST_CASES")
+                    .ok()
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(4000),
+                ..ProptestConfig::default()
+            }
+        }
+
+        /// Hosts near the allowed ones: case, dots, labels, look-alike letters.
+        fn host() -> impl Strategy<Value = String> {
+            let base = prop_oneof![
+                Just("api.stripe.com".to_string()),
+                Just("app.amberflo.io".to_string()),
+                "[a-z0-9.-]{1,20}",
+            ];
+            (base, 0u8..6, "[a-z]{1,6}").prop_map(|(host, tweak, label)| match tweak {
+                1 => host.to_uppercase(),
+                2 => format!("{host}."),
+                3 => format!("{label}.{host}"),
+                4 => format!("{host}.{label}"),
+                5 => host.replacen('a', "4", 1),
+                _ => host,
+            })
+        }
+
+        proptest! {
+            #![proptest_config(cases())]
+
+            #[test]
+            fn allows_exactly_the_configured_origins(
+                scheme in prop_oneof![Just("https"), Just("http"), Just("HTTPS"), Just("ftp")],
+                user in proptest::option::of("[a-z]{1,5}"),
+                host in host(),
+                port in proptest::option::of(prop_oneof![Just(443u16), Just(80), any::<u16>()]),
+                path in "(/[a-z0-9_]{0,8}){0,3}",
+            ) {
+                let user = user.map(|u| format!("{u}@")).unwrap_or_default();
+                let port_text = port.map(|p| format!(":{p}")).unwrap_or_default();
+                let url = format!("{scheme}://{user}{host}{port_text}{path}");
+                let Ok(uri) = url.parse::<Uri>() else { return Ok(()) };
+                let https = scheme.eq_ignore_ascii_case("https");
+                let expected = match host.to_ascii_lowercase().as_str() {
+                    "app.amberflo.io" => Some(Provider::Amberflo),
+                    "api.stripe.com" => Some(Provider::Stripe),
+                    _ => None,
+                }
+                .filter(|_| https && user.is_empty() && port.is_none_or(|p| p == 443));
+                prop_assert_eq!(policy().check(&uri).ok(), expected, "{}", url);
+            }
+
+            #[test]
+            fn anything_allowed_is_a_configured_origin(text in "\\PC{0,40}") {
+                if let Ok(uri) = text.parse::<Uri>()
+                    && policy().check(&uri).is_ok()
+                {
+                    let origin = origin_of(&uri).unwrap();
+                    prop_assert!(origin.https && origin.port == 443);
+                    prop_assert!(["app.amberflo.io", "api.stripe.com"].contains(&origin.host.as_str()));
+                }
+            }
+        }
+    }
 }

@@ -1,0 +1,141 @@
+//! Property tests: the encoders and parsers against arbitrary input. Each
+//! property runs `CASES` cases in `cargo test`; README records longer runs
+//! (`PROPTEST_CASES=100000 cargo test -p usage-sync-plugin --test properties`).
+
+use proptest::prelude::*;
+use usage_sync_plugin::exports::usage_sync::workflow::workflow::{Inputs, Interval, Options};
+use usage_sync_plugin::{amberflo, form, inputs, quantity, stripe, time};
+
+const CASES: u32 = 2000;
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(CASES),
+        ..ProptestConfig::default()
+    }
+}
+
+/// A form decoder as a server has it (`+` is a space, `%XX` a byte).
+fn decode(body: &str) -> Vec<(String, String)> {
+    let unescape = |text: &str| {
+        let mut out = Vec::new();
+        let b = text.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'+' => out.push(b' '),
+                b'%' => {
+                    out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
+                    i += 2;
+                }
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8(out).unwrap()
+    };
+    if body.is_empty() {
+        return Vec::new();
+    }
+    body.split('&')
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap();
+            (unescape(k), unescape(v))
+        })
+        .collect()
+}
+
+fn options(interval: Interval) -> Options {
+    Options {
+        max_retries: 2,
+        retry_budget_ms: 60_000,
+        rounding: None,
+        reconcile: false,
+        dry_run: false,
+        interval,
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn form_encoding_decodes_back_to_the_fields(fields in prop::collection::vec((any::<String>(), any::<String>()), 0..6)) {
+        let body = form::encode(&fields);
+        let safe = |c: char| c.is_ascii_alphanumeric() || "_.-~[]+%&=".contains(c);
+        prop_assert!(body.chars().all(safe), "{body}");
+        prop_assert_eq!(decode(&body), fields);
+    }
+
+    #[test]
+    fn time_parsing_never_panics_and_round_trips(text in any::<String>(), t in 0i64..253_402_300_799) {
+        let _ = time::parse(&text);
+        prop_assert_eq!(time::parse(&time::format(t)), Ok(t));
+        prop_assert_eq!(time::parse(&t.to_string()), Ok(t));
+    }
+
+    #[test]
+    fn accepted_quantities_are_canonical_integers(text in "-?[0-9]{0,17}|.{0,20}") {
+        if let Ok(q) = quantity::whole_number(&text) {
+            let n: i64 = q.parse().unwrap();
+            prop_assert_eq!(n.to_string(), q);
+            prop_assert!(n.unsigned_abs() < 1_000_000_000_000_000);
+        }
+    }
+
+    #[test]
+    fn response_parsers_never_panic(body in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = amberflo::parse_response(&body);
+        let _ = amberflo::error_message(&body);
+        let _ = stripe::parse_event(&body);
+        let _ = stripe::parse_error(&body);
+    }
+
+    #[test]
+    fn amberflo_totals_add_up(values in prop::collection::vec((0i64..200_000, 0u32..1000), 0..40)) {
+        let groups = serde_json::json!([{
+            "group": null,
+            "values": values.iter().map(|(t, v)| serde_json::json!({"value": *v as f64, "secondsSinceEpochUtc": t})).collect::<Vec<_>>(),
+        }]);
+        let body = serde_json::json!({ "clientMeters": groups }).to_string();
+        let usage = amberflo::parse_response(body.as_bytes()).unwrap();
+        let windows = inputs::Window { start: 0, end: 200_000 }.split(Some(86_400));
+        let totals = usage.totals(&windows).unwrap();
+        let sum: f64 = values.iter().map(|(_, v)| *v as f64).sum();
+        prop_assert_eq!(totals.iter().sum::<f64>(), sum);
+    }
+
+    #[test]
+    fn validation_never_panics_and_plans_fit_stripe(
+        customer in ".{0,12}", meter in ".{0,12}", stripe_customer in ".{0,12}", event in ".{0,12}",
+        quantity in proptest::option::of(".{0,8}"),
+        start in proptest::option::of(0i64..2_000_000_000), end in proptest::option::of(0i64..2_000_000_000),
+        hourly in any::<bool>(),
+    ) {
+        let now = 1_900_000_000;
+        let given = Inputs {
+            customer_id: customer,
+            meter_api_name: meter,
+            stripe_customer,
+            stripe_event_name: event,
+            usage_quantity: quantity,
+            start_time: start.map(|s| s.to_string()),
+            end_time: end.map(|e| e.to_string()),
+        };
+        let interval = if hourly { Interval::Hour } else { Interval::Day };
+        if let Ok(plan) = inputs::validate(given, &options(interval), now) {
+            prop_assert_eq!(plan.pieces.first().unwrap().start, plan.window.start);
+            prop_assert_eq!(plan.pieces.last().unwrap().end, plan.window.end);
+            for piece in &plan.pieces {
+                prop_assert!(piece.start < piece.end);
+                prop_assert!(piece.timestamp() >= now - inputs::MAX_AGE);
+                prop_assert!(piece.timestamp() <= now + inputs::MAX_AHEAD);
+                let id = stripe::identifier(&plan, piece);
+                prop_assert!(id.len() <= inputs::MAX_STRIPE_STRING);
+            }
+        }
+    }
+}
