@@ -90,10 +90,10 @@ struct WorkflowArgs {
     #[arg(long)]
     dry_run: bool,
     /// Retries of one request after its first attempt (as Stripe's clients: 2).
-    #[arg(long, default_value_t = 2, value_name = "N")]
+    #[arg(long, default_value_t = default_options().max_retries, value_name = "N")]
     max_retries: u32,
     /// No retry of a request starts later than this after its first attempt, seconds.
-    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    #[arg(long, default_value_t = default_options().retry_budget_ms as f64 / 1000.0, value_name = "SECS")]
     retry_budget: f64,
 }
 
@@ -154,20 +154,27 @@ struct SandboxArgs {
     /// Run another build of the workflow component (.wasm).
     #[arg(long, value_name = "PATH")]
     component: Option<PathBuf>,
+    /// Where compiled components are kept between runs
+    /// [default: $USAGE_SYNC_CACHE_DIR, $XDG_CACHE_HOME/usage-sync or ~/.cache/usage-sync].
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile the component on every run.
+    #[arg(long)]
+    no_cache: bool,
     /// Guest memory cap, MiB.
-    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    #[arg(long, default_value_t = Limits::default().max_memory_bytes >> 20, value_name = "MIB")]
     max_memory_mib: usize,
     /// Deadline for the whole run, seconds.
-    #[arg(long, default_value_t = 600.0, value_name = "SECS")]
+    #[arg(long, default_value_t = Limits::default().deadline.as_secs_f64(), value_name = "SECS")]
     timeout: f64,
     /// Connect and read timeout of each request, seconds.
-    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    #[arg(long, default_value_t = Limits::default().request_timeout.as_secs_f64(), value_name = "SECS")]
     request_timeout: f64,
     /// Cap on each response body, bytes.
-    #[arg(long, default_value_t = 8 << 20, value_name = "BYTES")]
+    #[arg(long, default_value_t = Limits::default().max_response_bytes, value_name = "BYTES")]
     max_response_bytes: u64,
     /// Cap on the requests of one run, retries included.
-    #[arg(long, default_value_t = 5000, value_name = "N")]
+    #[arg(long, default_value_t = Limits::default().max_requests, value_name = "N")]
     max_requests: u32,
 }
 
@@ -208,10 +215,22 @@ impl SandboxArgs {
             })?,
             None => crate::DEFAULT_COMPONENT.to_vec(),
         };
-        Sandbox::new(&wasm).map_err(|e| match &self.component {
-            Some(path) => Failure::BadInput(format!("{}: {e:#}", path.display())),
-            None => Failure::Internal(format!("the built-in component: {e:#}")),
-        })
+        let cache_dir = match (self.no_cache, &self.cache_dir) {
+            (true, _) => None,
+            (false, Some(dir)) => Some(dir.clone()),
+            (false, None) => crate::cache::default_dir(),
+        };
+        let (sandbox, source) =
+            Sandbox::load(&wasm, cache_dir.as_deref()).map_err(|e| match &self.component {
+                Some(path) => Failure::BadInput(format!("{}: {e:#}", path.display())),
+                None => Failure::Internal(format!("the built-in component: {e:#}")),
+            })?;
+        if source == crate::cache::Source::Rebuilt {
+            eprintln!(
+                "usage-sync: the cached compiled component was corrupt or unreadable; rebuilt it"
+            );
+        }
+        Ok(sandbox)
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`outcome`]: what a run prints and its exit status;
 //! - [`cli`] and [`demo`]: the `usage-sync` command line.
 
+pub mod cache;
 pub mod cli;
 pub mod demo;
 pub mod egress;

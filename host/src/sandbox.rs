@@ -1,24 +1,26 @@
-//! The wasmtime sandbox: one engine, the component, limits, and the HTTP
-//! boundary where the egress policy is enforced and keys are attached.
+//! The wasmtime sandbox: one engine, the component, the limits of a run, and
+//! what a run's result means. The HTTP boundary is in [`crate::egress`].
 //!
 //! The guest gets wasi:http outgoing, clocks, random and stderr. It gets no
 //! environment, no arguments, no files and no sockets; its stdout is discarded
 //! so it cannot corrupt the host's JSON output.
 
 use crate::bindings::{Endpoints, Inputs, Options, Outputs, UsageSyncPre, WorkflowError};
+use crate::cache;
 use crate::egress::{Egress, Observer, RunLog};
 use crate::outcome::Failure;
 use crate::policy::Policy;
 use crate::secrets::Credentials;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::error::Context as _;
 use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-/// Resource limits for one run. Each has a default and a flag.
+/// Resource limits for one run. Each has a default (here) and a flag.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// Cap on the guest's linear memory.
@@ -71,18 +73,26 @@ pub struct Sandbox {
 impl Sandbox {
     /// Compiles `wasm` (a component binary).
     pub fn new(wasm: &[u8]) -> wasmtime::Result<Sandbox> {
+        Ok(Sandbox::load(wasm, None)?.0)
+    }
+
+    /// Compiles `wasm`, or loads it compiled from the cache in `cache_dir`.
+    pub fn load(
+        wasm: &[u8],
+        cache_dir: Option<&Path>,
+    ) -> wasmtime::Result<(Sandbox, cache::Source)> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         let engine = Engine::new(&config)?;
-        let component =
-            Component::new(&engine, wasm).context("the file is not a valid component")?;
+        let (component, source) =
+            cache::load(&engine, wasm, cache_dir).context("the file is not a valid component")?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         let pre = UsageSyncPre::new(linker.instantiate_pre(&component)?)
             .context("the component does not export the usage-sync workflow")?;
         start_ticker(&engine);
-        Ok(Sandbox { engine, pre })
+        Ok((Sandbox { engine, pre }, source))
     }
 
     /// The imports the component asks for, as `name` strings.

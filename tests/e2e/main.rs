@@ -2,6 +2,7 @@
 //! real wasmtime sandbox, against Amberflo and Stripe emulators on 127.0.0.1.
 
 mod backfill;
+mod cache;
 mod delivery;
 mod failures;
 mod happy_path;
