@@ -19,7 +19,7 @@ use std::time::Duration;
     version,
     args_override_self = true,
     about = "Records Amberflo usage on a Stripe billing meter, from a sandboxed WebAssembly component",
-    after_help = "Exit status: 0 success, 1 internal error, 2 bad input (nothing sent), 3 provider error, 4 sandbox violation or limit."
+    after_help = "Exit status: 0 success, 1 internal error, 2 bad input (nothing sent), 3 provider error, 4 sandbox violation or limit, 130 sync interrupted."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -32,6 +32,8 @@ enum Command {
     ///
     /// Keys come from AMBERFLO_API_KEY and STRIPE_API_KEY. stdout gets one JSON object.
     Run(Box<RunArgs>),
+    /// Run the workflow for every row of a mapping file, many rows at once, resumably.
+    Sync(Box<SyncArgs>),
     /// Run the workflow against local Amberflo and Stripe emulators: no account, no network.
     Demo(DemoArgs),
 }
@@ -63,12 +65,71 @@ struct RunArgs {
     /// Window end, exclusive (default: end of the previous UTC day).
     #[arg(long)]
     end_time: Option<String>,
+    #[command(flatten)]
+    endpoints: EndpointArgs,
+    #[command(flatten)]
+    workflow: WorkflowArgs,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+}
+
+#[derive(Args)]
+struct EndpointArgs {
     /// Amberflo API base URL.
     #[arg(long, env = "AMBERFLO_BASE_URL", default_value = DEFAULT_AMBERFLO_URL)]
     amberflo_url: String,
     /// Stripe API base URL.
     #[arg(long, env = "STRIPE_BASE_URL", default_value = DEFAULT_STRIPE_URL)]
     stripe_url: String,
+}
+
+impl EndpointArgs {
+    fn resolve(&self) -> Result<(Policy, Endpoints), Failure> {
+        let amberflo = Endpoint::parse(&self.amberflo_url)
+            .map_err(|e| Failure::BadInput(format!("--amberflo-url {e}")))?;
+        let stripe = Endpoint::parse(&self.stripe_url)
+            .map_err(|e| Failure::BadInput(format!("--stripe-url {e}")))?;
+        let policy = Policy::new(&amberflo, &stripe).map_err(Failure::BadInput)?;
+        Ok((
+            policy,
+            Endpoints {
+                amberflo_url: amberflo.base_url,
+                stripe_url: stripe.base_url,
+            },
+        ))
+    }
+}
+
+#[derive(Args)]
+struct SyncArgs {
+    /// Rows to sync: CSV with a header, or a JSON array of objects; fields customerId,
+    /// stripeCustomer, and optionally meterApiName and stripeEventName.
+    #[arg(long, value_name = "FILE")]
+    mapping: PathBuf,
+    /// meterApiName of rows that give none.
+    #[arg(long)]
+    meter_api_name: Option<String>,
+    /// stripeEventName of rows that give none.
+    #[arg(long)]
+    stripe_event_name: Option<String>,
+    /// Window start for every row (default: the previous UTC day, fixed when the sync starts).
+    #[arg(long)]
+    start_time: Option<String>,
+    /// Window end for every row.
+    #[arg(long)]
+    end_time: Option<String>,
+    /// Rows running at once.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    concurrency: usize,
+    /// Stripe requests per second across all rows: Stripe's test-mode budget is 25;
+    /// live mode allows 1000 meter-event calls per second.
+    #[arg(long, default_value_t = 25.0, value_name = "PER_SEC")]
+    stripe_rate: f64,
+    /// Journal of row outcomes, for resuming [default: the mapping's path + .journal.jsonl].
+    #[arg(long, value_name = "FILE")]
+    journal: Option<PathBuf>,
+    #[command(flatten)]
+    endpoints: EndpointArgs,
     #[command(flatten)]
     workflow: WorkflowArgs,
     #[command(flatten)]
@@ -243,6 +304,7 @@ pub fn main() -> ExitCode {
         .expect("starting the async runtime");
     let code = match cli.command {
         Command::Run(args) => runtime.block_on(run(*args)),
+        Command::Sync(args) => runtime.block_on(sync(*args)),
         Command::Demo(args) => runtime.block_on(crate::demo::run(args.sandbox.limits(), || {
             args.sandbox.sandbox()
         })),
@@ -303,26 +365,124 @@ fn prepare(
             end_time: args.end_time.clone(),
         },
     );
-    let amberflo = Endpoint::parse(&args.amberflo_url)
-        .map_err(|e| Failure::BadInput(format!("--amberflo-url {e}")))?;
-    let stripe = Endpoint::parse(&args.stripe_url)
-        .map_err(|e| Failure::BadInput(format!("--stripe-url {e}")))?;
-    let policy = Policy::new(&amberflo, &stripe).map_err(Failure::BadInput)?;
+    let (policy, endpoints) = args.endpoints.resolve()?;
     let limits = args.sandbox.limits()?;
     let options = args.workflow.options()?;
     let sandbox = args.sandbox.sandbox()?;
     let config = RunConfig {
         policy: Arc::new(policy),
-        endpoints: Endpoints {
-            amberflo_url: amberflo.base_url,
-            stripe_url: stripe.base_url,
-        },
+        endpoints,
         options,
         credentials: credentials.clone(),
         limits,
         observer: Some(Arc::new(progress(credentials.clone()))),
+        stripe_pace: None,
     };
     Ok((sandbox, config, inputs))
+}
+
+async fn sync(args: SyncArgs) -> u8 {
+    let credentials = match Credentials::from_env() {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            return report(
+                &Failure::BadInput(format!(
+                    "{e}: set AMBERFLO_API_KEY and STRIPE_API_KEY in the environment"
+                )),
+                None,
+            );
+        }
+    };
+    match sync_all(&args, credentials.clone()).await {
+        Ok(summary) => {
+            eprintln!(
+                "sync: {} recorded, {} already recorded, {} failed, {} skipped, {} not sent",
+                summary.recorded,
+                summary.already_recorded,
+                summary.failed,
+                summary.skipped,
+                summary.not_sent
+            );
+            println!("{}", serde_json::json!({ "summary": summary }));
+            if summary.failed > 0 {
+                summary.worst
+            } else if summary.not_sent > 0 {
+                exit::INTERRUPTED
+            } else {
+                exit::OK
+            }
+        }
+        Err(failure) => report(&failure, Some(&credentials)),
+    }
+}
+
+async fn sync_all(
+    args: &SyncArgs,
+    credentials: Arc<Credentials>,
+) -> Result<crate::sync::Summary, Failure> {
+    if args.workflow.dry_run || args.workflow.reconcile {
+        return Err(Failure::BadInput(
+            "--dry-run and --reconcile are for `run`".into(),
+        ));
+    }
+    if !(args.stripe_rate.is_finite() && args.stripe_rate > 0.0) {
+        return Err(Failure::BadInput("--stripe-rate must be positive".into()));
+    }
+    let rows = crate::sync::read_mapping(
+        &args.mapping,
+        args.meter_api_name.as_deref(),
+        args.stripe_event_name.as_deref(),
+    )
+    .map_err(Failure::BadInput)?;
+    // One window for every row, even when the sync runs past midnight.
+    let (start_time, end_time) = match (&args.start_time, &args.end_time) {
+        (Some(s), Some(e)) => (s.clone(), e.clone()),
+        (None, None) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_err(|e| Failure::Internal(e.to_string()))?
+                .as_secs() as i64;
+            let today = now.div_euclid(86_400) * 86_400;
+            ((today - 86_400).to_string(), today.to_string())
+        }
+        _ => {
+            return Err(Failure::BadInput(
+                "give both --start-time and --end-time, or neither for the previous full UTC day"
+                    .into(),
+            ));
+        }
+    };
+    let (policy, endpoints) = args.endpoints.resolve()?;
+    let config = RunConfig {
+        policy: Arc::new(policy),
+        endpoints,
+        options: args.workflow.options()?,
+        credentials,
+        limits: args.sandbox.limits()?,
+        observer: None,
+        stripe_pace: Some(Arc::new(crate::egress::RateLimiter::per_second(
+            args.stripe_rate,
+        ))),
+    };
+    let sandbox = Arc::new(args.sandbox.sandbox()?);
+    let journal = args.journal.clone().unwrap_or_else(|| {
+        let mut name = args.mapping.as_os_str().to_owned();
+        name.push(".journal.jsonl");
+        PathBuf::from(name)
+    });
+    let plan = crate::sync::Plan {
+        mapping: args.mapping.clone(),
+        journal,
+        start_time,
+        end_time,
+        concurrency: args.concurrency,
+    };
+    eprintln!(
+        "sync: {} rows, up to {} at once",
+        rows.len(),
+        args.concurrency
+    );
+    crate::sync::sync(sandbox, config, rows, &plan).await
 }
 
 /// A progress line on stderr per request.

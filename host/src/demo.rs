@@ -73,6 +73,7 @@ async fn demo(
         credentials: credentials.clone(),
         limits,
         observer: Some(Arc::new(progress(credentials.clone()))),
+        stripe_pace: None,
     };
     let inputs = Inputs {
         customer_id: "acme-corp".into(),

@@ -45,6 +45,38 @@ pub struct Exchange {
 /// Called for each request as it completes (for progress lines).
 pub type Observer = Arc<dyn Fn(&Exchange) + Send + Sync>;
 
+/// An account-wide pace for Stripe requests, shared by concurrent runs. A 429
+/// anywhere slows everyone down for a second.
+pub struct RateLimiter {
+    interval: Duration,
+    next: tokio::sync::Mutex<tokio::time::Instant>,
+}
+
+impl RateLimiter {
+    pub fn per_second(rate: f64) -> RateLimiter {
+        RateLimiter {
+            interval: Duration::from_secs_f64(1.0 / rate),
+            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Waits for this request's slot.
+    async fn acquire(&self) {
+        let slot = {
+            let mut next = self.next.lock().await;
+            let slot = (*next).max(tokio::time::Instant::now());
+            *next = slot + self.interval;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+
+    async fn back_off(&self) {
+        let mut next = self.next.lock().await;
+        *next = (*next).max(tokio::time::Instant::now() + Duration::from_secs(1));
+    }
+}
+
 /// The hooks wasmtime-wasi-http calls for one run.
 pub struct Egress {
     pub policy: Arc<Policy>,
@@ -53,6 +85,8 @@ pub struct Egress {
     pub log: Arc<Mutex<RunLog>>,
     pub observer: Option<Observer>,
     pub in_flight: Arc<AtomicUsize>,
+    /// Paces Stripe requests across runs (`usage-sync sync`).
+    pub stripe_pace: Option<Arc<RateLimiter>>,
 }
 
 type SendFuture = Box<
@@ -147,10 +181,22 @@ impl WasiHttpHooks for Egress {
             self.observer.clone(),
         );
         let redactor = Redactor::new(&self.credentials);
+        let pace = self
+            .stripe_pace
+            .clone()
+            .filter(|_| provider == Provider::Stripe);
         Box::new(async move {
             let _guard = guard;
+            if let Some(pace) = &pace {
+                pace.acquire().await;
+            }
             let started = Instant::now();
             let sent = wasmtime_wasi_http::default_send_request(request, Some(options)).await;
+            if let (Some(pace), Ok((response, _))) = (&pace, &sent)
+                && response.status() == http::StatusCode::TOO_MANY_REQUESTS
+            {
+                pace.back_off().await;
+            }
             if let Some(observe) = &observer {
                 observe(&Exchange {
                     provider,

@@ -19,6 +19,7 @@ pub mod outcome;
 pub mod policy;
 pub mod sandbox;
 pub mod secrets;
+pub mod sync;
 
 /// Host bindings for the `usage-sync` world in `wit/`.
 pub mod bindings {

@@ -21,6 +21,8 @@ pub mod exit {
     pub const PROVIDER: u8 = 3;
     /// The sandbox refused a request or a limit was hit.
     pub const SANDBOX: u8 = 4;
+    /// `sync` stopped by Ctrl-C before every row was sent.
+    pub const INTERRUPTED: u8 = 130;
 }
 
 #[derive(Clone, Debug)]
@@ -141,7 +143,7 @@ impl Failure {
 /// One meter event, as printed.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct EventJson<'a> {
+pub struct EventJson<'a> {
     meter_event_id: &'a str,
     event_name: &'a str,
     usage_quantity: &'a str,

@@ -7,7 +7,7 @@
 
 use crate::bindings::{Endpoints, Inputs, Options, Outputs, UsageSyncPre, WorkflowError};
 use crate::cache;
-use crate::egress::{Egress, Observer, RunLog};
+use crate::egress::{Egress, Observer, RateLimiter, RunLog};
 use crate::outcome::Failure;
 use crate::policy::Policy;
 use crate::secrets::Credentials;
@@ -62,6 +62,8 @@ pub struct RunConfig {
     pub credentials: Arc<Credentials>,
     pub limits: Limits,
     pub observer: Option<Observer>,
+    /// Shared pace of Stripe requests, for many runs at once.
+    pub stripe_pace: Option<Arc<RateLimiter>>,
 }
 
 /// A compiled component, ready to instantiate.
@@ -129,6 +131,7 @@ impl Sandbox {
                 log: log.clone(),
                 observer: config.observer.clone(),
                 in_flight: Default::default(),
+                stripe_pace: config.stripe_pace.clone(),
             },
             memory: MemoryCap {
                 max: limits.max_memory_bytes,

@@ -9,3 +9,4 @@ mod happy_path;
 mod hostile;
 mod sandbox;
 mod support;
+mod sync;

@@ -84,7 +84,19 @@ impl Providers {
 
     /// `usage-sync run` as a command, for tests that start or kill it themselves.
     pub fn command<S: AsRef<str>>(&self, args: &[S]) -> Command {
-        self.command_with_keys(args, &self.amberflo_key, &self.stripe_key)
+        self.command_with_keys("run", args, &self.amberflo_key, &self.stripe_key)
+    }
+
+    /// `usage-sync sync` against the emulators, scanned for the keys.
+    pub fn sync<S: AsRef<str>>(&self, args: &[S]) -> Run {
+        let run = Run::exec(&mut self.command_with_keys(
+            "sync",
+            args,
+            &self.amberflo_key,
+            &self.stripe_key,
+        ));
+        self.assert_no_leak(&run);
+        run
     }
 
     pub fn run_with_keys<S: AsRef<str>>(
@@ -93,19 +105,20 @@ impl Providers {
         amberflo_key: &str,
         stripe_key: &str,
     ) -> Run {
-        let run = Run::exec(&mut self.command_with_keys(args, amberflo_key, stripe_key));
+        let run = Run::exec(&mut self.command_with_keys("run", args, amberflo_key, stripe_key));
         self.assert_no_leak(&run);
         run
     }
 
     fn command_with_keys<S: AsRef<str>>(
         &self,
+        subcommand: &str,
         args: &[S],
         amberflo_key: &str,
         stripe_key: &str,
     ) -> Command {
         let mut full = vec![
-            "run",
+            subcommand,
             "--amberflo-url",
             &self.amberflo.url(),
             "--stripe-url",

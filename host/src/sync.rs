@@ -1,0 +1,424 @@
+//! `usage-sync sync`: the workflow for every row of a mapping file, each row in
+//! its own sandboxed instance of one compiled component, many at once.
+//!
+//! A journal records each row's outcome as it completes; the same command run
+//! again skips what is done, and the deterministic identifiers make any overlap
+//! harmless.
+
+use crate::bindings::{Inputs, Outputs};
+use crate::outcome::{EventJson, Failure};
+use crate::sandbox::{RunConfig, Sandbox};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::{Mutex, Semaphore, mpsc};
+
+/// One validated row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// Line in a CSV file, entry number in a JSON array.
+    pub line: usize,
+    pub customer_id: String,
+    pub stripe_customer: String,
+    pub meter_api_name: String,
+    pub stripe_event_name: String,
+}
+
+/// What makes a row the same row: customer, meter and event name.
+type RowKey = (String, String, String);
+
+impl Row {
+    fn key(&self) -> RowKey {
+        (
+            self.customer_id.clone(),
+            self.meter_api_name.clone(),
+            self.stripe_event_name.clone(),
+        )
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawRow {
+    customer_id: Option<String>,
+    stripe_customer: Option<String>,
+    meter_api_name: Option<String>,
+    stripe_event_name: Option<String>,
+}
+
+/// Reads and validates the whole mapping; any bad row fails it all, by line.
+pub fn read_mapping(
+    path: &Path,
+    default_meter: Option<&str>,
+    default_event: Option<&str>,
+) -> Result<Vec<Row>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the mapping {}: {e}", path.display()))?;
+    let raw = if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+    {
+        let rows: Vec<RawRow> = serde_json::from_str(&text)
+            .map_err(|e| format!("the mapping {} is not valid: {e}", path.display()))?;
+        rows.into_iter()
+            .enumerate()
+            .map(|(i, r)| (i + 1, r))
+            .collect()
+    } else {
+        csv_rows(&text)?
+    };
+    let mut errors = Vec::new();
+    let mut rows = Vec::new();
+    let mut seen: HashMap<RowKey, usize> = HashMap::new();
+    for (line, raw) in raw {
+        let field = |name: &str, value: Option<String>, default: Option<&str>| {
+            let value = value
+                .filter(|v| !v.is_empty())
+                .or(default.map(str::to_string));
+            match value {
+                None => Err(format!("line {line}: `{name}` is missing")),
+                Some(v) if v.trim() != v || v.chars().any(char::is_control) => Err(format!(
+                    "line {line}: `{name}` has spaces at the ends or control characters"
+                )),
+                Some(v) => Ok(v),
+            }
+        };
+        let row = (|| {
+            Ok::<_, String>(Row {
+                line,
+                customer_id: field("customerId", raw.customer_id, None)?,
+                stripe_customer: field("stripeCustomer", raw.stripe_customer, None)?,
+                meter_api_name: field("meterApiName", raw.meter_api_name, default_meter)?,
+                stripe_event_name: field("stripeEventName", raw.stripe_event_name, default_event)?,
+            })
+        })();
+        match row {
+            Err(e) => errors.push(e),
+            Ok(row) => match seen.insert(row.key(), line) {
+                Some(first) => errors.push(format!(
+                    "line {line}: repeats line {first} (same customerId, meterApiName and stripeEventName)"
+                )),
+                None => rows.push(row),
+            },
+        }
+    }
+    if rows.is_empty() && errors.is_empty() {
+        errors.push("the mapping has no rows".into());
+    }
+    if !errors.is_empty() {
+        let shown = errors.len().min(10);
+        let more = errors.len() - shown;
+        let mut message = errors[..shown].join("; ");
+        if more > 0 {
+            message.push_str(&format!("; and {more} more"));
+        }
+        return Err(format!(
+            "the mapping {} has bad rows: {message}",
+            path.display()
+        ));
+    }
+    Ok(rows)
+}
+
+fn csv_rows(text: &str) -> Result<Vec<(usize, RawRow)>, String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let headers = reader
+        .headers()
+        .map_err(|e| format!("the mapping's header: {e}"))?
+        .clone();
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| format!("the mapping: {e}"))?;
+        let line = record.position().map_or(0, |p| p.line() as usize);
+        let row: RawRow = record
+            .deserialize(Some(&headers))
+            .map_err(|e| format!("line {line}: {e}"))?;
+        rows.push((line, row));
+    }
+    Ok(rows)
+}
+
+/// The journal's first line: a journal belongs to one mapping and one window.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct Header {
+    journal: u32,
+    mapping: String,
+    start_time: String,
+    end_time: String,
+}
+
+/// A row's outcome, in the journal and on stdout.
+fn report(row: &Row, status: &str, detail: Value) -> Value {
+    let mut line = json!({
+        "line": row.line,
+        "customerId": row.customer_id,
+        "stripeCustomer": row.stripe_customer,
+        "meterApiName": row.meter_api_name,
+        "stripeEventName": row.stripe_event_name,
+        "status": status,
+    });
+    if let (Value::Object(line), Value::Object(detail)) = (&mut line, detail) {
+        line.extend(detail);
+    }
+    line
+}
+
+/// Opens (or starts) the journal; returns it and the rows it says are done.
+fn open_journal(path: &Path, header: &Header) -> Result<(std::fs::File, HashSet<RowKey>), String> {
+    let mut done = HashSet::new();
+    let fail = |e: std::io::Error| format!("the journal {}: {e}", path.display());
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let mut lines = text.lines();
+        if let Some(first) = lines.next() {
+            let found: Header = serde_json::from_str(first)
+                .map_err(|_| format!("{} is not a usage-sync journal", path.display()))?;
+            if found != *header {
+                return Err(format!(
+                    "the journal {} belongs to another mapping or window; give another --journal",
+                    path.display()
+                ));
+            }
+            // A line cut short by a crash is simply not done.
+            for entry in lines.filter_map(|l| serde_json::from_str::<Value>(l).ok()) {
+                if matches!(
+                    entry["status"].as_str(),
+                    Some("recorded" | "already-recorded")
+                ) {
+                    let text = |k: &str| entry[k].as_str().unwrap_or_default().to_string();
+                    done.insert((
+                        text("customerId"),
+                        text("meterApiName"),
+                        text("stripeEventName"),
+                    ));
+                }
+            }
+            let file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(path)
+                .map_err(fail)?;
+            return Ok((file, done));
+        }
+    }
+    let mut file = std::fs::File::create(path).map_err(fail)?;
+    writeln!(
+        file,
+        "{}",
+        serde_json::to_string(header).expect("serializes")
+    )
+    .map_err(fail)?;
+    Ok((file, done))
+}
+
+/// How a sync ended.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub recorded: usize,
+    pub already_recorded: usize,
+    pub failed: usize,
+    /// Done by an earlier run, per the journal.
+    pub skipped: usize,
+    /// Not started because of Ctrl-C.
+    pub not_sent: usize,
+    /// The worst exit status among the failed rows.
+    #[serde(skip)]
+    pub worst: u8,
+}
+
+/// Everything `sync` needs besides the rows.
+pub struct Plan {
+    pub mapping: PathBuf,
+    pub journal: PathBuf,
+    pub start_time: String,
+    pub end_time: String,
+    pub concurrency: usize,
+}
+
+pub async fn sync(
+    sandbox: Arc<Sandbox>,
+    config: RunConfig,
+    rows: Vec<Row>,
+    plan: &Plan,
+) -> Result<Summary, Failure> {
+    let mapping = std::fs::read(&plan.mapping).map_err(|e| Failure::BadInput(e.to_string()))?;
+    let header = Header {
+        journal: 1,
+        mapping: Sha256::digest(&mapping)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        start_time: plan.start_time.clone(),
+        end_time: plan.end_time.clone(),
+    };
+    let (mut journal, done) = open_journal(&plan.journal, &header).map_err(Failure::BadInput)?;
+    let mut summary = Summary::default();
+    let stdout = std::io::stdout();
+    let emit = |journal: &mut std::fs::File, line: &Value| -> Result<(), Failure> {
+        let text = config.credentials.redact(&line.to_string());
+        writeln!(journal, "{text}")
+            .and_then(|()| journal.sync_data())
+            .map_err(|e| Failure::Internal(format!("writing the journal: {e}")))?;
+        let _ = writeln!(stdout.lock(), "{text}");
+        Ok(())
+    };
+
+    let total = rows.len();
+    let (todo, skipped): (Vec<Row>, Vec<Row>) =
+        rows.into_iter().partition(|r| !done.contains(&r.key()));
+    for row in &skipped {
+        summary.skipped += 1;
+        let _ = writeln!(
+            stdout.lock(),
+            "{}",
+            report(row, "skipped", json!({ "reason": "done per the journal" }))
+        );
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let permits = Arc::new(Semaphore::new(plan.concurrency.max(1)));
+    // Stripe allows one call at a time per customer and meter.
+    let mut locks: HashMap<(String, String), Arc<Mutex<()>>> = HashMap::new();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    for row in todo {
+        let lock = locks
+            .entry((row.stripe_customer.clone(), row.stripe_event_name.clone()))
+            .or_default()
+            .clone();
+        let (sandbox, config, permits, stop, tx) = (
+            sandbox.clone(),
+            config.clone(),
+            permits.clone(),
+            stop.clone(),
+            tx.clone(),
+        );
+        let (start_time, end_time) = (plan.start_time.clone(), plan.end_time.clone());
+        tokio::spawn(async move {
+            let _permit = permits.acquire().await;
+            let _one_at_a_time = lock.lock().await;
+            if stop.load(Ordering::SeqCst) {
+                let _ = tx.send((row, None));
+                return;
+            }
+            let inputs = Inputs {
+                customer_id: row.customer_id.clone(),
+                meter_api_name: row.meter_api_name.clone(),
+                stripe_customer: row.stripe_customer.clone(),
+                stripe_event_name: row.stripe_event_name.clone(),
+                usage_quantity: None,
+                start_time: Some(start_time),
+                end_time: Some(end_time),
+            };
+            let result = sandbox.run(&config, inputs).await;
+            let _ = tx.send((row, Some(result)));
+        });
+    }
+    drop(tx);
+
+    let mut finished = summary.skipped;
+    let mut last_progress = std::time::Instant::now();
+    loop {
+        let next = tokio::select! {
+            next = rx.recv() => next,
+            _ = tokio::signal::ctrl_c(), if !stop.load(Ordering::SeqCst) => {
+                stop.store(true, Ordering::SeqCst);
+                eprintln!("sync: interrupted; rows in flight finish, the rest are not sent");
+                continue;
+            }
+        };
+        let Some((row, result)) = next else { break };
+        finished += 1;
+        let line = match result {
+            None => {
+                summary.not_sent += 1;
+                report(&row, "not-sent", json!({ "reason": "interrupted" }))
+            }
+            Some(Ok(outputs)) => outcome_line(&row, &outputs, &mut summary),
+            Some(Err(failure)) => {
+                summary.failed += 1;
+                summary.worst = summary.worst.max(failure.exit_code());
+                report(&row, "failed", failure.to_json())
+            }
+        };
+        emit(&mut journal, &line)?;
+        if last_progress.elapsed().as_secs() >= 2 || finished == total {
+            last_progress = std::time::Instant::now();
+            eprintln!(
+                "sync: {finished}/{total} rows ({} recorded, {} already recorded, {} failed, {} skipped)",
+                summary.recorded, summary.already_recorded, summary.failed, summary.skipped
+            );
+        }
+    }
+    Ok(summary)
+}
+
+fn outcome_line(row: &Row, outputs: &Outputs, summary: &mut Summary) -> Value {
+    let already = !outputs.events.is_empty() && outputs.events.iter().all(|e| e.already_recorded);
+    let status = if already {
+        summary.already_recorded += 1;
+        "already-recorded"
+    } else {
+        summary.recorded += 1;
+        "recorded"
+    };
+    let events: Vec<EventJson> = outputs.events.iter().map(EventJson::from).collect();
+    report(row, status, json!({ "events": events }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapping(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("usage-sync-mapping-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn reads_csv_and_json_with_defaults() {
+        let csv = mapping(
+            "a.csv",
+            "customerId,stripeCustomer,meterApiName\nacme,cus_1,calls\nglobex, cus_2 ,\n",
+        );
+        let rows = read_mapping(&csv, Some("default-meter"), Some("api_calls")).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].line, 2);
+        assert_eq!(rows[1].stripe_customer, "cus_2");
+        assert_eq!(rows[1].meter_api_name, "default-meter");
+        assert_eq!(rows[1].stripe_event_name, "api_calls");
+        let json = mapping(
+            "a.json",
+            r#"[{"customerId":"acme","stripeCustomer":"cus_1","meterApiName":"m","stripeEventName":"e"}]"#,
+        );
+        assert_eq!(read_mapping(&json, None, None).unwrap()[0].line, 1);
+    }
+
+    #[test]
+    fn bad_rows_are_reported_by_line() {
+        let csv = mapping(
+            "bad.csv",
+            "customerId,stripeCustomer\nacme,cus_1\n,cus_2\nacme,cus_3\n",
+        );
+        let err = read_mapping(&csv, Some("m"), Some("e")).unwrap_err();
+        assert!(err.contains("line 3: `customerId` is missing"), "{err}");
+        assert!(err.contains("line 4: repeats line 2"), "{err}");
+        let csv = mapping("nomet.csv", "customerId,stripeCustomer\nacme,cus_1\n");
+        let err = read_mapping(&csv, None, Some("e")).unwrap_err();
+        assert!(err.contains("line 2: `meterApiName` is missing"), "{err}");
+        let csv = mapping("typo.csv", "customerID,stripeCustomer\nacme,cus_1\n");
+        assert!(
+            read_mapping(&csv, Some("m"), Some("e"))
+                .unwrap_err()
+                .contains("unknown field")
+        );
+    }
+}
