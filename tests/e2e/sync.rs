@@ -2,7 +2,7 @@
 
 use crate::support::*;
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use usage_sync_emulators::Fault;
 
 const BAD_INPUT: i32 = 2;
@@ -33,7 +33,7 @@ fn customers(n: usize, name: &str) -> (Providers, PathBuf) {
     (Providers::start(records), mapping)
 }
 
-fn sync_args(mapping: &PathBuf, extra: &[&str]) -> Vec<String> {
+fn sync_args(mapping: &Path, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
         "--mapping",
         mapping.to_str().unwrap(),
