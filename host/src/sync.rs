@@ -281,6 +281,9 @@ pub async fn sync(
         );
     }
 
+    // Listen before the first row starts, and once for the whole sync, so no
+    // Ctrl-C kills the process mid-request or falls between two polls.
+    let mut interrupt = std::pin::pin!(tokio::signal::ctrl_c());
     let stop = Arc::new(AtomicBool::new(false));
     let permits = Arc::new(Semaphore::new(plan.concurrency.max(1)));
     // Stripe allows one call at a time per customer and meter.
@@ -326,7 +329,7 @@ pub async fn sync(
     loop {
         let next = tokio::select! {
             next = rx.recv() => next,
-            _ = tokio::signal::ctrl_c(), if !stop.load(Ordering::SeqCst) => {
+            _ = &mut interrupt, if !stop.load(Ordering::SeqCst) => {
                 stop.store(true, Ordering::SeqCst);
                 eprintln!("sync: interrupted; rows in flight finish, the rest are not sent");
                 continue;

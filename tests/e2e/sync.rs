@@ -160,3 +160,52 @@ fn ten_thousand_rows_in_one_command() {
     assert_eq!(p.stripe.events().len(), 10_000);
     eprintln!("10,000 rows in {:?}", started.elapsed());
 }
+
+#[test]
+fn ctrl_c_finishes_rows_in_flight_and_records_the_rest_as_not_sent() {
+    let (p, mapping) = customers(6, "interrupt");
+    // Each Stripe answer takes a while, so the interrupt lands mid-sync.
+    p.stripe
+        .set_fault(Some(Fault::Delay(std::time::Duration::from_millis(400))));
+    let mut command = std::process::Command::new(BIN);
+    command
+        .arg("sync")
+        .args([
+            "--amberflo-url",
+            &p.amberflo.url(),
+            "--stripe-url",
+            &p.stripe.url(),
+        ])
+        .args(sync_args(&mapping, &["--concurrency", "2"]))
+        .env_clear()
+        .env("AMBERFLO_API_KEY", &p.amberflo_key)
+        .env("STRIPE_API_KEY", &p.stripe_key)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = command.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while p.stripe.events().is_empty() {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let run = Run::wait(child);
+    p.assert_no_leak(&run);
+    run.expect(130);
+    let summary = lines(&run).last().unwrap()["summary"].clone();
+    let sent = summary["recorded"].as_u64().unwrap();
+    assert!(summary["notSent"].as_u64().unwrap() > 0, "{summary}");
+    assert_eq!(
+        sent as usize,
+        p.stripe.events().len(),
+        "every row sent was seen through"
+    );
+
+    p.stripe.set_fault(None);
+    let again = p.sync(&sync_args(&mapping, &[]));
+    again.expect(0);
+    assert_eq!(p.stripe.events().len(), 6);
+}
