@@ -283,7 +283,8 @@ pub async fn sync(
 
     // Listen before the first row starts, and once for the whole sync, so no
     // Ctrl-C kills the process mid-request or falls between two polls.
-    let mut interrupt = std::pin::pin!(tokio::signal::ctrl_c());
+    let mut interrupt =
+        Interrupt::listen().map_err(|e| Failure::Internal(format!("listening for Ctrl-C: {e}")))?;
     let stop = Arc::new(AtomicBool::new(false));
     let permits = Arc::new(Semaphore::new(plan.concurrency.max(1)));
     // Stripe allows one call at a time per customer and meter.
@@ -329,7 +330,7 @@ pub async fn sync(
     loop {
         let next = tokio::select! {
             next = rx.recv() => next,
-            _ = &mut interrupt, if !stop.load(Ordering::SeqCst) => {
+            _ = interrupt.recv(), if !stop.load(Ordering::SeqCst) => {
                 stop.store(true, Ordering::SeqCst);
                 eprintln!("sync: interrupted; rows in flight finish, the rest are not sent");
                 continue;
@@ -359,6 +360,28 @@ pub async fn sync(
         }
     }
     Ok(summary)
+}
+
+/// Ctrl-C, registered as soon as it is created.
+struct Interrupt {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Interrupt {
+    fn listen() -> std::io::Result<Interrupt> {
+        Ok(Interrupt {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        self.signal.recv().await;
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn outcome_line(row: &Row, outputs: &Outputs, summary: &mut Summary) -> Value {
