@@ -312,18 +312,23 @@ pub fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-async fn run(args: RunArgs) -> u8 {
+/// The keys from the environment, or the exit status of the report saying why not.
+fn credentials() -> Result<Arc<Credentials>, u8> {
     // Before the keys are known nothing can leak; after, everything printed is scrubbed.
-    let credentials = match Credentials::from_env() {
-        Ok(c) => Arc::new(c),
-        Err(e) => {
-            return report(
-                &Failure::BadInput(format!(
-                    "{e}: set AMBERFLO_API_KEY and STRIPE_API_KEY in the environment"
-                )),
-                None,
-            );
-        }
+    Credentials::from_env().map(Arc::new).map_err(|e| {
+        report(
+            &Failure::BadInput(format!(
+                "{e}: set AMBERFLO_API_KEY and STRIPE_API_KEY in the environment"
+            )),
+            None,
+        )
+    })
+}
+
+async fn run(args: RunArgs) -> u8 {
+    let credentials = match credentials() {
+        Ok(c) => c,
+        Err(code) => return code,
     };
     match prepare(&args, &credentials) {
         Ok((sandbox, config, inputs)) => {
@@ -382,16 +387,9 @@ fn prepare(
 }
 
 async fn sync(args: SyncArgs) -> u8 {
-    let credentials = match Credentials::from_env() {
-        Ok(c) => Arc::new(c),
-        Err(e) => {
-            return report(
-                &Failure::BadInput(format!(
-                    "{e}: set AMBERFLO_API_KEY and STRIPE_API_KEY in the environment"
-                )),
-                None,
-            );
-        }
+    let credentials = match credentials() {
+        Ok(c) => c,
+        Err(code) => return code,
     };
     match sync_all(&args, credentials.clone()).await {
         Ok(summary) => {

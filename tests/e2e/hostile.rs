@@ -9,19 +9,6 @@ use usage_sync_emulators::Fault;
 
 const SANDBOX: i32 = 4;
 
-fn probe(p: &Providers, mode: &str, target: &str, extra: &[&str]) -> Run {
-    let mut args = vec![
-        "--component",
-        PROBE,
-        "--meter-api-name",
-        mode,
-        "--customer-id",
-        target,
-    ];
-    args.extend_from_slice(extra);
-    p.run(&args)
-}
-
 fn port(url: &str) -> u16 {
     url.rsplit(':').next().unwrap().parse().unwrap()
 }

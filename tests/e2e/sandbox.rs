@@ -8,20 +8,6 @@ use usage_sync::sandbox::Sandbox;
 const PROVIDER: i32 = 3;
 const SANDBOX: i32 = 4;
 
-/// Runs the probe component: `url` is what it requests, `mode` how.
-fn probe(p: &Providers, url: &str, mode: &str, extra: &[&str]) -> Run {
-    let mut args = vec![
-        "--component",
-        PROBE,
-        "--customer-id",
-        url,
-        "--meter-api-name",
-        mode,
-    ];
-    args.extend_from_slice(extra);
-    p.run(&args)
-}
-
 #[test]
 fn the_component_imports_only_standard_wasi() {
     let sandbox = Sandbox::new(DEFAULT_COMPONENT).unwrap();
@@ -56,7 +42,7 @@ fn unlisted_hosts_are_refused_before_any_lookup() {
             "https://127.0.0.1",
         ),
     ] {
-        let run = probe(&p, url, "get", &[]);
+        let run = probe(&p, "get", url, &[]);
         run.expect(SANDBOX);
         let message = run.error_message();
         assert!(
@@ -75,9 +61,9 @@ fn unlisted_hosts_are_refused_before_any_lookup() {
 fn each_key_goes_only_to_its_own_provider() {
     let p = Providers::start(vec![]);
     // The probe asks for paths the emulators do not serve: only the headers matter.
-    let run = probe(&p, &format!("{}/whoami", p.amberflo.url()), "get", &[]);
+    let run = probe(&p, "get", &format!("{}/whoami", p.amberflo.url()), &[]);
     run.expect(0);
-    let run = probe(&p, &format!("{}/whoami", p.stripe.url()), "get", &[]);
+    let run = probe(&p, "get", &format!("{}/whoami", p.stripe.url()), &[]);
     run.expect(0);
     let amberflo = &p.amberflo_requests()[0];
     assert_eq!(amberflo.header("x-api-key"), Some(p.amberflo_key.as_str()));
@@ -97,7 +83,7 @@ fn the_guest_cannot_set_its_own_credentials() {
         ("own-authorization", p.stripe.url()),
         ("own-api-key", p.amberflo.url()),
     ] {
-        let run = probe(&p, &url, mode, &[]);
+        let run = probe(&p, mode, &url, &[]);
         run.expect(PROVIDER);
         assert!(
             run.error_message().contains("Forbidden"),
@@ -115,14 +101,14 @@ fn the_guest_cannot_set_its_own_credentials() {
 #[test]
 fn limits_stop_the_guest_and_say_which() {
     let p = Providers::start(vec![]);
-    let run = probe(&p, "", "spin", &["--timeout", "0.5"]);
+    let run = probe(&p, "spin", "", &["--timeout", "0.5"]);
     run.expect(SANDBOX);
     assert_eq!(
         run.error_message(),
         "sandbox: the run exceeded its deadline of 0.5 s; nothing was sent to Stripe"
     );
 
-    let run = probe(&p, "", "allocate", &["--max-memory-mib", "16"]);
+    let run = probe(&p, "allocate", "", &["--max-memory-mib", "16"]);
     run.expect(SANDBOX);
     assert_eq!(
         run.error_message(),
@@ -131,7 +117,7 @@ fn limits_stop_the_guest_and_say_which() {
 
     // Amberflo's 404 body is longer than 10 bytes.
     let url = format!("{}/missing", p.amberflo.url());
-    let run = probe(&p, &url, "get", &["--max-response-bytes", "10"]);
+    let run = probe(&p, "get", &url, &["--max-response-bytes", "10"]);
     run.expect(SANDBOX);
     let message = run.error_message();
     assert!(
@@ -145,7 +131,7 @@ fn limits_stop_the_guest_and_say_which() {
 fn the_real_component_is_unaffected_by_a_hostile_run_before_it() {
     let (start, _) = yesterday();
     let p = Providers::start(vec![usage("acme", "api-calls", start + 1, 5.0)]);
-    probe(&p, "http://evil.test/", "get", &[]).expect(SANDBOX);
+    probe(&p, "get", "http://evil.test/", &[]).expect(SANDBOX);
     let out: Value = p.run(&INPUTS).expect(0).json();
     assert_eq!(out["usageQuantity"], "5");
 }
@@ -155,7 +141,7 @@ fn the_guest_gets_no_environment_files_or_sockets() {
     let p = Providers::start(vec![]);
     // A raw TCP connection to a provider, bypassing wasi:http and its policy.
     let address = p.stripe.url().trim_start_matches("http://").to_string();
-    let run = probe(&p, &address, "ambient", &[]);
+    let run = probe(&p, "ambient", &address, &[]);
     let out = run.expect(0).json();
     let seen = &out["usageResult"];
     assert_eq!(seen["env"], 0, "{seen}");

@@ -229,6 +229,21 @@ impl Run {
     }
 }
 
+/// Runs the hostile probe component (`tests/components/egress-probe`) in `mode`
+/// against `target`.
+pub fn probe(p: &Providers, mode: &str, target: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "--component",
+        PROBE,
+        "--meter-api-name",
+        mode,
+        "--customer-id",
+        target,
+    ];
+    args.extend_from_slice(extra);
+    p.run(&args)
+}
+
 /// Window flags for `run`.
 pub fn window_args(start: i64, end: i64) -> [String; 4] {
     [
