@@ -1,0 +1,303 @@
+//! `cargo bench -p usage-sync --bench sync`: the sandbox's cost next to the HTTP
+//! work, measured in one run on loopback emulators, with medians and ratios
+//! against a native baseline. Prints a Markdown table (README has one).
+
+use http_body_util::{BodyExt, Full};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use usage_sync::bindings::{Endpoints, Inputs};
+use usage_sync::cli::default_options;
+use usage_sync::policy::{Endpoint, Policy};
+use usage_sync::sandbox::{Limits, RunConfig, Sandbox};
+use usage_sync::secrets::{Credentials, Secret};
+use usage_sync_emulators::{Amberflo, Stripe, UsageRecord};
+
+const BIN: &str = env!("CARGO_BIN_EXE_usage-sync");
+const AMBERFLO_KEY: &str = "amb_bench_key_0000000";
+const STRIPE_KEY: &str = "sk_test_bench_key_00000";
+const DAY: i64 = 86_400;
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn yesterday() -> (i64, i64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let today = now.div_euclid(DAY) * DAY;
+    (today - DAY, today)
+}
+
+fn emulators(rows: usize) -> (Amberflo, Stripe) {
+    let (start, _) = yesterday();
+    let records = (0..rows)
+        .map(|i| UsageRecord {
+            customer_id: format!("cust-{i}"),
+            meter_api_name: "api-calls".into(),
+            time: start + 60,
+            value: 1.0,
+        })
+        .collect();
+    (
+        Amberflo::start(AMBERFLO_KEY, records).unwrap(),
+        Stripe::start(STRIPE_KEY).unwrap(),
+    )
+}
+
+fn config(amberflo: &Amberflo, stripe: &Stripe) -> RunConfig {
+    let a = Endpoint::parse(&amberflo.url()).unwrap();
+    let s = Endpoint::parse(&stripe.url()).unwrap();
+    RunConfig {
+        policy: Arc::new(Policy::new(&a, &s).unwrap()),
+        endpoints: Endpoints {
+            amberflo_url: a.base_url,
+            stripe_url: s.base_url,
+        },
+        options: default_options(),
+        credentials: Arc::new(Credentials {
+            amberflo: Secret::new("A", AMBERFLO_KEY.into()).unwrap(),
+            stripe: Secret::new("S", STRIPE_KEY.into()).unwrap(),
+        }),
+        limits: Limits::default(),
+        observer: None,
+        stripe_pace: None,
+    }
+}
+
+/// Instantiate + call, stopping at input validation: no HTTP at all.
+async fn overhead(sandbox: &Sandbox, config: &RunConfig) -> Duration {
+    let inputs = Inputs {
+        customer_id: String::new(),
+        meter_api_name: "m".into(),
+        stripe_customer: "c".into(),
+        stripe_event_name: "e".into(),
+        usage_quantity: None,
+        start_time: None,
+        end_time: None,
+    };
+    let mut samples = Vec::new();
+    for _ in 0..2000 {
+        let started = Instant::now();
+        let result = sandbox.run(config, inputs.clone()).await;
+        samples.push(started.elapsed());
+        assert!(result.is_err());
+    }
+    median(samples)
+}
+
+/// `usage-sync sync` of `rows` rows as a child process: rows per second, peak RSS.
+fn sync_rows(rows: usize, concurrency: usize) -> (f64, u64) {
+    let (amberflo, stripe) = emulators(rows);
+    let dir = std::env::temp_dir().join(format!("usage-sync-bench-{}-{rows}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mapping = dir.join("mapping.csv");
+    let mut csv = String::from("customerId,stripeCustomer\n");
+    for i in 0..rows {
+        csv.push_str(&format!("cust-{i},cus_{i}\n"));
+    }
+    std::fs::write(&mapping, csv).unwrap();
+    let started = Instant::now();
+    let mut child = Command::new(BIN)
+        .args(["sync", "--mapping", mapping.to_str().unwrap()])
+        .args([
+            "--meter-api-name",
+            "api-calls",
+            "--stripe-event-name",
+            "api_calls",
+        ])
+        .args([
+            "--amberflo-url",
+            &amberflo.url(),
+            "--stripe-url",
+            &stripe.url(),
+        ])
+        .args([
+            "--stripe-rate",
+            "1000000",
+            "--concurrency",
+            &concurrency.to_string(),
+        ])
+        .args(["--cache-dir", dir.to_str().unwrap()])
+        .env_clear()
+        .env("AMBERFLO_API_KEY", AMBERFLO_KEY)
+        .env("STRIPE_API_KEY", STRIPE_KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let peak = watch_rss(&mut child);
+    assert!(child.wait().unwrap().success());
+    let elapsed = started.elapsed();
+    assert_eq!(stripe.events().len(), rows);
+    let _ = std::fs::remove_dir_all(&dir);
+    (rows as f64 / elapsed.as_secs_f64(), peak)
+}
+
+/// The child's peak resident set, in KiB, sampled until it exits.
+fn watch_rss(child: &mut std::process::Child) -> u64 {
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(text) = std::fs::read_to_string(&status) {
+            for line in text.lines() {
+                if let Some(kib) = line.strip_prefix("VmHWM:") {
+                    peak = peak.max(kib.trim().trim_end_matches(" kB").parse().unwrap_or(0));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    peak
+}
+
+/// The same two requests per row, natively, with the host's HTTP stack and the
+/// same concurrency: the baseline, and the emulators' ceiling.
+async fn native_rows(rows: usize, concurrency: usize) -> f64 {
+    let (amberflo, stripe) = emulators(rows);
+    let (start, end) = yesterday();
+    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..rows {
+        let (a, s, permits) = (amberflo.url(), stripe.url(), permits.clone());
+        tasks.spawn(async move {
+            let _permit = permits.acquire().await.unwrap();
+            let query = format!(
+                r#"{{"meterApiName":"api-calls","aggregation":"SUM","timeGroupingInterval":"DAY","timeRange":{{"startTimeInSeconds":{start},"endTimeInSeconds":{end}}},"filter":{{"customerId":["cust-{i}"]}}}}"#
+            );
+            let answer = post(&format!("{a}/usage"), "application/json", "x-api-key", AMBERFLO_KEY, query).await;
+            assert!(answer.contains("clientMeters"));
+            let form = format!(
+                "event_name=api_calls&payload[stripe_customer_id]=cus_{i}&payload[value]=1&identifier=native-{i}&timestamp={}",
+                end - 1
+            );
+            let bearer = format!("Bearer {STRIPE_KEY}");
+            let answer = post(&format!("{s}/v1/billing/meter_events"), "application/x-www-form-urlencoded", "authorization", &bearer, form).await;
+            assert!(answer.contains("billing.meter_event"), "{answer}");
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    rows as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn post(url: &str, content_type: &str, auth: &str, key: &str, body: String) -> String {
+    let request = http::Request::post(url)
+        .header("content-type", content_type)
+        .header(auth, key)
+        .header("content-length", body.len())
+        .header("host", url.split('/').nth(2).unwrap())
+        .body(
+            Full::new(bytes::Bytes::from(body))
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
+        .unwrap();
+    let (response, io) = wasmtime_wasi_http::default_send_request(request, None)
+        .await
+        .unwrap();
+    tokio::spawn(io);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// `usage-sync run` from process start to its first request (a closed port).
+fn start_up(cache: bool) -> Duration {
+    let dir = std::env::temp_dir().join(format!("usage-sync-bench-start-{}", std::process::id()));
+    let samples = (0..21)
+        .map(|_| {
+            let mut command = Command::new(BIN);
+            command
+                .args([
+                    "run",
+                    "--amberflo-url",
+                    "http://127.0.0.1:9",
+                    "--stripe-url",
+                    "http://127.0.0.1:10",
+                ])
+                .args([
+                    "--customer-id",
+                    "a",
+                    "--meter-api-name",
+                    "m",
+                    "--stripe-customer",
+                    "c",
+                ])
+                .args(["--stripe-event-name", "e", "--max-retries", "0"])
+                .env_clear()
+                .env("AMBERFLO_API_KEY", AMBERFLO_KEY)
+                .env("STRIPE_API_KEY", STRIPE_KEY)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            if cache {
+                command.args(["--cache-dir", dir.to_str().unwrap()]);
+            } else {
+                command.arg("--no-cache");
+            }
+            let started = Instant::now();
+            command.status().unwrap();
+            started.elapsed()
+        })
+        .collect();
+    median(samples)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("Machine: {cores} cores; {}", std::env::consts::ARCH);
+    println!();
+
+    let sandbox = Sandbox::new(usage_sync::DEFAULT_COMPONENT).unwrap();
+    let (amberflo, stripe) = emulators(1);
+    let cfg = config(&amberflo, &stripe);
+    let per_run = runtime.block_on(overhead(&sandbox, &cfg));
+    let cold = start_up(false);
+    let warm = start_up(true);
+    println!("| measure | median | goal |");
+    println!("| --- | --- | --- |");
+    println!(
+        "| sandbox overhead per run (instantiate + call, no HTTP) | {:.1} µs | ≤ 20 µs |",
+        per_run.as_secs_f64() * 1e6
+    );
+    println!(
+        "| `usage-sync run` to its first request, no cache | {:.1} ms | |",
+        cold.as_secs_f64() * 1e3
+    );
+    println!(
+        "| `usage-sync run` to its first request, warm cache | {:.1} ms | ≤ 15 ms |",
+        warm.as_secs_f64() * 1e3
+    );
+    println!(
+        "| component size | {} KiB | ≤ 400 KiB |",
+        usage_sync::DEFAULT_COMPONENT.len() / 1024
+    );
+    println!();
+    println!(
+        "| rows | sync rows/s | native rows/s (baseline, emulators' ceiling) | ratio | sync peak RSS |"
+    );
+    println!("| --- | --- | --- | --- | --- |");
+    for rows in [100, 1_000, 10_000] {
+        let (sync, rss) = sync_rows(rows, 64);
+        let native = runtime.block_on(native_rows(rows, 64));
+        println!(
+            "| {rows} | {sync:.0} | {native:.0} | {:.2} | {} MiB |",
+            sync / native,
+            rss / 1024
+        );
+    }
+    let (_, rss) = sync_rows(1_000, 1_000);
+    println!();
+    println!(
+        "| peak RSS, 1,000 rows with 1,000 in flight | {} MiB | ≤ 1 GiB |",
+        rss / 1024
+    );
+}
