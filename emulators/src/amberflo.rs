@@ -2,7 +2,7 @@
 
 use crate::server::{Fault, Faults, Recorded, Reply, Server};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 /// One metered value, as ingested.
@@ -18,6 +18,8 @@ pub struct UsageRecord {
 struct State {
     api_key: String,
     records: Vec<UsageRecord>,
+    /// Records by customer, so a filtered query does not scan them all.
+    by_customer: HashMap<String, Vec<usize>>,
     faults: Faults,
 }
 
@@ -30,9 +32,17 @@ pub struct Amberflo {
 impl Amberflo {
     /// Starts on a free loopback port, accepting `api_key` in `X-API-KEY`.
     pub fn start(api_key: &str, records: Vec<UsageRecord>) -> std::io::Result<Amberflo> {
+        let mut by_customer: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, r) in records.iter().enumerate() {
+            by_customer
+                .entry(r.customer_id.clone())
+                .or_default()
+                .push(i);
+        }
         let state = Arc::new(Mutex::new(State {
             api_key: api_key.into(),
             records,
+            by_customer,
             faults: Faults::default(),
         }));
         let shared = state.clone();
@@ -107,14 +117,23 @@ fn answer(state: &State, request: &Recorded) -> Reply {
         Ok(v) => v,
         Err(e) => return message(400, &format!("Invalid JSON body: {e}")),
     };
-    match aggregate(&state.records, &query) {
+    let candidates: Vec<&UsageRecord> = match query["filter"]["customerId"].as_array() {
+        Some(ids) => ids
+            .iter()
+            .filter_map(|id| state.by_customer.get(id.as_str()?))
+            .flatten()
+            .map(|&i| &state.records[i])
+            .collect(),
+        None => state.records.iter().collect(),
+    };
+    match aggregate(&candidates, &query) {
         Ok(body) => Reply::json(200, &body),
         Err(why) => message(400, &why),
     }
 }
 
 /// Aggregates the stored records for a query, filling gaps with zero buckets.
-fn aggregate(records: &[UsageRecord], query: &Value) -> Result<Value, String> {
+fn aggregate(records: &[&UsageRecord], query: &Value) -> Result<Value, String> {
     let meter = query["meterApiName"]
         .as_str()
         .ok_or("meterApiName is required")?;
@@ -231,7 +250,7 @@ mod tests {
             "timeRange": {"startTimeInSeconds": 86_400, "endTimeInSeconds": 3 * 86_400},
             "filter": {"customerId": ["acme"]},
         });
-        let body = aggregate(&records, &query).unwrap();
+        let body = aggregate(&records.iter().collect::<Vec<_>>(), &query).unwrap();
         assert_eq!(body["secondsSinceEpochIntervals"], json!([86_400, 172_800]));
         assert_eq!(body["clientMeters"][0]["group"], Value::Null);
         assert_eq!(body["clientMeters"][0]["groupValue"], json!(42.0));

@@ -3,7 +3,7 @@
 
 use crate::server::{Fault, Faults, Recorded, Reply, Server};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 
@@ -44,6 +44,7 @@ struct Saved {
 struct State {
     secret_key: String,
     events: Vec<MeterEvent>,
+    identifiers: HashSet<String>,
     idempotency: HashMap<String, Saved>,
     faults: Faults,
     ids: RandomState,
@@ -55,6 +56,7 @@ impl State {
         State {
             secret_key: secret_key.into(),
             events: Vec::new(),
+            identifiers: HashSet::new(),
             idempotency: HashMap::new(),
             faults: Faults::default(),
             ids: RandomState::new(),
@@ -293,7 +295,7 @@ fn record(state: &mut State, params: &BTreeMap<String, String>) -> Reply {
         Some(id) => id.clone(),
         None => state.random("", 24),
     };
-    if state.events.iter().any(|e| e.identifier == identifier) {
+    if !state.identifiers.insert(identifier.clone()) {
         return invalid(
             "identifier",
             &format!("An event already exists with identifier {identifier}."),

@@ -262,8 +262,9 @@ pub async fn sync(
     let stdout = std::io::stdout();
     let emit = |journal: &mut std::fs::File, line: &Value| -> Result<(), Failure> {
         let text = config.credentials.redact(&line.to_string());
+        // Written at once, synced at the end: a row lost by a power cut is only
+        // run again, and its identifier makes that harmless.
         writeln!(journal, "{text}")
-            .and_then(|()| journal.sync_data())
             .map_err(|e| Failure::Internal(format!("writing the journal: {e}")))?;
         let _ = writeln!(stdout.lock(), "{text}");
         Ok(())
@@ -359,6 +360,9 @@ pub async fn sync(
             );
         }
     }
+    journal
+        .sync_data()
+        .map_err(|e| Failure::Internal(format!("writing the journal: {e}")))?;
     Ok(summary)
 }
 
