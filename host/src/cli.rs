@@ -436,12 +436,8 @@ async fn sync_all(
     let (start_time, end_time) = match (&args.start_time, &args.end_time) {
         (Some(s), Some(e)) => (s.clone(), e.clone()),
         (None, None) => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_err(|e| Failure::Internal(e.to_string()))?
-                .as_secs() as i64;
-            let today = now.div_euclid(86_400) * 86_400;
-            ((today - 86_400).to_string(), today.to_string())
+            let (start, end) = inputs::previous_utc_day().map_err(Failure::Internal)?;
+            (start.to_string(), end.to_string())
         }
         _ => {
             return Err(Failure::BadInput(

@@ -12,8 +12,6 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use usage_sync_emulators::{Amberflo, Recorded, Stripe, UsageRecord};
 
-const DAY: i64 = 86_400;
-
 pub async fn run(
     limits: Result<Limits, Failure>,
     sandbox: impl FnOnce() -> Result<Sandbox, Failure>,
@@ -34,11 +32,7 @@ async fn demo(
         amberflo: Secret::new("demo", random_key("amb_demo_")).expect("ASCII"),
         stripe: Secret::new("demo", random_key("sk_test_demo_")).expect("ASCII"),
     });
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|e| Failure::Internal(e.to_string()))?
-        .as_secs() as i64;
-    let yesterday = now.div_euclid(DAY) * DAY - DAY;
+    let (yesterday, _) = crate::inputs::previous_utc_day().map_err(Failure::Internal)?;
     let usage = |customer: &str, hour: i64, value: f64| UsageRecord {
         customer_id: customer.into(),
         meter_api_name: "api-calls".into(),
