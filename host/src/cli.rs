@@ -5,7 +5,7 @@ use crate::egress::Exchange;
 use crate::inputs::{self, InputFlags, InputsFile};
 use crate::outcome::{Failure, exit, render_outputs, summary};
 use crate::policy::{DEFAULT_AMBERFLO_URL, DEFAULT_STRIPE_URL, Endpoint, Policy};
-use crate::sandbox::{Limits, RunConfig, Sandbox};
+use crate::sandbox::{Limits, Pool, RunConfig, Sandbox};
 use crate::secrets::Credentials;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -100,6 +100,14 @@ impl EndpointArgs {
     }
 }
 
+/// Each run in flight holds a preallocated slot (a few GiB of address space,
+/// not memory): this keeps the pool well inside a 64-bit address space.
+const MAX_CONCURRENCY: usize = 4096;
+
+/// Customers in one Amberflo query: Amberflo documents no limit; the component
+/// takes up to 1000.
+const MAX_BATCH: usize = 1000;
+
 #[derive(Args)]
 struct SyncArgs {
     /// Rows to sync: CSV with a header, or a JSON array of objects; fields customerId,
@@ -121,6 +129,9 @@ struct SyncArgs {
     /// Rows running at once.
     #[arg(long, default_value_t = 16, value_name = "N")]
     concurrency: usize,
+    /// Customers per Amberflo query (`groupBy` customerId); 1 queries once per row.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    amberflo_batch: usize,
     /// Stripe requests per second across all rows: Stripe's test-mode budget is 25;
     /// live mode allows 1000 meter-event calls per second.
     #[arg(long, default_value_t = 25.0, value_name = "PER_SEC")]
@@ -269,7 +280,8 @@ impl SandboxArgs {
         })
     }
 
-    fn sandbox(&self) -> Result<Sandbox, Failure> {
+    /// The sandbox for one run (`pool` None) or for `pool` runs at once.
+    fn sandbox(&self, pool: Option<usize>) -> Result<Sandbox, Failure> {
         let wasm = match &self.component {
             Some(path) => std::fs::read(path).map_err(|e| {
                 Failure::BadInput(format!("cannot read the component {}: {e}", path.display()))
@@ -281,11 +293,19 @@ impl SandboxArgs {
             (false, Some(dir)) => Some(dir.clone()),
             (false, None) => crate::cache::default_dir(),
         };
-        let (sandbox, source) =
-            Sandbox::load(&wasm, cache_dir.as_deref()).map_err(|e| match &self.component {
+        let pool = match pool {
+            Some(n) => Some(Pool {
+                instances: u32::try_from(n).unwrap_or(u32::MAX),
+                max_memory_bytes: self.limits()?.max_memory_bytes,
+            }),
+            None => None,
+        };
+        let (sandbox, source) = Sandbox::load(&wasm, cache_dir.as_deref(), pool).map_err(|e| {
+            match &self.component {
                 Some(path) => Failure::BadInput(format!("{}: {e:#}", path.display())),
                 None => Failure::Internal(format!("the built-in component: {e:#}")),
-            })?;
+            }
+        })?;
         if source == crate::cache::Source::Rebuilt {
             eprintln!(
                 "usage-sync: the cached compiled component was corrupt or unreadable; rebuilt it"
@@ -306,7 +326,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => runtime.block_on(run(*args)),
         Command::Sync(args) => runtime.block_on(sync(*args)),
         Command::Demo(args) => runtime.block_on(crate::demo::run(args.sandbox.limits(), || {
-            args.sandbox.sandbox()
+            args.sandbox.sandbox(None)
         })),
     };
     ExitCode::from(code)
@@ -373,7 +393,7 @@ fn prepare(
     let (policy, endpoints) = args.endpoints.resolve()?;
     let limits = args.sandbox.limits()?;
     let options = args.workflow.options()?;
-    let sandbox = args.sandbox.sandbox()?;
+    let sandbox = args.sandbox.sandbox(None)?;
     let config = RunConfig {
         policy: Arc::new(policy),
         endpoints,
@@ -426,6 +446,16 @@ async fn sync_all(
     if !(args.stripe_rate.is_finite() && args.stripe_rate > 0.0) {
         return Err(Failure::BadInput("--stripe-rate must be positive".into()));
     }
+    if !(1..=MAX_BATCH).contains(&args.amberflo_batch) {
+        return Err(Failure::BadInput(format!(
+            "--amberflo-batch must be between 1 and {MAX_BATCH}"
+        )));
+    }
+    if !(1..=MAX_CONCURRENCY).contains(&args.concurrency) {
+        return Err(Failure::BadInput(format!(
+            "--concurrency must be between 1 and {MAX_CONCURRENCY}"
+        )));
+    }
     let rows = crate::sync::read_mapping(
         &args.mapping,
         args.meter_api_name.as_deref(),
@@ -458,7 +488,7 @@ async fn sync_all(
             args.stripe_rate,
         ))),
     };
-    let sandbox = Arc::new(args.sandbox.sandbox()?);
+    let sandbox = Arc::new(args.sandbox.sandbox(Some(args.concurrency))?);
     let journal = args.journal.clone().unwrap_or_else(|| {
         let mut name = args.mapping.as_os_str().to_owned();
         name.push(".journal.jsonl");
@@ -470,6 +500,7 @@ async fn sync_all(
         start_time,
         end_time,
         concurrency: args.concurrency,
+        batch: args.amberflo_batch,
     };
     eprintln!(
         "sync: {} rows, up to {} at once",

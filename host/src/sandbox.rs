@@ -5,7 +5,9 @@
 //! environment, no arguments, no files and no sockets; its stdout is discarded
 //! so it cannot corrupt the host's JSON output.
 
-use crate::bindings::{Endpoints, Inputs, Options, Outputs, UsageSyncPre, WorkflowError};
+use crate::bindings::{
+    CustomerUsage, Endpoints, Inputs, Options, Outputs, UsageQuery, UsageSyncPre, WorkflowError,
+};
 use crate::cache;
 use crate::egress::{Egress, Observer, RateLimiter, RunLog};
 use crate::outcome::Failure;
@@ -16,7 +18,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::error::Context as _;
-use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter,
+    Store, Trap,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -53,6 +58,38 @@ const GUEST_STDERR_CAP: usize = 1 << 20;
 /// How often the engine's epoch advances; the deadline's resolution.
 const TICK: Duration = Duration::from_millis(10);
 
+/// Preallocated instance slots for many concurrent runs (`usage-sync sync`):
+/// a run then costs no `mmap`/`munmap` of its memory, tables and stack, and
+/// resetting a slot touches only the pages the last run dirtied.
+#[derive(Clone, Copy, Debug)]
+pub struct Pool {
+    /// Runs alive at once.
+    pub instances: u32,
+    /// Each run's memory cap (as in [`Limits`]).
+    pub max_memory_bytes: usize,
+}
+
+impl Pool {
+    fn config(self) -> PoolingAllocationConfig {
+        // The component holds a few core instances (the program and the
+        // adapters wit-component adds), each with at most one memory and table.
+        const CORE_PER_COMPONENT: u32 = 8;
+        let n = self.instances.max(1);
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(n)
+            .total_core_instances(n * CORE_PER_COMPONENT)
+            .total_memories(n * CORE_PER_COMPONENT)
+            .total_tables(n * CORE_PER_COMPONENT)
+            .total_stacks(n)
+            .max_memory_size(self.max_memory_bytes)
+            .pagemap_scan(Enabled::Auto)
+            .linear_memory_keep_resident(256 << 10)
+            .table_keep_resident(64 << 10)
+            .async_stack_keep_resident(64 << 10);
+        pool
+    }
+}
+
 /// Everything a run needs besides the inputs.
 #[derive(Clone)]
 pub struct RunConfig {
@@ -75,16 +112,21 @@ pub struct Sandbox {
 impl Sandbox {
     /// Compiles `wasm` (a component binary).
     pub fn new(wasm: &[u8]) -> wasmtime::Result<Sandbox> {
-        Ok(Sandbox::load(wasm, None)?.0)
+        Ok(Sandbox::load(wasm, None, None)?.0)
     }
 
     /// Compiles `wasm`, or loads it compiled from the cache in `cache_dir`.
+    /// With a `pool`, instances come from preallocated slots (for many runs).
     pub fn load(
         wasm: &[u8],
         cache_dir: Option<&Path>,
+        pool: Option<Pool>,
     ) -> wasmtime::Result<(Sandbox, cache::Source)> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        if let Some(pool) = pool {
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool.config()));
+        }
         let engine = Engine::new(&config)?;
         let (component, source) =
             cache::load(&engine, wasm, cache_dir).context("the file is not a valid component")?;
@@ -110,6 +152,41 @@ impl Sandbox {
 
     /// Runs the workflow once, in a fresh instance.
     pub async fn run(&self, config: &RunConfig, inputs: Inputs) -> Result<Outputs, Failure> {
+        match self.call(config, Call::Run(inputs)).await? {
+            Answer::Outputs(outputs) => Ok(outputs),
+            Answer::Usage(_) => unreachable!("`run` answers with outputs"),
+        }
+    }
+
+    /// Step 2 alone, in a fresh instance, with step 1's answer from [`Self::query_usage`].
+    pub async fn record_usage(
+        &self,
+        config: &RunConfig,
+        inputs: Inputs,
+        usage_result: String,
+    ) -> Result<Outputs, Failure> {
+        match self
+            .call(config, Call::Record(inputs, usage_result))
+            .await?
+        {
+            Answer::Outputs(outputs) => Ok(outputs),
+            Answer::Usage(_) => unreachable!("`record-usage` answers with outputs"),
+        }
+    }
+
+    /// Step 1 for many customers, in a fresh instance.
+    pub async fn query_usage(
+        &self,
+        config: &RunConfig,
+        query: UsageQuery,
+    ) -> Result<Vec<CustomerUsage>, Failure> {
+        match self.call(config, Call::Query(query)).await? {
+            Answer::Usage(usage) => Ok(usage),
+            Answer::Outputs(_) => unreachable!("`query-usage` answers with usage"),
+        }
+    }
+
+    async fn call(&self, config: &RunConfig, call: Call) -> Result<Answer, Failure> {
         let log = Arc::new(Mutex::new(RunLog::default()));
         let limits = config.limits;
         let state = RunState {
@@ -145,10 +222,22 @@ impl Sandbox {
 
         let call = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
-            instance
-                .usage_sync_workflow_workflow()
-                .call_run(&mut store, &config.endpoints, config.options, &inputs)
-                .await
+            let guest = instance.usage_sync_workflow_workflow();
+            let (endpoints, options) = (&config.endpoints, config.options);
+            Ok(match call {
+                Call::Run(inputs) => guest
+                    .call_run(&mut store, endpoints, options, &inputs)
+                    .await?
+                    .map(Answer::Outputs),
+                Call::Record(inputs, usage) => guest
+                    .call_record_usage(&mut store, endpoints, options, &inputs, &usage)
+                    .await?
+                    .map(Answer::Outputs),
+                Call::Query(query) => guest
+                    .call_query_usage(&mut store, endpoints, options, &query)
+                    .await?
+                    .map(Answer::Usage),
+            })
         };
         let result = tokio::time::timeout(limits.deadline, call).await;
         let memory_exceeded = store.data().memory.exceeded;
@@ -157,14 +246,26 @@ impl Sandbox {
     }
 }
 
+/// What the guest is asked to do.
+enum Call {
+    Run(Inputs),
+    Record(Inputs, String),
+    Query(UsageQuery),
+}
+
+enum Answer {
+    Outputs(Outputs),
+    Usage(Vec<CustomerUsage>),
+}
+
 /// Decides what a run's result means, most serious first: a refused request or
 /// a hit limit outranks whatever the guest made of it.
 fn classify(
-    result: Result<wasmtime::Result<Result<Outputs, WorkflowError>>, tokio::time::error::Elapsed>,
+    result: Result<wasmtime::Result<Result<Answer, WorkflowError>>, tokio::time::error::Elapsed>,
     memory_exceeded: bool,
     log: RunLog,
     limits: &Limits,
-) -> Result<Outputs, Failure> {
+) -> Result<Answer, Failure> {
     // A run stopped midway must still say whether Stripe may hold events.
     let aftermath = if log.stripe_called {
         "; Stripe was called, so events may be recorded: rerun the same window, its identifiers make that safe"
