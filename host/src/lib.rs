@@ -30,8 +30,8 @@ pub mod bindings {
     });
 
     pub use exports::usage_sync::workflow::workflow::{
-        Delivery, Endpoints, Inputs, Interval, MeterEvent, Options, Outputs, PlannedRequest,
-        Rounding, Step, StepFailure, WorkflowError,
+        CustomerUsage, Delivery, Endpoints, Inputs, Interval, MeterEvent, Options, Outputs,
+        PlannedRequest, Rounding, Step, StepFailure, UsageQuery, WorkflowError,
     };
 }
 

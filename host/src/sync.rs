@@ -5,7 +5,7 @@
 //! again skips what is done, and the deterministic identifiers make any overlap
 //! harmless.
 
-use crate::bindings::{Inputs, Outputs};
+use crate::bindings::{Inputs, Outputs, UsageQuery};
 use crate::outcome::{EventJson, Failure};
 use crate::sandbox::{RunConfig, Sandbox};
 use serde::{Deserialize, Serialize};
@@ -239,6 +239,8 @@ pub struct Plan {
     pub start_time: String,
     pub end_time: String,
     pub concurrency: usize,
+    /// Customers per Amberflo query; 1 runs the whole workflow per row.
+    pub batch: usize,
 }
 
 pub async fn sync(
@@ -287,47 +289,44 @@ pub async fn sync(
     let mut interrupt =
         Interrupt::listen().map_err(|e| Failure::Internal(format!("listening for Ctrl-C: {e}")))?;
     let stop = Arc::new(AtomicBool::new(false));
-    let permits = Arc::new(Semaphore::new(plan.concurrency.max(1)));
     // Stripe allows one call at a time per customer and meter.
     let mut locks: HashMap<(String, String), Arc<Mutex<()>>> = HashMap::new();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    for row in todo {
-        let lock = locks
-            .entry((row.stripe_customer.clone(), row.stripe_event_name.clone()))
-            .or_default()
-            .clone();
-        let (sandbox, config, permits, stop, tx) = (
-            sandbox.clone(),
-            config.clone(),
-            permits.clone(),
-            stop.clone(),
-            tx.clone(),
-        );
-        let (start_time, end_time) = (plan.start_time.clone(), plan.end_time.clone());
-        tokio::spawn(async move {
-            let _permit = permits.acquire().await;
-            let _one_at_a_time = lock.lock().await;
-            if stop.load(Ordering::SeqCst) {
-                let _ = tx.send((row, None));
-                return;
-            }
-            let inputs = Inputs {
-                customer_id: row.customer_id.clone(),
-                meter_api_name: row.meter_api_name.clone(),
-                stripe_customer: row.stripe_customer.clone(),
-                stripe_event_name: row.stripe_event_name.clone(),
-                usage_quantity: None,
-                start_time: Some(start_time),
-                end_time: Some(end_time),
-            };
-            let result = sandbox.run(&config, inputs).await;
-            let _ = tx.send((row, Some(result)));
-        });
+    let shared = Arc::new(Shared {
+        sandbox,
+        config: config.clone(),
+        permits: Arc::new(Semaphore::new(plan.concurrency.max(1))),
+        stop: stop.clone(),
+        tx,
+        start_time: plan.start_time.clone(),
+        end_time: plan.end_time.clone(),
+    });
+    for batch in batches(todo, plan.batch) {
+        let batch: Vec<(Row, Arc<Mutex<()>>)> = batch
+            .into_iter()
+            .map(|row| {
+                let lock = locks
+                    .entry((row.stripe_customer.clone(), row.stripe_event_name.clone()))
+                    .or_default()
+                    .clone();
+                (row, lock)
+            })
+            .collect();
+        let shared = shared.clone();
+        if plan.batch <= 1 {
+            tokio::spawn(async move {
+                for (row, lock) in batch {
+                    shared.row(row, lock, None).await;
+                }
+            });
+        } else {
+            tokio::spawn(async move { shared.batch(batch).await });
+        }
     }
-    drop(tx);
+    drop(shared);
 
     let mut finished = summary.skipped;
-    let mut last_progress = std::time::Instant::now();
+    let mut progress = Progress::new(total);
     loop {
         let next = tokio::select! {
             next = rx.recv() => next,
@@ -352,18 +351,174 @@ pub async fn sync(
             }
         };
         emit(&mut journal, &line)?;
-        if last_progress.elapsed().as_secs() >= 2 || finished == total {
-            last_progress = std::time::Instant::now();
-            eprintln!(
-                "sync: {finished}/{total} rows ({} recorded, {} already recorded, {} failed, {} skipped)",
-                summary.recorded, summary.already_recorded, summary.failed, summary.skipped
-            );
-        }
+        progress.show(finished, &summary);
     }
+    progress.done();
     journal
         .sync_data()
         .map_err(|e| Failure::Internal(format!("writing the journal: {e}")))?;
     Ok(summary)
+}
+
+/// Progress on stderr: a bar redrawn in place on a terminal, a plain line
+/// every two seconds otherwise (logs, CI).
+struct Progress {
+    total: usize,
+    terminal: bool,
+    started: std::time::Instant,
+    shown: Option<std::time::Instant>,
+}
+
+impl Progress {
+    fn new(total: usize) -> Progress {
+        use std::io::IsTerminal;
+        Progress {
+            total,
+            terminal: std::io::stderr().is_terminal(),
+            started: std::time::Instant::now(),
+            shown: None,
+        }
+    }
+
+    fn show(&mut self, finished: usize, summary: &Summary) {
+        let every = if self.terminal { 0.1 } else { 2.0 };
+        let due = self
+            .shown
+            .is_none_or(|t| t.elapsed().as_secs_f64() >= every);
+        if !due && finished != self.total {
+            return;
+        }
+        self.shown = Some(std::time::Instant::now());
+        let counts = format!(
+            "{} recorded, {} already recorded, {} failed, {} skipped",
+            summary.recorded, summary.already_recorded, summary.failed, summary.skipped
+        );
+        if self.terminal {
+            const WIDTH: usize = 30;
+            let filled = (finished * WIDTH).checked_div(self.total).unwrap_or(WIDTH);
+            let rate = finished as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
+            eprint!(
+                "\r\x1b[2Ksync [{}{}] {finished}/{} rows, {rate:.0}/s ({counts})",
+                "#".repeat(filled),
+                "-".repeat(WIDTH - filled),
+                self.total
+            );
+        } else {
+            eprintln!("sync: {finished}/{} rows ({counts})", self.total);
+        }
+    }
+
+    fn done(&self) {
+        if self.terminal && self.shown.is_some() {
+            eprintln!();
+        }
+    }
+}
+
+/// What every row's task needs.
+struct Shared {
+    sandbox: Arc<Sandbox>,
+    config: RunConfig,
+    permits: Arc<Semaphore>,
+    stop: Arc<AtomicBool>,
+    tx: mpsc::UnboundedSender<(Row, Option<Result<Outputs, Failure>>)>,
+    start_time: String,
+    end_time: String,
+}
+
+impl Shared {
+    /// One Amberflo query for the batch's customers, then each row's step 2 in
+    /// its own instance. A failed query fails its rows: nothing was sent.
+    async fn batch(self: Arc<Self>, rows: Vec<(Row, Arc<Mutex<()>>)>) {
+        let usage = {
+            let _permit = self.permits.acquire().await;
+            if self.stop.load(Ordering::SeqCst) {
+                for (row, _) in rows {
+                    let _ = self.tx.send((row, None));
+                }
+                return;
+            }
+            let mut customer_ids: Vec<String> = Vec::new();
+            for (row, _) in &rows {
+                if !customer_ids.contains(&row.customer_id) {
+                    customer_ids.push(row.customer_id.clone());
+                }
+            }
+            let query = UsageQuery {
+                customer_ids,
+                meter_api_name: rows[0].0.meter_api_name.clone(),
+                start_time: Some(self.start_time.clone()),
+                end_time: Some(self.end_time.clone()),
+            };
+            self.sandbox.query_usage(&self.config, query).await
+        };
+        let usage: HashMap<String, String> = match usage {
+            Ok(usage) => usage
+                .into_iter()
+                .map(|u| (u.customer_id, u.usage_result))
+                .collect(),
+            Err(failure) => {
+                for (row, _) in rows {
+                    let _ = self.tx.send((row, Some(Err(failure.clone()))));
+                }
+                return;
+            }
+        };
+        for (row, lock) in rows {
+            let this = self.clone();
+            let usage = usage.get(&row.customer_id).cloned();
+            tokio::spawn(async move { this.row(row, lock, usage).await });
+        }
+    }
+
+    /// One row in its own instance: the whole workflow, or step 2 with `usage`.
+    async fn row(&self, row: Row, lock: Arc<Mutex<()>>, usage: Option<String>) {
+        let _permit = self.permits.acquire().await;
+        let _one_at_a_time = lock.lock().await;
+        if self.stop.load(Ordering::SeqCst) {
+            let _ = self.tx.send((row, None));
+            return;
+        }
+        let inputs = Inputs {
+            customer_id: row.customer_id.clone(),
+            meter_api_name: row.meter_api_name.clone(),
+            stripe_customer: row.stripe_customer.clone(),
+            stripe_event_name: row.stripe_event_name.clone(),
+            usage_quantity: None,
+            start_time: Some(self.start_time.clone()),
+            end_time: Some(self.end_time.clone()),
+        };
+        let result = match usage {
+            Some(usage) => self.sandbox.record_usage(&self.config, inputs, usage).await,
+            None => self.sandbox.run(&self.config, inputs).await,
+        };
+        let _ = self.tx.send((row, Some(result)));
+    }
+}
+
+/// Rows cut into batches of at most `size` customers of one meter, in order.
+fn batches(rows: Vec<Row>, size: usize) -> Vec<Vec<Row>> {
+    if size <= 1 {
+        return rows.into_iter().map(|row| vec![row]).collect();
+    }
+    let mut by_meter: Vec<(String, Vec<Vec<Row>>, HashSet<String>)> = Vec::new();
+    for row in rows {
+        let at = match by_meter.iter().position(|(m, ..)| *m == row.meter_api_name) {
+            Some(at) => at,
+            None => {
+                by_meter.push((row.meter_api_name.clone(), vec![Vec::new()], HashSet::new()));
+                by_meter.len() - 1
+            }
+        };
+        let (_, batches, customers) = &mut by_meter[at];
+        if !customers.contains(&row.customer_id) && customers.len() == size {
+            batches.push(Vec::new());
+            customers.clear();
+        }
+        customers.insert(row.customer_id.clone());
+        batches.last_mut().expect("never empty").push(row);
+    }
+    by_meter.into_iter().flat_map(|(_, b, _)| b).collect()
 }
 
 /// Ctrl-C, registered as soon as it is created.

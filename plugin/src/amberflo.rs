@@ -14,6 +14,8 @@ struct Query<'a> {
     aggregation: &'static str,
     time_grouping_interval: &'static str,
     time_range: TimeRange,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group_by: Option<[&'static str; 1]>,
     filter: Filter<'a>,
 }
 
@@ -27,22 +29,49 @@ struct TimeRange {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Filter<'a> {
-    customer_id: [&'a str; 1],
+    customer_id: &'a [&'a str],
 }
 
 /// The query for the whole window; buckets of `grouping` (`DAY` or `HOUR`)
 /// line up with the events' intervals.
 pub fn request_body(plan: &Plan, grouping: &'static str) -> Vec<u8> {
+    body(
+        &[&plan.customer_id],
+        &plan.meter_api_name,
+        plan.window,
+        grouping,
+        false,
+    )
+}
+
+/// The same query for many customers at once, one group per customer.
+pub fn batch_request_body(
+    customer_ids: &[&str],
+    meter_api_name: &str,
+    window: Window,
+    grouping: &'static str,
+) -> Vec<u8> {
+    body(customer_ids, meter_api_name, window, grouping, true)
+}
+
+fn body(
+    customer_ids: &[&str],
+    meter_api_name: &str,
+    window: Window,
+    grouping: &'static str,
+    by_customer: bool,
+) -> Vec<u8> {
     let query = Query {
-        meter_api_name: &plan.meter_api_name,
+        meter_api_name,
         aggregation: "SUM",
         time_grouping_interval: grouping,
         time_range: TimeRange {
-            start_time_in_seconds: plan.window.start,
-            end_time_in_seconds: plan.window.end,
+            start_time_in_seconds: window.start,
+            end_time_in_seconds: window.end,
         },
+        group_by: by_customer.then_some(["customerId"]),
         filter: Filter {
-            customer_id: [&plan.customer_id],
+            customer_id: customer_ids,
         },
     };
     serde_json::to_vec(&query).expect("plain structs always serialize")
@@ -100,21 +129,68 @@ pub fn parse_response(body: &[u8]) -> Result<Usage, String> {
     let raw = response
         .client_meters
         .ok_or("the response has no `clientMeters`")?;
-    // The documented shape is an array of groups; anything else still passes
-    // through verbatim, it just has no total.
-    let points = serde_json::from_str::<Vec<Group>>(raw.get())
-        .ok()
-        .map(|groups| {
-            groups
-                .iter()
-                .flat_map(|g| &g.values)
-                .map(|p| (p.seconds_since_epoch_utc, p.value))
-                .collect()
-        });
-    Ok(Usage {
-        client_meters: raw.get().to_string(),
+    Ok(client_meters(raw.get()))
+}
+
+/// `clientMeters` as step 2 uses it. The documented shape is an array of
+/// groups; anything else still passes through verbatim, it just has no total.
+pub fn client_meters(raw: &str) -> Usage {
+    let points = serde_json::from_str::<Vec<Group>>(raw).ok().map(|groups| {
+        groups
+            .iter()
+            .flat_map(|g| &g.values)
+            .map(|p| (p.seconds_since_epoch_utc, p.value))
+            .collect()
+    });
+    Usage {
+        client_meters: raw.to_string(),
         points,
-    })
+    }
+}
+
+/// A batch answer cut into each customer's `clientMeters` (an array holding
+/// its group); a customer without usage has no group, so `[]`.
+pub fn split_by_customer(body: &[u8], customer_ids: &[&str]) -> Result<Vec<String>, String> {
+    #[derive(Deserialize)]
+    struct Tagged {
+        group: Option<GroupInfo>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct GroupInfo {
+        group_info: std::collections::HashMap<String, String>,
+    }
+    let response: Response =
+        serde_json::from_slice(body).map_err(|e| format!("the response is not valid JSON: {e}"))?;
+    let raw = response
+        .client_meters
+        .ok_or("the response has no `clientMeters`")?;
+    let groups: Vec<&RawValue> = serde_json::from_str(raw.get())
+        .map_err(|_| "`clientMeters` is not an array of groups".to_string())?;
+    let mut by_customer = std::collections::HashMap::new();
+    for group in groups {
+        let customer = serde_json::from_str::<Tagged>(group.get())
+            .ok()
+            .and_then(|t| t.group)
+            .and_then(|mut g| g.group_info.remove("customerId"))
+            .ok_or("a group of `clientMeters` names no customerId")?;
+        if by_customer.insert(customer.clone(), group).is_some() {
+            return Err(format!("customer `{customer}` has two groups"));
+        }
+    }
+    let usage = customer_ids
+        .iter()
+        .map(|id| match by_customer.remove(*id) {
+            Some(group) => format!("[{}]", group.get()),
+            None => "[]".to_string(),
+        })
+        .collect();
+    if let Some(stray) = by_customer.keys().next() {
+        return Err(format!(
+            "the answer has a group for `{stray}`, which was not asked for"
+        ));
+    }
+    Ok(usage)
 }
 
 /// A short message from an error body: Amberflo documents no error schema.
@@ -187,6 +263,46 @@ mod tests {
             },
         ];
         assert_eq!(usage.totals(&windows), Some(vec![5.0, 7.0]));
+    }
+
+    #[test]
+    fn batch_body_groups_by_customer() {
+        let window = Window {
+            start: 0,
+            end: 86_400,
+        };
+        assert_eq!(
+            String::from_utf8(batch_request_body(&["a", "b"], "m", window, "DAY")).unwrap(),
+            r#"{"meterApiName":"m","aggregation":"SUM","timeGroupingInterval":"DAY","timeRange":{"startTimeInSeconds":0,"endTimeInSeconds":86400},"groupBy":["customerId"],"filter":{"customerId":["a","b"]}}"#
+        );
+    }
+
+    #[test]
+    fn a_batch_answer_splits_by_customer() {
+        let body = br#"{"clientMeters":[{"group":{"groupInfo":{"customerId":"b"}},"values":[{"value":2.0,"secondsSinceEpochUtc":0}]}]}"#;
+        let usage = split_by_customer(body, &["a", "b"]).unwrap();
+        assert_eq!(usage[0], "[]");
+        assert_eq!(
+            usage[1],
+            r#"[{"group":{"groupInfo":{"customerId":"b"}},"values":[{"value":2.0,"secondsSinceEpochUtc":0}]}]"#
+        );
+        let day = [Window {
+            start: 0,
+            end: 86_400,
+        }];
+        assert_eq!(client_meters(&usage[0]).totals(&day), Some(vec![0.0]));
+        assert_eq!(client_meters(&usage[1]).totals(&day), Some(vec![2.0]));
+        assert!(
+            split_by_customer(body, &["a"])
+                .unwrap_err()
+                .contains("not asked for")
+        );
+        let ungrouped = br#"{"clientMeters":[{"group":null,"values":[]}]}"#;
+        assert!(
+            split_by_customer(ungrouped, &["a"])
+                .unwrap_err()
+                .contains("customerId")
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ wit_bindgen::generate!({
 });
 
 use exports::usage_sync::workflow::workflow::{
-    Endpoints, Guest, Inputs, Options, Outputs, WorkflowError,
+    CustomerUsage, Endpoints, Guest, Inputs, Options, Outputs, UsageQuery, WorkflowError,
 };
 
 #[allow(dead_code)]
@@ -33,6 +33,23 @@ impl Guest for Component {
         inputs: Inputs,
     ) -> Result<Outputs, WorkflowError> {
         workflow::run(&endpoints, options, inputs)
+    }
+
+    fn query_usage(
+        endpoints: Endpoints,
+        options: Options,
+        query: UsageQuery,
+    ) -> Result<Vec<CustomerUsage>, WorkflowError> {
+        workflow::query_many(&endpoints, options, query)
+    }
+
+    fn record_usage(
+        endpoints: Endpoints,
+        options: Options,
+        inputs: Inputs,
+        usage_result: String,
+    ) -> Result<Outputs, WorkflowError> {
+        workflow::record_usage(&endpoints, options, inputs, &usage_result)
     }
 }
 

@@ -2,8 +2,8 @@
 //! backfill, step 2 runs once per interval and stops at the first failure.
 
 use crate::exports::usage_sync::workflow::workflow::{
-    Delivery, Endpoints, Inputs, Interval, MeterEvent, Options, Outputs, PlannedRequest, Step,
-    StepFailure, WorkflowError,
+    CustomerUsage, Delivery, Endpoints, Inputs, Interval, MeterEvent, Options, Outputs,
+    PlannedRequest, Step, StepFailure, UsageQuery, WorkflowError,
 };
 use crate::http::{self, Failure, Reply};
 use crate::inputs::{self, Plan, Window};
@@ -19,13 +19,113 @@ pub fn run(
     inputs: Inputs,
 ) -> Result<Outputs, WorkflowError> {
     let plan = inputs::validate(inputs, &options, now()).map_err(WorkflowError::InvalidInput)?;
-    let retry = retry::Policy {
+    let retry = retry_policy(&options);
+    let grouping = grouping(options.interval);
+    let body = amberflo::request_body(&plan, grouping);
+    let (reply, attempts) = query_amberflo(endpoints, &body, plan.window, &retry)?;
+    let usage = amberflo::parse_response(&reply.body)
+        .map_err(|m| query_failed(plan.window, Some(200), m, reply.request_id(), attempts))?;
+    record_all(endpoints, &options, &plan, &retry, usage)
+}
+
+/// Step 2 alone, with step 1's answer for this customer (from [`query_many`]).
+pub fn record_usage(
+    endpoints: &Endpoints,
+    options: Options,
+    inputs: Inputs,
+    usage_result: &str,
+) -> Result<Outputs, WorkflowError> {
+    let plan = inputs::validate(inputs, &options, now()).map_err(WorkflowError::InvalidInput)?;
+    let retry = retry_policy(&options);
+    let usage = amberflo::client_meters(usage_result);
+    record_all(endpoints, &options, &plan, &retry, usage)
+}
+
+/// Step 1 for many customers of one meter: one query, grouped by customer.
+pub fn query_many(
+    endpoints: &Endpoints,
+    options: Options,
+    query: UsageQuery,
+) -> Result<Vec<CustomerUsage>, WorkflowError> {
+    let invalid = WorkflowError::InvalidInput;
+    if query.customer_ids.is_empty() || query.customer_ids.len() > MAX_BATCH {
+        return Err(invalid(format!(
+            "a usage query names 1 to {MAX_BATCH} customers, not {}",
+            query.customer_ids.len()
+        )));
+    }
+    // Each customer is checked as `run` would check it; the window is the same for all.
+    let now = now();
+    let mut window = None;
+    for id in &query.customer_ids {
+        let plan = inputs::validate(
+            Inputs {
+                customer_id: id.clone(),
+                meter_api_name: query.meter_api_name.clone(),
+                stripe_customer: "-".into(),
+                stripe_event_name: "-".into(),
+                usage_quantity: None,
+                start_time: query.start_time.clone(),
+                end_time: query.end_time.clone(),
+            },
+            &options,
+            now,
+        )
+        .map_err(invalid)?;
+        window = Some(plan.window);
+    }
+    let window = window.expect("at least one customer");
+    let ids: Vec<&str> = query.customer_ids.iter().map(String::as_str).collect();
+    let retry = retry_policy(&options);
+    let body = amberflo::batch_request_body(
+        &ids,
+        &query.meter_api_name,
+        window,
+        grouping(options.interval),
+    );
+    let (reply, attempts) = query_amberflo(endpoints, &body, window, &retry)?;
+    let usage = amberflo::split_by_customer(&reply.body, &ids)
+        .map_err(|m| query_failed(window, Some(200), m, reply.request_id(), attempts))?;
+    Ok(query
+        .customer_ids
+        .into_iter()
+        .zip(usage)
+        .map(|(customer_id, usage_result)| CustomerUsage {
+            customer_id,
+            usage_result,
+        })
+        .collect())
+}
+
+/// Customers in one `query-usage`.
+const MAX_BATCH: usize = 1000;
+
+fn retry_policy(options: &Options) -> retry::Policy {
+    retry::Policy {
         max_retries: options.max_retries,
         budget: Duration::from_millis(options.retry_budget_ms),
-    };
-    let usage = query_usage(endpoints, &plan, &options, &retry)?;
+    }
+}
+
+/// Amberflo's buckets: events of an hour need hourly buckets; days and
+/// whole windows add up daily ones.
+fn grouping(interval: Interval) -> &'static str {
+    match interval {
+        Interval::Hour => "HOUR",
+        Interval::Day | Interval::Window => "DAY",
+    }
+}
+
+/// Step 2: one meter event per interval, in order, stopping at the first failure.
+fn record_all(
+    endpoints: &Endpoints,
+    options: &Options,
+    plan: &Plan,
+    retry: &retry::Policy,
+    usage: amberflo::Usage,
+) -> Result<Outputs, WorkflowError> {
     let totals = usage.totals(&plan.pieces);
-    let values = values(&plan, &options, totals.as_deref()).map_err(WorkflowError::InvalidInput)?;
+    let values = values(plan, options, totals.as_deref()).map_err(WorkflowError::InvalidInput)?;
     let mut outputs = Outputs {
         usage_result: usage.client_meters,
         event_name: plan.stripe_event_name.clone(),
@@ -36,8 +136,8 @@ pub fn run(
     };
     let url = join(&endpoints.stripe_url, stripe::PATH);
     for (piece, (value, total)) in plan.pieces.iter().zip(values) {
-        let identifier = stripe::identifier(&plan, piece);
-        let body = stripe::request_body(&plan, piece, &value, &identifier);
+        let identifier = stripe::identifier(plan, piece);
+        let body = stripe::request_body(plan, piece, &value, &identifier);
         if options.dry_run {
             outputs.planned.push(PlannedRequest {
                 method: "POST".into(),
@@ -62,7 +162,7 @@ pub fn run(
             already_recorded: false,
             attempts: 0,
         };
-        match record(&url, event, &body, piece, &retry) {
+        match record(&url, event, &body, piece, retry) {
             Ok(event) => outputs.events.push(event),
             Err(mut failure) => {
                 failure.recorded = outputs.events;
@@ -73,18 +173,15 @@ pub fn run(
     Ok(outputs)
 }
 
-fn query_usage(
+/// Posts an Amberflo query, retrying as the Amberflo rules allow; a non-200
+/// answer is step 1's failure.
+fn query_amberflo(
     endpoints: &Endpoints,
-    plan: &Plan,
-    options: &Options,
+    body: &[u8],
+    window: Window,
     retry: &retry::Policy,
-) -> Result<amberflo::Usage, WorkflowError> {
+) -> Result<(Reply, u32), WorkflowError> {
     let url = join(&endpoints.amberflo_url, amberflo::PATH);
-    let grouping = match options.interval {
-        Interval::Hour => "HOUR",
-        Interval::Day | Interval::Window => "DAY",
-    };
-    let body = amberflo::request_body(plan, grouping);
     let headers = [
         ("Content-Type", "application/json"),
         ("Accept", "application/json"),
@@ -94,7 +191,7 @@ fn query_usage(
     let mut attempt = 0;
     let (result, attempts) = loop {
         attempt += 1;
-        let result = http::post(&url, &headers, &body);
+        let result = http::post(&url, &headers, body);
         let Next::Retry { retry_after, .. } = retry::amberflo(&result) else {
             break (result, attempt);
         };
@@ -105,28 +202,37 @@ fn query_usage(
             None => break (result, attempt),
         }
     };
-    let fail = |status, message, request_id| {
-        WorkflowError::StepFailed(StepFailure {
-            step: Step::QueryUsage,
-            status,
-            message,
-            request_id,
-            delivery: Delivery::NotSent,
-            attempts,
-            window_start: plan.window.start,
-            window_end: plan.window.end,
-            recorded: Vec::new(),
-        })
-    };
-    let reply = result.map_err(|f| fail(None, f.message, None))?;
+    let reply = result.map_err(|f| query_failed(window, None, f.message, None, attempts))?;
     if reply.status != 200 {
-        return Err(fail(
+        return Err(query_failed(
+            window,
             Some(reply.status),
             amberflo::error_message(&reply.body),
             reply.request_id(),
+            attempts,
         ));
     }
-    amberflo::parse_response(&reply.body).map_err(|m| fail(Some(200), m, reply.request_id()))
+    Ok((reply, attempts))
+}
+
+fn query_failed(
+    window: Window,
+    status: Option<u16>,
+    message: String,
+    request_id: Option<String>,
+    attempts: u32,
+) -> WorkflowError {
+    WorkflowError::StepFailed(StepFailure {
+        step: Step::QueryUsage,
+        status,
+        message,
+        request_id,
+        delivery: Delivery::NotSent,
+        attempts,
+        window_start: window.start,
+        window_end: window.end,
+        recorded: Vec::new(),
+    })
 }
 
 /// The value of each event: the given quantity, or each interval's Amberflo total.

@@ -209,3 +209,127 @@ fn ctrl_c_finishes_rows_in_flight_and_records_the_rest_as_not_sent() {
     again.expect(0);
     assert_eq!(p.stripe.events().len(), 6);
 }
+
+/// The Stripe bodies a sync sent, sorted (each row's order varies).
+fn stripe_bodies(p: &Providers) -> Vec<String> {
+    let mut bodies: Vec<String> = p
+        .stripe_requests()
+        .iter()
+        .map(|r| String::from_utf8(r.body.clone()).unwrap())
+        .collect();
+    bodies.sort();
+    bodies
+}
+
+#[test]
+fn one_amberflo_query_serves_a_batch_and_stripe_gets_what_per_row_queries_send() {
+    // Customers 250..=259 have no usage: Amberflo gives them no group.
+    let (batched, mapping) = customers(250, "batch");
+    let mut csv = std::fs::read_to_string(&mapping).unwrap();
+    for i in 250..260 {
+        csv.push_str(&format!("cust-{i},cus_{i}\n"));
+    }
+    std::fs::write(&mapping, &csv).unwrap();
+    let run = batched.sync(&sync_args(&mapping, &["--amberflo-batch", "100"]));
+    run.expect(0);
+    assert_eq!(lines(&run).last().unwrap()["summary"]["recorded"], 260);
+    let queries = batched.amberflo_requests();
+    assert_eq!(queries.len(), 3, "100 + 100 + 60 customers");
+    let mut asked: Vec<String> = Vec::new();
+    for query in &queries {
+        let body: Value = serde_json::from_slice(&query.body).unwrap();
+        assert_eq!(body["groupBy"], serde_json::json!(["customerId"]));
+        let ids = body["filter"]["customerId"].as_array().unwrap();
+        assert!(ids.len() <= 100);
+        asked.extend(ids.iter().map(|id| id.as_str().unwrap().to_string()));
+    }
+    asked.sort();
+    let mut all: Vec<String> = (0..260).map(|i| format!("cust-{i}")).collect();
+    all.sort();
+    assert_eq!(asked, all, "every customer asked for once");
+
+    // The same rows with one query each: Stripe gets the same bytes.
+    let (per_row, mapping) = customers(250, "per-row");
+    std::fs::write(&mapping, &csv).unwrap();
+    per_row
+        .sync(&sync_args(&mapping, &["--amberflo-batch", "1"]))
+        .expect(0);
+    assert_eq!(per_row.amberflo_requests().len(), 260);
+    assert_eq!(stripe_bodies(&batched), stripe_bodies(&per_row));
+    assert!(
+        stripe_bodies(&batched)
+            .iter()
+            .any(|b| b.contains("payload[stripe_customer_id]=cus_255&payload[value]=0&")),
+        "a customer without usage gets a 0 event, as per row"
+    );
+}
+
+#[test]
+fn a_failed_batch_query_fails_its_rows_and_sends_nothing_for_them() {
+    let (p, mapping) = customers(4, "batch-fail");
+    p.amberflo.push_faults([Fault::Status(400)]);
+    let run = p.sync(&sync_args(
+        &mapping,
+        &["--amberflo-batch", "2", "--concurrency", "1"],
+    ));
+    run.expect(PROVIDER);
+    let out = lines(&run);
+    let failed: Vec<&Value> = out.iter().filter(|l| l["status"] == "failed").collect();
+    assert_eq!(failed.len(), 2, "{out:?}");
+    for row in &failed {
+        assert_eq!(row["error"]["step"], "query-usage");
+        assert_eq!(row["error"]["status"], 400);
+        assert_eq!(row["error"]["delivery"], "not-sent");
+    }
+    assert_eq!(p.stripe.events().len(), 2, "only the other batch's rows");
+
+    let again = p.sync(&sync_args(&mapping, &["--amberflo-batch", "2"]));
+    again.expect(0);
+    assert_eq!(p.stripe.events().len(), 4);
+}
+
+#[test]
+fn a_terminal_gets_a_progress_bar_and_a_log_gets_lines() {
+    let (p, mapping) = customers(3, "progress");
+    let plain = p.sync(&sync_args(&mapping, &[]));
+    plain.expect(0);
+    assert!(
+        plain.stderr.contains("sync: 3/3 rows (3 recorded,"),
+        "{}",
+        plain.stderr
+    );
+    assert!(!plain.stderr.contains('\r'));
+
+    // `script` gives the command a pseudo-terminal and copies what it printed.
+    std::fs::remove_file(format!("{}.journal.jsonl", mapping.display())).unwrap();
+    let quote = |a: &str| format!("'{}'", a.replace('\'', r"'\''"));
+    let mut line = format!("{} sync", quote(BIN));
+    for arg in [
+        "--amberflo-url",
+        &p.amberflo.url(),
+        "--stripe-url",
+        &p.stripe.url(),
+    ]
+    .into_iter()
+    .map(String::from)
+    .chain(sync_args(&mapping, &[]))
+    {
+        line.push(' ');
+        line.push_str(&quote(&arg));
+    }
+    let out = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("AMBERFLO_API_KEY", &p.amberflo_key)
+        .env("STRIPE_API_KEY", &p.stripe_key)
+        .output()
+        .expect("script(1) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("\r\x1b[2Ksync [##############################] 3/3 rows"),
+        "{text:?}"
+    );
+    assert!(!text.contains(&p.stripe_key) && !text.contains(&p.amberflo_key));
+}

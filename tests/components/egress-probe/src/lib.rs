@@ -21,7 +21,8 @@ wit_bindgen::generate!({
 });
 
 use exports::usage_sync::workflow::workflow::{
-    Delivery, Endpoints, Guest, Inputs, Options, Outputs, Step, StepFailure, WorkflowError,
+    CustomerUsage, Delivery, Endpoints, Guest, Inputs, Options, Outputs, Step, StepFailure,
+    UsageQuery, WorkflowError,
 };
 use serde_json::{Value, json};
 use wasip2::http::outgoing_handler;
@@ -55,6 +56,41 @@ impl Guest for Probe {
             _ => get(target, None)?,
         };
         Ok(outputs(report.to_string()))
+    }
+
+    // The batch steps behave as `run` does, so `sync` can be attacked the same way.
+    fn query_usage(
+        endpoints: Endpoints,
+        options: Options,
+        query: UsageQuery,
+    ) -> Result<Vec<CustomerUsage>, WorkflowError> {
+        let inputs = Inputs {
+            customer_id: query.customer_ids.first().cloned().unwrap_or_default(),
+            meter_api_name: query.meter_api_name,
+            stripe_customer: String::new(),
+            stripe_event_name: String::new(),
+            usage_quantity: None,
+            start_time: None,
+            end_time: None,
+        };
+        let report = Probe::run(endpoints, options, inputs)?.usage_result;
+        Ok(query
+            .customer_ids
+            .into_iter()
+            .map(|customer_id| CustomerUsage {
+                customer_id,
+                usage_result: report.clone(),
+            })
+            .collect())
+    }
+
+    fn record_usage(
+        endpoints: Endpoints,
+        options: Options,
+        inputs: Inputs,
+        _: String,
+    ) -> Result<Outputs, WorkflowError> {
+        Probe::run(endpoints, options, inputs)
     }
 }
 
