@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use usage_sync::bindings::{Endpoints, Inputs};
 use usage_sync::cli::default_options;
 use usage_sync::policy::{Endpoint, Policy};
-use usage_sync::sandbox::{Limits, RunConfig, Sandbox};
+use usage_sync::sandbox::{Limits, Pool, RunConfig, Sandbox};
 use usage_sync::secrets::{Credentials, Secret};
 use usage_sync_emulators::{Amberflo, Stripe, UsageRecord};
 
@@ -17,6 +17,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_usage-sync");
 const AMBERFLO_KEY: &str = "amb_bench_key_0000000";
 const STRIPE_KEY: &str = "sk_test_bench_key_00000";
 const DAY: i64 = 86_400;
+/// `sync`'s default `--amberflo-batch`.
+const BATCH: usize = 100;
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
@@ -80,7 +82,8 @@ async fn overhead(sandbox: &Sandbox, config: &RunConfig) -> Duration {
         end_time: None,
     };
     let mut samples = Vec::new();
-    for _ in 0..2000 {
+    let runs = std::env::var("BENCH_RUNS").map_or(2000, |n| n.parse().unwrap());
+    for _ in 0..runs {
         let started = Instant::now();
         let result = sandbox.run(config, inputs.clone()).await;
         samples.push(started.elapsed());
@@ -89,8 +92,14 @@ async fn overhead(sandbox: &Sandbox, config: &RunConfig) -> Duration {
     median(samples)
 }
 
+/// Where the `sync` runs keep the compiled component: warmed once, as a
+/// scheduled sync finds it on every run after its first.
+fn cache_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("usage-sync-bench-cache-{}", std::process::id()))
+}
+
 /// `usage-sync sync` of `rows` rows as a child process: rows per second, peak RSS.
-fn sync_rows(rows: usize, concurrency: usize) -> (f64, u64) {
+fn sync_rows(rows: usize, concurrency: usize, batch: usize) -> (f64, u64) {
     let (amberflo, stripe) = emulators(rows);
     let dir = std::env::temp_dir().join(format!("usage-sync-bench-{}-{rows}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -121,8 +130,10 @@ fn sync_rows(rows: usize, concurrency: usize) -> (f64, u64) {
             "1000000",
             "--concurrency",
             &concurrency.to_string(),
+            "--amberflo-batch",
+            &batch.to_string(),
         ])
-        .args(["--cache-dir", dir.to_str().unwrap()])
+        .args(["--cache-dir", cache_dir().to_str().unwrap()])
         .env_clear()
         .env("AMBERFLO_API_KEY", AMBERFLO_KEY)
         .env("STRIPE_API_KEY", STRIPE_KEY)
@@ -256,17 +267,51 @@ fn main() {
     println!("Machine: {cores} cores; {}", std::env::consts::ARCH);
     println!();
 
-    let sandbox = Sandbox::new(usage_sync::DEFAULT_COMPONENT).unwrap();
+    // As `sync` runs it (preallocated slots), and as `run` does (on demand).
+    let pool = Pool {
+        instances: 64,
+        max_memory_bytes: Limits::default().max_memory_bytes,
+    };
+    let pooled = Sandbox::load(usage_sync::DEFAULT_COMPONENT, None, Some(pool))
+        .unwrap()
+        .0;
+    let on_demand = Sandbox::new(usage_sync::DEFAULT_COMPONENT).unwrap();
     let (amberflo, stripe) = emulators(1);
     let cfg = config(&amberflo, &stripe);
-    let per_run = runtime.block_on(overhead(&sandbox, &cfg));
+    let per_run = runtime.block_on(overhead(&pooled, &cfg));
+    let per_run_on_demand = runtime.block_on(overhead(&on_demand, &cfg));
+    // `cargo bench --bench sync -- overhead`: only the first figures (for profiling).
+    if std::env::args().any(|arg| arg == "overhead") {
+        println!(
+            "sandbox overhead per run: {:.1} µs pooled, {:.1} µs on demand",
+            per_run.as_secs_f64() * 1e6,
+            per_run_on_demand.as_secs_f64() * 1e6
+        );
+        return;
+    }
+    sync_rows(10, 8, 1); // warms the cache
+    // `cargo bench --bench sync -- throughput`: only 10,000 rows (for profiling).
+    if std::env::args().any(|arg| arg == "throughput") {
+        let (per_row, _) = sync_rows(10_000, 64, 1);
+        let (batched, _) = sync_rows(10_000, 64, BATCH);
+        let native = runtime.block_on(native_rows(10_000, 64));
+        println!(
+            "10,000 rows: sync {per_row:.0} rows/s per-row query, {batched:.0} rows/s batched, native {native:.0} rows/s"
+        );
+        let _ = std::fs::remove_dir_all(cache_dir());
+        return;
+    }
     let cold = start_up(false);
     let warm = start_up(true);
     println!("| measure | median | goal |");
     println!("| --- | --- | --- |");
     println!(
-        "| sandbox overhead per run (instantiate + call, no HTTP) | {:.1} µs | ≤ 20 µs |",
+        "| sandbox overhead per run (instantiate + call, no HTTP), pooled as in `sync` | {:.1} µs | ≤ 20 µs |",
         per_run.as_secs_f64() * 1e6
+    );
+    println!(
+        "| the same, instances allocated on demand as in `run` | {:.1} µs | |",
+        per_run_on_demand.as_secs_f64() * 1e6
     );
     println!(
         "| `usage-sync run` to its first request, no cache | {:.1} ms | |",
@@ -282,22 +327,25 @@ fn main() {
     );
     println!();
     println!(
-        "| rows | sync rows/s | native rows/s (baseline, emulators' ceiling) | ratio | sync peak RSS |"
+        "| rows | native rows/s (baseline, emulators' ceiling) | sync rows/s, one Amberflo query per row | ratio | sync rows/s, one query per {BATCH} customers (default) | ratio | sync peak RSS |"
     );
-    println!("| --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
     for rows in [100, 1_000, 10_000] {
-        let (sync, rss) = sync_rows(rows, 64);
         let native = runtime.block_on(native_rows(rows, 64));
+        let (per_row, _) = sync_rows(rows, 64, 1);
+        let (batched, rss) = sync_rows(rows, 64, BATCH);
         println!(
-            "| {rows} | {sync:.0} | {native:.0} | {:.2} | {} MiB |",
-            sync / native,
+            "| {rows} | {native:.0} | {per_row:.0} | {:.2} | {batched:.0} | {:.2} | {} MiB |",
+            per_row / native,
+            batched / native,
             rss / 1024
         );
     }
-    let (_, rss) = sync_rows(1_000, 1_000);
+    let (_, rss) = sync_rows(1_000, 1_000, BATCH);
     println!();
     println!(
         "| peak RSS, 1,000 rows with 1,000 in flight | {} MiB | ≤ 1 GiB |",
         rss / 1024
     );
+    let _ = std::fs::remove_dir_all(cache_dir());
 }
