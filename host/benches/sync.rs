@@ -181,14 +181,28 @@ async fn native_rows(rows: usize, concurrency: usize) -> f64 {
             let query = format!(
                 r#"{{"meterApiName":"api-calls","aggregation":"SUM","timeGroupingInterval":"DAY","timeRange":{{"startTimeInSeconds":{start},"endTimeInSeconds":{end}}},"filter":{{"customerId":["cust-{i}"]}}}}"#
             );
-            let answer = post(&format!("{a}/usage"), "application/json", "x-api-key", AMBERFLO_KEY, query).await;
+            let amberflo_headers = [
+                ("content-type", "application/json".to_string()),
+                ("accept", "application/json".to_string()),
+                ("user-agent", "usage-sync/0.1.0".to_string()),
+                ("x-api-key", AMBERFLO_KEY.to_string()),
+            ];
+            let answer = post(&format!("{a}/usage"), &amberflo_headers, query).await;
             assert!(answer.contains("clientMeters"));
             let form = format!(
                 "event_name=api_calls&payload[stripe_customer_id]=cus_{i}&payload[value]=1&identifier=native-{i}&timestamp={}",
                 end - 1
             );
-            let bearer = format!("Bearer {STRIPE_KEY}");
-            let answer = post(&format!("{s}/v1/billing/meter_events"), "application/x-www-form-urlencoded", "authorization", &bearer, form).await;
+            // The headers the component sends, so the emulator does the same work
+            // (it stores each idempotency key, as Stripe does).
+            let stripe_headers = [
+                ("content-type", "application/x-www-form-urlencoded".to_string()),
+                ("idempotency-key", format!("00000000-0000-4000-8000-{i:012}")),
+                ("stripe-version", "2026-10-28.endive".to_string()),
+                ("user-agent", "usage-sync/0.1.0".to_string()),
+                ("authorization", format!("Bearer {STRIPE_KEY}")),
+            ];
+            let answer = post(&format!("{s}/v1/billing/meter_events"), &stripe_headers, form).await;
             assert!(answer.contains("billing.meter_event"), "{answer}");
         });
     }
@@ -196,10 +210,12 @@ async fn native_rows(rows: usize, concurrency: usize) -> f64 {
     rows as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn post(url: &str, content_type: &str, auth: &str, key: &str, body: String) -> String {
-    let request = http::Request::post(url)
-        .header("content-type", content_type)
-        .header(auth, key)
+async fn post(url: &str, headers: &[(&str, String)], body: String) -> String {
+    let mut request = http::Request::post(url);
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let request = request
         .header("content-length", body.len())
         .header("host", url.split('/').nth(2).unwrap())
         .body(
