@@ -1,10 +1,13 @@
 //! The `usage-to-stripe-meter` Arazzo workflow, compiled to a WASI 0.2 component.
 //!
-//! The guest holds no credentials: the host attaches them at the HTTP boundary.
+//! Under the usage-sync host the guest holds no credentials: the host attaches
+//! them at the HTTP boundary. Hosts that attach none give them as environment
+//! variables (see [`credentials`]).
 //! Everything that decides what goes on the wire lives here, so any WASI host
 //! that runs this component sends the same bytes.
 
 pub mod amberflo;
+pub mod credentials;
 pub mod form;
 pub mod http;
 pub mod inputs;

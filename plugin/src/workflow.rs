@@ -8,7 +8,7 @@ use crate::exports::usage_sync::workflow::workflow::{
 use crate::http::{self, Failure, Reply};
 use crate::inputs::{self, Plan, Window};
 use crate::retry::{self, Next};
-use crate::{amberflo, quantity, stripe, time};
+use crate::{amberflo, credentials, quantity, stripe, time};
 use std::time::{Duration, Instant};
 
 const USER_AGENT: &str = concat!("usage-sync/", env!("CARGO_PKG_VERSION"));
@@ -182,11 +182,13 @@ fn query_amberflo(
     retry: &retry::Policy,
 ) -> Result<(Reply, u32), WorkflowError> {
     let url = join(&endpoints.amberflo_url, amberflo::PATH);
-    let headers = [
+    let auth = credentials::amberflo_header();
+    let mut headers = vec![
         ("Content-Type", "application/json"),
         ("Accept", "application/json"),
         ("User-Agent", USER_AGENT),
     ];
+    headers.extend(auth.as_ref().map(|(n, v)| (*n, v.as_str())));
     let started = Instant::now();
     let mut attempt = 0;
     let (result, attempts) = loop {
@@ -207,7 +209,8 @@ fn query_amberflo(
         return Err(query_failed(
             window,
             Some(reply.status),
-            amberflo::error_message(&reply.body),
+            amberflo::error_message(&reply.body)
+                + &credentials::missing_hint(reply.status, credentials::AMBERFLO_ENV),
             reply.request_id(),
             attempts,
         ));
@@ -300,7 +303,10 @@ fn record(
     let mut uncertain = false;
     loop {
         event.attempts += 1;
-        let result = http::post(url, &stripe_headers(&key), body.as_bytes());
+        let auth = credentials::stripe_header();
+        let mut headers = stripe_headers(&key).to_vec();
+        headers.extend(auth.as_ref().map(|(n, v)| (*n, v.as_str())));
+        let result = http::post(url, &headers, body.as_bytes());
         if let Ok(reply) = &result {
             if reply.status == 200 {
                 return match stripe::parse_event(&reply.body) {
@@ -381,7 +387,7 @@ fn describe(result: Result<Reply, Failure>) -> (Option<u16>, String, Option<Stri
             let message = match stripe::parse_error(&reply.body) {
                 Some(e) => e.describe(),
                 None => http::snippet(&reply.body),
-            };
+            } + &credentials::missing_hint(reply.status, credentials::STRIPE_ENV);
             (Some(reply.status), message, reply.request_id())
         }
         Err(f) => (None, f.message, None),

@@ -7,6 +7,7 @@ mod delivery;
 mod failures;
 mod happy_path;
 mod hostile;
+mod node;
 mod sandbox;
 mod support;
 mod sync;
