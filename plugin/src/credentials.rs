@@ -1,31 +1,53 @@
 //! Keys for hosts that attach none: Node through jco, `wasmtime serve`, edge
 //! platforms. There the component reads `AMBERFLO_API_KEY` and `STRIPE_API_KEY`
-//! from its environment and sends them itself. The usage-sync host gives the
-//! guest no environment and attaches the keys at the HTTP boundary instead, so
-//! under it the guest never holds a key.
+//! from its environment and sends them itself.
+//!
+//! A host that attaches keys reserves the credential headers (the usage-sync
+//! host forbids the guest to set them, and gives it no environment): the
+//! component then sends no key of its own and leaves the key to the host.
 
 pub const AMBERFLO_ENV: &str = "AMBERFLO_API_KEY";
 pub const STRIPE_ENV: &str = "STRIPE_API_KEY";
+const AMBERFLO_HEADER: &str = "X-API-KEY";
+const STRIPE_HEADER: &str = "Authorization";
 
 fn key(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|k| !k.trim().is_empty())
 }
 
-/// Amberflo's credential header, when the environment has the key.
+/// Whether the host keeps `header` to itself: it attaches that credential.
+fn host_attaches(header: &str) -> bool {
+    wasip2::http::types::Fields::new()
+        .append(header, b"probe")
+        .is_err()
+}
+
+/// Amberflo's credential header, when the component must send the key itself.
 pub fn amberflo_header() -> Option<(&'static str, String)> {
-    key(AMBERFLO_ENV).map(|k| ("X-API-KEY", k))
+    if host_attaches(AMBERFLO_HEADER) {
+        return None;
+    }
+    key(AMBERFLO_ENV).map(|k| (AMBERFLO_HEADER, k))
 }
 
-/// Stripe's credential header, when the environment has the key.
+/// Stripe's credential header, when the component must send the key itself.
 pub fn stripe_header() -> Option<(&'static str, String)> {
-    key(STRIPE_ENV).map(|k| ("Authorization", format!("Bearer {k}")))
+    if host_attaches(STRIPE_HEADER) {
+        return None;
+    }
+    key(STRIPE_ENV).map(|k| (STRIPE_HEADER, format!("Bearer {k}")))
 }
 
-/// What to add to a provider's refusal when no key was sent by anyone we know of.
+/// What to add to a provider's 401 or 403 when nobody sent a key.
 pub fn missing_hint(status: u16, env: &str) -> String {
-    if matches!(status, 401 | 403) && key(env).is_none() {
+    let header = if env == AMBERFLO_ENV {
+        AMBERFLO_HEADER
+    } else {
+        STRIPE_HEADER
+    };
+    if matches!(status, 401 | 403) && key(env).is_none() && !host_attaches(header) {
         format!(
-            "; the component's environment has no {env} and the host attached no key: set {env} where the component runs"
+            "; the component's environment has no {env} and the host attaches no key: set {env} where the component runs"
         )
     } else {
         String::new()
