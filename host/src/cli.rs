@@ -3,7 +3,7 @@
 use crate::bindings::{Endpoints, Interval, Options, Rounding};
 use crate::egress::Exchange;
 use crate::inputs::{self, InputFlags, InputsFile};
-use crate::outcome::{Failure, exit, render_outputs, summary};
+use crate::outcome::{ExitStatus, Failure, exit, render_outputs, summary};
 use crate::policy::{DEFAULT_AMBERFLO_URL, DEFAULT_STRIPE_URL, Endpoint, Policy};
 use crate::sandbox::{Limits, Pool, RunConfig, Sandbox};
 use crate::secrets::Credentials;

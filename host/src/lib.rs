@@ -27,6 +27,8 @@ pub mod bindings {
         path: "../wit",
         world: "usage-sync",
         exports: { default: async },
+        // For `usage_sync_report::from_wit`.
+        additional_derives: [serde::Serialize],
     });
 
     pub use exports::usage_sync::workflow::workflow::{

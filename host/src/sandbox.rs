@@ -6,11 +6,11 @@
 //! so it cannot corrupt the host's JSON output.
 
 use crate::bindings::{
-    CustomerUsage, Endpoints, Inputs, Options, Outputs, UsageQuery, UsageSyncPre, WorkflowError,
+    CustomerUsage, Endpoints, Inputs, Options, UsageQuery, UsageSyncPre, WorkflowError,
 };
 use crate::cache;
 use crate::egress::{Egress, Observer, RateLimiter, RunLog};
-use crate::outcome::Failure;
+use crate::outcome::{Failure, Outputs, guest_failure};
 use crate::policy::Policy;
 use crate::secrets::Credentials;
 use std::path::Path;
@@ -228,11 +228,11 @@ impl Sandbox {
                 Call::Run(inputs) => guest
                     .call_run(&mut store, endpoints, options, &inputs)
                     .await?
-                    .map(Answer::Outputs),
+                    .map(|o| Answer::Outputs(usage_sync_report::from_wit(&o))),
                 Call::Record(inputs, usage) => guest
                     .call_record_usage(&mut store, endpoints, options, &inputs, &usage)
                     .await?
-                    .map(Answer::Outputs),
+                    .map(|o| Answer::Outputs(usage_sync_report::from_wit(&o))),
                 Call::Query(query) => guest
                     .call_query_usage(&mut store, endpoints, options, &query)
                     .await?
@@ -312,12 +312,12 @@ fn classify(
         if let Err(error) = &guest {
             message = format!(
                 "{message} (the workflow then reported: {})",
-                Failure::from(error.clone()).message()
+                guest_failure(error).message()
             );
         }
         return Err(Failure::Sandbox(message));
     }
-    guest.map_err(Failure::from)
+    guest.map_err(|e| guest_failure(&e))
 }
 
 struct RunState {

@@ -5,8 +5,8 @@
 //! again skips what is done, and the deterministic identifiers make any overlap
 //! harmless.
 
-use crate::bindings::{Inputs, Outputs, UsageQuery};
-use crate::outcome::{EventJson, Failure};
+use crate::bindings::{Inputs, UsageQuery};
+use crate::outcome::{EventJson, ExitStatus, Failure, Outputs};
 use crate::sandbox::{RunConfig, Sandbox};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

@@ -1,0 +1,334 @@
+//! What a usage-sync run prints, the same from every host: the outputs object
+//! (`usage-sync run`'s stdout, the component's `POST /run` answer) and the error
+//! object `{"error": {...}}`, plus one line for a person.
+//!
+//! The types mirror the records of `wit/usage-sync.wit`. Each side's generated
+//! bindings derive `Serialize`, and [`from_wit`] carries a value across, so this
+//! crate needs neither wasmtime nor wit-bindgen.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+/// A generated WIT value as the mirror type here (same field and case names).
+pub fn from_wit<T: Serialize, U: DeserializeOwned>(value: &T) -> U {
+    serde_json::to_value(value)
+        .and_then(serde_json::from_value)
+        .expect("the mirror types match wit/usage-sync.wit")
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum Step {
+    QueryUsage,
+    RecordStripeMeter,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum Delivery {
+    NotSent,
+    Rejected,
+    Unknown,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct MeterEvent {
+    pub meter_event_id: String,
+    pub event_name: String,
+    pub usage_quantity: String,
+    pub amberflo_total: Option<String>,
+    pub window_start: i64,
+    pub window_end: i64,
+    pub timestamp: i64,
+    pub already_recorded: bool,
+    pub attempts: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct PlannedRequest {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Outputs {
+    pub usage_result: String,
+    pub event_name: String,
+    pub window_start: i64,
+    pub window_end: i64,
+    pub events: Vec<MeterEvent>,
+    pub planned: Vec<PlannedRequest>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct StepFailure {
+    pub step: Step,
+    pub status: Option<u16>,
+    pub message: String,
+    pub request_id: Option<String>,
+    pub delivery: Delivery,
+    pub attempts: u32,
+    pub window_start: i64,
+    pub window_end: i64,
+    pub recorded: Vec<MeterEvent>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub enum WorkflowError {
+    InvalidInput(String),
+    StepFailed(StepFailure),
+}
+
+/// Why a run did not produce outputs.
+#[derive(Clone, Debug)]
+pub enum Failure {
+    BadInput(String),
+    /// A step failed; the component's own account of it.
+    Provider(Box<StepFailure>),
+    Sandbox(String),
+    Internal(String),
+}
+
+impl From<WorkflowError> for Failure {
+    fn from(error: WorkflowError) -> Failure {
+        match error {
+            WorkflowError::InvalidInput(message) => Failure::BadInput(message),
+            WorkflowError::StepFailed(f) => Failure::Provider(Box::new(f)),
+        }
+    }
+}
+
+fn step_name(step: Step) -> &'static str {
+    match step {
+        Step::QueryUsage => "query-usage",
+        Step::RecordStripeMeter => "record-stripe-meter",
+    }
+}
+
+fn delivery_name(delivery: Delivery) -> &'static str {
+    match delivery {
+        Delivery::NotSent => "not-sent",
+        Delivery::Rejected => "rejected",
+        Delivery::Unknown => "unknown",
+    }
+}
+
+impl Failure {
+    /// One line for a person.
+    pub fn message(&self) -> String {
+        match self {
+            Failure::BadInput(m) => format!("invalid input: {m}; nothing was sent"),
+            Failure::Provider(f) => {
+                let step = step_name(f.step);
+                let provider = match f.step {
+                    Step::QueryUsage => "Amberflo",
+                    Step::RecordStripeMeter => "Stripe",
+                };
+                let mut line = match f.status {
+                    Some(status) => {
+                        format!(
+                            "step {step} failed: {provider} answered {status}: {}",
+                            f.message
+                        )
+                    }
+                    None => format!("step {step} failed: {}", f.message),
+                };
+                if let Some(id) = &f.request_id {
+                    line.push_str(&format!(" (request {id})"));
+                }
+                match (f.step, f.delivery) {
+                    (Step::QueryUsage, _) => line.push_str("; nothing was sent to Stripe"),
+                    (_, Delivery::NotSent | Delivery::Rejected) if f.recorded.is_empty() => {
+                        line.push_str("; no meter event was recorded")
+                    }
+                    (_, Delivery::NotSent | Delivery::Rejected) => {
+                        line.push_str("; no meter event was recorded for this interval")
+                    }
+                    (_, Delivery::Unknown) => {}
+                }
+                if !f.recorded.is_empty() {
+                    line.push_str(&format!(
+                        "; {} earlier interval(s) were recorded and later ones not sent: rerun the same window to finish, the identifiers make that safe",
+                        f.recorded.len()
+                    ));
+                }
+                line
+            }
+            Failure::Sandbox(m) => format!("sandbox: {m}"),
+            Failure::Internal(m) => format!("internal error: {m}"),
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        let (kind, extra) = match self {
+            Failure::BadInput(_) => ("invalid-input", json!({})),
+            Failure::Provider(f) => (
+                "step-failed",
+                json!({
+                    "step": step_name(f.step),
+                    "status": f.status,
+                    "requestId": f.request_id,
+                    "delivery": delivery_name(f.delivery),
+                    "attempts": f.attempts,
+                    "startTime": f.window_start,
+                    "endTime": f.window_end,
+                    "recorded": f.recorded.iter().map(EventJson::from).collect::<Vec<_>>(),
+                }),
+            ),
+            Failure::Sandbox(_) => ("sandbox", json!({})),
+            Failure::Internal(_) => ("internal", json!({})),
+        };
+        let mut error = json!({ "kind": kind, "message": self.message() });
+        if let (Value::Object(error), Value::Object(extra)) = (&mut error, extra) {
+            error.extend(extra);
+        }
+        json!({ "error": error })
+    }
+}
+
+/// One meter event, as printed.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventJson<'a> {
+    meter_event_id: &'a str,
+    event_name: &'a str,
+    usage_quantity: &'a str,
+    amberflo_total: Option<&'a str>,
+    start_time: i64,
+    end_time: i64,
+    timestamp: i64,
+    already_recorded: bool,
+    attempts: u32,
+}
+
+impl<'a> From<&'a MeterEvent> for EventJson<'a> {
+    fn from(e: &'a MeterEvent) -> EventJson<'a> {
+        EventJson {
+            meter_event_id: &e.meter_event_id,
+            event_name: &e.event_name,
+            usage_quantity: &e.usage_quantity,
+            amberflo_total: e.amberflo_total.as_deref(),
+            start_time: e.window_start,
+            end_time: e.window_end,
+            timestamp: e.timestamp,
+            already_recorded: e.already_recorded,
+            attempts: e.attempts,
+        }
+    }
+}
+
+/// A Stripe request a dry run would send; the credential shown redacted.
+#[derive(Serialize)]
+struct PlannedJson<'a> {
+    method: &'a str,
+    url: &'a str,
+    headers: serde_json::Map<String, Value>,
+    body: &'a str,
+}
+
+impl<'a> From<&'a PlannedRequest> for PlannedJson<'a> {
+    fn from(r: &'a PlannedRequest) -> PlannedJson<'a> {
+        let mut headers: serde_json::Map<String, Value> = r
+            .headers
+            .iter()
+            .map(|(n, v)| (n.clone(), Value::from(v.as_str())))
+            .collect();
+        // The host attaches it at the HTTP boundary; the guest never had it.
+        headers.insert("Authorization".into(), "Bearer [redacted]".into());
+        PlannedJson {
+            method: &r.method,
+            url: &r.url,
+            headers,
+            body: &r.body,
+        }
+    }
+}
+
+/// The outputs object: the Arazzo outputs first, then what was sent. With
+/// exactly one event its fields also stand at the top, as in the Arazzo outputs.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OutputsJson<'a> {
+    /// Amberflo's `clientMeters`, byte for byte.
+    usage_result: Box<RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    meter_event_id: Option<&'a str>,
+    event_name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage_quantity: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    amberflo_total: Option<&'a str>,
+    start_time: i64,
+    end_time: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timestamp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    already_recorded: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempts: Option<u32>,
+    events: Vec<EventJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dry_run: Option<bool>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stripe_requests: Vec<PlannedJson<'a>>,
+}
+
+/// The outputs as pretty JSON text.
+pub fn render_outputs(outputs: &Outputs, dry_run: bool) -> String {
+    // The guest parsed it already; a component that lies gets `null`, not broken JSON.
+    let usage_result = RawValue::from_string(outputs.usage_result.clone())
+        .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON"));
+    let single = match outputs.events.as_slice() {
+        [one] => Some(one),
+        _ => None,
+    };
+    serde_json::to_string_pretty(&OutputsJson {
+        usage_result,
+        meter_event_id: single.map(|e| e.meter_event_id.as_str()),
+        event_name: &outputs.event_name,
+        usage_quantity: single.map(|e| e.usage_quantity.as_str()),
+        amberflo_total: single.and_then(|e| e.amberflo_total.as_deref()),
+        start_time: outputs.window_start,
+        end_time: outputs.window_end,
+        timestamp: single.map(|e| e.timestamp),
+        already_recorded: single.map(|e| e.already_recorded),
+        attempts: single.map(|e| e.attempts),
+        events: outputs.events.iter().map(EventJson::from).collect(),
+        dry_run: dry_run.then_some(true),
+        stripe_requests: outputs.planned.iter().map(PlannedJson::from).collect(),
+    })
+    .expect("plain data serializes")
+}
+
+/// One line for stderr saying what a successful run did.
+pub fn summary(outputs: &Outputs, dry_run: bool) -> String {
+    if dry_run {
+        return format!(
+            "dry run: {} Stripe request(s) shown on stdout, nothing sent",
+            outputs.planned.len()
+        );
+    }
+    let recorded: Vec<&MeterEvent> = outputs
+        .events
+        .iter()
+        .filter(|e| !e.already_recorded)
+        .collect();
+    let already = outputs.events.len() - recorded.len();
+    let total: i128 = recorded
+        .iter()
+        .filter_map(|e| e.usage_quantity.parse::<i128>().ok())
+        .sum();
+    let mut line = format!(
+        "recorded {} event(s) on {} totalling {total}",
+        recorded.len(),
+        outputs.event_name
+    );
+    if already > 0 {
+        line.push_str(&format!(
+            "; {already} already recorded in Stripe, nothing new sent for them"
+        ));
+    }
+    line
+}
