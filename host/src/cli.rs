@@ -36,6 +36,22 @@ enum Command {
     Sync(Box<SyncArgs>),
     /// Run the workflow against local Amberflo and Stripe emulators: no account, no network.
     Demo(DemoArgs),
+    /// Serve the component's HTTP entry point: `POST /run` with the inputs JSON.
+    ///
+    /// Each request runs in its own sandboxed instance, with the same egress policy,
+    /// key injection and limits as `run`. Keys come from AMBERFLO_API_KEY and STRIPE_API_KEY.
+    Serve(Box<ServeArgs>),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0: any free port, printed on stderr).
+    #[arg(long, default_value = "127.0.0.1:8787", value_name = "ADDR")]
+    listen: std::net::SocketAddr,
+    #[command(flatten)]
+    endpoints: EndpointArgs,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
 }
 
 #[derive(Args)]
@@ -325,6 +341,7 @@ pub fn main() -> ExitCode {
     let code = match cli.command {
         Command::Run(args) => runtime.block_on(run(*args)),
         Command::Sync(args) => runtime.block_on(sync(*args)),
+        Command::Serve(args) => runtime.block_on(serve(*args)),
         Command::Demo(args) => runtime.block_on(crate::demo::run(args.sandbox.limits(), || {
             args.sandbox.sandbox(None)
         })),
@@ -343,6 +360,62 @@ fn credentials() -> Result<Arc<Credentials>, u8> {
             None,
         )
     })
+}
+
+async fn serve(args: ServeArgs) -> u8 {
+    let credentials = match credentials() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let prepared = (|| {
+        let (policy, endpoints) = args.endpoints.resolve()?;
+        let config = RunConfig {
+            policy: Arc::new(policy),
+            endpoints,
+            // The request body carries the options; these are unused.
+            options: default_options(),
+            credentials: credentials.clone(),
+            limits: args.sandbox.limits()?,
+            observer: None,
+            stripe_pace: None,
+        };
+        Ok::<_, Failure>((Arc::new(args.sandbox.sandbox(None)?), Arc::new(config)))
+    })();
+    let (sandbox, config) = match prepared {
+        Ok(p) => p,
+        Err(failure) => return report(&failure, Some(&credentials)),
+    };
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            let failure = Failure::BadInput(format!("cannot listen on {}: {e}", args.listen));
+            return report(&failure, Some(&credentials));
+        }
+    };
+    let address = listener.local_addr().map_or(args.listen, |a| a);
+    eprintln!("usage-sync: serving POST /run on http://{address}/ (Ctrl-C stops)");
+    loop {
+        let (client, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("usage-sync: accepting a connection: {e}");
+                    continue;
+                }
+            },
+            _ = tokio::signal::ctrl_c() => return exit::OK,
+        };
+        let (sandbox, config) = (sandbox.clone(), config.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let (sandbox, config) = (sandbox.clone(), config.clone());
+                async move { Ok::<_, std::convert::Infallible>(sandbox.serve(&config, request).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(wasmtime_wasi_http::io::TokioIo::new(client), service)
+                .await;
+        });
+    }
 }
 
 async fn run(args: RunArgs) -> u8 {

@@ -13,6 +13,9 @@ use crate::egress::{Egress, Observer, RateLimiter, RunLog};
 use crate::outcome::{Failure, Outputs, guest_failure};
 use crate::policy::Policy;
 use crate::secrets::Credentials;
+use bytes::Bytes;
+use http::Response;
+use http_body_util::{BodyExt, Full};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,6 +26,9 @@ use wasmtime::{
     Store, Trap,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Resource limits for one run. Each has a default (here) and a flag.
@@ -107,6 +113,8 @@ pub struct RunConfig {
 pub struct Sandbox {
     engine: Engine,
     pre: UsageSyncPre<RunState>,
+    /// The component's `wasi:http/incoming-handler`, when it exports one.
+    proxy: Option<ProxyPre<RunState>>,
 }
 
 impl Sandbox {
@@ -133,10 +141,12 @@ impl Sandbox {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        let pre = UsageSyncPre::new(linker.instantiate_pre(&component)?)
+        let instance_pre = linker.instantiate_pre(&component)?;
+        let proxy = ProxyPre::new(instance_pre.clone()).ok();
+        let pre = UsageSyncPre::new(instance_pre)
             .context("the component does not export the usage-sync workflow")?;
         start_ticker(&engine);
-        Ok((Sandbox { engine, pre }, source))
+        Ok((Sandbox { engine, pre, proxy }, source))
     }
 
     /// The imports the component asks for, as `name` strings.
@@ -186,19 +196,28 @@ impl Sandbox {
         }
     }
 
-    async fn call(&self, config: &RunConfig, call: Call) -> Result<Answer, Failure> {
+    /// A fresh store for one run, with the run's log of what the host saw.
+    /// `env` is the guest's whole environment: empty, but for `serve`.
+    fn store(
+        &self,
+        config: &RunConfig,
+        env: &[(&str, &str)],
+    ) -> (Store<RunState>, Arc<Mutex<RunLog>>) {
         let log = Arc::new(Mutex::new(RunLog::default()));
         let limits = config.limits;
+        let mut wasi = WasiCtx::builder();
+        wasi.stderr(crate::guest_stderr::stream(
+            config.credentials.clone(),
+            GUEST_STDERR_CAP,
+        ))
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+        for (name, value) in env {
+            wasi.env(name, value);
+        }
         let state = RunState {
-            wasi: WasiCtx::builder()
-                .stderr(crate::guest_stderr::stream(
-                    config.credentials.clone(),
-                    GUEST_STDERR_CAP,
-                ))
-                .allow_tcp(false)
-                .allow_udp(false)
-                .allow_ip_name_lookup(false)
-                .build(),
+            wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             hooks: Egress {
@@ -219,7 +238,101 @@ impl Sandbox {
         store.limiter(|s| &mut s.memory);
         store.set_epoch_deadline((limits.deadline.as_millis() / TICK.as_millis()) as u64 + 1);
         store.epoch_deadline_trap();
+        (store, log)
+    }
 
+    /// Answers one HTTP request with the component's `wasi:http/incoming-handler`,
+    /// in a fresh instance under the same policy, keys and limits as a run. The
+    /// guest's environment holds the two provider URLs, never a key.
+    pub async fn serve(
+        &self,
+        config: &RunConfig,
+        request: hyper::Request<hyper::body::Incoming>,
+    ) -> Response<HyperOutgoingBody> {
+        match self.handle(config, request).await {
+            Ok(response) => response,
+            Err(failure) => failure_response(&failure, &config.credentials),
+        }
+    }
+
+    async fn handle(
+        &self,
+        config: &RunConfig,
+        request: hyper::Request<hyper::body::Incoming>,
+    ) -> Result<Response<HyperOutgoingBody>, Failure> {
+        let proxy = self.proxy.clone().ok_or_else(|| {
+            Failure::BadInput("the component does not export wasi:http/incoming-handler".into())
+        })?;
+        let env = [
+            ("AMBERFLO_BASE_URL", config.endpoints.amberflo_url.as_str()),
+            ("STRIPE_BASE_URL", config.endpoints.stripe_url.as_str()),
+        ];
+        let (mut store, log) = self.store(config, &env);
+        let internal = |e: wasmtime::Error| Failure::Internal(format!("{e:#}"));
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let request = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)
+            .map_err(internal)?;
+        let out = store
+            .data_mut()
+            .http()
+            .new_response_outparam(sender)
+            .map_err(internal)?;
+        let limits = config.limits;
+        let task = tokio::spawn(async move {
+            let run = async {
+                let instance = proxy.instantiate_async(&mut store).await?;
+                instance
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, request, out)
+                    .await
+            };
+            let result = tokio::time::timeout(limits.deadline, run).await;
+            (result, store.data().memory.exceeded)
+        });
+        // The guest writes its whole answer before `handle` returns: take it in
+        // while the guest runs, then let the sandbox's verdict overrule it.
+        let answer = async {
+            match receiver.await {
+                Ok(Ok(response)) => {
+                    let (parts, body) = response.into_parts();
+                    match body.collect().await {
+                        Ok(body) => Ok(Some((parts, body.to_bytes()))),
+                        Err(code) => Err(format!("{code:?}")),
+                    }
+                }
+                Ok(Err(code)) => Err(format!("{code:?}")),
+                Err(_) => Ok(None),
+            }
+        };
+        let (answer, finished) = tokio::join!(answer, task);
+        let (result, memory_exceeded) =
+            finished.map_err(|e| Failure::Internal(format!("the run's task failed: {e}")))?;
+        let seen = std::mem::take(&mut *log.lock().unwrap());
+        let result = result.map(|r| r.map(Ok::<(), WorkflowError>));
+        classify(result, memory_exceeded, seen, &limits)?;
+        match answer {
+            Ok(Some((parts, body))) => {
+                let body = config.credentials.redact(&String::from_utf8_lossy(&body));
+                let mut response = json_response(parts.status.as_u16(), Bytes::from(body));
+                *response.headers_mut() = parts.headers;
+                response.headers_mut().remove(http::header::CONTENT_LENGTH);
+                Ok(response)
+            }
+            Ok(None) => Err(Failure::Sandbox(
+                "the component returned without answering the request".into(),
+            )),
+            Err(e) => Err(Failure::Sandbox(format!(
+                "the component's answer broke off: {e}"
+            ))),
+        }
+    }
+
+    async fn call(&self, config: &RunConfig, call: Call) -> Result<Answer, Failure> {
+        let limits = config.limits;
+        let (mut store, log) = self.store(config, &[]);
         let call = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
             let guest = instance.usage_sync_workflow_workflow();
@@ -246,6 +359,34 @@ impl Sandbox {
     }
 }
 
+/// The HTTP answer `usage-sync serve` gives for a failure of the host's own.
+pub fn failure_response(
+    failure: &Failure,
+    credentials: &Credentials,
+) -> Response<HyperOutgoingBody> {
+    let status = match failure {
+        Failure::BadInput(_) => 400,
+        Failure::Internal(_) => 500,
+        Failure::Provider(_) | Failure::Sandbox(_) => 502,
+    };
+    let body = serde_json::to_string_pretty(&failure.to_json()).expect("JSON values serialize");
+    json_response(status, Bytes::from(credentials.redact(&body)))
+}
+
+fn json_response(status: u16, body: Bytes) -> Response<HyperOutgoingBody> {
+    let mut response = Response::new(
+        Full::new(body)
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = http::StatusCode::from_u16(status).expect("a valid status");
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 /// What the guest is asked to do.
 enum Call {
     Run(Inputs),
@@ -260,12 +401,12 @@ enum Answer {
 
 /// Decides what a run's result means, most serious first: a refused request or
 /// a hit limit outranks whatever the guest made of it.
-fn classify(
-    result: Result<wasmtime::Result<Result<Answer, WorkflowError>>, tokio::time::error::Elapsed>,
+fn classify<T>(
+    result: Result<wasmtime::Result<Result<T, WorkflowError>>, tokio::time::error::Elapsed>,
     memory_exceeded: bool,
     log: RunLog,
     limits: &Limits,
-) -> Result<Answer, Failure> {
+) -> Result<T, Failure> {
     // A run stopped midway must still say whether Stripe may hold events.
     let aftermath = if log.stripe_called {
         "; Stripe was called, so events may be recorded: rerun the same window, its identifiers make that safe"

@@ -9,6 +9,9 @@
 pub mod amberflo;
 pub mod credentials;
 pub mod form;
+// The HTTP entry point exists only in the component.
+#[cfg(target_arch = "wasm32")]
+mod handler;
 pub mod http;
 pub mod inputs;
 pub mod quantity;
@@ -20,6 +23,8 @@ mod workflow;
 wit_bindgen::generate!({
     path: "../wit",
     world: "usage-sync",
+    // For `usage_sync_report::from_wit`.
+    additional_derives: [serde::Serialize],
 });
 
 use exports::usage_sync::workflow::workflow::{
@@ -59,3 +64,7 @@ impl Guest for Component {
 // Native builds (unit tests) link no component exports.
 #[cfg(target_arch = "wasm32")]
 export!(Component);
+#[cfg(target_arch = "wasm32")]
+use handler::Handler;
+#[cfg(target_arch = "wasm32")]
+wasip2::http::proxy::export!(Handler);

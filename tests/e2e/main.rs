@@ -9,5 +9,6 @@ mod happy_path;
 mod hostile;
 mod node;
 mod sandbox;
+mod serve;
 mod support;
 mod sync;

@@ -1,0 +1,230 @@
+//! The HTTP entry point, `wasi:http/incoming-handler` (the `wasi:http/proxy`
+//! world that `wasmtime serve`, Spin, wasmCloud and `usage-sync serve` run):
+//! `POST /run` with the inputs JSON answers with the outputs JSON that
+//! `usage-sync run` prints, or `{"error": ...}` with 400 (bad input, nothing
+//! sent) or 502 (a provider step failed).
+//!
+//! The provider URLs come from the component's environment (`AMBERFLO_BASE_URL`,
+//! `STRIPE_BASE_URL`, as for the `usage-sync` command; production by default), never from the request: a caller must
+//! not be able to send the keys somewhere else.
+
+use crate::exports::usage_sync::workflow::workflow::{
+    Endpoints, Inputs, Interval, Options, Rounding,
+};
+use crate::workflow;
+use serde::Deserialize;
+use usage_sync_report::{Failure, from_wit, render_outputs};
+use wasip2::http::types::{
+    Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
+use wasip2::io::streams::StreamError;
+
+/// Larger request bodies are refused: an inputs object is a few hundred bytes.
+const MAX_BODY: usize = 64 << 10;
+
+pub const AMBERFLO_URL: &str = "https://app.amberflo.io";
+pub const STRIPE_URL: &str = "https://api.stripe.com";
+
+pub struct Handler;
+
+impl wasip2::exports::http::incoming_handler::Guest for Handler {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let (status, body) = respond(request);
+        send(out, status, &body);
+    }
+}
+
+/// The inputs JSON (the Arazzo input names, as in `usage-sync run --inputs`),
+/// plus the options `run` takes as flags; absent options take the same defaults.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RunRequest {
+    customer_id: Option<String>,
+    meter_api_name: Option<String>,
+    stripe_customer: Option<String>,
+    stripe_event_name: Option<String>,
+    usage_quantity: Option<Scalar>,
+    start_time: Option<Scalar>,
+    end_time: Option<Scalar>,
+    #[serde(default)]
+    interval: Option<String>,
+    #[serde(default)]
+    rounding: Option<String>,
+    #[serde(default)]
+    reconcile: bool,
+    #[serde(default)]
+    dry_run: bool,
+    max_retries: Option<u32>,
+    retry_budget_ms: Option<u64>,
+}
+
+/// A string, or a JSON number taken as its text.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Text(String),
+    Number(serde_json::Number),
+}
+
+impl Scalar {
+    fn text(self) -> String {
+        match self {
+            Scalar::Text(t) => t,
+            Scalar::Number(n) => n.to_string(),
+        }
+    }
+}
+
+fn respond(request: IncomingRequest) -> (u16, String) {
+    let path = request.path_with_query().unwrap_or_default();
+    let path = path.split('?').next().unwrap_or_default();
+    if path != "/run" {
+        return (404, error("not-found", "POST /run with the inputs JSON"));
+    }
+    if !matches!(request.method(), Method::Post) {
+        return (
+            405,
+            error("method-not-allowed", "POST /run with the inputs JSON"),
+        );
+    }
+    let body = match read_body(request) {
+        Ok(body) => body,
+        Err(message) => return (400, bad_input(message)),
+    };
+    let run: RunRequest = match serde_json::from_slice(&body) {
+        Ok(run) => run,
+        Err(e) => {
+            return (
+                400,
+                bad_input(format!("the body is not a valid inputs object: {e}")),
+            );
+        }
+    };
+    let options = match options(&run) {
+        Ok(options) => options,
+        Err(message) => return (400, bad_input(message)),
+    };
+    let dry_run = options.dry_run;
+    let inputs = Inputs {
+        customer_id: run.customer_id.unwrap_or_default(),
+        meter_api_name: run.meter_api_name.unwrap_or_default(),
+        stripe_customer: run.stripe_customer.unwrap_or_default(),
+        stripe_event_name: run.stripe_event_name.unwrap_or_default(),
+        usage_quantity: run.usage_quantity.map(Scalar::text),
+        start_time: run.start_time.map(Scalar::text),
+        end_time: run.end_time.map(Scalar::text),
+    };
+    let endpoints = Endpoints {
+        amberflo_url: env_or("AMBERFLO_BASE_URL", AMBERFLO_URL),
+        stripe_url: env_or("STRIPE_BASE_URL", STRIPE_URL),
+    };
+    match workflow::run(&endpoints, options, inputs) {
+        Ok(outputs) => (200, render_outputs(&from_wit(&outputs), dry_run)),
+        Err(error) => {
+            let failure = Failure::from(from_wit::<_, usage_sync_report::WorkflowError>(&error));
+            let status = match failure {
+                Failure::BadInput(_) => 400,
+                _ => 502,
+            };
+            (status, pretty(&failure.to_json()))
+        }
+    }
+}
+
+/// The options, with `usage-sync run`'s defaults.
+fn options(run: &RunRequest) -> Result<Options, String> {
+    let interval = match run.interval.as_deref() {
+        None | Some("day") => Interval::Day,
+        Some("hour") => Interval::Hour,
+        Some("window") => Interval::Window,
+        Some(other) => return Err(format!("`interval` is day, hour or window, not `{other}`")),
+    };
+    let rounding = match run.rounding.as_deref() {
+        None => None,
+        Some("floor") => Some(Rounding::Floor),
+        Some("ceil") => Some(Rounding::Ceil),
+        Some("nearest") => Some(Rounding::Nearest),
+        Some(other) => {
+            return Err(format!(
+                "`rounding` is floor, ceil or nearest, not `{other}`"
+            ));
+        }
+    };
+    Ok(Options {
+        max_retries: run.max_retries.unwrap_or(2),
+        retry_budget_ms: run.retry_budget_ms.unwrap_or(60_000),
+        rounding,
+        reconcile: run.reconcile,
+        dry_run: run.dry_run,
+        interval,
+    })
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn bad_input(message: String) -> String {
+    pretty(&Failure::BadInput(message).to_json())
+}
+
+fn error(kind: &str, message: &str) -> String {
+    pretty(&serde_json::json!({ "error": { "kind": kind, "message": message } }))
+}
+
+fn pretty(value: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(value).expect("JSON values serialize")
+}
+
+fn read_body(request: IncomingRequest) -> Result<Vec<u8>, String> {
+    let incoming = request
+        .consume()
+        .map_err(|()| "the request has no body".to_string())?;
+    let mut body = Vec::new();
+    {
+        let stream = incoming
+            .stream()
+            .map_err(|()| "the request body cannot be read".to_string())?;
+        loop {
+            match stream.blocking_read(MAX_BODY as u64) {
+                Ok(chunk) => body.extend_from_slice(&chunk),
+                Err(StreamError::Closed) => break,
+                Err(StreamError::LastOperationFailed(e)) => {
+                    return Err(format!("reading the request body: {}", e.to_debug_string()));
+                }
+            }
+            if body.len() > MAX_BODY {
+                return Err(format!("the request body is over {MAX_BODY} bytes"));
+            }
+        }
+    }
+    Ok(body)
+}
+
+fn send(out: ResponseOutparam, status: u16, body: &str) {
+    let headers = Fields::from_list(&[
+        ("content-type".to_string(), b"application/json".to_vec()),
+        (
+            "content-length".to_string(),
+            body.len().to_string().into_bytes(),
+        ),
+    ])
+    .expect("plain headers are allowed");
+    let response = OutgoingResponse::new(headers);
+    let _ = response.set_status_code(status);
+    let Ok(outgoing) = response.body() else {
+        return;
+    };
+    ResponseOutparam::set(out, Ok(response));
+    if let Ok(stream) = outgoing.write() {
+        for chunk in body.as_bytes().chunks(4096) {
+            if stream.blocking_write_and_flush(chunk).is_err() {
+                return;
+            }
+        }
+    }
+    let _ = OutgoingBody::finish(outgoing, None);
+}
