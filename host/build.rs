@@ -1,11 +1,13 @@
 //! Builds the workflow component (and the test probe component) for
 //! `wasm32-wasip2`, so `cargo build` and `cargo test` at the root need no extra step.
 //!
+//! Also the variant builds for Spin and wasmCloud (`deploy/`).
+//!
 //! The nested cargo uses its own target directory: it never waits on the
 //! outer build's lock, and its artifacts survive `cargo clean -p usage-sync`.
 
 use std::env;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
@@ -14,6 +16,12 @@ const PROFILE: &str = "component";
 const COMPONENTS: [(&str, &str); 2] = [
     ("usage-sync-plugin", "USAGE_SYNC_COMPONENT"),
     ("egress-probe", "USAGE_SYNC_PROBE_COMPONENT"),
+];
+/// Builds of the workflow for platforms whose variables reach a component only
+/// through `wasi:config` (see `wit/usage-sync.wit`): (feature, env var).
+const VARIANTS: [(&str, &str); 2] = [
+    ("spin", "USAGE_SYNC_SPIN_COMPONENT"),
+    ("wasmcloud", "USAGE_SYNC_WASMCLOUD_COMPONENT"),
 ];
 
 fn main() {
@@ -31,13 +39,41 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(input).display());
     }
     ensure_target();
-    let target_dir = root.join("target").join("components");
+    let packages = COMPONENTS.map(|(package, _)| package);
+    let out = build(&root, "components", &packages, None);
+    for (package, var) in COMPONENTS {
+        let wasm = out.join(format!("{}.wasm", package.replace('-', "_")));
+        assert!(wasm.exists(), "{} was not built", wasm.display());
+        println!("cargo:rustc-env={var}={}", wasm.display());
+    }
+    // Each in its own target directory: the default build is never rebuilt
+    // with other features, and the variants' paths stay fixed for deploy/.
+    for (feature, var) in VARIANTS {
+        let out = build(
+            &root,
+            &format!("components-{feature}"),
+            &["usage-sync-plugin"],
+            Some(feature),
+        );
+        let wasm = out.join("usage_sync_plugin.wasm");
+        assert!(wasm.exists(), "{} was not built", wasm.display());
+        println!("cargo:rustc-env={var}={}", wasm.display());
+    }
+}
+
+/// `cargo build` of `packages` for the component target into `target/<dir>`;
+/// returns the folder holding the .wasm files.
+fn build(root: &Path, dir: &str, packages: &[&str], feature: Option<&str>) -> PathBuf {
+    let target_dir = root.join("target").join(dir);
     let mut cargo = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cargo
-        .current_dir(&root)
+        .current_dir(root)
         .args(["build", "--profile", PROFILE, "--target", TARGET]);
-    for (package, _) in COMPONENTS {
+    for package in packages {
         cargo.args(["-p", package]);
+    }
+    if let Some(feature) = feature {
+        cargo.args(["--features", feature]);
     }
     // The outer build's flags and wrappers (clippy, coverage) are for the host.
     for var in [
@@ -57,12 +93,7 @@ fn main() {
         status.success(),
         "building the component failed; is the {TARGET} target installed? (rustup target add {TARGET})"
     );
-    let out = target_dir.join(TARGET).join(PROFILE);
-    for (package, var) in COMPONENTS {
-        let wasm = out.join(format!("{}.wasm", package.replace('-', "_")));
-        assert!(wasm.exists(), "{} was not built", wasm.display());
-        println!("cargo:rustc-env={var}={}", wasm.display());
-    }
+    target_dir.join(TARGET).join(PROFILE)
 }
 
 /// rustup adds the targets in rust-toolchain.toml only when it installs the

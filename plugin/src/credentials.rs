@@ -11,8 +11,31 @@ pub const STRIPE_ENV: &str = "STRIPE_API_KEY";
 const AMBERFLO_HEADER: &str = "X-API-KEY";
 const STRIPE_HEADER: &str = "Authorization";
 
+/// A key from the platform's variables (the Spin and wasmCloud builds), else
+/// from the environment.
 fn key(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|k| !k.trim().is_empty())
+    variable(&name.to_ascii_lowercase())
+        .or_else(|| std::env::var(name).ok())
+        .filter(|k| !k.trim().is_empty())
+}
+
+#[cfg(feature = "spin")]
+fn variable(name: &str) -> Option<String> {
+    crate::wasi::config0_2_0_draft_2024_09_27::store::get(name)
+        .ok()
+        .flatten()
+}
+
+#[cfg(all(feature = "wasmcloud", not(feature = "spin")))]
+fn variable(name: &str) -> Option<String> {
+    crate::wasi::config0_2_0_draft::store::get(name)
+        .ok()
+        .flatten()
+}
+
+#[cfg(not(any(feature = "spin", feature = "wasmcloud")))]
+fn variable(_: &str) -> Option<String> {
+    None
 }
 
 /// Whether the host keeps `header` to itself: it attaches that credential.
@@ -47,7 +70,12 @@ pub fn missing_hint(status: u16, env: &str) -> String {
     };
     if matches!(status, 401 | 403) && key(env).is_none() && !host_attaches(header) {
         format!(
-            "; the component's environment has no {env} and the host attaches no key: set {env} where the component runs"
+            "; the component's environment has no {env} and the host attaches no key: set {env} where the component runs{}",
+            if cfg!(any(feature = "spin", feature = "wasmcloud")) {
+                format!(" (or the variable {})", env.to_ascii_lowercase())
+            } else {
+                String::new()
+            }
         )
     } else {
         String::new()

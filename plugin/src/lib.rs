@@ -20,11 +20,22 @@ pub mod stripe;
 pub mod time;
 mod workflow;
 
+#[cfg(not(any(feature = "spin", feature = "wasmcloud")))]
 wit_bindgen::generate!({
     path: "../wit",
     world: "usage-sync",
-    // For `usage_sync_report::from_wit`.
-    additional_derives: [serde::Serialize],
+});
+#[cfg(feature = "spin")]
+wit_bindgen::generate!({
+    path: "../wit",
+    world: "usage-sync-spin",
+    generate_all,
+});
+#[cfg(all(feature = "wasmcloud", not(feature = "spin")))]
+wit_bindgen::generate!({
+    path: "../wit",
+    world: "usage-sync-wasmcloud",
+    generate_all,
 });
 
 use exports::usage_sync::workflow::workflow::{

@@ -4,6 +4,7 @@
 mod backfill;
 mod cache;
 mod delivery;
+mod deploy;
 mod failures;
 mod happy_path;
 mod hostile;

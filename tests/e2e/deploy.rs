@@ -1,0 +1,257 @@
+//! The deployment files in `deploy/` (Spin, SpinKube, wasmCloud): they parse,
+//! allow exactly the two provider hosts, and hand over the keys as the builds
+//! for those platforms read them, through `wasi:config/store`, which a small
+//! wasmtime host here provides as Spin and wasmCloud do.
+
+use crate::support::*;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use usage_sync::bindings::{Endpoints, Inputs, Interval, Options, UsageSync};
+use wasmtime::component::{Component, ComponentType, Lift, Linker, Lower, ResourceTable};
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+const HOSTS: [&str; 2] = ["https://app.amberflo.io", "https://api.stripe.com"];
+const SPIN: &str = env!("USAGE_SYNC_SPIN_COMPONENT");
+const WASMCLOUD: &str = env!("USAGE_SYNC_WASMCLOUD_COMPONENT");
+
+fn deploy(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(path)
+}
+
+fn yaml(path: &str) -> Value {
+    let text = std::fs::read_to_string(deploy(path)).unwrap();
+    serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn spin_allows_exactly_the_provider_hosts_and_takes_the_keys_as_secret_variables() {
+    let text = std::fs::read_to_string(deploy("spin/spin.toml")).unwrap();
+    let manifest: toml::Table = toml::from_str(&text).expect("spin.toml parses");
+    assert_eq!(manifest["spin_manifest_version"].as_integer(), Some(2));
+    let trigger = &manifest["trigger"]["http"].as_array().unwrap()[0];
+    assert_eq!(trigger["route"].as_str(), Some("/run"));
+    let name = trigger["component"].as_str().unwrap();
+    let component = &manifest["component"][name];
+
+    let allowed: Vec<&str> = component["allowed_outbound_hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect();
+    assert_eq!(allowed, HOSTS);
+    let environment = component["environment"].as_table().unwrap();
+    assert_eq!(environment["AMBERFLO_BASE_URL"].as_str(), Some(HOSTS[0]));
+    assert_eq!(environment["STRIPE_BASE_URL"].as_str(), Some(HOSTS[1]));
+    assert!(
+        !text.contains("sk_") && !environment.keys().any(|k| k.ends_with("API_KEY")),
+        "no key in the manifest"
+    );
+    for key in ["amberflo_api_key", "stripe_api_key"] {
+        let variable = &manifest["variables"][key];
+        assert_eq!(variable["secret"].as_bool(), Some(true), "{key}");
+        assert_eq!(variable["required"].as_bool(), Some(true), "{key}");
+        assert_eq!(
+            component["variables"][key].as_str(),
+            Some(format!("{{{{ {key} }}}}").as_str())
+        );
+    }
+    // The source is the Spin build this repository makes.
+    let source = deploy("spin").join(component["source"].as_str().unwrap());
+    assert_eq!(
+        std::fs::canonicalize(source).unwrap(),
+        std::fs::canonicalize(SPIN).unwrap()
+    );
+}
+
+#[test]
+fn spinkube_and_wasmcloud_manifests_parse_and_name_the_keys() {
+    let app = yaml("spinkube/spinapp.yaml");
+    assert_eq!(app["apiVersion"], "core.spinkube.dev/v1alpha1");
+    assert_eq!(app["kind"], "SpinApp");
+    assert_eq!(app["spec"]["executor"], "containerd-shim-spin");
+    let names: Vec<&str> = app["spec"]["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            assert!(v["valueFrom"]["secretKeyRef"]["name"].is_string(), "{v}");
+            v["name"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(names, ["amberflo_api_key", "stripe_api_key"]);
+
+    let wadm = yaml("wasmcloud/wadm.yaml");
+    assert_eq!(wadm["apiVersion"], "core.oam.dev/v1beta1");
+    assert_eq!(wadm["kind"], "Application");
+    let components = wadm["spec"]["components"].as_array().unwrap();
+    let ours = components
+        .iter()
+        .find(|c| c["name"] == "usage-sync")
+        .unwrap();
+    assert_eq!(ours["properties"]["config"][0]["name"], "usage-sync-keys");
+    let links: Vec<String> = components
+        .iter()
+        .flat_map(|c| c["traits"].as_array().cloned().unwrap_or_default())
+        .filter(|t| t["type"] == "link")
+        .map(|t| {
+            t["properties"]["interfaces"][0]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(links, ["outgoing-handler", "incoming-handler"]);
+    let text = std::fs::read_to_string(deploy("wasmcloud/wadm.yaml")).unwrap();
+    assert!(!text.contains("sk_"), "no key in the manifest");
+}
+
+/// `wasi:config/store`'s error, as both drafts define it.
+#[derive(ComponentType, Lift, Lower, Clone)]
+#[component(variant)]
+enum ConfigError {
+    #[component(name = "upstream")]
+    Upstream(String),
+    #[component(name = "io")]
+    Io(String),
+}
+
+struct Platform {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    variables: HashMap<String, String>,
+}
+
+impl WasiView for Platform {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for Platform {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: wasmtime_wasi_http::default_hooks(),
+        }
+    }
+}
+
+/// Runs a platform build's `run` where nothing attaches keys and the guest's
+/// environment is empty: only `variables`, through `wasi:config/store@version`.
+fn run_on_platform(wasm: &str, version: &str, p: &Providers, start: i64, end: i64) -> Value {
+    let engine = Engine::default();
+    let component = Component::from_file(&engine, wasm).unwrap();
+    let imports: Vec<String> = component
+        .component_type()
+        .imports(&engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    assert!(
+        imports.iter().all(|i| i.starts_with("wasi:")),
+        "{imports:?}"
+    );
+    assert!(imports.contains(&format!("wasi:config/store@{version}")));
+
+    let mut linker = Linker::<Platform>::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).unwrap();
+    let mut config = linker
+        .instance(&format!("wasi:config/store@{version}"))
+        .unwrap();
+    config
+        .func_wrap("get", |store, (key,): (String,)| {
+            let value = store.data().variables.get(&key).cloned();
+            Ok((Ok::<_, ConfigError>(value),))
+        })
+        .unwrap();
+    config
+        .func_wrap("get-all", |store, (): ()| {
+            let all: Vec<(String, String)> = store.data().variables.clone().into_iter().collect();
+            Ok((Ok::<_, ConfigError>(all),))
+        })
+        .unwrap();
+    let variables = HashMap::from([
+        ("amberflo_api_key".to_string(), p.amberflo_key.clone()),
+        ("stripe_api_key".to_string(), p.stripe_key.clone()),
+    ]);
+    let mut store = Store::new(
+        &engine,
+        Platform {
+            wasi: WasiCtx::builder().build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            variables,
+        },
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let outputs = runtime.block_on(async {
+        let guest = UsageSync::instantiate_async(&mut store, &component, &linker)
+            .await
+            .unwrap();
+        guest
+            .usage_sync_workflow_workflow()
+            .call_run(
+                &mut store,
+                &Endpoints {
+                    amberflo_url: p.amberflo.url(),
+                    stripe_url: p.stripe.url(),
+                },
+                Options {
+                    max_retries: 0,
+                    retry_budget_ms: 10_000,
+                    rounding: None,
+                    reconcile: false,
+                    dry_run: false,
+                    interval: Interval::Day,
+                },
+                &Inputs {
+                    customer_id: "acme".into(),
+                    meter_api_name: "api-calls".into(),
+                    stripe_customer: "cus_Acme".into(),
+                    stripe_event_name: "api_calls".into(),
+                    usage_quantity: None,
+                    start_time: Some(start.to_string()),
+                    end_time: Some(end.to_string()),
+                },
+            )
+            .await
+            .unwrap()
+    });
+    let outputs = outputs.unwrap_or_else(|e| panic!("{e:?}"));
+    serde_json::json!({
+        "usageQuantity": outputs.events[0].usage_quantity,
+        "meterEventId": outputs.events[0].meter_event_id,
+    })
+}
+
+#[test]
+fn the_spin_and_wasmcloud_builds_take_the_keys_from_the_platforms_variables() {
+    let (start, end) = yesterday();
+    for (wasm, version) in [(SPIN, "0.2.0-draft-2024-09-27"), (WASMCLOUD, "0.2.0-draft")] {
+        let p = Providers::start(vec![usage("acme", "api-calls", start + 60, 42.0)]);
+        let outputs = run_on_platform(wasm, version, &p, start, end);
+        assert_eq!(outputs["usageQuantity"], "42", "{version}");
+        let q = &p.amberflo_requests()[0];
+        assert_eq!(q.header("x-api-key"), Some(p.amberflo_key.as_str()));
+        let bearer = format!("Bearer {}", p.stripe_key);
+        assert_eq!(
+            p.stripe_requests()[0].header("authorization"),
+            Some(bearer.as_str())
+        );
+        // The same identifier as every other build: a rerun elsewhere bills nothing twice.
+        let ours = Providers::start(vec![usage("acme", "api-calls", start + 60, 42.0)]);
+        let run = ours.run(&with_inputs(&window_args(start, end)));
+        assert_eq!(run.json()["meterEventId"], outputs["meterEventId"]);
+    }
+}
