@@ -61,23 +61,36 @@ pub fn stripe_header() -> Option<(&'static str, String)> {
     key(STRIPE_ENV).map(|k| (STRIPE_HEADER, format!("Bearer {k}")))
 }
 
-/// What to add to a provider's 401 or 403 when nobody sent a key.
-pub fn missing_hint(status: u16, env: &str) -> String {
-    let header = if env == AMBERFLO_ENV {
-        AMBERFLO_HEADER
-    } else {
-        STRIPE_HEADER
-    };
-    if matches!(status, 401 | 403) && key(env).is_none() && !host_attaches(header) {
-        format!(
-            "; the component's environment has no {env} and the host attaches no key: set {env} where the component runs{}",
-            if cfg!(any(feature = "spin", feature = "wasmcloud")) {
-                format!(" (or the variable {})", env.to_ascii_lowercase())
-            } else {
-                String::new()
-            }
-        )
+/// Before the first request: every key the run needs is either attached by
+/// the host or at hand. A missing one is bad input, named, and nothing is sent.
+pub fn check(amberflo: bool, stripe: bool) -> Result<(), String> {
+    let mut missing = Vec::new();
+    if amberflo && !host_attaches(AMBERFLO_HEADER) && key(AMBERFLO_ENV).is_none() {
+        missing.push(AMBERFLO_ENV);
+    }
+    if stripe && !host_attaches(STRIPE_HEADER) && key(STRIPE_ENV).is_none() {
+        missing.push(STRIPE_ENV);
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let variables = if cfg!(any(feature = "spin", feature = "wasmcloud")) {
+        let names: Vec<String> = missing.iter().map(|m| m.to_ascii_lowercase()).collect();
+        format!(" or the variable(s) {}", names.join(", "))
     } else {
         String::new()
-    }
+    };
+    Err(format!(
+        "no API key for {}: this host attaches none, so set {}{variables} where the component runs",
+        missing
+            .iter()
+            .map(|m| if *m == AMBERFLO_ENV {
+                "Amberflo"
+            } else {
+                "Stripe"
+            })
+            .collect::<Vec<_>>()
+            .join(" and "),
+        missing.join(" and "),
+    ))
 }

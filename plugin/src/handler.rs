@@ -62,7 +62,7 @@ struct RunRequest {
 
 /// A string, or a JSON number taken as its text (as `usage-sync run --inputs`).
 /// Read from the raw JSON: an untagged enum costs the component far more code.
-fn scalar(raw: Box<RawValue>) -> String {
+fn scalar(raw: &RawValue) -> String {
     serde_json::from_str::<String>(raw.get()).unwrap_or_else(|_| raw.get().to_string())
 }
 
@@ -101,9 +101,9 @@ fn respond(request: IncomingRequest) -> (u16, String) {
         meter_api_name: run.meter_api_name.unwrap_or_default(),
         stripe_customer: run.stripe_customer.unwrap_or_default(),
         stripe_event_name: run.stripe_event_name.unwrap_or_default(),
-        usage_quantity: run.usage_quantity.map(scalar),
-        start_time: run.start_time.map(scalar),
-        end_time: run.end_time.map(scalar),
+        usage_quantity: run.usage_quantity.as_deref().map(scalar),
+        start_time: run.start_time.as_deref().map(scalar),
+        end_time: run.end_time.as_deref().map(scalar),
     };
     let endpoints = Endpoints {
         amberflo_url: env_or("AMBERFLO_BASE_URL", AMBERFLO_URL),

@@ -19,6 +19,7 @@ pub fn run(
     inputs: Inputs,
 ) -> Result<Outputs, WorkflowError> {
     let plan = inputs::validate(inputs, &options, now()).map_err(WorkflowError::InvalidInput)?;
+    credentials::check(true, !options.dry_run).map_err(WorkflowError::InvalidInput)?;
     let retry = retry_policy(&options);
     let grouping = grouping(options.interval);
     let body = amberflo::request_body(&plan, grouping);
@@ -36,6 +37,7 @@ pub fn record_usage(
     usage_result: &str,
 ) -> Result<Outputs, WorkflowError> {
     let plan = inputs::validate(inputs, &options, now()).map_err(WorkflowError::InvalidInput)?;
+    credentials::check(false, !options.dry_run).map_err(WorkflowError::InvalidInput)?;
     let retry = retry_policy(&options);
     let usage = amberflo::client_meters(usage_result);
     record_all(endpoints, &options, &plan, &retry, usage)
@@ -75,6 +77,7 @@ pub fn query_many(
         window = Some(plan.window);
     }
     let window = window.expect("at least one customer");
+    credentials::check(true, false).map_err(invalid)?;
     let ids: Vec<&str> = query.customer_ids.iter().map(String::as_str).collect();
     let retry = retry_policy(&options);
     let body = amberflo::batch_request_body(
@@ -209,8 +212,7 @@ fn query_amberflo(
         return Err(query_failed(
             window,
             Some(reply.status),
-            amberflo::error_message(&reply.body)
-                + &credentials::missing_hint(reply.status, credentials::AMBERFLO_ENV),
+            amberflo::error_message(&reply.body),
             reply.request_id(),
             attempts,
         ));
@@ -387,7 +389,7 @@ fn describe(result: Result<Reply, Failure>) -> (Option<u16>, String, Option<Stri
             let message = match stripe::parse_error(&reply.body) {
                 Some(e) => e.describe(),
                 None => http::snippet(&reply.body),
-            } + &credentials::missing_hint(reply.status, credentials::STRIPE_ENV);
+            };
             (Some(reply.status), message, reply.request_id())
         }
         Err(f) => (None, f.message, None),

@@ -178,11 +178,11 @@ fn without_keys_in_its_environment_the_component_says_which_is_missing() {
     let p = Providers::start(vec![usage("acme", "api-calls", start + 60, 42.0)]);
     let (code, answer) = node_run(&p, start, end, None);
     assert_eq!(code, 2, "{answer}");
-    let failure = &answer["err"]["val"];
-    assert_eq!(answer["err"]["tag"], "step-failed");
-    assert_eq!(failure["step"], "query-usage");
-    assert_eq!(failure["status"], 401);
-    let message = failure["message"].as_str().unwrap();
-    assert!(message.contains("no AMBERFLO_API_KEY"), "{message}");
-    assert!(p.stripe_requests().is_empty());
+    assert_eq!(answer["err"]["tag"], "invalid-input");
+    let message = answer["err"]["val"].as_str().unwrap();
+    assert!(
+        message.contains("set AMBERFLO_API_KEY and STRIPE_API_KEY"),
+        "{message}"
+    );
+    assert!(p.amberflo_requests().is_empty() && p.stripe_requests().is_empty());
 }

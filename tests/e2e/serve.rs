@@ -231,9 +231,16 @@ fn wasmtime_serve_without_keys_says_which_variable_to_set() {
         return;
     };
     let (status, answer) = post_run(&p, &server, &inputs(start, end));
-    assert_eq!(status, 502, "{answer}");
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["kind"], "invalid-input");
     let message = answer["error"]["message"].as_str().unwrap();
-    assert!(message.contains("Amberflo answered 401"), "{message}");
-    assert!(message.contains("set AMBERFLO_API_KEY"), "{message}");
-    assert!(p.stripe_requests().is_empty());
+    assert!(
+        message.contains("no API key for Amberflo and Stripe"),
+        "{message}"
+    );
+    assert!(
+        message.contains("set AMBERFLO_API_KEY and STRIPE_API_KEY"),
+        "{message}"
+    );
+    assert!(p.amberflo_requests().is_empty() && p.stripe_requests().is_empty());
 }
