@@ -130,6 +130,19 @@ fn usage_sync_serve_answers_errors_as_run_prints_them() {
     assert_eq!(status, 502);
     assert_eq!(without_request_id(&answer), without_request_id(&expected));
 
+    // A caller cannot point the component, and its keys, somewhere else.
+    let mut redirect = inputs(start, end);
+    redirect["amberfloUrl"] = json!("http://attacker.invalid");
+    let (status, answer) = post_run(&p, &server, &redirect);
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `amberfloUrl`"),
+        "{answer}"
+    );
+
     // Anything but POST /run.
     let (status, text) = http(&server.address, "GET", "/run", "");
     assert_eq!(status, 405, "{text}");
