@@ -81,24 +81,31 @@ fn same_stripe_bodies(a: &Providers, b: &Providers) {
     );
 }
 
-#[test]
-fn usage_sync_serve_answers_what_usage_sync_run_prints() {
-    let (start, end) = yesterday();
+/// `POST /run` answers what `usage-sync run` prints for the same inputs, sends
+/// the same bytes, and each provider got its own key.
+fn answers_as_run_does(p: &Providers, server: &Server, start: i64, end: i64) {
     let (code, expected, ours) = cli(start, end, &[], None);
     assert_eq!(code, 0);
-
-    let p = Providers::start(records(start));
-    let server = usage_sync_serve(&p);
-    let (status, answer) = post_run(&p, &server, &inputs(start, end));
+    let (status, answer) = post_run(p, server, &inputs(start, end));
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer, expected);
-    same_stripe_bodies(&ours, &p);
-    // The guest had no key: the host attached each to its own provider.
+    same_stripe_bodies(&ours, p);
     let bearer = format!("Bearer {}", p.stripe_key);
     assert_eq!(
         p.stripe_requests()[0].header("authorization"),
         Some(bearer.as_str())
     );
+    let q = &p.amberflo_requests()[0];
+    assert_eq!(q.header("x-api-key"), Some(p.amberflo_key.as_str()));
+}
+
+#[test]
+fn usage_sync_serve_answers_what_usage_sync_run_prints() {
+    let (start, end) = yesterday();
+    let p = Providers::start(records(start));
+    let server = usage_sync_serve(&p);
+    // The guest had no key: the host attached each to its own provider.
+    answers_as_run_does(&p, &server, start, end);
 
     // The same request again: recorded already, nothing new, as with `run`.
     let (status, again) = post_run(&p, &server, &inputs(start, end));
@@ -215,18 +222,8 @@ fn wasmtime_serve_answers_what_usage_sync_run_prints() {
     let Some(server) = wasmtime_serve(&p, true) else {
         return;
     };
-    let (code, expected, ours) = cli(start, end, &[], None);
-    assert_eq!(code, 0);
-    let (status, answer) = post_run(&p, &server, &inputs(start, end));
-    assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer, expected);
-    same_stripe_bodies(&ours, &p);
     // No host attached the key here: the component sent it from its environment.
-    let bearer = format!("Bearer {}", p.stripe_key);
-    assert_eq!(
-        p.stripe_requests()[0].header("authorization"),
-        Some(bearer.as_str())
-    );
+    answers_as_run_does(&p, &server, start, end);
 
     // A provider's refusal: 502 and the same error object.
     let (_, expected, _) = cli(start, end, &[], Some(Fault::Status(402)));
