@@ -6,6 +6,8 @@
 //! host forbids the guest to set them, and gives it no environment): the
 //! component then sends no key of its own and leaves the key to the host.
 
+use std::sync::OnceLock;
+
 pub const AMBERFLO_ENV: &str = "AMBERFLO_API_KEY";
 pub const STRIPE_ENV: &str = "STRIPE_API_KEY";
 const AMBERFLO_HEADER: &str = "X-API-KEY";
@@ -38,37 +40,63 @@ fn variable(_: &str) -> Option<String> {
     None
 }
 
-/// Whether the host keeps `header` to itself: it attaches that credential.
-fn host_attaches(header: &str) -> bool {
-    wasip2::http::types::Fields::new()
+/// Where a provider's key comes from, decided once per instance: the
+/// environment and the variables do not change during a run, and each request
+/// would otherwise ask the host again.
+enum Source {
+    /// The host reserves the credential header: it attaches the key.
+    Host,
+    /// The header value the component sends itself.
+    Own(String),
+    Missing,
+}
+
+fn source(header: &str, env: &str, value: impl FnOnce(String) -> String) -> Source {
+    let host_attaches = wasip2::http::types::Fields::new()
         .append(header, b"probe")
-        .is_err()
+        .is_err();
+    match key(env) {
+        _ if host_attaches => Source::Host,
+        Some(key) => Source::Own(value(key)),
+        None => Source::Missing,
+    }
+}
+
+fn amberflo() -> &'static Source {
+    static SOURCE: OnceLock<Source> = OnceLock::new();
+    SOURCE.get_or_init(|| source(AMBERFLO_HEADER, AMBERFLO_ENV, |key| key))
+}
+
+fn stripe() -> &'static Source {
+    static SOURCE: OnceLock<Source> = OnceLock::new();
+    SOURCE.get_or_init(|| source(STRIPE_HEADER, STRIPE_ENV, |key| format!("Bearer {key}")))
+}
+
+fn header(name: &'static str, source: &Source) -> Option<(&'static str, String)> {
+    match source {
+        Source::Own(value) => Some((name, value.clone())),
+        Source::Host | Source::Missing => None,
+    }
 }
 
 /// Amberflo's credential header, when the component must send the key itself.
 pub fn amberflo_header() -> Option<(&'static str, String)> {
-    if host_attaches(AMBERFLO_HEADER) {
-        return None;
-    }
-    key(AMBERFLO_ENV).map(|k| (AMBERFLO_HEADER, k))
+    header(AMBERFLO_HEADER, amberflo())
 }
 
 /// Stripe's credential header, when the component must send the key itself.
 pub fn stripe_header() -> Option<(&'static str, String)> {
-    if host_attaches(STRIPE_HEADER) {
-        return None;
-    }
-    key(STRIPE_ENV).map(|k| (STRIPE_HEADER, format!("Bearer {k}")))
+    header(STRIPE_HEADER, stripe())
 }
 
 /// Before the first request: every key the run needs is either attached by
 /// the host or at hand. A missing one is bad input, named, and nothing is sent.
 pub fn check(amberflo: bool, stripe: bool) -> Result<(), String> {
     let mut missing = Vec::new();
-    if amberflo && !host_attaches(AMBERFLO_HEADER) && key(AMBERFLO_ENV).is_none() {
+    if amberflo && matches!(self::amberflo(), Source::Missing) {
         missing.push(AMBERFLO_ENV);
     }
-    if stripe && !host_attaches(STRIPE_HEADER) && key(STRIPE_ENV).is_none() {
+    if stripe && matches!(self::stripe(), Source::Missing) {
         missing.push(STRIPE_ENV);
     }
     if missing.is_empty() {
