@@ -120,9 +120,8 @@ impl EndpointArgs {
 /// not memory): this keeps the pool well inside a 64-bit address space.
 const MAX_CONCURRENCY: usize = 4096;
 
-/// Customers in one Amberflo query: Amberflo documents no limit; the component
-/// takes up to 1000.
-const MAX_BATCH: usize = 1000;
+/// Customers in one Amberflo query, as the component takes them.
+const MAX_BATCH: usize = usage_sync_report::defaults::MAX_CUSTOMERS_PER_QUERY;
 
 #[derive(Args)]
 struct SyncArgs {
@@ -228,8 +227,8 @@ impl WorkflowArgs {
 /// The defaults of `run`'s workflow flags.
 pub fn default_options() -> Options {
     Options {
-        max_retries: 2,
-        retry_budget_ms: 60_000,
+        max_retries: usage_sync_report::defaults::MAX_RETRIES,
+        retry_budget_ms: usage_sync_report::defaults::RETRY_BUDGET_MS,
         rounding: None,
         reconcile: false,
         dry_run: false,
@@ -392,7 +391,7 @@ async fn serve(args: ServeArgs) -> u8 {
             return report(&failure, Some(&credentials));
         }
     };
-    let address = listener.local_addr().map_or(args.listen, |a| a);
+    let address = listener.local_addr().unwrap_or(args.listen);
     eprintln!("usage-sync: serving POST /run on http://{address}/ (Ctrl-C stops)");
     loop {
         let (client, _) = tokio::select! {
@@ -611,9 +610,6 @@ pub fn report(failure: &Failure, credentials: Option<&Credentials>) -> u8 {
         None => text,
     };
     eprintln!("usage-sync: {}", scrub(failure.message()));
-    println!(
-        "{}",
-        scrub(serde_json::to_string_pretty(&failure.to_json()).expect("JSON values serialize"))
-    );
+    println!("{}", scrub(failure.render()));
     failure.exit_code()
 }

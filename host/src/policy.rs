@@ -11,8 +11,9 @@ use http::uri::{Scheme, Uri};
 use std::fmt;
 use std::net::IpAddr;
 
-pub const DEFAULT_AMBERFLO_URL: &str = "https://app.amberflo.io";
-pub const DEFAULT_STRIPE_URL: &str = "https://api.stripe.com";
+pub use usage_sync_report::defaults::{
+    AMBERFLO_URL as DEFAULT_AMBERFLO_URL, STRIPE_URL as DEFAULT_STRIPE_URL,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Provider {

@@ -364,13 +364,10 @@ pub fn failure_response(
     failure: &Failure,
     credentials: &Credentials,
 ) -> Response<HyperOutgoingBody> {
-    let status = match failure {
-        Failure::BadInput(_) => 400,
-        Failure::Internal(_) => 500,
-        Failure::Provider(_) | Failure::Sandbox(_) => 502,
-    };
-    let body = serde_json::to_string_pretty(&failure.to_json()).expect("JSON values serialize");
-    json_response(status, Bytes::from(credentials.redact(&body)))
+    json_response(
+        failure.http_status(),
+        Bytes::from(credentials.redact(&failure.render())),
+    )
 }
 
 fn json_response(status: u16, body: Bytes) -> Response<HyperOutgoingBody> {

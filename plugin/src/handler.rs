@@ -15,7 +15,7 @@ use crate::exports::usage_sync::workflow::workflow::{
 use crate::workflow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use usage_sync_report::{self as report, Failure, render_outputs};
+use usage_sync_report::{self as report, Failure, defaults, render_outputs};
 use wasip2::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
@@ -23,9 +23,6 @@ use wasip2::io::streams::StreamError;
 
 /// Larger request bodies are refused: an inputs object is a few hundred bytes.
 const MAX_BODY: usize = 64 << 10;
-
-pub const AMBERFLO_URL: &str = "https://app.amberflo.io";
-pub const STRIPE_URL: &str = "https://api.stripe.com";
 
 pub struct Handler;
 
@@ -106,18 +103,14 @@ fn respond(request: IncomingRequest) -> (u16, String) {
         end_time: run.end_time.as_deref().map(scalar),
     };
     let endpoints = Endpoints {
-        amberflo_url: env_or("AMBERFLO_BASE_URL", AMBERFLO_URL),
-        stripe_url: env_or("STRIPE_BASE_URL", STRIPE_URL),
+        amberflo_url: env_or("AMBERFLO_BASE_URL", defaults::AMBERFLO_URL),
+        stripe_url: env_or("STRIPE_BASE_URL", defaults::STRIPE_URL),
     };
     match workflow::run(&endpoints, options, inputs) {
         Ok(outputs) => (200, render_outputs(&outputs_of(outputs), dry_run)),
         Err(error) => {
             let failure = failure_of(error);
-            let status = match failure {
-                Failure::BadInput(_) => 400,
-                _ => 502,
-            };
-            (status, pretty(&failure.to_json()))
+            (failure.http_status(), failure.render())
         }
     }
 }
@@ -203,8 +196,8 @@ fn options(run: &RunRequest) -> Result<Options, String> {
         }
     };
     Ok(Options {
-        max_retries: run.max_retries.unwrap_or(2),
-        retry_budget_ms: run.retry_budget_ms.unwrap_or(60_000),
+        max_retries: run.max_retries.unwrap_or(defaults::MAX_RETRIES),
+        retry_budget_ms: run.retry_budget_ms.unwrap_or(defaults::RETRY_BUDGET_MS),
         rounding,
         reconcile: run.reconcile,
         dry_run: run.dry_run,
@@ -220,15 +213,12 @@ fn env_or(name: &str, default: &str) -> String {
 }
 
 fn bad_input(message: String) -> String {
-    pretty(&Failure::BadInput(message).to_json())
+    Failure::BadInput(message).render()
 }
 
 fn error(kind: &str, message: &str) -> String {
-    pretty(&serde_json::json!({ "error": { "kind": kind, "message": message } }))
-}
-
-fn pretty(value: &serde_json::Value) -> String {
-    serde_json::to_string_pretty(value).expect("JSON values serialize")
+    let error = serde_json::json!({ "error": { "kind": kind, "message": message } });
+    serde_json::to_string_pretty(&error).expect("JSON values serialize")
 }
 
 fn read_body(request: IncomingRequest) -> Result<Vec<u8>, String> {

@@ -10,6 +10,7 @@ use crate::inputs::{self, Plan, Window};
 use crate::retry::{self, Next};
 use crate::{amberflo, credentials, quantity, stripe, time};
 use std::time::{Duration, Instant};
+use usage_sync_report::defaults::MAX_CUSTOMERS_PER_QUERY;
 
 const USER_AGENT: &str = concat!("usage-sync/", env!("CARGO_PKG_VERSION"));
 
@@ -50,9 +51,9 @@ pub fn query_many(
     query: UsageQuery,
 ) -> Result<Vec<CustomerUsage>, WorkflowError> {
     let invalid = WorkflowError::InvalidInput;
-    if query.customer_ids.is_empty() || query.customer_ids.len() > MAX_BATCH {
+    if query.customer_ids.is_empty() || query.customer_ids.len() > MAX_CUSTOMERS_PER_QUERY {
         return Err(invalid(format!(
-            "a usage query names 1 to {MAX_BATCH} customers, not {}",
+            "a usage query names 1 to {MAX_CUSTOMERS_PER_QUERY} customers, not {}",
             query.customer_ids.len()
         )));
     }
@@ -99,9 +100,6 @@ pub fn query_many(
         })
         .collect())
 }
-
-/// Customers in one `query-usage`.
-const MAX_BATCH: usize = 1000;
 
 fn retry_policy(options: &Options) -> retry::Policy {
     retry::Policy {

@@ -2,6 +2,9 @@
 //! (`usage-sync run`'s stdout, the component's `POST /run` answer) and the error
 //! object `{"error": {...}}`, plus one line for a person.
 //!
+//! It also holds the defaults both sides apply to what a caller leaves out
+//! ([`defaults`]), so `usage-sync run` and `POST /run` cannot drift apart.
+//!
 //! The types mirror the records of `wit/usage-sync.wit`. Each side's generated
 //! bindings derive `Serialize`, and [`from_wit`] carries a value across, so this
 //! crate needs neither wasmtime nor wit-bindgen.
@@ -10,6 +13,18 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
+
+/// What a caller may leave out, as both the CLI and `POST /run` fill it in.
+pub mod defaults {
+    /// The providers' production APIs.
+    pub const AMBERFLO_URL: &str = "https://app.amberflo.io";
+    pub const STRIPE_URL: &str = "https://api.stripe.com";
+    /// Retries of one request after the first attempt (Stripe's clients: 2).
+    pub const MAX_RETRIES: u32 = 2;
+    pub const RETRY_BUDGET_MS: u64 = 60_000;
+    /// Customers in one batched Amberflo query: Amberflo documents no limit.
+    pub const MAX_CUSTOMERS_PER_QUERY: usize = 1000;
+}
 
 /// A generated WIT value as the mirror type here (same field and case names).
 pub fn from_wit<T: Serialize, U: DeserializeOwned>(value: &T) -> U {
@@ -116,6 +131,20 @@ fn delivery_name(delivery: Delivery) -> &'static str {
 }
 
 impl Failure {
+    /// The HTTP status that answers `POST /run` with this failure.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Failure::BadInput(_) => 400,
+            Failure::Internal(_) => 500,
+            Failure::Provider(_) | Failure::Sandbox(_) => 502,
+        }
+    }
+
+    /// The error object as pretty JSON text.
+    pub fn render(&self) -> String {
+        serde_json::to_string_pretty(&self.to_json()).expect("JSON values serialize")
+    }
+
     /// One line for a person.
     pub fn message(&self) -> String {
         match self {
