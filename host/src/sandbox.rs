@@ -5,6 +5,7 @@
 //! environment, no arguments, no files and no sockets; its stdout is discarded
 //! so it cannot corrupt the host's JSON output.
 
+use crate::bindings::exports::usage_sync::workflow::workflow::Guest as Workflow;
 use crate::bindings::{
     CustomerUsage, Endpoints, Inputs, Options, UsageQuery, UsageSyncPre, WorkflowError,
 };
@@ -162,10 +163,13 @@ impl Sandbox {
 
     /// Runs the workflow once, in a fresh instance.
     pub async fn run(&self, config: &RunConfig, inputs: Inputs) -> Result<Outputs, Failure> {
-        match self.call(config, Call::Run(inputs)).await? {
-            Answer::Outputs(outputs) => Ok(outputs),
-            Answer::Usage(_) => unreachable!("`run` answers with outputs"),
-        }
+        self.call(config, async |guest, store| {
+            let answer = guest
+                .call_run(store, &config.endpoints, config.options, &inputs)
+                .await?;
+            Ok(answer.map(|o| usage_sync_report::from_wit(&o)))
+        })
+        .await
     }
 
     /// Step 2 alone, in a fresh instance, with step 1's answer from [`Self::query_usage`].
@@ -175,13 +179,19 @@ impl Sandbox {
         inputs: Inputs,
         usage_result: String,
     ) -> Result<Outputs, Failure> {
-        match self
-            .call(config, Call::Record(inputs, usage_result))
-            .await?
-        {
-            Answer::Outputs(outputs) => Ok(outputs),
-            Answer::Usage(_) => unreachable!("`record-usage` answers with outputs"),
-        }
+        self.call(config, async |guest, store| {
+            let answer = guest
+                .call_record_usage(
+                    store,
+                    &config.endpoints,
+                    config.options,
+                    &inputs,
+                    &usage_result,
+                )
+                .await?;
+            Ok(answer.map(|o| usage_sync_report::from_wit(&o)))
+        })
+        .await
     }
 
     /// Step 1 for many customers, in a fresh instance.
@@ -190,10 +200,12 @@ impl Sandbox {
         config: &RunConfig,
         query: UsageQuery,
     ) -> Result<Vec<CustomerUsage>, Failure> {
-        match self.call(config, Call::Query(query)).await? {
-            Answer::Usage(usage) => Ok(usage),
-            Answer::Outputs(_) => unreachable!("`query-usage` answers with usage"),
-        }
+        self.call(config, async |guest, store| {
+            guest
+                .call_query_usage(store, &config.endpoints, config.options, &query)
+                .await
+        })
+        .await
     }
 
     /// A fresh store for one run, with the run's log of what the host saw.
@@ -314,12 +326,11 @@ impl Sandbox {
         let result = result.map(|r| r.map(Ok::<(), WorkflowError>));
         classify(result, memory_exceeded, seen, &limits)?;
         match answer {
-            Ok(Some((parts, body))) => {
+            Ok(Some((mut parts, body))) => {
+                // Scrubbing may change the length; hyper sets it from the body.
                 let body = config.credentials.redact(&String::from_utf8_lossy(&body));
-                let mut response = json_response(parts.status.as_u16(), Bytes::from(body));
-                *response.headers_mut() = parts.headers;
-                response.headers_mut().remove(http::header::CONTENT_LENGTH);
-                Ok(response)
+                parts.headers.remove(http::header::CONTENT_LENGTH);
+                Ok(Response::from_parts(parts, full(Bytes::from(body))))
             }
             Ok(None) => Err(Failure::Sandbox(
                 "the component returned without answering the request".into(),
@@ -330,27 +341,21 @@ impl Sandbox {
         }
     }
 
-    async fn call(&self, config: &RunConfig, call: Call) -> Result<Answer, Failure> {
+    /// One export of the workflow, called in a fresh instance under the run's
+    /// limits, and the verdict on what happened.
+    async fn call<T>(
+        &self,
+        config: &RunConfig,
+        export: impl AsyncFnOnce(
+            &Workflow,
+            &mut Store<RunState>,
+        ) -> wasmtime::Result<Result<T, WorkflowError>>,
+    ) -> Result<T, Failure> {
         let limits = config.limits;
         let (mut store, log) = self.store(config, &[]);
         let call = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
-            let guest = instance.usage_sync_workflow_workflow();
-            let (endpoints, options) = (&config.endpoints, config.options);
-            Ok(match call {
-                Call::Run(inputs) => guest
-                    .call_run(&mut store, endpoints, options, &inputs)
-                    .await?
-                    .map(|o| Answer::Outputs(usage_sync_report::from_wit(&o))),
-                Call::Record(inputs, usage) => guest
-                    .call_record_usage(&mut store, endpoints, options, &inputs, &usage)
-                    .await?
-                    .map(|o| Answer::Outputs(usage_sync_report::from_wit(&o))),
-                Call::Query(query) => guest
-                    .call_query_usage(&mut store, endpoints, options, &query)
-                    .await?
-                    .map(Answer::Usage),
-            })
+            export(instance.usage_sync_workflow_workflow(), &mut store).await
         };
         let result = tokio::time::timeout(limits.deadline, call).await;
         let memory_exceeded = store.data().memory.exceeded;
@@ -370,30 +375,20 @@ pub fn failure_response(
     )
 }
 
+fn full(body: Bytes) -> HyperOutgoingBody {
+    Full::new(body)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
 fn json_response(status: u16, body: Bytes) -> Response<HyperOutgoingBody> {
-    let mut response = Response::new(
-        Full::new(body)
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
+    let mut response = Response::new(full(body));
     *response.status_mut() = http::StatusCode::from_u16(status).expect("a valid status");
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
     );
     response
-}
-
-/// What the guest is asked to do.
-enum Call {
-    Run(Inputs),
-    Record(Inputs, String),
-    Query(UsageQuery),
-}
-
-enum Answer {
-    Outputs(Outputs),
-    Usage(Vec<CustomerUsage>),
 }
 
 /// Decides what a run's result means, most serious first: a refused request or
