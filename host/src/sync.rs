@@ -295,7 +295,7 @@ pub async fn sync(
     let shared = Arc::new(Shared {
         sandbox,
         config: config.clone(),
-        permits: Arc::new(Semaphore::new(plan.concurrency.max(1))),
+        permits: Semaphore::new(plan.concurrency.max(1)),
         stop: stop.clone(),
         tx,
         start_time: plan.start_time.clone(),
@@ -419,7 +419,7 @@ impl Progress {
 struct Shared {
     sandbox: Arc<Sandbox>,
     config: RunConfig,
-    permits: Arc<Semaphore>,
+    permits: Semaphore,
     stop: Arc<AtomicBool>,
     tx: mpsc::UnboundedSender<(Row, Option<Result<Outputs, Failure>>)>,
     start_time: String,
