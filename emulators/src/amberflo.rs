@@ -60,6 +60,19 @@ impl Amberflo {
         self.server.requests()
     }
 
+    /// Ingests another record: late usage, which changes a total already
+    /// queried (Amberflo accepts backfills up to 60 days back).
+    pub fn ingest(&self, record: UsageRecord) {
+        let mut state = self.state.lock().unwrap();
+        let at = state.records.len();
+        state
+            .by_customer
+            .entry(record.customer_id.clone())
+            .or_default()
+            .push(at);
+        state.records.push(record);
+    }
+
     /// Injects `fault` into every following request (`None` to heal).
     pub fn set_fault(&self, fault: Option<Fault>) {
         self.state.lock().unwrap().faults.set(fault);
@@ -132,6 +145,10 @@ fn answer(state: &State, request: &Recorded) -> Reply {
     }
 }
 
+/// Groups a `groupBy` query returns when it gives no `take.limit` (an
+/// assumption: Amberflo documents none).
+const DEFAULT_TAKE: usize = 10;
+
 /// Aggregates the stored records for a query, filling gaps with zero buckets.
 fn aggregate(records: &[&UsageRecord], query: &Value) -> Result<Value, String> {
     let meter = query["meterApiName"]
@@ -200,6 +217,23 @@ fn aggregate(records: &[&UsageRecord], query: &Value) -> Result<Value, String> {
             _ => values.iter().sum(),
         }
     };
+    let mut groups: Vec<_> = groups.into_iter().collect();
+    if by_customer {
+        // `take` keeps the top `limit` groups by value. Amberflo documents no
+        // default; the emulator assumes a small one, so a grouped query that
+        // leaves `take` out loses customers here as it may in production.
+        let limit = match &query["take"]["limit"] {
+            Value::Null => DEFAULT_TAKE,
+            v => v.as_u64().ok_or("take.limit must be a positive integer")? as usize,
+        };
+        let ascending = query["take"]["isAscending"].as_bool().unwrap_or(false);
+        let total = |slots: &Vec<Vec<f64>>| aggregate(&slots.concat());
+        groups.sort_by(|a, b| {
+            let order = total(&a.1).total_cmp(&total(&b.1));
+            if ascending { order } else { order.reverse() }
+        });
+        groups.truncate(limit);
+    }
     let client_meters: Vec<Value> = groups
         .into_iter()
         .map(|(customer, slots)| {

@@ -17,6 +17,17 @@ struct Query<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     group_by: Option<[&'static str; 1]>,
     filter: Filter<'a>,
+    /// With `groupBy`: Amberflo returns only the top `limit` groups, and its
+    /// default is undocumented, so a customer cut from the answer would look
+    /// like zero usage. Ask for every customer of the batch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    take: Option<Take>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Take {
+    limit: usize,
 }
 
 #[derive(Serialize)]
@@ -73,6 +84,9 @@ fn body(
         filter: Filter {
             customer_id: customer_ids,
         },
+        take: by_customer.then_some(Take {
+            limit: customer_ids.len(),
+        }),
     };
     serde_json::to_vec(&query).expect("plain structs always serialize")
 }
@@ -273,7 +287,7 @@ mod tests {
         };
         assert_eq!(
             String::from_utf8(batch_request_body(&["a", "b"], "m", window, "DAY")).unwrap(),
-            r#"{"meterApiName":"m","aggregation":"SUM","timeGroupingInterval":"DAY","timeRange":{"startTimeInSeconds":0,"endTimeInSeconds":86400},"groupBy":["customerId"],"filter":{"customerId":["a","b"]}}"#
+            r#"{"meterApiName":"m","aggregation":"SUM","timeGroupingInterval":"DAY","timeRange":{"startTimeInSeconds":0,"endTimeInSeconds":86400},"groupBy":["customerId"],"filter":{"customerId":["a","b"]},"take":{"limit":2}}"#
         );
     }
 
