@@ -11,7 +11,7 @@ mod stripe;
 
 pub use amberflo::{Amberflo, UsageRecord};
 pub use server::{Fault, Recorded};
-pub use stripe::{MeterEvent, Stripe};
+pub use stripe::{DEDUPE_WINDOW, Formula, MeterEvent, MeterSpec, Stripe};
 
 /// Seconds since the Unix epoch, now.
 pub(crate) fn unix_now() -> i64 {

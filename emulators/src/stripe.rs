@@ -1,15 +1,29 @@
-//! Stripe's `POST /v1/billing/meter_events`, as the API reference describes it,
-//! with its identifier dedupe and `Idempotency-Key` replay.
+//! Stripe's Billing Meters API as the API reference describes it: meter events
+//! (`POST /v1/billing/meter_events`) with identifier dedupe and
+//! `Idempotency-Key` replay, both forgotten after 24 hours; meters
+//! (`GET /v1/billing/meters[/{id}]`); and event summaries
+//! (`GET /v1/billing/meters/{id}/event_summaries`), eventually consistent.
+//!
+//! The emulator has its own clock, which tests move, so "25 hours later" takes
+//! no time. Facts it follows are in `shared/specs/README.md` ("Reading Stripe back").
 
 use crate::server::{Fault, Faults, Recorded, Reply, Server};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 const PATH: &str = "/v1/billing/meter_events";
+const METERS: &str = "/v1/billing/meters";
 const MAX_AGE: i64 = 35 * 86_400;
 const MAX_AHEAD: i64 = 300;
+/// Stripe enforces identifier uniqueness "within a rolling period of at least
+/// 24 hours", and idempotency keys "can be pruned once they are at least 24
+/// hours old": the emulator forgets both at exactly 24 hours, the least it may.
+pub const DEDUPE_WINDOW: i64 = 86_400;
+/// How long after it is received an event starts counting in summaries, by
+/// default (no figure is published; third parties report minutes).
+pub const DEFAULT_PROCESSING_LAG: i64 = 60;
 
 /// A recorded `billing.meter_event`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +32,7 @@ pub struct MeterEvent {
     pub event_name: String,
     pub payload: BTreeMap<String, String>,
     pub timestamp: i64,
+    /// When Stripe received it, on the emulator's clock.
     pub created: i64,
 }
 
@@ -35,20 +50,106 @@ impl MeterEvent {
     }
 }
 
+/// `default_aggregation.formula`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Formula {
+    Sum,
+    Count,
+    Last,
+}
+
+/// A meter to create in the emulator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeterSpec {
+    pub event_name: String,
+    pub display_name: String,
+    pub formula: Formula,
+    /// `customer_mapping.event_payload_key`.
+    pub customer_key: String,
+    /// `value_settings.event_payload_key`.
+    pub value_key: String,
+    /// `event_time_window`: `Some(3600)` hourly or `Some(86400)` daily
+    /// pre-aggregation; `None` for raw events.
+    pub event_time_window: Option<i64>,
+    pub active: bool,
+}
+
+impl MeterSpec {
+    /// An active raw `sum` meter with Stripe's default payload keys.
+    pub fn sum(event_name: &str) -> MeterSpec {
+        MeterSpec {
+            event_name: event_name.into(),
+            display_name: event_name.into(),
+            formula: Formula::Sum,
+            customer_key: "stripe_customer_id".into(),
+            value_key: "value".into(),
+            event_time_window: None,
+            active: true,
+        }
+    }
+}
+
+struct Meter {
+    id: String,
+    spec: MeterSpec,
+    created: i64,
+}
+
+impl Meter {
+    fn to_json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "object": "billing.meter",
+            "created": self.created,
+            "customer_mapping": { "event_payload_key": self.spec.customer_key, "type": "by_id" },
+            "default_aggregation": { "formula": match self.spec.formula {
+                Formula::Sum => "sum",
+                Formula::Count => "count",
+                Formula::Last => "last",
+            } },
+            "display_name": self.spec.display_name,
+            "event_name": self.spec.event_name,
+            "event_time_window": match self.spec.event_time_window {
+                Some(86_400) => json!("day"),
+                Some(_) => json!("hour"),
+                None => Value::Null,
+            },
+            "livemode": false,
+            "status": if self.spec.active { "active" } else { "inactive" },
+            "status_transitions": { "deactivated_at": Value::Null },
+            "updated": self.created,
+            "value_settings": { "event_payload_key": self.spec.value_key },
+        })
+    }
+}
+
 struct Saved {
     body: Vec<u8>,
     status: u16,
     response: Vec<u8>,
+    created: i64,
 }
 
 struct State {
     secret_key: String,
     events: Vec<MeterEvent>,
-    identifiers: HashSet<String>,
+    /// Events by event name and each payload value, so a summary does not scan
+    /// every event (a 30-day backfill of 1,000 customers holds 30,000).
+    by_payload: HashMap<(String, String), Vec<usize>>,
+    /// When each identifier was last accepted.
+    identifiers: HashMap<String, i64>,
     idempotency: HashMap<String, Saved>,
+    /// Oldest first; listed newest first.
+    meters: Vec<Meter>,
+    /// Faults for writes (POST) and for reads (GET), queued apart so a test
+    /// aims at one without counting the other.
     faults: Faults,
+    read_faults: Faults,
     ids: RandomState,
     counter: u64,
+    /// Added to the real clock.
+    clock_offset: i64,
+    processing_lag: i64,
 }
 
 impl State {
@@ -56,12 +157,21 @@ impl State {
         State {
             secret_key: secret_key.into(),
             events: Vec::new(),
-            identifiers: HashSet::new(),
+            by_payload: HashMap::new(),
+            identifiers: HashMap::new(),
             idempotency: HashMap::new(),
+            meters: Vec::new(),
             faults: Faults::default(),
+            read_faults: Faults::default(),
             ids: RandomState::new(),
             counter: 0,
+            clock_offset: 0,
+            processing_lag: DEFAULT_PROCESSING_LAG,
         }
+    }
+
+    fn now(&self) -> i64 {
+        crate::unix_now() + self.clock_offset
     }
 
     fn random(&mut self, prefix: &str, len: usize) -> String {
@@ -78,6 +188,19 @@ impl State {
         out.truncate(prefix.len() + len);
         out
     }
+
+    /// The active meter an event name belongs to.
+    fn meter_of(&self, event_name: &str) -> Option<&Meter> {
+        self.meters
+            .iter()
+            .find(|m| m.spec.active && m.spec.event_name == event_name)
+    }
+}
+
+/// The id of the `n`th meter: the same in every emulator, so two runs against
+/// two emulators print the same outputs.
+fn meter_id(n: usize) -> String {
+    format!("mtr_test{n:020}")
 }
 
 /// A running Stripe emulator.
@@ -86,15 +209,28 @@ pub struct Stripe {
     state: Arc<Mutex<State>>,
 }
 
+/// The state, even after a handler panicked while holding it: every handler
+/// leaves it consistent between statements, so a later request may go on.
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl Stripe {
-    /// Starts on a free loopback port, accepting `secret_key` as Bearer or Basic auth.
+    /// Starts on a free loopback port, accepting `secret_key` as Bearer or Basic
+    /// auth. It has no meters until [`Stripe::add_meter`].
     pub fn start(secret_key: &str) -> std::io::Result<Stripe> {
         let state = Arc::new(Mutex::new(State::new(secret_key)));
         let shared = state.clone();
         let server = Server::start(Arc::new(move |r: &Recorded| {
-            let mut state = shared.lock().unwrap();
+            let mut state = lock(&shared);
             let request_id = state.random("req_", 14);
-            let fault = state.faults.next();
+            let fault = if r.method == "POST" {
+                state.faults.next()
+            } else {
+                state.read_faults.next()
+            };
             handle(&mut state, r, fault)
                 .with_header("request-id", request_id)
                 .after(fault)
@@ -110,19 +246,63 @@ impl Stripe {
         self.server.requests()
     }
 
-    /// Every meter event recorded so far.
+    /// Every meter event accepted so far, counted or not.
     pub fn events(&self) -> Vec<MeterEvent> {
-        self.state.lock().unwrap().events.clone()
+        lock(&self.state).events.clone()
     }
 
-    /// Injects `fault` into every following request (`None` to heal).
+    /// Creates a meter; returns its id. Lists show the newest first.
+    pub fn add_meter(&self, spec: MeterSpec) -> String {
+        let mut state = lock(&self.state);
+        let id = meter_id(state.meters.len());
+        let created = state.now();
+        state.meters.push(Meter {
+            id: id.clone(),
+            spec,
+            created,
+        });
+        id
+    }
+
+    /// Moves the emulator's clock by `seconds` (back when negative): what it
+    /// forgets, what it has processed, and the 35-day and 5-minute limits follow.
+    pub fn shift_clock(&self, seconds: i64) {
+        lock(&self.state).clock_offset += seconds;
+    }
+
+    /// How long an event takes to count in summaries.
+    pub fn set_processing_lag(&self, seconds: i64) {
+        lock(&self.state).processing_lag = seconds;
+    }
+
+    /// What Stripe bills in the end for `customer` on the meter of
+    /// `event_name` over `[start, end)`, every event processed: the summary.
+    pub fn billed(&self, event_name: &str, customer: &str, start: i64, end: i64) -> f64 {
+        let state = lock(&self.state);
+        let Some(meter) = state.meter_of(event_name) else {
+            return 0.0;
+        };
+        aggregate(&state, meter, customer, start, end, i64::MAX)
+    }
+
+    /// Injects `fault` into every following write (POST; `None` to heal).
     pub fn set_fault(&self, fault: Option<Fault>) {
-        self.state.lock().unwrap().faults.set(fault);
+        lock(&self.state).faults.set(fault);
     }
 
-    /// Injects these faults into the next requests, one each.
+    /// Injects these faults into the next writes (POST), one each.
     pub fn push_faults(&self, faults: impl IntoIterator<Item = Fault>) {
-        self.state.lock().unwrap().faults.push(faults);
+        lock(&self.state).faults.push(faults);
+    }
+
+    /// Injects `fault` into every following read (GET; `None` to heal).
+    pub fn set_read_fault(&self, fault: Option<Fault>) {
+        lock(&self.state).read_faults.set(fault);
+    }
+
+    /// Injects these faults into the next reads (GET), one each.
+    pub fn push_read_faults(&self, faults: impl IntoIterator<Item = Fault>) {
+        lock(&self.state).read_faults.push(faults);
     }
 }
 
@@ -195,6 +375,19 @@ fn canned(status: u16) -> Reply {
     }
 }
 
+fn not_found_route(request: &Recorded) -> Reply {
+    error(
+        404,
+        "invalid_request_error",
+        None,
+        None,
+        &format!(
+            "Unrecognized request URL ({}: {}). Please see https://stripe.com/docs or we can help at https://support.stripe.com/.",
+            request.method, request.target
+        ),
+    )
+}
+
 fn handle(state: &mut State, request: &Recorded, fault: Option<Fault>) -> Reply {
     if let Some(reply) = Reply::hostile(fault, request) {
         return reply;
@@ -215,21 +408,292 @@ fn handle(state: &mut State, request: &Recorded, fault: Option<Fault>) -> Reply 
         }
         _ => {}
     }
-    if request.method != "POST" || request.target != PATH {
-        return error(
-            404,
-            "invalid_request_error",
-            None,
-            None,
-            &format!(
-                "Unrecognized request URL ({}: {}). Please see https://stripe.com/docs or we can help at https://support.stripe.com/.",
-                request.method, request.target
-            ),
-        );
-    }
+    let (path, query) = request
+        .target
+        .split_once('?')
+        .unwrap_or((request.target.as_str(), ""));
+    let route = match (request.method.as_str(), path) {
+        ("POST", PATH) => Route::RecordEvent,
+        ("GET", METERS) => Route::ListMeters,
+        ("GET", p) => match p.strip_prefix(METERS).and_then(|r| r.strip_prefix('/')) {
+            Some(id) if !id.is_empty() && !id.contains('/') => Route::Meter(id),
+            Some(rest) => match rest.strip_suffix("/event_summaries") {
+                Some(id) if !id.is_empty() && !id.contains('/') => Route::Summaries(id),
+                _ => return not_found_route(request),
+            },
+            None => return not_found_route(request),
+        },
+        _ => return not_found_route(request),
+    };
     if let Some(reply) = check_auth(&state.secret_key, request.header("authorization")) {
         return reply;
     }
+    let Some(params) = decode_form(query.as_bytes()) else {
+        return invalid("", "Invalid request: the query is not valid form encoding.");
+    };
+    match route {
+        Route::RecordEvent => record_event(state, request, fault),
+        Route::ListMeters => list_meters(state, &params),
+        Route::Meter(id) => match state.meters.iter().find(|m| m.id == id) {
+            Some(meter) if params.is_empty() => Reply::json(200, &meter.to_json()),
+            Some(_) => unknown_param(&params),
+            None => no_such_meter(id),
+        },
+        Route::Summaries(id) => summaries(state, id, &params),
+    }
+}
+
+enum Route<'a> {
+    RecordEvent,
+    ListMeters,
+    Meter(&'a str),
+    Summaries(&'a str),
+}
+
+fn no_such_meter(id: &str) -> Reply {
+    error(
+        404,
+        "invalid_request_error",
+        Some("resource_missing"),
+        Some("id"),
+        &format!("No such billing meter: '{id}'"),
+    )
+}
+
+fn unknown_param(params: &BTreeMap<String, String>) -> Reply {
+    let key = params.keys().next().map_or("", String::as_str);
+    invalid(key, &format!("Received unknown parameter: {key}"))
+}
+
+fn parameter_missing(param: &str) -> Reply {
+    error(
+        400,
+        "invalid_request_error",
+        Some("parameter_missing"),
+        Some(param),
+        &format!("Missing required param: {param}."),
+    )
+}
+
+/// `limit` (1 to 100, default 10), as every Stripe list takes it.
+fn limit(params: &BTreeMap<String, String>) -> Result<usize, Reply> {
+    match params.get("limit") {
+        None => Ok(10),
+        Some(text) => match text.parse::<usize>() {
+            Ok(n @ 1..=100) => Ok(n),
+            _ => Err(invalid(
+                "limit",
+                &format!("Invalid limit: must be an integer between 1 and 100 (got {text})"),
+            )),
+        },
+    }
+}
+
+/// One page of `items` (each with its id) after `starting_after`, in Stripe's envelope.
+fn page(items: Vec<(String, Value)>, params: &BTreeMap<String, String>, url: &str) -> Reply {
+    let limit = match limit(params) {
+        Ok(l) => l,
+        Err(reply) => return reply,
+    };
+    let from = match params.get("starting_after") {
+        None => 0,
+        Some(after) => match items.iter().position(|(id, _)| id == after) {
+            Some(at) => at + 1,
+            None => {
+                return invalid(
+                    "starting_after",
+                    &format!("No such object: '{after}' (starting_after)"),
+                );
+            }
+        },
+    };
+    let rest = &items[from.min(items.len())..];
+    let data: Vec<Value> = rest.iter().take(limit).map(|(_, v)| v.clone()).collect();
+    Reply::json(
+        200,
+        &json!({
+            "object": "list",
+            "data": data,
+            "has_more": rest.len() > limit,
+            "url": url,
+        }),
+    )
+}
+
+fn list_meters(state: &State, params: &BTreeMap<String, String>) -> Reply {
+    if let Some(key) = params
+        .keys()
+        .find(|k| !matches!(k.as_str(), "limit" | "starting_after" | "status"))
+    {
+        return invalid(key, &format!("Received unknown parameter: {key}"));
+    }
+    if params.contains_key("ending_before") {
+        return invalid("ending_before", "ending_before is not emulated");
+    }
+    let status = params.get("status").map(String::as_str);
+    if let Some(s) = status
+        && !matches!(s, "active" | "inactive")
+    {
+        return invalid("status", &format!("Invalid status: {s}"));
+    }
+    let items = state
+        .meters
+        .iter()
+        .rev()
+        .filter(|m| status.is_none_or(|s| (s == "active") == m.spec.active))
+        .map(|m| (m.id.clone(), m.to_json()))
+        .collect();
+    page(items, params, METERS)
+}
+
+/// `GET /v1/billing/meters/{id}/event_summaries`: required customer and
+/// times, minute-aligned (and hour- or day-aligned with a grouping window),
+/// newest window first, values as floats, only events already processed.
+fn summaries(state: &State, id: &str, params: &BTreeMap<String, String>) -> Reply {
+    let Some(meter) = state.meters.iter().find(|m| m.id == id) else {
+        return no_such_meter(id);
+    };
+    if let Some(key) = params.keys().find(|k| {
+        !matches!(
+            k.as_str(),
+            "customer"
+                | "start_time"
+                | "end_time"
+                | "value_grouping_window"
+                | "limit"
+                | "starting_after"
+        )
+    }) {
+        return invalid(key, &format!("Received unknown parameter: {key}"));
+    }
+    let Some(customer) = params.get("customer") else {
+        return parameter_missing("customer");
+    };
+    let time = |name: &str| -> Result<i64, Reply> {
+        let text = params.get(name).ok_or_else(|| parameter_missing(name))?;
+        text.parse()
+            .map_err(|_| invalid(name, &format!("Invalid integer: {text}")))
+    };
+    let (start, end) = match (time("start_time"), time("end_time")) {
+        (Ok(s), Ok(e)) => (s, e),
+        (Err(reply), _) | (_, Err(reply)) => return reply,
+    };
+    let grid = match params.get("value_grouping_window").map(String::as_str) {
+        None => None,
+        Some("hour") => Some(3600),
+        Some("day") => Some(86_400),
+        Some(other) => {
+            return invalid(
+                "value_grouping_window",
+                &format!("Invalid value_grouping_window: must be one of day or hour (got {other})"),
+            );
+        }
+    };
+    for (name, t) in [("start_time", start), ("end_time", end)] {
+        if t % 60 != 0 {
+            return invalid(
+                name,
+                &format!("{name} must be aligned to minute boundaries"),
+            );
+        }
+        if let Some(step) = grid
+            && t % step != 0
+        {
+            let unit = if step == 3600 { "hour" } else { "day" };
+            return invalid(
+                name,
+                &format!(
+                    "{name} must be aligned to {unit} boundaries when value_grouping_window is {unit}"
+                ),
+            );
+        }
+    }
+    if start >= end {
+        return invalid("end_time", "end_time must be after start_time");
+    }
+    let windows: Vec<(i64, i64)> = match grid {
+        None => vec![(start, end)],
+        Some(step) => (start..end)
+            .step_by(step as usize)
+            .map(|s| (s, s + step))
+            .collect(),
+    };
+    let processed_by = state.now() - state.processing_lag;
+    let items = windows
+        .into_iter()
+        .rev()
+        .map(|(s, e)| {
+            let id = format!("mtrusg_{s:x}{e:x}");
+            let value = aggregate(state, meter, customer, s, e, processed_by);
+            let summary = json!({
+                "id": id,
+                "object": "billing.meter_event_summary",
+                "aggregated_value": value,
+                "end_time": e,
+                "livemode": false,
+                "meter": meter.id,
+                "start_time": s,
+            });
+            (id, summary)
+        })
+        .collect();
+    page(items, params, &format!("{METERS}/{id}/event_summaries"))
+}
+
+/// The meter's aggregate for `customer` over `[start, end)`, counting the
+/// events received by `processed_by`. An event counts only when it carries the
+/// meter's customer and value keys and a whole-number value; a pre-aggregated
+/// meter keeps only the last event received per customer and bucket.
+fn aggregate(
+    state: &State,
+    meter: &Meter,
+    customer: &str,
+    start: i64,
+    end: i64,
+    processed_by: i64,
+) -> f64 {
+    let spec = &meter.spec;
+    let candidates = state
+        .by_payload
+        .get(&(spec.event_name.clone(), customer.to_string()))
+        .map_or(&[][..], Vec::as_slice);
+    let counted = candidates.iter().map(|&i| &state.events[i]).filter(|e| {
+        e.created <= processed_by
+            && e.payload.get(&spec.customer_key).map(String::as_str) == Some(customer)
+    });
+    let valued: Vec<(i64, f64)> = counted
+        .filter_map(|e| {
+            let value = e.payload.get(&spec.value_key)?.parse::<i64>().ok()?;
+            Some((e.timestamp, value as f64))
+        })
+        .collect();
+    // Received order: a later event in the same bucket replaces an earlier one.
+    let valued: Vec<(i64, f64)> = match spec.event_time_window {
+        None => valued,
+        Some(step) => {
+            let mut last: BTreeMap<i64, (i64, f64)> = BTreeMap::new();
+            for (t, v) in valued {
+                last.insert(t.div_euclid(step), (t, v));
+            }
+            last.into_values().collect()
+        }
+    };
+    let in_range: Vec<(i64, f64)> = valued
+        .into_iter()
+        .filter(|(t, _)| *t >= start && *t < end)
+        .collect();
+    match spec.formula {
+        // Folded from +0.0: an empty float sum is -0.0, which Stripe never shows.
+        Formula::Sum => in_range.iter().fold(0.0, |sum, (_, v)| sum + v),
+        Formula::Count => in_range.len() as f64,
+        Formula::Last => in_range
+            .iter()
+            .max_by_key(|(t, _)| *t)
+            .map_or(0.0, |(_, v)| *v),
+    }
+}
+
+fn record_event(state: &mut State, request: &Recorded, fault: Option<Fault>) -> Reply {
     if !request
         .header("content-type")
         .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"))
@@ -242,13 +706,19 @@ fn handle(state: &mut State, request: &Recorded, fault: Option<Fault>) -> Reply 
     let Some(params) = decode_form(&request.body) else {
         return invalid("", "Invalid request: the body is not valid form encoding.");
     };
-    if let Err(reply) = validate(&params) {
+    if let Err(reply) = validate(state, &params) {
         return reply;
     }
     // Validation and auth failures happen before the idempotency layer; from
-    // here on Stripe saves the answer under the key and replays it.
+    // here on Stripe saves the answer under the key and replays it, for 24 hours.
+    let now = state.now();
     let key = request.header("idempotency-key").map(str::to_string);
-    if let Some(saved) = key.as_ref().and_then(|k| state.idempotency.get(k)) {
+    // A key older than 24 hours is pruned: as if never seen.
+    let saved = key
+        .as_ref()
+        .and_then(|k| state.idempotency.get(k))
+        .filter(|saved| now - saved.created < DEDUPE_WINDOW);
+    if let Some(saved) = saved {
         if saved.body != request.body {
             return error(
                 400,
@@ -283,6 +753,7 @@ fn handle(state: &mut State, request: &Recorded, fault: Option<Fault>) -> Reply 
                 body: request.body.clone(),
                 status: reply.status,
                 response: reply.body.clone(),
+                created: now,
             },
         );
         return reply.with_header("idempotency-key", key);
@@ -295,14 +766,21 @@ fn record(state: &mut State, params: &BTreeMap<String, String>) -> Reply {
         Some(id) => id.clone(),
         None => state.random("", 24),
     };
-    if !state.identifiers.insert(identifier.clone()) {
+    let now = state.now();
+    // Unique only within the rolling window: after it, the same identifier is
+    // a new event.
+    if let Some(&seen) = state.identifiers.get(&identifier)
+        && now - seen < DEDUPE_WINDOW
+    {
         return invalid(
             "identifier",
             &format!("An event already exists with identifier {identifier}."),
         )
         .with_header("stripe-should-retry", "false");
     }
-    let now = crate::unix_now();
+    state.identifiers.insert(identifier.clone(), now);
+    // An event without the meter's keys, or for no meter, is accepted here and
+    // only reported later (an error report); it never counts.
     let event = MeterEvent {
         identifier,
         event_name: params["event_name"].clone(),
@@ -320,6 +798,17 @@ fn record(state: &mut State, params: &BTreeMap<String, String>) -> Reply {
         created: now,
     };
     let body = event.to_json();
+    let at = state.events.len();
+    let mut values: Vec<&String> = event.payload.values().collect();
+    values.sort();
+    values.dedup();
+    for value in values {
+        state
+            .by_payload
+            .entry((event.event_name.clone(), value.clone()))
+            .or_default()
+            .push(at);
+    }
     state.events.push(event);
     Reply::json(200, &body)
 }
@@ -367,7 +856,7 @@ fn mask(key: &str) -> String {
     format!("{prefix}{}{tail}", "*".repeat(chars.len() - 12))
 }
 
-fn validate(params: &BTreeMap<String, String>) -> Result<(), Reply> {
+fn validate(state: &State, params: &BTreeMap<String, String>) -> Result<(), Reply> {
     for key in params.keys() {
         let known = matches!(key.as_str(), "event_name" | "identifier" | "timestamp")
             || key.starts_with("payload[")
@@ -376,20 +865,11 @@ fn validate(params: &BTreeMap<String, String>) -> Result<(), Reply> {
             return Err(invalid(key, &format!("Received unknown parameter: {key}")));
         }
     }
-    let missing = |param: &str| {
-        error(
-            400,
-            "invalid_request_error",
-            Some("parameter_missing"),
-            Some(param),
-            &format!("Missing required param: {param}."),
-        )
-    };
     let event_name = params
         .get("event_name")
-        .ok_or_else(|| missing("event_name"))?;
+        .ok_or_else(|| parameter_missing("event_name"))?;
     if event_name.is_empty() {
-        return Err(missing("event_name"));
+        return Err(parameter_missing("event_name"));
     }
     if event_name.chars().count() > 100 {
         return Err(invalid(
@@ -398,28 +878,29 @@ fn validate(params: &BTreeMap<String, String>) -> Result<(), Reply> {
         ));
     }
     if !params.keys().any(|k| k.starts_with("payload[")) {
-        return Err(missing("payload"));
+        return Err(parameter_missing("payload"));
     }
-    for required in ["payload[stripe_customer_id]", "payload[value]"] {
-        if params.get(required).is_none_or(String::is_empty) {
-            return Err(missing(required));
+    // The value is checked synchronously where the meter reads it.
+    let value_key = state
+        .meter_of(event_name)
+        .map_or("value", |m| m.spec.value_key.as_str());
+    let value_param = format!("payload[{value_key}]");
+    if let Some(value) = params.get(&value_param) {
+        let digits = value.strip_prefix('-').unwrap_or(value);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid(
+                &value_param,
+                &format!(
+                    "Invalid value for {value_param}: {value}. Meter event values must be whole numbers."
+                ),
+            ));
         }
-    }
-    let value = &params["payload[value]"];
-    let digits = value.strip_prefix('-').unwrap_or(value);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(invalid(
-            "payload[value]",
-            &format!(
-                "Invalid value for payload[value]: {value}. Meter event values must be whole numbers."
-            ),
-        ));
-    }
-    if digits.trim_start_matches('0').len() > 15 {
-        return Err(invalid(
-            "payload[value]",
-            "Meter event values can have at most 15 significant digits.",
-        ));
+        if digits.trim_start_matches('0').len() > 15 {
+            return Err(invalid(
+                &value_param,
+                "Meter event values can have at most 15 significant digits.",
+            ));
+        }
     }
     if let Some(id) = params.get("identifier")
         && (id.is_empty() || id.chars().count() > 100)
@@ -433,7 +914,7 @@ fn validate(params: &BTreeMap<String, String>) -> Result<(), Reply> {
         let ts: i64 = ts
             .parse()
             .map_err(|_| invalid("timestamp", &format!("Invalid integer: {ts}")))?;
-        let now = crate::unix_now();
+        let now = state.now();
         if ts < now - MAX_AGE {
             return Err(invalid(
                 "timestamp",
@@ -640,6 +1121,189 @@ mod tests {
             state.idempotency.is_empty(),
             "validation errors are not saved"
         );
+    }
+
+    fn get(state: &mut State, target: &str) -> (u16, Value) {
+        let request = Recorded {
+            method: "GET".into(),
+            target: target.into(),
+            headers: vec![("authorization".into(), "Bearer sk_test_x".into())],
+            body: Vec::new(),
+        };
+        let reply = handle(state, &request, None);
+        (reply.status, serde_json::from_slice(&reply.body).unwrap())
+    }
+
+    fn add_meter(state: &mut State, spec: MeterSpec) -> String {
+        let id = meter_id(state.meters.len());
+        let created = state.now();
+        state.meters.push(Meter {
+            id: id.clone(),
+            spec,
+            created,
+        });
+        id
+    }
+
+    fn event(state: &mut State, key: &str, id: &str, payload: &str, ts: i64) -> u16 {
+        let body = format!("event_name=calls&{payload}&identifier={id}&timestamp={ts}");
+        post(state, key, &body).status
+    }
+
+    #[test]
+    fn forgets_identifiers_and_idempotency_keys_after_24_hours() {
+        let mut state = State::new("sk_test_x");
+        let ts = crate::unix_now() - 2 * 86_400;
+        let payload = "payload[stripe_customer_id]=cus_1&payload[value]=5";
+        assert_eq!(event(&mut state, "k1", "id-1", payload, ts), 200);
+        state.clock_offset = DEDUPE_WINDOW - 1;
+        assert_eq!(event(&mut state, "k2", "id-1", payload, ts), 400);
+        state.clock_offset = DEDUPE_WINDOW;
+        // A day later the same identifier is a new event, and the old key is gone.
+        assert_eq!(event(&mut state, "k1", "id-1", payload, ts), 200);
+        assert_eq!(state.events.len(), 2);
+    }
+
+    #[test]
+    fn summaries_count_processed_events_with_the_meters_keys() {
+        let mut state = State::new("sk_test_x");
+        let meter = add_meter(
+            &mut state,
+            MeterSpec {
+                customer_key: "org".into(),
+                ..MeterSpec::sum("calls")
+            },
+        );
+        let day = (crate::unix_now() / 86_400 - 3) * 86_400;
+        assert_eq!(
+            event(
+                &mut state,
+                "a",
+                "1",
+                "payload[org]=cus_1&payload[value]=5",
+                day + 10
+            ),
+            200
+        );
+        assert_eq!(
+            event(
+                &mut state,
+                "b",
+                "2",
+                "payload[org]=cus_1&payload[value]=7",
+                day + 86_400 + 10
+            ),
+            200
+        );
+        // Accepted, but lacking the meter's customer key: never counted.
+        assert_eq!(
+            event(
+                &mut state,
+                "c",
+                "3",
+                "payload[stripe_customer_id]=cus_1&payload[value]=100",
+                day + 10
+            ),
+            200
+        );
+        let url = format!(
+            "/v1/billing/meters/{meter}/event_summaries?customer=cus_1&start_time={day}&end_time={}&value_grouping_window=day",
+            day + 2 * 86_400
+        );
+        // Not processed yet: eventually consistent.
+        let (status, list) = get(&mut state, &url);
+        assert_eq!(status, 200);
+        assert_eq!(list["data"][0]["aggregated_value"], 0.0);
+        state.clock_offset = DEFAULT_PROCESSING_LAG;
+        let (_, list) = get(&mut state, &url);
+        assert_eq!(list["object"], "list");
+        // Newest window first, values as floats.
+        assert_eq!(list["data"][0]["start_time"], day + 86_400);
+        assert_eq!(list["data"][0]["aggregated_value"], 7.0);
+        assert_eq!(list["data"][1]["aggregated_value"], 5.0);
+        assert_eq!(list["has_more"], false);
+        // Paginated.
+        let (_, first) = get(&mut state, &format!("{url}&limit=1"));
+        assert_eq!(first["has_more"], true);
+        let after = first["data"][0]["id"].as_str().unwrap().to_string();
+        let (_, second) = get(&mut state, &format!("{url}&limit=1&starting_after={after}"));
+        assert_eq!(second["data"][0]["aggregated_value"], 5.0);
+        assert_eq!(second["has_more"], false);
+    }
+
+    #[test]
+    fn summaries_refuse_what_stripe_refuses() {
+        let mut state = State::new("sk_test_x");
+        let meter = add_meter(&mut state, MeterSpec::sum("calls"));
+        let base = format!("/v1/billing/meters/{meter}/event_summaries");
+        for (query, param) in [
+            ("start_time=0&end_time=3600", "customer"),
+            ("customer=c&end_time=3600", "start_time"),
+            ("customer=c&start_time=30&end_time=3600", "start_time"),
+            (
+                "customer=c&start_time=60&end_time=3600&value_grouping_window=hour",
+                "start_time",
+            ),
+            (
+                "customer=c&start_time=0&end_time=3600&value_grouping_window=day",
+                "end_time",
+            ),
+            ("customer=c&start_time=0&end_time=60&limit=101", "limit"),
+        ] {
+            let (status, body) = get(&mut state, &format!("{base}?{query}"));
+            assert_eq!(status, 400, "{query}");
+            assert_eq!(body["error"]["param"], param, "{query}");
+        }
+        let (status, _) = get(
+            &mut state,
+            "/v1/billing/meters/mtr_nope/event_summaries?customer=c&start_time=0&end_time=60",
+        );
+        assert_eq!(status, 404);
+    }
+
+    #[test]
+    fn a_pre_aggregated_meter_keeps_the_last_event_received_per_bucket() {
+        let mut state = State::new("sk_test_x");
+        add_meter(
+            &mut state,
+            MeterSpec {
+                event_time_window: Some(86_400),
+                ..MeterSpec::sum("calls")
+            },
+        );
+        let day = (crate::unix_now() / 86_400 - 3) * 86_400;
+        let payload = |v: u32| format!("payload[stripe_customer_id]=cus_1&payload[value]={v}");
+        assert_eq!(event(&mut state, "a", "1", &payload(5), day + 86_000), 200);
+        // Received later with an earlier timestamp: it still wins.
+        assert_eq!(event(&mut state, "b", "2", &payload(9), day + 10), 200);
+        let meter = &state.meters[0];
+        assert_eq!(
+            aggregate(&state, meter, "cus_1", day, day + 86_400, i64::MAX),
+            9.0
+        );
+    }
+
+    #[test]
+    fn meters_are_listed_newest_first_and_retrieved_by_id() {
+        let mut state = State::new("sk_test_x");
+        let old = add_meter(&mut state, MeterSpec::sum("calls"));
+        let new = add_meter(&mut state, MeterSpec::sum("other"));
+        let (_, list) = get(&mut state, "/v1/billing/meters?limit=1");
+        assert_eq!(list["data"][0]["id"], new.as_str());
+        assert_eq!(list["has_more"], true);
+        let (_, next) = get(
+            &mut state,
+            &format!("/v1/billing/meters?limit=1&starting_after={new}"),
+        );
+        assert_eq!(next["data"][0]["id"], old.as_str());
+        assert_eq!(next["data"][0]["default_aggregation"]["formula"], "sum");
+        assert_eq!(
+            next["data"][0]["customer_mapping"]["event_payload_key"],
+            "stripe_customer_id"
+        );
+        assert_eq!(next["has_more"], false);
+        let (status, one) = get(&mut state, &format!("/v1/billing/meters/{old}"));
+        assert_eq!((status, one["event_name"].as_str()), (200, Some("calls")));
     }
 
     #[test]
