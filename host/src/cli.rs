@@ -3,7 +3,7 @@
 use crate::bindings::{Endpoints, Interval, Options, Rounding};
 use crate::egress::Exchange;
 use crate::inputs::{self, InputFlags, InputsFile};
-use crate::outcome::{ExitStatus, Failure, exit, render_outputs, summary};
+use crate::outcome::{ExitStatus, Failure, exit, outputs_exit_code, render_outputs, summary};
 use crate::policy::{DEFAULT_AMBERFLO_URL, DEFAULT_STRIPE_URL, Endpoint, Policy};
 use crate::sandbox::{Limits, Pool, RunConfig, Sandbox};
 use crate::secrets::Credentials;
@@ -19,7 +19,7 @@ use std::time::Duration;
     version,
     args_override_self = true,
     about = "Records Amberflo usage on a Stripe billing meter, from a sandboxed WebAssembly component",
-    after_help = "Exit status: 0 success, 1 internal error, 2 bad input (nothing sent), 3 provider error, 4 sandbox violation or limit, 130 sync interrupted."
+    after_help = "Exit status: 0 success, 1 internal error, 2 bad input (nothing written), 3 provider error, 4 sandbox violation or limit, 5 drift (Stripe holds another value; nothing written for it), 130 sync interrupted."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -433,7 +433,7 @@ async fn run(args: RunArgs) -> u8 {
                         credentials.redact(&summary(&outputs, dry_run))
                     );
                     println!("{}", credentials.redact(&render_outputs(&outputs, dry_run)));
-                    exit::OK
+                    outputs_exit_code(&outputs)
                 }
                 Err(failure) => report(&failure, Some(&credentials)),
             }
@@ -486,18 +486,22 @@ async fn sync(args: SyncArgs) -> u8 {
     match sync_all(&args, credentials.clone()).await {
         Ok(summary) => {
             eprintln!(
-                "sync: {} recorded, {} already recorded, {} failed, {} skipped, {} not sent",
+                "sync: {} recorded, {} already recorded, {} drift, {} failed, {} skipped, {} not sent",
                 summary.recorded,
                 summary.already_recorded,
+                summary.drift,
                 summary.failed,
                 summary.skipped,
                 summary.not_sent
             );
             println!("{}", serde_json::json!({ "summary": summary }));
+            // A failure is retried later; drift waits for a person.
             if summary.failed > 0 {
                 summary.worst
             } else if summary.not_sent > 0 {
                 exit::INTERRUPTED
+            } else if summary.drift > 0 {
+                exit::DRIFT
             } else {
                 exit::OK
             }

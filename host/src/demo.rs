@@ -10,7 +10,7 @@ use crate::secrets::{Credentials, Secret};
 use http::HeaderName;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
-use usage_sync_emulators::{Amberflo, Recorded, Stripe, UsageRecord};
+use usage_sync_emulators::{Amberflo, MeterSpec, Recorded, Stripe, UsageRecord};
 
 pub async fn run(
     limits: Result<Limits, Failure>,
@@ -49,6 +49,7 @@ async fn demo(
     let emulator = |e: std::io::Error| Failure::Internal(format!("starting an emulator: {e}"));
     let amberflo = Amberflo::start(credentials.amberflo.expose(), records).map_err(emulator)?;
     let stripe = Stripe::start(credentials.stripe.expose()).map_err(emulator)?;
+    stripe.add_meter(MeterSpec::sum("api_calls"));
     eprintln!("demo: Amberflo emulator on {}", amberflo.url());
     eprintln!("demo: Stripe emulator on {}", stripe.url());
 

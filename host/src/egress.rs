@@ -25,8 +25,9 @@ pub struct RunLog {
     pub refusals: Vec<Refusal>,
     /// URLs whose response passed the size cap.
     pub oversized: Vec<String>,
-    /// A request went to Stripe: a run cut short may have recorded events.
-    pub stripe_called: bool,
+    /// A write (a POST) went to Stripe: a run cut short may have recorded events.
+    /// Reads (the meter, its summaries) record nothing.
+    pub stripe_written: bool,
     /// Requests that passed the policy.
     pub sent: u32,
 }
@@ -140,7 +141,8 @@ impl WasiHttpHooks for Egress {
         let sent = {
             let mut log = self.log.lock().unwrap();
             log.sent += 1;
-            log.stripe_called |= provider == Provider::Stripe;
+            log.stripe_written |=
+                provider == Provider::Stripe && request.method() == http::Method::POST;
             log.sent
         };
         if sent > self.limits.max_requests {

@@ -32,8 +32,9 @@ pub mod bindings {
     });
 
     pub use exports::usage_sync::workflow::workflow::{
-        CustomerUsage, Delivery, Endpoints, Inputs, Interval, MeterEvent, Options, Outputs,
-        PlannedRequest, Rounding, Step, StepFailure, UsageQuery, WorkflowError,
+        CustomerUsage, Delivery, Endpoints, Inputs, Interval, Meter, MeterEvent, Options, Outputs,
+        PlannedRequest, Rounding, Step, StepFailure, StripeRead, UsageQuery, Verification,
+        WorkflowError,
     };
 }
 

@@ -17,8 +17,20 @@ pub mod exit {
     pub const PROVIDER: u8 = 3;
     /// The sandbox refused a request or a limit was hit.
     pub const SANDBOX: u8 = 4;
+    /// Stripe already held another value for an interval: nothing was written
+    /// for it (the other intervals were synced). Correct it, do not retry.
+    pub const DRIFT: u8 = 5;
     /// `sync` stopped by Ctrl-C before every row was sent.
     pub const INTERRUPTED: u8 = 130;
+}
+
+/// The exit status of a run that produced outputs: drift is reported, never written.
+pub fn outputs_exit_code(outputs: &Outputs) -> u8 {
+    if outputs.drifted().next().is_some() {
+        exit::DRIFT
+    } else {
+        exit::OK
+    }
 }
 
 /// The exit status a failure ends the process with.

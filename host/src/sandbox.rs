@@ -7,7 +7,7 @@
 
 use crate::bindings::exports::usage_sync::workflow::workflow::Guest as Workflow;
 use crate::bindings::{
-    CustomerUsage, Endpoints, Inputs, Options, UsageQuery, UsageSyncPre, WorkflowError,
+    CustomerUsage, Endpoints, Inputs, Meter, Options, UsageQuery, UsageSyncPre, WorkflowError,
 };
 use crate::cache;
 use crate::egress::{Egress, Observer, RateLimiter, RunLog};
@@ -172,12 +172,30 @@ impl Sandbox {
         .await
     }
 
-    /// Step 2 alone, in a fresh instance, with step 1's answer from [`Self::query_usage`].
+    /// The workflow with the meter already found by [`Self::find_meter`].
+    pub async fn run_with_meter(
+        &self,
+        config: &RunConfig,
+        inputs: Inputs,
+        meter: &Meter,
+    ) -> Result<Outputs, Failure> {
+        self.call(config, async |guest, store| {
+            let answer = guest
+                .call_run_with_meter(store, &config.endpoints, config.options, &inputs, meter)
+                .await?;
+            Ok(answer.map(|o| usage_sync_report::from_wit(&o)))
+        })
+        .await
+    }
+
+    /// Step 2 alone, in a fresh instance, with the meter from
+    /// [`Self::find_meter`] and step 1's answer from [`Self::query_usage`].
     pub async fn record_usage(
         &self,
         config: &RunConfig,
         inputs: Inputs,
         usage_result: String,
+        meter: &Meter,
     ) -> Result<Outputs, Failure> {
         self.call(config, async |guest, store| {
             let answer = guest
@@ -187,9 +205,21 @@ impl Sandbox {
                     config.options,
                     &inputs,
                     &usage_result,
+                    meter,
                 )
                 .await?;
             Ok(answer.map(|o| usage_sync_report::from_wit(&o)))
+        })
+        .await
+    }
+
+    /// The Stripe meter of `event_name`, checked for the run's interval, in a
+    /// fresh instance.
+    pub async fn find_meter(&self, config: &RunConfig, event_name: &str) -> Result<Meter, Failure> {
+        self.call(config, async |guest, store| {
+            guest
+                .call_find_meter(store, &config.endpoints, config.options, event_name)
+                .await
         })
         .await
     }
@@ -400,10 +430,10 @@ fn classify<T>(
     limits: &Limits,
 ) -> Result<T, Failure> {
     // A run stopped midway must still say whether Stripe may hold events.
-    let aftermath = if log.stripe_called {
+    let aftermath = if log.stripe_written {
         "; Stripe was called, so events may be recorded: rerun the same window, its identifiers make that safe"
     } else {
-        "; nothing was sent to Stripe"
+        "; nothing was written to Stripe"
     };
     let deadline = || {
         Failure::Sandbox(format!(

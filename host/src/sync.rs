@@ -5,7 +5,7 @@
 //! again skips what is done, and the deterministic identifiers make any overlap
 //! harmless.
 
-use crate::bindings::{Inputs, UsageQuery};
+use crate::bindings::{Inputs, Meter, UsageQuery};
 use crate::outcome::{EventJson, ExitStatus, Failure, Outputs};
 use crate::sandbox::{RunConfig, Sandbox};
 use serde::{Deserialize, Serialize};
@@ -222,6 +222,9 @@ fn open_journal(path: &Path, header: &Header) -> Result<(std::fs::File, HashSet<
 pub struct Summary {
     pub recorded: usize,
     pub already_recorded: usize,
+    /// Rows where Stripe held another value for some interval (nothing
+    /// written for it; the row's other intervals were synced).
+    pub drift: usize,
     pub failed: usize,
     /// Done by an earlier run, per the journal.
     pub skipped: usize,
@@ -260,6 +263,15 @@ pub async fn sync(
         end_time: plan.end_time.clone(),
     };
     let (mut journal, done) = open_journal(&plan.journal, &header).map_err(Failure::BadInput)?;
+    // Each event name's meter, looked up once for the whole sync, before any
+    // write: a missing or unusable meter stops the sync with nothing written.
+    let mut meters: HashMap<String, Arc<Meter>> = HashMap::new();
+    for row in &rows {
+        if !meters.contains_key(&row.stripe_event_name) {
+            let meter = sandbox.find_meter(&config, &row.stripe_event_name).await?;
+            meters.insert(row.stripe_event_name.clone(), Arc::new(meter));
+        }
+    }
     let mut summary = Summary::default();
     let stdout = std::io::stdout();
     let emit = |journal: &mut std::fs::File, line: &Value| -> Result<(), Failure> {
@@ -302,21 +314,22 @@ pub async fn sync(
         end_time: plan.end_time.clone(),
     });
     for batch in batches(todo, plan.batch) {
-        let batch: Vec<(Row, Arc<Mutex<()>>)> = batch
+        let batch: Vec<Job> = batch
             .into_iter()
             .map(|row| {
                 let lock = locks
                     .entry((row.stripe_customer.clone(), row.stripe_event_name.clone()))
                     .or_default()
                     .clone();
-                (row, lock)
+                let meter = meters[&row.stripe_event_name].clone();
+                Job { row, lock, meter }
             })
             .collect();
         let shared = shared.clone();
         if plan.batch <= 1 {
             tokio::spawn(async move {
-                for (row, lock) in batch {
-                    shared.row(row, lock, None).await;
+                for job in batch {
+                    shared.row(job, None).await;
                 }
             });
         } else {
@@ -415,6 +428,14 @@ impl Progress {
     }
 }
 
+/// One row to sync, with what it shares with others: Stripe's one call at a
+/// time per customer and meter, and the meter.
+struct Job {
+    row: Row,
+    lock: Arc<Mutex<()>>,
+    meter: Arc<Meter>,
+}
+
 /// What every row's task needs.
 struct Shared {
     sandbox: Arc<Sandbox>,
@@ -429,24 +450,24 @@ struct Shared {
 impl Shared {
     /// One Amberflo query for the batch's customers, then each row's step 2 in
     /// its own instance. A failed query fails its rows: nothing was sent.
-    async fn batch(self: Arc<Self>, rows: Vec<(Row, Arc<Mutex<()>>)>) {
+    async fn batch(self: Arc<Self>, rows: Vec<Job>) {
         let usage = {
             let _permit = self.permits.acquire().await;
             if self.stop.load(Ordering::SeqCst) {
-                for (row, _) in rows {
-                    let _ = self.tx.send((row, None));
+                for job in rows {
+                    let _ = self.tx.send((job.row, None));
                 }
                 return;
             }
             let mut customer_ids: Vec<String> = Vec::new();
-            for (row, _) in &rows {
+            for Job { row, .. } in &rows {
                 if !customer_ids.contains(&row.customer_id) {
                     customer_ids.push(row.customer_id.clone());
                 }
             }
             let query = UsageQuery {
                 customer_ids,
-                meter_api_name: rows[0].0.meter_api_name.clone(),
+                meter_api_name: rows[0].row.meter_api_name.clone(),
                 start_time: Some(self.start_time.clone()),
                 end_time: Some(self.end_time.clone()),
             };
@@ -458,21 +479,22 @@ impl Shared {
                 .map(|u| (u.customer_id, u.usage_result))
                 .collect(),
             Err(failure) => {
-                for (row, _) in rows {
-                    let _ = self.tx.send((row, Some(Err(failure.clone()))));
+                for job in rows {
+                    let _ = self.tx.send((job.row, Some(Err(failure.clone()))));
                 }
                 return;
             }
         };
-        for (row, lock) in rows {
+        for job in rows {
             let this = self.clone();
-            let usage = usage.get(&row.customer_id).cloned();
-            tokio::spawn(async move { this.row(row, lock, usage).await });
+            let usage = usage.get(&job.row.customer_id).cloned();
+            tokio::spawn(async move { this.row(job, usage).await });
         }
     }
 
     /// One row in its own instance: the whole workflow, or step 2 with `usage`.
-    async fn row(&self, row: Row, lock: Arc<Mutex<()>>, usage: Option<String>) {
+    async fn row(&self, job: Job, usage: Option<String>) {
+        let Job { row, lock, meter } = job;
         let _permit = self.permits.acquire().await;
         let _one_at_a_time = lock.lock().await;
         if self.stop.load(Ordering::SeqCst) {
@@ -489,8 +511,16 @@ impl Shared {
             end_time: Some(self.end_time.clone()),
         };
         let result = match usage {
-            Some(usage) => self.sandbox.record_usage(&self.config, inputs, usage).await,
-            None => self.sandbox.run(&self.config, inputs).await,
+            Some(usage) => {
+                self.sandbox
+                    .record_usage(&self.config, inputs, usage, &meter)
+                    .await
+            }
+            None => {
+                self.sandbox
+                    .run_with_meter(&self.config, inputs, &meter)
+                    .await
+            }
         };
         let _ = self.tx.send((row, Some(result)));
     }
@@ -545,7 +575,10 @@ impl Interrupt {
 
 fn outcome_line(row: &Row, outputs: &Outputs, summary: &mut Summary) -> Value {
     let already = !outputs.events.is_empty() && outputs.events.iter().all(|e| e.already_recorded);
-    let status = if already {
+    let status = if outputs.drifted().next().is_some() {
+        summary.drift += 1;
+        "drift"
+    } else if already {
         summary.already_recorded += 1;
         "already-recorded"
     } else {

@@ -10,7 +10,7 @@
 
 use crate::exports::usage_sync::workflow::workflow::{
     Delivery, Endpoints, Inputs, Interval, MeterEvent, Options, Outputs, Rounding, Step,
-    StepFailure, WorkflowError,
+    StepFailure, Verification, WorkflowError,
 };
 use crate::workflow;
 use serde::Deserialize;
@@ -123,7 +123,28 @@ fn outputs_of(o: Outputs) -> report::Outputs {
         event_name: o.event_name,
         window_start: o.window_start,
         window_end: o.window_end,
+        meter: report::Meter {
+            id: o.meter.id,
+            event_name: o.meter.event_name,
+            customer_key: o.meter.customer_key,
+            value_key: o.meter.value_key,
+            pre_aggregated: o.meter.pre_aggregated.map(|i| match i {
+                Interval::Day => report::Interval::Day,
+                Interval::Hour => report::Interval::Hour,
+                Interval::Window => report::Interval::Window,
+            }),
+        },
         events: o.events.into_iter().map(event_of).collect(),
+        reads: o
+            .reads
+            .into_iter()
+            .map(|r| report::StripeRead {
+                method: r.method,
+                url: r.url,
+                status: r.status,
+                answer: r.answer,
+            })
+            .collect(),
         planned: o
             .planned
             .into_iter()
@@ -147,6 +168,12 @@ fn event_of(e: MeterEvent) -> report::MeterEvent {
         window_end: e.window_end,
         timestamp: e.timestamp,
         already_recorded: e.already_recorded,
+        verified_by: e.verified_by.map(|v| match v {
+            Verification::Identifier => report::Verification::Identifier,
+            Verification::Summary => report::Verification::Summary,
+        }),
+        stripe_value: e.stripe_value,
+        drift: e.drift,
         attempts: e.attempts,
     }
 }
@@ -160,6 +187,8 @@ fn failure_of(error: WorkflowError) -> Failure {
         step: match f.step {
             Step::QueryUsage => report::Step::QueryUsage,
             Step::RecordStripeMeter => report::Step::RecordStripeMeter,
+            Step::FindMeter => report::Step::FindMeter,
+            Step::ReadSummaries => report::Step::ReadSummaries,
         },
         status: f.status,
         message: f.message,

@@ -60,20 +60,33 @@ impl Failure {
 /// POSTs `body` with a `Content-Length` (never chunked: strict servers and
 /// proxies refuse chunked POSTs).
 pub fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Reply, Failure> {
+    send(Method::Post, url, headers, Some(body))
+}
+
+/// GETs `url`: a read, with no body.
+pub fn get(url: &str, headers: &[(&str, &str)]) -> Result<Reply, Failure> {
+    send(Method::Get, url, headers, None)
+}
+
+fn send(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<Reply, Failure> {
     let (scheme, authority, path) = split_url(url)
         .ok_or_else(|| Failure::not_sent(format!("`{url}` is not an http(s) URL")))?;
     let fields = Fields::new();
-    let length = body.len().to_string();
-    for (name, value) in headers.iter().chain([&("Content-Length", length.as_str())]) {
+    let length = body.map(|b| b.len().to_string());
+    let length = length.as_deref().map(|l| ("Content-Length", l));
+    for (name, value) in headers.iter().chain(length.as_ref()) {
         fields
             .append(name, value.as_bytes())
             .map_err(|e| Failure::not_sent(format!("header {name}: {e:?}")))?;
     }
     let request = OutgoingRequest::new(fields);
     let unset = |what: &str| Failure::not_sent(format!("the host refused the request's {what}"));
-    request
-        .set_method(&Method::Post)
-        .map_err(|()| unset("method"))?;
+    request.set_method(&method).map_err(|()| unset("method"))?;
     request
         .set_scheme(Some(&scheme))
         .map_err(|()| unset("scheme"))?;
@@ -83,12 +96,18 @@ pub fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Reply, F
     request
         .set_path_with_query(Some(path))
         .map_err(|()| unset("path"))?;
-    let outgoing = request.body().map_err(|()| unset("body"))?;
+    // A GET never takes the body stream, so the host sends none (no chunking).
+    let outgoing = match body {
+        Some(body) => Some((request.body().map_err(|()| unset("body"))?, body)),
+        None => None,
+    };
 
     let future = outgoing_handler::handle(request, None).map_err(|code| failure(&code))?;
-    write_body(&outgoing, body);
-    // A body cut short by the peer makes `finish` fail; the response says why.
-    let _ = OutgoingBody::finish(outgoing, None);
+    if let Some((outgoing, body)) = outgoing {
+        write_body(&outgoing, body);
+        // A body cut short by the peer makes `finish` fail; the response says why.
+        let _ = OutgoingBody::finish(outgoing, None);
+    }
 
     let response = loop {
         match future.get() {

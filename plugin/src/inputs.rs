@@ -61,12 +61,7 @@ pub fn validate(inputs: Inputs, options: &Options, now: i64) -> Result<Plan, Str
     let customer_id = required("customerId", inputs.customer_id)?;
     let meter_api_name = required("meterApiName", inputs.meter_api_name)?;
     let stripe_customer = required("stripeCustomer", inputs.stripe_customer)?;
-    let stripe_event_name = required("stripeEventName", inputs.stripe_event_name)?;
-    if stripe_event_name.chars().count() > MAX_STRIPE_STRING {
-        return Err(format!(
-            "`stripeEventName` is longer than Stripe's limit of {MAX_STRIPE_STRING} characters"
-        ));
-    }
+    let stripe_event_name = stripe_event_name(inputs.stripe_event_name)?;
     let usage_quantity = inputs
         .usage_quantity
         .map(|q| quantity::whole_number(&q).map_err(|why| format!("`usageQuantity` {why}")))
@@ -110,6 +105,17 @@ pub fn validate(inputs: Inputs, options: &Options, now: i64) -> Result<Plan, Str
         window,
         pieces,
     })
+}
+
+/// Checks a Stripe event name: present, plain, and within Stripe's limit.
+pub fn stripe_event_name(name: String) -> Result<String, String> {
+    let name = required("stripeEventName", name)?;
+    if name.chars().count() > MAX_STRIPE_STRING {
+        return Err(format!(
+            "`stripeEventName` is longer than Stripe's limit of {MAX_STRIPE_STRING} characters"
+        ));
+    }
+    Ok(name)
 }
 
 /// The length of one event's interval, or `None` for the whole window.

@@ -39,7 +39,7 @@ wit_bindgen::generate!({
 });
 
 use exports::usage_sync::workflow::workflow::{
-    CustomerUsage, Endpoints, Guest, Inputs, Options, Outputs, UsageQuery, WorkflowError,
+    CustomerUsage, Endpoints, Guest, Inputs, Meter, Options, Outputs, UsageQuery, WorkflowError,
 };
 
 #[allow(dead_code)]
@@ -62,13 +62,31 @@ impl Guest for Component {
         workflow::query_many(&endpoints, options, query)
     }
 
+    fn find_meter(
+        endpoints: Endpoints,
+        options: Options,
+        event_name: String,
+    ) -> Result<Meter, WorkflowError> {
+        workflow::find_meter(&endpoints, options, event_name)
+    }
+
+    fn run_with_meter(
+        endpoints: Endpoints,
+        options: Options,
+        inputs: Inputs,
+        meter: Meter,
+    ) -> Result<Outputs, WorkflowError> {
+        workflow::run_with_meter(&endpoints, options, inputs, meter)
+    }
+
     fn record_usage(
         endpoints: Endpoints,
         options: Options,
         inputs: Inputs,
         usage_result: String,
+        meter: Meter,
     ) -> Result<Outputs, WorkflowError> {
-        workflow::record_usage(&endpoints, options, inputs, &usage_result)
+        workflow::record_usage(&endpoints, options, inputs, &usage_result, meter)
     }
 }
 

@@ -48,6 +48,8 @@ pub fn from_total(total: f64, rounding: Option<Rounding>) -> Result<String, Stri
 
 /// A number as text: whole numbers without a fraction.
 pub fn format_number(n: f64) -> String {
+    // -0.0 (an empty float sum, or a provider's "-0.0") is zero.
+    let n = if n == 0.0 { 0.0 } else { n };
     if n.fract() == 0.0 && n.abs() < 1e17 {
         format!("{n:.0}")
     } else {
@@ -93,5 +95,6 @@ mod tests {
         assert_eq!(from_total(-12.5, Some(Rounding::Nearest)).unwrap(), "-13");
         assert!(from_total(1e16, None).is_err());
         assert!(from_total(f64::NAN, Some(Rounding::Floor)).is_err());
+        assert_eq!(format_number(-0.0), "0");
     }
 }

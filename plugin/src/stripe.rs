@@ -1,11 +1,20 @@
-//! Step 2, `record-stripe-meter`: Stripe `POST /v1/billing/meter_events`.
+//! Stripe: step 2, `record-stripe-meter` (`POST /v1/billing/meter_events`),
+//! and the reads that make it exactly once at any age: the meter
+//! (`GET /v1/billing/meters`) and what it already holds
+//! (`GET /v1/billing/meters/{id}/event_summaries`).
 
+use crate::exports::usage_sync::workflow::workflow::{Interval, Meter};
 use crate::form;
 use crate::inputs::{Plan, Window};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 pub const PATH: &str = "/v1/billing/meter_events";
+pub const METERS_PATH: &str = "/v1/billing/meters";
+/// Stripe's largest page, for lists and summaries.
+pub const PAGE_LIMIT: u32 = 100;
+/// Pages read before giving up on a list: 10,000 meters, or 100 pages of summaries.
+pub const MAX_PAGES: u32 = 100;
 /// Pinned as Stripe's official clients pin it, so the account default cannot change the answer.
 pub const API_VERSION: &str = "2026-10-28.endive";
 
@@ -31,15 +40,184 @@ pub fn identifier(plan: &Plan, window: &Window) -> String {
 }
 
 /// The form body, field for field what stripe-python sends for
-/// `MeterEvent.create(event_name=.., payload={..}, identifier=.., timestamp=..)`.
-pub fn request_body(plan: &Plan, window: &Window, value: &str, identifier: &str) -> String {
+/// `MeterEvent.create(event_name=.., payload={..}, identifier=.., timestamp=..)`,
+/// under the payload keys the meter reads (an event without them is accepted,
+/// then silently never counted).
+pub fn request_body(
+    plan: &Plan,
+    meter: &Meter,
+    window: &Window,
+    value: &str,
+    identifier: &str,
+) -> String {
     form::encode(&[
         ("event_name", plan.stripe_event_name.as_str()),
-        ("payload[stripe_customer_id]", plan.stripe_customer.as_str()),
-        ("payload[value]", value),
+        (
+            &format!("payload[{}]", meter.customer_key),
+            plan.stripe_customer.as_str(),
+        ),
+        (&format!("payload[{}]", meter.value_key), value),
         ("identifier", identifier),
         ("timestamp", &window.timestamp().to_string()),
     ])
+}
+
+/// A page of a Stripe list (`{"object":"list","data":[...],"has_more":..}`).
+#[derive(Debug, Deserialize)]
+pub struct List<T> {
+    pub data: Vec<T>,
+    pub has_more: bool,
+}
+
+/// The parts of a `billing.meter` that decide how events must look.
+#[derive(Debug, Deserialize)]
+pub struct ApiMeter {
+    pub id: String,
+    pub event_name: String,
+    pub status: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    pub default_aggregation: Aggregation,
+    #[serde(default)]
+    pub customer_mapping: Option<PayloadKey>,
+    #[serde(default)]
+    pub value_settings: Option<PayloadKey>,
+    #[serde(default)]
+    pub event_time_window: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Aggregation {
+    pub formula: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PayloadKey {
+    pub event_payload_key: String,
+}
+
+/// The URL of one page of meters, after the meter `starting_after`.
+pub fn meters_url(stripe_url: &str, starting_after: Option<&str>) -> String {
+    let limit = PAGE_LIMIT.to_string();
+    let mut query = vec![("limit", limit.as_str())];
+    query.extend(starting_after.map(|id| ("starting_after", id)));
+    format!("{stripe_url}{METERS_PATH}?{}", form::encode(&query))
+}
+
+pub fn parse_meters(body: &[u8]) -> Result<List<ApiMeter>, String> {
+    serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "Stripe answered 200 but not with a list of billing.meter ({e}): {}",
+            crate::http::snippet(body)
+        )
+    })
+}
+
+impl ApiMeter {
+    fn name(&self) -> String {
+        match &self.display_name {
+            Some(n) if !n.is_empty() => format!("{} (\"{n}\")", self.id),
+            _ => self.id.clone(),
+        }
+    }
+
+    /// The meter as the workflow uses it, or why events of this run would be
+    /// billed wrong on it.
+    pub fn check(self, interval: Interval) -> Result<Meter, String> {
+        let name = self.name();
+        let event = &self.event_name;
+        match self.default_aggregation.formula.as_str() {
+            "sum" => {}
+            "count" => {
+                return Err(format!(
+                    "the Stripe meter {name} for event name `{event}` counts events (formula `count`): it would bill 1 per interval whatever the usage; usage-sync needs a `sum` meter"
+                ));
+            }
+            "last" => {
+                return Err(format!(
+                    "the Stripe meter {name} for event name `{event}` bills the last value (formula `last`): only the last interval would be billed; usage-sync needs a `sum` meter"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "the Stripe meter {name} for event name `{event}` has the formula `{other}`; usage-sync needs a `sum` meter"
+                ));
+            }
+        }
+        let pre_aggregated = match (self.event_time_window.as_deref(), interval) {
+            (None, _) => None,
+            (Some("day"), Interval::Day) => Some(Interval::Day),
+            (Some("hour"), Interval::Hour) => Some(Interval::Hour),
+            (Some(window), _) => {
+                let asked = match interval {
+                    Interval::Day => "day",
+                    Interval::Hour => "hour",
+                    Interval::Window => "window",
+                };
+                return Err(format!(
+                    "the Stripe meter {name} for event name `{event}` is pre-aggregated per {window} (event_time_window), but --interval is {asked}: Stripe would keep only the last event per {window}; use --interval {window}"
+                ));
+            }
+        };
+        let key = |k: Option<PayloadKey>, default: &str| {
+            k.map_or_else(|| default.to_string(), |k| k.event_payload_key)
+        };
+        Ok(Meter {
+            id: self.id,
+            event_name: self.event_name,
+            customer_key: key(self.customer_mapping, "stripe_customer_id"),
+            value_key: key(self.value_settings, "value"),
+            pre_aggregated,
+        })
+    }
+}
+
+/// One `billing.meter_event_summary`.
+#[derive(Debug, Deserialize)]
+pub struct Summary {
+    pub id: String,
+    pub start_time: i64,
+    pub end_time: i64,
+    pub aggregated_value: f64,
+}
+
+/// The URL of one page of a customer's summaries over `range`, grouped by
+/// `grouping` (`day`, `hour`, or one summary for the whole range).
+pub fn summaries_url(
+    stripe_url: &str,
+    meter: &Meter,
+    customer: &str,
+    range: Window,
+    grouping: Option<&str>,
+    starting_after: Option<&str>,
+) -> String {
+    let (start, end, limit) = (
+        range.start.to_string(),
+        range.end.to_string(),
+        PAGE_LIMIT.to_string(),
+    );
+    let mut query = vec![
+        ("customer", customer),
+        ("start_time", start.as_str()),
+        ("end_time", end.as_str()),
+    ];
+    query.extend(grouping.map(|g| ("value_grouping_window", g)));
+    query.push(("limit", limit.as_str()));
+    query.extend(starting_after.map(|id| ("starting_after", id)));
+    format!(
+        "{stripe_url}{METERS_PATH}/{}/event_summaries?{}",
+        form::escape(&meter.id),
+        form::encode(&query)
+    )
+}
+
+pub fn parse_summaries(body: &[u8]) -> Result<List<Summary>, String> {
+    serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "Stripe answered 200 but not with a list of billing.meter_event_summary ({e}): {}",
+            crate::http::snippet(body)
+        )
+    })
 }
 
 /// The parts of a `billing.meter_event` the workflow outputs.
@@ -162,12 +340,91 @@ mod tests {
         assert_ne!(identifier(&a, &DAY), identifier(&b, &DAY));
     }
 
+    fn meter(customer_key: &str, value_key: &str) -> Meter {
+        Meter {
+            id: "mtr_1".into(),
+            event_name: "api_calls".into(),
+            customer_key: customer_key.into(),
+            value_key: value_key.into(),
+            pre_aggregated: None,
+        }
+    }
+
     #[test]
     fn body_orders_fields_as_the_official_client() {
         let p = plan();
         assert_eq!(
-            request_body(&p, &DAY, "42", "usync-x"),
+            request_body(
+                &p,
+                &meter("stripe_customer_id", "value"),
+                &DAY,
+                "42",
+                "usync-x"
+            ),
             "event_name=api_calls&payload[stripe_customer_id]=cus_123&payload[value]=42&identifier=usync-x&timestamp=1732492799"
+        );
+        // The meter's own payload keys, or Stripe never counts the event.
+        assert_eq!(
+            request_body(&p, &meter("org id", "calls"), &DAY, "42", "usync-x"),
+            "event_name=api_calls&payload[org+id]=cus_123&payload[calls]=42&identifier=usync-x&timestamp=1732492799"
+        );
+    }
+
+    fn api_meter(json: &str) -> ApiMeter {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn meters_are_checked_for_the_run() {
+        let raw = r#"{"id":"mtr_1","object":"billing.meter","event_name":"api_calls","status":"active","display_name":"API","default_aggregation":{"formula":"sum"},"customer_mapping":{"event_payload_key":"org","type":"by_id"},"value_settings":{"event_payload_key":"n"},"event_time_window":null}"#;
+        let m = api_meter(raw).check(Interval::Hour).unwrap();
+        assert_eq!(
+            (m.customer_key.as_str(), m.value_key.as_str()),
+            ("org", "n")
+        );
+        assert!(m.pre_aggregated.is_none());
+        let err = api_meter(&raw.replace("\"sum\"", "\"count\""))
+            .check(Interval::Day)
+            .unwrap_err();
+        assert!(
+            err.contains("mtr_1 (\"API\")") && err.contains("`count`"),
+            "{err}"
+        );
+        let daily = raw.replace(
+            "\"event_time_window\":null",
+            "\"event_time_window\":\"day\"",
+        );
+        assert!(matches!(
+            api_meter(&daily)
+                .check(Interval::Day)
+                .unwrap()
+                .pre_aggregated,
+            Some(Interval::Day)
+        ));
+        let err = api_meter(&daily).check(Interval::Hour).unwrap_err();
+        assert!(
+            err.contains("pre-aggregated per day") && err.contains("--interval is hour"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn summary_urls_carry_the_documented_parameters() {
+        let url = summaries_url(
+            "https://api.stripe.com",
+            &meter("k", "v"),
+            "cus_1",
+            DAY,
+            Some("day"),
+            Some("mtrusg_9"),
+        );
+        assert_eq!(
+            url,
+            "https://api.stripe.com/v1/billing/meters/mtr_1/event_summaries?customer=cus_1&start_time=1732406400&end_time=1732492800&value_grouping_window=day&limit=100&starting_after=mtrusg_9"
+        );
+        assert_eq!(
+            meters_url("http://127.0.0.1:9", None),
+            "http://127.0.0.1:9/v1/billing/meters?limit=100"
         );
     }
 

@@ -1,47 +1,128 @@
-//! The two Arazzo steps, in order. Step 2 never runs when step 1 fails; with a
-//! backfill, step 2 runs once per interval and stops at the first failure.
+//! The workflow's steps, in order: find the Stripe meter, query Amberflo
+//! (step 1), read what Stripe already holds for intervals past its dedupe
+//! window, then record one meter event per interval (step 2). Nothing is
+//! written when a step before the writes fails; a backfill stops at the first
+//! failed write.
 
 use crate::exports::usage_sync::workflow::workflow::{
-    CustomerUsage, Delivery, Endpoints, Inputs, Interval, MeterEvent, Options, Outputs,
-    PlannedRequest, Step, StepFailure, UsageQuery, WorkflowError,
+    CustomerUsage, Delivery, Endpoints, Inputs, Interval, Meter, MeterEvent, Options, Outputs,
+    PlannedRequest, Step, StepFailure, StripeRead, UsageQuery, Verification, WorkflowError,
 };
 use crate::http::{self, Failure, Reply};
 use crate::inputs::{self, Plan, Window};
 use crate::retry::{self, Next};
 use crate::{amberflo, credentials, quantity, stripe, time};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use usage_sync_report::defaults::MAX_CUSTOMERS_PER_QUERY;
 
 const USER_AGENT: &str = concat!("usage-sync/", env!("CARGO_PKG_VERSION"));
 
+/// Stripe dedupes an identifier for "at least 24 hours". An interval that
+/// ended longer ago than this may have been sent before that window opened, so
+/// what Stripe holds is read before writing it. An hour short of 24, for clock
+/// skew; an interval that ended more recently cannot have been sent earlier.
+pub const IDENTIFIER_TRUSTED_FOR: i64 = 23 * 3600;
+
+/// The whole workflow: the meter, step 1, step 2.
 pub fn run(
     endpoints: &Endpoints,
     options: Options,
     inputs: Inputs,
 ) -> Result<Outputs, WorkflowError> {
     let plan = inputs::validate(inputs, &options, now()).map_err(WorkflowError::InvalidInput)?;
-    credentials::check(true, !options.dry_run).map_err(WorkflowError::InvalidInput)?;
+    credentials::check(true, true).map_err(WorkflowError::InvalidInput)?;
     let retry = retry_policy(&options);
-    let grouping = grouping(options.interval);
-    let body = amberflo::request_body(&plan, grouping);
-    let (reply, attempts) = query_amberflo(endpoints, &body, plan.window, &retry)?;
-    let usage = amberflo::parse_response(&reply.body)
-        .map_err(|m| query_failed(plan.window, Some(200), m, reply.request_id(), attempts))?;
-    record_all(endpoints, &options, &plan, &retry, usage)
+    let mut reads = Vec::new();
+    let meter = lookup_meter(
+        endpoints,
+        &options,
+        &plan.stripe_event_name,
+        plan.window,
+        &retry,
+        &mut reads,
+    )?;
+    query_and_record(endpoints, &options, &plan, &retry, &meter, reads)
 }
 
-/// Step 2 alone, with step 1's answer for this customer (from [`query_many`]).
+/// [`run`] with the meter already found (by [`find_meter`]).
+pub fn run_with_meter(
+    endpoints: &Endpoints,
+    options: Options,
+    inputs: Inputs,
+    meter: Meter,
+) -> Result<Outputs, WorkflowError> {
+    let plan = inputs::validate(inputs, &options, now()).map_err(WorkflowError::InvalidInput)?;
+    credentials::check(true, true).map_err(WorkflowError::InvalidInput)?;
+    let retry = retry_policy(&options);
+    query_and_record(endpoints, &options, &plan, &retry, &meter, Vec::new())
+}
+
+fn query_and_record(
+    endpoints: &Endpoints,
+    options: &Options,
+    plan: &Plan,
+    retry: &retry::Policy,
+    meter: &Meter,
+    reads: Vec<StripeRead>,
+) -> Result<Outputs, WorkflowError> {
+    let body = amberflo::request_body(plan, grouping(options.interval));
+    let (reply, attempts) = query_amberflo(endpoints, &body, plan.window, retry)?;
+    let usage = amberflo::parse_response(&reply.body).map_err(|m| {
+        step_failed(
+            Step::QueryUsage,
+            plan.window,
+            Some(200),
+            m,
+            reply.request_id(),
+            attempts,
+        )
+    })?;
+    record_all(endpoints, options, plan, retry, usage, meter, reads)
+}
+
+/// Step 2 alone, with the meter and step 1's answer for this customer (from
+/// [`find_meter`] and [`query_many`]).
 pub fn record_usage(
     endpoints: &Endpoints,
     options: Options,
     inputs: Inputs,
     usage_result: &str,
+    meter: Meter,
 ) -> Result<Outputs, WorkflowError> {
     let plan = inputs::validate(inputs, &options, now()).map_err(WorkflowError::InvalidInput)?;
-    credentials::check(false, !options.dry_run).map_err(WorkflowError::InvalidInput)?;
+    credentials::check(false, true).map_err(WorkflowError::InvalidInput)?;
     let retry = retry_policy(&options);
     let usage = amberflo::client_meters(usage_result);
-    record_all(endpoints, &options, &plan, &retry, usage)
+    record_all(
+        endpoints,
+        &options,
+        &plan,
+        &retry,
+        usage,
+        &meter,
+        Vec::new(),
+    )
+}
+
+/// The active meter of `event_name`, checked for the run's interval.
+pub fn find_meter(
+    endpoints: &Endpoints,
+    options: Options,
+    event_name: String,
+) -> Result<Meter, WorkflowError> {
+    let event_name = inputs::stripe_event_name(event_name).map_err(WorkflowError::InvalidInput)?;
+    credentials::check(false, true).map_err(WorkflowError::InvalidInput)?;
+    let retry = retry_policy(&options);
+    let no_window = Window { start: 0, end: 0 };
+    lookup_meter(
+        endpoints,
+        &options,
+        &event_name,
+        no_window,
+        &retry,
+        &mut Vec::new(),
+    )
 }
 
 /// Step 1 for many customers of one meter: one query, grouped by customer.
@@ -77,7 +158,9 @@ pub fn query_many(
         .map_err(invalid)?;
         window = Some(plan.window);
     }
-    let window = window.expect("at least one customer");
+    let Some(window) = window else {
+        return Err(invalid("a usage query names no customer".into()));
+    };
     credentials::check(true, false).map_err(invalid)?;
     let ids: Vec<&str> = query.customer_ids.iter().map(String::as_str).collect();
     let retry = retry_policy(&options);
@@ -88,8 +171,16 @@ pub fn query_many(
         grouping(options.interval),
     );
     let (reply, attempts) = query_amberflo(endpoints, &body, window, &retry)?;
-    let usage = amberflo::split_by_customer(&reply.body, &ids)
-        .map_err(|m| query_failed(window, Some(200), m, reply.request_id(), attempts))?;
+    let usage = amberflo::split_by_customer(&reply.body, &ids).map_err(|m| {
+        step_failed(
+            Step::QueryUsage,
+            window,
+            Some(200),
+            m,
+            reply.request_id(),
+            attempts,
+        )
+    })?;
     Ok(query
         .customer_ids
         .into_iter()
@@ -117,28 +208,290 @@ fn grouping(interval: Interval) -> &'static str {
     }
 }
 
-/// Step 2: one meter event per interval, in order, stopping at the first failure.
+/// Pages through `GET /v1/billing/meters` until the active meter of
+/// `event_name` turns up (Stripe has no filter by event name).
+fn lookup_meter(
+    endpoints: &Endpoints,
+    options: &Options,
+    event_name: &str,
+    window: Window,
+    retry: &retry::Policy,
+    reads: &mut Vec<StripeRead>,
+) -> Result<Meter, WorkflowError> {
+    let base = endpoints.stripe_url.trim_end_matches('/');
+    let mut after: Option<String> = None;
+    let mut inactive: Option<String> = None;
+    for _ in 0..stripe::MAX_PAGES {
+        let url = stripe::meters_url(base, after.as_deref());
+        let (reply, attempts) = read(&url, Step::FindMeter, window, retry)?;
+        let bad_answer = |m: String| {
+            step_failed(
+                Step::FindMeter,
+                window,
+                Some(200),
+                m,
+                reply.request_id(),
+                attempts,
+            )
+        };
+        let list = stripe::parse_meters(&reply.body).map_err(bad_answer)?;
+        let count = list.data.len();
+        let last = list.data.last().map(|m| m.id.clone());
+        let mut matching = list.data.into_iter().filter(|m| m.event_name == event_name);
+        let mut answer = format!("{count} meter(s)");
+        for meter in matching.by_ref() {
+            if meter.status == "active" {
+                answer.push_str(&format!(
+                    "; {} is the active meter of `{event_name}`: formula {}, payload keys {} and {}, {}",
+                    meter.id,
+                    meter.default_aggregation.formula,
+                    meter.customer_mapping.as_ref().map_or("stripe_customer_id", |k| k.event_payload_key.as_str()),
+                    meter.value_settings.as_ref().map_or("value", |k| k.event_payload_key.as_str()),
+                    match &meter.event_time_window {
+                        Some(w) => format!("pre-aggregated per {w}"),
+                        None => "raw events".into(),
+                    }
+                ));
+                reads.push(read_record(url, answer));
+                return meter.check(options.interval).map_err(|why| {
+                    WorkflowError::InvalidInput(format!("{why}; nothing was written"))
+                });
+            }
+            inactive.get_or_insert(meter.id);
+        }
+        answer.push_str(&format!(", none active for `{event_name}`"));
+        reads.push(read_record(url, answer));
+        if !list.has_more {
+            return Err(WorkflowError::InvalidInput(match inactive {
+                Some(id) => format!(
+                    "the Stripe meter {id} for event name `{event_name}` is inactive, so Stripe would not bill its events; nothing was written"
+                ),
+                None => format!(
+                    "no active Stripe meter has the event name `{event_name}`: create one, or give the event name of an existing meter; nothing was written"
+                ),
+            }));
+        }
+        let Some(last) = last else {
+            return Err(bad_answer(
+                "Stripe said more meters follow, but the page was empty".into(),
+            ));
+        };
+        after = Some(last);
+    }
+    Err(step_failed(
+        Step::FindMeter,
+        window,
+        None,
+        format!(
+            "no active meter for `{event_name}` in the first {} meters",
+            stripe::MAX_PAGES * stripe::PAGE_LIMIT
+        ),
+        None,
+        0,
+    ))
+}
+
+fn read_record(url: String, answer: String) -> StripeRead {
+    StripeRead {
+        method: "GET".into(),
+        url,
+        status: 200,
+        answer,
+    }
+}
+
+/// What Stripe holds for each interval in `old` (keyed by its start: its end
+/// and the aggregated value), from one paginated summaries call. An interval
+/// Stripe lists no summary for holds nothing.
+fn read_summaries(
+    endpoints: &Endpoints,
+    interval: Interval,
+    plan: &Plan,
+    meter: &Meter,
+    old: &[Window],
+    retry: &retry::Policy,
+    reads: &mut Vec<StripeRead>,
+) -> Result<HashMap<i64, (i64, f64)>, WorkflowError> {
+    let (Some(first), Some(last)) = (old.first(), old.last()) else {
+        return Ok(HashMap::new());
+    };
+    let range = Window {
+        start: first.start,
+        end: last.end,
+    };
+    // Summaries start and end on minutes, and on the grouping window's grid.
+    let (grouping, grid, unit) = match interval {
+        Interval::Day => (Some("day"), time::DAY, "UTC day"),
+        Interval::Hour => (Some("hour"), 3600, "UTC hour"),
+        Interval::Window => (None, 60, "minute"),
+    };
+    if let Some(off) = old
+        .iter()
+        .find(|p| p.start.rem_euclid(grid) != 0 || p.end.rem_euclid(grid) != 0)
+    {
+        let aligned = Window {
+            start: plan.window.start.div_euclid(grid) * grid,
+            end: (plan.window.end + grid - 1).div_euclid(grid) * grid,
+        };
+        return Err(WorkflowError::InvalidInput(format!(
+            "the interval {} to {} ended more than 23 hours ago, so what Stripe holds for it must be read first, and Stripe reads only whole {unit}s: use the window {} to {}",
+            time::format(off.start),
+            time::format(off.end),
+            time::format(aligned.start),
+            time::format(aligned.end),
+        )));
+    }
+    let mut held: HashMap<i64, (i64, f64)> = old.iter().map(|p| (p.start, (p.end, 0.0))).collect();
+    let base = endpoints.stripe_url.trim_end_matches('/');
+    let mut after: Option<String> = None;
+    for _ in 0..stripe::MAX_PAGES {
+        let url = stripe::summaries_url(
+            base,
+            meter,
+            &plan.stripe_customer,
+            range,
+            grouping,
+            after.as_deref(),
+        );
+        let (reply, attempts) = read(&url, Step::ReadSummaries, range, retry)?;
+        let bad_answer = |m: String| {
+            step_failed(
+                Step::ReadSummaries,
+                range,
+                Some(200),
+                m,
+                reply.request_id(),
+                attempts,
+            )
+        };
+        let list = stripe::parse_summaries(&reply.body).map_err(bad_answer)?;
+        let mut answer = Vec::new();
+        for summary in &list.data {
+            match held.get_mut(&summary.start_time) {
+                Some((end, value)) if *end == summary.end_time => *value = summary.aggregated_value,
+                _ => {
+                    return Err(bad_answer(format!(
+                        "Stripe's summary {} covers {} to {}, which is not an interval asked for",
+                        summary.id,
+                        time::format(summary.start_time),
+                        time::format(summary.end_time)
+                    )));
+                }
+            }
+            answer.push(format!(
+                "{}: {}",
+                time::format(summary.start_time),
+                quantity::format_number(summary.aggregated_value)
+            ));
+        }
+        let answer = if answer.is_empty() {
+            "no summaries: nothing held".to_string()
+        } else {
+            answer.join(", ")
+        };
+        reads.push(read_record(url, answer));
+        if !list.has_more {
+            return Ok(held);
+        }
+        match list.data.last() {
+            Some(s) => after = Some(s.id.clone()),
+            None => {
+                return Err(bad_answer(
+                    "Stripe said more summaries follow, but the page was empty".into(),
+                ));
+            }
+        }
+    }
+    Err(step_failed(
+        Step::ReadSummaries,
+        range,
+        None,
+        format!("more than {} pages of summaries", stripe::MAX_PAGES),
+        None,
+        0,
+    ))
+}
+
+/// Step 2: one meter event per interval, in order, stopping at the first
+/// failure. An interval past the identifier's dedupe window is first checked
+/// against Stripe's summary: already held, it is not written again; holding
+/// another value, it is drift, reported and not written.
 fn record_all(
     endpoints: &Endpoints,
     options: &Options,
     plan: &Plan,
     retry: &retry::Policy,
     usage: amberflo::Usage,
+    meter: &Meter,
+    mut reads: Vec<StripeRead>,
 ) -> Result<Outputs, WorkflowError> {
     let totals = usage.totals(&plan.pieces);
     let values = values(plan, options, totals.as_deref()).map_err(WorkflowError::InvalidInput)?;
+    let now = now();
+    // Pieces are in order, so the old ones come first.
+    let old: Vec<Window> = plan
+        .pieces
+        .iter()
+        .filter(|p| now - p.end > IDENTIFIER_TRUSTED_FOR)
+        .copied()
+        .collect();
+    let held = read_summaries(
+        endpoints,
+        options.interval,
+        plan,
+        meter,
+        &old,
+        retry,
+        &mut reads,
+    )?;
     let mut outputs = Outputs {
         usage_result: usage.client_meters,
         event_name: plan.stripe_event_name.clone(),
         window_start: plan.window.start,
         window_end: plan.window.end,
+        meter: meter.clone(),
         events: Vec::new(),
         planned: Vec::new(),
+        reads,
     };
     let url = join(&endpoints.stripe_url, stripe::PATH);
     for (piece, (value, total)) in plan.pieces.iter().zip(values) {
         let identifier = stripe::identifier(plan, piece);
-        let body = stripe::request_body(plan, piece, &value, &identifier);
+        let mut event = MeterEvent {
+            meter_event_id: identifier,
+            event_name: plan.stripe_event_name.clone(),
+            usage_quantity: value,
+            amberflo_total: total.map(quantity::format_number),
+            window_start: piece.start,
+            window_end: piece.end,
+            timestamp: piece.timestamp(),
+            already_recorded: false,
+            verified_by: None,
+            stripe_value: None,
+            drift: false,
+            attempts: 0,
+        };
+        if let Some(&(_, held)) = held.get(&piece.start) {
+            event.stripe_value = Some(quantity::format_number(held));
+            let wanted: f64 = event.usage_quantity.parse().unwrap_or(f64::NAN);
+            if held != 0.0 {
+                if held == wanted {
+                    event.already_recorded = true;
+                    event.verified_by = Some(Verification::Summary);
+                } else {
+                    event.drift = true;
+                }
+                outputs.events.push(event);
+                continue;
+            }
+        }
+        let body = stripe::request_body(
+            plan,
+            meter,
+            piece,
+            &event.usage_quantity,
+            &event.meter_event_id,
+        );
         if options.dry_run {
             outputs.planned.push(PlannedRequest {
                 method: "POST".into(),
@@ -152,17 +505,6 @@ fn record_all(
             });
             continue;
         }
-        let event = MeterEvent {
-            meter_event_id: identifier,
-            event_name: plan.stripe_event_name.clone(),
-            usage_quantity: value,
-            amberflo_total: total.map(quantity::format_number),
-            window_start: piece.start,
-            window_end: piece.end,
-            timestamp: piece.timestamp(),
-            already_recorded: false,
-            attempts: 0,
-        };
         match record(&url, event, &body, piece, retry) {
             Ok(event) => outputs.events.push(event),
             Err(mut failure) => {
@@ -172,6 +514,58 @@ fn record_all(
         }
     }
     Ok(outputs)
+}
+
+/// Sends until the answer is final under `rule`, or the retry policy is spent.
+fn retrying(
+    label: &str,
+    retry: &retry::Policy,
+    rule: fn(&Result<Reply, Failure>) -> Next,
+    mut send: impl FnMut() -> Result<Reply, Failure>,
+) -> (Result<Reply, Failure>, u32) {
+    let started = Instant::now();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = send();
+        let Next::Retry { retry_after, .. } = rule(&result) else {
+            return (result, attempt);
+        };
+        let wait = retry.wait(attempt, started.elapsed(), retry_after, jitter());
+        trace(label, attempt, retry, &result, wait, "");
+        match wait {
+            Some(wait) => std::thread::sleep(wait),
+            None => return (result, attempt),
+        }
+    }
+}
+
+/// GETs a Stripe read, retrying as Stripe's clients do (a read is safe to
+/// repeat); anything but a 200 fails `step`, and nothing is written.
+fn read(
+    url: &str,
+    step: Step,
+    window: Window,
+    retry: &retry::Policy,
+) -> Result<(Reply, u32), WorkflowError> {
+    let auth = credentials::stripe_header();
+    let mut headers = vec![
+        ("Stripe-Version", stripe::API_VERSION),
+        ("User-Agent", USER_AGENT),
+    ];
+    headers.extend(auth.as_ref().map(|(n, v)| (*n, v.as_str())));
+    let label = match step {
+        Step::FindMeter => "find-meter",
+        _ => "read-summaries",
+    };
+    let (result, attempts) = retrying(label, retry, retry::stripe, || http::get(url, &headers));
+    let failed = |(status, message, request_id)| {
+        step_failed(step, window, status, message, request_id, attempts)
+    };
+    match result {
+        Ok(reply) if reply.status == 200 => Ok((reply, attempts)),
+        other => Err(failed(describe(other))),
+    }
 }
 
 /// Posts an Amberflo query, retrying as the Amberflo rules allow; a non-200
@@ -190,35 +584,33 @@ fn query_amberflo(
         ("User-Agent", USER_AGENT),
     ];
     headers.extend(auth.as_ref().map(|(n, v)| (*n, v.as_str())));
-    let started = Instant::now();
-    let mut attempt = 0;
-    let (result, attempts) = loop {
-        attempt += 1;
-        let result = http::post(&url, &headers, body);
-        let Next::Retry { retry_after, .. } = retry::amberflo(&result) else {
-            break (result, attempt);
-        };
-        let wait = retry.wait(attempt, started.elapsed(), retry_after, jitter());
-        trace("query-usage", attempt, retry, &result, wait, "");
-        match wait {
-            Some(wait) => std::thread::sleep(wait),
-            None => break (result, attempt),
-        }
-    };
-    let reply = result.map_err(|f| query_failed(window, None, f.message, None, attempts))?;
-    if reply.status != 200 {
-        return Err(query_failed(
+    let (result, attempts) = retrying("query-usage", retry, retry::amberflo, || {
+        http::post(&url, &headers, body)
+    });
+    let failed = |status, message, request_id| {
+        step_failed(
+            Step::QueryUsage,
             window,
+            status,
+            message,
+            request_id,
+            attempts,
+        )
+    };
+    let reply = result.map_err(|f| failed(None, f.message, None))?;
+    if reply.status != 200 {
+        return Err(failed(
             Some(reply.status),
             amberflo::error_message(&reply.body),
             reply.request_id(),
-            attempts,
         ));
     }
     Ok((reply, attempts))
 }
 
-fn query_failed(
+/// A step that writes nothing failed: nothing was recorded.
+fn step_failed(
+    step: Step,
     window: Window,
     status: Option<u16>,
     message: String,
@@ -226,7 +618,7 @@ fn query_failed(
     attempts: u32,
 ) -> WorkflowError {
     WorkflowError::StepFailed(StepFailure {
-        step: Step::QueryUsage,
+        step,
         status,
         message,
         request_id,
@@ -330,6 +722,7 @@ fn record(
                     .is_some_and(|e| e.is_duplicate_of(&event.meter_event_id))
             {
                 event.already_recorded = true;
+                event.verified_by = Some(Verification::Identifier);
                 return Ok(event);
             }
         }

@@ -37,6 +37,41 @@ pub fn from_wit<T: Serialize, U: DeserializeOwned>(value: &T) -> U {
 pub enum Step {
     QueryUsage,
     RecordStripeMeter,
+    FindMeter,
+    ReadSummaries,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum Interval {
+    Day,
+    Hour,
+    Window,
+}
+
+/// How a run knew Stripe already held an interval's event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum Verification {
+    Identifier,
+    Summary,
+}
+
+/// The Stripe meter the events went to.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Meter {
+    pub id: String,
+    pub event_name: String,
+    pub customer_key: String,
+    pub value_key: String,
+    pub pre_aggregated: Option<Interval>,
+}
+
+/// A read of Stripe made before writing.
+#[derive(Clone, Debug, Deserialize)]
+pub struct StripeRead {
+    pub method: String,
+    pub url: String,
+    pub status: u16,
+    pub answer: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -56,6 +91,9 @@ pub struct MeterEvent {
     pub window_end: i64,
     pub timestamp: i64,
     pub already_recorded: bool,
+    pub verified_by: Option<Verification>,
+    pub stripe_value: Option<String>,
+    pub drift: bool,
     pub attempts: u32,
 }
 
@@ -73,8 +111,17 @@ pub struct Outputs {
     pub event_name: String,
     pub window_start: i64,
     pub window_end: i64,
+    pub meter: Meter,
     pub events: Vec<MeterEvent>,
     pub planned: Vec<PlannedRequest>,
+    pub reads: Vec<StripeRead>,
+}
+
+impl Outputs {
+    /// The intervals where Stripe held another value: nothing was written for them.
+    pub fn drifted(&self) -> impl Iterator<Item = &MeterEvent> {
+        self.events.iter().filter(|e| e.drift)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -119,6 +166,15 @@ fn step_name(step: Step) -> &'static str {
     match step {
         Step::QueryUsage => "query-usage",
         Step::RecordStripeMeter => "record-stripe-meter",
+        Step::FindMeter => "find-meter",
+        Step::ReadSummaries => "read-summaries",
+    }
+}
+
+fn verification_name(v: Verification) -> &'static str {
+    match v {
+        Verification::Identifier => "identifier",
+        Verification::Summary => "summary",
     }
 }
 
@@ -153,7 +209,7 @@ impl Failure {
                 let step = step_name(f.step);
                 let provider = match f.step {
                     Step::QueryUsage => "Amberflo",
-                    Step::RecordStripeMeter => "Stripe",
+                    Step::RecordStripeMeter | Step::FindMeter | Step::ReadSummaries => "Stripe",
                 };
                 let mut line = match f.status {
                     Some(status) => {
@@ -169,6 +225,9 @@ impl Failure {
                 }
                 match (f.step, f.delivery) {
                     (Step::QueryUsage, _) => line.push_str("; nothing was sent to Stripe"),
+                    (Step::FindMeter | Step::ReadSummaries, _) => {
+                        line.push_str("; nothing was written to Stripe")
+                    }
                     (_, Delivery::NotSent | Delivery::Rejected) if f.recorded.is_empty() => {
                         line.push_str("; no meter event was recorded")
                     }
@@ -229,6 +288,12 @@ pub struct EventJson<'a> {
     end_time: i64,
     timestamp: i64,
     already_recorded: bool,
+    /// How `already_recorded` was known: `identifier` or `summary`.
+    verified_by: Option<&'static str>,
+    /// What Stripe held for the interval before this run, when it was read.
+    stripe_value: Option<&'a str>,
+    /// Stripe held another value: nothing was written.
+    drift: bool,
     attempts: u32,
 }
 
@@ -243,9 +308,50 @@ impl<'a> From<&'a MeterEvent> for EventJson<'a> {
             end_time: e.window_end,
             timestamp: e.timestamp,
             already_recorded: e.already_recorded,
+            verified_by: e.verified_by.map(verification_name),
+            stripe_value: e.stripe_value.as_deref(),
+            drift: e.drift,
             attempts: e.attempts,
         }
     }
+}
+
+/// The meter, as printed.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MeterJson<'a> {
+    id: &'a str,
+    event_name: &'a str,
+    customer_key: &'a str,
+    value_key: &'a str,
+    /// `day` or `hour` for a pre-aggregated meter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pre_aggregated: Option<&'static str>,
+}
+
+impl<'a> From<&'a Meter> for MeterJson<'a> {
+    fn from(m: &'a Meter) -> MeterJson<'a> {
+        MeterJson {
+            id: &m.id,
+            event_name: &m.event_name,
+            customer_key: &m.customer_key,
+            value_key: &m.value_key,
+            pre_aggregated: m.pre_aggregated.map(|i| match i {
+                Interval::Day => "day",
+                Interval::Hour => "hour",
+                Interval::Window => "window",
+            }),
+        }
+    }
+}
+
+/// A read of Stripe, as a dry run shows it.
+#[derive(Serialize)]
+struct ReadJson<'a> {
+    method: &'a str,
+    url: &'a str,
+    status: u16,
+    answer: &'a str,
 }
 
 /// A Stripe request a dry run would send; the credential shown redacted.
@@ -296,10 +402,20 @@ struct OutputsJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     already_recorded: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    verified_by: Option<Option<&'static str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stripe_value: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drift: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     attempts: Option<u32>,
+    meter: MeterJson<'a>,
     events: Vec<EventJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     dry_run: Option<bool>,
+    /// The reads a dry run made (the meter, the summaries) and their answers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stripe_reads: Vec<ReadJson<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     stripe_requests: Vec<PlannedJson<'a>>,
 }
@@ -323,9 +439,27 @@ pub fn render_outputs(outputs: &Outputs, dry_run: bool) -> String {
         end_time: outputs.window_end,
         timestamp: single.map(|e| e.timestamp),
         already_recorded: single.map(|e| e.already_recorded),
+        verified_by: single.map(|e| e.verified_by.map(verification_name)),
+        stripe_value: single.map(|e| e.stripe_value.as_deref()),
+        drift: single.map(|e| e.drift),
         attempts: single.map(|e| e.attempts),
+        meter: MeterJson::from(&outputs.meter),
         events: outputs.events.iter().map(EventJson::from).collect(),
         dry_run: dry_run.then_some(true),
+        stripe_reads: if dry_run {
+            outputs
+                .reads
+                .iter()
+                .map(|r| ReadJson {
+                    method: &r.method,
+                    url: &r.url,
+                    status: r.status,
+                    answer: &r.answer,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
         stripe_requests: outputs.planned.iter().map(PlannedJson::from).collect(),
     })
     .expect("plain data serializes")
@@ -333,30 +467,51 @@ pub fn render_outputs(outputs: &Outputs, dry_run: bool) -> String {
 
 /// One line for stderr saying what a successful run did.
 pub fn summary(outputs: &Outputs, dry_run: bool) -> String {
-    if dry_run {
-        return format!(
-            "dry run: {} Stripe request(s) shown on stdout, nothing sent",
+    let mut line = if dry_run {
+        format!(
+            "dry run: {} Stripe read(s) made, {} Stripe write(s) shown on stdout, nothing written",
+            outputs.reads.len(),
             outputs.planned.len()
-        );
-    }
-    let recorded: Vec<&MeterEvent> = outputs
-        .events
-        .iter()
-        .filter(|e| !e.already_recorded)
-        .collect();
-    let already = outputs.events.len() - recorded.len();
-    let total: i128 = recorded
-        .iter()
-        .filter_map(|e| e.usage_quantity.parse::<i128>().ok())
-        .sum();
-    let mut line = format!(
-        "recorded {} event(s) on {} totalling {total}",
-        recorded.len(),
-        outputs.event_name
-    );
+        )
+    } else {
+        let recorded: Vec<&MeterEvent> = outputs
+            .events
+            .iter()
+            .filter(|e| !e.already_recorded && !e.drift)
+            .collect();
+        let total: i128 = recorded
+            .iter()
+            .filter_map(|e| e.usage_quantity.parse::<i128>().ok())
+            .sum();
+        format!(
+            "recorded {} event(s) on {} totalling {total}",
+            recorded.len(),
+            outputs.event_name
+        )
+    };
+    let already = outputs.events.iter().filter(|e| e.already_recorded).count();
     if already > 0 {
         line.push_str(&format!(
             "; {already} already recorded in Stripe, nothing new sent for them"
+        ));
+    }
+    let drifted: Vec<String> = outputs
+        .drifted()
+        .map(|e| {
+            format!(
+                "{}..{} Stripe holds {} where Amberflo measured {}",
+                e.window_start,
+                e.window_end,
+                e.stripe_value.as_deref().unwrap_or("?"),
+                e.usage_quantity
+            )
+        })
+        .collect();
+    if !drifted.is_empty() {
+        line.push_str(&format!(
+            "; DRIFT in {} interval(s), nothing written for them: {}",
+            drifted.len(),
+            drifted.join("; ")
         ));
     }
     line

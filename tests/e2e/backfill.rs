@@ -93,7 +93,7 @@ fn days_older_than_35_days_are_refused_before_anything_is_sent() {
         run.error_message()
     );
     assert!(p.amberflo_requests().is_empty());
-    assert!(p.stripe_requests().is_empty());
+    assert!(p.stripe_writes().is_empty());
 }
 
 #[test]
@@ -116,7 +116,7 @@ fn a_failed_day_stops_the_backfill_and_says_what_was_recorded() {
         "{}",
         run.error_message()
     );
-    assert_eq!(p.stripe_requests().len(), 2, "the third day was not sent");
+    assert_eq!(p.stripe_writes().len(), 2, "the third day was not sent");
 
     // Running the same window again finishes the job, billing nothing twice.
     let out = p.run(&with_inputs(&window)).expect(0).json();
@@ -175,7 +175,7 @@ fn reconcile_refuses_a_quantity_that_differs_from_amberflo() {
         run.error_message()
     );
     assert_eq!(p.amberflo_requests().len(), 1);
-    assert!(p.stripe_requests().is_empty());
+    assert!(p.stripe_writes().is_empty());
 
     let out = p
         .run(&with_inputs(&["--usage-quantity", "7", "--reconcile"]))
@@ -193,7 +193,7 @@ fn a_dry_run_queries_amberflo_and_sends_nothing_to_stripe() {
     assert_eq!(out["dryRun"], true);
     assert_eq!(out["events"], serde_json::json!([]));
     assert_eq!(p.amberflo_requests().len(), 1);
-    assert!(p.stripe_requests().is_empty());
+    assert!(p.stripe_writes().is_empty());
     let request = &out["stripeRequests"][0];
     assert_eq!(request["method"], "POST");
     assert_eq!(
@@ -211,10 +211,10 @@ fn a_dry_run_queries_amberflo_and_sends_nothing_to_stripe() {
     assert_eq!(request["headers"]["Content-Length"], body.len().to_string());
     assert!(
         run.stderr
-            .contains("dry run: 1 Stripe request(s) shown on stdout, nothing sent")
+            .contains("1 Stripe write(s) shown on stdout, nothing written")
     );
 
     // Sending for real puts exactly those bytes on the wire.
     p.run(&INPUTS).expect(0);
-    assert_eq!(p.stripe_requests()[0].body_text(), body);
+    assert_eq!(p.stripe_writes()[0].body_text(), body);
 }

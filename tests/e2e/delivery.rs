@@ -28,7 +28,7 @@ fn assert_exactly_one_event(p: &Providers) {
 }
 
 fn keys(p: &Providers) -> Vec<String> {
-    p.stripe_requests()
+    p.stripe_writes()
         .iter()
         .map(|r| r.header("idempotency-key").unwrap().to_string())
         .collect()
@@ -209,7 +209,7 @@ fn killed_between_the_steps_then_run_again() {
     p.amberflo
         .set_fault(Some(Fault::Delay(Duration::from_secs(60))));
     kill_when(&p, || !p.amberflo_requests().is_empty());
-    assert!(p.stripe_requests().is_empty());
+    assert!(p.stripe_writes().is_empty());
     p.amberflo.set_fault(None);
     let out = succeeds(&p, &[]);
     assert_eq!(out["alreadyRecorded"], false);

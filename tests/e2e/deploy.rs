@@ -246,7 +246,7 @@ fn the_spin_and_wasmcloud_builds_take_the_keys_from_the_platforms_variables() {
         assert_eq!(q.header("x-api-key"), Some(p.amberflo_key.as_str()));
         let bearer = format!("Bearer {}", p.stripe_key);
         assert_eq!(
-            p.stripe_requests()[0].header("authorization"),
+            p.stripe_writes()[0].header("authorization"),
             Some(bearer.as_str())
         );
         // The same identifier as every other build: a rerun elsewhere bills nothing twice.

@@ -33,7 +33,7 @@ fn without(flag: &str) -> Vec<String> {
 
 fn assert_nothing_sent(p: &Providers) {
     assert!(p.amberflo_requests().is_empty(), "Amberflo was called");
-    assert!(p.stripe_requests().is_empty(), "Stripe was called");
+    assert!(p.stripe_all().is_empty(), "Stripe was called");
 }
 
 // Step 1 failures: exit 3, and Stripe is never called.
@@ -50,7 +50,7 @@ fn step1_fails(fault: Option<Fault>, wrong_key: bool, attempts: usize) -> (Provi
     run.expect(PROVIDER);
     assert_eq!(p.amberflo_requests().len(), attempts);
     assert!(
-        p.stripe_requests().is_empty(),
+        p.stripe_writes().is_empty(),
         "Stripe must not be called after step 1 fails"
     );
     let error = run.json()["error"].clone();
@@ -116,7 +116,7 @@ fn amberflo_malformed_json_stops_before_stripe() {
 fn step2_fails(p: &Providers, run: &Run, status: u16, delivery: &str, attempts: usize) -> Value {
     run.expect(PROVIDER);
     assert_eq!(p.amberflo_requests().len(), 1);
-    assert_eq!(p.stripe_requests().len(), attempts);
+    assert_eq!(p.stripe_writes().len(), attempts);
     assert!(p.stripe.events().is_empty());
     let error = run.json()["error"].clone();
     assert_eq!(error["step"], "record-stripe-meter");
@@ -146,7 +146,20 @@ fn stripe_400_is_reported_with_its_message() {
 fn stripe_401_names_the_bad_key_masked() {
     let p = providers();
     let run = p.run_with_keys(&inputs(), &p.amberflo_key, "sk_test_wrong_key_0000");
-    step2_fails(&p, &run, 401, "rejected", 1);
+    // The meter lookup is the first request: it fails before Amberflo is asked.
+    run.expect(PROVIDER);
+    let error = run.json()["error"].clone();
+    assert_eq!(error["step"], "find-meter");
+    assert_eq!(error["status"], 401);
+    assert_eq!(error["delivery"], "not-sent");
+    assert!(p.amberflo_requests().is_empty());
+    assert!(p.stripe_writes().is_empty());
+    assert!(
+        run.error_message()
+            .ends_with("; nothing was written to Stripe"),
+        "{}",
+        run.error_message()
+    );
     assert!(
         run.error_message()
             .contains("Stripe answered 401: Invalid API Key provided: sk_test_**********0000"),
@@ -176,7 +189,7 @@ fn stripe_5xx_leaves_delivery_unknown_and_says_a_rerun_is_safe() {
         step2_fails(&p, &run, status, "unknown", 3);
         // After a 5xx, which Stripe stores under its key, each retry takes a fresh key.
         let keys: std::collections::HashSet<_> = p
-            .stripe_requests()
+            .stripe_writes()
             .iter()
             .map(|r| r.header("idempotency-key").unwrap().to_string())
             .collect();
@@ -287,7 +300,7 @@ fn a_fractional_amberflo_total_is_not_rounded_silently() {
         run.error_message()
     );
     assert_eq!(p.amberflo_requests().len(), 1);
-    assert!(p.stripe_requests().is_empty());
+    assert!(p.stripe_writes().is_empty());
 }
 
 #[test]
@@ -360,5 +373,5 @@ fn a_provider_that_does_not_answer_in_time_is_a_clear_failure() {
         run.error_message(),
         "step query-usage failed: no response in time; nothing was sent to Stripe"
     );
-    assert!(p.stripe_requests().is_empty());
+    assert!(p.stripe_writes().is_empty());
 }

@@ -48,7 +48,7 @@ fn records_the_amberflo_total_on_the_stripe_meter() {
     );
 
     // Step 2 on the wire.
-    let stripe = p.stripe_requests();
+    let stripe = p.stripe_writes();
     assert_eq!(stripe.len(), 1);
     let s = &stripe[0];
     assert_eq!(
@@ -176,7 +176,7 @@ fn a_rerun_of_the_same_period_records_nothing_new() {
     assert_eq!(p.stripe.events().len(), 1, "exactly one event");
 
     // Same identifier both times; the idempotency key belongs to one run only.
-    let requests = p.stripe_requests();
+    let requests = p.stripe_writes();
     assert_eq!(requests.len(), 2);
     assert_eq!(requests[0].body, requests[1].body);
     assert_ne!(

@@ -19,7 +19,7 @@ fn nothing_received(p: &Providers) {
         "{:?}",
         p.amberflo_requests()
     );
-    assert!(p.stripe_requests().is_empty(), "{:?}", p.stripe_requests());
+    assert!(p.stripe_all().is_empty(), "{:?}", p.stripe_all());
 }
 
 #[test]
@@ -69,7 +69,7 @@ fn look_alike_authorities_are_refused() {
     // Case does not make another host: mixed case reaches Stripe, with Stripe's key.
     let url = format!("http://LocalHost:{sport}/v1/x");
     probe(&p, "get", &url, &["--stripe-url", &stripe]).expect(0);
-    let requests = p.stripe_requests();
+    let requests = p.stripe_all();
     assert_eq!(requests.len(), 1);
     assert_eq!(
         requests[0].header("authorization"),
@@ -132,7 +132,7 @@ fn keys_cannot_be_read_back_or_carried_to_the_other_provider() {
     );
     let out = run.expect(0).json();
     // What the guest saw of Amberflo's echo, and then sent to Stripe.
-    let sent: Value = serde_json::from_str(p.stripe_requests()[0].body_text().as_str()).unwrap();
+    let sent: Value = serde_json::from_str(p.stripe_all()[0].body_text().as_str()).unwrap();
     assert_eq!(sent["headers"]["x-echo-x-api-key"], "[redacted]", "{sent}");
     assert!(
         sent["body"]
@@ -178,7 +178,9 @@ fn the_request_budget_of_a_run_is_enforced() {
         "{}",
         run.error_message()
     );
-    assert!(p.stripe_requests().is_empty());
+    // The one request allowed was the meter lookup: nothing was written.
+    assert_eq!(p.stripe_all().len(), 1);
+    assert!(p.stripe_writes().is_empty());
 }
 
 #[test]
@@ -207,7 +209,7 @@ fn a_panicking_component_is_contained() {
     run.expect(SANDBOX);
     assert!(
         run.error_message().starts_with(
-            "sandbox: the component crashed (wasm trap: wasm `unreachable` instruction executed); nothing was sent to Stripe"
+            "sandbox: the component crashed (wasm trap: wasm `unreachable` instruction executed); nothing was written to Stripe"
         ),
         "{}",
         run.error_message()

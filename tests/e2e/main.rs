@@ -8,6 +8,7 @@ mod deploy;
 mod failures;
 mod happy_path;
 mod hostile;
+mod ledger;
 mod node;
 mod sandbox;
 mod serve;

@@ -129,7 +129,7 @@ fn node_sends_the_same_bytes_and_returns_the_same_outputs_as_usage_sync_run() {
     // On the wire: the same bodies and headers; the key each provider expects.
     for (a, b) in [
         (ours.amberflo_requests(), theirs.amberflo_requests()),
-        (ours.stripe_requests(), theirs.stripe_requests()),
+        (ours.stripe_writes(), theirs.stripe_writes()),
     ] {
         assert_eq!((a.len(), b.len()), (1, 1));
         assert_eq!(a[0].body_text(), b[0].body_text());
@@ -140,7 +140,7 @@ fn node_sends_the_same_bytes_and_returns_the_same_outputs_as_usage_sync_run() {
     assert_eq!(q.header("x-api-key"), Some(theirs.amberflo_key.as_str()));
     let bearer = format!("Bearer {}", theirs.stripe_key);
     assert_eq!(
-        theirs.stripe_requests()[0].header("authorization"),
+        theirs.stripe_writes()[0].header("authorization"),
         Some(bearer.as_str())
     );
     theirs.assert_no_leak(&Run {
@@ -184,5 +184,5 @@ fn without_keys_in_its_environment_the_component_says_which_is_missing() {
         message.contains("set AMBERFLO_API_KEY and STRIPE_API_KEY"),
         "{message}"
     );
-    assert!(p.amberflo_requests().is_empty() && p.stripe_requests().is_empty());
+    assert!(p.amberflo_requests().is_empty() && p.stripe_all().is_empty());
 }

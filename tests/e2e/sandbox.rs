@@ -54,7 +54,7 @@ fn unlisted_hosts_are_refused_before_any_lookup() {
         assert!(run.stderr.contains(named), "{}", run.stderr);
     }
     assert!(p.amberflo_requests().is_empty());
-    assert!(p.stripe_requests().is_empty());
+    assert!(p.stripe_all().is_empty());
 }
 
 #[test]
@@ -68,7 +68,7 @@ fn each_key_goes_only_to_its_own_provider() {
     let amberflo = &p.amberflo_requests()[0];
     assert_eq!(amberflo.header("x-api-key"), Some(p.amberflo_key.as_str()));
     assert_eq!(amberflo.header("authorization"), None);
-    let stripe = &p.stripe_requests()[0];
+    let stripe = &p.stripe_all()[0];
     assert_eq!(
         stripe.header("authorization"),
         Some(format!("Bearer {}", p.stripe_key).as_str())
@@ -91,7 +91,7 @@ fn the_guest_cannot_set_its_own_credentials() {
             run.error_message()
         );
     }
-    for request in p.amberflo_requests().iter().chain(&p.stripe_requests()) {
+    for request in p.amberflo_requests().iter().chain(&p.stripe_all()) {
         for (_, value) in &request.headers {
             assert!(!value.contains("forged"), "a guest-set credential went out");
         }
@@ -105,14 +105,14 @@ fn limits_stop_the_guest_and_say_which() {
     run.expect(SANDBOX);
     assert_eq!(
         run.error_message(),
-        "sandbox: the run exceeded its deadline of 0.5 s; nothing was sent to Stripe"
+        "sandbox: the run exceeded its deadline of 0.5 s; nothing was written to Stripe"
     );
 
     let run = probe(&p, "allocate", "", &["--max-memory-mib", "16"]);
     run.expect(SANDBOX);
     assert_eq!(
         run.error_message(),
-        "sandbox: the component exceeded its memory limit of 16 MiB; nothing was sent to Stripe"
+        "sandbox: the component exceeded its memory limit of 16 MiB; nothing was written to Stripe"
     );
 
     // Amberflo's 404 body is longer than 10 bytes.
@@ -151,7 +151,7 @@ fn the_guest_gets_no_environment_files_or_sockets() {
         assert!(outcome.starts_with("refused"), "{what}: {outcome}");
     }
     assert!(
-        p.stripe_requests().is_empty(),
+        p.stripe_all().is_empty(),
         "the raw socket reached the emulator"
     );
 }

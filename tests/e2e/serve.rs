@@ -66,7 +66,7 @@ fn without_request_id(value: &Value) -> Value {
 
 fn same_stripe_bodies(a: &Providers, b: &Providers) {
     let bodies = |p: &Providers| -> Vec<String> {
-        p.stripe_requests().iter().map(|r| r.body_text()).collect()
+        p.stripe_writes().iter().map(|r| r.body_text()).collect()
     };
     assert_eq!(bodies(a), bodies(b));
     assert_eq!(
@@ -92,7 +92,7 @@ fn answers_as_run_does(p: &Providers, server: &Server, start: i64, end: i64) {
     same_stripe_bodies(&ours, p);
     let bearer = format!("Bearer {}", p.stripe_key);
     assert_eq!(
-        p.stripe_requests()[0].header("authorization"),
+        p.stripe_writes()[0].header("authorization"),
         Some(bearer.as_str())
     );
     let q = &p.amberflo_requests()[0];
@@ -127,7 +127,7 @@ fn usage_sync_serve_answers_errors_as_run_prints_them() {
     bad["stripeCustomer"] = json!("");
     let (status, answer) = post_run(&p, &server, &bad);
     assert_eq!((status, &answer), (400, &expected));
-    assert!(p.amberflo_requests().is_empty() && p.stripe_requests().is_empty());
+    assert!(p.amberflo_requests().is_empty() && p.stripe_all().is_empty());
 
     // A provider's refusal: 502 with the step, status and message.
     let (code, expected, _) = cli(start, end, &[], Some(Fault::Status(402)));
@@ -252,5 +252,5 @@ fn wasmtime_serve_without_keys_says_which_variable_to_set() {
         message.contains("set AMBERFLO_API_KEY and STRIPE_API_KEY"),
         "{message}"
     );
-    assert!(p.amberflo_requests().is_empty() && p.stripe_requests().is_empty());
+    assert!(p.amberflo_requests().is_empty() && p.stripe_all().is_empty());
 }

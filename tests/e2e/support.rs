@@ -4,7 +4,7 @@
 use serde_json::Value;
 use std::hash::{BuildHasher, RandomState};
 use std::process::Command;
-use usage_sync_emulators::{Amberflo, Recorded, Stripe, UsageRecord};
+use usage_sync_emulators::{Amberflo, MeterSpec, Recorded, Stripe, UsageRecord};
 
 pub const DAY: i64 = 86_400;
 
@@ -40,9 +40,17 @@ pub fn now() -> i64 {
 
 /// The previous full UTC day: the default window.
 pub fn yesterday() -> (i64, i64) {
-    let today = now().div_euclid(DAY) * DAY;
-    (today - DAY, today)
+    days_ago(1)
 }
+
+/// The whole UTC day `n` days back (1: yesterday).
+pub fn days_ago(n: i64) -> (i64, i64) {
+    let today = now().div_euclid(DAY) * DAY;
+    (today - n * DAY, today - (n - 1) * DAY)
+}
+
+/// 25 hours: past Stripe's identifier and idempotency-key memory.
+pub const DAY_AND_AN_HOUR: i64 = 25 * 3600;
 
 pub fn usage(customer: &str, meter: &str, time: i64, value: f64) -> UsageRecord {
     UsageRecord {
@@ -66,12 +74,25 @@ fn canary(prefix: &str) -> String {
 }
 
 impl Providers {
+    /// Both emulators, Stripe with a raw `sum` meter for `api_calls`.
     pub fn start(records: Vec<UsageRecord>) -> Providers {
+        Providers::with_meters(records, [MeterSpec::sum("api_calls")])
+    }
+
+    /// Both emulators, Stripe with these meters.
+    pub fn with_meters(
+        records: Vec<UsageRecord>,
+        meters: impl IntoIterator<Item = MeterSpec>,
+    ) -> Providers {
         let amberflo_key = canary("amb_canary_");
         let stripe_key = canary("sk_test_canary_");
+        let stripe = Stripe::start(&stripe_key).unwrap();
+        for meter in meters {
+            stripe.add_meter(meter);
+        }
         Providers {
             amberflo: Amberflo::start(&amberflo_key, records).unwrap(),
-            stripe: Stripe::start(&stripe_key).unwrap(),
+            stripe,
             amberflo_key,
             stripe_key,
         }
@@ -177,8 +198,32 @@ impl Providers {
         self.amberflo.requests()
     }
 
-    pub fn stripe_requests(&self) -> Vec<Recorded> {
+    /// Every request Stripe received, reads included.
+    pub fn stripe_all(&self) -> Vec<Recorded> {
         self.stripe.requests()
+    }
+
+    /// The writes Stripe received: every POST (the workflow's are
+    /// `POST /v1/billing/meter_events`).
+    pub fn stripe_writes(&self) -> Vec<Recorded> {
+        self.stripe_all()
+            .into_iter()
+            .filter(|r| r.method == "POST")
+            .collect()
+    }
+
+    /// The reads Stripe received, as `METHOD path?query`.
+    pub fn stripe_reads(&self) -> Vec<String> {
+        self.stripe_all()
+            .into_iter()
+            .filter(|r| r.method == "GET")
+            .map(|r| format!("{} {}", r.method, r.target))
+            .collect()
+    }
+
+    /// What Stripe bills in the end for `acme`'s `api_calls` over the window.
+    pub fn billed(&self, (start, end): (i64, i64)) -> f64 {
+        self.stripe.billed("api_calls", "cus_Acme", start, end)
     }
 }
 

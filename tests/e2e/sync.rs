@@ -94,7 +94,7 @@ fn every_row_is_recorded_once_and_a_rerun_skips_them() {
     again.expect(0);
     let out = lines(&again);
     assert_eq!(out[40]["summary"]["skipped"], 40);
-    assert_eq!(p.stripe_requests().len(), 40, "nothing sent again");
+    assert_eq!(p.stripe_writes().len(), 40, "nothing sent again");
 }
 
 #[test]
@@ -114,7 +114,7 @@ fn a_bad_row_is_named_and_nothing_is_sent() {
     );
     assert!(message.contains("line 4: repeats line 2"), "{message}");
     assert!(p.amberflo_requests().is_empty());
-    assert!(p.stripe_requests().is_empty());
+    assert!(p.stripe_writes().is_empty());
 }
 
 #[test]
@@ -140,7 +140,7 @@ fn a_failed_row_is_sent_again_by_the_next_run_and_nothing_twice() {
     );
     assert_eq!(p.stripe.events().len(), 3);
     assert_eq!(
-        p.stripe_requests().len(),
+        p.stripe_writes().len(),
         4,
         "only the failed row was sent again"
     );
@@ -213,7 +213,7 @@ fn ctrl_c_finishes_rows_in_flight_and_records_the_rest_as_not_sent() {
 /// The Stripe bodies a sync sent, sorted (each row's order varies).
 fn stripe_bodies(p: &Providers) -> Vec<String> {
     let mut bodies: Vec<String> = p
-        .stripe_requests()
+        .stripe_writes()
         .iter()
         .map(|r| String::from_utf8(r.body.clone()).unwrap())
         .collect();
@@ -240,6 +240,8 @@ fn one_amberflo_query_serves_a_batch_and_stripe_gets_what_per_row_queries_send()
         let body: Value = serde_json::from_slice(&query.body).unwrap();
         assert_eq!(body["groupBy"], serde_json::json!(["customerId"]));
         let ids = body["filter"]["customerId"].as_array().unwrap();
+        // Every customer of the batch, or Amberflo may cut some from the answer.
+        assert_eq!(body["take"]["limit"], ids.len());
         assert!(ids.len() <= 100);
         asked.extend(ids.iter().map(|id| id.as_str().unwrap().to_string()));
     }
@@ -332,4 +334,27 @@ fn a_terminal_gets_a_progress_bar_and_a_log_gets_lines() {
         "{text:?}"
     );
     assert!(!text.contains(&p.stripe_key) && !text.contains(&p.amberflo_key));
+}
+
+#[test]
+fn a_nightly_sync_looks_the_meter_up_once_and_reads_no_summaries_for_yesterday() {
+    let (p, mapping) = customers(1000, "one-lookup");
+    p.sync(&sync_args(&mapping, &[])).expect(0);
+    let reads = p.stripe_reads();
+    let lookups = reads
+        .iter()
+        .filter(|r| r.starts_with("GET /v1/billing/meters?"))
+        .count();
+    assert_eq!(lookups, 1, "one meter lookup per sync");
+    let summaries = reads
+        .iter()
+        .filter(|r| r.contains("/event_summaries"))
+        .count();
+    // Yesterday ended less than 23 hours ago, but in the last hour of a UTC
+    // day, when it may have been sent more than 24 hours before.
+    let (_, end) = yesterday();
+    let expected = if now() - end > 23 * 3600 { 1000 } else { 0 };
+    assert_eq!(summaries, expected);
+    assert_eq!(p.stripe_writes().len(), 1000);
+    assert_eq!(p.amberflo_requests().len(), 10);
 }

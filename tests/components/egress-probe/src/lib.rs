@@ -21,7 +21,7 @@ wit_bindgen::generate!({
 });
 
 use exports::usage_sync::workflow::workflow::{
-    CustomerUsage, Delivery, Endpoints, Guest, Inputs, Options, Outputs, Step, StepFailure,
+    CustomerUsage, Delivery, Endpoints, Guest, Inputs, Meter, Options, Outputs, Step, StepFailure,
     UsageQuery, WorkflowError,
 };
 use serde_json::{Value, json};
@@ -84,13 +84,38 @@ impl Guest for Probe {
             .collect())
     }
 
+    // Any meter will do: the probe attacks, it does not bill.
+    fn find_meter(_: Endpoints, _: Options, event_name: String) -> Result<Meter, WorkflowError> {
+        Ok(meter(event_name))
+    }
+
+    fn run_with_meter(
+        endpoints: Endpoints,
+        options: Options,
+        inputs: Inputs,
+        _: Meter,
+    ) -> Result<Outputs, WorkflowError> {
+        Probe::run(endpoints, options, inputs)
+    }
+
     fn record_usage(
         endpoints: Endpoints,
         options: Options,
         inputs: Inputs,
         _: String,
+        _: Meter,
     ) -> Result<Outputs, WorkflowError> {
         Probe::run(endpoints, options, inputs)
+    }
+}
+
+fn meter(event_name: String) -> Meter {
+    Meter {
+        id: "mtr_probe".into(),
+        event_name,
+        customer_key: "stripe_customer_id".into(),
+        value_key: "value".into(),
+        pre_aggregated: None,
     }
 }
 
@@ -233,8 +258,10 @@ fn outputs(usage_result: String) -> Outputs {
         event_name: String::new(),
         window_start: 0,
         window_end: 0,
+        meter: meter(String::new()),
         events: Vec::new(),
         planned: Vec::new(),
+        reads: Vec::new(),
     }
 }
 
