@@ -11,7 +11,7 @@ use usage_sync::cli::default_options;
 use usage_sync::policy::{Endpoint, Policy};
 use usage_sync::sandbox::{Limits, Pool, RunConfig, Sandbox};
 use usage_sync::secrets::{Credentials, Secret};
-use usage_sync_emulators::{Amberflo, Stripe, UsageRecord};
+use usage_sync_emulators::{Amberflo, MeterSpec, Stripe, UsageRecord};
 
 const BIN: &str = env!("CARGO_BIN_EXE_usage-sync");
 const AMBERFLO_KEY: &str = "amb_bench_key_0000000";
@@ -44,10 +44,9 @@ fn emulators(rows: usize) -> (Amberflo, Stripe) {
             value: 1.0,
         })
         .collect();
-    (
-        Amberflo::start(AMBERFLO_KEY, records).unwrap(),
-        Stripe::start(STRIPE_KEY).unwrap(),
-    )
+    let stripe = Stripe::start(STRIPE_KEY).unwrap();
+    stripe.add_meter(MeterSpec::sum("api_calls"));
+    (Amberflo::start(AMBERFLO_KEY, records).unwrap(), stripe)
 }
 
 fn config(amberflo: &Amberflo, stripe: &Stripe) -> RunConfig {
@@ -101,15 +100,38 @@ fn cache_dir() -> std::path::PathBuf {
 /// `usage-sync sync` of `rows` rows as a child process: rows per second, peak RSS.
 fn sync_rows(rows: usize, concurrency: usize, batch: usize) -> (f64, u64) {
     let (amberflo, stripe) = emulators(rows);
+    let dir = mapping_dir(rows);
+    let (elapsed, peak) = sync(&amberflo, &stripe, &dir, concurrency, batch, &[]);
+    assert_eq!(stripe.events().len(), rows);
+    let _ = std::fs::remove_dir_all(&dir);
+    (rows as f64 / elapsed.as_secs_f64(), peak)
+}
+
+/// A folder with a mapping of `rows` customers, `cust-{i}` to `cus_{i}`.
+fn mapping_dir(rows: usize) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("usage-sync-bench-{}-{rows}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let mapping = dir.join("mapping.csv");
     let mut csv = String::from("customerId,stripeCustomer\n");
     for i in 0..rows {
         csv.push_str(&format!("cust-{i},cus_{i}\n"));
     }
-    std::fs::write(&mapping, csv).unwrap();
+    std::fs::write(dir.join("mapping.csv"), csv).unwrap();
+    dir
+}
+
+/// One `usage-sync sync` of the mapping in `dir` (a fresh journal each time):
+/// how long it took and its peak RSS.
+fn sync(
+    amberflo: &Amberflo,
+    stripe: &Stripe,
+    dir: &std::path::Path,
+    concurrency: usize,
+    batch: usize,
+    extra: &[String],
+) -> (Duration, u64) {
+    let mapping = dir.join("mapping.csv");
+    let _ = std::fs::remove_file(dir.join("mapping.csv.journal.jsonl"));
     let started = Instant::now();
     let mut child = Command::new(BIN)
         .args(["sync", "--mapping", mapping.to_str().unwrap()])
@@ -133,6 +155,7 @@ fn sync_rows(rows: usize, concurrency: usize, batch: usize) -> (f64, u64) {
             "--amberflo-batch",
             &batch.to_string(),
         ])
+        .args(extra)
         .args(["--cache-dir", cache_dir().to_str().unwrap()])
         .env_clear()
         .env("AMBERFLO_API_KEY", AMBERFLO_KEY)
@@ -143,10 +166,83 @@ fn sync_rows(rows: usize, concurrency: usize, batch: usize) -> (f64, u64) {
         .unwrap();
     let peak = watch_rss(&mut child);
     assert!(child.wait().unwrap().success());
-    let elapsed = started.elapsed();
-    assert_eq!(stripe.events().len(), rows);
+    (started.elapsed(), peak)
+}
+
+/// What a sync asked of each provider.
+struct Requests {
+    amberflo: usize,
+    meter_lookups: usize,
+    summary_reads: usize,
+    writes: usize,
+}
+
+fn requests(amberflo: &Amberflo, stripe: &Stripe) -> Requests {
+    let stripe = stripe.requests();
+    let count =
+        |f: &dyn Fn(&str, &str) -> bool| stripe.iter().filter(|r| f(&r.method, &r.target)).count();
+    Requests {
+        amberflo: amberflo.requests().len(),
+        meter_lookups: count(&|m, t| m == "GET" && t.starts_with("/v1/billing/meters?")),
+        summary_reads: count(&|m, t| m == "GET" && t.contains("/event_summaries?")),
+        writes: count(&|m, _| m == "POST"),
+    }
+}
+
+/// A 30-day backfill of `customers` customers, every day past Stripe's
+/// identifier window, synced once, then again "25 hours later" (Stripe's clock
+/// moved, so only the summaries stand between the rerun and double billing).
+/// Returns both runs' rows/s and requests.
+fn backfill(customers: usize) -> (f64, Requests, f64, Requests) {
+    const DAYS: i64 = 30;
+    let (_, yesterday_end) = yesterday();
+    let end = yesterday_end - 2 * DAY;
+    let start = end - DAYS * DAY;
+    let records = (0..customers)
+        .flat_map(|i| {
+            (0..DAYS).map(move |d| UsageRecord {
+                customer_id: format!("cust-{i}"),
+                meter_api_name: "api-calls".into(),
+                time: start + d * DAY + 60,
+                value: 1.0,
+            })
+        })
+        .collect();
+    let amberflo = Amberflo::start(AMBERFLO_KEY, records).unwrap();
+    let stripe = Stripe::start(STRIPE_KEY).unwrap();
+    stripe.add_meter(MeterSpec::sum("api_calls"));
+    let dir = mapping_dir(customers);
+    let window = [
+        "--start-time".to_string(),
+        start.to_string(),
+        "--end-time".to_string(),
+        end.to_string(),
+    ];
+    stripe.shift_clock(-25 * 3600);
+    let (first, _) = sync(&amberflo, &stripe, &dir, 64, BATCH, &window);
+    stripe.shift_clock(25 * 3600);
+    assert_eq!(stripe.events().len(), customers * DAYS as usize);
+    let before = requests(&amberflo, &stripe);
+    let (rerun, _) = sync(&amberflo, &stripe, &dir, 64, BATCH, &window);
+    let after = requests(&amberflo, &stripe);
+    assert_eq!(
+        stripe.events().len(),
+        customers * DAYS as usize,
+        "billed once"
+    );
     let _ = std::fs::remove_dir_all(&dir);
-    (rows as f64 / elapsed.as_secs_f64(), peak)
+    let rate = |d: Duration| customers as f64 / d.as_secs_f64();
+    (
+        rate(first),
+        before,
+        rate(rerun),
+        Requests {
+            amberflo: after.amberflo - before.amberflo,
+            meter_lookups: after.meter_lookups - before.meter_lookups,
+            summary_reads: after.summary_reads - before.summary_reads,
+            writes: after.writes - before.writes,
+        },
+    )
 }
 
 /// The child's peak resident set, in KiB, sampled until it exits.
@@ -362,6 +458,41 @@ fn main() {
     println!(
         "| peak RSS, 1,000 rows with 1,000 in flight | {} MiB | ≤ 1 GiB |",
         rss / 1024
+    );
+
+    // What reading the ledger costs.
+    let (amberflo, stripe) = emulators(1_000);
+    let dir = mapping_dir(1_000);
+    let (nightly, _) = sync(&amberflo, &stripe, &dir, 64, BATCH, &[]);
+    let nightly_requests = requests(&amberflo, &stripe);
+    let _ = std::fs::remove_dir_all(&dir);
+    let (first, wrote, rerun, reread) = backfill(1_000);
+    println!();
+    println!(
+        "| sync of 1,000 customers | rows/s | Amberflo queries | meter lookups | summary reads per customer | writes |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| yesterday (the nightly job) | {:.0} | {} | {} | {:.2} | {} |",
+        1_000.0 / nightly.as_secs_f64(),
+        nightly_requests.amberflo,
+        nightly_requests.meter_lookups,
+        nightly_requests.summary_reads as f64 / 1_000.0,
+        nightly_requests.writes
+    );
+    println!(
+        "| 30-day backfill (30 events a row), first run | {first:.0} | {} | {} | {:.2} | {} |",
+        wrote.amberflo,
+        wrote.meter_lookups,
+        wrote.summary_reads as f64 / 1_000.0,
+        wrote.writes
+    );
+    println!(
+        "| the same backfill rerun 25 h later | {rerun:.0} | {} | {} | {:.2} | {} |",
+        reread.amberflo,
+        reread.meter_lookups,
+        reread.summary_reads as f64 / 1_000.0,
+        reread.writes
     );
     let _ = std::fs::remove_dir_all(cache_dir());
 }
