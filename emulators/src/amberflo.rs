@@ -21,6 +21,9 @@ struct State {
     /// Records by customer, so a filtered query does not scan them all.
     by_customer: HashMap<String, Vec<usize>>,
     faults: Faults,
+    /// Bodies the next queries are answered with (200), one each: a provider
+    /// that answers badly.
+    canned: std::collections::VecDeque<String>,
 }
 
 /// A running Amberflo emulator.
@@ -44,6 +47,7 @@ impl Amberflo {
             records,
             by_customer,
             faults: Faults::default(),
+            canned: Default::default(),
         }));
         let shared = state.clone();
         let server = Server::start(Arc::new(move |r: &Recorded| {
@@ -73,6 +77,11 @@ impl Amberflo {
         state.records.push(record);
     }
 
+    /// Answers the next query with 200 and this body instead of the stored usage.
+    pub fn answer_next_with(&self, body: &str) {
+        self.state.lock().unwrap().canned.push_back(body.into());
+    }
+
     /// Injects `fault` into every following request (`None` to heal).
     pub fn set_fault(&self, fault: Option<Fault>) {
         self.state.lock().unwrap().faults.set(fault);
@@ -89,6 +98,11 @@ fn message(status: u16, text: &str) -> Reply {
 }
 
 fn handle(state: &mut State, request: &Recorded) -> Reply {
+    if let Some(body) = state.canned.pop_front() {
+        let mut reply = message(200, "");
+        reply.body = body.into_bytes();
+        return reply;
+    }
     let fault = state.faults.next();
     if let Some(reply) = Reply::hostile(fault, request) {
         return reply;

@@ -134,6 +134,9 @@ pub enum Fault {
     RecordThenStatus(u16),
     /// Handle the request as usual, then close the connection without answering.
     RecordThenReset,
+    /// Handle the request as usual (an event is recorded), then answer 200
+    /// with another event's identifier: a confused or hostile provider.
+    RecordThenOtherEvent,
     /// A hostile provider: echo the request, credentials included (see [`Reply::echo`]).
     Echo,
     /// A hostile provider: answer 200 with a body that never ends.

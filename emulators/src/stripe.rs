@@ -743,8 +743,14 @@ fn record_event(state: &mut State, request: &Recorded, fault: Option<Fault>) -> 
         .with_header("idempotency-key", key.unwrap_or_default());
     }
     let mut reply = record(state, &params);
-    if let Some(Fault::RecordThenStatus(status)) = fault {
-        reply = canned(status);
+    match fault {
+        Some(Fault::RecordThenStatus(status)) => reply = canned(status),
+        Some(Fault::RecordThenOtherEvent) if reply.status == 200 => {
+            let mut other: Value = serde_json::from_slice(&reply.body).unwrap_or_default();
+            other["identifier"] = "someone-elses-event".into();
+            reply = Reply::json(200, &other);
+        }
+        _ => {}
     }
     if let Some(key) = key {
         state.idempotency.insert(

@@ -131,7 +131,11 @@ fn sync(
     extra: &[String],
 ) -> (Duration, u64) {
     let mapping = dir.join("mapping.csv");
-    let _ = std::fs::remove_file(dir.join("mapping.csv.journal.jsonl"));
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        if entry.file_name().to_string_lossy().contains(".journal.") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
     let started = Instant::now();
     let mut child = Command::new(BIN)
         .args(["sync", "--mapping", mapping.to_str().unwrap()])
@@ -170,6 +174,7 @@ fn sync(
 }
 
 /// What a sync asked of each provider.
+#[derive(Clone, Copy)]
 struct Requests {
     amberflo: usize,
     meter_lookups: usize,

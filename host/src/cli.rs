@@ -151,7 +151,8 @@ struct SyncArgs {
     /// live mode allows 1000 meter-event calls per second.
     #[arg(long, default_value_t = 25.0, value_name = "PER_SEC")]
     stripe_rate: f64,
-    /// Journal of row outcomes, for resuming [default: the mapping's path + .journal.jsonl].
+    /// Journal of row outcomes, for resuming [default: one per window next to the
+    /// mapping, MAPPING.journal.START-END.jsonl].
     #[arg(long, value_name = "FILE")]
     journal: Option<PathBuf>,
     #[command(flatten)]
@@ -170,6 +171,10 @@ struct WorkflowArgs {
     /// Round an Amberflo total that is not a whole number (default: refuse).
     #[arg(long, value_enum, value_name = "RULE")]
     round: Option<RoundArg>,
+    /// Multiply Amberflo's totals by this before rounding, for a meter billed in
+    /// smaller units (1000: GB measured, MB billed).
+    #[arg(long, value_name = "FACTOR")]
+    scale: Option<String>,
     /// With --usage-quantity: refuse to send when it differs from the Amberflo total.
     #[arg(long)]
     reconcile: bool,
@@ -215,6 +220,7 @@ impl WorkflowArgs {
             }),
             reconcile: self.reconcile,
             dry_run: self.dry_run,
+            scale: self.scale.clone(),
             interval: match self.interval {
                 IntervalArg::Day => Interval::Day,
                 IntervalArg::Hour => Interval::Hour,
@@ -233,6 +239,7 @@ pub fn default_options() -> Options {
         reconcile: false,
         dry_run: false,
         interval: Interval::Day,
+        scale: None,
     }
 }
 
@@ -565,14 +572,21 @@ async fn sync_all(
         ))),
     };
     let sandbox = Arc::new(args.sandbox.sandbox(Some(args.concurrency))?);
+    // One journal per window by default, so the same command runs every night
+    // and a rerun of any night resumes that night.
     let journal = args.journal.clone().unwrap_or_else(|| {
         let mut name = args.mapping.as_os_str().to_owned();
-        name.push(".journal.jsonl");
+        name.push(format!(
+            ".journal.{}-{}.jsonl",
+            file_safe(&start_time),
+            file_safe(&end_time)
+        ));
         PathBuf::from(name)
     });
     let plan = crate::sync::Plan {
         mapping: args.mapping.clone(),
         journal,
+        journal_is_default: args.journal.is_none(),
         start_time,
         end_time,
         concurrency: args.concurrency,
@@ -584,6 +598,13 @@ async fn sync_all(
         args.concurrency
     );
     crate::sync::sync(sandbox, config, rows, &plan).await
+}
+
+/// A window bound as part of a file name.
+fn file_safe(time: &str) -> String {
+    time.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
 }
 
 /// A progress line on stderr per request.

@@ -165,7 +165,7 @@ impl Sandbox {
     pub async fn run(&self, config: &RunConfig, inputs: Inputs) -> Result<Outputs, Failure> {
         self.call(config, async |guest, store| {
             let answer = guest
-                .call_run(store, &config.endpoints, config.options, &inputs)
+                .call_run(store, &config.endpoints, &config.options, &inputs)
                 .await?;
             Ok(answer.map(|o| usage_sync_report::from_wit(&o)))
         })
@@ -181,7 +181,7 @@ impl Sandbox {
     ) -> Result<Outputs, Failure> {
         self.call(config, async |guest, store| {
             let answer = guest
-                .call_run_with_meter(store, &config.endpoints, config.options, &inputs, meter)
+                .call_run_with_meter(store, &config.endpoints, &config.options, &inputs, meter)
                 .await?;
             Ok(answer.map(|o| usage_sync_report::from_wit(&o)))
         })
@@ -202,7 +202,7 @@ impl Sandbox {
                 .call_record_usage(
                     store,
                     &config.endpoints,
-                    config.options,
+                    &config.options,
                     &inputs,
                     &usage_result,
                     meter,
@@ -218,7 +218,7 @@ impl Sandbox {
     pub async fn find_meter(&self, config: &RunConfig, event_name: &str) -> Result<Meter, Failure> {
         self.call(config, async |guest, store| {
             guest
-                .call_find_meter(store, &config.endpoints, config.options, event_name)
+                .call_find_meter(store, &config.endpoints, &config.options, event_name)
                 .await
         })
         .await
@@ -232,7 +232,7 @@ impl Sandbox {
     ) -> Result<Vec<CustomerUsage>, Failure> {
         self.call(config, async |guest, store| {
             guest
-                .call_query_usage(store, &config.endpoints, config.options, &query)
+                .call_query_usage(store, &config.endpoints, &config.options, &query)
                 .await
         })
         .await

@@ -171,7 +171,13 @@ fn report(row: &Row, status: &str, detail: Value) -> Value {
 }
 
 /// Opens (or starts) the journal; returns it and the rows it says are done.
-fn open_journal(path: &Path, header: &Header) -> Result<(std::fs::File, HashSet<RowKey>), String> {
+/// A journal of another mapping is an error, or with `replace_foreign` started
+/// afresh.
+fn open_journal(
+    path: &Path,
+    header: &Header,
+    replace_foreign: bool,
+) -> Result<(std::fs::File, HashSet<RowKey>), String> {
     let mut done = HashSet::new();
     let fail = |e: std::io::Error| format!("the journal {}: {e}", path.display());
     if let Ok(text) = std::fs::read_to_string(path) {
@@ -179,6 +185,13 @@ fn open_journal(path: &Path, header: &Header) -> Result<(std::fs::File, HashSet<
         if let Some(first) = lines.next() {
             let found: Header = serde_json::from_str(first)
                 .map_err(|_| format!("{} is not a usage-sync journal", path.display()))?;
+            if found != *header && replace_foreign {
+                eprintln!(
+                    "sync: the journal {} belongs to another mapping; starting it afresh",
+                    path.display()
+                );
+                return start_journal(path, header).map(|file| (file, done));
+            }
             if found != *header {
                 return Err(format!(
                     "the journal {} belongs to another mapping or window; give another --journal",
@@ -206,6 +219,11 @@ fn open_journal(path: &Path, header: &Header) -> Result<(std::fs::File, HashSet<
             return Ok((file, done));
         }
     }
+    start_journal(path, header).map(|file| (file, done))
+}
+
+fn start_journal(path: &Path, header: &Header) -> Result<std::fs::File, String> {
+    let fail = |e: std::io::Error| format!("the journal {}: {e}", path.display());
     let mut file = std::fs::File::create(path).map_err(fail)?;
     writeln!(
         file,
@@ -213,7 +231,7 @@ fn open_journal(path: &Path, header: &Header) -> Result<(std::fs::File, HashSet<
         serde_json::to_string(header).expect("serializes")
     )
     .map_err(fail)?;
-    Ok((file, done))
+    Ok(file)
 }
 
 /// How a sync ended.
@@ -239,6 +257,9 @@ pub struct Summary {
 pub struct Plan {
     pub mapping: PathBuf,
     pub journal: PathBuf,
+    /// The journal is the default one of this window (not `--journal`): one
+    /// left by another mapping is started afresh, since reruns are harmless.
+    pub journal_is_default: bool,
     pub start_time: String,
     pub end_time: String,
     pub concurrency: usize,
@@ -262,7 +283,8 @@ pub async fn sync(
         start_time: plan.start_time.clone(),
         end_time: plan.end_time.clone(),
     };
-    let (mut journal, done) = open_journal(&plan.journal, &header).map_err(Failure::BadInput)?;
+    let (mut journal, done) =
+        open_journal(&plan.journal, &header, plan.journal_is_default).map_err(Failure::BadInput)?;
     // Each event name's meter, looked up once for the whole sync, before any
     // write: a missing or unusable meter stops the sync with nothing written.
     let mut meters: HashMap<String, Arc<Meter>> = HashMap::new();

@@ -1,6 +1,8 @@
 //! Step 1, `query-usage`: Amberflo `POST /usage`.
 
+use crate::decimal::Decimal;
 use crate::inputs::{Plan, Window};
+use crate::time;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -91,30 +93,28 @@ fn body(
     serde_json::to_vec(&query).expect("plain structs always serialize")
 }
 
-/// What step 1 yields.
+/// What step 1 yields: Amberflo's answer for one customer, checked.
 #[derive(Debug)]
 pub struct Usage {
     /// `clientMeters`, verbatim.
     pub client_meters: String,
-    /// Every `(secondsSinceEpochUtc, value)` in `clientMeters`, when it has the
-    /// documented shape.
-    pub points: Option<Vec<(i64, f64)>>,
+    /// Every `(secondsSinceEpochUtc, value)`: each inside the window, on the
+    /// bucket grid, and an exact number.
+    pub points: Vec<(i64, Decimal)>,
 }
 
 impl Usage {
-    /// The total of each window: the values of the buckets that start in it
-    /// (a bucket starting before the first window belongs to the first).
-    pub fn totals(&self, windows: &[Window]) -> Option<Vec<f64>> {
-        let points = self.points.as_ref()?;
-        let mut totals = vec![0.0; windows.len()];
-        for &(t, value) in points {
-            let at = windows
-                .iter()
-                .rposition(|w| w.start <= t)
-                .unwrap_or_default();
-            totals[at] += value;
+    /// The total of each window: the values of the buckets that start in it.
+    pub fn totals(&self, windows: &[Window]) -> Result<Vec<Decimal>, String> {
+        let mut totals = vec![Decimal::ZERO; windows.len()];
+        for &(t, value) in &self.points {
+            if let Some(at) = windows.iter().position(|w| w.start <= t && t < w.end) {
+                totals[at] = totals[at]
+                    .checked_add(value)
+                    .ok_or("Amberflo's values add up to more than usage-sync can hold")?;
+            }
         }
-        Some(totals)
+        Ok(totals)
     }
 }
 
@@ -125,41 +125,107 @@ struct Response<'a> {
 }
 
 #[derive(Deserialize)]
-struct Group {
+struct Group<'a> {
     #[serde(default)]
-    values: Vec<Point>,
+    group: Option<GroupInfo>,
+    #[serde(borrow)]
+    values: Option<Vec<Point<'a>>>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Point {
-    value: f64,
-    seconds_since_epoch_utc: i64,
+struct GroupInfo {
+    group_info: std::collections::HashMap<String, String>,
 }
 
-pub fn parse_response(body: &[u8]) -> Result<Usage, String> {
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Point<'a> {
+    #[serde(borrow)]
+    value: Option<&'a RawValue>,
+    seconds_since_epoch_utc: Option<i64>,
+}
+
+/// Step 1's answer for `customer` over `window` in buckets of `grid` seconds.
+pub fn parse_response(
+    body: &[u8],
+    customer: &str,
+    window: Window,
+    grid: i64,
+) -> Result<Usage, String> {
     let response: Response =
         serde_json::from_slice(body).map_err(|e| format!("the response is not valid JSON: {e}"))?;
     let raw = response
         .client_meters
         .ok_or("the response has no `clientMeters`")?;
-    Ok(client_meters(raw.get()))
+    client_meters(raw.get(), customer, window, grid)
 }
 
-/// `clientMeters` as step 2 uses it. The documented shape is an array of
-/// groups; anything else still passes through verbatim, it just has no total.
-pub fn client_meters(raw: &str) -> Usage {
-    let points = serde_json::from_str::<Vec<Group>>(raw).ok().map(|groups| {
-        groups
-            .iter()
-            .flat_map(|g| &g.values)
-            .map(|p| (p.seconds_since_epoch_utc, p.value))
-            .collect()
-    });
-    Usage {
+/// `clientMeters` for `customer`, believed only as far as it proves itself: at
+/// most one group, and it names this customer or none; every bucket inside
+/// `window` and on the `grid`; every value a number. No group: no usage.
+pub fn client_meters(
+    raw: &str,
+    customer: &str,
+    window: Window,
+    grid: i64,
+) -> Result<Usage, String> {
+    let groups: Vec<Group> = serde_json::from_str(raw)
+        .map_err(|e| format!("`clientMeters` is not an array of groups: {e}"))?;
+    if groups.len() > 1 {
+        return Err(format!(
+            "`clientMeters` has {} groups for the one customer `{customer}`",
+            groups.len()
+        ));
+    }
+    let mut points = Vec::new();
+    for (g, group) in groups.into_iter().enumerate() {
+        if let Some(other) = group
+            .group
+            .as_ref()
+            .and_then(|info| info.group_info.get("customerId"))
+            .filter(|id| *id != customer)
+        {
+            return Err(format!(
+                "`clientMeters[{g}]` is the usage of customer `{other}`, not of `{customer}`"
+            ));
+        }
+        let values = group
+            .values
+            .ok_or_else(|| format!("`clientMeters[{g}]` has no `values`"))?;
+        for (i, point) in values.into_iter().enumerate() {
+            let at = format!("`clientMeters[{g}].values[{i}]`");
+            let t = point
+                .seconds_since_epoch_utc
+                .ok_or_else(|| format!("{at} has no `secondsSinceEpochUtc`"))?;
+            if t < window.start || t >= window.end {
+                return Err(format!(
+                    "{at} is a bucket at {}, outside the window {} to {}",
+                    time::format(t),
+                    time::format(window.start),
+                    time::format(window.end)
+                ));
+            }
+            if t.rem_euclid(grid) != 0 {
+                return Err(format!(
+                    "{at} is a bucket at {}, not on the {} grid asked for",
+                    time::format(t),
+                    if grid == time::DAY {
+                        "UTC day"
+                    } else {
+                        "UTC hour"
+                    }
+                ));
+            }
+            let value = point.value.ok_or_else(|| format!("{at} has no `value`"))?;
+            let value = Decimal::parse(value.get()).map_err(|why| format!("{at}.value {why}"))?;
+            points.push((t, value));
+        }
+    }
+    Ok(Usage {
         client_meters: raw.to_string(),
         points,
-    }
+    })
 }
 
 /// A batch answer cut into each customer's `clientMeters` (an array holding
@@ -168,11 +234,6 @@ pub fn split_by_customer(body: &[u8], customer_ids: &[&str]) -> Result<Vec<Strin
     #[derive(Deserialize)]
     struct Tagged {
         group: Option<GroupInfo>,
-    }
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct GroupInfo {
-        group_info: std::collections::HashMap<String, String>,
     }
     let response: Response =
         serde_json::from_slice(body).map_err(|e| format!("the response is not valid JSON: {e}"))?;
@@ -243,40 +304,86 @@ mod tests {
         );
     }
 
-    #[test]
-    fn keeps_client_meters_verbatim_and_sums_values() {
-        let body = br#"{"metadata":{},"secondsSinceEpochIntervals":[1,2],"clientMeters":[ {"group":null,"groupValue":42.0,"values":[{"value":40.0,"secondsSinceEpochUtc":1},{"value":2.0,"secondsSinceEpochUtc":2}]} ]}"#;
-        let usage = parse_response(body).unwrap();
-        assert_eq!(
-            usage.client_meters,
-            r#"[ {"group":null,"groupValue":42.0,"values":[{"value":40.0,"secondsSinceEpochUtc":1},{"value":2.0,"secondsSinceEpochUtc":2}]} ]"#
-        );
-        let day = [Window { start: 0, end: 10 }];
-        assert_eq!(usage.totals(&day), Some(vec![42.0]));
-        let halves = [Window { start: 0, end: 2 }, Window { start: 2, end: 10 }];
-        assert_eq!(usage.totals(&halves), Some(vec![40.0, 2.0]));
-        let empty = parse_response(br#"{"clientMeters":[]}"#).unwrap();
-        assert_eq!(empty.totals(&day), Some(vec![0.0]));
+    const DAY: Window = Window {
+        start: 0,
+        end: 86_400,
+    };
+
+    fn totals(usage: &Usage, windows: &[Window]) -> Vec<String> {
+        let totals = usage.totals(windows).unwrap();
+        totals.iter().map(|t| t.to_string()).collect()
     }
 
     #[test]
-    fn buckets_before_the_first_window_belong_to_it() {
-        // A DAY bucket starts at midnight, before a window that starts at noon.
-        let usage = Usage {
-            client_meters: String::new(),
-            points: Some(vec![(0, 5.0), (86_400, 7.0)]),
+    fn keeps_client_meters_verbatim_and_sums_values_exactly() {
+        let body = br#"{"metadata":{},"secondsSinceEpochIntervals":[0,3600],"clientMeters":[ {"group":null,"groupValue":1.0,"values":[{"value":0.2,"secondsSinceEpochUtc":0},{"value":0.7,"secondsSinceEpochUtc":3600},{"value":0.1,"secondsSinceEpochUtc":7200}]} ]}"#;
+        let usage = parse_response(body, "acme", DAY, 3600).unwrap();
+        assert_eq!(
+            usage.client_meters,
+            r#"[ {"group":null,"groupValue":1.0,"values":[{"value":0.2,"secondsSinceEpochUtc":0},{"value":0.7,"secondsSinceEpochUtc":3600},{"value":0.1,"secondsSinceEpochUtc":7200}]} ]"#
+        );
+        assert_eq!(totals(&usage, &[DAY]), ["1"]);
+        let hours = DAY.split(Some(3600));
+        assert_eq!(totals(&usage, &hours[..3]), ["0.2", "0.7", "0.1"]);
+        let empty = parse_response(br#"{"clientMeters":[]}"#, "acme", DAY, 3600).unwrap();
+        assert_eq!(totals(&empty, &[DAY]), ["0"]);
+    }
+
+    #[test]
+    fn an_answer_that_does_not_prove_itself_is_refused() {
+        let check = |client_meters: &str| {
+            let body = format!(r#"{{"clientMeters":{client_meters}}}"#);
+            parse_response(body.as_bytes(), "acme", DAY, 3600).unwrap_err()
         };
-        let windows = [
-            Window {
-                start: 43_200,
-                end: 86_400,
-            },
-            Window {
-                start: 86_400,
-                end: 100_000,
-            },
-        ];
-        assert_eq!(usage.totals(&windows), Some(vec![5.0, 7.0]));
+        let point = |v: &str, t: i64| format!(r#"{{"value":{v},"secondsSinceEpochUtc":{t}}}"#);
+        let group = |customer: &str, points: &[String]| {
+            format!(
+                r#"{{"group":{{"groupInfo":{{"customerId":"{customer}"}}}},"values":[{}]}}"#,
+                points.join(",")
+            )
+        };
+        for (client_meters, expected) in [
+            (
+                format!("[{}]", group("globex", &[point("1000", 0)])),
+                "customer `globex`",
+            ),
+            (
+                format!("[{},{}]", group("acme", &[]), group("acme", &[])),
+                "2 groups",
+            ),
+            (
+                format!("[{}]", group("acme", &[point("1", 86_400)])),
+                "outside the window",
+            ),
+            (
+                format!("[{}]", group("acme", &[point("1", -3600)])),
+                "outside the window",
+            ),
+            (
+                format!("[{}]", group("acme", &[point("1", 60)])),
+                "not on the UTC hour grid",
+            ),
+            (r#"[{"group":null}]"#.to_string(), "has no `values`"),
+            (
+                format!("[{}]", group("acme", &[point("\"42\"", 0)])),
+                "values[0]`.value `\"42\"` is not a number",
+            ),
+            (
+                format!("[{}]", group("acme", &[point("1e309", 0)])),
+                "out of range",
+            ),
+            (
+                format!("[{}]", group("acme", &[point("null", 0)])),
+                "has no `value`",
+            ),
+            (
+                r#"{"m":[{"records":[]}]}"#.to_string(),
+                "not an array of groups",
+            ),
+        ] {
+            let err = check(&client_meters);
+            assert!(err.contains(expected), "{client_meters}: {err}");
+        }
     }
 
     #[test]
@@ -300,12 +407,11 @@ mod tests {
             usage[1],
             r#"[{"group":{"groupInfo":{"customerId":"b"}},"values":[{"value":2.0,"secondsSinceEpochUtc":0}]}]"#
         );
-        let day = [Window {
-            start: 0,
-            end: 86_400,
-        }];
-        assert_eq!(client_meters(&usage[0]).totals(&day), Some(vec![0.0]));
-        assert_eq!(client_meters(&usage[1]).totals(&day), Some(vec![2.0]));
+        let b = client_meters(&usage[1], "b", DAY, DAY.end).unwrap();
+        assert_eq!(totals(&b, &[DAY]), ["2"]);
+        let a = client_meters(&usage[0], "a", DAY, DAY.end).unwrap();
+        assert_eq!(totals(&a, &[DAY]), ["0"]);
+        assert!(client_meters(&usage[1], "a", DAY, DAY.end).is_err());
         assert!(
             split_by_customer(body, &["a"])
                 .unwrap_err()
@@ -320,19 +426,9 @@ mod tests {
     }
 
     #[test]
-    fn other_shapes_pass_through_without_a_total() {
-        let usage = parse_response(br#"{"clientMeters":{"m":[{"records":[]}]}}"#).unwrap();
-        assert_eq!(usage.client_meters, r#"{"m":[{"records":[]}]}"#);
-        assert_eq!(usage.totals(&[Window { start: 0, end: 1 }]), None);
-    }
-
-    #[test]
     fn malformed_bodies_are_errors() {
-        assert!(
-            parse_response(b"{not json")
-                .unwrap_err()
-                .contains("not valid JSON")
-        );
-        assert!(parse_response(b"{}").unwrap_err().contains("clientMeters"));
+        let parse = |body: &[u8]| parse_response(body, "acme", DAY, 3600).unwrap_err();
+        assert!(parse(b"{not json").contains("not valid JSON"));
+        assert!(parse(b"{}").contains("clientMeters"));
     }
 }

@@ -55,6 +55,7 @@ struct RunRequest {
     dry_run: bool,
     max_retries: Option<u32>,
     retry_budget_ms: Option<u64>,
+    scale: Option<Box<RawValue>>,
 }
 
 /// A string, or a JSON number taken as its text (as `usage-sync run --inputs`).
@@ -123,6 +124,8 @@ fn outputs_of(o: Outputs) -> report::Outputs {
         event_name: o.event_name,
         window_start: o.window_start,
         window_end: o.window_end,
+        measured_total: o.measured_total,
+        billed_total: o.billed_total,
         meter: report::Meter {
             id: o.meter.id,
             event_name: o.meter.event_name,
@@ -231,6 +234,7 @@ fn options(run: &RunRequest) -> Result<Options, String> {
         reconcile: run.reconcile,
         dry_run: run.dry_run,
         interval,
+        scale: run.scale.as_deref().map(scalar),
     })
 }
 

@@ -1,5 +1,6 @@
 //! Input validation: everything is checked before the first request.
 
+use crate::decimal::Decimal;
 use crate::exports::usage_sync::workflow::workflow::{Inputs, Interval, Options};
 use crate::quantity;
 use crate::time::{self, DAY};
@@ -67,6 +68,8 @@ pub fn validate(inputs: Inputs, options: &Options, now: i64) -> Result<Plan, Str
         .map(|q| quantity::whole_number(&q).map_err(|why| format!("`usageQuantity` {why}")))
         .transpose()?;
     let window = window(inputs.start_time, inputs.end_time, now)?;
+    on_the_grid(window, options.interval)?;
+    scale(options)?;
     let pieces = window.split(step(options.interval));
     if pieces.len() > MAX_EVENTS {
         return Err(format!(
@@ -107,6 +110,19 @@ pub fn validate(inputs: Inputs, options: &Options, now: i64) -> Result<Plan, Str
     })
 }
 
+/// What Amberflo's totals are multiplied by before rounding: a positive
+/// decimal, 1 when not given.
+pub fn scale(options: &Options) -> Result<Decimal, String> {
+    let Some(text) = &options.scale else {
+        return Ok(Decimal::from_int(1));
+    };
+    let scale = Decimal::parse(text).map_err(|why| format!("the scale {why}"))?;
+    if scale.is_zero() || scale.is_negative() {
+        return Err(format!("the scale must be positive, not {scale}"));
+    }
+    Ok(scale)
+}
+
 /// Checks a Stripe event name: present, plain, and within Stripe's limit.
 pub fn stripe_event_name(name: String) -> Result<String, String> {
     let name = required("stripeEventName", name)?;
@@ -116,6 +132,42 @@ pub fn stripe_event_name(name: String) -> Result<String, String> {
         ));
     }
     Ok(name)
+}
+
+/// Amberflo's bucket for a window: the interval's (days or hours), and for
+/// `window` whole days when it is made of them, else hours.
+pub fn grid(interval: Interval, window: Window) -> i64 {
+    match interval {
+        Interval::Day => DAY,
+        Interval::Hour => 3600,
+        Interval::Window if window.start % DAY == 0 && window.end % DAY == 0 => DAY,
+        Interval::Window => 3600,
+    }
+}
+
+/// A window must start and end on the grid of its buckets: a misaligned one
+/// would get identifiers of its own and bill its days a second time next to
+/// the nightly run's, and Amberflo's buckets would spill over its edges.
+fn on_the_grid(window: Window, interval: Interval) -> Result<(), String> {
+    let grid = grid(interval, window);
+    if window.start % grid == 0 && window.end % grid == 0 {
+        return Ok(());
+    }
+    let nearest = |t: i64| (t + grid / 2).div_euclid(grid) * grid;
+    let start = nearest(window.start);
+    let end = nearest(window.end).max(start + grid);
+    let (unit, name) = match interval {
+        Interval::Day => ("day", "day"),
+        Interval::Hour => ("hour", "hour"),
+        Interval::Window => ("hour", "window"),
+    };
+    Err(format!(
+        "the window {} to {} is not on the UTC {unit} grid of --interval {name}: use {} to {}",
+        time::format(window.start),
+        time::format(window.end),
+        time::format(start),
+        time::format(end)
+    ))
 }
 
 /// The length of one event's interval, or `None` for the whole window.
@@ -202,6 +254,7 @@ mod tests {
             reconcile: false,
             dry_run: false,
             interval,
+            scale: None,
         }
     }
 
@@ -247,9 +300,23 @@ mod tests {
     #[test]
     fn windows_must_fit_stripes_range() {
         assert!(check(with("2024-11-24T00:00:00Z", "2024-11-25T00:00:00Z")).is_ok());
-        // Ends inside Stripe's 5-minute allowance for drift.
-        assert!(check(with("1732536000", &(NOW + 300).to_string())).is_ok());
-        let err = check(with("1732536000", &(NOW + 302).to_string())).unwrap_err();
+        // Ends inside Stripe's 5-minute allowance for drift (an hour ending
+        // 4 minutes from now).
+        let hour_end = (NOW / 3600 + 1) * 3600;
+        let hourly = |s: i64, e: i64| {
+            validate(
+                with(&s.to_string(), &e.to_string()),
+                &options(Interval::Hour),
+                hour_end - 240,
+            )
+        };
+        assert!(hourly(hour_end - 3600, hour_end).is_ok());
+        let err = validate(
+            with(&(hour_end - 3600).to_string(), &hour_end.to_string()),
+            &options(Interval::Hour),
+            hour_end - 302,
+        )
+        .unwrap_err();
         assert!(err.contains("in the future"), "{err}");
         let err = check(with("2024-10-01T00:00:00Z", "2024-10-02T00:00:00Z")).unwrap_err();
         assert!(err.contains("35 days"), "{err}");
@@ -270,12 +337,23 @@ mod tests {
         );
         assert_eq!(plan.pieces[4].end, plan.window.end);
         assert!(plan.pieces.windows(2).all(|w| w[0].end == w[1].start));
-        // Unaligned ends make partial first and last pieces.
-        let plan = check(with("2024-11-23T12:00:00Z", "2024-11-24T06:00:00Z")).unwrap();
-        assert_eq!(plan.pieces.len(), 2);
-        assert_eq!(
-            plan.pieces[0].end,
-            time::parse("2024-11-24T00:00:00Z").unwrap()
+        // A window off the grid is refused, naming the nearest one on it.
+        let err = check(with("2024-11-23T12:00:00Z", "2024-11-24T06:00:00Z")).unwrap_err();
+        assert!(
+            err.contains("not on the UTC day grid of --interval day: use 2024-11-24T00:00:00Z to 2024-11-25T00:00:00Z"),
+            "{err}"
+        );
+        let err = check(with("2024-11-23T00:00:00Z", "2024-11-23T23:59:59Z")).unwrap_err();
+        assert!(
+            err.contains("use 2024-11-23T00:00:00Z to 2024-11-24T00:00:00Z"),
+            "{err}"
+        );
+        let window = |s: &str, e: &str| validate(with(s, e), &options(Interval::Window), NOW);
+        assert!(window("2024-11-23T12:00:00Z", "2024-11-24T06:00:00Z").is_ok());
+        assert!(
+            window("2024-11-23T12:30:00Z", "2024-11-24T06:00:00Z")
+                .unwrap_err()
+                .contains("UTC hour grid of --interval window")
         );
         let hourly = validate(
             with("2024-11-24T00:00:00Z", "2024-11-25T00:00:00Z"),

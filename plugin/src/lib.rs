@@ -8,6 +8,7 @@
 
 pub mod amberflo;
 pub mod credentials;
+pub mod decimal;
 pub mod form;
 // The HTTP entry point exists only in the component.
 #[cfg(target_arch = "wasm32")]

@@ -1,5 +1,6 @@
 //! Usage values: Stripe takes whole numbers as plain digits, at most 15 of them.
 
+use crate::decimal::Decimal;
 use crate::exports::usage_sync::workflow::workflow::Rounding;
 
 /// Stripe refuses values with more than 15 significant digits.
@@ -25,25 +26,19 @@ pub fn whole_number(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
-/// The value to send for an Amberflo total: as is when whole, else by the
+/// The value to send for an exact total: as is when whole, else by the
 /// chosen rounding; without one, an error (never rounded silently).
-pub fn from_total(total: f64, rounding: Option<Rounding>) -> Result<String, String> {
-    if !total.is_finite() {
-        return Err(format!("the Amberflo total {total} is not a number"));
-    }
+pub fn from_total(total: Decimal, rounding: Option<Rounding>) -> Result<String, String> {
     let whole = match rounding {
-        _ if total.fract() == 0.0 => total,
-        Some(Rounding::Floor) => total.floor(),
-        Some(Rounding::Ceil) => total.ceil(),
-        Some(Rounding::Nearest) => total.round(),
+        _ if total.is_integer() => total.round(Rounding::Floor),
+        Some(rule) => total.round(rule),
         None => {
             return Err(format!(
-                "the Amberflo total {} is not a whole number, which Stripe requires: give usageQuantity or choose a rounding (--round floor|ceil|nearest)",
-                format_number(total)
+                "the Amberflo total {total} is not a whole number, which Stripe requires: give usageQuantity, choose a rounding (--round floor|ceil|nearest), or bill in smaller units (--scale)"
             ));
         }
     };
-    whole_number(&format_number(whole)).map_err(|why| format!("the Amberflo total {why}"))
+    whole_number(&whole.to_string()).map_err(|why| format!("the Amberflo total {why}"))
 }
 
 /// A number as text: whole numbers without a fraction.
@@ -85,16 +80,22 @@ mod tests {
 
     #[test]
     fn totals_are_rounded_only_when_asked() {
-        assert_eq!(from_total(42.0, None).unwrap(), "42");
-        assert_eq!(from_total(0.0, None).unwrap(), "0");
-        let err = from_total(12.5, None).unwrap_err();
+        let d = |t: &str| Decimal::parse(t).unwrap();
+        assert_eq!(from_total(d("42.0"), None).unwrap(), "42");
+        assert_eq!(from_total(d("0"), None).unwrap(), "0");
+        let err = from_total(d("12.5"), None).unwrap_err();
         assert!(err.contains("12.5 is not a whole number"), "{err}");
-        assert_eq!(from_total(12.5, Some(Rounding::Floor)).unwrap(), "12");
-        assert_eq!(from_total(12.2, Some(Rounding::Ceil)).unwrap(), "13");
-        assert_eq!(from_total(12.5, Some(Rounding::Nearest)).unwrap(), "13");
-        assert_eq!(from_total(-12.5, Some(Rounding::Nearest)).unwrap(), "-13");
-        assert!(from_total(1e16, None).is_err());
-        assert!(from_total(f64::NAN, Some(Rounding::Floor)).is_err());
+        assert_eq!(from_total(d("12.5"), Some(Rounding::Floor)).unwrap(), "12");
+        assert_eq!(from_total(d("12.2"), Some(Rounding::Ceil)).unwrap(), "13");
+        assert_eq!(
+            from_total(d("12.5"), Some(Rounding::Nearest)).unwrap(),
+            "13"
+        );
+        assert_eq!(
+            from_total(d("-12.5"), Some(Rounding::Nearest)).unwrap(),
+            "-13"
+        );
+        assert!(from_total(d("1e16"), None).is_err());
         assert_eq!(format_number(-0.0), "0");
     }
 }

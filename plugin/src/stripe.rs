@@ -257,13 +257,32 @@ pub fn parse_error(body: &[u8]) -> Option<ApiError> {
 }
 
 impl ApiError {
-    /// True for Stripe's answer to a reused identifier: the event is already recorded.
+    /// True for Stripe's answer to a reused identifier (with a 400): the event
+    /// is already recorded. The wording is undocumented, so it is matched on
+    /// its sense, not its letters: an `invalid_request_error` whose message
+    /// says an event already exists and names this identifier as a whole word.
     pub fn is_duplicate_of(&self, identifier: &str) -> bool {
+        let Some(message) = self.message.as_deref() else {
+            return false;
+        };
+        let words: Vec<&str> = message
+            .split(|c: char| {
+                c.is_whitespace()
+                    || matches!(c, '.' | ',' | ':' | ';' | '\'' | '"' | '`' | '(' | ')')
+            })
+            .filter(|w| !w.is_empty())
+            .collect();
+        let says = |phrase: &str| {
+            let phrase: Vec<&str> = phrase.split(' ').collect();
+            words.windows(phrase.len()).any(|w| {
+                w.iter()
+                    .zip(&phrase)
+                    .all(|(a, b)| a.eq_ignore_ascii_case(b))
+            })
+        };
         self.kind.as_deref() == Some("invalid_request_error")
-            && self.message.as_deref()
-                == Some(&format!(
-                    "An event already exists with identifier {identifier}."
-                ))
+            && says("already exists")
+            && words.contains(&identifier)
     }
 
     pub fn describe(&self) -> String {
@@ -434,6 +453,29 @@ mod tests {
         let err = parse_error(body).unwrap();
         assert!(err.is_duplicate_of("usync-x"));
         assert!(!err.is_duplicate_of("usync-y"));
+        assert!(
+            !err.is_duplicate_of("usync"),
+            "the whole identifier, not a part"
+        );
+        // Punctuation and case aside.
+        for message in [
+            "An event already exists with identifier usync-x",
+            "An event already exists with identifier 'usync-x'.",
+            "an event with identifier `usync-x` ALREADY EXISTS",
+        ] {
+            let body =
+                format!(r#"{{"error":{{"message":"{message}","type":"invalid_request_error"}}}}"#);
+            assert!(
+                parse_error(body.as_bytes())
+                    .unwrap()
+                    .is_duplicate_of("usync-x"),
+                "{message}"
+            );
+        }
+        let other_kind = br#"{"error":{"message":"An event already exists with identifier usync-x.","type":"api_error"}}"#;
+        assert!(!parse_error(other_kind).unwrap().is_duplicate_of("usync-x"));
+        let other_sense = br#"{"error":{"message":"No event exists with identifier usync-x.","type":"invalid_request_error"}}"#;
+        assert!(!parse_error(other_sense).unwrap().is_duplicate_of("usync-x"));
         let other = parse_error(br#"{"error":{"message":"No such customer","type":"invalid_request_error","code":"resource_missing","param":"payload"}}"#).unwrap();
         assert!(!other.is_duplicate_of("usync-x"));
         assert_eq!(

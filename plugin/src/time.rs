@@ -3,21 +3,37 @@
 /// Seconds in a day; windows default to whole UTC days.
 pub const DAY: i64 = 86_400;
 
+/// The last second of year 9999: later times are refused, not wrapped.
+pub const MAX: i64 = 253_402_300_799;
+
 /// Parses Unix seconds (`1732492800`) or an RFC 3339 date-time
-/// (`2024-11-25T00:00:00Z`, `2024-11-25T01:00:00+01:00`).
+/// (`2024-11-25T00:00:00Z`, `2024-11-25T01:00:00+01:00`). A leap second
+/// (`23:59:60`) is refused: read as `23:59:59` it would name another window.
 pub fn parse(text: &str) -> Result<i64, String> {
     let s = text.trim();
     if s.is_empty() {
         return Err("is empty".into());
     }
+    let out_of_range = || format!("`{s}` is out of range (1970 to 9999)");
     if s.bytes().all(|b| b.is_ascii_digit()) {
         return s
             .parse::<i64>()
-            .map_err(|_| format!("`{s}` is out of range for Unix seconds"));
+            .ok()
+            .filter(|t| *t <= MAX)
+            .ok_or_else(out_of_range);
     }
-    parse_rfc3339(s).ok_or_else(|| {
+    if s.get(17..19) == Some("60") {
+        return Err(format!(
+            "`{s}` is a leap second: give the next minute's first second instead"
+        ));
+    }
+    let t = parse_rfc3339(s).ok_or_else(|| {
         format!("`{s}` is neither Unix seconds nor an RFC 3339 date-time like 2024-11-25T00:00:00Z")
-    })
+    })?;
+    if !(0..=MAX).contains(&t) {
+        return Err(out_of_range());
+    }
+    Ok(t)
 }
 
 fn parse_rfc3339(s: &str) -> Option<i64> {
@@ -35,7 +51,7 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
         || day > days_in_month(year, month)
         || hour > 23
         || minute > 59
-        || second > 60
+        || second > 59
     {
         return None;
     }
@@ -63,7 +79,6 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
             sign * (h * 3600 + m * 60)
         }
     };
-    let second = second.min(59); // a leap second counts as the last second of its minute
     Some(days_from_civil(year, month, day) * DAY + hour * 3600 + minute * 60 + second - offset)
 }
 
@@ -144,6 +159,9 @@ mod tests {
             "2024-11-25T00:00:00+1:00",
             "-5",
             "99999999999999999999",
+            "253402300800",
+            "2026-11-23T23:59:60Z",
+            "1969-12-31T23:59:59Z",
         ] {
             assert!(parse(bad).is_err(), "{bad:?} should be refused");
         }

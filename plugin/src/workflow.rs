@@ -4,6 +4,7 @@
 //! written when a step before the writes fails; a backfill stops at the first
 //! failed write.
 
+use crate::decimal::Decimal;
 use crate::exports::usage_sync::workflow::workflow::{
     CustomerUsage, Delivery, Endpoints, Inputs, Interval, Meter, MeterEvent, Options, Outputs,
     PlannedRequest, Step, StepFailure, StripeRead, UsageQuery, Verification, WorkflowError,
@@ -66,18 +67,20 @@ fn query_and_record(
     meter: &Meter,
     reads: Vec<StripeRead>,
 ) -> Result<Outputs, WorkflowError> {
-    let body = amberflo::request_body(plan, grouping(options.interval));
+    let grid = inputs::grid(options.interval, plan.window);
+    let body = amberflo::request_body(plan, grouping(grid));
     let (reply, attempts) = query_amberflo(endpoints, &body, plan.window, retry)?;
-    let usage = amberflo::parse_response(&reply.body).map_err(|m| {
-        step_failed(
-            Step::QueryUsage,
-            plan.window,
-            Some(200),
-            m,
-            reply.request_id(),
-            attempts,
-        )
-    })?;
+    let usage = amberflo::parse_response(&reply.body, &plan.customer_id, plan.window, grid)
+        .map_err(|m| {
+            step_failed(
+                Step::QueryUsage,
+                plan.window,
+                Some(200),
+                m,
+                reply.request_id(),
+                attempts,
+            )
+        })?;
     record_all(endpoints, options, plan, retry, usage, meter, reads)
 }
 
@@ -93,7 +96,10 @@ pub fn record_usage(
     let plan = inputs::validate(inputs, &options, now()).map_err(WorkflowError::InvalidInput)?;
     credentials::check(false, true).map_err(WorkflowError::InvalidInput)?;
     let retry = retry_policy(&options);
-    let usage = amberflo::client_meters(usage_result);
+    let grid = inputs::grid(options.interval, plan.window);
+    // The batch query's answer for this customer, checked as `run` checks its own.
+    let usage = amberflo::client_meters(usage_result, &plan.customer_id, plan.window, grid)
+        .map_err(|m| step_failed(Step::QueryUsage, plan.window, Some(200), m, None, 1))?;
     record_all(
         endpoints,
         &options,
@@ -168,7 +174,7 @@ pub fn query_many(
         &ids,
         &query.meter_api_name,
         window,
-        grouping(options.interval),
+        grouping(inputs::grid(options.interval, window)),
     );
     let (reply, attempts) = query_amberflo(endpoints, &body, window, &retry)?;
     let usage = amberflo::split_by_customer(&reply.body, &ids).map_err(|m| {
@@ -199,13 +205,9 @@ fn retry_policy(options: &Options) -> retry::Policy {
     }
 }
 
-/// Amberflo's buckets: events of an hour need hourly buckets; days and
-/// whole windows add up daily ones.
-fn grouping(interval: Interval) -> &'static str {
-    match interval {
-        Interval::Hour => "HOUR",
-        Interval::Day | Interval::Window => "DAY",
-    }
+/// Amberflo's name for a bucket of `grid` seconds (see [`inputs::grid`]).
+fn grouping(grid: i64) -> &'static str {
+    if grid == time::DAY { "DAY" } else { "HOUR" }
 }
 
 /// Pages through `GET /v1/billing/meters` until the active meter of
@@ -425,8 +427,12 @@ fn record_all(
     meter: &Meter,
     mut reads: Vec<StripeRead>,
 ) -> Result<Outputs, WorkflowError> {
-    let totals = usage.totals(&plan.pieces);
-    let values = values(plan, options, totals.as_deref()).map_err(WorkflowError::InvalidInput)?;
+    let totals = usage
+        .totals(&plan.pieces)
+        .map_err(|m| step_failed(Step::QueryUsage, plan.window, Some(200), m, None, 1))?;
+    let values = values(plan, options, &totals).map_err(WorkflowError::InvalidInput)?;
+    let (measured, billed) =
+        window_totals(plan, options, &totals, &values).map_err(WorkflowError::InvalidInput)?;
     let now = now();
     // Pieces are in order, so the old ones come first.
     let old: Vec<Window> = plan
@@ -449,6 +455,8 @@ fn record_all(
         event_name: plan.stripe_event_name.clone(),
         window_start: plan.window.start,
         window_end: plan.window.end,
+        measured_total: measured,
+        billed_total: billed,
         meter: meter.clone(),
         events: Vec::new(),
         planned: Vec::new(),
@@ -461,7 +469,7 @@ fn record_all(
             meter_event_id: identifier,
             event_name: plan.stripe_event_name.clone(),
             usage_quantity: value,
-            amberflo_total: total.map(quantity::format_number),
+            amberflo_total: Some(total.to_string()),
             window_start: piece.start,
             window_end: piece.end,
             timestamp: piece.timestamp(),
@@ -630,35 +638,40 @@ fn step_failed(
     })
 }
 
-/// The value of each event: the given quantity, or each interval's Amberflo total.
+/// The value of each event: the given quantity, or each interval's Amberflo
+/// total times the scale, rounded only as asked; with Amberflo's total.
 fn values(
     plan: &Plan,
     options: &Options,
-    totals: Option<&[f64]>,
-) -> Result<Vec<(String, Option<f64>)>, String> {
-    let no_total = "Amberflo's clientMeters has no values to total";
+    totals: &[Decimal],
+) -> Result<Vec<(String, Decimal)>, String> {
+    let scale = inputs::scale(options)?;
+    let scaled = |total: Decimal| {
+        total.checked_mul(scale).ok_or_else(|| {
+            format!("the Amberflo total {total} times the scale {scale} is too large")
+        })
+    };
     if let Some(given) = &plan.usage_quantity {
-        let total = totals.map(|t| t[0]);
+        let total = totals
+            .iter()
+            .try_fold(Decimal::ZERO, |sum, t| sum.checked_add(*t));
+        let total = total.ok_or("Amberflo's total is too large")?;
         if options.reconcile {
-            let total = total.ok_or(format!("cannot reconcile: {no_total}"))?;
-            let matches = quantity::from_total(total, options.rounding).is_ok_and(|t| t == *given);
+            let matches =
+                quantity::from_total(scaled(total)?, options.rounding).is_ok_and(|t| t == *given);
             if !matches {
                 return Err(format!(
-                    "`usageQuantity` {given} differs from the Amberflo total {} for the window; --reconcile refuses to send",
-                    quantity::format_number(total)
+                    "`usageQuantity` {given} differs from the Amberflo total {total} for the window; --reconcile refuses to send"
                 ));
             }
         }
         return Ok(vec![(given.clone(), total)]);
     }
-    let totals = totals.ok_or(format!(
-        "`usageQuantity` is absent and {no_total}: give usageQuantity"
-    ))?;
     plan.pieces
         .iter()
         .zip(totals)
         .map(|(piece, &total)| {
-            let value = quantity::from_total(total, options.rounding).map_err(|why| {
+            let value = quantity::from_total(scaled(total)?, options.rounding).map_err(|why| {
                 if plan.pieces.len() > 1 {
                     format!(
                         "{why} (interval {} to {})",
@@ -669,9 +682,39 @@ fn values(
                     why
                 }
             })?;
-            Ok((value, Some(total)))
+            Ok((value, total))
         })
         .collect()
+}
+
+/// The window's measured total (Amberflo's, times the scale) and the sum of
+/// the whole values the events carry: rounding per interval can part them.
+fn window_totals(
+    plan: &Plan,
+    options: &Options,
+    totals: &[Decimal],
+    values: &[(String, Decimal)],
+) -> Result<(String, String), String> {
+    let too_large = || "the window's total is too large".to_string();
+    let scale = inputs::scale(options)?;
+    let measured = totals
+        .iter()
+        .try_fold(Decimal::ZERO, |sum, t| sum.checked_add(*t))
+        .and_then(|t| t.checked_mul(scale))
+        .ok_or_else(too_large)?;
+    let billed = values
+        .iter()
+        .map(|(v, _)| v.parse::<i64>().map(Decimal::from_int))
+        .try_fold(Decimal::ZERO, |sum, v| {
+            v.ok().and_then(|v| sum.checked_add(v))
+        })
+        .ok_or_else(too_large)?;
+    let measured = match &plan.usage_quantity {
+        // A given quantity is what is meant to be billed.
+        Some(_) => billed,
+        None => measured,
+    };
+    Ok((measured.to_string(), billed.to_string()))
 }
 
 /// Records one event, retrying as Stripe's clients do. The identifier never
@@ -701,12 +744,21 @@ fn record(
         let result = http::post(url, &headers, body.as_bytes());
         if let Ok(reply) = &result {
             if reply.status == 200 {
-                return match stripe::parse_event(&reply.body) {
-                    Ok(recorded) => {
-                        event.meter_event_id = recorded.identifier;
-                        event.event_name = recorded.event_name;
-                        Ok(event)
+                let recorded = stripe::parse_event(&reply.body).and_then(|recorded| {
+                    // A 200 for another event proves nothing about this one.
+                    if recorded.identifier == event.meter_event_id
+                        && recorded.event_name == event.event_name
+                    {
+                        Ok(recorded)
+                    } else {
+                        Err(format!(
+                            "Stripe answered 200 for another event (identifier {}, event name {}) than the one sent",
+                            recorded.identifier, recorded.event_name
+                        ))
                     }
+                });
+                return match recorded {
+                    Ok(_) => Ok(event),
                     Err(m) => Err(failure(
                         &event,
                         piece,
@@ -916,45 +968,66 @@ mod tests {
             reconcile,
             dry_run: false,
             interval: Interval::Day,
+            scale: None,
         }
+    }
+
+    fn d(texts: &[&str]) -> Vec<Decimal> {
+        texts.iter().map(|t| Decimal::parse(t).unwrap()).collect()
+    }
+
+    fn shown(values: Vec<(String, Decimal)>) -> Vec<(String, String)> {
+        values
+            .into_iter()
+            .map(|(v, t)| (v, t.to_string()))
+            .collect()
     }
 
     #[test]
     fn values_come_from_totals_per_interval() {
-        let got = values(&plan(2, None), &options(None, false), Some(&[3.0, 4.0])).unwrap();
-        assert_eq!(got, vec![("3".into(), Some(3.0)), ("4".into(), Some(4.0))]);
-        let err = values(&plan(2, None), &options(None, false), Some(&[3.0, 4.5])).unwrap_err();
+        let got = values(&plan(2, None), &options(None, false), &d(&["3", "4"])).unwrap();
+        assert_eq!(
+            shown(got),
+            [("3".into(), "3".into()), ("4".into(), "4".into())]
+        );
+        let err = values(&plan(2, None), &options(None, false), &d(&["3", "4.5"])).unwrap_err();
         assert!(err.contains("4.5 is not a whole number"), "{err}");
         assert!(err.contains("interval 1970-01-02T00:00:00Z"), "{err}");
-        let got = values(
-            &plan(1, None),
-            &options(Some(Rounding::Ceil), false),
-            Some(&[4.5]),
-        )
-        .unwrap();
+        let ceil = options(Some(Rounding::Ceil), false);
+        let got = values(&plan(1, None), &ceil, &d(&["4.5"])).unwrap();
         assert_eq!(got[0].0, "5");
-        assert!(values(&plan(1, None), &options(None, false), None).is_err());
+    }
+
+    #[test]
+    fn a_scale_multiplies_before_rounding() {
+        let mut scaled = options(Some(Rounding::Nearest), false);
+        scaled.scale = Some("1000".into());
+        let got = values(&plan(2, None), &scaled, &d(&["0.05", "1.2345"])).unwrap();
+        assert_eq!(got[0].0, "50");
+        assert_eq!(got[1].0, "1235");
+        // Per hour, 0.05 each rounds to 0: the window's totals say so.
+        let hours = plan(2, None);
+        let nearest = options(Some(Rounding::Nearest), false);
+        let totals = d(&["0.05", "0.05"]);
+        let got = values(&hours, &nearest, &totals).unwrap();
+        let (measured, billed) = window_totals(&hours, &nearest, &totals, &got).unwrap();
+        assert_eq!((measured.as_str(), billed.as_str()), ("0.1", "0"));
     }
 
     #[test]
     fn reconcile_refuses_a_differing_quantity() {
         let given = plan(1, Some("12"));
         assert_eq!(
-            values(&given, &options(None, false), Some(&[7.0])).unwrap(),
-            vec![("12".into(), Some(7.0))]
+            shown(values(&given, &options(None, false), &d(&["7"])).unwrap()),
+            [("12".into(), "7".into())]
         );
-        let err = values(&given, &options(None, true), Some(&[7.0])).unwrap_err();
+        let err = values(&given, &options(None, true), &d(&["7"])).unwrap_err();
         assert!(
             err.contains("`usageQuantity` 12 differs from the Amberflo total 7"),
             "{err}"
         );
-        assert!(values(&given, &options(None, true), Some(&[12.0])).is_ok());
-        assert!(values(&given, &options(Some(Rounding::Floor), true), Some(&[12.4])).is_ok());
-        assert!(
-            values(&given, &options(None, true), None)
-                .unwrap_err()
-                .contains("cannot reconcile")
-        );
+        assert!(values(&given, &options(None, true), &d(&["12"])).is_ok());
+        assert!(values(&given, &options(Some(Rounding::Floor), true), &d(&["12.4"])).is_ok());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 use usage_sync_plugin::exports::usage_sync::workflow::workflow::{Inputs, Interval, Options};
-use usage_sync_plugin::{amberflo, form, inputs, quantity, stripe, time};
+use usage_sync_plugin::{amberflo, decimal, form, inputs, quantity, stripe, time};
 
 const CASES: u32 = 2000;
 
@@ -56,6 +56,7 @@ fn options(interval: Interval) -> Options {
         reconcile: false,
         dry_run: false,
         interval,
+        scale: None,
     }
 }
 
@@ -88,24 +89,67 @@ proptest! {
 
     #[test]
     fn response_parsers_never_panic(body in prop::collection::vec(any::<u8>(), 0..512)) {
-        let _ = amberflo::parse_response(&body);
+        let _ = amberflo::parse_response(&body, "acme", inputs::Window { start: 0, end: 86_400 }, 3600);
         let _ = amberflo::error_message(&body);
         let _ = stripe::parse_event(&body);
         let _ = stripe::parse_error(&body);
     }
 
+    /// Whatever Amberflo answers, the total billed is exactly the sum of the
+    /// in-window, on-grid buckets of the customer asked for, or the answer is
+    /// refused (and nothing is written).
     #[test]
-    fn amberflo_totals_add_up(values in prop::collection::vec((0i64..200_000, 0u32..1000), 0..40)) {
-        let groups = serde_json::json!([{
-            "group": null,
-            "values": values.iter().map(|(t, v)| serde_json::json!({"value": *v as f64, "secondsSinceEpochUtc": t})).collect::<Vec<_>>(),
-        }]);
-        let body = serde_json::json!({ "clientMeters": groups }).to_string();
-        let usage = amberflo::parse_response(body.as_bytes()).unwrap();
-        let windows = inputs::Window { start: 0, end: 200_000 }.split(Some(86_400));
-        let totals = usage.totals(&windows).unwrap();
-        let sum: f64 = values.iter().map(|(_, v)| *v as f64).sum();
-        prop_assert_eq!(totals.iter().sum::<f64>(), sum);
+    fn amberflo_answers_are_billed_exactly_or_refused(
+        groups in prop::collection::vec(
+            (
+                prop::sample::select(vec![Some("acme"), Some("globex"), None]),
+                any::<bool>(),
+                prop::collection::vec((-2i64..5, any::<bool>(), prop_oneof![
+                    8 => (-1_000_000i64..1_000_000).prop_map(Ok),
+                    1 => prop::sample::select(vec!["\"5\"", "null", "1e309", "true"]).prop_map(Err),
+                ]), 0..6),
+            ),
+            0..3,
+        ),
+    ) {
+        const DAY: i64 = 86_400;
+        let window = inputs::Window { start: 0, end: 3 * DAY };
+        let mut valid = groups.len() <= 1;
+        let mut expected_millis: i128 = 0;
+        let json_groups: Vec<String> = groups.iter().map(|(customer, has_values, points)| {
+            valid &= *has_values && *customer != Some("globex");
+            let points: Vec<String> = points.iter().map(|(day, aligned, value)| {
+                let t = day * DAY + if *aligned { 0 } else { 3600 };
+                valid &= (0..3).contains(day) && *aligned;
+                let text = match value {
+                    Ok(millis) => {
+                        expected_millis += i128::from(*millis);
+                        let sign = if *millis < 0 { "-" } else { "" };
+                        format!("{sign}{}.{:03}", millis.abs() / 1000, millis.abs() % 1000)
+                    }
+                    Err(bad) => {
+                        valid = false;
+                        bad.to_string()
+                    }
+                };
+                format!(r#"{{"value":{text},"secondsSinceEpochUtc":{t}}}"#)
+            }).collect();
+            let group = match customer {
+                Some(c) => format!(r#"{{"groupInfo":{{"customerId":"{c}"}}}}"#),
+                None => "null".into(),
+            };
+            let values = if *has_values { format!(r#","values":[{}]"#, points.join(",")) } else { String::new() };
+            format!(r#"{{"group":{group}{values}}}"#)
+        }).collect();
+        let body = format!(r#"{{"clientMeters":[{}]}}"#, json_groups.join(","));
+        let answer = amberflo::parse_response(body.as_bytes(), "acme", window, DAY);
+        prop_assert_eq!(answer.is_ok(), valid, "{}", body);
+        if let Ok(usage) = answer {
+            let totals = usage.totals(&window.split(Some(DAY))).unwrap();
+            let sum = totals.iter().try_fold(decimal::Decimal::ZERO, |s, t| s.checked_add(*t)).unwrap();
+            let expected = decimal::Decimal::parse(&format!("{expected_millis}e-3")).unwrap();
+            prop_assert_eq!(sum, expected, "{}", body);
+        }
     }
 
     #[test]
@@ -127,6 +171,10 @@ proptest! {
         };
         let interval = if hourly { Interval::Hour } else { Interval::Day };
         if let Ok(plan) = inputs::validate(given, &options(interval), now) {
+            // Every accepted window lies on its interval's grid.
+            let step = if hourly { 3600 } else { 86_400 };
+            prop_assert_eq!(plan.window.start % step, 0);
+            prop_assert_eq!(plan.window.end % step, 0);
             prop_assert_eq!(plan.pieces.first().unwrap().start, plan.window.start);
             prop_assert_eq!(plan.pieces.last().unwrap().end, plan.window.end);
             for piece in &plan.pieces {

@@ -111,6 +111,8 @@ pub struct Outputs {
     pub event_name: String,
     pub window_start: i64,
     pub window_end: i64,
+    pub measured_total: String,
+    pub billed_total: String,
     pub meter: Meter,
     pub events: Vec<MeterEvent>,
     pub planned: Vec<PlannedRequest>,
@@ -409,6 +411,10 @@ struct OutputsJson<'a> {
     drift: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     attempts: Option<u32>,
+    /// Amberflo's total for the window (times `--scale`), exactly.
+    measured_total: &'a str,
+    /// The sum of the events' whole values.
+    billed_total: &'a str,
     meter: MeterJson<'a>,
     events: Vec<EventJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -443,6 +449,8 @@ pub fn render_outputs(outputs: &Outputs, dry_run: bool) -> String {
         stripe_value: single.map(|e| e.stripe_value.as_deref()),
         drift: single.map(|e| e.drift),
         attempts: single.map(|e| e.attempts),
+        measured_total: &outputs.measured_total,
+        billed_total: &outputs.billed_total,
         meter: MeterJson::from(&outputs.meter),
         events: outputs.events.iter().map(EventJson::from).collect(),
         dry_run: dry_run.then_some(true),
@@ -493,6 +501,12 @@ pub fn summary(outputs: &Outputs, dry_run: bool) -> String {
     if already > 0 {
         line.push_str(&format!(
             "; {already} already recorded in Stripe, nothing new sent for them"
+        ));
+    }
+    if outputs.measured_total != outputs.billed_total {
+        line.push_str(&format!(
+            "; rounding each interval bills {} of the {} measured (see --scale)",
+            outputs.billed_total, outputs.measured_total
         ));
     }
     let drifted: Vec<String> = outputs

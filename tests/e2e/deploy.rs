@@ -207,13 +207,14 @@ fn run_on_platform(wasm: &str, version: &str, p: &Providers, start: i64, end: i6
                     amberflo_url: p.amberflo.url(),
                     stripe_url: p.stripe.url(),
                 },
-                Options {
+                &Options {
                     max_retries: 0,
                     retry_budget_ms: 10_000,
                     rounding: None,
                     reconcile: false,
                     dry_run: false,
                     interval: Interval::Day,
+                    scale: None,
                 },
                 &Inputs {
                     customer_id: "acme".into(),

@@ -9,6 +9,7 @@ mod failures;
 mod happy_path;
 mod hostile;
 mod ledger;
+mod measured;
 mod node;
 mod sandbox;
 mod serve;

@@ -52,6 +52,11 @@ fn sync_args(mapping: &Path, extra: &[&str]) -> Vec<String> {
     args
 }
 
+/// The default journal of a window: one per window, next to the mapping.
+fn journal_of(mapping: &Path, (start, end): (i64, i64)) -> String {
+    format!("{}.journal.{start}-{end}.jsonl", mapping.display())
+}
+
 fn lines(run: &Run) -> Vec<Value> {
     run.stdout
         .lines()
@@ -87,7 +92,7 @@ fn every_row_is_recorded_once_and_a_rerun_skips_them() {
             .unwrap();
         assert_eq!(event.payload["value"], (i + 1).to_string());
     }
-    let journal = std::fs::read_to_string(format!("{}.journal.jsonl", mapping.display())).unwrap();
+    let journal = std::fs::read_to_string(journal_of(&mapping, yesterday())).unwrap();
     assert_eq!(journal.lines().count(), 41, "a header, then a line per row");
 
     let again = p.sync(&sync_args(&mapping, &[]));
@@ -303,7 +308,7 @@ fn a_terminal_gets_a_progress_bar_and_a_log_gets_lines() {
     assert!(!plain.stderr.contains('\r'));
 
     // `script` gives the command a pseudo-terminal and copies what it printed.
-    std::fs::remove_file(format!("{}.journal.jsonl", mapping.display())).unwrap();
+    std::fs::remove_file(journal_of(&mapping, yesterday())).unwrap();
     let quote = |a: &str| format!("'{}'", a.replace('\'', r"'\''"));
     let mut line = format!("{} sync", quote(BIN));
     for arg in [
@@ -357,4 +362,45 @@ fn a_nightly_sync_looks_the_meter_up_once_and_reads_no_summaries_for_yesterday()
     assert_eq!(summaries, expected);
     assert_eq!(p.stripe_writes().len(), 1000);
     assert_eq!(p.amberflo_requests().len(), 10);
+}
+
+#[test]
+fn the_same_nightly_sync_runs_every_night_and_a_rerun_resumes_its_night() {
+    // Three nights, each syncing its previous day; then the second night again.
+    let (p, mapping) = customers(3, "nightly");
+    for n in [4, 3, 2] {
+        let (start, end) = days_ago(n);
+        for i in 0..3 {
+            p.amberflo
+                .ingest(usage(&format!("cust-{i}"), "api-calls", start + 60, 1.0));
+        }
+        let window = window_args(start, end);
+        let window: Vec<&str> = window.iter().map(String::as_str).collect();
+        let night = p.sync(&sync_args(&mapping, &window));
+        night.expect(0);
+        assert_eq!(lines(&night)[3]["summary"]["recorded"], 3, "night {n}");
+        assert!(std::path::Path::new(&journal_of(&mapping, (start, end))).exists());
+    }
+    assert_eq!(p.stripe_writes().len(), 9);
+    let window = window_args(days_ago(3).0, days_ago(3).1);
+    let window: Vec<&str> = window.iter().map(String::as_str).collect();
+    let rerun = p.sync(&sync_args(&mapping, &window));
+    rerun.expect(0);
+    assert_eq!(
+        lines(&rerun)[3]["summary"]["skipped"],
+        3,
+        "resumed from its journal"
+    );
+    assert_eq!(p.stripe_writes().len(), 9, "nothing sent again");
+    for n in [4, 3, 2] {
+        for i in 0..3 {
+            let billed = p.stripe.billed(
+                "api_calls",
+                &format!("cus_{i}"),
+                days_ago(n).0,
+                days_ago(n).1,
+            );
+            assert_eq!(billed, 1.0, "customer {i}, night {n}");
+        }
+    }
 }

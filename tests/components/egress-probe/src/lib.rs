@@ -258,6 +258,8 @@ fn outputs(usage_result: String) -> Outputs {
         event_name: String::new(),
         window_start: 0,
         window_end: 0,
+        measured_total: String::new(),
+        billed_total: String::new(),
         meter: meter(String::new()),
         events: Vec::new(),
         planned: Vec::new(),

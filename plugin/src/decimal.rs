@@ -1,0 +1,243 @@
+//! Exact decimal numbers for usage: Amberflo's values read as the JSON text
+//! they are written in, summed and scaled without floating-point error
+//! (0.2 + 0.7 + 0.1 is 1, not 0.9999999999999999).
+
+use crate::exports::usage_sync::workflow::workflow::Rounding;
+use std::fmt;
+
+/// Digits kept after the point; more is refused rather than cut.
+pub const MAX_SCALE: u32 = 18;
+
+/// `units × 10^-scale`, kept with no trailing zeros in `units`' fraction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decimal {
+    units: i128,
+    scale: u32,
+}
+
+impl Decimal {
+    pub const ZERO: Decimal = Decimal { units: 0, scale: 0 };
+
+    pub fn from_int(n: i64) -> Decimal {
+        Decimal {
+            units: i128::from(n),
+            scale: 0,
+        }
+    }
+
+    /// Parses a JSON number (`42`, `-0.5`, `4040.0`, `1e3`, `2.5E-2`).
+    pub fn parse(text: &str) -> Result<Decimal, String> {
+        let bad = || format!("`{text}` is not a number");
+        let (negative, rest) = match text.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        let (mantissa, exponent) = match rest.find(['e', 'E']) {
+            Some(at) => {
+                let exp = &rest[at + 1..];
+                let exp = exp.strip_prefix('+').unwrap_or(exp);
+                let digits = exp.strip_prefix('-').unwrap_or(exp);
+                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(bad());
+                }
+                // Beyond this no i128 holds the value anyway.
+                let exp: i64 = exp.parse().map_err(|_| out_of_range(text))?;
+                (&rest[..at], exp)
+            }
+            None => (rest, 0),
+        };
+        let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        let plain = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if int.is_empty()
+            || !plain(int)
+            || !plain(frac)
+            || (mantissa.contains('.') && frac.is_empty())
+        {
+            return Err(bad());
+        }
+        let digits = format!("{int}{frac}");
+        let digits = digits.trim_start_matches('0');
+        let mut units: i128 = if digits.is_empty() {
+            0
+        } else {
+            digits.parse().map_err(|_| out_of_range(text))?
+        };
+        if negative {
+            units = -units;
+        }
+        let scale = frac.len() as i64 - exponent;
+        let value = if scale >= 0 {
+            Decimal {
+                units,
+                scale: u32::try_from(scale).map_err(|_| out_of_range(text))?,
+            }
+            .normalized()
+        } else {
+            let factor = u32::try_from(-scale)
+                .ok()
+                .and_then(|p| 10i128.checked_pow(p))
+                .ok_or_else(|| out_of_range(text))?;
+            Decimal {
+                units: units
+                    .checked_mul(factor)
+                    .ok_or_else(|| out_of_range(text))?,
+                scale: 0,
+            }
+        };
+        if value.scale > MAX_SCALE {
+            return Err(format!(
+                "`{text}` has more than {MAX_SCALE} digits after the point"
+            ));
+        }
+        Ok(value)
+    }
+
+    fn normalized(mut self) -> Decimal {
+        if self.units == 0 {
+            return Decimal::ZERO;
+        }
+        while self.scale > 0 && self.units % 10 == 0 {
+            self.units /= 10;
+            self.scale -= 1;
+        }
+        self
+    }
+
+    /// `units` at `scale` digits after the point, if it fits.
+    fn at_scale(self, scale: u32) -> Option<i128> {
+        self.units
+            .checked_mul(10i128.checked_pow(scale.checked_sub(self.scale)?)?)
+    }
+
+    pub fn checked_add(self, other: Decimal) -> Option<Decimal> {
+        let scale = self.scale.max(other.scale);
+        let units = self.at_scale(scale)?.checked_add(other.at_scale(scale)?)?;
+        Some(Decimal { units, scale }.normalized())
+    }
+
+    pub fn checked_mul(self, other: Decimal) -> Option<Decimal> {
+        let product = Decimal {
+            units: self.units.checked_mul(other.units)?,
+            scale: self.scale + other.scale,
+        }
+        .normalized();
+        (product.scale <= MAX_SCALE).then_some(product)
+    }
+
+    pub fn is_integer(self) -> bool {
+        self.scale == 0
+    }
+
+    pub fn is_zero(self) -> bool {
+        self.units == 0
+    }
+
+    pub fn is_negative(self) -> bool {
+        self.units < 0
+    }
+
+    /// The whole number `rounding` makes of it (`nearest`: halves away from zero).
+    pub fn round(self, rounding: Rounding) -> i128 {
+        let divisor = 10i128.pow(self.scale);
+        let (quotient, remainder) = (self.units / divisor, self.units % divisor);
+        if remainder == 0 {
+            return quotient;
+        }
+        let away = if self.units < 0 { -1 } else { 1 };
+        match rounding {
+            Rounding::Floor if self.units < 0 => quotient - 1,
+            Rounding::Floor => quotient,
+            Rounding::Ceil if self.units > 0 => quotient + 1,
+            Rounding::Ceil => quotient,
+            Rounding::Nearest if remainder.abs() * 2 >= divisor => quotient + away,
+            Rounding::Nearest => quotient,
+        }
+    }
+
+    /// As a float, for comparing with Stripe's `aggregated_value`.
+    pub fn to_f64(self) -> f64 {
+        self.to_string().parse().unwrap_or(f64::NAN)
+    }
+}
+
+fn out_of_range(text: &str) -> String {
+    format!("`{text}` is out of range")
+}
+
+impl fmt::Display for Decimal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = if self.units < 0 { "-" } else { "" };
+        let digits = self.units.unsigned_abs().to_string();
+        let scale = self.scale as usize;
+        if scale == 0 {
+            return write!(f, "{sign}{digits}");
+        }
+        let digits = format!("{digits:0>width$}", width = scale + 1);
+        let (int, frac) = digits.split_at(digits.len() - scale);
+        write!(f, "{sign}{int}.{frac}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(text: &str) -> Decimal {
+        Decimal::parse(text).unwrap()
+    }
+
+    #[test]
+    fn parses_json_numbers_exactly() {
+        for (text, shown) in [
+            ("42", "42"),
+            ("4040.0", "4040"),
+            ("-0.50", "-0.5"),
+            ("0", "0"),
+            ("-0.0", "0"),
+            ("1e3", "1000"),
+            ("2.5E-2", "0.025"),
+            ("1E+2", "100"),
+            ("0.000000000000000001", "0.000000000000000001"),
+        ] {
+            assert_eq!(d(text).to_string(), shown, "{text}");
+        }
+        for bad in [
+            "", "-", ".5", "5.", "+1", "1e", "0x10", "1,5", "NaN", "\"42\"",
+        ] {
+            assert!(Decimal::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(
+            Decimal::parse("1e309")
+                .unwrap_err()
+                .contains("out of range")
+        );
+        assert!(Decimal::parse("1e-19").unwrap_err().contains("18 digits"));
+        assert!(Decimal::parse("1e99999999999999999999").is_err());
+    }
+
+    #[test]
+    fn sums_without_float_error() {
+        let sum = ["0.2", "0.7", "0.1"]
+            .iter()
+            .fold(Decimal::ZERO, |s, v| s.checked_add(d(v)).unwrap());
+        assert_eq!(sum, Decimal::from_int(1));
+        assert!(sum.is_integer());
+        assert_eq!(d("0.05").checked_mul(d("1000")).unwrap().to_string(), "50");
+    }
+
+    #[test]
+    fn rounds_as_asked() {
+        for (text, floor, ceil, nearest) in [
+            ("12.5", 12, 13, 13),
+            ("12.2", 12, 13, 12),
+            ("-12.5", -13, -12, -13),
+            ("-12.2", -13, -12, -12),
+            ("0.05", 0, 1, 0),
+            ("7", 7, 7, 7),
+        ] {
+            assert_eq!(d(text).round(Rounding::Floor), floor, "{text}");
+            assert_eq!(d(text).round(Rounding::Ceil), ceil, "{text}");
+            assert_eq!(d(text).round(Rounding::Nearest), nearest, "{text}");
+        }
+    }
+}
