@@ -67,10 +67,7 @@ pub fn load(
 }
 
 fn file_name(engine: &Engine, wasm: &[u8]) -> String {
-    let component: String = Sha256::digest(wasm)[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let component = usage_sync_report::hex(&Sha256::digest(wasm)[..16]);
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
     format!("{component}-{:016x}.cwasm", hasher.finish())

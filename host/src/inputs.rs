@@ -59,13 +59,11 @@ pub struct InputFlags {
 
 /// The previous full UTC day, `(start, end)` in Unix seconds: the default window.
 pub fn previous_utc_day() -> Result<(i64, i64), String> {
-    const DAY: i64 = 86_400;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(|e| e.to_string())?
         .as_secs() as i64;
-    let today = now.div_euclid(DAY) * DAY;
-    Ok((today - DAY, today))
+    Ok(usage_sync_report::defaults::previous_utc_day(now))
 }
 
 /// Flags over file; a required input given nowhere becomes empty, which the

@@ -276,10 +276,7 @@ pub async fn sync(
     let mapping = std::fs::read(&plan.mapping).map_err(|e| Failure::BadInput(e.to_string()))?;
     let header = Header {
         journal: 1,
-        mapping: Sha256::digest(&mapping)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
+        mapping: usage_sync_report::hex(&Sha256::digest(&mapping)),
         start_time: plan.start_time.clone(),
         end_time: plan.end_time.clone(),
     };

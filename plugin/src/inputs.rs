@@ -195,11 +195,8 @@ fn required(name: &str, value: String) -> Result<String, String> {
 fn window(start: Option<String>, end: Option<String>, now: i64) -> Result<Window, String> {
     let window = match (start, end) {
         (None, None) => {
-            let today = now.div_euclid(DAY) * DAY;
-            Window {
-                start: today - DAY,
-                end: today,
-            }
+            let (start, end) = usage_sync_report::defaults::previous_utc_day(now);
+            Window { start, end }
         }
         (Some(start), Some(end)) => Window {
             start: time::parse(&start).map_err(|why| format!("`startTime` {why}"))?,

@@ -35,7 +35,7 @@ pub fn identifier(plan: &Plan, window: &Window) -> String {
         hash.update(part.as_bytes());
     }
     let digest = hash.finalize();
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let hex = usage_sync_report::hex(&digest[..16]);
     format!("usync-{}-{}-{hex}", window.start, window.end)
 }
 

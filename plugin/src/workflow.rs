@@ -925,14 +925,14 @@ fn idempotency_key() -> String {
     let mut b = wasip2::random::random::get_random_bytes(16);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
+    let hex = usage_sync_report::hex(&b);
     format!(
         "{}-{}-{}-{}-{}",
-        hex[0..4].concat(),
-        hex[4..6].concat(),
-        hex[6..8].concat(),
-        hex[8..10].concat(),
-        hex[10..16].concat()
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
     )
 }
 

@@ -24,6 +24,25 @@ pub mod defaults {
     pub const RETRY_BUDGET_MS: u64 = 60_000;
     /// Customers in one batched Amberflo query: Amberflo documents no limit.
     pub const MAX_CUSTOMERS_PER_QUERY: usize = 1000;
+
+    /// The window when none is given: the previous full UTC day before `now`
+    /// (Unix seconds), start inclusive, end exclusive.
+    pub fn previous_utc_day(now: i64) -> (i64, i64) {
+        const DAY: i64 = 86_400;
+        let today = now.div_euclid(DAY) * DAY;
+        (today - DAY, today)
+    }
+}
+
+/// Lowercase hex, for digests and identifiers.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 /// A generated WIT value as the mirror type here (same field and case names).
