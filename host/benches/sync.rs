@@ -7,9 +7,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use usage_sync::bindings::{Endpoints, Inputs};
-use usage_sync::cli::default_options;
+use usage_sync::limits::Limits;
+use usage_sync::options::default_options;
 use usage_sync::policy::{Endpoint, Policy};
-use usage_sync::sandbox::{Limits, Pool, RunConfig, Sandbox};
+use usage_sync::sandbox::{Pool, RunConfig, Sandbox};
 use usage_sync::secrets::{Credentials, Secret};
 use usage_sync_emulators::{Amberflo, MeterSpec, Stripe, UsageRecord};
 
@@ -52,21 +53,19 @@ fn emulators(rows: usize) -> (Amberflo, Stripe) {
 fn config(amberflo: &Amberflo, stripe: &Stripe) -> RunConfig {
     let a = Endpoint::parse(&amberflo.url()).unwrap();
     let s = Endpoint::parse(&stripe.url()).unwrap();
-    RunConfig {
-        policy: Arc::new(Policy::new(&a, &s).unwrap()),
-        endpoints: Endpoints {
+    RunConfig::new(
+        Policy::new(&a, &s).unwrap(),
+        Endpoints {
             amberflo_url: a.base_url,
             stripe_url: s.base_url,
         },
-        options: default_options(),
-        credentials: Arc::new(Credentials {
+        default_options(),
+        Arc::new(Credentials {
             amberflo: Secret::new("A", AMBERFLO_KEY.into()).unwrap(),
             stripe: Secret::new("S", STRIPE_KEY.into()).unwrap(),
         }),
-        limits: Limits::default(),
-        observer: None,
-        stripe_pace: None,
-    }
+        Limits::default(),
+    )
 }
 
 /// Instantiate + call, stopping at input validation: no HTTP at all.

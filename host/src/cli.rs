@@ -1,11 +1,13 @@
 //! The `usage-sync` command line.
 
 use crate::bindings::{Endpoints, Interval, Options, Rounding};
-use crate::egress::Exchange;
 use crate::inputs::{self, InputFlags, InputsFile};
-use crate::outcome::{ExitStatus, Failure, exit, outputs_exit_code, render_outputs, summary};
+use crate::limits::Limits;
+use crate::options::default_options;
+use crate::outcome::{Failure, exit, outputs_exit_code, render_outputs, summary};
+use crate::outcome::{print_failure, progress};
 use crate::policy::{DEFAULT_AMBERFLO_URL, DEFAULT_STRIPE_URL, Endpoint, Policy};
-use crate::sandbox::{Limits, Pool, RunConfig, Sandbox};
+use crate::sandbox::{Pool, RunConfig, Sandbox};
 use crate::secrets::Credentials;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -230,19 +232,6 @@ impl WorkflowArgs {
     }
 }
 
-/// The defaults of `run`'s workflow flags.
-pub fn default_options() -> Options {
-    Options {
-        max_retries: usage_sync_report::defaults::MAX_RETRIES,
-        retry_budget_ms: usage_sync_report::defaults::RETRY_BUDGET_MS,
-        rounding: None,
-        reconcile: false,
-        dry_run: false,
-        interval: Interval::Day,
-        scale: None,
-    }
-}
-
 #[derive(Args)]
 struct SandboxArgs {
     /// Run another build of the workflow component (.wasm).
@@ -302,8 +291,9 @@ impl SandboxArgs {
         })
     }
 
-    /// The sandbox for one run (`pool` None) or for `pool` runs at once.
-    fn sandbox(&self, pool: Option<usize>) -> Result<Sandbox, Failure> {
+    /// The sandbox for one run (`pool` None) or for `pool` runs at once, each
+    /// within `limits`.
+    fn sandbox(&self, pool: Option<usize>, limits: &Limits) -> Result<Sandbox, Failure> {
         let wasm = match &self.component {
             Some(path) => std::fs::read(path).map_err(|e| {
                 Failure::BadInput(format!("cannot read the component {}: {e}", path.display()))
@@ -315,13 +305,10 @@ impl SandboxArgs {
             (false, Some(dir)) => Some(dir.clone()),
             (false, None) => crate::cache::default_dir(),
         };
-        let pool = match pool {
-            Some(n) => Some(Pool {
-                instances: u32::try_from(n).unwrap_or(u32::MAX),
-                max_memory_bytes: self.limits()?.max_memory_bytes,
-            }),
-            None => None,
-        };
+        let pool = pool.map(|n| Pool {
+            instances: u32::try_from(n).unwrap_or(u32::MAX),
+            max_memory_bytes: limits.max_memory_bytes,
+        });
         let (sandbox, source) = Sandbox::load(&wasm, cache_dir.as_deref(), pool).map_err(|e| {
             match &self.component {
                 Some(path) => Failure::BadInput(format!("{}: {e:#}", path.display())),
@@ -348,9 +335,11 @@ pub fn main() -> ExitCode {
         Command::Run(args) => runtime.block_on(run(*args)),
         Command::Sync(args) => runtime.block_on(sync(*args)),
         Command::Serve(args) => runtime.block_on(serve(*args)),
-        Command::Demo(args) => runtime.block_on(crate::demo::run(args.sandbox.limits(), || {
-            args.sandbox.sandbox(None)
-        })),
+        Command::Demo(args) => runtime.block_on(crate::demo::run(
+            args.sandbox
+                .limits()
+                .and_then(|limits| Ok((args.sandbox.sandbox(None, &limits)?, limits))),
+        )),
     };
     ExitCode::from(code)
 }
@@ -359,7 +348,7 @@ pub fn main() -> ExitCode {
 fn credentials() -> Result<Arc<Credentials>, u8> {
     // Before the keys are known nothing can leak; after, everything printed is scrubbed.
     Credentials::from_env().map(Arc::new).map_err(|e| {
-        report(
+        print_failure(
             &Failure::BadInput(format!(
                 "{e}: set AMBERFLO_API_KEY and STRIPE_API_KEY in the environment"
             )),
@@ -375,27 +364,29 @@ async fn serve(args: ServeArgs) -> u8 {
     };
     let prepared = (|| {
         let (policy, endpoints) = args.endpoints.resolve()?;
-        let config = RunConfig {
-            policy: Arc::new(policy),
+        let limits = args.sandbox.limits()?;
+        // The request body carries the options; these are unused.
+        let config = RunConfig::new(
+            policy,
             endpoints,
-            // The request body carries the options; these are unused.
-            options: default_options(),
-            credentials: credentials.clone(),
-            limits: args.sandbox.limits()?,
-            observer: None,
-            stripe_pace: None,
-        };
-        Ok::<_, Failure>((Arc::new(args.sandbox.sandbox(None)?), Arc::new(config)))
+            default_options(),
+            credentials.clone(),
+            limits,
+        );
+        Ok::<_, Failure>((
+            Arc::new(args.sandbox.sandbox(None, &limits)?),
+            Arc::new(config),
+        ))
     })();
     let (sandbox, config) = match prepared {
         Ok(p) => p,
-        Err(failure) => return report(&failure, Some(&credentials)),
+        Err(failure) => return print_failure(&failure, Some(&credentials)),
     };
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {
             let failure = Failure::BadInput(format!("cannot listen on {}: {e}", args.listen));
-            return report(&failure, Some(&credentials));
+            return print_failure(&failure, Some(&credentials));
         }
     };
     let address = listener.local_addr().unwrap_or(args.listen);
@@ -442,10 +433,10 @@ async fn run(args: RunArgs) -> u8 {
                     println!("{}", credentials.redact(&render_outputs(&outputs, dry_run)));
                     outputs_exit_code(&outputs)
                 }
-                Err(failure) => report(&failure, Some(&credentials)),
+                Err(failure) => print_failure(&failure, Some(&credentials)),
             }
         }
-        Err(failure) => report(&failure, Some(&credentials)),
+        Err(failure) => print_failure(&failure, Some(&credentials)),
     }
 }
 
@@ -472,16 +463,9 @@ fn prepare(
     let (policy, endpoints) = args.endpoints.resolve()?;
     let limits = args.sandbox.limits()?;
     let options = args.workflow.options()?;
-    let sandbox = args.sandbox.sandbox(None)?;
-    let config = RunConfig {
-        policy: Arc::new(policy),
-        endpoints,
-        options,
-        credentials: credentials.clone(),
-        limits,
-        observer: Some(Arc::new(progress(credentials.clone()))),
-        stripe_pace: None,
-    };
+    let sandbox = args.sandbox.sandbox(None, &limits)?;
+    let config = RunConfig::new(policy, endpoints, options, credentials.clone(), limits)
+        .observed(Arc::new(progress(credentials.clone())));
     Ok((sandbox, config, inputs))
 }
 
@@ -513,7 +497,7 @@ async fn sync(args: SyncArgs) -> u8 {
                 exit::OK
             }
         }
-        Err(failure) => report(&failure, Some(&credentials)),
+        Err(failure) => print_failure(&failure, Some(&credentials)),
     }
 }
 
@@ -560,18 +544,18 @@ async fn sync_all(
         }
     };
     let (policy, endpoints) = args.endpoints.resolve()?;
-    let config = RunConfig {
-        policy: Arc::new(policy),
+    let limits = args.sandbox.limits()?;
+    let config = RunConfig::new(
+        policy,
         endpoints,
-        options: args.workflow.options()?,
+        args.workflow.options()?,
         credentials,
-        limits: args.sandbox.limits()?,
-        observer: None,
-        stripe_pace: Some(Arc::new(crate::egress::RateLimiter::per_second(
-            args.stripe_rate,
-        ))),
-    };
-    let sandbox = Arc::new(args.sandbox.sandbox(Some(args.concurrency))?);
+        limits,
+    )
+    .paced(Arc::new(crate::egress::RateLimiter::per_second(
+        args.stripe_rate,
+    )));
+    let sandbox = Arc::new(args.sandbox.sandbox(Some(args.concurrency), &limits)?);
     // One journal per window by default, so the same command runs every night
     // and a rerun of any night resumes that night.
     let journal = args.journal.clone().unwrap_or_else(|| {
@@ -605,36 +589,4 @@ fn file_safe(time: &str) -> String {
     time.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect()
-}
-
-/// A progress line on stderr per request.
-pub fn progress(credentials: Arc<Credentials>) -> impl Fn(&Exchange) + Send + Sync {
-    move |x: &Exchange| {
-        let result = match &x.result {
-            Ok(status) => status.to_string(),
-            Err(e) => format!("no response ({e})"),
-        };
-        eprintln!(
-            "{}",
-            credentials.redact(&format!(
-                "usage-sync: {} {} {} -> {} in {} ms",
-                x.provider.name(),
-                x.method,
-                x.url,
-                result,
-                x.elapsed.as_millis()
-            ))
-        );
-    }
-}
-
-/// Prints a failure (stderr line, stdout JSON) and returns its exit status.
-pub fn report(failure: &Failure, credentials: Option<&Credentials>) -> u8 {
-    let scrub = |text: String| match credentials {
-        Some(c) => c.redact(&text),
-        None => text,
-    };
-    eprintln!("usage-sync: {}", scrub(failure.message()));
-    println!("{}", scrub(failure.render()));
-    failure.exit_code()
 }

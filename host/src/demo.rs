@@ -2,31 +2,28 @@
 //! Amberflo and Stripe emulators with sample usage. No account, no network.
 
 use crate::bindings::{Endpoints, Inputs};
-use crate::cli::{default_options, progress, report};
+use crate::limits::Limits;
+use crate::options::default_options;
 use crate::outcome::{Failure, exit, render_outputs};
+use crate::outcome::{print_failure, progress};
 use crate::policy::{Endpoint, Policy, is_credential_header};
-use crate::sandbox::{Limits, RunConfig, Sandbox};
+use crate::sandbox::{RunConfig, Sandbox};
 use crate::secrets::{Credentials, Secret};
 use http::HeaderName;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use usage_sync_emulators::{Amberflo, MeterSpec, Recorded, Stripe, UsageRecord};
 
-pub async fn run(
-    limits: Result<Limits, Failure>,
-    sandbox: impl FnOnce() -> Result<Sandbox, Failure>,
-) -> u8 {
-    match demo(limits, sandbox).await {
+/// Runs the demo in `sandbox`, within its limits.
+pub async fn run(sandbox: Result<(Sandbox, Limits), Failure>) -> u8 {
+    match demo(sandbox).await {
         Ok(code) => code,
-        Err(failure) => report(&failure, None),
+        Err(failure) => print_failure(&failure, None),
     }
 }
 
-async fn demo(
-    limits: Result<Limits, Failure>,
-    sandbox: impl FnOnce() -> Result<Sandbox, Failure>,
-) -> Result<u8, Failure> {
-    let limits = limits?;
+async fn demo(sandbox: Result<(Sandbox, Limits), Failure>) -> Result<u8, Failure> {
+    let (sandbox, limits) = sandbox?;
     // Fresh keys each time: the emulators check them like the real APIs do.
     let credentials = Arc::new(Credentials {
         amberflo: Secret::new("demo", random_key("amb_demo_")).expect("ASCII"),
@@ -53,23 +50,19 @@ async fn demo(
     eprintln!("demo: Amberflo emulator on {}", amberflo.url());
     eprintln!("demo: Stripe emulator on {}", stripe.url());
 
-    let sandbox = sandbox()?;
     let amberflo_endpoint = Endpoint::parse(&amberflo.url()).map_err(Failure::Internal)?;
     let stripe_endpoint = Endpoint::parse(&stripe.url()).map_err(Failure::Internal)?;
-    let config = RunConfig {
-        policy: Arc::new(
-            Policy::new(&amberflo_endpoint, &stripe_endpoint).map_err(Failure::Internal)?,
-        ),
-        endpoints: Endpoints {
+    let config = RunConfig::new(
+        Policy::new(&amberflo_endpoint, &stripe_endpoint).map_err(Failure::Internal)?,
+        Endpoints {
             amberflo_url: amberflo_endpoint.base_url,
             stripe_url: stripe_endpoint.base_url,
         },
-        options: default_options(),
-        credentials: credentials.clone(),
+        default_options(),
+        credentials.clone(),
         limits,
-        observer: Some(Arc::new(progress(credentials.clone()))),
-        stripe_pace: None,
-    };
+    )
+    .observed(Arc::new(progress(credentials.clone())));
     let inputs = Inputs {
         customer_id: "acme-corp".into(),
         meter_api_name: "api-calls".into(),
@@ -84,7 +77,7 @@ async fn demo(
     );
     let outputs = match sandbox.run(&config, inputs.clone()).await {
         Ok(outputs) => outputs,
-        Err(failure) => return Ok(report(&failure, Some(&credentials))),
+        Err(failure) => return Ok(print_failure(&failure, Some(&credentials))),
     };
     eprintln!("\ndemo: what went on the wire (keys redacted):");
     for request in amberflo.requests().iter().chain(&stripe.requests()) {
@@ -94,7 +87,7 @@ async fn demo(
     eprintln!("\ndemo: running the same window again...");
     let again = match sandbox.run(&config, inputs).await {
         Ok(outputs) => outputs,
-        Err(failure) => return Ok(report(&failure, Some(&credentials))),
+        Err(failure) => return Ok(print_failure(&failure, Some(&credentials))),
     };
     eprintln!(
         "demo: alreadyRecorded = {}; the Stripe emulator holds {} event(s): a rerun never bills twice\n",

@@ -2,8 +2,8 @@
 //! decides where it may go, the host attaches the key, and what comes back is
 //! capped and scrubbed of keys before the guest sees it.
 
+use crate::limits::Limits;
 use crate::policy::{Policy, Provider, Refusal, is_credential_header};
-use crate::sandbox::Limits;
 use crate::secrets::Credentials;
 use bytes::Bytes;
 use http::HeaderValue;

@@ -1,11 +1,13 @@
 //! The usage-sync host: runs the workflow component in a wasmtime sandbox.
 //!
 //! - [`policy`]: which hosts the guest may reach and which key goes to which host;
-//! - [`sandbox`]: the engine, the limits, and what a run's result means;
+//! - [`sandbox`]: the engine, the component, and what a run's result means;
+//! - [`limits`]: what one run may use (memory, time, requests, response sizes);
 //! - [`egress`]: the HTTP boundary that enforces the policy, attaches keys and
 //!   scrubs what comes back;
 //! - [`secrets`]: API keys, which never enter the guest and are scrubbed from output;
 //! - [`inputs`]: the workflow inputs from a JSON file and flags;
+//! - [`options`]: the workflow options a run leaves out, filled in;
 //! - [`outcome`]: what a run prints and its exit status;
 //! - [`cli`] and [`demo`]: the `usage-sync` command line.
 
@@ -15,6 +17,8 @@ pub mod demo;
 pub mod egress;
 pub mod guest_stderr;
 pub mod inputs;
+pub mod limits;
+pub mod options;
 pub mod outcome;
 pub mod policy;
 pub mod sandbox;

@@ -6,6 +6,10 @@
 
 pub use usage_sync_report::{EventJson, Failure, Outputs, render_outputs, summary};
 
+use crate::egress::Exchange;
+use crate::secrets::Credentials;
+use std::sync::Arc;
+
 /// Exit statuses, documented in README.
 pub mod exit {
     pub const OK: u8 = 0;
@@ -55,4 +59,36 @@ pub fn guest_failure(error: &crate::bindings::WorkflowError) -> Failure {
         _,
         usage_sync_report::WorkflowError,
     >(error))
+}
+
+/// A progress line on stderr per request.
+pub fn progress(credentials: Arc<Credentials>) -> impl Fn(&Exchange) + Send + Sync {
+    move |x: &Exchange| {
+        let result = match &x.result {
+            Ok(status) => status.to_string(),
+            Err(e) => format!("no response ({e})"),
+        };
+        eprintln!(
+            "{}",
+            credentials.redact(&format!(
+                "usage-sync: {} {} {} -> {} in {} ms",
+                x.provider.name(),
+                x.method,
+                x.url,
+                result,
+                x.elapsed.as_millis()
+            ))
+        );
+    }
+}
+
+/// Prints a failure (stderr line, stdout JSON) and returns its exit status.
+pub fn print_failure(failure: &Failure, credentials: Option<&Credentials>) -> u8 {
+    let scrub = |text: String| match credentials {
+        Some(c) => c.redact(&text),
+        None => text,
+    };
+    eprintln!("usage-sync: {}", scrub(failure.message()));
+    println!("{}", scrub(failure.render()));
+    failure.exit_code()
 }

@@ -11,6 +11,7 @@ use crate::bindings::{
 };
 use crate::cache;
 use crate::egress::{Egress, Observer, RateLimiter, RunLog};
+use crate::limits::Limits;
 use crate::outcome::{Failure, Outputs, guest_failure};
 use crate::policy::Policy;
 use crate::secrets::Credentials;
@@ -31,33 +32,6 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
-
-/// Resource limits for one run. Each has a default (here) and a flag.
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    /// Cap on the guest's linear memory.
-    pub max_memory_bytes: usize,
-    /// Wall-clock deadline for the whole run.
-    pub deadline: Duration,
-    /// Connect, first-byte and between-bytes timeout of each request.
-    pub request_timeout: Duration,
-    /// Cap on each response body.
-    pub max_response_bytes: u64,
-    /// Cap on the requests of one run.
-    pub max_requests: u32,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            max_memory_bytes: 64 << 20,
-            deadline: Duration::from_secs(600),
-            request_timeout: Duration::from_secs(30),
-            max_response_bytes: 8 << 20,
-            max_requests: 5000,
-        }
-    }
-}
 
 /// What one run's guest may print on stderr.
 const GUEST_STDERR_CAP: usize = 1 << 20;
@@ -108,6 +82,43 @@ pub struct RunConfig {
     pub observer: Option<Observer>,
     /// Shared pace of Stripe requests, for many runs at once.
     pub stripe_pace: Option<Arc<RateLimiter>>,
+}
+
+impl RunConfig {
+    /// A run's configuration, with no progress observer and no shared pace.
+    pub fn new(
+        policy: Policy,
+        endpoints: Endpoints,
+        options: Options,
+        credentials: Arc<Credentials>,
+        limits: Limits,
+    ) -> RunConfig {
+        RunConfig {
+            policy: Arc::new(policy),
+            endpoints,
+            options,
+            credentials,
+            limits,
+            observer: None,
+            stripe_pace: None,
+        }
+    }
+
+    /// The same, with `observer` called for every request.
+    pub fn observed(self, observer: Observer) -> RunConfig {
+        RunConfig {
+            observer: Some(observer),
+            ..self
+        }
+    }
+
+    /// The same, with Stripe requests paced by `pace` (shared by many runs).
+    pub fn paced(self, pace: Arc<RateLimiter>) -> RunConfig {
+        RunConfig {
+            stripe_pace: Some(pace),
+            ..self
+        }
+    }
 }
 
 /// A compiled component, ready to instantiate.
