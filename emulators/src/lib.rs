@@ -2,7 +2,7 @@
 //!
 //! Each is a real HTTP/1.1 server on 127.0.0.1 that checks auth, validates the
 //! official request shapes and answers with the official response and error
-//! bodies (see `shared/specs/README.md`). Every request is recorded exactly as
+//! bodies (see `specs/README.md`). Every request is recorded exactly as
 //! it arrived, so tests can assert the bytes on the wire.
 
 mod amberflo;

@@ -5,7 +5,7 @@
 //! (`GET /v1/billing/meters/{id}/event_summaries`), eventually consistent.
 //!
 //! The emulator has its own clock, which tests move, so "25 hours later" takes
-//! no time. Facts it follows are in `shared/specs/README.md` ("Reading Stripe back").
+//! no time. Facts it follows are in `specs/README.md` ("Reading Stripe back").
 
 use crate::server::{Fault, Faults, Recorded, Reply, Server};
 use serde_json::{Value, json};
