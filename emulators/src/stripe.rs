@@ -189,6 +189,18 @@ impl State {
         out
     }
 
+    /// Creates a meter; returns its id (the same in every emulator).
+    fn add_meter(&mut self, spec: MeterSpec) -> String {
+        let id = meter_id(self.meters.len());
+        let created = self.now();
+        self.meters.push(Meter {
+            id: id.clone(),
+            spec,
+            created,
+        });
+        id
+    }
+
     /// The active meter an event name belongs to.
     fn meter_of(&self, event_name: &str) -> Option<&Meter> {
         self.meters
@@ -253,15 +265,7 @@ impl Stripe {
 
     /// Creates a meter; returns its id. Lists show the newest first.
     pub fn add_meter(&self, spec: MeterSpec) -> String {
-        let mut state = lock(&self.state);
-        let id = meter_id(state.meters.len());
-        let created = state.now();
-        state.meters.push(Meter {
-            id: id.clone(),
-            spec,
-            created,
-        });
-        id
+        lock(&self.state).add_meter(spec)
     }
 
     /// Moves the emulator's clock by `seconds` (back when negative): what it
@@ -1141,14 +1145,7 @@ mod tests {
     }
 
     fn add_meter(state: &mut State, spec: MeterSpec) -> String {
-        let id = meter_id(state.meters.len());
-        let created = state.now();
-        state.meters.push(Meter {
-            id: id.clone(),
-            spec,
-            created,
-        });
-        id
+        state.add_meter(spec)
     }
 
     fn event(state: &mut State, key: &str, id: &str, payload: &str, ts: i64) -> u16 {

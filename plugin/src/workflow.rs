@@ -243,19 +243,25 @@ fn lookup_meter(
         let mut answer = format!("{count} meter(s)");
         for meter in matching.by_ref() {
             if meter.status == "active" {
+                let id = meter.id.clone();
+                let formula = meter.default_aggregation.formula.clone();
+                let checked = meter.check(options.interval);
                 answer.push_str(&format!(
-                    "; {} is the active meter of `{event_name}`: formula {}, payload keys {} and {}, {}",
-                    meter.id,
-                    meter.default_aggregation.formula,
-                    meter.customer_mapping.as_ref().map_or("stripe_customer_id", |k| k.event_payload_key.as_str()),
-                    meter.value_settings.as_ref().map_or("value", |k| k.event_payload_key.as_str()),
-                    match &meter.event_time_window {
-                        Some(w) => format!("pre-aggregated per {w}"),
-                        None => "raw events".into(),
-                    }
+                    "; {id} is the active meter of `{event_name}`: formula {formula}"
                 ));
+                if let Ok(m) = &checked {
+                    let kind = match m.pre_aggregated {
+                        Some(Interval::Hour) => "pre-aggregated per hour",
+                        Some(_) => "pre-aggregated per day",
+                        None => "raw events",
+                    };
+                    answer.push_str(&format!(
+                        ", payload keys {} and {}, {kind}",
+                        m.customer_key, m.value_key
+                    ));
+                }
                 reads.push(read_record(url, answer));
-                return meter.check(options.interval).map_err(|why| {
+                return checked.map_err(|why| {
                     WorkflowError::InvalidInput(format!("{why}; nothing was written"))
                 });
             }
