@@ -178,7 +178,7 @@ impl Sandbox {
             let answer = guest
                 .call_run(store, &config.endpoints, &config.options, &inputs)
                 .await?;
-            Ok(answer.map(|o| usage_sync_report::from_wit(&o)))
+            outputs(answer)
         })
         .await
     }
@@ -194,7 +194,7 @@ impl Sandbox {
             let answer = guest
                 .call_run_with_meter(store, &config.endpoints, &config.options, &inputs, meter)
                 .await?;
-            Ok(answer.map(|o| usage_sync_report::from_wit(&o)))
+            outputs(answer)
         })
         .await
     }
@@ -219,7 +219,7 @@ impl Sandbox {
                     meter,
                 )
                 .await?;
-            Ok(answer.map(|o| usage_sync_report::from_wit(&o)))
+            outputs(answer)
         })
         .await
     }
@@ -402,6 +402,18 @@ impl Sandbox {
         let memory_exceeded = store.data().memory.exceeded;
         let seen = std::mem::take(&mut *log.lock().unwrap());
         classify(result, memory_exceeded, seen, &limits)
+    }
+}
+
+/// A run's answer as the report's outputs; a mismatch is our bug, an internal error.
+fn outputs(
+    answer: Result<crate::bindings::Outputs, WorkflowError>,
+) -> wasmtime::Result<Result<Outputs, WorkflowError>> {
+    match answer {
+        Ok(o) => Ok(Ok(
+            usage_sync_report::from_wit(&o).map_err(wasmtime::Error::msg)?
+        )),
+        Err(e) => Ok(Err(e)),
     }
 }
 

@@ -46,10 +46,12 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// A generated WIT value as the mirror type here (same field and case names).
-pub fn from_wit<T: Serialize, U: DeserializeOwned>(value: &T) -> U {
+/// An error means the mirror types no longer match `wit/usage-sync.wit`: a
+/// bug of ours, reported as such rather than a panic.
+pub fn from_wit<T: Serialize, U: DeserializeOwned>(value: &T) -> Result<U, String> {
     serde_json::to_value(value)
         .and_then(serde_json::from_value)
-        .expect("the mirror types match wit/usage-sync.wit")
+        .map_err(|e| format!("the component's answer does not match the report types: {e}"))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
