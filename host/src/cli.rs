@@ -523,7 +523,7 @@ async fn sync_all(
             "--concurrency must be between 1 and {MAX_CONCURRENCY}"
         )));
     }
-    let rows = crate::sync::read_mapping(
+    let rows = crate::mapping::read_mapping(
         &args.mapping,
         args.meter_api_name.as_deref(),
         args.stripe_event_name.as_deref(),

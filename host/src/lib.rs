@@ -9,6 +9,8 @@
 //! - [`inputs`]: the workflow inputs from a JSON file and flags;
 //! - [`options`]: the workflow options a run leaves out, filled in;
 //! - [`outcome`]: what a run prints and its exit status;
+//! - [`sync`]: many rows at once, with [`mapping`] (the rows), [`journal`]
+//!   (what is done), [`progress`] (stderr) and [`interrupt`] (Ctrl-C);
 //! - [`cli`] and [`demo`]: the `usage-sync` command line.
 
 pub mod cache;
@@ -17,10 +19,14 @@ pub mod demo;
 pub mod egress;
 pub mod guest_stderr;
 pub mod inputs;
+pub mod interrupt;
+pub mod journal;
 pub mod limits;
+pub mod mapping;
 pub mod options;
 pub mod outcome;
 pub mod policy;
+pub mod progress;
 pub mod sandbox;
 pub mod secrets;
 pub mod sync;

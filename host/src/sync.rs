@@ -6,153 +6,21 @@
 //! harmless.
 
 use crate::bindings::{Inputs, Meter, UsageQuery};
+use crate::interrupt::Interrupt;
+use crate::journal::{Header, open_journal};
+use crate::mapping::Row;
 use crate::outcome::{EventJson, ExitStatus, Failure, Outputs};
+use crate::progress::Progress;
 use crate::sandbox::{RunConfig, Sandbox};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{Mutex, Semaphore, mpsc};
-
-/// One validated row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Row {
-    /// Line in a CSV file, entry number in a JSON array.
-    pub line: usize,
-    pub customer_id: String,
-    pub stripe_customer: String,
-    pub meter_api_name: String,
-    pub stripe_event_name: String,
-}
-
-/// What makes a row the same row: customer, meter and event name.
-type RowKey = (String, String, String);
-
-impl Row {
-    fn key(&self) -> RowKey {
-        (
-            self.customer_id.clone(),
-            self.meter_api_name.clone(),
-            self.stripe_event_name.clone(),
-        )
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RawRow {
-    customer_id: Option<String>,
-    stripe_customer: Option<String>,
-    meter_api_name: Option<String>,
-    stripe_event_name: Option<String>,
-}
-
-/// Reads and validates the whole mapping; any bad row fails it all, by line.
-pub fn read_mapping(
-    path: &Path,
-    default_meter: Option<&str>,
-    default_event: Option<&str>,
-) -> Result<Vec<Row>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the mapping {}: {e}", path.display()))?;
-    let raw = if path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
-    {
-        let rows: Vec<RawRow> = serde_json::from_str(&text)
-            .map_err(|e| format!("the mapping {} is not valid: {e}", path.display()))?;
-        rows.into_iter()
-            .enumerate()
-            .map(|(i, r)| (i + 1, r))
-            .collect()
-    } else {
-        csv_rows(&text)?
-    };
-    let mut errors = Vec::new();
-    let mut rows = Vec::new();
-    let mut seen: HashMap<RowKey, usize> = HashMap::new();
-    for (line, raw) in raw {
-        let field = |name: &str, value: Option<String>, default: Option<&str>| {
-            let value = value
-                .filter(|v| !v.is_empty())
-                .or(default.map(str::to_string));
-            match value {
-                None => Err(format!("line {line}: `{name}` is missing")),
-                Some(v) if v.trim() != v || v.chars().any(char::is_control) => Err(format!(
-                    "line {line}: `{name}` has spaces at the ends or control characters"
-                )),
-                Some(v) => Ok(v),
-            }
-        };
-        let row = (|| {
-            Ok::<_, String>(Row {
-                line,
-                customer_id: field("customerId", raw.customer_id, None)?,
-                stripe_customer: field("stripeCustomer", raw.stripe_customer, None)?,
-                meter_api_name: field("meterApiName", raw.meter_api_name, default_meter)?,
-                stripe_event_name: field("stripeEventName", raw.stripe_event_name, default_event)?,
-            })
-        })();
-        match row {
-            Err(e) => errors.push(e),
-            Ok(row) => match seen.insert(row.key(), line) {
-                Some(first) => errors.push(format!(
-                    "line {line}: repeats line {first} (same customerId, meterApiName and stripeEventName)"
-                )),
-                None => rows.push(row),
-            },
-        }
-    }
-    if rows.is_empty() && errors.is_empty() {
-        errors.push("the mapping has no rows".into());
-    }
-    if !errors.is_empty() {
-        let shown = errors.len().min(10);
-        let more = errors.len() - shown;
-        let mut message = errors[..shown].join("; ");
-        if more > 0 {
-            message.push_str(&format!("; and {more} more"));
-        }
-        return Err(format!(
-            "the mapping {} has bad rows: {message}",
-            path.display()
-        ));
-    }
-    Ok(rows)
-}
-
-fn csv_rows(text: &str) -> Result<Vec<(usize, RawRow)>, String> {
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_reader(text.as_bytes());
-    let headers = reader
-        .headers()
-        .map_err(|e| format!("the mapping's header: {e}"))?
-        .clone();
-    let mut rows = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| format!("the mapping: {e}"))?;
-        let line = record.position().map_or(0, |p| p.line() as usize);
-        let row: RawRow = record
-            .deserialize(Some(&headers))
-            .map_err(|e| format!("line {line}: {e}"))?;
-        rows.push((line, row));
-    }
-    Ok(rows)
-}
-
-/// The journal's first line: a journal belongs to one mapping and one window.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-struct Header {
-    journal: u32,
-    mapping: String,
-    start_time: String,
-    end_time: String,
-}
 
 /// A row's outcome, in the journal and on stdout.
 fn report(row: &Row, status: &str, detail: Value) -> Value {
@@ -168,70 +36,6 @@ fn report(row: &Row, status: &str, detail: Value) -> Value {
         line.extend(detail);
     }
     line
-}
-
-/// Opens (or starts) the journal; returns it and the rows it says are done.
-/// A journal of another mapping is an error, or with `replace_foreign` started
-/// afresh.
-fn open_journal(
-    path: &Path,
-    header: &Header,
-    replace_foreign: bool,
-) -> Result<(std::fs::File, HashSet<RowKey>), String> {
-    let mut done = HashSet::new();
-    let fail = |e: std::io::Error| format!("the journal {}: {e}", path.display());
-    if let Ok(text) = std::fs::read_to_string(path) {
-        let mut lines = text.lines();
-        if let Some(first) = lines.next() {
-            let found: Header = serde_json::from_str(first)
-                .map_err(|_| format!("{} is not a usage-sync journal", path.display()))?;
-            if found != *header && replace_foreign {
-                eprintln!(
-                    "sync: the journal {} belongs to another mapping; starting it afresh",
-                    path.display()
-                );
-                return start_journal(path, header).map(|file| (file, done));
-            }
-            if found != *header {
-                return Err(format!(
-                    "the journal {} belongs to another mapping or window; give another --journal",
-                    path.display()
-                ));
-            }
-            // A line cut short by a crash is simply not done.
-            for entry in lines.filter_map(|l| serde_json::from_str::<Value>(l).ok()) {
-                if matches!(
-                    entry["status"].as_str(),
-                    Some("recorded" | "already-recorded")
-                ) {
-                    let text = |k: &str| entry[k].as_str().unwrap_or_default().to_string();
-                    done.insert((
-                        text("customerId"),
-                        text("meterApiName"),
-                        text("stripeEventName"),
-                    ));
-                }
-            }
-            let file = std::fs::OpenOptions::new()
-                .append(true)
-                .open(path)
-                .map_err(fail)?;
-            return Ok((file, done));
-        }
-    }
-    start_journal(path, header).map(|file| (file, done))
-}
-
-fn start_journal(path: &Path, header: &Header) -> Result<std::fs::File, String> {
-    let fail = |e: std::io::Error| format!("the journal {}: {e}", path.display());
-    let mut file = std::fs::File::create(path).map_err(fail)?;
-    writeln!(
-        file,
-        "{}",
-        serde_json::to_string(header).expect("serializes")
-    )
-    .map_err(fail)?;
-    Ok(file)
 }
 
 /// How a sync ended.
@@ -251,6 +55,16 @@ pub struct Summary {
     /// The worst exit status among the failed rows.
     #[serde(skip)]
     pub worst: u8,
+}
+
+impl Summary {
+    /// The counts a progress line shows.
+    fn counts(&self) -> String {
+        format!(
+            "{} recorded, {} already recorded, {} failed, {} skipped",
+            self.recorded, self.already_recorded, self.failed, self.skipped
+        )
+    }
 }
 
 /// Everything `sync` needs besides the rows.
@@ -383,68 +197,13 @@ pub async fn sync(
             }
         };
         emit(&mut journal, &line)?;
-        progress.show(finished, &summary);
+        progress.show(finished, || summary.counts());
     }
     progress.done();
     journal
         .sync_data()
         .map_err(|e| Failure::Internal(format!("writing the journal: {e}")))?;
     Ok(summary)
-}
-
-/// Progress on stderr: a bar redrawn in place on a terminal, a plain line
-/// every two seconds otherwise (logs, CI).
-struct Progress {
-    total: usize,
-    terminal: bool,
-    started: std::time::Instant,
-    shown: Option<std::time::Instant>,
-}
-
-impl Progress {
-    fn new(total: usize) -> Progress {
-        use std::io::IsTerminal;
-        Progress {
-            total,
-            terminal: std::io::stderr().is_terminal(),
-            started: std::time::Instant::now(),
-            shown: None,
-        }
-    }
-
-    fn show(&mut self, finished: usize, summary: &Summary) {
-        let every = if self.terminal { 0.1 } else { 2.0 };
-        let due = self
-            .shown
-            .is_none_or(|t| t.elapsed().as_secs_f64() >= every);
-        if !due && finished != self.total {
-            return;
-        }
-        self.shown = Some(std::time::Instant::now());
-        let counts = format!(
-            "{} recorded, {} already recorded, {} failed, {} skipped",
-            summary.recorded, summary.already_recorded, summary.failed, summary.skipped
-        );
-        if self.terminal {
-            const WIDTH: usize = 30;
-            let filled = (finished * WIDTH).checked_div(self.total).unwrap_or(WIDTH);
-            let rate = finished as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
-            eprint!(
-                "\r\x1b[2Ksync [{}{}] {finished}/{} rows, {rate:.0}/s ({counts})",
-                "#".repeat(filled),
-                "-".repeat(WIDTH - filled),
-                self.total
-            );
-        } else {
-            eprintln!("sync: {finished}/{} rows ({counts})", self.total);
-        }
-    }
-
-    fn done(&self) {
-        if self.terminal && self.shown.is_some() {
-            eprintln!();
-        }
-    }
 }
 
 /// One row to sync, with what it shares with others: Stripe's one call at a
@@ -570,28 +329,6 @@ fn batches(rows: Vec<Row>, size: usize) -> Vec<Vec<Row>> {
     by_meter.into_iter().flat_map(|(_, b, _)| b).collect()
 }
 
-/// Ctrl-C, registered as soon as it is created.
-struct Interrupt {
-    #[cfg(unix)]
-    signal: tokio::signal::unix::Signal,
-}
-
-impl Interrupt {
-    fn listen() -> std::io::Result<Interrupt> {
-        Ok(Interrupt {
-            #[cfg(unix)]
-            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?,
-        })
-    }
-
-    async fn recv(&mut self) {
-        #[cfg(unix)]
-        self.signal.recv().await;
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 fn outcome_line(row: &Row, outputs: &Outputs, summary: &mut Summary) -> Value {
     let already = !outputs.events.is_empty() && outputs.events.iter().all(|e| e.already_recorded);
     let status = if outputs.drifted().next().is_some() {
@@ -606,56 +343,4 @@ fn outcome_line(row: &Row, outputs: &Outputs, summary: &mut Summary) -> Value {
     };
     let events: Vec<EventJson> = outputs.events.iter().map(EventJson::from).collect();
     report(row, status, json!({ "events": events }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn mapping(name: &str, text: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("usage-sync-mapping-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    #[test]
-    fn reads_csv_and_json_with_defaults() {
-        let csv = mapping(
-            "a.csv",
-            "customerId,stripeCustomer,meterApiName\nacme,cus_1,calls\nglobex, cus_2 ,\n",
-        );
-        let rows = read_mapping(&csv, Some("default-meter"), Some("api_calls")).unwrap();
-        assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0].line, 2);
-        assert_eq!(rows[1].stripe_customer, "cus_2");
-        assert_eq!(rows[1].meter_api_name, "default-meter");
-        assert_eq!(rows[1].stripe_event_name, "api_calls");
-        let json = mapping(
-            "a.json",
-            r#"[{"customerId":"acme","stripeCustomer":"cus_1","meterApiName":"m","stripeEventName":"e"}]"#,
-        );
-        assert_eq!(read_mapping(&json, None, None).unwrap()[0].line, 1);
-    }
-
-    #[test]
-    fn bad_rows_are_reported_by_line() {
-        let csv = mapping(
-            "bad.csv",
-            "customerId,stripeCustomer\nacme,cus_1\n,cus_2\nacme,cus_3\n",
-        );
-        let err = read_mapping(&csv, Some("m"), Some("e")).unwrap_err();
-        assert!(err.contains("line 3: `customerId` is missing"), "{err}");
-        assert!(err.contains("line 4: repeats line 2"), "{err}");
-        let csv = mapping("nomet.csv", "customerId,stripeCustomer\nacme,cus_1\n");
-        let err = read_mapping(&csv, None, Some("e")).unwrap_err();
-        assert!(err.contains("line 2: `meterApiName` is missing"), "{err}");
-        let csv = mapping("typo.csv", "customerID,stripeCustomer\nacme,cus_1\n");
-        assert!(
-            read_mapping(&csv, Some("m"), Some("e"))
-                .unwrap_err()
-                .contains("unknown field")
-        );
-    }
 }

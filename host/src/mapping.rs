@@ -1,0 +1,187 @@
+//! The rows of a `sync` mapping file (CSV with a header, or a JSON array),
+//! validated whole before anything is sent.
+
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// One validated row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// Line in a CSV file, entry number in a JSON array.
+    pub line: usize,
+    pub customer_id: String,
+    pub stripe_customer: String,
+    pub meter_api_name: String,
+    pub stripe_event_name: String,
+}
+
+/// What makes a row the same row: customer, meter and event name.
+pub type RowKey = (String, String, String);
+
+impl Row {
+    /// The row's identity in a mapping and a journal.
+    pub fn key(&self) -> RowKey {
+        (
+            self.customer_id.clone(),
+            self.meter_api_name.clone(),
+            self.stripe_event_name.clone(),
+        )
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawRow {
+    customer_id: Option<String>,
+    stripe_customer: Option<String>,
+    meter_api_name: Option<String>,
+    stripe_event_name: Option<String>,
+}
+
+/// Reads and validates the whole mapping; any bad row fails it all, by line.
+pub fn read_mapping(
+    path: &Path,
+    default_meter: Option<&str>,
+    default_event: Option<&str>,
+) -> Result<Vec<Row>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the mapping {}: {e}", path.display()))?;
+    let raw = if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+    {
+        let rows: Vec<RawRow> = serde_json::from_str(&text)
+            .map_err(|e| format!("the mapping {} is not valid: {e}", path.display()))?;
+        rows.into_iter()
+            .enumerate()
+            .map(|(i, r)| (i + 1, r))
+            .collect()
+    } else {
+        csv_rows(&text)?
+    };
+    let mut errors = Vec::new();
+    let mut rows = Vec::new();
+    let mut seen: HashMap<RowKey, usize> = HashMap::new();
+    for (line, raw) in raw {
+        let field = |name: &str, value: Option<String>, default: Option<&str>| {
+            let value = value
+                .filter(|v| !v.is_empty())
+                .or(default.map(str::to_string));
+            match value {
+                None => Err(format!("line {line}: `{name}` is missing")),
+                Some(v) if v.trim() != v || v.chars().any(char::is_control) => Err(format!(
+                    "line {line}: `{name}` has spaces at the ends or control characters"
+                )),
+                Some(v) => Ok(v),
+            }
+        };
+        let row = (|| {
+            Ok::<_, String>(Row {
+                line,
+                customer_id: field("customerId", raw.customer_id, None)?,
+                stripe_customer: field("stripeCustomer", raw.stripe_customer, None)?,
+                meter_api_name: field("meterApiName", raw.meter_api_name, default_meter)?,
+                stripe_event_name: field("stripeEventName", raw.stripe_event_name, default_event)?,
+            })
+        })();
+        match row {
+            Err(e) => errors.push(e),
+            Ok(row) => match seen.insert(row.key(), line) {
+                Some(first) => errors.push(format!(
+                    "line {line}: repeats line {first} (same customerId, meterApiName and stripeEventName)"
+                )),
+                None => rows.push(row),
+            },
+        }
+    }
+    if rows.is_empty() && errors.is_empty() {
+        errors.push("the mapping has no rows".into());
+    }
+    if !errors.is_empty() {
+        let shown = errors.len().min(10);
+        let more = errors.len() - shown;
+        let mut message = errors[..shown].join("; ");
+        if more > 0 {
+            message.push_str(&format!("; and {more} more"));
+        }
+        return Err(format!(
+            "the mapping {} has bad rows: {message}",
+            path.display()
+        ));
+    }
+    Ok(rows)
+}
+
+fn csv_rows(text: &str) -> Result<Vec<(usize, RawRow)>, String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let headers = reader
+        .headers()
+        .map_err(|e| format!("the mapping's header: {e}"))?
+        .clone();
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| format!("the mapping: {e}"))?;
+        let line = record.position().map_or(0, |p| p.line() as usize);
+        let row: RawRow = record
+            .deserialize(Some(&headers))
+            .map_err(|e| format!("line {line}: {e}"))?;
+        rows.push((line, row));
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn mapping(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("usage-sync-mapping-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn reads_csv_and_json_with_defaults() {
+        let csv = mapping(
+            "a.csv",
+            "customerId,stripeCustomer,meterApiName\nacme,cus_1,calls\nglobex, cus_2 ,\n",
+        );
+        let rows = read_mapping(&csv, Some("default-meter"), Some("api_calls")).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].line, 2);
+        assert_eq!(rows[1].stripe_customer, "cus_2");
+        assert_eq!(rows[1].meter_api_name, "default-meter");
+        assert_eq!(rows[1].stripe_event_name, "api_calls");
+        let json = mapping(
+            "a.json",
+            r#"[{"customerId":"acme","stripeCustomer":"cus_1","meterApiName":"m","stripeEventName":"e"}]"#,
+        );
+        assert_eq!(read_mapping(&json, None, None).unwrap()[0].line, 1);
+    }
+
+    #[test]
+    fn bad_rows_are_reported_by_line() {
+        let csv = mapping(
+            "bad.csv",
+            "customerId,stripeCustomer\nacme,cus_1\n,cus_2\nacme,cus_3\n",
+        );
+        let err = read_mapping(&csv, Some("m"), Some("e")).unwrap_err();
+        assert!(err.contains("line 3: `customerId` is missing"), "{err}");
+        assert!(err.contains("line 4: repeats line 2"), "{err}");
+        let csv = mapping("nomet.csv", "customerId,stripeCustomer\nacme,cus_1\n");
+        let err = read_mapping(&csv, None, Some("e")).unwrap_err();
+        assert!(err.contains("line 2: `meterApiName` is missing"), "{err}");
+        let csv = mapping("typo.csv", "customerID,stripeCustomer\nacme,cus_1\n");
+        assert!(
+            read_mapping(&csv, Some("m"), Some("e"))
+                .unwrap_err()
+                .contains("unknown field")
+        );
+    }
+}
