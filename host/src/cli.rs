@@ -567,7 +567,7 @@ async fn sync_all(
         ));
         PathBuf::from(name)
     });
-    let plan = crate::sync::Plan {
+    let plan = crate::sync::Settings {
         mapping: args.mapping.clone(),
         journal,
         journal_is_default: args.journal.is_none(),

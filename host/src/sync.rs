@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{Mutex, Semaphore, mpsc};
 
 /// A row's outcome, in the journal and on stdout.
-fn report(row: &Row, status: &str, detail: Value) -> Value {
+fn row_line(row: &Row, status: &str, detail: Value) -> Value {
     let mut line = json!({
         "line": row.line,
         "customerId": row.customer_id,
@@ -68,7 +68,7 @@ impl Summary {
 }
 
 /// Everything `sync` needs besides the rows.
-pub struct Plan {
+pub struct Settings {
     pub mapping: PathBuf,
     pub journal: PathBuf,
     /// The journal is the default one of this window (not `--journal`): one
@@ -85,7 +85,7 @@ pub async fn sync(
     sandbox: Arc<Sandbox>,
     config: RunConfig,
     rows: Vec<Row>,
-    plan: &Plan,
+    plan: &Settings,
 ) -> Result<Summary, Failure> {
     let mapping = std::fs::read(&plan.mapping).map_err(|e| Failure::BadInput(e.to_string()))?;
     let header = Header {
@@ -125,7 +125,7 @@ pub async fn sync(
         let _ = writeln!(
             stdout.lock(),
             "{}",
-            report(row, "skipped", json!({ "reason": "done per the journal" }))
+            row_line(row, "skipped", json!({ "reason": "done per the journal" }))
         );
     }
 
@@ -187,13 +187,13 @@ pub async fn sync(
         let line = match result {
             None => {
                 summary.not_sent += 1;
-                report(&row, "not-sent", json!({ "reason": "interrupted" }))
+                row_line(&row, "not-sent", json!({ "reason": "interrupted" }))
             }
             Some(Ok(outputs)) => outcome_line(&row, &outputs, &mut summary),
             Some(Err(failure)) => {
                 summary.failed += 1;
                 summary.worst = summary.worst.max(failure.exit_code());
-                report(&row, "failed", failure.to_json())
+                row_line(&row, "failed", failure.to_json())
             }
         };
         emit(&mut journal, &line)?;
@@ -342,5 +342,5 @@ fn outcome_line(row: &Row, outputs: &Outputs, summary: &mut Summary) -> Value {
         "recorded"
     };
     let events: Vec<EventJson> = outputs.events.iter().map(EventJson::from).collect();
-    report(row, status, json!({ "events": events }))
+    row_line(row, status, json!({ "events": events }))
 }

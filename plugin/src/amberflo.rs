@@ -296,7 +296,7 @@ mod tests {
                 start: 1_732_406_400,
                 end: 1_732_492_800,
             },
-            pieces: Vec::new(),
+            intervals: Vec::new(),
         };
         assert_eq!(
             String::from_utf8(request_body(&plan, "DAY")).unwrap(),

@@ -43,7 +43,7 @@ fn variable(_: &str) -> Option<String> {
 /// Where a provider's key comes from, decided once per instance: the
 /// environment and the variables do not change during a run, and each request
 /// would otherwise ask the host again.
-enum Source {
+enum KeySource {
     /// The host reserves the credential header: it attaches the key.
     Host,
     /// The header value the component sends itself.
@@ -51,31 +51,31 @@ enum Source {
     Missing,
 }
 
-fn source(header: &str, env: &str, value: impl FnOnce(String) -> String) -> Source {
+fn source(header: &str, env: &str, value: impl FnOnce(String) -> String) -> KeySource {
     let host_attaches = wasip2::http::types::Fields::new()
         .append(header, b"probe")
         .is_err();
     match key(env) {
-        _ if host_attaches => Source::Host,
-        Some(key) => Source::Own(value(key)),
-        None => Source::Missing,
+        _ if host_attaches => KeySource::Host,
+        Some(key) => KeySource::Own(value(key)),
+        None => KeySource::Missing,
     }
 }
 
-fn amberflo() -> &'static Source {
-    static SOURCE: OnceLock<Source> = OnceLock::new();
+fn amberflo() -> &'static KeySource {
+    static SOURCE: OnceLock<KeySource> = OnceLock::new();
     SOURCE.get_or_init(|| source(AMBERFLO_HEADER, AMBERFLO_ENV, |key| key))
 }
 
-fn stripe() -> &'static Source {
-    static SOURCE: OnceLock<Source> = OnceLock::new();
+fn stripe() -> &'static KeySource {
+    static SOURCE: OnceLock<KeySource> = OnceLock::new();
     SOURCE.get_or_init(|| source(STRIPE_HEADER, STRIPE_ENV, |key| format!("Bearer {key}")))
 }
 
-fn header(name: &'static str, source: &Source) -> Option<(&'static str, String)> {
+fn header(name: &'static str, source: &KeySource) -> Option<(&'static str, String)> {
     match source {
-        Source::Own(value) => Some((name, value.clone())),
-        Source::Host | Source::Missing => None,
+        KeySource::Own(value) => Some((name, value.clone())),
+        KeySource::Host | KeySource::Missing => None,
     }
 }
 
@@ -89,14 +89,21 @@ pub fn stripe_header() -> Option<(&'static str, String)> {
     header(STRIPE_HEADER, stripe())
 }
 
+/// A provider whose key a run needs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Needed {
+    Amberflo,
+    Stripe,
+}
+
 /// Before the first request: every key the run needs is either attached by
 /// the host or at hand. A missing one is bad input, named, and nothing is sent.
-pub fn check(amberflo: bool, stripe: bool) -> Result<(), String> {
+pub fn check(needed: &[Needed]) -> Result<(), String> {
     let mut missing = Vec::new();
-    if amberflo && matches!(self::amberflo(), Source::Missing) {
+    if needed.contains(&Needed::Amberflo) && matches!(amberflo(), KeySource::Missing) {
         missing.push(AMBERFLO_ENV);
     }
-    if stripe && matches!(self::stripe(), Source::Missing) {
+    if needed.contains(&Needed::Stripe) && matches!(stripe(), KeySource::Missing) {
         missing.push(STRIPE_ENV);
     }
     if missing.is_empty() {

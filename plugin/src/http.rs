@@ -39,7 +39,7 @@ impl Reply {
 
 /// A request that got no complete answer.
 #[derive(Debug)]
-pub struct Failure {
+pub struct NoAnswer {
     pub message: String,
     /// False only when the request certainly never reached the provider.
     pub maybe_sent: bool,
@@ -47,9 +47,9 @@ pub struct Failure {
     pub retryable: bool,
 }
 
-impl Failure {
-    fn not_sent(message: impl Into<String>) -> Failure {
-        Failure {
+impl NoAnswer {
+    fn not_sent(message: impl Into<String>) -> NoAnswer {
+        NoAnswer {
             message: message.into(),
             maybe_sent: false,
             retryable: false,
@@ -59,12 +59,12 @@ impl Failure {
 
 /// POSTs `body` with a `Content-Length` (never chunked: strict servers and
 /// proxies refuse chunked POSTs).
-pub fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Reply, Failure> {
+pub fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Reply, NoAnswer> {
     send(Method::Post, url, headers, Some(body))
 }
 
 /// GETs `url`: a read, with no body.
-pub fn get(url: &str, headers: &[(&str, &str)]) -> Result<Reply, Failure> {
+pub fn get(url: &str, headers: &[(&str, &str)]) -> Result<Reply, NoAnswer> {
     send(Method::Get, url, headers, None)
 }
 
@@ -73,19 +73,19 @@ fn send(
     url: &str,
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
-) -> Result<Reply, Failure> {
+) -> Result<Reply, NoAnswer> {
     let (scheme, authority, path) = split_url(url)
-        .ok_or_else(|| Failure::not_sent(format!("`{url}` is not an http(s) URL")))?;
+        .ok_or_else(|| NoAnswer::not_sent(format!("`{url}` is not an http(s) URL")))?;
     let fields = Fields::new();
     let length = body.map(|b| b.len().to_string());
     let length = length.as_deref().map(|l| ("Content-Length", l));
     for (name, value) in headers.iter().chain(length.as_ref()) {
         fields
             .append(name, value.as_bytes())
-            .map_err(|e| Failure::not_sent(format!("header {name}: {e:?}")))?;
+            .map_err(|e| NoAnswer::not_sent(format!("header {name}: {e:?}")))?;
     }
     let request = OutgoingRequest::new(fields);
-    let unset = |what: &str| Failure::not_sent(format!("the host refused the request's {what}"));
+    let unset = |what: &str| NoAnswer::not_sent(format!("the host refused the request's {what}"));
     request.set_method(&method).map_err(|()| unset("method"))?;
     request
         .set_scheme(Some(&scheme))
@@ -116,7 +116,7 @@ fn send(
         }
     };
     let response = response
-        .map_err(|()| Failure::not_sent("the response was already taken"))?
+        .map_err(|()| NoAnswer::not_sent("the response was already taken"))?
         .map_err(|code| failure(&code))?;
     let status = response.status();
     let headers = response
@@ -130,7 +130,7 @@ fn send(
             )
         })
         .collect();
-    let lost_body = |(message, retryable): (String, bool)| Failure {
+    let lost_body = |(message, retryable): (String, bool)| NoAnswer {
         message: format!("HTTP {status}, then the body could not be read: {message}"),
         maybe_sent: true,
         retryable,
@@ -208,8 +208,8 @@ fn split_url(url: &str) -> Option<(Scheme, &str, &str)> {
     (!authority.is_empty()).then_some((scheme, authority, path))
 }
 
-fn failure(code: &ErrorCode) -> Failure {
-    Failure {
+fn failure(code: &ErrorCode) -> NoAnswer {
+    NoAnswer {
         message: describe(code),
         maybe_sent: !never_sent(code),
         retryable: !refused_by_host(code),

@@ -33,14 +33,14 @@ impl Window {
         let Some(step) = step else {
             return vec![*self];
         };
-        let mut pieces = Vec::new();
+        let mut intervals = Vec::new();
         let mut start = self.start;
         while start < self.end {
             let end = ((start.div_euclid(step) + 1) * step).min(self.end);
-            pieces.push(Window { start, end });
+            intervals.push(Window { start, end });
             start = end;
         }
-        pieces
+        intervals
     }
 }
 
@@ -55,7 +55,7 @@ pub struct Plan {
     pub usage_quantity: Option<String>,
     pub window: Window,
     /// One meter event each, in order.
-    pub pieces: Vec<Window>,
+    pub intervals: Vec<Window>,
 }
 
 pub fn validate(inputs: Inputs, options: &Options, now: i64) -> Result<Plan, String> {
@@ -70,28 +70,28 @@ pub fn validate(inputs: Inputs, options: &Options, now: i64) -> Result<Plan, Str
     let window = window(inputs.start_time, inputs.end_time, now)?;
     on_the_grid(window, options.interval)?;
     scale(options)?;
-    let pieces = window.split(step(options.interval));
-    if pieces.len() > MAX_EVENTS {
+    let intervals = window.split(step(options.interval));
+    if intervals.len() > MAX_EVENTS {
         return Err(format!(
             "the window makes {} events, more than {MAX_EVENTS}: choose a shorter window or a longer interval",
-            pieces.len()
+            intervals.len()
         ));
     }
-    if usage_quantity.is_some() && pieces.len() > 1 {
+    if usage_quantity.is_some() && intervals.len() > 1 {
         return Err(format!(
             "`usageQuantity` is one value but the window makes {} events: leave it out to send each interval's Amberflo total, or use --interval window",
-            pieces.len()
+            intervals.len()
         ));
     }
     // Every event must be acceptable to Stripe before anything is sent.
     let too_old = |p: &&Window| p.timestamp() < now - MAX_AGE;
-    if let Some(old) = pieces.iter().find(too_old) {
+    if let Some(old) = intervals.iter().find(too_old) {
         let mut err = format!(
             "the interval {} to {} ends more than 35 days ago: Stripe refuses meter events that old",
             time::format(old.start),
             time::format(old.end),
         );
-        if let Some(first) = pieces.iter().find(|p| !too_old(p)) {
+        if let Some(first) = intervals.iter().find(|p| !too_old(p)) {
             err.push_str(&format!(
                 "; start at {} or later",
                 time::format(first.start)
@@ -106,7 +106,7 @@ pub fn validate(inputs: Inputs, options: &Options, now: i64) -> Result<Plan, Str
         stripe_event_name,
         usage_quantity,
         window,
-        pieces,
+        intervals,
     })
 }
 
@@ -274,7 +274,7 @@ mod tests {
             end: 1_732_492_800,
         };
         assert_eq!(plan.window, day);
-        assert_eq!(plan.pieces, vec![day]);
+        assert_eq!(plan.intervals, vec![day]);
         assert_eq!(plan.window.timestamp(), 1_732_492_799);
     }
 
@@ -327,13 +327,13 @@ mod tests {
     #[test]
     fn backfills_make_one_event_per_interval() {
         let plan = check(with("2024-11-20T00:00:00Z", "2024-11-25T00:00:00Z")).unwrap();
-        assert_eq!(plan.pieces.len(), 5);
+        assert_eq!(plan.intervals.len(), 5);
         assert_eq!(
-            plan.pieces[0].start,
+            plan.intervals[0].start,
             time::parse("2024-11-20T00:00:00Z").unwrap()
         );
-        assert_eq!(plan.pieces[4].end, plan.window.end);
-        assert!(plan.pieces.windows(2).all(|w| w[0].end == w[1].start));
+        assert_eq!(plan.intervals[4].end, plan.window.end);
+        assert!(plan.intervals.windows(2).all(|w| w[0].end == w[1].start));
         // A window off the grid is refused, naming the nearest one on it.
         let err = check(with("2024-11-23T12:00:00Z", "2024-11-24T06:00:00Z")).unwrap_err();
         assert!(
@@ -358,14 +358,14 @@ mod tests {
             NOW,
         )
         .unwrap();
-        assert_eq!(hourly.pieces.len(), 24);
+        assert_eq!(hourly.intervals.len(), 24);
         let whole = validate(
             with("2024-11-20T00:00:00Z", "2024-11-25T00:00:00Z"),
             &options(Interval::Window),
             NOW,
         )
         .unwrap();
-        assert_eq!(whole.pieces, vec![whole.window]);
+        assert_eq!(whole.intervals, vec![whole.window]);
     }
 
     #[test]

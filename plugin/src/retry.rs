@@ -1,7 +1,7 @@
 //! When to try a request again, and how long to wait: Stripe's official clients'
 //! rules (stripe-python `_should_retry` / `_sleep_time_seconds`), plus `Retry-After`.
 
-use crate::http::{Failure, Reply};
+use crate::http::{NoAnswer, Reply};
 use std::time::Duration;
 
 /// The first wait, and the cap on the exponential part, as in stripe-python.
@@ -23,7 +23,7 @@ pub enum Next {
 
 /// Stripe: obey `Stripe-Should-Retry`; otherwise retry 409, 429 (after its
 /// `Retry-After`), 5xx and transport faults, nothing else.
-pub fn stripe(result: &Result<Reply, Failure>) -> Next {
+pub fn stripe(result: &Result<Reply, NoAnswer>) -> Next {
     let reply = match result {
         Ok(reply) => reply,
         Err(failure) if failure.retryable => {
@@ -51,7 +51,7 @@ pub fn stripe(result: &Result<Reply, Failure>) -> Next {
 }
 
 /// Amberflo's query is read-only: retry 429, 5xx and transport faults.
-pub fn amberflo(result: &Result<Reply, Failure>) -> Next {
+pub fn amberflo(result: &Result<Reply, NoAnswer>) -> Next {
     match result {
         Ok(reply) if matches!(reply.status, 429 | 500..) => Next::Retry {
             fresh_key: false,
@@ -114,7 +114,7 @@ pub fn backoff(retry: u32, jitter: f64) -> Duration {
 mod tests {
     use super::*;
 
-    fn reply(status: u16, headers: &[(&str, &str)]) -> Result<Reply, Failure> {
+    fn reply(status: u16, headers: &[(&str, &str)]) -> Result<Reply, NoAnswer> {
         Ok(Reply {
             status,
             headers: headers
@@ -125,8 +125,8 @@ mod tests {
         })
     }
 
-    fn lost(retryable: bool) -> Result<Reply, Failure> {
-        Err(Failure {
+    fn lost(retryable: bool) -> Result<Reply, NoAnswer> {
+        Err(NoAnswer {
             message: "reset".into(),
             maybe_sent: true,
             retryable,

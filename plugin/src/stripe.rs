@@ -314,7 +314,7 @@ mod tests {
             stripe_event_name: "api_calls".into(),
             usage_quantity: None,
             window: DAY,
-            pieces: vec![DAY],
+            intervals: vec![DAY],
         }
     }
 

@@ -4,12 +4,13 @@
 //! written when a step before the writes fails; a backfill stops at the first
 //! failed write.
 
+use crate::credentials::Needed;
 use crate::decimal::Decimal;
 use crate::exports::usage_sync::workflow::workflow::{
     CustomerUsage, Delivery, Endpoints, Inputs, Interval, Meter, MeterEvent, Options, Outputs,
     PlannedRequest, Step, StepFailure, StripeRead, UsageQuery, Verification, WorkflowError,
 };
-use crate::http::{self, Failure, Reply};
+use crate::http::{self, NoAnswer, Reply};
 use crate::inputs::{self, Plan, Window};
 use crate::retry::{self, Next};
 use crate::{amberflo, credentials, quantity, stripe, time};
@@ -32,7 +33,7 @@ pub fn run(
     inputs: Inputs,
 ) -> Result<Outputs, WorkflowError> {
     let plan = inputs::validate(inputs, &options, now()).map_err(WorkflowError::InvalidInput)?;
-    credentials::check(true, true).map_err(WorkflowError::InvalidInput)?;
+    credentials::check(&[Needed::Amberflo, Needed::Stripe]).map_err(WorkflowError::InvalidInput)?;
     let retry = retry_policy(&options);
     let mut reads = Vec::new();
     let meter = lookup_meter(
@@ -54,7 +55,7 @@ pub fn run_with_meter(
     meter: Meter,
 ) -> Result<Outputs, WorkflowError> {
     let plan = inputs::validate(inputs, &options, now()).map_err(WorkflowError::InvalidInput)?;
-    credentials::check(true, true).map_err(WorkflowError::InvalidInput)?;
+    credentials::check(&[Needed::Amberflo, Needed::Stripe]).map_err(WorkflowError::InvalidInput)?;
     let retry = retry_policy(&options);
     query_and_record(endpoints, &options, &plan, &retry, &meter, Vec::new())
 }
@@ -94,7 +95,7 @@ pub fn record_usage(
     meter: Meter,
 ) -> Result<Outputs, WorkflowError> {
     let plan = inputs::validate(inputs, &options, now()).map_err(WorkflowError::InvalidInput)?;
-    credentials::check(false, true).map_err(WorkflowError::InvalidInput)?;
+    credentials::check(&[Needed::Stripe]).map_err(WorkflowError::InvalidInput)?;
     let retry = retry_policy(&options);
     let grid = inputs::grid(options.interval, plan.window);
     // The batch query's answer for this customer, checked as `run` checks its own.
@@ -118,7 +119,7 @@ pub fn find_meter(
     event_name: String,
 ) -> Result<Meter, WorkflowError> {
     let event_name = inputs::stripe_event_name(event_name).map_err(WorkflowError::InvalidInput)?;
-    credentials::check(false, true).map_err(WorkflowError::InvalidInput)?;
+    credentials::check(&[Needed::Stripe]).map_err(WorkflowError::InvalidInput)?;
     let retry = retry_policy(&options);
     let no_window = Window { start: 0, end: 0 };
     lookup_meter(
@@ -167,7 +168,7 @@ pub fn query_many(
     let Some(window) = window else {
         return Err(invalid("a usage query names no customer".into()));
     };
-    credentials::check(true, false).map_err(invalid)?;
+    credentials::check(&[Needed::Amberflo]).map_err(invalid)?;
     let ids: Vec<&str> = query.customer_ids.iter().map(String::as_str).collect();
     let retry = retry_policy(&options);
     let body = amberflo::batch_request_body(
@@ -434,7 +435,7 @@ fn record_all(
     mut reads: Vec<StripeRead>,
 ) -> Result<Outputs, WorkflowError> {
     let totals = usage
-        .totals(&plan.pieces)
+        .totals(&plan.intervals)
         .map_err(|m| step_failed(Step::QueryUsage, plan.window, Some(200), m, None, 1))?;
     let values = values(plan, options, &totals).map_err(WorkflowError::InvalidInput)?;
     let (measured, billed) =
@@ -442,7 +443,7 @@ fn record_all(
     let now = now();
     // Pieces are in order, so the old ones come first.
     let old: Vec<Window> = plan
-        .pieces
+        .intervals
         .iter()
         .filter(|p| now - p.end > IDENTIFIER_TRUSTED_FOR)
         .copied()
@@ -469,23 +470,23 @@ fn record_all(
         reads,
     };
     let url = join(&endpoints.stripe_url, stripe::PATH);
-    for (piece, (value, total)) in plan.pieces.iter().zip(values) {
-        let identifier = stripe::identifier(plan, piece);
+    for (interval, (value, total)) in plan.intervals.iter().zip(values) {
+        let identifier = stripe::identifier(plan, interval);
         let mut event = MeterEvent {
             meter_event_id: identifier,
             event_name: plan.stripe_event_name.clone(),
             usage_quantity: value,
             amberflo_total: Some(total.to_string()),
-            window_start: piece.start,
-            window_end: piece.end,
-            timestamp: piece.timestamp(),
+            window_start: interval.start,
+            window_end: interval.end,
+            timestamp: interval.timestamp(),
             already_recorded: false,
             verified_by: None,
             stripe_value: None,
             drift: false,
             attempts: 0,
         };
-        if let Some(&(_, held)) = held.get(&piece.start) {
+        if let Some(&(_, held)) = held.get(&interval.start) {
             event.stripe_value = Some(quantity::format_number(held));
             let wanted: f64 = event.usage_quantity.parse().unwrap_or(f64::NAN);
             if held != 0.0 {
@@ -502,7 +503,7 @@ fn record_all(
         let body = stripe::request_body(
             plan,
             meter,
-            piece,
+            interval,
             &event.usage_quantity,
             &event.meter_event_id,
         );
@@ -519,7 +520,7 @@ fn record_all(
             });
             continue;
         }
-        match record(&url, event, &body, piece, retry) {
+        match record(&url, event, &body, interval, retry) {
             Ok(event) => outputs.events.push(event),
             Err(mut failure) => {
                 failure.recorded = outputs.events;
@@ -534,9 +535,9 @@ fn record_all(
 fn retrying(
     label: &str,
     retry: &retry::Policy,
-    rule: fn(&Result<Reply, Failure>) -> Next,
-    mut send: impl FnMut() -> Result<Reply, Failure>,
-) -> (Result<Reply, Failure>, u32) {
+    rule: fn(&Result<Reply, NoAnswer>) -> Next,
+    mut send: impl FnMut() -> Result<Reply, NoAnswer>,
+) -> (Result<Reply, NoAnswer>, u32) {
     let started = Instant::now();
     let mut attempt = 0;
     loop {
@@ -673,16 +674,16 @@ fn values(
         }
         return Ok(vec![(given.clone(), total)]);
     }
-    plan.pieces
+    plan.intervals
         .iter()
         .zip(totals)
-        .map(|(piece, &total)| {
+        .map(|(interval, &total)| {
             let value = quantity::from_total(scaled(total)?, options.rounding).map_err(|why| {
-                if plan.pieces.len() > 1 {
+                if plan.intervals.len() > 1 {
                     format!(
                         "{why} (interval {} to {})",
-                        time::format(piece.start),
-                        time::format(piece.end)
+                        time::format(interval.start),
+                        time::format(interval.end)
                     )
                 } else {
                     why
@@ -730,13 +731,13 @@ fn record(
     url: &str,
     mut event: MeterEvent,
     body: &str,
-    piece: &Window,
+    interval: &Window,
     retry: &retry::Policy,
 ) -> Result<MeterEvent, StepFailure> {
     let label = format!(
         "record-stripe-meter {}..{}",
-        time::format(piece.start),
-        time::format(piece.end)
+        time::format(interval.start),
+        time::format(interval.end)
     );
     let mut key = idempotency_key();
     let started = Instant::now();
@@ -767,7 +768,7 @@ fn record(
                     Ok(_) => Ok(event),
                     Err(m) => Err(failure(
                         &event,
-                        piece,
+                        interval,
                         Some(200),
                         m,
                         reply.request_id(),
@@ -825,14 +826,14 @@ fn record(
                 };
                 let (status, message, request_id) = describe(result);
                 return Err(failure(
-                    &event, piece, status, message, request_id, delivery,
+                    &event, interval, status, message, request_id, delivery,
                 ));
             }
         }
     }
 }
 
-fn describe(result: Result<Reply, Failure>) -> (Option<u16>, String, Option<String>) {
+fn describe(result: Result<Reply, NoAnswer>) -> (Option<u16>, String, Option<String>) {
     match result {
         Ok(reply) => {
             let message = match stripe::parse_error(&reply.body) {
@@ -847,7 +848,7 @@ fn describe(result: Result<Reply, Failure>) -> (Option<u16>, String, Option<Stri
 
 fn failure(
     event: &MeterEvent,
-    piece: &Window,
+    interval: &Window,
     status: Option<u16>,
     message: String,
     request_id: Option<String>,
@@ -867,8 +868,8 @@ fn failure(
         request_id,
         delivery,
         attempts: event.attempts,
-        window_start: piece.start,
-        window_end: piece.end,
+        window_start: interval.start,
+        window_end: interval.end,
         recorded: Vec::new(),
     }
 }
@@ -887,7 +888,7 @@ fn trace(
     label: &str,
     attempt: u32,
     retry: &retry::Policy,
-    result: &Result<Reply, Failure>,
+    result: &Result<Reply, NoAnswer>,
     wait: Option<Duration>,
     how: &str,
 ) {
@@ -947,7 +948,7 @@ mod tests {
     use super::*;
     use crate::exports::usage_sync::workflow::workflow::Rounding;
 
-    fn plan(pieces: usize, given: Option<&str>) -> Plan {
+    fn plan(intervals: usize, given: Option<&str>) -> Plan {
         let day = |i: i64| Window {
             start: i * 86_400,
             end: (i + 1) * 86_400,
@@ -960,9 +961,9 @@ mod tests {
             usage_quantity: given.map(str::to_string),
             window: Window {
                 start: 0,
-                end: pieces as i64 * 86_400,
+                end: intervals as i64 * 86_400,
             },
-            pieces: (0..pieces as i64).map(day).collect(),
+            intervals: (0..intervals as i64).map(day).collect(),
         }
     }
 

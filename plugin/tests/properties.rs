@@ -175,13 +175,13 @@ proptest! {
             let step = if hourly { 3600 } else { 86_400 };
             prop_assert_eq!(plan.window.start % step, 0);
             prop_assert_eq!(plan.window.end % step, 0);
-            prop_assert_eq!(plan.pieces.first().unwrap().start, plan.window.start);
-            prop_assert_eq!(plan.pieces.last().unwrap().end, plan.window.end);
-            for piece in &plan.pieces {
-                prop_assert!(piece.start < piece.end);
-                prop_assert!(piece.timestamp() >= now - inputs::MAX_AGE);
-                prop_assert!(piece.timestamp() <= now + inputs::MAX_AHEAD);
-                let id = stripe::identifier(&plan, piece);
+            prop_assert_eq!(plan.intervals.first().unwrap().start, plan.window.start);
+            prop_assert_eq!(plan.intervals.last().unwrap().end, plan.window.end);
+            for interval in &plan.intervals {
+                prop_assert!(interval.start < interval.end);
+                prop_assert!(interval.timestamp() >= now - inputs::MAX_AGE);
+                prop_assert!(interval.timestamp() <= now + inputs::MAX_AHEAD);
+                let id = stripe::identifier(&plan, interval);
                 prop_assert!(id.len() <= inputs::MAX_STRIPE_STRING);
             }
         }
