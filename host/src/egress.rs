@@ -127,19 +127,51 @@ impl WasiHttpHooks for Egress {
         supported
     }
 
+    /// The request's way out, step by step: admit it (policy, caps), attach
+    /// its provider's key, bound its timeouts, then send it (paced), observe
+    /// it, and cap and scrub what comes back.
     fn send_request(
         &mut self,
         mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         _: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> SendFuture {
-        let provider = match self.policy.check(request.uri()) {
-            Ok(provider) => provider,
+        let admitted = match self.admit(&request) {
+            Ok(admitted) => admitted,
             Err(refusal) => return self.refuse(refusal),
         };
+        attach_key(&mut request, admitted.provider, &self.credentials);
+        let options = bounded(options, self.limits.request_timeout);
+        let outbound = Outbound {
+            pace: self
+                .stripe_pace
+                .clone()
+                .filter(|_| admitted.provider == Provider::Stripe),
+            observer: self.observer.clone(),
+            redactor: Redactor::new(&self.credentials),
+            max_bytes: self.limits.max_response_bytes,
+            log: self.log.clone(),
+        };
+        Box::new(outbound.send(request, options, admitted))
+    }
+}
+
+/// A request the policy and the caps let through.
+struct Admitted {
+    provider: Provider,
+    target: String,
+    /// Holds its place among the requests waiting at once.
+    _in_flight: InFlight,
+}
+
+impl Egress {
+    /// The policy's verdict on where the request goes, then the caps on
+    /// requests per run and waiting at once. Counted before any DNS lookup.
+    fn admit(&self, request: &http::Request<WasiBody>) -> Result<Admitted, Refusal> {
+        let provider = self.policy.check(request.uri())?;
         let target = request.uri().to_string();
         let sent = {
-            let mut log = self.log.lock().unwrap();
+            let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
             log.sent += 1;
             log.stripe_written |=
                 provider == Provider::Stripe && request.method() == http::Method::POST;
@@ -147,89 +179,120 @@ impl WasiHttpHooks for Egress {
         };
         if sent > self.limits.max_requests {
             let reason = format!("more than {} requests in one run", self.limits.max_requests);
-            return self.refuse(Refusal { target, reason });
+            return Err(Refusal { target, reason });
         }
-        let guard = InFlight::enter(&self.in_flight);
-        if guard.count > MAX_IN_FLIGHT {
+        let in_flight = InFlight::enter(&self.in_flight);
+        if in_flight.count > MAX_IN_FLIGHT {
             let reason = format!("more than {MAX_IN_FLIGHT} requests waiting at once");
-            return self.refuse(Refusal { target, reason });
+            return Err(Refusal { target, reason });
         }
-
-        let headers = request.headers_mut();
-        let forged: Vec<_> = headers
-            .keys()
-            .filter(|n| is_credential_header(n))
-            .cloned()
-            .collect();
-        for name in forged {
-            headers.remove(name);
-        }
-        headers.insert(
-            provider.credential_header(),
-            provider.credential(&self.credentials),
-        );
-
-        let cap = self.limits.request_timeout;
-        let clamp = |asked: Option<Duration>| Some(asked.map_or(cap, |d| d.min(cap)));
-        let options = RequestOptions {
-            connect_timeout: clamp(options.and_then(|o| o.connect_timeout)),
-            first_byte_timeout: clamp(options.and_then(|o| o.first_byte_timeout)),
-            between_bytes_timeout: clamp(options.and_then(|o| o.between_bytes_timeout)),
-        };
-        let method = request.method().to_string();
-        let (max_bytes, log, observer) = (
-            self.limits.max_response_bytes,
-            self.log.clone(),
-            self.observer.clone(),
-        );
-        let redactor = Redactor::new(&self.credentials);
-        let pace = self
-            .stripe_pace
-            .clone()
-            .filter(|_| provider == Provider::Stripe);
-        Box::new(async move {
-            let _guard = guard;
-            if let Some(pace) = &pace {
-                pace.acquire().await;
-            }
-            let started = Instant::now();
-            let sent = wasmtime_wasi_http::default_send_request(request, Some(options)).await;
-            if let (Some(pace), Ok((response, _))) = (&pace, &sent)
-                && response.status() == http::StatusCode::TOO_MANY_REQUESTS
-            {
-                pace.back_off().await;
-            }
-            if let Some(observe) = &observer {
-                observe(&Exchange {
-                    provider,
-                    method,
-                    url: target.clone(),
-                    result: sent
-                        .as_ref()
-                        .map(|(response, _)| response.status().as_u16())
-                        .map_err(|e| e.to_string()),
-                    elapsed: started.elapsed(),
-                });
-            }
-            let (mut response, io) = sent?;
-            for value in response.headers_mut().values_mut() {
-                if redactor.contains_key(value.as_bytes()) {
-                    *value = HeaderValue::from_static("[redacted]");
-                }
-            }
-            let response = response.map(|body| {
-                Inbound {
-                    inner: body.boxed_unsync(),
-                    left: max_bytes,
-                    url: target,
-                    log,
-                    redactor,
-                    done: false,
-                }
-                .boxed_unsync()
-            });
-            Ok((response, Box::new(io) as Box<dyn Future<Output = _> + Send>))
+        Ok(Admitted {
+            provider,
+            target,
+            _in_flight: in_flight,
         })
+    }
+}
+
+/// Drops any credential the guest set and attaches the provider's own key.
+fn attach_key(
+    request: &mut http::Request<WasiBody>,
+    provider: Provider,
+    credentials: &Credentials,
+) {
+    let headers = request.headers_mut();
+    let forged: Vec<_> = headers
+        .keys()
+        .filter(|n| is_credential_header(n))
+        .cloned()
+        .collect();
+    for name in forged {
+        headers.remove(name);
+    }
+    headers.insert(
+        provider.credential_header(),
+        provider.credential(credentials),
+    );
+}
+
+/// The guest's timeouts, none longer than `cap`.
+fn bounded(options: Option<RequestOptions>, cap: Duration) -> RequestOptions {
+    let clamp = |asked: Option<Duration>| Some(asked.map_or(cap, |d| d.min(cap)));
+    RequestOptions {
+        connect_timeout: clamp(options.and_then(|o| o.connect_timeout)),
+        first_byte_timeout: clamp(options.and_then(|o| o.first_byte_timeout)),
+        between_bytes_timeout: clamp(options.and_then(|o| o.between_bytes_timeout)),
+    }
+}
+
+/// What sending an admitted request needs, moved into its future.
+struct Outbound {
+    pace: Option<Arc<RateLimiter>>,
+    observer: Option<Observer>,
+    redactor: Redactor,
+    max_bytes: u64,
+    log: Arc<Mutex<RunLog>>,
+}
+
+impl Outbound {
+    /// Waits for the pace, sends, reports the exchange, and hands the guest a
+    /// response whose headers and body are scrubbed of keys and capped.
+    async fn send(
+        self,
+        request: http::Request<WasiBody>,
+        options: RequestOptions,
+        admitted: Admitted,
+    ) -> wasmtime_wasi_http::Result<(
+        http::Response<WasiBody>,
+        Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    )> {
+        if let Some(pace) = &self.pace {
+            pace.acquire().await;
+        }
+        let method = request.method().to_string();
+        let started = Instant::now();
+        let sent = wasmtime_wasi_http::default_send_request(request, Some(options)).await;
+        if let (Some(pace), Ok((response, _))) = (&self.pace, &sent)
+            && response.status() == http::StatusCode::TOO_MANY_REQUESTS
+        {
+            pace.back_off().await;
+        }
+        if let Some(observe) = &self.observer {
+            observe(&Exchange {
+                provider: admitted.provider,
+                method,
+                url: admitted.target.clone(),
+                result: sent
+                    .as_ref()
+                    .map(|(response, _)| response.status().as_u16())
+                    .map_err(|e| e.to_string()),
+                elapsed: started.elapsed(),
+            });
+        }
+        let (mut response, io) = sent?;
+        for value in response.headers_mut().values_mut() {
+            if self.redactor.contains_key(value.as_bytes()) {
+                *value = HeaderValue::from_static("[redacted]");
+            }
+        }
+        let Outbound {
+            redactor,
+            max_bytes,
+            log,
+            ..
+        } = self;
+        let response = response.map(|body| {
+            Inbound {
+                inner: body.boxed_unsync(),
+                left: max_bytes,
+                url: admitted.target,
+                log,
+                redactor,
+                done: false,
+            }
+            .boxed_unsync()
+        });
+        Ok((response, Box::new(io) as Box<dyn Future<Output = _> + Send>))
     }
 }
 
