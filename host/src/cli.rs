@@ -350,7 +350,9 @@ fn credentials() -> Result<Arc<Credentials>, u8> {
     Credentials::from_env().map(Arc::new).map_err(|e| {
         print_failure(
             &Failure::BadInput(format!(
-                "{e}: set AMBERFLO_API_KEY and STRIPE_API_KEY in the environment"
+                "{e}: set {} and {} in the environment",
+                crate::secrets::AMBERFLO_ENV,
+                crate::secrets::STRIPE_ENV
             )),
             None,
         )

@@ -4,7 +4,7 @@
 
 use crate::limits::Limits;
 use crate::policy::{Policy, Provider, Refusal, is_credential_header};
-use crate::secrets::Credentials;
+use crate::secrets::{Credentials, Redactor};
 use bytes::Bytes;
 use http::HeaderValue;
 use http_body::{Body, Frame, SizeHint};
@@ -318,61 +318,6 @@ impl Drop for InFlight {
     }
 }
 
-/// Replaces keys in a byte stream, holding back a key's length less one byte
-/// so a key split across chunks is still found.
-pub struct Redactor {
-    keys: Vec<Vec<u8>>,
-    keep: usize,
-    carry: Vec<u8>,
-}
-
-const REDACTED: &[u8] = b"[redacted]";
-
-impl Redactor {
-    pub fn new(credentials: &Credentials) -> Redactor {
-        let keys: Vec<Vec<u8>> = [&credentials.amberflo, &credentials.stripe]
-            .iter()
-            .map(|k| k.expose().as_bytes().to_vec())
-            .collect();
-        let keep = keys.iter().map(Vec::len).max().unwrap_or(1) - 1;
-        Redactor {
-            keys,
-            keep,
-            carry: Vec::new(),
-        }
-    }
-
-    fn contains_key(&self, data: &[u8]) -> bool {
-        self.keys.iter().any(|k| find(data, k).is_some())
-    }
-
-    /// What of `chunk` can be passed on now.
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
-        let mut data = std::mem::take(&mut self.carry);
-        data.extend_from_slice(chunk);
-        for key in &self.keys {
-            while let Some(at) = find(&data, key) {
-                data.splice(at..at + key.len(), REDACTED.iter().copied());
-            }
-        }
-        let split = data.len().saturating_sub(self.keep);
-        self.carry = data.split_off(split);
-        data
-    }
-
-    /// The held-back tail, at the end of the stream.
-    pub fn finish(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.carry)
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() {
-        return None;
-    }
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
 /// A response body on its way to the guest: capped in size, scrubbed of keys.
 struct Inbound {
     inner: WasiBody,
@@ -437,84 +382,5 @@ impl Body for Inbound {
     fn size_hint(&self) -> SizeHint {
         // Redaction changes lengths: promise nothing.
         SizeHint::default()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::secrets::Secret;
-
-    fn redactor() -> Redactor {
-        Redactor::new(&Credentials {
-            amberflo: Secret::new("A", "amb_key_123456789".into()).unwrap(),
-            stripe: Secret::new("S", "sk_test_456789012".into()).unwrap(),
-        })
-    }
-
-    fn through(chunks: &[&str]) -> String {
-        let mut r = redactor();
-        let mut out = Vec::new();
-        for c in chunks {
-            out.extend(r.push(c.as_bytes()));
-        }
-        out.extend(r.finish());
-        String::from_utf8(out).unwrap()
-    }
-
-    #[test]
-    fn keys_are_scrubbed_even_when_split_across_chunks() {
-        assert_eq!(through(&["x sk_test_456789012 y"]), "x [redacted] y");
-        assert_eq!(
-            through(&["x sk_te", "st_45", "6789012 y"]),
-            "x [redacted] y"
-        );
-        assert_eq!(
-            through(&["amb_key_12", "3456789amb_key_123456789"]),
-            "[redacted][redacted]"
-        );
-        assert_eq!(through(&["plain ", "text"]), "plain text");
-        assert_eq!(through(&[]), "");
-    }
-
-    mod properties {
-        use super::*;
-        use proptest::prelude::*;
-
-        proptest! {
-            #![proptest_config(ProptestConfig {
-                cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(2000),
-                ..ProptestConfig::default()
-            })]
-
-            #[test]
-            fn no_key_survives_any_chunking(
-                parts in prop::collection::vec(("[a-z _\\[\\]]{0,12}", 0u8..3), 0..8),
-                cuts in prop::collection::vec(1usize..20, 0..10),
-            ) {
-                let keys = ["amb_key_123456789", "sk_test_456789012"];
-                let mut text = String::new();
-                let mut expected = String::new();
-                for (plain, key) in &parts {
-                    text.push_str(plain);
-                    expected.push_str(plain);
-                    if let Some(k) = keys.get(*key as usize) {
-                        text.push_str(k);
-                        expected.push_str("[redacted]");
-                    }
-                }
-                let mut r = redactor();
-                let mut out = Vec::new();
-                let mut rest = text.as_bytes();
-                for cut in cuts {
-                    let (chunk, tail) = rest.split_at(cut.min(rest.len()));
-                    out.extend(r.push(chunk));
-                    rest = tail;
-                }
-                out.extend(r.push(rest));
-                out.extend(r.finish());
-                prop_assert_eq!(String::from_utf8(out).unwrap(), expected);
-            }
-        }
     }
 }

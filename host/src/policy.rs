@@ -6,10 +6,11 @@
 //! a configured origin. HTTPS is required, except plain HTTP to loopback (tests, demo).
 
 use crate::secrets::Credentials;
-use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 use http::uri::{Scheme, Uri};
 use std::fmt;
 use std::net::IpAddr;
+use usage_sync_report::keys;
 
 pub use usage_sync_report::defaults::{
     AMBERFLO_URL as DEFAULT_AMBERFLO_URL, STRIPE_URL as DEFAULT_STRIPE_URL,
@@ -32,15 +33,15 @@ impl Provider {
     /// The header that carries this provider's key.
     pub fn credential_header(self) -> HeaderName {
         match self {
-            Provider::Amberflo => HeaderName::from_static("x-api-key"),
-            Provider::Stripe => AUTHORIZATION,
+            Provider::Amberflo => HeaderName::from_static(keys::AMBERFLO_HEADER),
+            Provider::Stripe => HeaderName::from_static(keys::STRIPE_HEADER),
         }
     }
 
     pub fn credential(self, credentials: &Credentials) -> HeaderValue {
         let value = match self {
             Provider::Amberflo => credentials.amberflo.expose().to_string(),
-            Provider::Stripe => format!("Bearer {}", credentials.stripe.expose()),
+            Provider::Stripe => keys::stripe_bearer(credentials.stripe.expose()),
         };
         let mut value = HeaderValue::from_str(&value).expect("Secret::new checked the characters");
         value.set_sensitive(true);
@@ -51,8 +52,8 @@ impl Provider {
 /// Headers that carry credentials: only the host sets them.
 pub fn is_credential_header(name: &HeaderName) -> bool {
     [
-        AUTHORIZATION,
-        HeaderName::from_static("x-api-key"),
+        HeaderName::from_static(keys::STRIPE_HEADER),
+        HeaderName::from_static(keys::AMBERFLO_HEADER),
         http::header::PROXY_AUTHORIZATION,
         http::header::COOKIE,
     ]
@@ -283,7 +284,10 @@ mod tests {
         let creds = test_credentials();
         assert_eq!(Provider::Amberflo.credential_header(), "x-api-key");
         assert_eq!(Provider::Amberflo.credential(&creds), "amb_test_key_0000");
-        assert_eq!(Provider::Stripe.credential_header(), AUTHORIZATION);
+        assert_eq!(
+            Provider::Stripe.credential_header(),
+            http::header::AUTHORIZATION
+        );
         assert_eq!(
             Provider::Stripe.credential(&creds),
             "Bearer sk_test_key_00000"

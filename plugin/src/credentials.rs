@@ -8,10 +8,9 @@
 
 use std::sync::OnceLock;
 
-pub const AMBERFLO_ENV: &str = "AMBERFLO_API_KEY";
-pub const STRIPE_ENV: &str = "STRIPE_API_KEY";
-const AMBERFLO_HEADER: &str = "X-API-KEY";
-const STRIPE_HEADER: &str = "Authorization";
+use usage_sync_report::keys::{
+    AMBERFLO_ENV, AMBERFLO_HEADER, STRIPE_ENV, STRIPE_HEADER, stripe_bearer,
+};
 
 /// A key from the platform's variables (the Spin and wasmCloud builds), else
 /// from the environment.
@@ -69,7 +68,7 @@ fn amberflo() -> &'static KeySource {
 
 fn stripe() -> &'static KeySource {
     static SOURCE: OnceLock<KeySource> = OnceLock::new();
-    SOURCE.get_or_init(|| source(STRIPE_HEADER, STRIPE_ENV, |key| format!("Bearer {key}")))
+    SOURCE.get_or_init(|| source(STRIPE_HEADER, STRIPE_ENV, |key| stripe_bearer(&key)))
 }
 
 fn header(name: &'static str, source: &KeySource) -> Option<(&'static str, String)> {

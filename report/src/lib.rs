@@ -34,6 +34,26 @@ pub mod defaults {
     }
 }
 
+/// The providers' keys as the host and the component both name them: where
+/// they come from, the header each travels in, and how Stripe's is written.
+pub mod keys {
+    /// The environment variable holding Amberflo's key.
+    pub const AMBERFLO_ENV: &str = "AMBERFLO_API_KEY";
+    /// The environment variable holding Stripe's key.
+    pub const STRIPE_ENV: &str = "STRIPE_API_KEY";
+    /// The header Amberflo reads its key from (lowercase, as HTTP compares it).
+    pub const AMBERFLO_HEADER: &str = "x-api-key";
+    /// The header Stripe reads its key from.
+    pub const STRIPE_HEADER: &str = "authorization";
+    /// What stands in a printed text where a key was.
+    pub const REDACTED: &str = "[redacted]";
+
+    /// Stripe's header value for `key` (Bearer, as stripe-python sends it).
+    pub fn stripe_bearer(key: &str) -> String {
+        format!("Bearer {key}")
+    }
+}
+
 /// Lowercase hex, for digests and identifiers.
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -394,7 +414,10 @@ impl<'a> From<&'a PlannedRequest> for PlannedJson<'a> {
             .map(|(n, v)| (n.clone(), Value::from(v.as_str())))
             .collect();
         // The host attaches it at the HTTP boundary; the guest never had it.
-        headers.insert("Authorization".into(), "Bearer [redacted]".into());
+        headers.insert(
+            "Authorization".into(),
+            keys::stripe_bearer(keys::REDACTED).into(),
+        );
         PlannedJson {
             method: &r.method,
             url: &r.url,
