@@ -25,9 +25,10 @@ const VARIANTS: [(&str, &str); 2] = [
 ];
 
 fn main() {
-    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap())
+    let manifest = env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let root = PathBuf::from(manifest)
         .parent()
-        .unwrap()
+        .expect("host/ lies inside the workspace")
         .to_path_buf();
     for input in [
         "plugin",

@@ -3,7 +3,7 @@
 use crate::server::{Fault, Faults, Recorded, Reply, Server};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// One metered value, as ingested.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +24,14 @@ struct State {
     /// Bodies the next queries are answered with (200), one each: a provider
     /// that answers badly.
     canned: std::collections::VecDeque<String>,
+}
+
+/// The state, even after a handler panicked while holding it: a panic must
+/// not turn every later request into another.
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A running Amberflo emulator.
@@ -50,9 +58,7 @@ impl Amberflo {
             canned: Default::default(),
         }));
         let shared = state.clone();
-        let server = Server::start(Arc::new(move |r: &Recorded| {
-            handle(&mut shared.lock().unwrap(), r)
-        }))?;
+        let server = Server::start(Arc::new(move |r: &Recorded| handle(&mut lock(&shared), r)))?;
         Ok(Amberflo { server, state })
     }
 
@@ -67,7 +73,7 @@ impl Amberflo {
     /// Ingests another record: late usage, which changes a total already
     /// queried (Amberflo accepts backfills up to 60 days back).
     pub fn ingest(&self, record: UsageRecord) {
-        let mut state = self.state.lock().unwrap();
+        let mut state = lock(&self.state);
         let at = state.records.len();
         state
             .by_customer
@@ -79,17 +85,17 @@ impl Amberflo {
 
     /// Answers the next query with 200 and this body instead of the stored usage.
     pub fn answer_next_with(&self, body: &str) {
-        self.state.lock().unwrap().canned.push_back(body.into());
+        lock(&self.state).canned.push_back(body.into());
     }
 
     /// Injects `fault` into every following request (`None` to heal).
     pub fn set_fault(&self, fault: Option<Fault>) {
-        self.state.lock().unwrap().faults.set(fault);
+        lock(&self.state).faults.set(fault);
     }
 
     /// Injects these faults into the next requests, one each.
     pub fn push_faults(&self, faults: impl IntoIterator<Item = Fault>) {
-        self.state.lock().unwrap().faults.push(faults);
+        lock(&self.state).faults.push(faults);
     }
 }
 

@@ -201,7 +201,10 @@ impl Server {
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
-        self.requests.lock().unwrap().clone()
+        self.requests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 }
 
@@ -262,7 +265,9 @@ async fn serve(
                             .collect(),
                         body,
                     };
-                    log.lock().unwrap().push(recorded.clone());
+                    log.lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .push(recorded.clone());
                     let reply = handler(&recorded);
                     tokio::time::sleep(reply.delay).await;
                     if reply.reset {

@@ -2,6 +2,8 @@
 //! work, measured in one run on loopback emulators, with medians and ratios
 //! against a native baseline. Prints a Markdown table (README has one).
 
+#![allow(clippy::unwrap_used)] // a benchmark that cannot run should stop loudly
+
 use http_body_util::{BodyExt, Full};
 use std::process::{Command, Stdio};
 use std::sync::Arc;

@@ -11,7 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use wasmtime_wasi_http::{ForbiddenHeaderFilter, RequestOptions, WasiBody, WasiHttpHooks};
@@ -102,7 +102,11 @@ type SendFuture = Box<
 impl Egress {
     fn refuse(&mut self, refusal: Refusal) -> SendFuture {
         // The guest sees only a failed request: the host reports the refusal.
-        self.log.lock().unwrap().refusals.push(refusal);
+        self.log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .refusals
+            .push(refusal);
         Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }
@@ -119,10 +123,14 @@ impl WasiHttpHooks for Egress {
     fn is_supported_scheme(&mut self, scheme: &http::uri::Scheme) -> bool {
         let supported = *scheme == http::uri::Scheme::HTTP || *scheme == http::uri::Scheme::HTTPS;
         if !supported {
-            self.log.lock().unwrap().refusals.push(Refusal {
-                target: format!("{scheme}:"),
-                reason: "only http and https are allowed".into(),
-            });
+            self.log
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .refusals
+                .push(Refusal {
+                    target: format!("{scheme}:"),
+                    reason: "only http and https are allowed".into(),
+                });
         }
         supported
     }
@@ -361,7 +369,11 @@ impl Body for Inbound {
                 Some(left) => self.left = left,
                 None => {
                     let url = self.url.clone();
-                    self.log.lock().unwrap().oversized.push(url);
+                    self.log
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .oversized
+                        .push(url);
                     self.done = true;
                     return Poll::Ready(Some(Err(
                         wasmtime_wasi_http::Error::HttpResponseBodySize(None),

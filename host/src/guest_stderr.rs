@@ -8,7 +8,7 @@ use crate::secrets::{Credentials, Redactor};
 use bytes::Bytes;
 use std::io::Write;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -36,7 +36,10 @@ pub struct GuestStderr(Arc<Mutex<Scrubbed>>);
 
 impl GuestStderr {
     fn push(&self, bytes: &[u8]) {
-        self.0.lock().unwrap().push(bytes);
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(bytes);
     }
 }
 
@@ -91,7 +94,7 @@ impl AsyncWrite for GuestStderr {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.0.lock().unwrap().emit();
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).emit();
         Poll::Ready(Ok(()))
     }
 }

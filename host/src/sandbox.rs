@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http::Response;
 use http_body_util::{BodyExt, Full};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::error::Context as _;
@@ -363,7 +363,7 @@ impl Sandbox {
         let (answer, finished) = tokio::join!(answer, task);
         let (result, memory_exceeded) =
             finished.map_err(|e| Failure::Internal(format!("the run's task failed: {e}")))?;
-        let seen = std::mem::take(&mut *log.lock().unwrap());
+        let seen = std::mem::take(&mut *log.lock().unwrap_or_else(PoisonError::into_inner));
         let result = result.map(|r| r.map(Ok::<(), WorkflowError>));
         classify(result, memory_exceeded, seen, &limits)?;
         match answer {
@@ -400,7 +400,7 @@ impl Sandbox {
         };
         let result = tokio::time::timeout(limits.deadline, call).await;
         let memory_exceeded = store.data().memory.exceeded;
-        let seen = std::mem::take(&mut *log.lock().unwrap());
+        let seen = std::mem::take(&mut *log.lock().unwrap_or_else(PoisonError::into_inner));
         classify(result, memory_exceeded, seen, &limits)
     }
 }

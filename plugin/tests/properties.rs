@@ -2,6 +2,8 @@
 //! property runs `CASES` cases in `cargo test`; README records longer runs
 //! (`PROPTEST_CASES=100000 cargo test -p usage-sync-plugin --test properties`).
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed property
+
 use proptest::prelude::*;
 use usage_sync_plugin::exports::usage_sync::workflow::workflow::{Inputs, Interval, Options};
 use usage_sync_plugin::{amberflo, decimal, form, inputs, quantity, stripe, time};

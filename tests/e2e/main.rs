@@ -1,6 +1,8 @@
 //! End-to-end tests: the real `usage-sync` binary, the real component and the
 //! real wasmtime sandbox, against Amberflo and Stripe emulators on 127.0.0.1.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 mod backfill;
 mod cache;
 mod delivery;
