@@ -8,10 +8,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// One metered value, as ingested.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UsageRecord {
+    /// The Amberflo customer the usage belongs to.
     pub customer_id: String,
+    /// The Amberflo meter it was measured on.
     pub meter_api_name: String,
     /// Unix seconds.
     pub time: i64,
+    /// The amount measured.
     pub value: f64,
 }
 
@@ -62,10 +65,12 @@ impl Amberflo {
         Ok(Amberflo { server, state })
     }
 
+    /// The base URL to give usage-sync (`http://127.0.0.1:PORT`).
     pub fn url(&self) -> String {
         self.server.url()
     }
 
+    /// Every request received so far, as it arrived.
     pub fn requests(&self) -> Vec<Recorded> {
         self.server.requests()
     }

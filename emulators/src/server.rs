@@ -20,11 +20,13 @@ use tokio::sync::oneshot;
 /// A request as it arrived on the wire.
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    /// `GET`, `POST`, ...
     pub method: String,
     /// Path and query.
     pub target: String,
     /// Header names lowercased, in arrival order.
     pub headers: Vec<(String, String)>,
+    /// The body, byte for byte.
     pub body: Vec<u8>,
 }
 
@@ -38,6 +40,7 @@ impl Recorded {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The body as text (lossy UTF-8), for assertions.
     pub fn body_text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
@@ -123,8 +126,11 @@ pub enum Fault {
     /// Answer with this status and the provider's error body for it, before
     /// anything is recorded.
     Status(u16),
-    /// Answer 429, with a `Retry-After` of so many seconds if given.
-    TooManyRequests { retry_after: Option<u64> },
+    /// Answer 429, with a `Retry-After` if given.
+    TooManyRequests {
+        /// The `Retry-After` header, in seconds.
+        retry_after: Option<u64>,
+    },
     /// Answer 200 with a body that is not JSON.
     MalformedJson,
     /// Handle the request as usual, then hold the answer back this long.

@@ -28,9 +28,13 @@ pub const DEFAULT_PROCESSING_LAG: i64 = 60;
 /// A recorded `billing.meter_event`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeterEvent {
+    /// The event's identifier (sent, or generated when none was).
     pub identifier: String,
+    /// The meter's event name it was sent for.
     pub event_name: String,
+    /// `payload[...]` as sent, keys without the brackets.
     pub payload: BTreeMap<String, String>,
+    /// The `timestamp` sent (or the time received).
     pub timestamp: i64,
     /// When Stripe received it, on the emulator's clock.
     pub created: i64,
@@ -53,16 +57,22 @@ impl MeterEvent {
 /// `default_aggregation.formula`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Formula {
+    /// Adds up the values.
     Sum,
+    /// Counts events, whatever their values.
     Count,
+    /// Bills the last value in the period.
     Last,
 }
 
 /// A meter to create in the emulator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeterSpec {
+    /// The `event_name` events must carry.
     pub event_name: String,
+    /// The name shown in Stripe's dashboard.
     pub display_name: String,
+    /// `default_aggregation.formula`.
     pub formula: Formula,
     /// `customer_mapping.event_payload_key`.
     pub customer_key: String,
@@ -71,6 +81,7 @@ pub struct MeterSpec {
     /// `event_time_window`: `Some(3600)` hourly or `Some(86400)` daily
     /// pre-aggregation; `None` for raw events.
     pub event_time_window: Option<i64>,
+    /// `status`: active meters count events; inactive ones do not.
     pub active: bool,
 }
 
@@ -250,10 +261,12 @@ impl Stripe {
         Ok(Stripe { server, state })
     }
 
+    /// The base URL to give usage-sync (`http://127.0.0.1:PORT`).
     pub fn url(&self) -> String {
         self.server.url()
     }
 
+    /// Every request received so far, as it arrived.
     pub fn requests(&self) -> Vec<Recorded> {
         self.server.requests()
     }

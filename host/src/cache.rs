@@ -32,7 +32,9 @@ pub fn default_dir() -> Option<PathBuf> {
 /// How a component was obtained, for the progress line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
+    /// Loaded from a compiled copy on disk.
     Cached,
+    /// Compiled now (no copy yet, or no cache), and stored when there is a cache.
     Compiled,
     /// The cached file was corrupt or unreadable by this wasmtime; replaced.
     Rebuilt,

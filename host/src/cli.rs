@@ -324,6 +324,7 @@ impl SandboxArgs {
     }
 }
 
+/// Parses the command line and runs the command; the exit status says how it ended.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -22,6 +22,7 @@ pub const MAX_IN_FLIGHT: usize = 16;
 /// What the host saw of a run, for the verdict.
 #[derive(Default)]
 pub struct RunLog {
+    /// Requests the host refused, and why.
     pub refusals: Vec<Refusal>,
     /// URLs whose response passed the size cap.
     pub oversized: Vec<String>,
@@ -35,11 +36,15 @@ pub struct RunLog {
 /// A request the guest made, as the host saw it.
 #[derive(Clone, Debug)]
 pub struct Exchange {
+    /// Which provider it went to.
     pub provider: Provider,
+    /// The HTTP method.
     pub method: String,
+    /// The URL as the guest asked for it.
     pub url: String,
     /// The status, or why there was none.
     pub result: Result<u16, String>,
+    /// How long the answer took.
     pub elapsed: Duration,
 }
 
@@ -54,6 +59,7 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
+    /// A pace of `rate` requests per second (positive).
     pub fn per_second(rate: f64) -> RateLimiter {
         RateLimiter {
             interval: Duration::from_secs_f64(1.0 / rate),
@@ -80,11 +86,17 @@ impl RateLimiter {
 
 /// The hooks wasmtime-wasi-http calls for one run.
 pub struct Egress {
+    /// Where the guest may go, and with which key.
     pub policy: Arc<Policy>,
+    /// The keys the host attaches.
     pub credentials: Arc<Credentials>,
+    /// What one run may use.
     pub limits: Limits,
+    /// What the host saw of the run.
     pub log: Arc<Mutex<RunLog>>,
+    /// Called for each request as it completes.
     pub observer: Option<Observer>,
+    /// Requests of this run waiting for an answer right now.
     pub in_flight: Arc<AtomicUsize>,
     /// Paces Stripe requests across runs (`usage-sync sync`).
     pub stripe_pace: Option<Arc<RateLimiter>>,

@@ -10,12 +10,19 @@ use std::path::Path;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct InputsFile {
+    /// `customerId`.
     pub customer_id: Option<String>,
+    /// `meterApiName`.
     pub meter_api_name: Option<String>,
+    /// `stripeCustomer`.
     pub stripe_customer: Option<String>,
+    /// `stripeEventName`.
     pub stripe_event_name: Option<String>,
+    /// `usageQuantity`: a string or a JSON number.
     pub usage_quantity: Option<Scalar>,
+    /// `startTime`: Unix seconds (a number or a string) or RFC 3339.
     pub start_time: Option<Scalar>,
+    /// `endTime`, as `startTime`.
     pub end_time: Option<Scalar>,
 }
 
@@ -23,7 +30,9 @@ pub struct InputsFile {
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum Scalar {
+    /// As written.
     Text(String),
+    /// A JSON number, taken as its text.
     Number(serde_json::Number),
 }
 
@@ -37,6 +46,7 @@ impl Scalar {
 }
 
 impl InputsFile {
+    /// Reads and checks an inputs file; unknown keys are an error.
     pub fn read(path: &Path) -> Result<InputsFile, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read the inputs file {}: {e}", path.display()))?;
@@ -48,12 +58,19 @@ impl InputsFile {
 /// One flag per input; `None` where the flag was not given.
 #[derive(Debug, Default, Clone)]
 pub struct InputFlags {
+    /// `--customer-id`.
     pub customer_id: Option<String>,
+    /// `--meter-api-name`.
     pub meter_api_name: Option<String>,
+    /// `--stripe-customer`.
     pub stripe_customer: Option<String>,
+    /// `--stripe-event-name`.
     pub stripe_event_name: Option<String>,
+    /// `--usage-quantity`.
     pub usage_quantity: Option<String>,
+    /// `--start-time`.
     pub start_time: Option<String>,
+    /// `--end-time`.
     pub end_time: Option<String>,
 }
 

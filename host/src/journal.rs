@@ -12,9 +12,13 @@ use std::path::Path;
 /// The journal's first line: a journal belongs to one mapping and one window.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Header {
+    /// The journal format's version.
     pub journal: u32,
+    /// The SHA-256 of the mapping file, in hex.
     pub mapping: String,
+    /// The window's start, as given to `sync`.
     pub start_time: String,
+    /// The window's end, as given to `sync`.
     pub end_time: String,
 }
 

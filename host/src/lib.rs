@@ -33,6 +33,8 @@ pub mod sync;
 
 /// Host bindings for the `usage-sync` world in `wit/`.
 pub mod bindings {
+    #![allow(missing_docs)] // generated from wit/usage-sync.wit, whose docs they carry
+
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "usage-sync",

@@ -10,9 +10,13 @@ use std::path::Path;
 pub struct Row {
     /// Line in a CSV file, entry number in a JSON array.
     pub line: usize,
+    /// The Amberflo customer.
     pub customer_id: String,
+    /// The Stripe customer its usage is billed to.
     pub stripe_customer: String,
+    /// The Amberflo meter.
     pub meter_api_name: String,
+    /// The Stripe meter's event name.
     pub stripe_event_name: String,
 }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 /// Exit statuses, documented in README.
 pub mod exit {
+    /// Everything was recorded, or already was.
     pub const OK: u8 = 0;
     /// Something broke inside usage-sync itself.
     pub const INTERNAL: u8 = 1;
@@ -39,6 +40,7 @@ pub fn outputs_exit_code(outputs: &Outputs) -> u8 {
 
 /// The exit status a failure ends the process with.
 pub trait ExitStatus {
+    /// The status to exit with.
     fn exit_code(&self) -> u8;
 }
 

@@ -16,13 +16,17 @@ pub use usage_sync_report::defaults::{
     AMBERFLO_URL as DEFAULT_AMBERFLO_URL, STRIPE_URL as DEFAULT_STRIPE_URL,
 };
 
+/// One of the two providers the workflow talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Provider {
+    /// Amberflo, queried for usage.
     Amberflo,
+    /// Stripe, where meter events are recorded.
     Stripe,
 }
 
 impl Provider {
+    /// The provider's name, for messages.
     pub fn name(self) -> &'static str {
         match self {
             Provider::Amberflo => "Amberflo",
@@ -38,6 +42,7 @@ impl Provider {
         }
     }
 
+    /// The header value carrying this provider's key (marked sensitive).
     pub fn credential(self, credentials: &Credentials) -> HeaderValue {
         let value = match self {
             Provider::Amberflo => credentials.amberflo.expose().to_string(),
@@ -63,9 +68,11 @@ pub fn is_credential_header(name: &HeaderName) -> bool {
 /// Scheme, host and port: what a request must match exactly.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {
+    /// `https` (else plain `http`, allowed only to loopback).
     pub https: bool,
     /// Lowercase; IPv6 in brackets, as in a URI.
     pub host: String,
+    /// The effective port.
     pub port: u16,
 }
 
@@ -79,6 +86,7 @@ impl fmt::Display for Origin {
 /// A provider's configured base URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
+    /// Where requests to this provider must go.
     pub origin: Origin,
     /// What the guest builds request URLs from; no trailing slash.
     pub base_url: String,
@@ -139,7 +147,9 @@ fn is_loopback(host: &str) -> bool {
 /// Why a request was refused; names the target.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
+    /// The URL (or scheme) refused.
     pub target: String,
+    /// Why.
     pub reason: String,
 }
 
@@ -156,6 +166,7 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// A policy allowing exactly these two providers' origins.
     pub fn new(amberflo: &Endpoint, stripe: &Endpoint) -> Result<Policy, String> {
         if amberflo.origin == stripe.origin {
             return Err(format!(

@@ -74,11 +74,17 @@ impl Pool {
 /// Everything a run needs besides the inputs.
 #[derive(Clone)]
 pub struct RunConfig {
+    /// Where the guest may go, and with which key.
     pub policy: Arc<Policy>,
+    /// The providers' base URLs, as the guest sees them.
     pub endpoints: Endpoints,
+    /// The workflow's options.
     pub options: Options,
+    /// The keys the host attaches.
     pub credentials: Arc<Credentials>,
+    /// What one run may use.
     pub limits: Limits,
+    /// Called for each request as it completes (progress lines).
     pub observer: Option<Observer>,
     /// Shared pace of Stripe requests, for many runs at once.
     pub stripe_pace: Option<Arc<RateLimiter>>,

@@ -27,6 +27,7 @@ impl Secret {
         Ok(Secret(value))
     }
 
+    /// The key itself, for the one place that attaches it.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -46,7 +47,9 @@ pub use usage_sync_report::keys::{AMBERFLO_ENV, STRIPE_ENV};
 /// The two providers' keys.
 #[derive(Debug, Clone)]
 pub struct Credentials {
+    /// Amberflo's key.
     pub amberflo: Secret,
+    /// Stripe's key.
     pub stripe: Secret,
 }
 

@@ -42,11 +42,14 @@ fn row_line(row: &Row, status: &str, detail: Value) -> Value {
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
+    /// Rows whose events were recorded now.
     pub recorded: usize,
+    /// Rows Stripe already held in full.
     pub already_recorded: usize,
     /// Rows where Stripe held another value for some interval (nothing
     /// written for it; the row's other intervals were synced).
     pub drift: usize,
+    /// Rows that failed (see their lines).
     pub failed: usize,
     /// Done by an earlier run, per the journal.
     pub skipped: usize,
@@ -69,18 +72,24 @@ impl Summary {
 
 /// Everything `sync` needs besides the rows.
 pub struct Settings {
+    /// The mapping file.
     pub mapping: PathBuf,
+    /// The journal file.
     pub journal: PathBuf,
     /// The journal is the default one of this window (not `--journal`): one
     /// left by another mapping is started afresh, since reruns are harmless.
     pub journal_is_default: bool,
+    /// The window's start, the same for every row.
     pub start_time: String,
+    /// The window's end.
     pub end_time: String,
+    /// Rows running at once.
     pub concurrency: usize,
     /// Customers per Amberflo query; 1 runs the whole workflow per row.
     pub batch: usize,
 }
 
+/// Syncs `rows`: looks up each event name's meter once, queries Amberflo per batch, records each row in its own instance, and journals every outcome.
 pub async fn sync(
     sandbox: Arc<Sandbox>,
     config: RunConfig,

@@ -6,6 +6,7 @@ use crate::time;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+/// Amberflo's usage query endpoint.
 pub const PATH: &str = "/usage";
 
 /// The query body: the Arazzo payload plus the `timeRange` the real API requires.

@@ -91,7 +91,9 @@ pub fn stripe_header() -> Option<(&'static str, String)> {
 /// A provider whose key a run needs.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Needed {
+    /// Amberflo's key (`X-API-KEY`).
     Amberflo,
+    /// Stripe's key (`Authorization: Bearer`).
     Stripe,
 }
 

@@ -16,8 +16,10 @@ pub struct Decimal {
 }
 
 impl Decimal {
+    /// Zero.
     pub const ZERO: Decimal = Decimal { units: 0, scale: 0 };
 
+    /// A whole number.
     pub fn from_int(n: i64) -> Decimal {
         Decimal {
             units: i128::from(n),
@@ -109,12 +111,14 @@ impl Decimal {
             .checked_mul(10i128.checked_pow(scale.checked_sub(self.scale)?)?)
     }
 
+    /// The sum, if it fits.
     pub fn checked_add(self, other: Decimal) -> Option<Decimal> {
         let scale = self.scale.max(other.scale);
         let units = self.at_scale(scale)?.checked_add(other.at_scale(scale)?)?;
         Some(Decimal { units, scale }.normalized())
     }
 
+    /// The product, if it fits in at most 18 digits after the point.
     pub fn checked_mul(self, other: Decimal) -> Option<Decimal> {
         let product = Decimal {
             units: self.units.checked_mul(other.units)?,
@@ -124,14 +128,17 @@ impl Decimal {
         (product.scale <= MAX_SCALE).then_some(product)
     }
 
+    /// Whether it has no fraction.
     pub fn is_integer(self) -> bool {
         self.scale == 0
     }
 
+    /// Whether it is zero.
     pub fn is_zero(self) -> bool {
         self.units == 0
     }
 
+    /// Whether it is below zero.
     pub fn is_negative(self) -> bool {
         self.units < 0
     }

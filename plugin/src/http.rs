@@ -17,13 +17,16 @@ const MAX_RESPONSE: usize = 16 << 20;
 
 /// A provider's answer.
 pub struct Reply {
+    /// The HTTP status.
     pub status: u16,
     /// Names lowercased.
     pub headers: Vec<(String, String)>,
+    /// The whole body.
     pub body: Vec<u8>,
 }
 
 impl Reply {
+    /// The first value of a header (`name` lowercase).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -40,6 +43,7 @@ impl Reply {
 /// A request that got no complete answer.
 #[derive(Debug)]
 pub struct NoAnswer {
+    /// What happened, for the user.
     pub message: String,
     /// False only when the request certainly never reached the provider.
     pub maybe_sent: bool,

@@ -17,7 +17,9 @@ pub const MAX_EVENTS: usize = 1000;
 /// A usage window in Unix seconds: start inclusive, end exclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
+    /// Unix seconds, inclusive.
     pub start: i64,
+    /// Unix seconds, exclusive.
     pub end: i64,
 }
 
@@ -47,17 +49,23 @@ impl Window {
 /// Validated inputs: what the requests are built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
+    /// The Amberflo customer.
     pub customer_id: String,
+    /// The Amberflo meter.
     pub meter_api_name: String,
+    /// The Stripe customer.
     pub stripe_customer: String,
+    /// The Stripe meter's event name.
     pub stripe_event_name: String,
     /// A canonical whole number, when given.
     pub usage_quantity: Option<String>,
+    /// The whole window.
     pub window: Window,
     /// One meter event each, in order.
     pub intervals: Vec<Window>,
 }
 
+/// Checks the inputs against `options` at time `now` (Unix seconds); any error names the input.
 pub fn validate(inputs: Inputs, options: &Options, now: i64) -> Result<Plan, String> {
     let customer_id = required("customerId", inputs.customer_id)?;
     let meter_api_name = required("meterApiName", inputs.meter_api_name)?;

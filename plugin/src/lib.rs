@@ -21,23 +21,33 @@ pub mod stripe;
 pub mod time;
 mod workflow;
 
-#[cfg(not(any(feature = "spin", feature = "wasmcloud")))]
-wit_bindgen::generate!({
-    path: "../wit",
-    world: "usage-sync",
-});
-#[cfg(feature = "spin")]
-wit_bindgen::generate!({
-    path: "../wit",
-    world: "usage-sync-spin",
-    generate_all,
-});
-#[cfg(all(feature = "wasmcloud", not(feature = "spin")))]
-wit_bindgen::generate!({
-    path: "../wit",
-    world: "usage-sync-wasmcloud",
-    generate_all,
-});
+/// The bindings generated from `wit/usage-sync.wit` (which documents them),
+/// re-exported at the crate root where the code and the export macro use them.
+mod bindings {
+    #![allow(missing_docs)]
+
+    #[cfg(not(any(feature = "spin", feature = "wasmcloud")))]
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "usage-sync",
+        default_bindings_module: "crate::bindings",
+    });
+    #[cfg(feature = "spin")]
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "usage-sync-spin",
+        generate_all,
+        default_bindings_module: "crate::bindings",
+    });
+    #[cfg(all(feature = "wasmcloud", not(feature = "spin")))]
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "usage-sync-wasmcloud",
+        generate_all,
+        default_bindings_module: "crate::bindings",
+    });
+}
+pub use bindings::*;
 
 use exports::usage_sync::workflow::workflow::{
     CustomerUsage, Endpoints, Guest, Inputs, Meter, Options, Outputs, UsageQuery, WorkflowError,

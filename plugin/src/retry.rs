@@ -16,7 +16,9 @@ pub enum Next {
     /// Try again. `fresh_key`: Stripe stored this answer under the idempotency
     /// key and would replay it, so the next attempt needs a new key.
     Retry {
+        /// Stripe stored this answer under the idempotency key and would replay it: the next attempt needs a new key.
         fresh_key: bool,
+        /// How long the provider asked to wait.
         retry_after: Option<Duration>,
     },
 }
@@ -78,6 +80,7 @@ fn retry_after(reply: &Reply) -> Option<Duration> {
 /// The limits on retrying one request.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
+    /// Retries after the first attempt.
     pub max_retries: u32,
     /// No retry starts after this much time since the first attempt.
     pub budget: Duration,

@@ -9,7 +9,9 @@ use crate::inputs::{Plan, Window};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+/// Where meter events are recorded.
 pub const PATH: &str = "/v1/billing/meter_events";
+/// Where meters are listed (and, below it, their summaries).
 pub const METERS_PATH: &str = "/v1/billing/meters";
 /// Stripe's largest page, for lists and summaries.
 pub const PAGE_LIMIT: u32 = 100;
@@ -65,34 +67,48 @@ pub fn request_body(
 /// A page of a Stripe list (`{"object":"list","data":[...],"has_more":..}`).
 #[derive(Debug, Deserialize)]
 pub struct List<T> {
+    /// This page's objects.
     pub data: Vec<T>,
+    /// Whether more pages follow.
     pub has_more: bool,
 }
 
 /// The parts of a `billing.meter` that decide how events must look.
 #[derive(Debug, Deserialize)]
 pub struct ApiMeter {
+    /// `mtr_...`
     pub id: String,
+    /// The event name its events carry.
     pub event_name: String,
+    /// `active` or `inactive`.
     pub status: String,
+    /// The name shown in Stripe's dashboard.
     #[serde(default)]
     pub display_name: Option<String>,
+    /// How it aggregates events.
     pub default_aggregation: Aggregation,
+    /// Which payload key names the customer (default `stripe_customer_id`).
     #[serde(default)]
     pub customer_mapping: Option<PayloadKey>,
+    /// Which payload key holds the value (default `value`).
     #[serde(default)]
     pub value_settings: Option<PayloadKey>,
+    /// `day` or `hour` for a pre-aggregated meter; absent for raw events.
     #[serde(default)]
     pub event_time_window: Option<String>,
 }
 
+/// `default_aggregation`.
 #[derive(Debug, Deserialize)]
 pub struct Aggregation {
+    /// `sum`, `count` or `last`.
     pub formula: String,
 }
 
+/// A payload key setting.
 #[derive(Debug, Deserialize)]
 pub struct PayloadKey {
+    /// The key in an event's `payload`.
     pub event_payload_key: String,
 }
 
@@ -104,6 +120,7 @@ pub fn meters_url(stripe_url: &str, starting_after: Option<&str>) -> String {
     format!("{stripe_url}{METERS_PATH}?{}", form::encode(&query))
 }
 
+/// Parses one page of `GET /v1/billing/meters`.
 pub fn parse_meters(body: &[u8]) -> Result<List<ApiMeter>, String> {
     serde_json::from_slice(body).map_err(|e| {
         format!(
@@ -175,9 +192,13 @@ impl ApiMeter {
 /// One `billing.meter_event_summary`.
 #[derive(Debug, Deserialize)]
 pub struct Summary {
+    /// `mtrusg_...`
     pub id: String,
+    /// The window's start, Unix seconds.
     pub start_time: i64,
+    /// The window's end, Unix seconds (exclusive).
     pub end_time: i64,
+    /// What Stripe aggregated for the window.
     pub aggregated_value: f64,
 }
 
@@ -211,6 +232,7 @@ pub fn summaries_url(
     )
 }
 
+/// Parses one page of `GET /v1/billing/meters/{id}/event_summaries`.
 pub fn parse_summaries(body: &[u8]) -> Result<List<Summary>, String> {
     serde_json::from_slice(body).map_err(|e| {
         format!(
@@ -223,10 +245,13 @@ pub fn parse_summaries(body: &[u8]) -> Result<List<Summary>, String> {
 /// The parts of a `billing.meter_event` the workflow outputs.
 #[derive(Debug, Deserialize)]
 pub struct MeterEvent {
+    /// The identifier Stripe recorded.
     pub identifier: String,
+    /// The event name Stripe recorded.
     pub event_name: String,
 }
 
+/// Parses a `billing.meter_event`.
 pub fn parse_event(body: &[u8]) -> Result<MeterEvent, String> {
     serde_json::from_slice(body).map_err(|e| {
         format!(
@@ -239,13 +264,18 @@ pub fn parse_event(body: &[u8]) -> Result<MeterEvent, String> {
 /// Stripe's `{"error": {...}}` body.
 #[derive(Debug, Default, Deserialize)]
 pub struct ApiError {
+    /// `type`: `invalid_request_error`, `api_error`, ...
     #[serde(rename = "type")]
     pub kind: Option<String>,
+    /// `code`, when given.
     pub code: Option<String>,
+    /// `message`, when given.
     pub message: Option<String>,
+    /// `param`, when given.
     pub param: Option<String>,
 }
 
+/// Stripe's `{"error": {...}}`, when the body is one.
 pub fn parse_error(body: &[u8]) -> Option<ApiError> {
     #[derive(Deserialize)]
     struct Envelope {
@@ -285,6 +315,7 @@ impl ApiError {
             && words.contains(&identifier)
     }
 
+    /// The message, with type, code and param, for a person.
     pub fn describe(&self) -> String {
         let mut text = self.message.clone().unwrap_or_else(|| "no message".into());
         let details: Vec<String> = [

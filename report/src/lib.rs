@@ -18,9 +18,11 @@ use serde_json::{Value, json};
 pub mod defaults {
     /// The providers' production APIs.
     pub const AMBERFLO_URL: &str = "https://app.amberflo.io";
+    /// Stripe's API.
     pub const STRIPE_URL: &str = "https://api.stripe.com";
     /// Retries of one request after the first attempt (Stripe's clients: 2).
     pub const MAX_RETRIES: u32 = 2;
+    /// No retry of a request starts later than this after its first attempt.
     pub const RETRY_BUDGET_MS: u64 = 60_000;
     /// Customers in one batched Amberflo query: Amberflo documents no limit.
     pub const MAX_CUSTOMERS_PER_QUERY: usize = 1000;
@@ -74,89 +76,142 @@ pub fn from_wit<T: Serialize, U: DeserializeOwned>(value: &T) -> Result<U, Strin
         .map_err(|e| format!("the component's answer does not match the report types: {e}"))
 }
 
+/// A step of the workflow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 pub enum Step {
+    /// Amberflo `POST /usage`.
     QueryUsage,
+    /// Stripe `POST /v1/billing/meter_events`.
     RecordStripeMeter,
+    /// Stripe `GET /v1/billing/meters`.
     FindMeter,
+    /// Stripe `GET /v1/billing/meters/{id}/event_summaries`.
     ReadSummaries,
 }
 
+/// How a window is cut into meter events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 pub enum Interval {
+    /// One event per UTC day.
     Day,
+    /// One event per UTC hour.
     Hour,
+    /// One event for the whole window.
     Window,
 }
 
 /// How a run knew Stripe already held an interval's event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 pub enum Verification {
+    /// Stripe refused the identifier as a duplicate.
     Identifier,
+    /// Stripe's summary already held the value.
     Summary,
 }
 
 /// The Stripe meter the events went to.
 #[derive(Clone, Debug, Deserialize)]
 pub struct Meter {
+    /// `mtr_...`
     pub id: String,
+    /// The event name.
     pub event_name: String,
+    /// The payload key naming the customer.
     pub customer_key: String,
+    /// The payload key holding the value.
     pub value_key: String,
+    /// `day` or `hour` for a pre-aggregated meter.
     pub pre_aggregated: Option<Interval>,
 }
 
 /// A read of Stripe made before writing.
 #[derive(Clone, Debug, Deserialize)]
 pub struct StripeRead {
+    /// `GET`.
     pub method: String,
+    /// The URL read.
     pub url: String,
+    /// The HTTP status.
     pub status: u16,
+    /// What the answer meant, in short.
     pub answer: String,
 }
 
+/// What is known about a Stripe write when a step fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 pub enum Delivery {
+    /// Nothing was sent, or the step does not write.
     NotSent,
+    /// Stripe answered and refused: nothing recorded.
     Rejected,
+    /// The answer was lost: the event may be recorded.
     Unknown,
 }
 
+/// One meter event of a run.
 #[derive(Clone, Debug, Deserialize)]
 pub struct MeterEvent {
+    /// Stripe's `identifier`.
     pub meter_event_id: String,
+    /// The meter's event name.
     pub event_name: String,
+    /// The value sent (or that would have been).
     pub usage_quantity: String,
+    /// Amberflo's total for the interval.
     pub amberflo_total: Option<String>,
+    /// The interval's start, Unix seconds.
     pub window_start: i64,
+    /// The interval's end, Unix seconds (exclusive).
     pub window_end: i64,
+    /// The `timestamp` sent.
     pub timestamp: i64,
+    /// Stripe already held an event for the interval.
     pub already_recorded: bool,
+    /// How that was known.
     pub verified_by: Option<Verification>,
+    /// What Stripe's summary held before writing, when read.
     pub stripe_value: Option<String>,
+    /// Stripe held another value: nothing was written.
     pub drift: bool,
+    /// Requests made, retries included.
     pub attempts: u32,
 }
 
+/// A request a dry run would send.
 #[derive(Clone, Debug, Deserialize)]
 pub struct PlannedRequest {
+    /// The HTTP method.
     pub method: String,
+    /// The URL.
     pub url: String,
+    /// Its headers (the key redacted).
     pub headers: Vec<(String, String)>,
+    /// Its body.
     pub body: String,
 }
 
+/// What a run returns.
 #[derive(Clone, Debug, Deserialize)]
 pub struct Outputs {
+    /// Amberflo's `clientMeters`, verbatim JSON.
     pub usage_result: String,
+    /// The meter's event name.
     pub event_name: String,
+    /// The window's start.
     pub window_start: i64,
+    /// The window's end (exclusive).
     pub window_end: i64,
+    /// Amberflo's total for the window, times the scale.
     pub measured_total: String,
+    /// The sum of the events' values.
     pub billed_total: String,
+    /// The meter the events went to.
     pub meter: Meter,
+    /// One per interval.
     pub events: Vec<MeterEvent>,
+    /// What a dry run would send.
     pub planned: Vec<PlannedRequest>,
+    /// The reads of Stripe made before writing.
     pub reads: Vec<StripeRead>,
 }
 
@@ -167,32 +222,48 @@ impl Outputs {
     }
 }
 
+/// A step that failed, as the component tells it.
 #[derive(Clone, Debug, Deserialize)]
 pub struct StepFailure {
+    /// Which step.
     pub step: Step,
+    /// The provider's status, when it answered.
     pub status: Option<u16>,
+    /// The provider's message, or what went wrong.
     pub message: String,
+    /// The provider's request id, when given.
     pub request_id: Option<String>,
+    /// What is known about the write.
     pub delivery: Delivery,
+    /// Requests made for the step.
     pub attempts: u32,
+    /// The failing interval's start.
     pub window_start: i64,
+    /// The failing interval's end.
     pub window_end: i64,
+    /// Events recorded before the failure.
     pub recorded: Vec<MeterEvent>,
 }
 
+/// The component's error.
 #[derive(Clone, Debug, Deserialize)]
 pub enum WorkflowError {
+    /// Bad input: nothing was sent.
     InvalidInput(String),
+    /// A step failed.
     StepFailed(StepFailure),
 }
 
 /// Why a run did not produce outputs.
 #[derive(Clone, Debug)]
 pub enum Failure {
+    /// Bad input or configuration: nothing was written.
     BadInput(String),
     /// A step failed; the component's own account of it.
     Provider(Box<StepFailure>),
+    /// The sandbox refused a request or a limit was hit.
     Sandbox(String),
+    /// Something broke inside usage-sync.
     Internal(String),
 }
 
@@ -292,6 +363,7 @@ impl Failure {
         }
     }
 
+    /// The error object, `{"error": {...}}`.
     pub fn to_json(&self) -> Value {
         let (kind, extra) = match self {
             Failure::BadInput(_) => ("invalid-input", json!({})),

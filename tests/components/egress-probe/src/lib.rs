@@ -15,6 +15,8 @@
 //! - `ambient`: tries environment variables, arguments, files and a raw socket
 //!   to the `host:port` target.
 
+#![allow(missing_docs)] // a test component, not part of the product
+
 wit_bindgen::generate!({
     path: "../../../wit",
     world: "usage-sync",
