@@ -6,6 +6,7 @@
 //! it arrived, so tests can assert the bytes on the wire.
 
 mod amberflo;
+mod form;
 mod server;
 mod stripe;
 

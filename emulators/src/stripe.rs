@@ -7,7 +7,15 @@
 //! The emulator has its own clock, which tests move, so "25 hours later" takes
 //! no time. Facts it follows are in `specs/README.md` ("Reading Stripe back").
 
+mod auth;
+mod errors;
+
+use crate::form::decode_form;
 use crate::server::{Fault, Faults, Recorded, Reply, Server};
+use auth::check_auth;
+use errors::{
+    canned, error, invalid, no_such_meter, not_found_route, parameter_missing, unknown_param,
+};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
@@ -323,88 +331,6 @@ impl Stripe {
     }
 }
 
-fn error(status: u16, kind: &str, code: Option<&str>, param: Option<&str>, message: &str) -> Reply {
-    let mut error = json!({ "type": kind, "message": message });
-    if let Some(code) = code {
-        error["code"] = code.into();
-        error["doc_url"] = format!(
-            "https://stripe.com/docs/error-codes/{}",
-            code.replace('_', "-")
-        )
-        .into();
-    }
-    if let Some(param) = param {
-        error["param"] = param.into();
-    }
-    Reply::json(status, &json!({ "error": error }))
-}
-
-fn invalid(param: &str, message: &str) -> Reply {
-    error(400, "invalid_request_error", None, Some(param), message)
-}
-
-/// The body Stripe sends for a status it answers on its own.
-fn canned(status: u16) -> Reply {
-    match status {
-        401 => error(
-            401,
-            "invalid_request_error",
-            None,
-            None,
-            "Invalid API Key provided: sk_test_****************",
-        ),
-        402 => error(
-            402,
-            "invalid_request_error",
-            None,
-            None,
-            "The request failed: the parameters were valid but the request could not be completed.",
-        ),
-        403 => error(
-            403,
-            "invalid_request_error",
-            None,
-            None,
-            "The provided key does not have the required permissions for this endpoint.",
-        ),
-        409 => error(
-            409,
-            "idempotency_error",
-            None,
-            None,
-            "There is currently another in-progress request using this Idempotent Key (that probably means you submitted twice, and the other request is still going through).",
-        ),
-        429 => error(
-            429,
-            "invalid_request_error",
-            Some("rate_limit"),
-            None,
-            "Request rate limit exceeded. Learn more about rate limits here https://stripe.com/docs/rate-limits.",
-        ),
-        s if s >= 500 => error(s, "api_error", None, None, "An unknown error occurred"),
-        s => error(
-            s,
-            "invalid_request_error",
-            None,
-            None,
-            "The request was unacceptable.",
-        ),
-    }
-}
-
-fn not_found_route(request: &Recorded) -> Reply {
-    error(
-        404,
-        "invalid_request_error",
-        None,
-        None,
-        &format!(
-            "Unrecognized request URL ({}: {}). Please see https://stripe.com/docs or we can help at https://support.stripe.com/.",
-            request.method, request.target
-        ),
-    )
-}
-
 fn handle(state: &mut State, request: &Recorded, fault: Option<Fault>) -> Reply {
     if let Some(reply) = Reply::hostile(fault, request) {
         return reply;
@@ -465,31 +391,6 @@ enum Route<'a> {
     ListMeters,
     Meter(&'a str),
     Summaries(&'a str),
-}
-
-fn no_such_meter(id: &str) -> Reply {
-    error(
-        404,
-        "invalid_request_error",
-        Some("resource_missing"),
-        Some("id"),
-        &format!("No such billing meter: '{id}'"),
-    )
-}
-
-fn unknown_param(params: &BTreeMap<String, String>) -> Reply {
-    let key = params.keys().next().map_or("", String::as_str);
-    invalid(key, &format!("Received unknown parameter: {key}"))
-}
-
-fn parameter_missing(param: &str) -> Reply {
-    error(
-        400,
-        "invalid_request_error",
-        Some("parameter_missing"),
-        Some(param),
-        &format!("Missing required param: {param}."),
-    )
 }
 
 /// `limit` (1 to 100, default 10), as every Stripe list takes it.
@@ -836,49 +737,6 @@ fn record(state: &mut State, params: &BTreeMap<String, String>) -> Reply {
     Reply::json(200, &body)
 }
 
-fn check_auth(secret: &str, header: Option<&str>) -> Option<Reply> {
-    let Some(header) = header else {
-        return Some(error(
-            401,
-            "invalid_request_error",
-            None,
-            None,
-            "You did not provide an API key. You need to provide your API key in the Authorization header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY'). See https://stripe.com/docs/api#authentication for details, or we can help at https://support.stripe.com/.",
-        ));
-    };
-    let given = if let Some(token) = header.strip_prefix("Bearer ") {
-        Some(token.to_string())
-    } else if let Some(basic) = header.strip_prefix("Basic ") {
-        base64_decode(basic)
-            .and_then(|raw| String::from_utf8(raw).ok())
-            .and_then(|user_pass| user_pass.split_once(':').map(|(u, _)| u.to_string()))
-    } else {
-        None
-    };
-    match given {
-        Some(key) if key == secret => None,
-        // Stripe echoes the key masked, never whole.
-        Some(key) => Some(error(
-            401,
-            "invalid_request_error",
-            None,
-            None,
-            &format!("Invalid API Key provided: {}", mask(&key)),
-        )),
-        None => Some(canned(401)),
-    }
-}
-
-fn mask(key: &str) -> String {
-    let chars: Vec<char> = key.chars().collect();
-    if chars.len() <= 12 {
-        return "*".repeat(chars.len());
-    }
-    let prefix: String = chars[..8].iter().collect();
-    let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("{prefix}{}{tail}", "*".repeat(chars.len() - 12))
-}
-
 fn validate(state: &State, params: &BTreeMap<String, String>) -> Result<(), Reply> {
     for key in params.keys() {
         let known = matches!(key.as_str(), "event_name" | "identifier" | "timestamp")
@@ -954,76 +812,9 @@ fn validate(state: &State, params: &BTreeMap<String, String>) -> Result<(), Repl
     Ok(())
 }
 
-/// Decodes a form body; `payload%5Bvalue%5D` and `payload[value]` are the same key.
-fn decode_form(body: &[u8]) -> Option<BTreeMap<String, String>> {
-    let text = std::str::from_utf8(body).ok()?;
-    let mut params = BTreeMap::new();
-    for pair in text.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        params.insert(unescape(key)?, unescape(value)?);
-    }
-    Some(params)
-}
-
-fn unescape(text: &str) -> Option<String> {
-    let mut out = Vec::with_capacity(text.len());
-    let mut bytes = text.bytes();
-    while let Some(b) = bytes.next() {
-        match b {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hi = (bytes.next()? as char).to_digit(16)?;
-                let lo = (bytes.next()? as char).to_digit(16)?;
-                out.push((hi * 16 + lo) as u8);
-            }
-            b => out.push(b),
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in text.trim_end_matches('=').bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn decodes_both_bracket_spellings() {
-        let a = decode_form(b"event_name=a+b%2F&payload[value]=1").unwrap();
-        let b = decode_form(b"event_name=a+b%2F&payload%5Bvalue%5D=1").unwrap();
-        assert_eq!(a, b);
-        assert_eq!(a["event_name"], "a b/");
-    }
-
-    #[test]
-    fn basic_auth_takes_the_key_as_user() {
-        // "sk_test_x:" in base64
-        assert_eq!(base64_decode("c2tfdGVzdF94Og==").unwrap(), b"sk_test_x:");
-        assert!(check_auth("sk_test_x", Some("Basic c2tfdGVzdF94Og==")).is_none());
-        assert!(check_auth("sk_test_x", Some("Bearer sk_test_x")).is_none());
-        assert!(check_auth("sk_test_x", Some("Bearer sk_test_y")).is_some());
-    }
 
     fn post(state: &mut State, key: &str, body: &str) -> Reply {
         let request = Recorded {
@@ -1320,10 +1111,5 @@ mod tests {
         assert_eq!(next["has_more"], false);
         let (status, one) = get(&mut state, &format!("/v1/billing/meters/{old}"));
         assert_eq!((status, one["event_name"].as_str()), (200, Some("calls")));
-    }
-
-    #[test]
-    fn masks_keys_in_errors() {
-        assert_eq!(mask("sk_test_abcdefgh1234"), "sk_test_********1234");
     }
 }

@@ -11,8 +11,10 @@
 //! - [`outcome`]: what a run prints and its exit status;
 //! - [`sync`]: many rows at once, with [`mapping`] (the rows), [`journal`]
 //!   (what is done), [`progress`] (stderr) and [`interrupt`] (Ctrl-C);
-//! - [`cli`] and [`demo`]: the `usage-sync` command line.
+//! - [`cli`] (its arguments in `args`, `serve` apart) and [`demo`]: the
+//!   `usage-sync` command line.
 
+mod args;
 pub mod cache;
 pub mod cli;
 pub mod demo;
@@ -29,6 +31,7 @@ pub mod policy;
 pub mod progress;
 pub mod sandbox;
 pub mod secrets;
+mod serve;
 pub mod sync;
 
 /// Host bindings for the `usage-sync` world in `wit/`.

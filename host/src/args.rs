@@ -1,0 +1,322 @@
+//! The command line's arguments: clap types that only parse and validate,
+//! and the step that turns them into the run's configuration (limits,
+//! options, policy, the sandbox).
+
+use crate::bindings::{Endpoints, Interval, Options, Rounding};
+use crate::limits::Limits;
+use crate::options::default_options;
+use crate::outcome::Failure;
+use crate::policy::{DEFAULT_AMBERFLO_URL, DEFAULT_STRIPE_URL, Endpoint, Policy};
+use crate::sandbox::{Pool, Sandbox};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "usage-sync",
+    version,
+    args_override_self = true,
+    about = "Records Amberflo usage on a Stripe billing meter, from a sandboxed WebAssembly component",
+    after_help = "Exit status: 0 success, 1 internal error, 2 bad input (nothing written), 3 provider error, 4 sandbox violation or limit, 5 drift (Stripe holds another value; nothing written for it), 130 sync interrupted."
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Run the workflow: query Amberflo, record one Stripe meter event per interval.
+    ///
+    /// Keys come from AMBERFLO_API_KEY and STRIPE_API_KEY. stdout gets one JSON object.
+    Run(Box<RunArgs>),
+    /// Run the workflow for every row of a mapping file, many rows at once, resumably.
+    Sync(Box<SyncArgs>),
+    /// Run the workflow against local Amberflo and Stripe emulators: no account, no network.
+    Demo(DemoArgs),
+    /// Serve the component's HTTP entry point: `POST /run` with the inputs JSON.
+    ///
+    /// Each request runs in its own sandboxed instance, with the same egress policy,
+    /// key injection and limits as `run`. Keys come from AMBERFLO_API_KEY and STRIPE_API_KEY.
+    Serve(Box<ServeArgs>),
+}
+
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on (port 0: any free port, printed on stderr).
+    #[arg(long, default_value = "127.0.0.1:8787", value_name = "ADDR")]
+    pub(crate) listen: std::net::SocketAddr,
+    #[command(flatten)]
+    pub(crate) endpoints: EndpointArgs,
+    #[command(flatten)]
+    pub(crate) sandbox: SandboxArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct RunArgs {
+    /// JSON file of inputs: customerId, meterApiName, stripeCustomer, stripeEventName,
+    /// usageQuantity, startTime, endTime.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) inputs: Option<PathBuf>,
+    /// Amberflo customer to query.
+    #[arg(long)]
+    pub(crate) customer_id: Option<String>,
+    /// Amberflo meter to query.
+    #[arg(long)]
+    pub(crate) meter_api_name: Option<String>,
+    /// Stripe customer id (cus_...) the usage is billed to.
+    #[arg(long)]
+    pub(crate) stripe_customer: Option<String>,
+    /// Stripe meter's event name.
+    #[arg(long)]
+    pub(crate) stripe_event_name: Option<String>,
+    /// Whole number to record (one interval only); default: each interval's Amberflo total.
+    #[arg(long, allow_hyphen_values = true)]
+    pub(crate) usage_quantity: Option<String>,
+    /// Window start, Unix seconds or RFC 3339 (default: start of the previous UTC day).
+    #[arg(long)]
+    pub(crate) start_time: Option<String>,
+    /// Window end, exclusive (default: end of the previous UTC day).
+    #[arg(long)]
+    pub(crate) end_time: Option<String>,
+    #[command(flatten)]
+    pub(crate) endpoints: EndpointArgs,
+    #[command(flatten)]
+    pub(crate) workflow: WorkflowArgs,
+    #[command(flatten)]
+    pub(crate) sandbox: SandboxArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct EndpointArgs {
+    /// Amberflo API base URL.
+    #[arg(long, env = "AMBERFLO_BASE_URL", default_value = DEFAULT_AMBERFLO_URL)]
+    pub(crate) amberflo_url: String,
+    /// Stripe API base URL.
+    #[arg(long, env = "STRIPE_BASE_URL", default_value = DEFAULT_STRIPE_URL)]
+    pub(crate) stripe_url: String,
+}
+
+impl EndpointArgs {
+    pub(crate) fn resolve(&self) -> Result<(Policy, Endpoints), Failure> {
+        let amberflo = Endpoint::parse(&self.amberflo_url)
+            .map_err(|e| Failure::BadInput(format!("--amberflo-url {e}")))?;
+        let stripe = Endpoint::parse(&self.stripe_url)
+            .map_err(|e| Failure::BadInput(format!("--stripe-url {e}")))?;
+        let policy = Policy::new(&amberflo, &stripe).map_err(Failure::BadInput)?;
+        Ok((
+            policy,
+            Endpoints {
+                amberflo_url: amberflo.base_url,
+                stripe_url: stripe.base_url,
+            },
+        ))
+    }
+}
+
+/// Each run in flight holds a preallocated slot (a few GiB of address space,
+/// not memory): this keeps the pool well inside a 64-bit address space.
+pub(crate) const MAX_CONCURRENCY: usize = 4096;
+
+/// Customers in one Amberflo query, as the component takes them.
+pub(crate) const MAX_BATCH: usize = usage_sync_report::defaults::MAX_CUSTOMERS_PER_QUERY;
+
+#[derive(Args)]
+pub(crate) struct SyncArgs {
+    /// Rows to sync: CSV with a header, or a JSON array of objects; fields customerId,
+    /// stripeCustomer, and optionally meterApiName and stripeEventName.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) mapping: PathBuf,
+    /// meterApiName of rows that give none.
+    #[arg(long)]
+    pub(crate) meter_api_name: Option<String>,
+    /// stripeEventName of rows that give none.
+    #[arg(long)]
+    pub(crate) stripe_event_name: Option<String>,
+    /// Window start for every row (default: the previous UTC day, fixed when the sync starts).
+    #[arg(long)]
+    pub(crate) start_time: Option<String>,
+    /// Window end for every row.
+    #[arg(long)]
+    pub(crate) end_time: Option<String>,
+    /// Rows running at once.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub(crate) concurrency: usize,
+    /// Customers per Amberflo query (`groupBy` customerId); 1 queries once per row.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub(crate) amberflo_batch: usize,
+    /// Stripe requests per second across all rows: Stripe's test-mode budget is 25;
+    /// live mode allows 1000 meter-event calls per second.
+    #[arg(long, default_value_t = 25.0, value_name = "PER_SEC")]
+    pub(crate) stripe_rate: f64,
+    /// Journal of row outcomes, for resuming [default: one per window next to the
+    /// mapping, MAPPING.journal.START-END.jsonl].
+    #[arg(long, value_name = "FILE")]
+    pub(crate) journal: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) endpoints: EndpointArgs,
+    #[command(flatten)]
+    pub(crate) workflow: WorkflowArgs,
+    #[command(flatten)]
+    pub(crate) sandbox: SandboxArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct WorkflowArgs {
+    /// One meter event per UTC day, per UTC hour, or one for the whole window.
+    #[arg(long, value_enum, default_value_t = IntervalArg::Day)]
+    pub(crate) interval: IntervalArg,
+    /// Round an Amberflo total that is not a whole number (default: refuse).
+    #[arg(long, value_enum, value_name = "RULE")]
+    pub(crate) round: Option<RoundArg>,
+    /// Multiply Amberflo's totals by this before rounding, for a meter billed in
+    /// smaller units (1000: GB measured, MB billed).
+    #[arg(long, value_name = "FACTOR")]
+    pub(crate) scale: Option<String>,
+    /// With --usage-quantity: refuse to send when it differs from the Amberflo total.
+    #[arg(long)]
+    pub(crate) reconcile: bool,
+    /// Query Amberflo, print the Stripe requests that would be sent, send nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Retries of one request after its first attempt (as Stripe's clients: 2).
+    #[arg(long, default_value_t = default_options().max_retries, value_name = "N")]
+    pub(crate) max_retries: u32,
+    /// No retry of a request starts later than this after its first attempt, seconds.
+    #[arg(long, default_value_t = default_options().retry_budget_ms as f64 / 1000.0, value_name = "SECS")]
+    pub(crate) retry_budget: f64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum IntervalArg {
+    Day,
+    Hour,
+    Window,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum RoundArg {
+    Floor,
+    Ceil,
+    Nearest,
+}
+
+impl WorkflowArgs {
+    pub(crate) fn options(&self) -> Result<Options, Failure> {
+        if !(self.retry_budget.is_finite() && self.retry_budget >= 0.0) {
+            return Err(Failure::BadInput(
+                "--retry-budget must be a number of seconds".into(),
+            ));
+        }
+        Ok(Options {
+            max_retries: self.max_retries,
+            retry_budget_ms: (self.retry_budget * 1000.0) as u64,
+            rounding: self.round.map(|r| match r {
+                RoundArg::Floor => Rounding::Floor,
+                RoundArg::Ceil => Rounding::Ceil,
+                RoundArg::Nearest => Rounding::Nearest,
+            }),
+            reconcile: self.reconcile,
+            dry_run: self.dry_run,
+            scale: self.scale.clone(),
+            interval: match self.interval {
+                IntervalArg::Day => Interval::Day,
+                IntervalArg::Hour => Interval::Hour,
+                IntervalArg::Window => Interval::Window,
+            },
+        })
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct SandboxArgs {
+    /// Run another build of the workflow component (.wasm).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) component: Option<PathBuf>,
+    /// Where compiled components are kept between runs
+    /// [default: $USAGE_SYNC_CACHE_DIR, $XDG_CACHE_HOME/usage-sync or ~/.cache/usage-sync].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) cache_dir: Option<PathBuf>,
+    /// Compile the component on every run.
+    #[arg(long)]
+    pub(crate) no_cache: bool,
+    /// Guest memory cap, MiB.
+    #[arg(long, default_value_t = Limits::default().max_memory_bytes >> 20, value_name = "MIB")]
+    pub(crate) max_memory_mib: usize,
+    /// Deadline for the whole run, seconds.
+    #[arg(long, default_value_t = Limits::default().deadline.as_secs_f64(), value_name = "SECS")]
+    pub(crate) timeout: f64,
+    /// Connect and read timeout of each request, seconds.
+    #[arg(long, default_value_t = Limits::default().request_timeout.as_secs_f64(), value_name = "SECS")]
+    pub(crate) request_timeout: f64,
+    /// Cap on each response body, bytes.
+    #[arg(long, default_value_t = Limits::default().max_response_bytes, value_name = "BYTES")]
+    pub(crate) max_response_bytes: u64,
+    /// Cap on the requests of one run, retries included.
+    #[arg(long, default_value_t = Limits::default().max_requests, value_name = "N")]
+    pub(crate) max_requests: u32,
+}
+
+#[derive(Args)]
+pub(crate) struct DemoArgs {
+    #[command(flatten)]
+    pub(crate) sandbox: SandboxArgs,
+}
+
+impl SandboxArgs {
+    pub(crate) fn limits(&self) -> Result<Limits, Failure> {
+        let secs = |name: &str, v: f64| {
+            Duration::try_from_secs_f64(v)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    Failure::BadInput(format!("--{name} must be a positive number of seconds"))
+                })
+        };
+        if self.max_memory_mib == 0 || self.max_response_bytes == 0 {
+            return Err(Failure::BadInput(
+                "--max-memory-mib and --max-response-bytes must be positive".into(),
+            ));
+        }
+        Ok(Limits {
+            max_memory_bytes: self.max_memory_mib.saturating_mul(1 << 20),
+            deadline: secs("timeout", self.timeout)?,
+            request_timeout: secs("request-timeout", self.request_timeout)?,
+            max_response_bytes: self.max_response_bytes,
+            max_requests: self.max_requests,
+        })
+    }
+
+    /// The sandbox for one run (`pool` None) or for `pool` runs at once, each
+    /// within `limits`.
+    pub(crate) fn sandbox(&self, pool: Option<usize>, limits: &Limits) -> Result<Sandbox, Failure> {
+        let wasm = match &self.component {
+            Some(path) => std::fs::read(path).map_err(|e| {
+                Failure::BadInput(format!("cannot read the component {}: {e}", path.display()))
+            })?,
+            None => crate::DEFAULT_COMPONENT.to_vec(),
+        };
+        let cache_dir = match (self.no_cache, &self.cache_dir) {
+            (true, _) => None,
+            (false, Some(dir)) => Some(dir.clone()),
+            (false, None) => crate::cache::default_dir(),
+        };
+        let pool = pool.map(|n| Pool {
+            instances: u32::try_from(n).unwrap_or(u32::MAX),
+            max_memory_bytes: limits.max_memory_bytes,
+        });
+        let (sandbox, source) = Sandbox::load(&wasm, cache_dir.as_deref(), pool).map_err(|e| {
+            match &self.component {
+                Some(path) => Failure::BadInput(format!("{}: {e:#}", path.display())),
+                None => Failure::Internal(format!("the built-in component: {e:#}")),
+            }
+        })?;
+        if source == crate::cache::Source::Rebuilt {
+            eprintln!(
+                "usage-sync: the cached compiled component was corrupt or unreadable; rebuilt it"
+            );
+        }
+        Ok(sandbox)
+    }
+}
