@@ -1,18 +1,25 @@
 //! The usage-sync host: runs the workflow component in a wasmtime sandbox.
 //!
-//! - [`policy`]: which hosts the guest may reach and which key goes to which host;
-//! - [`sandbox`]: the engine, the component, and what a run's result means;
-//! - [`limits`]: what one run may use (memory, time, requests, response sizes);
-//! - [`egress`]: the HTTP boundary that enforces the policy, attaches keys and
-//!   scrubs what comes back;
-//! - [`secrets`]: API keys, which never enter the guest and are scrubbed from output;
-//! - [`inputs`]: the workflow inputs from a JSON file and flags;
-//! - [`options`]: the workflow options a run leaves out, filled in;
-//! - [`outcome`]: what a run prints and its exit status;
+//! A request flows one way (ARCHITECTURE.md has the whole map):
+//!
+//! ```text
+//! cli ──▶ sandbox ──▶ component (wit/usage-sync.wit) ──▶ egress hook ──▶ provider
+//!          │ limits                                         │ policy, secrets
+//!          └ verdict                                        └ pace, caps, scrubbing
+//! ```
+//!
+//! - [`cli`] and [`demo`]: the `usage-sync` command line (its arguments in
+//!   `args`; `serve` apart);
 //! - [`sync`]: many rows at once, with [`mapping`] (the rows), [`journal`]
 //!   (what is done), [`progress`] (stderr) and [`interrupt`] (Ctrl-C);
-//! - [`cli`] (its arguments in `args`, `serve` apart) and [`demo`]: the
-//!   `usage-sync` command line.
+//! - [`inputs`] and [`options`]: the workflow's inputs from a file and flags,
+//!   and the options a run leaves out;
+//! - [`sandbox`]: the engine, the component, a fresh instance per run (`verdict`:
+//!   what a run's end means), with [`limits`], [`cache`] (compiled components
+//!   on disk) and [`guest_stderr`];
+//! - [`egress`]: the HTTP boundary that enforces the [`policy`], attaches the
+//!   keys ([`secrets`]) and scrubs what comes back;
+//! - [`outcome`]: what a run prints and its exit status.
 
 mod args;
 pub mod cache;
@@ -33,6 +40,7 @@ pub mod sandbox;
 pub mod secrets;
 mod serve;
 pub mod sync;
+mod verdict;
 
 /// Host bindings for the `usage-sync` world in `wit/`.
 pub mod bindings {
