@@ -34,6 +34,7 @@ pub(crate) enum Command {
     /// Run the workflow for every row of a mapping file, many rows at once, resumably.
     Sync(Box<SyncArgs>),
     /// Run the workflow against local Amberflo and Stripe emulators: no account, no network.
+    #[cfg(feature = "demo")]
     Demo(DemoArgs),
     /// Serve the component's HTTP entry point: `POST /run` with the inputs JSON.
     ///
@@ -258,6 +259,7 @@ pub(crate) struct SandboxArgs {
     pub(crate) max_requests: u32,
 }
 
+#[cfg(feature = "demo")]
 #[derive(Args)]
 pub(crate) struct DemoArgs {
     #[command(flatten)]

@@ -23,6 +23,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => runtime.block_on(run(*args)),
         Command::Sync(args) => runtime.block_on(sync(*args)),
         Command::Serve(args) => runtime.block_on(crate::serve::serve(*args)),
+        #[cfg(feature = "demo")]
         Command::Demo(args) => runtime.block_on(crate::demo::run(
             args.sandbox
                 .limits()

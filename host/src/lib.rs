@@ -24,6 +24,7 @@
 mod args;
 pub mod cache;
 pub mod cli;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod egress;
 pub mod guest_stderr;
