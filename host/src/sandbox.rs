@@ -128,7 +128,52 @@ impl RunConfig {
     }
 }
 
-/// A compiled component, ready to instantiate.
+/// A compiled component, ready to instantiate: every run gets a fresh
+/// instance under the run's policy, keys and limits.
+///
+/// Syncing yesterday's usage of one customer, as `usage-sync run` does:
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use usage_sync::bindings::{Endpoints, Inputs};
+/// use usage_sync::limits::Limits;
+/// use usage_sync::options::default_options;
+/// use usage_sync::outcome::{Failure, render_outputs};
+/// use usage_sync::policy::{Endpoint, Policy};
+/// use usage_sync::sandbox::{RunConfig, Sandbox};
+/// use usage_sync::secrets::Credentials;
+///
+/// # async fn example() -> Result<(), Failure> {
+/// let sandbox = Sandbox::new(usage_sync::DEFAULT_COMPONENT)
+///     .map_err(|e| Failure::Internal(e.to_string()))?;
+/// let amberflo = Endpoint::parse("https://app.amberflo.io").map_err(Failure::BadInput)?;
+/// let stripe = Endpoint::parse("https://api.stripe.com").map_err(Failure::BadInput)?;
+/// let config = RunConfig::new(
+///     Policy::new(&amberflo, &stripe).map_err(Failure::BadInput)?,
+///     Endpoints {
+///         amberflo_url: amberflo.base_url,
+///         stripe_url: stripe.base_url,
+///     },
+///     default_options(),
+///     // From AMBERFLO_API_KEY and STRIPE_API_KEY; the guest never sees them.
+///     Arc::new(Credentials::from_env().map_err(Failure::BadInput)?),
+///     Limits::default(),
+/// );
+/// let inputs = Inputs {
+///     customer_id: "acme-corp".into(),
+///     meter_api_name: "api-calls".into(),
+///     stripe_customer: "cus_NffrFeUfNV2Hib".into(),
+///     stripe_event_name: "api_calls".into(),
+///     usage_quantity: None,
+///     // Neither bound: the previous full UTC day.
+///     start_time: None,
+///     end_time: None,
+/// };
+/// let outputs = sandbox.run(&config, inputs).await?;
+/// println!("{}", render_outputs(&outputs, false));
+/// # Ok(())
+/// # }
+/// ```
 pub struct Sandbox {
     engine: Engine,
     pre: UsageSyncPre<RunState>,
