@@ -9,6 +9,8 @@
 
 mod auth;
 mod errors;
+mod pagination;
+mod summaries;
 
 use crate::form::decode_form;
 use crate::server::{Fault, Faults, Recorded, Reply, Server};
@@ -16,10 +18,12 @@ use auth::check_auth;
 use errors::{
     canned, error, invalid, no_such_meter, not_found_route, parameter_missing, unknown_param,
 };
+use pagination::page;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
+use summaries::{aggregate, summaries};
 
 const PATH: &str = "/v1/billing/meter_events";
 const METERS: &str = "/v1/billing/meters";
@@ -393,51 +397,6 @@ enum Route<'a> {
     Summaries(&'a str),
 }
 
-/// `limit` (1 to 100, default 10), as every Stripe list takes it.
-fn limit(params: &BTreeMap<String, String>) -> Result<usize, Reply> {
-    match params.get("limit") {
-        None => Ok(10),
-        Some(text) => match text.parse::<usize>() {
-            Ok(n @ 1..=100) => Ok(n),
-            _ => Err(invalid(
-                "limit",
-                &format!("Invalid limit: must be an integer between 1 and 100 (got {text})"),
-            )),
-        },
-    }
-}
-
-/// One page of `items` (each with its id) after `starting_after`, in Stripe's envelope.
-fn page(items: Vec<(String, Value)>, params: &BTreeMap<String, String>, url: &str) -> Reply {
-    let limit = match limit(params) {
-        Ok(l) => l,
-        Err(reply) => return reply,
-    };
-    let from = match params.get("starting_after") {
-        None => 0,
-        Some(after) => match items.iter().position(|(id, _)| id == after) {
-            Some(at) => at + 1,
-            None => {
-                return invalid(
-                    "starting_after",
-                    &format!("No such object: '{after}' (starting_after)"),
-                );
-            }
-        },
-    };
-    let rest = &items[from.min(items.len())..];
-    let data: Vec<Value> = rest.iter().take(limit).map(|(_, v)| v.clone()).collect();
-    Reply::json(
-        200,
-        &json!({
-            "object": "list",
-            "data": data,
-            "has_more": rest.len() > limit,
-            "url": url,
-        }),
-    )
-}
-
 fn list_meters(state: &State, params: &BTreeMap<String, String>) -> Reply {
     if let Some(key) = params
         .keys()
@@ -462,153 +421,6 @@ fn list_meters(state: &State, params: &BTreeMap<String, String>) -> Reply {
         .map(|m| (m.id.clone(), m.to_json()))
         .collect();
     page(items, params, METERS)
-}
-
-/// `GET /v1/billing/meters/{id}/event_summaries`: required customer and
-/// times, minute-aligned (and hour- or day-aligned with a grouping window),
-/// newest window first, values as floats, only events already processed.
-fn summaries(state: &State, id: &str, params: &BTreeMap<String, String>) -> Reply {
-    let Some(meter) = state.meters.iter().find(|m| m.id == id) else {
-        return no_such_meter(id);
-    };
-    if let Some(key) = params.keys().find(|k| {
-        !matches!(
-            k.as_str(),
-            "customer"
-                | "start_time"
-                | "end_time"
-                | "value_grouping_window"
-                | "limit"
-                | "starting_after"
-        )
-    }) {
-        return invalid(key, &format!("Received unknown parameter: {key}"));
-    }
-    let Some(customer) = params.get("customer") else {
-        return parameter_missing("customer");
-    };
-    let time = |name: &str| -> Result<i64, Reply> {
-        let text = params.get(name).ok_or_else(|| parameter_missing(name))?;
-        text.parse()
-            .map_err(|_| invalid(name, &format!("Invalid integer: {text}")))
-    };
-    let (start, end) = match (time("start_time"), time("end_time")) {
-        (Ok(s), Ok(e)) => (s, e),
-        (Err(reply), _) | (_, Err(reply)) => return reply,
-    };
-    let grid = match params.get("value_grouping_window").map(String::as_str) {
-        None => None,
-        Some("hour") => Some(3600),
-        Some("day") => Some(86_400),
-        Some(other) => {
-            return invalid(
-                "value_grouping_window",
-                &format!("Invalid value_grouping_window: must be one of day or hour (got {other})"),
-            );
-        }
-    };
-    for (name, t) in [("start_time", start), ("end_time", end)] {
-        if t % 60 != 0 {
-            return invalid(
-                name,
-                &format!("{name} must be aligned to minute boundaries"),
-            );
-        }
-        if let Some(step) = grid
-            && t % step != 0
-        {
-            let unit = if step == 3600 { "hour" } else { "day" };
-            return invalid(
-                name,
-                &format!(
-                    "{name} must be aligned to {unit} boundaries when value_grouping_window is {unit}"
-                ),
-            );
-        }
-    }
-    if start >= end {
-        return invalid("end_time", "end_time must be after start_time");
-    }
-    let windows: Vec<(i64, i64)> = match grid {
-        None => vec![(start, end)],
-        Some(step) => (start..end)
-            .step_by(step as usize)
-            .map(|s| (s, s + step))
-            .collect(),
-    };
-    let processed_by = state.now() - state.processing_lag;
-    let items = windows
-        .into_iter()
-        .rev()
-        .map(|(s, e)| {
-            let id = format!("mtrusg_{s:x}{e:x}");
-            let value = aggregate(state, meter, customer, s, e, processed_by);
-            let summary = json!({
-                "id": id,
-                "object": "billing.meter_event_summary",
-                "aggregated_value": value,
-                "end_time": e,
-                "livemode": false,
-                "meter": meter.id,
-                "start_time": s,
-            });
-            (id, summary)
-        })
-        .collect();
-    page(items, params, &format!("{METERS}/{id}/event_summaries"))
-}
-
-/// The meter's aggregate for `customer` over `[start, end)`, counting the
-/// events received by `processed_by`. An event counts only when it carries the
-/// meter's customer and value keys and a whole-number value; a pre-aggregated
-/// meter keeps only the last event received per customer and bucket.
-fn aggregate(
-    state: &State,
-    meter: &Meter,
-    customer: &str,
-    start: i64,
-    end: i64,
-    processed_by: i64,
-) -> f64 {
-    let spec = &meter.spec;
-    let candidates = state
-        .by_payload
-        .get(&(spec.event_name.clone(), customer.to_string()))
-        .map_or(&[][..], Vec::as_slice);
-    let counted = candidates.iter().map(|&i| &state.events[i]).filter(|e| {
-        e.created <= processed_by
-            && e.payload.get(&spec.customer_key).map(String::as_str) == Some(customer)
-    });
-    let valued: Vec<(i64, f64)> = counted
-        .filter_map(|e| {
-            let value = e.payload.get(&spec.value_key)?.parse::<i64>().ok()?;
-            Some((e.timestamp, value as f64))
-        })
-        .collect();
-    // Received order: a later event in the same bucket replaces an earlier one.
-    let valued: Vec<(i64, f64)> = match spec.event_time_window {
-        None => valued,
-        Some(step) => {
-            let mut last: BTreeMap<i64, (i64, f64)> = BTreeMap::new();
-            for (t, v) in valued {
-                last.insert(t.div_euclid(step), (t, v));
-            }
-            last.into_values().collect()
-        }
-    };
-    let in_range: Vec<(i64, f64)> = valued
-        .into_iter()
-        .filter(|(t, _)| *t >= start && *t < end)
-        .collect();
-    match spec.formula {
-        // Folded from +0.0: an empty float sum is -0.0, which Stripe never shows.
-        Formula::Sum => in_range.iter().fold(0.0, |sum, (_, v)| sum + v),
-        Formula::Count => in_range.len() as f64,
-        Formula::Last => in_range
-            .iter()
-            .max_by_key(|(t, _)| *t)
-            .map_or(0.0, |(_, v)| *v),
-    }
 }
 
 fn record_event(state: &mut State, request: &Recorded, fault: Option<Fault>) -> Reply {
