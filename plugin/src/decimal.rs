@@ -119,6 +119,14 @@ impl Decimal {
     }
 
     /// The product, if it fits in at most 18 digits after the point.
+    /// The exact sum of `values`, if it fits.
+    pub fn sum<'a>(values: impl IntoIterator<Item = &'a Decimal>) -> Option<Decimal> {
+        values
+            .into_iter()
+            .try_fold(Decimal::ZERO, |sum, v| sum.checked_add(*v))
+    }
+
+    /// The product, if it fits in at most 18 digits after the point.
     pub fn checked_mul(self, other: Decimal) -> Option<Decimal> {
         let product = Decimal {
             units: self.units.checked_mul(other.units)?,

@@ -240,9 +240,8 @@ fn lookup_meter(
         let list = stripe::parse_meters(&reply.body).map_err(bad_answer)?;
         let count = list.data.len();
         let last = list.data.last().map(|m| m.id.clone());
-        let mut matching = list.data.into_iter().filter(|m| m.event_name == event_name);
         let mut answer = format!("{count} meter(s)");
-        for meter in matching.by_ref() {
+        for meter in list.data.into_iter().filter(|m| m.event_name == event_name) {
             if meter.status == "active" {
                 let id = meter.id.clone();
                 let formula = meter.default_aggregation.formula.clone();
@@ -437,11 +436,12 @@ fn record_all(
     let totals = usage
         .totals(&plan.intervals)
         .map_err(|m| step_failed(Step::QueryUsage, plan.window, Some(200), m, None, 1))?;
-    let values = values(plan, options, &totals).map_err(WorkflowError::InvalidInput)?;
+    let scale = inputs::scale(options).map_err(WorkflowError::InvalidInput)?;
+    let values = values(plan, options, scale, &totals).map_err(WorkflowError::InvalidInput)?;
     let (measured, billed) =
-        window_totals(plan, options, &totals, &values).map_err(WorkflowError::InvalidInput)?;
+        window_totals(plan, scale, &totals, &values).map_err(WorkflowError::InvalidInput)?;
     let now = now();
-    // Pieces are in order, so the old ones come first.
+    // Intervals are in order, so the old ones come first.
     let old: Vec<Window> = plan
         .intervals
         .iter()
@@ -650,19 +650,16 @@ fn step_failed(
 fn values(
     plan: &Plan,
     options: &Options,
+    scale: Decimal,
     totals: &[Decimal],
 ) -> Result<Vec<(String, Decimal)>, String> {
-    let scale = inputs::scale(options)?;
     let scaled = |total: Decimal| {
         total.checked_mul(scale).ok_or_else(|| {
             format!("the Amberflo total {total} times the scale {scale} is too large")
         })
     };
     if let Some(given) = &plan.usage_quantity {
-        let total = totals
-            .iter()
-            .try_fold(Decimal::ZERO, |sum, t| sum.checked_add(*t));
-        let total = total.ok_or("Amberflo's total is too large")?;
+        let total = Decimal::sum(totals).ok_or("Amberflo's total is too large")?;
         if options.reconcile {
             let matches =
                 quantity::from_total(scaled(total)?, options.rounding).is_ok_and(|t| t == *given);
@@ -698,15 +695,12 @@ fn values(
 /// the whole values the events carry: rounding per interval can part them.
 fn window_totals(
     plan: &Plan,
-    options: &Options,
+    scale: Decimal,
     totals: &[Decimal],
     values: &[(String, Decimal)],
 ) -> Result<(String, String), String> {
     let too_large = || "the window's total is too large".to_string();
-    let scale = inputs::scale(options)?;
-    let measured = totals
-        .iter()
-        .try_fold(Decimal::ZERO, |sum, t| sum.checked_add(*t))
+    let measured = Decimal::sum(totals)
         .and_then(|t| t.checked_mul(scale))
         .ok_or_else(too_large)?;
     let billed = values
@@ -979,6 +973,19 @@ mod tests {
         }
     }
 
+    fn scale(options: &Options) -> Decimal {
+        inputs::scale(options).unwrap()
+    }
+
+    /// `values` with the scale the options give.
+    fn values_for(
+        plan: &Plan,
+        options: &Options,
+        totals: &[Decimal],
+    ) -> Result<Vec<(String, Decimal)>, String> {
+        values(plan, options, scale(options), totals)
+    }
+
     fn d(texts: &[&str]) -> Vec<Decimal> {
         texts.iter().map(|t| Decimal::parse(t).unwrap()).collect()
     }
@@ -992,16 +999,16 @@ mod tests {
 
     #[test]
     fn values_come_from_totals_per_interval() {
-        let got = values(&plan(2, None), &options(None, false), &d(&["3", "4"])).unwrap();
+        let got = values_for(&plan(2, None), &options(None, false), &d(&["3", "4"])).unwrap();
         assert_eq!(
             shown(got),
             [("3".into(), "3".into()), ("4".into(), "4".into())]
         );
-        let err = values(&plan(2, None), &options(None, false), &d(&["3", "4.5"])).unwrap_err();
+        let err = values_for(&plan(2, None), &options(None, false), &d(&["3", "4.5"])).unwrap_err();
         assert!(err.contains("4.5 is not a whole number"), "{err}");
         assert!(err.contains("interval 1970-01-02T00:00:00Z"), "{err}");
         let ceil = options(Some(Rounding::Ceil), false);
-        let got = values(&plan(1, None), &ceil, &d(&["4.5"])).unwrap();
+        let got = values_for(&plan(1, None), &ceil, &d(&["4.5"])).unwrap();
         assert_eq!(got[0].0, "5");
     }
 
@@ -1009,15 +1016,15 @@ mod tests {
     fn a_scale_multiplies_before_rounding() {
         let mut scaled = options(Some(Rounding::Nearest), false);
         scaled.scale = Some("1000".into());
-        let got = values(&plan(2, None), &scaled, &d(&["0.05", "1.2345"])).unwrap();
+        let got = values_for(&plan(2, None), &scaled, &d(&["0.05", "1.2345"])).unwrap();
         assert_eq!(got[0].0, "50");
         assert_eq!(got[1].0, "1235");
         // Per hour, 0.05 each rounds to 0: the window's totals say so.
         let hours = plan(2, None);
         let nearest = options(Some(Rounding::Nearest), false);
         let totals = d(&["0.05", "0.05"]);
-        let got = values(&hours, &nearest, &totals).unwrap();
-        let (measured, billed) = window_totals(&hours, &nearest, &totals, &got).unwrap();
+        let got = values_for(&hours, &nearest, &totals).unwrap();
+        let (measured, billed) = window_totals(&hours, scale(&nearest), &totals, &got).unwrap();
         assert_eq!((measured.as_str(), billed.as_str()), ("0.1", "0"));
     }
 
@@ -1025,16 +1032,16 @@ mod tests {
     fn reconcile_refuses_a_differing_quantity() {
         let given = plan(1, Some("12"));
         assert_eq!(
-            shown(values(&given, &options(None, false), &d(&["7"])).unwrap()),
+            shown(values_for(&given, &options(None, false), &d(&["7"])).unwrap()),
             [("12".into(), "7".into())]
         );
-        let err = values(&given, &options(None, true), &d(&["7"])).unwrap_err();
+        let err = values_for(&given, &options(None, true), &d(&["7"])).unwrap_err();
         assert!(
             err.contains("`usageQuantity` 12 differs from the Amberflo total 7"),
             "{err}"
         );
-        assert!(values(&given, &options(None, true), &d(&["12"])).is_ok());
-        assert!(values(&given, &options(Some(Rounding::Floor), true), &d(&["12.4"])).is_ok());
+        assert!(values_for(&given, &options(None, true), &d(&["12"])).is_ok());
+        assert!(values_for(&given, &options(Some(Rounding::Floor), true), &d(&["12.4"])).is_ok());
     }
 
     #[test]
