@@ -36,6 +36,10 @@ pub fn stripe(result: &Result<Reply, NoAnswer>) -> Next {
         }
         Err(_) => return Next::Stop,
     };
+    // An answer is final, whatever the header says.
+    if (200..300).contains(&reply.status) {
+        return Next::Stop;
+    }
     let fresh_key = reply.status >= 500;
     let retry = Next::Retry {
         fresh_key,
@@ -100,7 +104,11 @@ impl Policy {
             return None;
         }
         let wait = backoff(retry, jitter).max(retry_after.unwrap_or_default());
-        (elapsed + wait <= self.budget).then_some(wait)
+        // A huge Retry-After is beyond the budget, never an overflow.
+        elapsed
+            .checked_add(wait)
+            .is_some_and(|end| end <= self.budget)
+            .then_some(wait)
     }
 }
 
@@ -219,6 +227,17 @@ mod tests {
         assert_eq!(
             policy.wait(1, zero, Some(Duration::from_secs(10)), 0.0),
             None
+        );
+        // Nor one that would overflow the clock (it trapped the guest).
+        let huge = Some(Duration::from_secs(u64::MAX));
+        assert_eq!(policy.wait(1, Duration::from_secs(1), huge, 0.0), None);
+    }
+
+    #[test]
+    fn a_final_answer_is_not_retried_whatever_the_header_says() {
+        assert_eq!(
+            stripe(&reply(200, &[("stripe-should-retry", "true")])),
+            Next::Stop
         );
     }
 }
