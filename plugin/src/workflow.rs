@@ -532,22 +532,36 @@ fn record_all(
 }
 
 /// Sends until the answer is final under `rule`, or the retry policy is spent.
+/// `send` is told whether the last answer asks for a fresh idempotency key
+/// (`keyed`: the requests carry one, which the trace then mentions).
 fn retrying(
     label: &str,
     retry: &retry::Policy,
     rule: fn(&Result<Reply, NoAnswer>) -> Next,
-    mut send: impl FnMut() -> Result<Reply, NoAnswer>,
+    keyed: bool,
+    mut send: impl FnMut(bool) -> Result<Reply, NoAnswer>,
 ) -> (Result<Reply, NoAnswer>, u32) {
     let started = Instant::now();
     let mut attempt = 0;
+    let mut fresh_key = false;
     loop {
         attempt += 1;
-        let result = send();
-        let Next::Retry { retry_after, .. } = rule(&result) else {
+        let result = send(fresh_key);
+        let Next::Retry {
+            retry_after,
+            fresh_key: fresh,
+        } = rule(&result)
+        else {
             return (result, attempt);
         };
+        fresh_key = fresh;
         let wait = retry.wait(attempt, started.elapsed(), retry_after, jitter());
-        trace(label, attempt, retry, &result, wait, "");
+        let how = match (keyed, fresh) {
+            (false, _) => "",
+            (true, true) => " with a fresh idempotency key",
+            (true, false) => " with the same idempotency key",
+        };
+        trace(label, attempt, retry, &result, wait, how);
         match wait {
             Some(wait) => std::thread::sleep(wait),
             None => return (result, attempt),
@@ -573,7 +587,9 @@ fn read(
         Step::FindMeter => "find-meter",
         _ => "read-summaries",
     };
-    let (result, attempts) = retrying(label, retry, retry::stripe, || http::get(url, &headers));
+    let (result, attempts) = retrying(label, retry, retry::stripe, false, |_| {
+        http::get(url, &headers)
+    });
     let failed = |(status, message, request_id)| {
         step_failed(step, window, status, message, request_id, attempts)
     };
@@ -599,7 +615,7 @@ fn query_amberflo(
         ("User-Agent", USER_AGENT),
     ];
     headers.extend(auth.as_ref().map(|(n, v)| (*n, v.as_str())));
-    let (result, attempts) = retrying("query-usage", retry, retry::amberflo, || {
+    let (result, attempts) = retrying("query-usage", retry, retry::amberflo, false, |_| {
         http::post(&url, &headers, body)
     });
     let failed = |status, message, request_id| {
@@ -734,97 +750,68 @@ fn record(
         time::format(interval.end)
     );
     let mut key = idempotency_key();
-    let started = Instant::now();
     // Whether any attempt so far may have recorded the event.
     let mut uncertain = false;
-    loop {
-        event.attempts += 1;
+    let (result, attempts) = retrying(&label, retry, retry::stripe, true, |fresh_key| {
+        if fresh_key {
+            key = idempotency_key();
+        }
         let auth = credentials::stripe_header();
         let mut headers = stripe_headers(&key).to_vec();
         headers.extend(auth.as_ref().map(|(n, v)| (*n, v.as_str())));
         let result = http::post(url, &headers, body.as_bytes());
-        if let Ok(reply) = &result {
-            if reply.status == 200 {
-                let recorded = stripe::parse_event(&reply.body).and_then(|recorded| {
-                    // A 200 for another event proves nothing about this one.
-                    if recorded.identifier == event.meter_event_id
-                        && recorded.event_name == event.event_name
-                    {
-                        Ok(recorded)
-                    } else {
-                        Err(format!(
-                            "Stripe answered 200 for another event (identifier {}, event name {}) than the one sent",
-                            recorded.identifier, recorded.event_name
-                        ))
-                    }
-                });
-                return match recorded {
-                    Ok(_) => Ok(event),
-                    Err(m) => Err(failure(
-                        &event,
-                        interval,
-                        Some(200),
-                        m,
-                        reply.request_id(),
-                        Delivery::Unknown,
-                    )),
-                };
-            }
-            if reply.status == 400
-                && stripe::parse_error(&reply.body)
-                    .is_some_and(|e| e.is_duplicate_of(&event.meter_event_id))
-            {
-                event.already_recorded = true;
-                event.verified_by = Some(Verification::Identifier);
-                return Ok(event);
-            }
-        }
         uncertain |= match &result {
             Ok(reply) => reply.status >= 500 || reply.status == 409,
             Err(f) => f.maybe_sent,
         };
-        let next = retry::stripe(&result);
-        let wait = match next {
-            Next::Retry { retry_after, .. } => {
-                retry.wait(event.attempts, started.elapsed(), retry_after, jitter())
-            }
-            Next::Stop => None,
-        };
-        let fresh_key = matches!(
-            next,
-            Next::Retry {
-                fresh_key: true,
-                ..
-            }
-        );
-        if let Next::Retry { .. } = next {
-            let how = if fresh_key {
-                " with a fresh idempotency key"
-            } else {
-                " with the same idempotency key"
-            };
-            trace(&label, event.attempts, retry, &result, wait, how);
-        }
-        match wait {
-            Some(wait) => {
-                if fresh_key {
-                    key = idempotency_key();
+        result
+    });
+    event.attempts = attempts;
+    if let Ok(reply) = &result {
+        if reply.status == 200 {
+            let recorded = stripe::parse_event(&reply.body).and_then(|recorded| {
+                // A 200 for another event proves nothing about this one.
+                if recorded.identifier == event.meter_event_id
+                    && recorded.event_name == event.event_name
+                {
+                    Ok(recorded)
+                } else {
+                    Err(format!(
+                        "Stripe answered 200 for another event (identifier {}, event name {}) than the one sent",
+                        recorded.identifier, recorded.event_name
+                    ))
                 }
-                std::thread::sleep(wait);
-            }
-            None => {
-                let delivery = match &result {
-                    _ if uncertain => Delivery::Unknown,
-                    Ok(_) => Delivery::Rejected,
-                    Err(_) => Delivery::NotSent,
-                };
-                let (status, message, request_id) = describe(result);
-                return Err(failure(
-                    &event, interval, status, message, request_id, delivery,
-                ));
-            }
+            });
+            return match recorded {
+                Ok(_) => Ok(event),
+                Err(m) => Err(failure(
+                    &event,
+                    interval,
+                    Some(200),
+                    m,
+                    reply.request_id(),
+                    Delivery::Unknown,
+                )),
+            };
+        }
+        if reply.status == 400
+            && stripe::parse_error(&reply.body)
+                .is_some_and(|e| e.is_duplicate_of(&event.meter_event_id))
+        {
+            event.already_recorded = true;
+            event.verified_by = Some(Verification::Identifier);
+            return Ok(event);
         }
     }
+    let delivery = match &result {
+        _ if uncertain => Delivery::Unknown,
+        Ok(_) => Delivery::Rejected,
+        Err(_) => Delivery::NotSent,
+    };
+    let (status, message, request_id) = describe(result);
+    Err(failure(
+        &event, interval, status, message, request_id, delivery,
+    ))
 }
 
 fn describe(result: Result<Reply, NoAnswer>) -> (Option<u16>, String, Option<String>) {
