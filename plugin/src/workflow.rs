@@ -222,81 +222,125 @@ fn lookup_meter(
     reads: &mut Vec<StripeRead>,
 ) -> Result<Meter, WorkflowError> {
     let base = endpoints.stripe_url.trim_end_matches('/');
-    let mut after: Option<String> = None;
     let mut inactive: Option<String> = None;
-    for _ in 0..stripe::MAX_PAGES {
-        let url = stripe::meters_url(base, after.as_deref());
-        let (reply, attempts) = read(&url, Step::FindMeter, window, retry)?;
-        let bad_answer = |m: String| {
-            step_failed(
-                Step::FindMeter,
-                window,
-                Some(200),
-                m,
-                reply.request_id(),
-                attempts,
-            )
-        };
-        let list = stripe::parse_meters(&reply.body).map_err(bad_answer)?;
-        let count = list.data.len();
-        let last = list.data.last().map(|m| m.id.clone());
-        let mut answer = format!("{count} meter(s)");
-        for meter in list.data.into_iter().filter(|m| m.event_name == event_name) {
-            if meter.status == "active" {
-                let id = meter.id.clone();
-                let formula = meter.default_aggregation.formula.clone();
-                let checked = meter.check(options.interval);
-                answer.push_str(&format!(
-                    "; {id} is the active meter of `{event_name}`: formula {formula}"
-                ));
-                if let Ok(m) = &checked {
-                    let kind = match m.pre_aggregated {
-                        Some(Interval::Hour) => "pre-aggregated per hour",
-                        Some(_) => "pre-aggregated per day",
-                        None => "raw events",
-                    };
-                    answer.push_str(&format!(
-                        ", payload keys {} and {}, {kind}",
-                        m.customer_key, m.value_key
-                    ));
-                }
-                reads.push(read_record(url, answer));
-                return checked.map_err(|why| {
-                    WorkflowError::InvalidInput(format!("{why}; nothing was written"))
-                });
-            }
-            inactive.get_or_insert(meter.id);
-        }
-        answer.push_str(&format!(", none active for `{event_name}`"));
-        reads.push(read_record(url, answer));
-        if !list.has_more {
-            return Err(WorkflowError::InvalidInput(match inactive {
-                Some(id) => format!(
-                    "the Stripe meter {id} for event name `{event_name}` is inactive, so Stripe would not bill its events; nothing was written"
-                ),
-                None => format!(
-                    "no active Stripe meter has the event name `{event_name}`: create one, or give the event name of an existing meter; nothing was written"
-                ),
-            }));
-        }
-        let Some(last) = last else {
-            return Err(bad_answer(
-                "Stripe said more meters follow, but the page was empty".into(),
-            ));
-        };
-        after = Some(last);
-    }
-    Err(step_failed(
+    let found = read_pages(
         Step::FindMeter,
         window,
-        None,
-        format!(
-            "no active meter for `{event_name}` in the first {} meters",
-            stripe::MAX_PAGES * stripe::PAGE_LIMIT
+        retry,
+        |after| stripe::meters_url(base, after),
+        |url, reply, bad_answer| {
+            let list = stripe::parse_meters(&reply.body).map_err(bad_answer)?;
+            let count = list.data.len();
+            let last = list.data.last().map(|m| m.id.clone());
+            let mut answer = format!("{count} meter(s)");
+            for meter in list.data.into_iter().filter(|m| m.event_name == event_name) {
+                if meter.status == "active" {
+                    let id = meter.id.clone();
+                    let formula = meter.default_aggregation.formula.clone();
+                    let checked = meter.check(options.interval);
+                    answer.push_str(&format!(
+                        "; {id} is the active meter of `{event_name}`: formula {formula}"
+                    ));
+                    if let Ok(m) = &checked {
+                        let kind = match m.pre_aggregated {
+                            Some(Interval::Hour) => "pre-aggregated per hour",
+                            Some(_) => "pre-aggregated per day",
+                            None => "raw events",
+                        };
+                        answer.push_str(&format!(
+                            ", payload keys {} and {}, {kind}",
+                            m.customer_key, m.value_key
+                        ));
+                    }
+                    reads.push(read_record(url, answer));
+                    return Ok(Page::Done(Some(checked)));
+                }
+                inactive.get_or_insert(meter.id);
+            }
+            answer.push_str(&format!(", none active for `{event_name}`"));
+            reads.push(read_record(url, answer));
+            Ok(match (list.has_more, last) {
+                (false, _) => Page::Done(None),
+                (true, last) => Page::After(last),
+            })
+        },
+    )
+    .map_err(|e| match e {
+        Paging::Failed(e) => e,
+        Paging::TooMany => step_failed(
+            Step::FindMeter,
+            window,
+            None,
+            format!(
+                "no active meter for `{event_name}` in the first {} meters",
+                stripe::MAX_PAGES * stripe::PAGE_LIMIT
+            ),
+            None,
+            0,
         ),
-        None,
-        0,
-    ))
+    })?;
+    match found {
+        Some(checked) => checked
+            .map_err(|why| WorkflowError::InvalidInput(format!("{why}; nothing was written"))),
+        None => Err(WorkflowError::InvalidInput(match inactive {
+            Some(id) => format!(
+                "the Stripe meter {id} for event name `{event_name}` is inactive, so Stripe would not bill its events; nothing was written"
+            ),
+            None => format!(
+                "no active Stripe meter has the event name `{event_name}`: create one, or give the event name of an existing meter; nothing was written"
+            ),
+        })),
+    }
+}
+
+/// Where a page of a Stripe list leaves the reading.
+enum Page<T> {
+    /// Read enough: the answer.
+    Done(T),
+    /// More follow, after this id (`None`: Stripe said more follow, but the
+    /// page was empty).
+    After(Option<String>),
+}
+
+/// Why a paged read ended without an answer.
+enum Paging {
+    /// A read failed, or a page was not understood.
+    Failed(WorkflowError),
+    /// More than `stripe::MAX_PAGES` pages.
+    TooMany,
+}
+
+/// Reads a Stripe list page by page (`starting_after` the last id of the
+/// page before) until `page` has its answer. `page` gets the page's URL, the
+/// reply and how to fail the step on an answer it cannot take.
+fn read_pages<T>(
+    step: Step,
+    window: Window,
+    retry: &retry::Policy,
+    url_of: impl Fn(Option<&str>) -> String,
+    mut page: impl FnMut(
+        String,
+        &Reply,
+        &dyn Fn(String) -> WorkflowError,
+    ) -> Result<Page<T>, WorkflowError>,
+) -> Result<T, Paging> {
+    let mut after: Option<String> = None;
+    for _ in 0..stripe::MAX_PAGES {
+        let url = url_of(after.as_deref());
+        let (reply, attempts) = read(&url, step, window, retry).map_err(Paging::Failed)?;
+        let bad_answer =
+            |m: String| step_failed(step, window, Some(200), m, reply.request_id(), attempts);
+        match page(url, &reply, &bad_answer).map_err(Paging::Failed)? {
+            Page::Done(answer) => return Ok(answer),
+            Page::After(Some(last)) => after = Some(last),
+            Page::After(None) => {
+                return Err(Paging::Failed(bad_answer(
+                    "Stripe said more follow, but the page was empty".into(),
+                )));
+            }
+        }
+    }
+    Err(Paging::TooMany)
 }
 
 fn read_record(url: String, answer: String) -> StripeRead {
@@ -351,73 +395,58 @@ fn read_summaries(
     }
     let mut held: HashMap<i64, (i64, f64)> = old.iter().map(|p| (p.start, (p.end, 0.0))).collect();
     let base = endpoints.stripe_url.trim_end_matches('/');
-    let mut after: Option<String> = None;
-    for _ in 0..stripe::MAX_PAGES {
-        let url = stripe::summaries_url(
-            base,
-            meter,
-            &plan.stripe_customer,
-            range,
-            grouping,
-            after.as_deref(),
-        );
-        let (reply, attempts) = read(&url, Step::ReadSummaries, range, retry)?;
-        let bad_answer = |m: String| {
-            step_failed(
-                Step::ReadSummaries,
-                range,
-                Some(200),
-                m,
-                reply.request_id(),
-                attempts,
-            )
-        };
-        let list = stripe::parse_summaries(&reply.body).map_err(bad_answer)?;
-        let mut answer = Vec::new();
-        for summary in &list.data {
-            match held.get_mut(&summary.start_time) {
-                Some((end, value)) if *end == summary.end_time => *value = summary.aggregated_value,
-                _ => {
-                    return Err(bad_answer(format!(
-                        "Stripe's summary {} covers {} to {}, which is not an interval asked for",
-                        summary.id,
-                        time::format(summary.start_time),
-                        time::format(summary.end_time)
-                    )));
-                }
-            }
-            answer.push(format!(
-                "{}: {}",
-                time::format(summary.start_time),
-                quantity::format_number(summary.aggregated_value)
-            ));
-        }
-        let answer = if answer.is_empty() {
-            "no summaries: nothing held".to_string()
-        } else {
-            answer.join(", ")
-        };
-        reads.push(read_record(url, answer));
-        if !list.has_more {
-            return Ok(held);
-        }
-        match list.data.last() {
-            Some(s) => after = Some(s.id.clone()),
-            None => {
-                return Err(bad_answer(
-                    "Stripe said more summaries follow, but the page was empty".into(),
-                ));
-            }
-        }
-    }
-    Err(step_failed(
+    read_pages(
         Step::ReadSummaries,
         range,
-        None,
-        format!("more than {} pages of summaries", stripe::MAX_PAGES),
-        None,
-        0,
-    ))
+        retry,
+        |after| stripe::summaries_url(base, meter, &plan.stripe_customer, range, grouping, after),
+        |url, reply, bad_answer| {
+            let list = stripe::parse_summaries(&reply.body).map_err(bad_answer)?;
+            let mut answer = Vec::new();
+            for summary in &list.data {
+                match held.get_mut(&summary.start_time) {
+                    Some((end, value)) if *end == summary.end_time => {
+                        *value = summary.aggregated_value
+                    }
+                    _ => {
+                        return Err(bad_answer(format!(
+                            "Stripe's summary {} covers {} to {}, which is not an interval asked for",
+                            summary.id,
+                            time::format(summary.start_time),
+                            time::format(summary.end_time)
+                        )));
+                    }
+                }
+                answer.push(format!(
+                    "{}: {}",
+                    time::format(summary.start_time),
+                    quantity::format_number(summary.aggregated_value)
+                ));
+            }
+            let answer = if answer.is_empty() {
+                "no summaries: nothing held".to_string()
+            } else {
+                answer.join(", ")
+            };
+            reads.push(read_record(url, answer));
+            Ok(match list.has_more {
+                false => Page::Done(()),
+                true => Page::After(list.data.last().map(|s| s.id.clone())),
+            })
+        },
+    )
+    .map_err(|e| match e {
+        Paging::Failed(e) => e,
+        Paging::TooMany => step_failed(
+            Step::ReadSummaries,
+            range,
+            None,
+            format!("more than {} pages of summaries", stripe::MAX_PAGES),
+            None,
+            0,
+        ),
+    })?;
+    Ok(held)
 }
 
 /// Step 2: one meter event per interval, in order, stopping at the first
