@@ -2,15 +2,16 @@
 //! and the step that turns them into the run's configuration (limits,
 //! options, policy, the sandbox).
 
-use crate::bindings::{Endpoints, Interval, Options, Rounding};
+use crate::bindings::{self, Endpoints, Options};
 use crate::limits::Limits;
 use crate::options::default_options;
 use crate::outcome::Failure;
 use crate::policy::{DEFAULT_AMBERFLO_URL, DEFAULT_STRIPE_URL, Endpoint, Policy};
 use crate::sandbox::{Pool, Sandbox};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
+use usage_sync_report::{Interval, Rounding};
 
 #[derive(Parser)]
 #[command(
@@ -166,11 +167,11 @@ pub(crate) struct SyncArgs {
 #[derive(Args)]
 pub(crate) struct WorkflowArgs {
     /// One meter event per UTC day, per UTC hour, or one for the whole window.
-    #[arg(long, value_enum, default_value_t = IntervalArg::Day)]
-    pub(crate) interval: IntervalArg,
+    #[arg(long, default_value = "day", value_parser = names(Interval::NAMES, Interval::from_name))]
+    pub(crate) interval: Interval,
     /// Round an Amberflo total that is not a whole number (default: refuse).
-    #[arg(long, value_enum, value_name = "RULE")]
-    pub(crate) round: Option<RoundArg>,
+    #[arg(long, value_name = "RULE", value_parser = names(Rounding::NAMES, Rounding::from_name))]
+    pub(crate) round: Option<Rounding>,
     /// Multiply Amberflo's totals by this before rounding, for a meter billed in
     /// smaller units (1000: GB measured, MB billed).
     #[arg(long, value_name = "FACTOR")]
@@ -189,18 +190,15 @@ pub(crate) struct WorkflowArgs {
     pub(crate) retry_budget: f64,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-pub(crate) enum IntervalArg {
-    Day,
-    Hour,
-    Window,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub(crate) enum RoundArg {
-    Floor,
-    Ceil,
-    Nearest,
+/// A flag that takes one of `names`, which the report's `from_name` reads
+/// (the names `POST /run` takes too).
+fn names<T: Clone + Send + Sync + 'static>(
+    names: [&'static str; 3],
+    from_name: fn(&str) -> Option<T>,
+) -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(names)
+        .try_map(move |name| from_name(&name).ok_or(format!("unknown name `{name}`")))
 }
 
 impl WorkflowArgs {
@@ -214,17 +212,17 @@ impl WorkflowArgs {
             max_retries: self.max_retries,
             retry_budget_ms: (self.retry_budget * 1000.0) as u64,
             rounding: self.round.map(|r| match r {
-                RoundArg::Floor => Rounding::Floor,
-                RoundArg::Ceil => Rounding::Ceil,
-                RoundArg::Nearest => Rounding::Nearest,
+                Rounding::Floor => bindings::Rounding::Floor,
+                Rounding::Ceil => bindings::Rounding::Ceil,
+                Rounding::Nearest => bindings::Rounding::Nearest,
             }),
             reconcile: self.reconcile,
             dry_run: self.dry_run,
             scale: self.scale.clone(),
             interval: match self.interval {
-                IntervalArg::Day => Interval::Day,
-                IntervalArg::Hour => Interval::Hour,
-                IntervalArg::Window => Interval::Window,
+                Interval::Day => bindings::Interval::Day,
+                Interval::Hour => bindings::Interval::Hour,
+                Interval::Window => bindings::Interval::Window,
             },
         })
     }

@@ -3,55 +3,27 @@
 //! so every host that runs it gives the same answers.
 
 use crate::bindings::Inputs;
-use serde::Deserialize;
 use std::path::Path;
+use usage_sync_report::{RunRequest, Scalar};
 
-/// The inputs file: the Arazzo input names, plus the window.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct InputsFile {
-    /// `customerId`.
-    pub customer_id: Option<String>,
-    /// `meterApiName`.
-    pub meter_api_name: Option<String>,
-    /// `stripeCustomer`.
-    pub stripe_customer: Option<String>,
-    /// `stripeEventName`.
-    pub stripe_event_name: Option<String>,
-    /// `usageQuantity`: a string or a JSON number.
-    pub usage_quantity: Option<Scalar>,
-    /// `startTime`: Unix seconds (a number or a string) or RFC 3339.
-    pub start_time: Option<Scalar>,
-    /// `endTime`, as `startTime`.
-    pub end_time: Option<Scalar>,
-}
-
-/// A string, or a JSON number (`42`, `1732492800`) taken as its text.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum Scalar {
-    /// As written.
-    Text(String),
-    /// A JSON number, taken as its text.
-    Number(serde_json::Number),
-}
-
-impl Scalar {
-    fn into_text(self) -> String {
-        match self {
-            Scalar::Text(t) => t,
-            Scalar::Number(n) => n.to_string(),
-        }
-    }
-}
+/// The inputs file: the inputs JSON the component's `POST /run` reads
+/// ([`RunRequest`]), with the inputs only; options are flags here.
+#[derive(Debug, Default)]
+pub struct InputsFile(RunRequest);
 
 impl InputsFile {
-    /// Reads and checks an inputs file; unknown keys are an error.
+    /// Reads and checks an inputs file; unknown keys, and options, are an error.
     pub fn read(path: &Path) -> Result<InputsFile, String> {
-        let text = std::fs::read_to_string(path)
+        let bytes = std::fs::read(path)
             .map_err(|e| format!("cannot read the inputs file {}: {e}", path.display()))?;
-        serde_json::from_str(&text)
-            .map_err(|e| format!("the inputs file {} is not valid: {e}", path.display()))
+        let invalid = |e: String| format!("the inputs file {} is not valid: {e}", path.display());
+        let run = RunRequest::parse(&bytes).map_err(invalid)?;
+        if let Some(option) = run.options_given().first() {
+            return Err(invalid(format!(
+                "`{option}` is an option of `POST /run`; `usage-sync run` takes options as flags"
+            )));
+        }
+        Ok(InputsFile(run))
     }
 }
 
@@ -85,7 +57,7 @@ pub fn previous_utc_day() -> Result<(i64, i64), String> {
 
 /// Flags over file; a required input given nowhere becomes empty, which the
 /// component reports by name.
-pub fn merge(file: InputsFile, flags: InputFlags) -> Inputs {
+pub fn merge(InputsFile(file): InputsFile, flags: InputFlags) -> Inputs {
     let text = |flag: Option<String>, file: Option<String>| flag.or(file).unwrap_or_default();
     Inputs {
         customer_id: text(flags.customer_id, file.customer_id),
@@ -94,9 +66,11 @@ pub fn merge(file: InputsFile, flags: InputFlags) -> Inputs {
         stripe_event_name: text(flags.stripe_event_name, file.stripe_event_name),
         usage_quantity: flags
             .usage_quantity
-            .or(file.usage_quantity.map(Scalar::into_text)),
-        start_time: flags.start_time.or(file.start_time.map(Scalar::into_text)),
-        end_time: flags.end_time.or(file.end_time.map(Scalar::into_text)),
+            .or(file.usage_quantity.as_ref().map(Scalar::text)),
+        start_time: flags
+            .start_time
+            .or(file.start_time.as_ref().map(Scalar::text)),
+        end_time: flags.end_time.or(file.end_time.as_ref().map(Scalar::text)),
     }
 }
 
@@ -104,9 +78,19 @@ pub fn merge(file: InputsFile, flags: InputFlags) -> Inputs {
 mod tests {
     use super::*;
 
+    fn file(json: &str) -> Result<InputsFile, String> {
+        let dir = std::env::temp_dir().join(format!("usage-sync-inputs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{:x}.json", json.len()));
+        std::fs::write(&path, json).unwrap();
+        let read = InputsFile::read(&path);
+        std::fs::remove_file(&path).unwrap();
+        read
+    }
+
     #[test]
     fn flags_win_and_numbers_become_text() {
-        let file: InputsFile = serde_json::from_str(
+        let file = file(
             r#"{"customerId":"acme","meterApiName":"calls","stripeCustomer":"cus_1",
                 "stripeEventName":"api_calls","usageQuantity":42,"startTime":1732406400,
                 "endTime":"2024-11-25T00:00:00Z"}"#,
@@ -125,11 +109,10 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_are_refused() {
-        let err = serde_json::from_str::<InputsFile>(r#"{"customerID":"acme"}"#).unwrap_err();
-        assert!(
-            err.to_string().contains("unknown field `customerID`"),
-            "{err}"
-        );
+    fn unknown_keys_and_options_are_refused() {
+        let err = file(r#"{"customerID":"acme"}"#).unwrap_err();
+        assert!(err.contains("unknown field `customerID`"), "{err}");
+        let err = file(r#"{"customerId":"acme","interval":"hour"}"#).unwrap_err();
+        assert!(err.contains("`interval` is an option"), "{err}");
     }
 }

@@ -13,9 +13,7 @@ use crate::exports::usage_sync::workflow::workflow::{
     StepFailure, Verification, WorkflowError,
 };
 use crate::workflow;
-use serde::Deserialize;
-use serde_json::value::RawValue;
-use usage_sync_report::{self as report, Failure, defaults, render_outputs};
+use usage_sync_report::{self as report, Failure, RunRequest, Scalar, defaults, render_outputs};
 use wasip2::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
@@ -31,37 +29,6 @@ impl wasip2::exports::http::incoming_handler::Guest for Handler {
         let (status, body) = respond(request);
         send(out, status, &body);
     }
-}
-
-/// The inputs JSON (the Arazzo input names, as in `usage-sync run --inputs`),
-/// plus the options `run` takes as flags; absent options take the same defaults.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RunRequest {
-    customer_id: Option<String>,
-    meter_api_name: Option<String>,
-    stripe_customer: Option<String>,
-    stripe_event_name: Option<String>,
-    usage_quantity: Option<Box<RawValue>>,
-    start_time: Option<Box<RawValue>>,
-    end_time: Option<Box<RawValue>>,
-    #[serde(default)]
-    interval: Option<String>,
-    #[serde(default)]
-    rounding: Option<String>,
-    #[serde(default)]
-    reconcile: bool,
-    #[serde(default)]
-    dry_run: bool,
-    max_retries: Option<u32>,
-    retry_budget_ms: Option<u64>,
-    scale: Option<Box<RawValue>>,
-}
-
-/// A string, or a JSON number taken as its text (as `usage-sync run --inputs`).
-/// Read from the raw JSON: an untagged enum costs the component far more code.
-fn scalar(raw: &RawValue) -> String {
-    serde_json::from_str::<String>(raw.get()).unwrap_or_else(|_| raw.get().to_string())
 }
 
 fn respond(request: IncomingRequest) -> (u16, String) {
@@ -80,7 +47,7 @@ fn respond(request: IncomingRequest) -> (u16, String) {
         Ok(body) => body,
         Err(message) => return (400, bad_input(message)),
     };
-    let run: RunRequest = match serde_json::from_slice(&body) {
+    let run = match RunRequest::parse(&body) {
         Ok(run) => run,
         Err(e) => {
             return (
@@ -99,9 +66,9 @@ fn respond(request: IncomingRequest) -> (u16, String) {
         meter_api_name: run.meter_api_name.unwrap_or_default(),
         stripe_customer: run.stripe_customer.unwrap_or_default(),
         stripe_event_name: run.stripe_event_name.unwrap_or_default(),
-        usage_quantity: run.usage_quantity.as_deref().map(scalar),
-        start_time: run.start_time.as_deref().map(scalar),
-        end_time: run.end_time.as_deref().map(scalar),
+        usage_quantity: run.usage_quantity.as_ref().map(Scalar::text),
+        start_time: run.start_time.as_ref().map(Scalar::text),
+        end_time: run.end_time.as_ref().map(Scalar::text),
     };
     let endpoints = Endpoints {
         amberflo_url: env_or("AMBERFLO_BASE_URL", defaults::AMBERFLO_URL),
@@ -210,31 +177,22 @@ fn failure_of(error: WorkflowError) -> Failure {
 
 /// The options, with `usage-sync run`'s defaults.
 fn options(run: &RunRequest) -> Result<Options, String> {
-    let interval = match run.interval.as_deref() {
-        None | Some("day") => Interval::Day,
-        Some("hour") => Interval::Hour,
-        Some("window") => Interval::Window,
-        Some(other) => return Err(format!("`interval` is day, hour or window, not `{other}`")),
-    };
-    let rounding = match run.rounding.as_deref() {
-        None => None,
-        Some("floor") => Some(Rounding::Floor),
-        Some("ceil") => Some(Rounding::Ceil),
-        Some("nearest") => Some(Rounding::Nearest),
-        Some(other) => {
-            return Err(format!(
-                "`rounding` is floor, ceil or nearest, not `{other}`"
-            ));
-        }
-    };
     Ok(Options {
         max_retries: run.max_retries.unwrap_or(defaults::MAX_RETRIES),
         retry_budget_ms: run.retry_budget_ms.unwrap_or(defaults::RETRY_BUDGET_MS),
-        rounding,
-        reconcile: run.reconcile,
-        dry_run: run.dry_run,
-        interval,
-        scale: run.scale.as_deref().map(scalar),
+        rounding: run.rounding()?.map(|r| match r {
+            report::Rounding::Floor => Rounding::Floor,
+            report::Rounding::Ceil => Rounding::Ceil,
+            report::Rounding::Nearest => Rounding::Nearest,
+        }),
+        reconcile: run.reconcile.unwrap_or(false),
+        dry_run: run.dry_run.unwrap_or(false),
+        interval: match run.interval()? {
+            report::Interval::Day => Interval::Day,
+            report::Interval::Hour => Interval::Hour,
+            report::Interval::Window => Interval::Window,
+        },
+        scale: run.scale.as_ref().map(Scalar::text),
     })
 }
 

@@ -9,6 +9,10 @@
 //! bindings derive `Serialize`, and [`from_wit`] carries a value across, so this
 //! crate needs neither wasmtime nor wit-bindgen.
 
+mod request;
+
+pub use request::{Rounding, RunRequest, Scalar};
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
