@@ -1,10 +1,14 @@
 //! Builds the workflow component (and the test probe component) for
 //! `wasm32-wasip2`, so `cargo build` and `cargo test` at the root need no extra step.
 //!
-//! Also the variant builds for Spin and wasmCloud (`deploy/`).
+//! Also the variant builds for Spin and wasmCloud (`deploy/`), and the egress
+//! policy's routes, derived from the workflow's Arazzo document (`build_routes.rs`).
 //!
 //! The nested cargo uses its own target directory: it never waits on the
 //! outer build's lock, and its artifacts survive `cargo clean -p usage-sync`.
+
+#[path = "build_routes.rs"]
+mod routes;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -39,6 +43,8 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", root.join(input).display());
     }
+    let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    routes::generate(&root, &out_dir);
     ensure_target();
     let packages = COMPONENTS.map(|(package, _)| package);
     let out = build(&root, "components", &packages, None);

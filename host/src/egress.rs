@@ -188,7 +188,9 @@ impl Egress {
     /// The policy's verdict on where the request goes, then the caps on
     /// requests per run and waiting at once. Counted before any DNS lookup.
     fn admit(&self, request: &http::Request<WasiBody>) -> Result<Admitted, Refusal> {
-        let provider = self.policy.check(request.uri())?;
+        let (provider, _route) = self
+            .policy
+            .check(request.method().as_str(), request.uri())?;
         let target = request.uri().to_string();
         let sent = {
             let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());

@@ -17,8 +17,9 @@
 //! - [`sandbox`]: the engine, the component, a fresh instance per run (`verdict`:
 //!   what a run's end means), with [`limits`], [`cache`] (compiled components
 //!   on disk) and [`guest_stderr`];
-//! - [`egress`]: the HTTP boundary that enforces the [`policy`], attaches the
-//!   keys ([`secrets`]) and scrubs what comes back;
+//! - [`egress`]: the HTTP boundary that enforces the [`policy`] (origins, and
+//!   the [`routes`] the workflow's Arazzo document declares), attaches each
+//!   [`provider`]'s key ([`secrets`]) and scrubs what comes back;
 //! - [`outcome`]: what a run prints and its exit status.
 
 mod args;
@@ -37,6 +38,8 @@ pub mod options;
 pub mod outcome;
 pub mod policy;
 pub mod progress;
+pub mod provider;
+pub mod routes;
 pub mod sandbox;
 pub mod secrets;
 mod serve;

@@ -1,12 +1,16 @@
-//! The sandbox's egress policy, in one place: the guest may reach exactly the two
-//! configured provider origins, and each provider's key goes only to its own origin.
+//! The sandbox's egress policy, in one place: the guest may reach exactly the
+//! routes the workflow declares ([`crate::routes`]) on the two configured
+//! provider origins, and each provider's key goes only to its own routes.
 //!
-//! Matching is on the parsed request URI, before any DNS lookup: scheme, host
+//! Matching is on the parsed request, before any DNS lookup: scheme, host
 //! (ASCII case-insensitive, nothing else normalised) and effective port must equal
-//! a configured origin. HTTPS is required, except plain HTTP to loopback (tests, demo).
+//! a configured origin, and the method, the path (under the base URL's path) and
+//! the query one of that provider's routes. HTTPS is required, except plain HTTP
+//! to loopback (tests, demo).
 
-use crate::secrets::Credentials;
-use http::header::{HeaderName, HeaderValue};
+pub use crate::provider::Provider;
+use crate::routes::{self, Route};
+use http::header::HeaderName;
 use http::uri::{Scheme, Uri};
 use std::fmt;
 use std::net::IpAddr;
@@ -15,44 +19,6 @@ use usage_sync_report::keys;
 pub use usage_sync_report::defaults::{
     AMBERFLO_URL as DEFAULT_AMBERFLO_URL, STRIPE_URL as DEFAULT_STRIPE_URL,
 };
-
-/// One of the two providers the workflow talks to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Provider {
-    /// Amberflo, queried for usage.
-    Amberflo,
-    /// Stripe, where meter events are recorded.
-    Stripe,
-}
-
-impl Provider {
-    /// The provider's name, for messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            Provider::Amberflo => "Amberflo",
-            Provider::Stripe => "Stripe",
-        }
-    }
-
-    /// The header that carries this provider's key.
-    pub fn credential_header(self) -> HeaderName {
-        match self {
-            Provider::Amberflo => HeaderName::from_static(keys::AMBERFLO_HEADER),
-            Provider::Stripe => HeaderName::from_static(keys::STRIPE_HEADER),
-        }
-    }
-
-    /// The header value carrying this provider's key (marked sensitive).
-    pub fn credential(self, credentials: &Credentials) -> HeaderValue {
-        let value = match self {
-            Provider::Amberflo => credentials.amberflo.expose().to_string(),
-            Provider::Stripe => keys::stripe_bearer(credentials.stripe.expose()),
-        };
-        let mut value = HeaderValue::from_str(&value).expect("Secret::new checked the characters");
-        value.set_sensitive(true);
-        value
-    }
-}
 
 /// Headers that carry credentials: only the host sets them.
 pub fn is_credential_header(name: &HeaderName) -> bool {
@@ -90,6 +56,9 @@ pub struct Endpoint {
     pub origin: Origin,
     /// What the guest builds request URLs from; no trailing slash.
     pub base_url: String,
+    /// The base URL's path (empty, or `/prefix` with no trailing slash): the
+    /// provider's routes lie under it.
+    pub base_path: String,
 }
 
 impl Endpoint {
@@ -112,6 +81,7 @@ impl Endpoint {
         let authority = uri.authority().expect("origin_of checked it").as_str();
         Ok(Endpoint {
             base_url: format!("{scheme}://{authority}{path}"),
+            base_path: path.to_string(),
             origin,
         })
     }
@@ -159,10 +129,10 @@ impl fmt::Display for Refusal {
     }
 }
 
-/// The allowlist: two origins, each bound to its provider.
+/// The allowlist: two origins, each bound to its provider and its routes.
 #[derive(Clone, Debug)]
 pub struct Policy {
-    routes: [(Origin, Provider); 2],
+    origins: [(Origin, Provider, String); 2],
 }
 
 impl Policy {
@@ -175,28 +145,54 @@ impl Policy {
             ));
         }
         Ok(Policy {
-            routes: [
-                (amberflo.origin.clone(), Provider::Amberflo),
-                (stripe.origin.clone(), Provider::Stripe),
+            origins: [
+                (
+                    amberflo.origin.clone(),
+                    Provider::Amberflo,
+                    amberflo.base_path.clone(),
+                ),
+                (
+                    stripe.origin.clone(),
+                    Provider::Stripe,
+                    stripe.base_path.clone(),
+                ),
             ],
         })
     }
 
-    /// The provider a request goes to, or why it may not go anywhere.
-    pub fn check(&self, uri: &Uri) -> Result<Provider, Refusal> {
+    /// The provider and route a request calls, or why it may not go anywhere.
+    pub fn check(&self, method: &str, uri: &Uri) -> Result<(Provider, &'static Route), Refusal> {
         let refuse = |reason: String| Refusal {
             target: shorten(&uri.to_string()),
             reason,
         };
         let origin = origin_of(uri).map_err(|why| refuse(why.to_string()))?;
-        self.routes
+        let Some((_, provider, base_path)) = self
+            .origins
             .iter()
-            .find(|(allowed, _)| *allowed == origin)
-            .map(|(_, provider)| *provider)
+            .find(|(allowed, _, _)| *allowed == origin)
+        else {
+            return Err(refuse(format!(
+                "{origin} is not an allowed host (allowed: {}, {})",
+                self.origins[0].0, self.origins[1].0
+            )));
+        };
+        let asked = || shorten(&format!("{method} {}", uri.path()));
+        uri.path()
+            .strip_prefix(base_path.as_str())
+            .and_then(|path| routes::find(*provider, method, path, uri.query()))
+            .map(|route| (*provider, route))
             .ok_or_else(|| {
+                let query = match uri.query() {
+                    Some(_) => " (with that query)",
+                    None => "",
+                };
                 refuse(format!(
-                    "{origin} is not an allowed host (allowed: {}, {})",
-                    self.routes[0].0, self.routes[1].0
+                    "{}{query} is not a route of the workflow on {} (it calls {} under `{}`)",
+                    asked(),
+                    provider.name(),
+                    routes::listed(*provider),
+                    if base_path.is_empty() { "/" } else { base_path },
                 ))
             })
     }
@@ -213,7 +209,7 @@ fn shorten(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secrets::Secret;
+    use crate::secrets::{Credentials, Secret};
 
     fn test_credentials() -> Credentials {
         Credentials {
@@ -230,8 +226,14 @@ mod tests {
         .unwrap()
     }
 
+    /// The provider of a request, with the method its path's route takes.
     fn check(url: &str) -> Result<Provider, Refusal> {
-        policy().check(&url.parse().unwrap())
+        let uri: Uri = url.parse().unwrap();
+        let method = match uri.path() {
+            "/usage" | "/v1/billing/meter_events" => "POST",
+            _ => "GET",
+        };
+        policy().check(method, &uri).map(|(provider, _)| provider)
     }
 
     #[test]
@@ -245,20 +247,72 @@ mod tests {
             Ok(Provider::Stripe)
         );
         assert_eq!(
-            check("https://API.Stripe.COM:443/v1/x"),
+            check("https://API.Stripe.COM:443/v1/billing/meters?limit=100"),
             Ok(Provider::Stripe)
         );
     }
 
     #[test]
+    fn allows_only_the_declared_routes_under_the_base_path() {
+        let prefixed = Policy::new(
+            &Endpoint::parse("http://127.0.0.1:9/amberflo").unwrap(),
+            &Endpoint::parse("http://127.0.0.1:8/stripe/").unwrap(),
+        )
+        .unwrap();
+        let check = |method: &str, url: &str| {
+            prefixed
+                .check(method, &url.parse().unwrap())
+                .map(|(provider, route)| (provider, route.step))
+        };
+        assert_eq!(
+            check("POST", "http://127.0.0.1:9/amberflo/usage"),
+            Ok((Provider::Amberflo, "query-usage"))
+        );
+        assert_eq!(
+            check(
+                "GET",
+                "http://127.0.0.1:8/stripe/v1/billing/meters/mtr_1/event_summaries?customer=cus_1"
+            ),
+            Ok((Provider::Stripe, "read-summaries"))
+        );
+        for (method, url) in [
+            ("POST", "http://127.0.0.1:9/usage"),
+            ("POST", "http://127.0.0.1:9/amberfloevil/usage"),
+            ("POST", "http://127.0.0.1:9/amberflo/ingest"),
+            ("POST", "http://127.0.0.1:8/stripe/usage"),
+            (
+                "POST",
+                "http://127.0.0.1:9/amberflo/v1/billing/meter_events",
+            ),
+            ("POST", "http://127.0.0.1:8/stripe/v1/refunds"),
+            ("POST", "http://127.0.0.1:8/stripe/v1/payouts"),
+            ("GET", "http://127.0.0.1:8/stripe/v1/customers"),
+            ("DELETE", "http://127.0.0.1:8/stripe/v1/customers/cus_1"),
+            (
+                "GET",
+                "http://127.0.0.1:8/stripe/v1/billing/meters/../../v1/customers",
+            ),
+            ("GET", "http://127.0.0.1:8/stripe/../v1/billing/meters"),
+        ] {
+            let refusal = check(method, url).unwrap_err();
+            assert!(
+                refusal.reason.contains("is not a route of the workflow")
+                    && refusal.reason.contains(method),
+                "{method} {url}: {refusal}"
+            );
+        }
+    }
+
+    #[test]
     fn refuses_everything_else() {
         for url in [
-            "http://api.stripe.com/v1/x",
-            "https://api.stripe.com:8443/v1/x",
-            "https://api.stripe.com./v1/x",
-            "https://api.stripe.com.evil.test/v1/x",
-            "https://api.stripe.com@evil.test/v1/x",
-            "https://evil.test@api.stripe.com/v1/x",
+            "http://api.stripe.com/v1/billing/meters",
+            "https://api.stripe.com:8443/v1/billing/meters",
+            "https://api.stripe.com./v1/billing/meters",
+            "https://api.stripe.com.evil.test/v1/billing/meters",
+            "https://api.stripe.com@evil.test/v1/billing/meters",
+            "https://evil.test@api.stripe.com/v1/billing/meters",
+            "https://api.stripe.com/v1/x",
             "https://evil.test/",
             "https://127.0.0.1/",
             "https://54.187.174.169/",
@@ -347,8 +401,10 @@ mod tests {
                 user in proptest::option::of("[a-z]{1,5}"),
                 host in host(),
                 port in proptest::option::of(prop_oneof![Just(443u16), Just(80), any::<u16>()]),
-                path in "(/[a-z0-9_]{0,8}){0,3}",
+                route in 0..routes::DECLARED.len(),
             ) {
+                let route = routes::DECLARED[route];
+                let path = route.path.replace("{id}", "mtr_1");
                 let user = user.map(|u| format!("{u}@")).unwrap_or_default();
                 let port_text = port.map(|p| format!(":{p}")).unwrap_or_default();
                 let url = format!("{scheme}://{user}{host}{port_text}{path}");
@@ -359,19 +415,57 @@ mod tests {
                     "api.stripe.com" => Some(Provider::Stripe),
                     _ => None,
                 }
-                .filter(|_| https && user.is_empty() && port.is_none_or(|p| p == 443));
-                prop_assert_eq!(policy().check(&uri).ok(), expected, "{}", url);
+                .filter(|_| https && user.is_empty() && port.is_none_or(|p| p == 443))
+                .filter(|provider| *provider == route.provider);
+                let checked = policy().check(route.method, &uri).ok().map(|(p, _)| p);
+                prop_assert_eq!(checked, expected, "{} {}", route.method, url);
             }
 
             #[test]
             fn anything_allowed_is_a_configured_origin(text in "\\PC{0,40}") {
                 if let Ok(uri) = text.parse::<Uri>()
-                    && policy().check(&uri).is_ok()
+                    && policy().check("GET", &uri).is_ok()
                 {
                     let origin = origin_of(&uri).unwrap();
                     prop_assert!(origin.https && origin.port == 443);
                     prop_assert!(["app.amberflo.io", "api.stripe.com"].contains(&origin.host.as_str()));
                 }
+            }
+
+            /// A declared route's path, played with as a hostile guest would:
+            /// allowed only when the result is that same path, or the route
+            /// with another well-formed id.
+            #[test]
+            fn only_a_declared_route_is_allowed(
+                route in 0..routes::DECLARED.len(),
+                id in prop_oneof![Just("mtr_1".to_string()), "[A-Za-z0-9_.%/;?-]{0,8}"],
+                trick in 0u8..9,
+                at in any::<proptest::sample::Index>(),
+            ) {
+                let route = routes::DECLARED[route];
+                let clean = route.path.replace("{id}", &id);
+                // After the leading slash: the authority is not what is played with here.
+                let at = 1 + at.index(clean.len());
+                let mut path = clean.clone();
+                match trick {
+                    1 => path.insert_str(at, "/.."),
+                    2 => path.insert_str(at, "%2F"),
+                    3 => path.insert_str(at, "%2e"),
+                    4 => path.insert(at, '/'),
+                    5 => path.push(';'),
+                    6 => path = path.to_uppercase(),
+                    7 => path.insert_str(at, "%3F"),
+                    8 => path.insert(at, '.'),
+                    _ => {}
+                }
+                let url = format!("https://api.stripe.com{path}");
+                let Ok(uri) = url.parse::<Uri>() else { return Ok(()) };
+                let allowed = policy().check(route.method, &uri).is_ok();
+                let id_ok = !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                let well_formed = uri.query().is_none()
+                    && route.provider == Provider::Stripe
+                    && (uri.path() == clean && (id_ok || !route.path.contains('{')));
+                prop_assert_eq!(allowed, well_formed, "{} {}", route.method, url);
             }
         }
     }

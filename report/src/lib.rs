@@ -280,12 +280,15 @@ impl From<WorkflowError> for Failure {
     }
 }
 
-fn step_name(step: Step) -> &'static str {
-    match step {
-        Step::QueryUsage => "query-usage",
-        Step::RecordStripeMeter => "record-stripe-meter",
-        Step::FindMeter => "find-meter",
-        Step::ReadSummaries => "read-summaries",
+impl Step {
+    /// The step's `stepId` in the workflow's Arazzo document.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::QueryUsage => "query-usage",
+            Step::RecordStripeMeter => "record-stripe-meter",
+            Step::FindMeter => "find-meter",
+            Step::ReadSummaries => "read-summaries",
+        }
     }
 }
 
@@ -324,7 +327,7 @@ impl Failure {
         match self {
             Failure::BadInput(m) => format!("invalid input: {m}; nothing was sent"),
             Failure::Provider(f) => {
-                let step = step_name(f.step);
+                let step = f.step.name();
                 let provider = match f.step {
                     Step::QueryUsage => "Amberflo",
                     Step::RecordStripeMeter | Step::FindMeter | Step::ReadSummaries => "Stripe",
@@ -374,7 +377,7 @@ impl Failure {
             Failure::Provider(f) => (
                 "step-failed",
                 json!({
-                    "step": step_name(f.step),
+                    "step": f.step.name(),
                     "status": f.status,
                     "requestId": f.request_id,
                     "delivery": delivery_name(f.delivery),

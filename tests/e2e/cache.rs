@@ -77,7 +77,7 @@ fn another_component_gets_its_own_cache_entry() {
     let p = Providers::start(vec![]);
     let dir = cache_dir("other");
     run_cached(&p, &dir, &["--dry-run"]).expect(0);
-    let url = format!("{}/x", p.amberflo.url());
+    let url = format!("{}/v1/billing/meters", p.stripe.url());
     run_cached(&p, &dir, &["--component", PROBE, "--customer-id", &url]).expect(0);
     assert_eq!(cached(&dir).len(), 2);
     let _ = std::fs::remove_dir_all(&dir);

@@ -67,7 +67,7 @@ fn look_alike_authorities_are_refused() {
     nothing_received(&p);
 
     // Case does not make another host: mixed case reaches Stripe, with Stripe's key.
-    let url = format!("http://LocalHost:{sport}/v1/x");
+    let url = format!("http://LocalHost:{sport}/v1/billing/meters");
     probe(&p, "get", &url, &["--stripe-url", &stripe]).expect(0);
     let requests = p.stripe_all();
     assert_eq!(requests.len(), 1);
@@ -123,22 +123,25 @@ fn keys_cannot_be_read_back_or_carried_to_the_other_provider() {
     let p = Providers::start(vec![]);
     // Both providers turn hostile and echo every request back, keys included.
     p.amberflo.set_fault(Some(Fault::Echo));
-    p.stripe.set_fault(Some(Fault::Echo));
+    p.stripe.set_read_fault(Some(Fault::Echo));
     let run = probe(
         &p,
         "exfiltrate",
-        &format!("{}/usage", p.amberflo.url()),
-        &["--stripe-customer", &format!("{}/v1/x", p.stripe.url())],
+        &format!("{}/v1/billing/meters", p.stripe.url()),
+        &["--stripe-customer", &format!("{}/usage", p.amberflo.url())],
     );
     let out = run.expect(0).json();
-    // What the guest saw of Amberflo's echo, and then sent to Stripe.
-    let sent: Value = serde_json::from_str(p.stripe_all()[0].body_text().as_str()).unwrap();
-    assert_eq!(sent["headers"]["x-echo-x-api-key"], "[redacted]", "{sent}");
+    // What the guest saw of Stripe's echo, and then sent to Amberflo.
+    let sent: Value = serde_json::from_str(p.amberflo_requests()[0].body_text().as_str()).unwrap();
+    assert_eq!(
+        sent["headers"]["x-echo-authorization"], "[redacted]",
+        "{sent}"
+    );
     assert!(
         sent["body"]
             .as_str()
             .unwrap()
-            .contains(r#""x-api-key": "[redacted]""#),
+            .contains(r#""authorization": "Bearer [redacted]""#),
         "{sent}"
     );
     assert_eq!(out["usageResult"]["status"], 200);
@@ -149,9 +152,10 @@ fn keys_cannot_be_read_back_or_carried_to_the_other_provider() {
 #[test]
 fn hundreds_of_requests_at_once_are_refused() {
     let p = Providers::start(vec![]);
-    p.amberflo
-        .set_fault(Some(Fault::Delay(Duration::from_secs(2))));
-    let run = probe(&p, "many", &format!("{}/usage", p.amberflo.url()), &[]);
+    p.stripe
+        .set_read_fault(Some(Fault::Delay(Duration::from_secs(2))));
+    let meters = format!("{}/v1/billing/meters", p.stripe.url());
+    let run = probe(&p, "many", &meters, &[]);
     run.expect(SANDBOX);
     assert!(
         run.error_message()
@@ -159,11 +163,7 @@ fn hundreds_of_requests_at_once_are_refused() {
         "{}",
         run.error_message()
     );
-    assert!(
-        p.amberflo_requests().len() <= 16,
-        "{}",
-        p.amberflo_requests().len()
-    );
+    assert!(p.stripe_all().len() <= 16, "{}", p.stripe_all().len());
 }
 
 #[test]
@@ -186,11 +186,11 @@ fn the_request_budget_of_a_run_is_enforced() {
 #[test]
 fn an_endless_response_is_cut_off() {
     let p = Providers::start(vec![]);
-    p.amberflo.set_fault(Some(Fault::EndlessBody));
+    p.stripe.set_read_fault(Some(Fault::EndlessBody));
     let run = probe(
         &p,
         "get",
-        &format!("{}/usage", p.amberflo.url()),
+        &format!("{}/v1/billing/meters", p.stripe.url()),
         &["--max-response-bytes", "1000000"],
     );
     run.expect(SANDBOX);
@@ -220,4 +220,77 @@ fn a_panicking_component_is_contained() {
         "{}",
         run.stderr
     );
+}
+
+/// The keys reach only the routes the workflow's Arazzo document declares: a
+/// stolen component cannot refund, pay out, list or delete customers, or
+/// ingest fabricated usage, nor slip past the list with a path a server would
+/// normalise. Each is refused before any key is attached or any connection made.
+#[test]
+fn only_the_declared_routes_are_reachable() {
+    let p = Providers::start(vec![]);
+    let (stripe, amberflo) = (p.stripe.url(), p.amberflo.url());
+    let attempts = [
+        ("POST", format!("{stripe}/v1/refunds"), "charge=ch_1"),
+        (
+            "POST",
+            format!("{stripe}/v1/payouts"),
+            "amount=100000&currency=usd",
+        ),
+        ("GET", format!("{stripe}/v1/customers"), ""),
+        ("DELETE", format!("{stripe}/v1/customers/cus_1"), ""),
+        ("POST", format!("{amberflo}/ingest"), "[]"),
+        // A route of one provider, on the other's origin.
+        ("POST", format!("{amberflo}/v1/billing/meter_events"), ""),
+        ("POST", format!("{stripe}/usage"), "{}"),
+        // Normalisation tricks, each around a declared route.
+        (
+            "GET",
+            format!("{stripe}/v1/billing/meters/../../v1/customers"),
+            "",
+        ),
+        (
+            "GET",
+            format!("{stripe}/v1/billing/meters/%2e%2e/%2e%2e/v1/customers"),
+            "",
+        ),
+        (
+            "GET",
+            format!("{stripe}/v1/billing/meters/x%2F..%2F..%2Fcustomers/event_summaries"),
+            "",
+        ),
+        ("POST", format!("{stripe}//v1/billing/meter_events"), ""),
+        (
+            "POST",
+            format!("{stripe}/v1/billing/meter_events%3Fidentifier=x"),
+            "",
+        ),
+        (
+            "POST",
+            format!("{stripe}/v1/billing/meter_events?event_name=x"),
+            "",
+        ),
+        ("GET", format!("{stripe}/V1/billing/meters"), ""),
+        ("POST", format!("{stripe}/v1/billing/meter_events;x=1"), ""),
+        ("PUT", format!("{stripe}/v1/billing/meter_events"), ""),
+    ];
+    for (method, url, body) in &attempts {
+        let run = probe(
+            &p,
+            "call",
+            url,
+            &["--stripe-event-name", method, "--stripe-customer", body],
+        );
+        run.expect(SANDBOX);
+        let message = run.error_message();
+        let path = url.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap();
+        let path = path.split('?').next().unwrap();
+        assert!(
+            message.starts_with("sandbox: refused a request to")
+                && message.contains(&format!("{method} {path}"))
+                && message.contains("is not a route of the workflow"),
+            "{method} {url}: {message}"
+        );
+    }
+    nothing_received(&p);
 }

@@ -60,10 +60,20 @@ fn unlisted_hosts_are_refused_before_any_lookup() {
 #[test]
 fn each_key_goes_only_to_its_own_provider() {
     let p = Providers::start(vec![]);
-    // The probe asks for paths the emulators do not serve: only the headers matter.
-    let run = probe(&p, "get", &format!("{}/whoami", p.amberflo.url()), &[]);
+    // One request to a route of each: only the headers matter.
+    let run = probe(
+        &p,
+        "call",
+        &format!("{}/usage", p.amberflo.url()),
+        &["--stripe-event-name", "POST", "--stripe-customer", "{}"],
+    );
     run.expect(0);
-    let run = probe(&p, "get", &format!("{}/whoami", p.stripe.url()), &[]);
+    let run = probe(
+        &p,
+        "get",
+        &format!("{}/v1/billing/meters", p.stripe.url()),
+        &[],
+    );
     run.expect(0);
     let amberflo = &p.amberflo_requests()[0];
     assert_eq!(amberflo.header("x-api-key"), Some(p.amberflo_key.as_str()));
@@ -115,8 +125,11 @@ fn limits_stop_the_guest_and_say_which() {
         "sandbox: the component exceeded its memory limit of 16 MiB; nothing was written to Stripe"
     );
 
-    // Amberflo's 404 body is longer than 10 bytes.
-    let url = format!("{}/missing", p.amberflo.url());
+    // Stripe's 404 body is longer than 10 bytes.
+    let url = format!(
+        "{}/v1/billing/meters/mtr_missing/event_summaries",
+        p.stripe.url()
+    );
     let run = probe(&p, "get", &url, &["--max-response-bytes", "10"]);
     run.expect(SANDBOX);
     let message = run.error_message();
@@ -124,7 +137,7 @@ fn limits_stop_the_guest_and_say_which() {
         message.contains("exceeded the limit of 10 bytes"),
         "{message}"
     );
-    assert!(message.contains("/missing"), "{message}");
+    assert!(message.contains("/mtr_missing/"), "{message}");
 }
 
 #[test]

@@ -10,6 +10,9 @@
 //! - `many`: 200 GETs of the URL at once;
 //! - `raw`: one request built field by field: scheme `stripe-event-name`,
 //!   authority `customer-id` (`<none>` leaves it unset), path `stripe-customer`;
+//! - `call`: one request with method `stripe-event-name` to the URL in
+//!   `customer-id`, its path and query sent exactly as written, with the
+//!   form body in `stripe-customer` (a refund, a payout, an ingest...);
 //! - `spin`: loops forever; `allocate`: asks for far more memory than any cap;
 //!   `panic`: panics;
 //! - `ambient`: tries environment variables, arguments, files and a raw socket
@@ -49,6 +52,7 @@ impl Guest for Probe {
             "ambient" => ambient(target),
             "many" => many(target, 200),
             "raw" => raw(&inputs.stripe_event_name, target, &inputs.stripe_customer),
+            "call" => call(&inputs.stripe_event_name, target, &inputs.stripe_customer),
             "exfiltrate" => {
                 let seen = get(target, None)?;
                 post(&inputs.stripe_customer, seen.to_string())?
@@ -237,6 +241,50 @@ fn raw(scheme: &str, authority: &str, path: &str) -> Value {
         "setPath": set_path,
         "result": result,
     })
+}
+
+/// One request as a hostile guest would send it: any method, the path exactly
+/// as written (no URL parser normalises it on the way out), a form body.
+fn call(method: &str, url: &str, body: &str) -> Value {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let headers = Fields::new();
+    let _ = headers.append("content-type", b"application/x-www-form-urlencoded");
+    let request = OutgoingRequest::new(headers);
+    let method = match method {
+        "GET" => Method::Get,
+        "POST" => Method::Post,
+        "DELETE" => Method::Delete,
+        "PUT" => Method::Put,
+        other => Method::Other(other.to_string()),
+    };
+    let _ = request.set_method(&method);
+    let _ = request.set_scheme(Some(&if scheme == "https" {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    }));
+    let _ = request.set_authority(Some(authority));
+    let set_path = request.set_path_with_query(Some(path)).is_ok();
+    let outgoing = request.body().ok();
+    let result = match outgoing_handler::handle(request, None) {
+        Err(code) => format!("refused at handle: {code:?}"),
+        Ok(future) => {
+            if let Some(outgoing) = outgoing {
+                if let Ok(stream) = outgoing.write() {
+                    let _ = stream.blocking_write_and_flush(body.as_bytes());
+                }
+                let _ = OutgoingBody::finish(outgoing, None);
+            }
+            future.subscribe().block();
+            match future.get() {
+                Some(Ok(Ok(response))) => format!("answered {}", response.status()),
+                Some(Ok(Err(code))) => format!("failed: {code:?}"),
+                _ => "no answer".to_string(),
+            }
+        }
+    };
+    json!({ "setPath": set_path, "result": result })
 }
 
 /// What ambient authority the guest can find.
