@@ -203,14 +203,23 @@ fn names<T: Clone + Send + Sync + 'static>(
 
 impl WorkflowArgs {
     pub(crate) fn options(&self) -> Result<Options, Failure> {
-        if !(self.retry_budget.is_finite() && self.retry_budget >= 0.0) {
-            return Err(Failure::BadInput(
-                "--retry-budget must be a number of seconds".into(),
-            ));
+        let budget = Duration::try_from_secs_f64(self.retry_budget)
+            .ok()
+            .filter(|d| *d <= MAX_RETRY_BUDGET)
+            .ok_or_else(|| {
+                Failure::BadInput(format!(
+                    "--retry-budget must be a number of seconds from 0 to {}",
+                    MAX_RETRY_BUDGET.as_secs()
+                ))
+            })?;
+        if self.max_retries > MAX_RETRIES {
+            return Err(Failure::BadInput(format!(
+                "--max-retries must be at most {MAX_RETRIES}"
+            )));
         }
         Ok(Options {
             max_retries: self.max_retries,
-            retry_budget_ms: (self.retry_budget * 1000.0) as u64,
+            retry_budget_ms: budget.as_millis() as u64,
             rounding: self.round.map(|r| match r {
                 Rounding::Floor => bindings::Rounding::Floor,
                 Rounding::Ceil => bindings::Rounding::Ceil,
@@ -264,25 +273,52 @@ pub(crate) struct DemoArgs {
     pub(crate) sandbox: SandboxArgs,
 }
 
+/// Bounds on the numeric flags: every value inside them is one the host can
+/// act on (no overflow when turned into clock ticks, no panic in `Duration`).
+const MAX_MEMORY_MIB: usize = 4096;
+const MAX_RESPONSE_BYTES: u64 = 1 << 30;
+const MAX_DEADLINE: Duration = Duration::from_secs(24 * 3600);
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
+const MAX_RETRY_BUDGET: Duration = Duration::from_secs(24 * 3600);
+const MAX_RETRIES: u32 = 100;
+/// Stripe requests per second: from one a day and a bit, to far above any
+/// live-mode limit (the emulator tests run fast).
+pub(crate) const STRIPE_RATE: std::ops::RangeInclusive<f64> = 1e-5..=1e6;
+
+/// A positive number of seconds, at most `max`.
+fn seconds(name: &str, value: f64, max: Duration) -> Result<Duration, Failure> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero() && *d <= max)
+        .ok_or_else(|| {
+            Failure::BadInput(format!(
+                "--{name} must be a positive number of seconds, at most {}",
+                max.as_secs()
+            ))
+        })
+}
+
 impl SandboxArgs {
     pub(crate) fn limits(&self) -> Result<Limits, Failure> {
-        let secs = |name: &str, v: f64| {
-            Duration::try_from_secs_f64(v)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| {
-                    Failure::BadInput(format!("--{name} must be a positive number of seconds"))
-                })
-        };
-        if self.max_memory_mib == 0 || self.max_response_bytes == 0 {
+        if !(1..=MAX_MEMORY_MIB).contains(&self.max_memory_mib) {
+            return Err(Failure::BadInput(format!(
+                "--max-memory-mib must be between 1 and {MAX_MEMORY_MIB} (a 32-bit guest's whole address space)"
+            )));
+        }
+        if !(1..=MAX_RESPONSE_BYTES).contains(&self.max_response_bytes) {
+            return Err(Failure::BadInput(format!(
+                "--max-response-bytes must be between 1 and {MAX_RESPONSE_BYTES}"
+            )));
+        }
+        if self.max_requests == 0 {
             return Err(Failure::BadInput(
-                "--max-memory-mib and --max-response-bytes must be positive".into(),
+                "--max-requests must be at least 1".into(),
             ));
         }
         Ok(Limits {
-            max_memory_bytes: self.max_memory_mib.saturating_mul(1 << 20),
-            deadline: secs("timeout", self.timeout)?,
-            request_timeout: secs("request-timeout", self.request_timeout)?,
+            max_memory_bytes: self.max_memory_mib << 20,
+            deadline: seconds("timeout", self.timeout, MAX_DEADLINE)?,
+            request_timeout: seconds("request-timeout", self.request_timeout, MAX_REQUEST_TIMEOUT)?,
             max_response_bytes: self.max_response_bytes,
             max_requests: self.max_requests,
         })

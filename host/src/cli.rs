@@ -1,6 +1,6 @@
 //! The `usage-sync` command line: parse the arguments, run the command.
 
-use crate::args::{Cli, Command, MAX_BATCH, MAX_CONCURRENCY, RunArgs, SyncArgs};
+use crate::args::{Cli, Command, MAX_BATCH, MAX_CONCURRENCY, RunArgs, STRIPE_RATE, SyncArgs};
 use crate::inputs::{self, InputFlags, InputsFile};
 use crate::outcome::{Failure, exit, outputs_exit_code, render_outputs, summary};
 use crate::outcome::{print_failure, progress};
@@ -143,8 +143,12 @@ async fn sync_all(
             "--dry-run and --reconcile are for `run`".into(),
         ));
     }
-    if !(args.stripe_rate.is_finite() && args.stripe_rate > 0.0) {
-        return Err(Failure::BadInput("--stripe-rate must be positive".into()));
+    if !STRIPE_RATE.contains(&args.stripe_rate) {
+        return Err(Failure::BadInput(format!(
+            "--stripe-rate must be between {} and {} requests per second",
+            STRIPE_RATE.start(),
+            STRIPE_RATE.end()
+        )));
     }
     if !(1..=MAX_BATCH).contains(&args.amberflo_batch) {
         return Err(Failure::BadInput(format!(

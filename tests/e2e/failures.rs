@@ -331,6 +331,31 @@ fn bad_configuration_sends_nothing() {
             vec!["--timeout", "0"],
             "--timeout must be a positive number of seconds",
         ),
+        // Each numeric flag is bounded: these panicked or wrapped around.
+        (
+            vec!["--timeout", "1e300"],
+            "--timeout must be a positive number of seconds, at most 86400",
+        ),
+        (
+            vec!["--request-timeout", "inf"],
+            "--request-timeout must be a positive number of seconds",
+        ),
+        (
+            vec!["--retry-budget=-1"],
+            "--retry-budget must be a number of seconds from 0 to 86400",
+        ),
+        (
+            vec!["--max-memory-mib", "18446744073709551615"],
+            "--max-memory-mib must be between 1 and 4096",
+        ),
+        (
+            vec!["--max-requests", "0"],
+            "--max-requests must be at least 1",
+        ),
+        (
+            vec!["--max-retries", "4000000000"],
+            "--max-retries must be at most 100",
+        ),
     ];
     for (extra, expected) in cases {
         let run = run(&p, &extra);

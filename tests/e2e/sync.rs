@@ -123,6 +123,24 @@ fn a_bad_row_is_named_and_nothing_is_sent() {
 }
 
 #[test]
+fn a_rate_out_of_bounds_is_refused_before_anything_is_sent() {
+    let (p, mapping) = customers(2, "rate");
+    // 1e-20 per second panicked in Duration::from_secs_f64.
+    for rate in ["1e-20", "0", "NaN", "1e300"] {
+        let run = p.sync(&sync_args(&mapping, &["--stripe-rate", rate]));
+        run.expect(BAD_INPUT);
+        assert!(
+            run.error_message()
+                .contains("--stripe-rate must be between 0.00001 and 1000000 requests per second"),
+            "{rate}: {}",
+            run.error_message()
+        );
+    }
+    assert!(p.amberflo_requests().is_empty());
+    assert!(p.stripe_all().is_empty());
+}
+
+#[test]
 fn a_failed_row_is_sent_again_by_the_next_run_and_nothing_twice() {
     let (p, mapping) = customers(3, "resume");
     // One row at a time: the second Stripe call is refused.
