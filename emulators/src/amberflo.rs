@@ -122,6 +122,9 @@ fn handle(state: &mut State, request: &Recorded) -> Reply {
         Some(Fault::Status(status) | Fault::RecordThenStatus(status)) => {
             message(status, "Internal server error")
         }
+        Some(Fault::RecordThenRetryAfter(secs)) => {
+            message(503, "Service Unavailable").with_header("retry-after", secs.to_string())
+        }
         Some(Fault::TooManyRequests { retry_after }) => {
             let reply = message(429, "Too Many Requests");
             match retry_after {

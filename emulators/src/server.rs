@@ -138,6 +138,9 @@ pub enum Fault {
     /// Handle the request as usual (an event is recorded), then answer with
     /// this status instead; Stripe stores that answer under the idempotency key.
     RecordThenStatus(u16),
+    /// Handle the request as usual (an event is recorded), then answer 503
+    /// with this `Retry-After`, in seconds.
+    RecordThenRetryAfter(u64),
     /// Handle the request as usual, then close the connection without answering.
     RecordThenReset,
     /// Handle the request as usual (an event is recorded), then answer 200

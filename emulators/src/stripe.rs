@@ -475,6 +475,9 @@ fn record_event(state: &mut State, request: &Recorded, fault: Option<Fault>) -> 
     let mut reply = record(state, &params);
     match fault {
         Some(Fault::RecordThenStatus(status)) => reply = canned(status),
+        Some(Fault::RecordThenRetryAfter(secs)) => {
+            reply = canned(503).with_header("retry-after", secs.to_string())
+        }
         Some(Fault::RecordThenOtherEvent) if reply.status == 200 => {
             let mut other: Value = serde_json::from_slice(&reply.body).unwrap_or_default();
             other["identifier"] = "someone-elses-event".into();

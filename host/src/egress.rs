@@ -156,6 +156,18 @@ impl WasiHttpHooks for Egress {
         options: Option<RequestOptions>,
         _: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> SendFuture {
+        // Over the cap is not transient: the run has failed (exit 4), and a
+        // retry would download the cap again. wasi-http 48 hands the guest
+        // that body error without its error code, so the guest cannot tell.
+        if !self
+            .log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .oversized
+            .is_empty()
+        {
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
         let admitted = match self.admit(&request) {
             Ok(admitted) => admitted,
             Err(refusal) => return self.refuse(refusal),

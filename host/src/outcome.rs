@@ -49,7 +49,7 @@ impl ExitStatus for Failure {
         match self {
             Failure::BadInput(_) => exit::BAD_INPUT,
             Failure::Provider(_) => exit::PROVIDER,
-            Failure::Sandbox(_) => exit::SANDBOX,
+            Failure::Sandbox(..) => exit::SANDBOX,
             Failure::Internal(_) => exit::INTERNAL,
         }
     }

@@ -22,6 +22,7 @@ use http_body_util::{BodyExt, Full};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+use usage_sync_report::Delivery;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::error::Context as _;
 use wasmtime::{
@@ -341,7 +342,8 @@ impl Sandbox {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.memory);
-        store.set_epoch_deadline((limits.deadline.as_millis() / TICK.as_millis()) as u64 + 1);
+        let ticks = limits.deadline.as_millis() / TICK.as_millis();
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1));
         store.epoch_deadline_trap();
         (store, log)
     }
@@ -417,6 +419,10 @@ impl Sandbox {
             finished.map_err(|e| Failure::Internal(format!("the run's task failed: {e}")))?;
         let seen = std::mem::take(&mut *log.lock().unwrap_or_else(PoisonError::into_inner));
         let result = result.map(|r| r.map(Ok::<(), WorkflowError>));
+        let delivery = match seen.stripe_written {
+            true => Delivery::Unknown,
+            false => Delivery::NotSent,
+        };
         classify(result, memory_exceeded, seen, &limits)?;
         match answer {
             Ok(Some((mut parts, body))) => {
@@ -427,10 +433,12 @@ impl Sandbox {
             }
             Ok(None) => Err(Failure::Sandbox(
                 "the component returned without answering the request".into(),
+                delivery,
             )),
-            Err(e) => Err(Failure::Sandbox(format!(
-                "the component's answer broke off: {e}"
-            ))),
+            Err(e) => Err(Failure::Sandbox(
+                format!("the component's answer broke off: {e}"),
+                delivery,
+            )),
         }
     }
 

@@ -6,6 +6,7 @@ use crate::bindings::WorkflowError;
 use crate::egress::RunLog;
 use crate::limits::Limits;
 use crate::outcome::{Failure, guest_failure};
+use usage_sync_report::Delivery;
 use wasmtime::Trap;
 
 /// Decides what a run's result means, most serious first: a refused request or
@@ -17,16 +18,22 @@ pub(crate) fn classify<T>(
     limits: &Limits,
 ) -> Result<T, Failure> {
     // A run stopped midway must still say whether Stripe may hold events.
-    let aftermath = if log.stripe_written {
-        "; Stripe was called, so events may be recorded: rerun the same window, its identifiers make that safe"
+    let (aftermath, delivery) = if log.stripe_written {
+        (
+            "; Stripe was called, so events may be recorded: rerun the same window, its identifiers make that safe",
+            Delivery::Unknown,
+        )
     } else {
-        "; nothing was written to Stripe"
+        ("; nothing was written to Stripe", Delivery::NotSent)
     };
     let deadline = || {
-        Failure::Sandbox(format!(
-            "the run exceeded its deadline of {} s{aftermath}",
-            limits.deadline.as_secs_f64()
-        ))
+        Failure::Sandbox(
+            format!(
+                "the run exceeded its deadline of {} s{aftermath}",
+                limits.deadline.as_secs_f64()
+            ),
+            delivery,
+        )
     };
     let guest = match result {
         Err(_) => return Err(deadline()),
@@ -34,17 +41,21 @@ pub(crate) fn classify<T>(
             return Err(deadline());
         }
         Ok(Err(_)) if memory_exceeded => {
-            return Err(Failure::Sandbox(format!(
-                "the component exceeded its memory limit of {} MiB{aftermath}",
-                limits.max_memory_bytes >> 20
-            )));
+            return Err(Failure::Sandbox(
+                format!(
+                    "the component exceeded its memory limit of {} MiB{aftermath}",
+                    limits.max_memory_bytes >> 20
+                ),
+                delivery,
+            ));
         }
         Ok(Err(error)) => {
             // A trap is the guest failing inside the sandbox; anything else is ours.
             return Err(match error.downcast_ref::<Trap>() {
-                Some(trap) => {
-                    Failure::Sandbox(format!("the component crashed ({trap}){aftermath}"))
-                }
+                Some(trap) => Failure::Sandbox(
+                    format!("the component crashed ({trap}){aftermath}"),
+                    delivery,
+                ),
                 None => Failure::Internal(format!("running the component: {error:#}{aftermath}")),
             });
         }
@@ -65,7 +76,7 @@ pub(crate) fn classify<T>(
                 guest_failure(error).message()
             );
         }
-        return Err(Failure::Sandbox(message));
+        return Err(Failure::Sandbox(message, delivery));
     }
     guest.map_err(|e| guest_failure(&e))
 }

@@ -265,8 +265,9 @@ pub enum Failure {
     BadInput(String),
     /// A step failed; the component's own account of it.
     Provider(Box<StepFailure>),
-    /// The sandbox refused a request or a limit was hit.
-    Sandbox(String),
+    /// The sandbox refused a request or a limit was hit; and whether a write
+    /// may have reached Stripe before (`Unknown`) or none did (`NotSent`).
+    Sandbox(String, Delivery),
     /// Something broke inside usage-sync.
     Internal(String),
 }
@@ -313,7 +314,7 @@ impl Failure {
         match self {
             Failure::BadInput(_) => 400,
             Failure::Internal(_) => 500,
-            Failure::Provider(_) | Failure::Sandbox(_) => 502,
+            Failure::Provider(_) | Failure::Sandbox(..) => 502,
         }
     }
 
@@ -365,7 +366,7 @@ impl Failure {
                 }
                 line
             }
-            Failure::Sandbox(m) => format!("sandbox: {m}"),
+            Failure::Sandbox(m, _) => format!("sandbox: {m}"),
             Failure::Internal(m) => format!("internal error: {m}"),
         }
     }
@@ -387,7 +388,9 @@ impl Failure {
                     "recorded": f.recorded.iter().map(EventJson::from).collect::<Vec<_>>(),
                 }),
             ),
-            Failure::Sandbox(_) => ("sandbox", json!({})),
+            Failure::Sandbox(_, delivery) => {
+                ("sandbox", json!({ "delivery": delivery_name(*delivery) }))
+            }
             Failure::Internal(_) => ("internal", json!({})),
         };
         let mut error = json!({ "kind": kind, "message": self.message() });

@@ -151,6 +151,50 @@ fn a_rate_limit_storm_past_the_bound_fails_truthfully() {
     );
 }
 
+/// A `Retry-After` near `u64::MAX` overflowed the guest's clock arithmetic and
+/// trapped it (exit 4). It is beyond the retry budget: exit 3, the truth about
+/// delivery, and after a 503 that recorded the event, "may be recorded".
+#[test]
+fn a_retry_after_near_u64_max_ends_the_retries_truthfully() {
+    let p = providers();
+    p.stripe.push_faults([
+        Fault::TooManyRequests {
+            retry_after: Some(1),
+        },
+        Fault::TooManyRequests {
+            retry_after: Some(u64::MAX),
+        },
+    ]);
+    let run = p.run(&INPUTS);
+    run.expect(PROVIDER);
+    let error = &run.json()["error"];
+    assert_eq!(error["step"], "record-stripe-meter");
+    assert_eq!(error["status"], 429);
+    assert_eq!(error["attempts"], 2);
+    assert_eq!(error["delivery"], "rejected");
+    assert!(p.stripe.events().is_empty());
+
+    let p = providers();
+    p.stripe
+        .push_faults([Fault::RecordThenRetryAfter(u64::MAX)]);
+    let run = p.run(&INPUTS);
+    run.expect(PROVIDER);
+    let error = &run.json()["error"];
+    assert_eq!(error["status"], 503);
+    assert_eq!(error["delivery"], "unknown");
+    assert!(
+        run.error_message()
+            .contains("the event may or may not be recorded"),
+        "{}",
+        run.error_message()
+    );
+    assert_exactly_one_event(&p);
+    // The rerun the message asks for records nothing twice.
+    let out = succeeds(&p, &[]);
+    assert_eq!(out["alreadyRecorded"], true);
+    assert_exactly_one_event(&p);
+}
+
 #[test]
 fn amberflo_503_then_success() {
     let p = providers();
@@ -241,6 +285,8 @@ fn a_deadline_during_the_stripe_call_says_a_rerun_is_safe() {
         "{}",
         run.error_message()
     );
+    // A run cut short after a write says so in the field a program reads.
+    assert_eq!(run.json()["error"]["delivery"], "unknown");
     p.stripe.set_fault(None);
     let out = succeeds(&p, &[]);
     assert_eq!(out["alreadyRecorded"], true);

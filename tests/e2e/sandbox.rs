@@ -124,6 +124,7 @@ fn limits_stop_the_guest_and_say_which() {
         run.error_message(),
         "sandbox: the component exceeded its memory limit of 16 MiB; nothing was written to Stripe"
     );
+    assert_eq!(run.json()["error"]["delivery"], "not-sent");
 
     // Stripe's 404 body is longer than 10 bytes.
     let url = format!(
@@ -167,4 +168,28 @@ fn the_guest_gets_no_environment_files_or_sockets() {
         p.stripe_all().is_empty(),
         "the raw socket reached the emulator"
     );
+}
+
+/// Being over the response cap is not transient: the workflow does not ask
+/// again (each retry downloaded the whole cap again), and the run says why.
+#[test]
+fn a_response_over_the_cap_is_not_fetched_again() {
+    let p = Providers::start(vec![]);
+    p.stripe
+        .set_read_fault(Some(usage_sync_emulators::Fault::EndlessBody));
+    let run = p.run(&with_inputs(&["--max-response-bytes", "100000"]));
+    run.expect(SANDBOX);
+    assert!(
+        run.error_message()
+            .contains("exceeded the limit of 100000 bytes"),
+        "{}",
+        run.error_message()
+    );
+    assert_eq!(
+        p.stripe_all().len(),
+        1,
+        "the meter list was asked for once: {}",
+        run.stderr
+    );
+    assert!(p.amberflo_requests().is_empty());
 }
