@@ -657,6 +657,33 @@ mod tests {
     }
 
     #[test]
+    fn a_handler_that_panicked_holding_the_state_does_not_fail_later_requests() {
+        let stripe = Stripe::start("sk_test_x").unwrap();
+        stripe.add_meter(MeterSpec::sum("api_calls"));
+        let state = stripe.state.clone();
+        let panicked = std::thread::spawn(move || {
+            let _held = state.lock().unwrap();
+            panic!("a handler panics while holding the state");
+        })
+        .join();
+        assert!(panicked.is_err() && stripe.state.is_poisoned());
+        // A real request over the wire, then the test API, both still work.
+        use std::io::{Read, Write};
+        let address = stripe.url().trim_start_matches("http://").to_string();
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        write!(
+            stream,
+            "GET /v1/billing/meters HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer sk_test_x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("api_calls"), "{answer}");
+        assert!(stripe.events().is_empty());
+    }
+
+    #[test]
     fn dedupes_identifiers_and_replays_idempotency_keys() {
         let mut state = State::new("sk_test_x");
         let body = format!(
