@@ -53,7 +53,7 @@ pub struct Summary {
     pub failed: usize,
     /// Done by an earlier run, per the journal.
     pub skipped: usize,
-    /// Not started because of Ctrl-C.
+    /// Not started because of Ctrl-C or SIGTERM.
     pub not_sent: usize,
     /// The worst exit status among the failed rows.
     #[serde(skip)]
@@ -139,9 +139,9 @@ pub async fn sync(
     }
 
     // Listen before the first row starts, and once for the whole sync, so no
-    // Ctrl-C kills the process mid-request or falls between two polls.
-    let mut interrupt =
-        Interrupt::listen().map_err(|e| Failure::Internal(format!("listening for Ctrl-C: {e}")))?;
+    // Ctrl-C or SIGTERM kills the process mid-request or falls between two polls.
+    let mut interrupt = Interrupt::listen()
+        .map_err(|e| Failure::Internal(format!("listening for Ctrl-C and SIGTERM: {e}")))?;
     let stop = Arc::new(AtomicBool::new(false));
     // Stripe allows one call at a time per customer and meter.
     let mut locks: HashMap<(String, String), Arc<Mutex<()>>> = HashMap::new();

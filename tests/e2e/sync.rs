@@ -186,7 +186,17 @@ fn ten_thousand_rows_in_one_command() {
 
 #[test]
 fn ctrl_c_finishes_rows_in_flight_and_records_the_rest_as_not_sent() {
-    let (p, mapping) = customers(6, "interrupt");
+    interrupted_by("-INT", "interrupt");
+}
+
+/// Kubernetes and systemd stop a job with SIGTERM: treated as Ctrl-C is.
+#[test]
+fn sigterm_finishes_rows_in_flight_and_records_the_rest_as_not_sent() {
+    interrupted_by("-TERM", "terminate");
+}
+
+fn interrupted_by(signal: &str, name: &str) {
+    let (p, mapping) = customers(6, name);
     // Each Stripe answer takes a while, so the interrupt lands mid-sync.
     p.stripe
         .set_fault(Some(Fault::Delay(std::time::Duration::from_millis(400))));
@@ -212,7 +222,7 @@ fn ctrl_c_finishes_rows_in_flight_and_records_the_rest_as_not_sent() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     let run = Run::wait(child);
