@@ -40,7 +40,10 @@ pub(crate) enum Command {
     /// Serve the component's HTTP entry point: `POST /run` with the inputs JSON.
     ///
     /// Each request runs in its own sandboxed instance, with the same egress policy,
-    /// key injection and limits as `run`. Keys come from AMBERFLO_API_KEY and STRIPE_API_KEY.
+    /// key injection and limits as `run`. Keys come from AMBERFLO_API_KEY and STRIPE_API_KEY;
+    /// callers present `Authorization: Bearer <token>`, the token from USAGE_SYNC_SERVE_TOKEN
+    /// or the file USAGE_SYNC_SERVE_TOKEN_FILE names. SIGTERM or Ctrl-C stops accepting and
+    /// lets runs in flight finish.
     Serve(Box<ServeArgs>),
 }
 
@@ -49,6 +52,19 @@ pub(crate) struct ServeArgs {
     /// Address to listen on (port 0: any free port, printed on stderr).
     #[arg(long, default_value = "127.0.0.1:8787", value_name = "ADDR")]
     pub(crate) listen: std::net::SocketAddr,
+    /// Runs at once; a request above the cap gets 503 with Retry-After.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub(crate) max_runs: usize,
+    /// Cap on a request body, bytes (an inputs object is a few hundred).
+    #[arg(long, default_value_t = 64 << 10, value_name = "BYTES")]
+    pub(crate) max_body_bytes: usize,
+    /// Time a client has to send a request's headers, and then its body, seconds.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub(crate) read_timeout: f64,
+    /// After SIGTERM or Ctrl-C, how long runs in flight may take to finish, seconds
+    /// (under Kubernetes' default terminationGracePeriodSeconds of 30).
+    #[arg(long, default_value_t = 25.0, value_name = "SECS")]
+    pub(crate) grace_period: f64,
     #[command(flatten)]
     pub(crate) endpoints: EndpointArgs,
     #[command(flatten)]
@@ -284,6 +300,31 @@ const MAX_RETRIES: u32 = 100;
 /// Stripe requests per second: from one a day and a bit, to far above any
 /// live-mode limit (the emulator tests run fast).
 pub(crate) const STRIPE_RATE: std::ops::RangeInclusive<f64> = 1e-5..=1e6;
+
+impl ServeArgs {
+    /// The front door's limits, checked.
+    pub(crate) fn door(&self) -> Result<crate::serve::Door, Failure> {
+        if !(1..=MAX_CONCURRENCY).contains(&self.max_runs) {
+            return Err(Failure::BadInput(format!(
+                "--max-runs must be between 1 and {MAX_CONCURRENCY}"
+            )));
+        }
+        if !(1..=MAX_BODY_BYTES).contains(&self.max_body_bytes) {
+            return Err(Failure::BadInput(format!(
+                "--max-body-bytes must be between 1 and {MAX_BODY_BYTES}"
+            )));
+        }
+        Ok(crate::serve::Door {
+            max_runs: self.max_runs,
+            max_body_bytes: self.max_body_bytes,
+            read_timeout: seconds("read-timeout", self.read_timeout, MAX_REQUEST_TIMEOUT)?,
+            grace_period: seconds("grace-period", self.grace_period, MAX_REQUEST_TIMEOUT)?,
+        })
+    }
+}
+
+/// The largest request body `serve` may be told to take.
+const MAX_BODY_BYTES: usize = 16 << 20;
 
 /// A positive number of seconds, at most `max`.
 fn seconds(name: &str, value: f64, max: Duration) -> Result<Duration, Failure> {

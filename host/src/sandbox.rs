@@ -22,7 +22,7 @@ use http_body_util::{BodyExt, Full};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use usage_sync_report::Delivery;
+use usage_sync_report::{Delivery, keys};
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::error::Context as _;
 use wasmtime::{
@@ -350,11 +350,13 @@ impl Sandbox {
 
     /// Answers one HTTP request with the component's `wasi:http/incoming-handler`,
     /// in a fresh instance under the same policy, keys and limits as a run. The
-    /// guest's environment holds the two provider URLs, never a key.
+    /// guest's environment holds the two provider URLs, never a key, and says
+    /// that the host checked the caller's token (which the guest never sees:
+    /// the `Authorization` header is removed).
     pub async fn serve(
         &self,
         config: &RunConfig,
-        request: hyper::Request<hyper::body::Incoming>,
+        request: hyper::Request<Bytes>,
     ) -> Response<HyperOutgoingBody> {
         match self.handle(config, request).await {
             Ok(response) => response,
@@ -365,7 +367,7 @@ impl Sandbox {
     async fn handle(
         &self,
         config: &RunConfig,
-        request: hyper::Request<hyper::body::Incoming>,
+        request: hyper::Request<Bytes>,
     ) -> Result<Response<HyperOutgoingBody>, Failure> {
         let proxy = self.proxy.clone().ok_or_else(|| {
             Failure::BadInput("the component does not export wasi:http/incoming-handler".into())
@@ -373,7 +375,12 @@ impl Sandbox {
         let env = [
             ("AMBERFLO_BASE_URL", config.endpoints.amberflo_url.as_str()),
             ("STRIPE_BASE_URL", config.endpoints.stripe_url.as_str()),
+            (keys::SERVE_AUTH_ENV, keys::SERVE_AUTH_BY_HOST),
         ];
+        let (mut parts, body) = request.into_parts();
+        parts.headers.remove(http::header::AUTHORIZATION);
+        let body = Full::new(body).map_err(|never| -> wasmtime_wasi_http::Error { match never {} });
+        let request = hyper::Request::from_parts(parts, body);
         let (mut store, log) = self.store(config, &env);
         let internal = |e: wasmtime::Error| Failure::Internal(format!("{e:#}"));
         let (sender, receiver) = tokio::sync::oneshot::channel();

@@ -16,7 +16,7 @@ impl Secret {
         }
         if value.len() < MIN_KEY_LEN {
             return Err(format!(
-                "{name} is shorter than {MIN_KEY_LEN} characters: not an API key"
+                "{name} is shorter than {MIN_KEY_LEN} characters: too short for a key or a token"
             ));
         }
         if !value.bytes().all(|b| b.is_ascii_graphic()) {
@@ -36,6 +36,59 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Secret({})", usage_sync_report::keys::REDACTED)
+    }
+}
+
+/// The token `serve` callers present: a secret like a key, from the
+/// environment or a file (a mounted Kubernetes Secret), never from a flag.
+#[derive(Debug, Clone)]
+pub struct ServeToken(Secret);
+
+impl ServeToken {
+    /// From `USAGE_SYNC_SERVE_TOKEN`, or the file `USAGE_SYNC_SERVE_TOKEN_FILE`
+    /// names (one trailing newline trimmed). Both, neither, an unreadable file
+    /// or a token too short to be one is an error naming the variable.
+    pub fn from_env() -> Result<ServeToken, String> {
+        use usage_sync_report::keys::{SERVE_TOKEN_ENV, SERVE_TOKEN_FILE_ENV};
+        let direct = std::env::var_os(SERVE_TOKEN_ENV);
+        let file = std::env::var_os(SERVE_TOKEN_FILE_ENV);
+        let value = match (direct, file) {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "both {SERVE_TOKEN_ENV} and {SERVE_TOKEN_FILE_ENV} are set: set one"
+                ));
+            }
+            (None, None) => {
+                return Err(format!(
+                    "serve needs a token for its callers: set {SERVE_TOKEN_ENV}, or {SERVE_TOKEN_FILE_ENV} to a file holding it"
+                ));
+            }
+            (Some(value), None) => value
+                .into_string()
+                .map_err(|_| format!("{SERVE_TOKEN_ENV} is not valid UTF-8"))?,
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    format!(
+                        "{SERVE_TOKEN_FILE_ENV}: cannot read {}: {e}",
+                        std::path::Path::new(&path).display()
+                    )
+                })?;
+                let text = text.strip_suffix('\n').unwrap_or(&text);
+                text.strip_suffix('\r').unwrap_or(text).to_string()
+            }
+        };
+        Secret::new(SERVE_TOKEN_ENV, value).map(ServeToken)
+    }
+
+    /// Whether an `Authorization` header value presents this token, in
+    /// constant time.
+    pub fn admits(&self, authorization: Option<&[u8]>) -> bool {
+        usage_sync_report::keys::bearer_matches(authorization, self.0.expose())
+    }
+
+    /// The token, for the redactor.
+    pub fn expose(&self) -> &str {
+        self.0.expose()
     }
 }
 

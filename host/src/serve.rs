@@ -1,20 +1,65 @@
 //! `usage-sync serve`: the component's `POST /run` over HTTP, each request in
 //! its own sandboxed instance under the same policy, keys and limits as `run`.
+//!
+//! A front door stands before the sandbox: the caller's token (checked in
+//! constant time; no token configured, no server), a cap on runs at once
+//! (503 with `Retry-After` above it), a cap on the body, and deadlines on
+//! reading the headers and the body (a slow client cannot hold a connection).
+//! [`run`] serves until the shutdown future it is given resolves, then stops
+//! accepting and lets runs in flight finish within the grace period.
 
 use crate::args::ServeArgs;
 use crate::cli::credentials;
+use crate::interrupt::Interrupt;
 use crate::options::default_options;
 use crate::outcome::{Failure, exit, print_failure};
-use crate::sandbox::RunConfig;
+use crate::sandbox::{RunConfig, Sandbox};
+use crate::secrets::ServeToken;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-/// Serves until Ctrl-C; the exit status says how it ended.
+/// The front door's limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Door {
+    /// Runs at once.
+    pub max_runs: usize,
+    /// Cap on a request body.
+    pub max_body_bytes: usize,
+    /// Time to send the headers, and then the body.
+    pub read_timeout: Duration,
+    /// After shutdown is asked for, how long runs in flight may take.
+    pub grace_period: Duration,
+}
+
+/// What every connection shares.
+struct App {
+    sandbox: Sandbox,
+    config: RunConfig,
+    token: ServeToken,
+    door: Door,
+    runs: Arc<Semaphore>,
+}
+
+/// `usage-sync serve`: checks the configuration, listens, serves until
+/// SIGTERM or Ctrl-C; the exit status says how it ended.
 pub(crate) async fn serve(args: ServeArgs) -> u8 {
     let credentials = match credentials() {
         Ok(c) => c,
         Err(code) => return code,
     };
     let prepared = (|| {
+        let token = ServeToken::from_env().map_err(Failure::BadInput)?;
+        let door = args.door()?;
         let (policy, endpoints) = args.endpoints.resolve()?;
         let limits = args.sandbox.limits()?;
         // The request body carries the options; these are unused.
@@ -25,16 +70,28 @@ pub(crate) async fn serve(args: ServeArgs) -> u8 {
             credentials.clone(),
             limits,
         );
-        Ok::<_, Failure>((
-            Arc::new(args.sandbox.sandbox(None, &limits)?),
-            Arc::new(config),
-        ))
+        let sandbox = args.sandbox.sandbox(Some(door.max_runs), &limits)?;
+        Ok::<_, Failure>(App {
+            sandbox,
+            config,
+            token,
+            runs: Arc::new(Semaphore::new(door.max_runs)),
+            door,
+        })
     })();
-    let (sandbox, config) = match prepared {
-        Ok(p) => p,
+    let app = match prepared {
+        Ok(app) => app,
         Err(failure) => return print_failure(&failure, Some(&credentials)),
     };
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+    // Listen for signals before accepting anything, so none is missed.
+    let mut interrupt = match Interrupt::listen() {
+        Ok(i) => i,
+        Err(e) => {
+            let failure = Failure::Internal(format!("listening for SIGTERM and Ctrl-C: {e}"));
+            return print_failure(&failure, Some(&credentials));
+        }
+    };
+    let listener = match TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {
             let failure = Failure::BadInput(format!("cannot listen on {}: {e}", args.listen));
@@ -42,27 +99,185 @@ pub(crate) async fn serve(args: ServeArgs) -> u8 {
         }
     };
     let address = listener.local_addr().unwrap_or(args.listen);
-    eprintln!("usage-sync: serving POST /run on http://{address}/ (Ctrl-C stops)");
-    loop {
-        let (client, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    eprintln!("usage-sync: accepting a connection: {e}");
-                    continue;
-                }
-            },
-            _ = tokio::signal::ctrl_c() => return exit::OK,
-        };
-        let (sandbox, config) = (sandbox.clone(), config.clone());
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let (sandbox, config) = (sandbox.clone(), config.clone());
-                async move { Ok::<_, std::convert::Infallible>(sandbox.serve(&config, request).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(wasmtime_wasi_http::io::TokioIo::new(client), service)
-                .await;
-        });
+    eprintln!(
+        "usage-sync: serving POST /run on http://{address}/ to callers with the token (SIGTERM or Ctrl-C stops)"
+    );
+    let grace = app.door.grace_period;
+    let unfinished = run(
+        listener,
+        Arc::new(app),
+        async move { interrupt.recv().await },
+    )
+    .await;
+    match unfinished {
+        0 => {
+            eprintln!("usage-sync: stopped; every run in flight finished");
+            exit::OK
+        }
+        n => {
+            eprintln!(
+                "usage-sync: stopped; {n} connection(s) still open after the grace period of {} s were closed",
+                grace.as_secs_f64()
+            );
+            exit::INTERRUPTED
+        }
     }
+}
+
+/// Serves connections from `listener` until `shutdown` resolves; then stops
+/// accepting, asks every connection to close after its current request, and
+/// waits up to the grace period. Returns how many were still open then.
+async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) -> usize {
+    let (stop, stopped) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(_) = connections.join_next() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((client, _)) => {
+                    connections.spawn(connection(client, app.clone(), stopped.clone()));
+                }
+                Err(e) => eprintln!("usage-sync: accepting a connection: {e}"),
+            },
+        }
+    }
+    drop(listener);
+    eprintln!(
+        "usage-sync: stopping: no new connections; waiting up to {} s for runs in flight",
+        app.door.grace_period.as_secs_f64()
+    );
+    let _ = stop.send(true);
+    let drained = tokio::time::timeout(app.door.grace_period, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    match drained {
+        Ok(()) => 0,
+        Err(_) => {
+            let open = connections.len();
+            connections.shutdown().await;
+            open
+        }
+    }
+}
+
+/// One connection: HTTP/1.1 with a deadline on each request's headers; told
+/// to finish its current request and close when the server stops.
+async fn connection(
+    client: tokio::net::TcpStream,
+    app: Arc<App>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let read_timeout = app.door.read_timeout;
+    let service = hyper::service::service_fn(move |request| {
+        let app = app.clone();
+        async move { Ok::<_, std::convert::Infallible>(answer(&app, request).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(read_timeout);
+    let connection = builder.serve_connection(TokioIo::new(client), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        // The guard wait_for returns must not live across an await.
+        _ = async { stopped.wait_for(|stop| *stop).await.is_ok() } => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// The front door, then the sandbox: token, cap on runs, body.
+async fn answer(app: &App, request: Request<Incoming>) -> Response<HyperOutgoingBody> {
+    let authorization = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    if !app.token.admits(authorization) {
+        return refusal(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "POST /run needs the header `Authorization: Bearer <token>` with the configured token; nothing was run",
+        );
+    }
+    let Ok(_run) = app.runs.clone().try_acquire_owned() else {
+        let mut busy = refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            &format!(
+                "{} runs are in flight, the most this server takes at once; nothing was run: retry later",
+                app.door.max_runs
+            ),
+        );
+        busy.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        );
+        return busy;
+    };
+    let (parts, body) = request.into_parts();
+    let too_large = || {
+        refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            &format!(
+                "the request body is over {} bytes; nothing was run",
+                app.door.max_body_bytes
+            ),
+        )
+    };
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > app.door.max_body_bytes as u64) {
+        return too_large();
+    }
+    let read = Limited::new(body, app.door.max_body_bytes).collect();
+    let body = match tokio::time::timeout(app.door.read_timeout, read).await {
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Ok(Err(e)) => {
+            return refusal(
+                StatusCode::BAD_REQUEST,
+                "invalid-request",
+                &format!("the request body could not be read: {e}; nothing was run"),
+            );
+        }
+        Err(_) => {
+            return refusal(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                &format!(
+                    "the request body did not arrive within {} s; nothing was run",
+                    app.door.read_timeout.as_secs_f64()
+                ),
+            );
+        }
+    };
+    app.sandbox
+        .serve(&app.config, Request::from_parts(parts, body))
+        .await
+}
+
+/// An answer of the front door: `{"error": {"kind", "message"}}`.
+fn refusal(status: StatusCode, kind: &str, message: &str) -> Response<HyperOutgoingBody> {
+    let body = serde_json::json!({ "error": { "kind": kind, "message": message } });
+    let body = serde_json::to_string_pretty(&body).unwrap_or_default();
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
 }

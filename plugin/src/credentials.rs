@@ -9,7 +9,8 @@
 use std::sync::OnceLock;
 
 use usage_sync_report::keys::{
-    AMBERFLO_ENV, AMBERFLO_HEADER, STRIPE_ENV, STRIPE_HEADER, stripe_bearer,
+    AMBERFLO_ENV, AMBERFLO_HEADER, SERVE_AUTH_BY_HOST, SERVE_AUTH_ENV, SERVE_TOKEN_ENV, STRIPE_ENV,
+    STRIPE_HEADER, stripe_bearer,
 };
 
 /// A key from the platform's variables (the Spin and wasmCloud builds), else
@@ -86,6 +87,28 @@ pub fn amberflo_header() -> Option<(&'static str, String)> {
 /// Stripe's credential header, when the component must send the key itself.
 pub fn stripe_header() -> Option<(&'static str, String)> {
     header(STRIPE_HEADER, stripe())
+}
+
+/// Who may call `POST /run`.
+pub enum Caller {
+    /// The host checked the token before the request reached the component.
+    CheckedByHost,
+    /// Callers must present this token.
+    Token(String),
+    /// No token is configured: nobody may run.
+    NotConfigured,
+}
+
+/// The `POST /run` rule of this instance: the token from the platform's
+/// variable `usage_sync_serve_token` or the environment's `USAGE_SYNC_SERVE_TOKEN`.
+pub fn caller() -> Caller {
+    if std::env::var(SERVE_AUTH_ENV).as_deref() == Ok(SERVE_AUTH_BY_HOST) {
+        return Caller::CheckedByHost;
+    }
+    match key(SERVE_TOKEN_ENV) {
+        Some(token) => Caller::Token(token),
+        None => Caller::NotConfigured,
+    }
 }
 
 /// A provider whose key a run needs.

@@ -4,15 +4,23 @@
 //! `usage-sync run` prints, or `{"error": ...}` with 400 (bad input, nothing
 //! sent) or 502 (a provider step failed).
 //!
+//! Only callers presenting `Authorization: Bearer <token>` run anything: the
+//! token comes from the platform's variable `usage_sync_serve_token` or from
+//! `USAGE_SYNC_SERVE_TOKEN`; with none configured every request gets 500 and
+//! nothing runs. A host that checked the token itself (`usage-sync serve`)
+//! says so with `USAGE_SYNC_SERVE_AUTH=host` and keeps the token to itself.
+//!
 //! The provider URLs come from the component's environment (`AMBERFLO_BASE_URL`,
 //! `STRIPE_BASE_URL`, as for the `usage-sync` command; production by default),
 //! never from the request: a caller must not be able to send the keys elsewhere.
 
+use crate::credentials::{self, Caller};
 use crate::exports::usage_sync::workflow::workflow::{
     Delivery, Endpoints, Inputs, Interval, MeterEvent, Options, Outputs, Rounding, Step,
     StepFailure, Verification, WorkflowError,
 };
 use crate::workflow;
+use usage_sync_report::keys::{self, SERVE_TOKEN_ENV};
 use usage_sync_report::{self as report, Failure, RunRequest, Scalar, defaults, render_outputs};
 use wasip2::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
@@ -42,6 +50,9 @@ fn respond(request: IncomingRequest) -> (u16, String) {
             405,
             error("method-not-allowed", "POST /run with the inputs JSON"),
         );
+    }
+    if let Err(refused) = authorize(&request) {
+        return refused;
     }
     let body = match read_body(request) {
         Ok(body) => body,
@@ -173,6 +184,43 @@ fn failure_of(error: WorkflowError) -> Failure {
         window_end: f.window_end,
         recorded: f.recorded.into_iter().map(event_of).collect(),
     }))
+}
+
+/// Only a caller presenting the configured token runs anything; without a
+/// token configured, nobody does (an open endpoint would bill for anyone).
+fn authorize(request: &IncomingRequest) -> Result<(), (u16, String)> {
+    let token = match credentials::caller() {
+        Caller::CheckedByHost => return Ok(()),
+        Caller::Token(token) => token,
+        Caller::NotConfigured => {
+            let variable = if cfg!(any(feature = "spin", feature = "wasmcloud")) {
+                " (or the variable usage_sync_serve_token)"
+            } else {
+                ""
+            };
+            return Err((
+                500,
+                error(
+                    "not-configured",
+                    &format!(
+                        "no token is configured for POST /run: set {SERVE_TOKEN_ENV}{variable} where the component runs; nothing was run"
+                    ),
+                ),
+            ));
+        }
+    };
+    let presented = request.headers().get("authorization");
+    if keys::bearer_matches(presented.first().map(Vec::as_slice), &token) {
+        Ok(())
+    } else {
+        Err((
+            401,
+            error(
+                "unauthorized",
+                "POST /run needs the header `Authorization: Bearer <token>` with the configured token; nothing was run",
+            ),
+        ))
+    }
 }
 
 /// The options, with `usage-sync run`'s defaults.

@@ -58,6 +58,31 @@ pub mod keys {
     pub fn stripe_bearer(key: &str) -> String {
         format!("Bearer {key}")
     }
+
+    /// The environment variable holding the token `POST /run` callers present.
+    pub const SERVE_TOKEN_ENV: &str = "USAGE_SYNC_SERVE_TOKEN";
+    /// The environment variable naming a file that holds that token.
+    pub const SERVE_TOKEN_FILE_ENV: &str = "USAGE_SYNC_SERVE_TOKEN_FILE";
+    /// Set to [`SERVE_AUTH_BY_HOST`] in the component's environment by a host
+    /// that checked the token itself (`usage-sync serve`, which never hands
+    /// the token to the component).
+    pub const SERVE_AUTH_ENV: &str = "USAGE_SYNC_SERVE_AUTH";
+    /// See [`SERVE_AUTH_ENV`].
+    pub const SERVE_AUTH_BY_HOST: &str = "host";
+
+    /// Whether an `Authorization` header value is `Bearer <token>`, in time
+    /// that depends on neither value: both are hashed, and the digests compared
+    /// byte by byte without stopping early.
+    pub fn bearer_matches(presented: Option<&[u8]>, token: &str) -> bool {
+        use sha2::{Digest, Sha256};
+        let expected = Sha256::digest(format!("Bearer {token}").as_bytes());
+        let presented = Sha256::digest(presented.unwrap_or_default());
+        let differ = expected
+            .iter()
+            .zip(presented.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        std::hint::black_box(differ) == 0
+    }
 }
 
 /// Lowercase hex, for digests and identifiers.

@@ -52,7 +52,12 @@ fn spin_allows_exactly_the_provider_hosts_and_takes_the_keys_as_secret_variables
         !text.contains("sk_") && !environment.keys().any(|k| k.ends_with("API_KEY")),
         "no key in the manifest"
     );
-    for key in ["amberflo_api_key", "stripe_api_key"] {
+    // The keys, and the token POST /run callers must present.
+    for key in [
+        "amberflo_api_key",
+        "stripe_api_key",
+        "usage_sync_serve_token",
+    ] {
         let variable = &manifest["variables"][key];
         assert_eq!(variable["secret"].as_bool(), Some(true), "{key}");
         assert_eq!(variable["required"].as_bool(), Some(true), "{key}");
@@ -84,7 +89,14 @@ fn spinkube_and_wasmcloud_manifests_parse_and_name_the_keys() {
             v["name"].as_str().unwrap()
         })
         .collect();
-    assert_eq!(names, ["amberflo_api_key", "stripe_api_key"]);
+    assert_eq!(
+        names,
+        [
+            "amberflo_api_key",
+            "stripe_api_key",
+            "usage_sync_serve_token"
+        ]
+    );
 
     let wadm = yaml("wasmcloud/wadm.yaml");
     assert_eq!(wadm["apiVersion"], "core.oam.dev/v1beta1");
@@ -109,6 +121,10 @@ fn spinkube_and_wasmcloud_manifests_parse_and_name_the_keys() {
     assert_eq!(links, ["outgoing-handler", "incoming-handler"]);
     let text = std::fs::read_to_string(deploy("wasmcloud/wadm.yaml")).unwrap();
     assert!(!text.contains("sk_"), "no key in the manifest");
+    assert!(
+        text.contains("usage_sync_serve_token=..."),
+        "the token is config too"
+    );
 }
 
 /// `wasi:config/store`'s error, as both drafts define it.

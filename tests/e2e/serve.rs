@@ -21,26 +21,47 @@ fn records(start: i64) -> Vec<usage_sync_emulators::UsageRecord> {
     vec![usage("acme", "api-calls", start + 60, 42.0)]
 }
 
-fn usage_sync_serve(p: &Providers) -> Server {
-    Server::start(
-        Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(["--amberflo-url", &p.amberflo.url()])
-            .args(["--stripe-url", &p.stripe.url()])
-            .env_clear()
-            .env("AMBERFLO_API_KEY", &p.amberflo_key)
-            .env("STRIPE_API_KEY", &p.stripe_key),
-    )
+/// What `POST /run` callers present in these tests.
+const TOKEN: &str = "serve-token-for-tests-0001";
+
+/// `usage-sync serve` with the keys and the token in its environment.
+fn serve_command(p: &Providers, extra: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["--amberflo-url", &p.amberflo.url()])
+        .args(["--stripe-url", &p.stripe.url()])
+        .args(extra)
+        .env_clear()
+        .env("AMBERFLO_API_KEY", &p.amberflo_key)
+        .env("STRIPE_API_KEY", &p.stripe_key);
+    command
 }
 
-/// POSTs `body` to `/run`; checks the answer for keys like every run's output.
+fn usage_sync_serve(p: &Providers) -> Server {
+    Server::start(serve_command(p, &[]).env("USAGE_SYNC_SERVE_TOKEN", TOKEN))
+}
+
+/// POSTs `body` to `/run` with the token; checks the answer for keys and the
+/// token like every run's output.
 fn post_run(p: &Providers, server: &Server, body: &Value) -> (u16, Value) {
-    let (status, text) = http(&server.address, "POST", "/run", &body.to_string());
+    post_run_as(p, server, Some(TOKEN), body)
+}
+
+fn post_run_as(p: &Providers, server: &Server, token: Option<&str>, body: &Value) -> (u16, Value) {
+    let bearer = token.map(|t| format!("Authorization: Bearer {t}"));
+    let headers: Vec<&str> = bearer.iter().map(String::as_str).collect();
+    let (status, text) = http_with(&server.address, "POST", "/run", &headers, &body.to_string());
+    let stderr = server.stderr.lock().unwrap().join("\n");
     p.assert_no_leak(&Run {
         code: 0,
         stdout: text.clone(),
-        stderr: server.stderr.lock().unwrap().join("\n"),
+        stderr: stderr.clone(),
     });
+    assert!(
+        !text.contains(TOKEN) && !stderr.contains(TOKEN),
+        "the token leaked"
+    );
     let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
     (status, value)
 }
@@ -151,11 +172,13 @@ fn usage_sync_serve_answers_errors_as_run_prints_them() {
     );
 
     // Anything but POST /run.
-    let (status, text) = http(&server.address, "GET", "/run", "");
+    let auth = [format!("Authorization: Bearer {TOKEN}")];
+    let auth: Vec<&str> = auth.iter().map(String::as_str).collect();
+    let (status, text) = http_with(&server.address, "GET", "/run", &auth, "");
     assert_eq!(status, 405, "{text}");
-    let (status, text) = http(&server.address, "POST", "/other", "{}");
+    let (status, text) = http_with(&server.address, "POST", "/other", &auth, "{}");
     assert_eq!(status, 404, "{text}");
-    let (status, text) = http(&server.address, "POST", "/run", "{\"customerId\": 1");
+    let (status, text) = http_with(&server.address, "POST", "/run", &auth, "{\"customerId\": 1");
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("not a valid inputs object"), "{text}");
 }
@@ -179,7 +202,7 @@ fn wasmtime() -> Option<PathBuf> {
     })
 }
 
-fn wasmtime_serve(p: &Providers, keys: bool) -> Option<Server> {
+fn wasmtime_serve(p: &Providers, keys: bool, token: Option<&str>) -> Option<Server> {
     let Some(wasmtime) = wasmtime() else {
         // `.ci/run` installs it and requires this test to run; a plain
         // `cargo test` without it says how to get it.
@@ -194,7 +217,10 @@ fn wasmtime_serve(p: &Providers, keys: bool) -> Option<Server> {
     };
     let dir = std::env::temp_dir().join(format!("usage-sync-wasmtime-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let component = dir.join("usage-sync.wasm");
+    // One file per server: tests run at once, and a file being written is no component.
+    static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let component = dir.join(format!("usage-sync-{n}.wasm"));
     std::fs::write(&component, usage_sync::DEFAULT_COMPONENT).unwrap();
     let mut command = Command::new(wasmtime);
     command
@@ -211,6 +237,11 @@ fn wasmtime_serve(p: &Providers, keys: bool) -> Option<Server> {
             .env("AMBERFLO_API_KEY", &p.amberflo_key)
             .env("STRIPE_API_KEY", &p.stripe_key);
     }
+    if let Some(token) = token {
+        command
+            .args(["--env", "USAGE_SYNC_SERVE_TOKEN"])
+            .env("USAGE_SYNC_SERVE_TOKEN", token);
+    }
     command.arg(&component);
     Some(Server::start(&mut command))
 }
@@ -219,7 +250,7 @@ fn wasmtime_serve(p: &Providers, keys: bool) -> Option<Server> {
 fn wasmtime_serve_answers_what_usage_sync_run_prints() {
     let (start, end) = yesterday();
     let p = Providers::start(records(start));
-    let Some(server) = wasmtime_serve(&p, true) else {
+    let Some(server) = wasmtime_serve(&p, true, Some(TOKEN)) else {
         return;
     };
     // No host attached the key here: the component sent it from its environment.
@@ -237,7 +268,7 @@ fn wasmtime_serve_answers_what_usage_sync_run_prints() {
 fn wasmtime_serve_without_keys_says_which_variable_to_set() {
     let (start, end) = yesterday();
     let p = Providers::start(records(start));
-    let Some(server) = wasmtime_serve(&p, false) else {
+    let Some(server) = wasmtime_serve(&p, false, Some(TOKEN)) else {
         return;
     };
     let (status, answer) = post_run(&p, &server, &inputs(start, end));
@@ -253,4 +284,255 @@ fn wasmtime_serve_without_keys_says_which_variable_to_set() {
         "{message}"
     );
     assert!(p.amberflo_requests().is_empty() && p.stripe_all().is_empty());
+}
+
+/// On a host that checks no token itself, the component does: no token
+/// configured, nobody runs; a wrong or missing one gets 401; nothing is sent.
+#[test]
+fn wasmtime_serve_runs_only_for_the_token_holder() {
+    let (start, end) = yesterday();
+    let p = Providers::start(records(start));
+    let Some(server) = wasmtime_serve(&p, true, None) else {
+        return;
+    };
+    let (status, answer) = post_run(&p, &server, &inputs(start, end));
+    assert_eq!(status, 500, "{answer}");
+    assert_eq!(answer["error"]["kind"], "not-configured");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("set USAGE_SYNC_SERVE_TOKEN"),
+        "{answer}"
+    );
+    drop(server);
+
+    let Some(server) = wasmtime_serve(&p, true, Some(TOKEN)) else {
+        return;
+    };
+    for token in [None, Some("serve-token-for-tests-0002")] {
+        let (status, answer) = post_run_as(&p, &server, token, &inputs(start, end));
+        assert_eq!(status, 401, "{answer}");
+        assert_eq!(answer["error"]["kind"], "unauthorized");
+    }
+    assert!(p.amberflo_requests().is_empty() && p.stripe_all().is_empty());
+    let (status, _) = post_run(&p, &server, &inputs(start, end));
+    assert_eq!(status, 200);
+    assert_eq!(p.stripe.events().len(), 1);
+}
+
+/// `usage-sync serve` without a token configured does not start: it would
+/// bill for anyone who reaches the port. A bad token file is refused too.
+#[test]
+fn usage_sync_serve_needs_a_token_to_start() {
+    let p = Providers::start(vec![]);
+    let dir = std::env::temp_dir().join(format!("usage-sync-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("token");
+    std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+    let file = file.to_str().unwrap();
+    for (env, expected) in [
+        (
+            vec![],
+            "serve needs a token for its callers: set USAGE_SYNC_SERVE_TOKEN",
+        ),
+        (
+            vec![
+                ("USAGE_SYNC_SERVE_TOKEN", TOKEN),
+                ("USAGE_SYNC_SERVE_TOKEN_FILE", file),
+            ],
+            "both USAGE_SYNC_SERVE_TOKEN and USAGE_SYNC_SERVE_TOKEN_FILE are set",
+        ),
+        (
+            vec![("USAGE_SYNC_SERVE_TOKEN_FILE", "/nonexistent/token")],
+            "USAGE_SYNC_SERVE_TOKEN_FILE: cannot read /nonexistent/token",
+        ),
+        (
+            vec![("USAGE_SYNC_SERVE_TOKEN", "short")],
+            "USAGE_SYNC_SERVE_TOKEN is shorter than 16 characters",
+        ),
+    ] {
+        let mut command = serve_command(&p, &[]);
+        command.envs(env);
+        let run = Run::exec(&mut command);
+        run.expect(2);
+        assert!(
+            run.error_message().contains(expected),
+            "{}",
+            run.error_message()
+        );
+    }
+    // From a file, its trailing newline trimmed.
+    let server = Server::start(serve_command(&p, &[]).env("USAGE_SYNC_SERVE_TOKEN_FILE", file));
+    let (status, answer) = post_run(&p, &server, &json!({}));
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["kind"], "invalid-input");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn usage_sync_serve_runs_only_for_the_token_holder() {
+    let (start, end) = yesterday();
+    let p = Providers::start(records(start));
+    let server = usage_sync_serve(&p);
+    for token in [None, Some("serve-token-for-tests-0002"), Some("")] {
+        let (status, answer) = post_run_as(&p, &server, token, &inputs(start, end));
+        assert_eq!(status, 401, "{answer}");
+        assert_eq!(answer["error"]["kind"], "unauthorized");
+    }
+    // Basic auth, or the token without its scheme, is not the token either.
+    for header in [
+        format!("Authorization: {TOKEN}"),
+        "Authorization: Basic c2VydmU6".into(),
+    ] {
+        let (status, _) = http_with(&server.address, "POST", "/run", &[&header], "{}");
+        assert_eq!(status, 401);
+    }
+    assert!(p.amberflo_requests().is_empty() && p.stripe_all().is_empty());
+    let (status, _) = post_run(&p, &server, &inputs(start, end));
+    assert_eq!(status, 200);
+    assert_eq!(p.stripe.events().len(), 1);
+}
+
+/// Above the cap on runs at once: 503 with Retry-After, and nothing runs.
+#[test]
+fn usage_sync_serve_caps_the_runs_at_once() {
+    let (start, end) = yesterday();
+    let p = Providers::start(records(start));
+    p.stripe
+        .set_fault(Some(Fault::Delay(std::time::Duration::from_secs(2))));
+    let server =
+        Server::start(serve_command(&p, &["--max-runs", "1"]).env("USAGE_SYNC_SERVE_TOKEN", TOKEN));
+    let address = server.address.clone();
+    let body = inputs(start, end).to_string();
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let first = {
+        let (address, body, auth) = (address.clone(), body.clone(), auth.clone());
+        std::thread::spawn(move || http_with(&address, "POST", "/run", &[&auth], &body))
+    };
+    // The first run is in flight once Amberflo has been asked.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while p.amberflo_requests().is_empty() {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let answer = raw_http(
+        &address,
+        &format!(
+            "POST /run HTTP/1.1\r\nHost: x\r\n{auth}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    assert!(answer.contains("\"busy\""), "{answer}");
+    let (status, text) = first.join().unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        p.amberflo_requests().len(),
+        1,
+        "the refused request ran nothing"
+    );
+    assert_eq!(p.stripe.events().len(), 1);
+}
+
+/// A body over the cap gets 413 whether it says its length or not; a client
+/// that sends its headers or its body too slowly is cut off. Nothing runs.
+#[test]
+fn usage_sync_serve_limits_the_body_and_slow_clients() {
+    let p = Providers::start(vec![]);
+    let server = Server::start(
+        serve_command(&p, &["--max-body-bytes", "1000", "--read-timeout", "1"])
+            .env("USAGE_SYNC_SERVE_TOKEN", TOKEN),
+    );
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let big = format!("{{\"customerId\": \"{}\"}}", "x".repeat(2000));
+    let (status, text) = http_with(&server.address, "POST", "/run", &[&auth], &big);
+    assert_eq!(status, 413, "{text}");
+    let chunked = raw_http(
+        &server.address,
+        &format!(
+            "POST /run HTTP/1.1\r\nHost: x\r\n{auth}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{big}\r\n0\r\n\r\n",
+            big.len()
+        ),
+    );
+    assert!(chunked.starts_with("HTTP/1.1 413"), "{chunked}");
+
+    // Headers that never end: the connection is closed after the read timeout.
+    use std::io::{Read, Write};
+    let started = std::time::Instant::now();
+    let mut slow = std::net::TcpStream::connect(&server.address).unwrap();
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    slow.write_all(b"POST /run HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "the slow client was not cut off"
+    );
+    // A body that never comes: 408.
+    let late = raw_http(
+        &server.address,
+        &format!(
+            "POST /run HTTP/1.1\r\nHost: x\r\n{auth}\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{{"
+        ),
+    );
+    assert!(late.starts_with("HTTP/1.1 408"), "{late}");
+    // The server still serves.
+    let (status, _) = http_with(&server.address, "POST", "/run", &[&auth], "{}");
+    assert_eq!(status, 400);
+    assert!(p.amberflo_requests().is_empty() && p.stripe_all().is_empty());
+}
+
+/// SIGTERM while a run is in flight: no new connection is taken, the run
+/// finishes and is answered, its event is recorded once, and the server exits 0.
+#[test]
+fn usage_sync_serve_finishes_runs_in_flight_on_sigterm() {
+    let (start, end) = yesterday();
+    let p = Providers::start(records(start));
+    p.stripe
+        .set_fault(Some(Fault::Delay(std::time::Duration::from_secs(2))));
+    let mut server = usage_sync_serve(&p);
+    let address = server.address.clone();
+    let body = inputs(start, end).to_string();
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let in_flight =
+        std::thread::spawn(move || http_with(&address, "POST", "/run", &[&auth], &body));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while p.stripe_writes().is_empty() {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    server.signal("-TERM");
+    let (status, text) = in_flight.join().unwrap();
+    assert_eq!(status, 200, "{text}");
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["usageQuantity"], "42", "{answer}");
+    assert_eq!(
+        server.wait_exit(std::time::Duration::from_secs(20)),
+        Some(0)
+    );
+    assert!(std::net::TcpStream::connect(&server.address).is_err());
+    assert_eq!(p.stripe.events().len(), 1);
+    let stderr = server.stderr.lock().unwrap().join("\n");
+    assert!(stderr.contains("every run in flight finished"), "{stderr}");
+}
+
+/// Writes `request` as is, keeps the connection open for writing (as a client
+/// that stalls does), and reads the whole answer.
+fn raw_http(address: &str, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
 }

@@ -299,21 +299,34 @@ pub fn window_args(start: i64, end: i64) -> [String; 4] {
     ]
 }
 
-/// One HTTP/1.1 request over a fresh connection: the status and the body.
-pub fn http(address: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+/// One HTTP/1.1 request over a fresh connection, with these headers
+/// (`Name: value` each) besides its own: the status and the body.
+pub fn http_with(
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(address).expect("the server listens");
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(60)))
         .unwrap();
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
+    parse_answer(&answer)
+}
+
+/// The status and body of an HTTP/1.1 answer read to its end.
+pub fn parse_answer(answer: &str) -> (u16, String) {
     let (head, rest) = answer
         .split_once("\r\n\r\n")
         .unwrap_or_else(|| panic!("no HTTP answer: {answer:?}"));
@@ -386,6 +399,29 @@ impl Server {
             address,
             stderr,
         }
+    }
+}
+
+impl Server {
+    /// Sends the process a signal (`-TERM`, `-INT`).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits up to `limit` for the process to exit: its status, or None.
+    pub fn wait_exit(&mut self, limit: std::time::Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
     }
 }
 
