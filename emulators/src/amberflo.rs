@@ -76,9 +76,21 @@ impl Amberflo {
     }
 
     /// Ingests another record: late usage, which changes a total already
-    /// queried (Amberflo accepts backfills up to 60 days back).
+    /// queried (Amberflo accepts backfills up to 60 days back). A record with
+    /// the same timestamp and dimensions (customer, meter) replaces the one
+    /// ingested before: Amberflo keeps "the value most recently received".
     pub fn ingest(&self, record: UsageRecord) {
         let mut state = lock(&self.state);
+        let same = state.by_customer.get(&record.customer_id).and_then(|ids| {
+            ids.iter().copied().find(|&i| {
+                let r = &state.records[i];
+                r.meter_api_name == record.meter_api_name && r.time == record.time
+            })
+        });
+        if let Some(at) = same {
+            state.records[at] = record;
+            return;
+        }
         let at = state.records.len();
         state
             .by_customer
@@ -86,6 +98,25 @@ impl Amberflo {
             .or_default()
             .push(at);
         state.records.push(record);
+    }
+
+    /// Cancels the record with this timestamp and dimensions: it no longer
+    /// counts in any total. Whether there was one.
+    pub fn cancel(&self, customer_id: &str, meter_api_name: &str, time: i64) -> bool {
+        let mut state = lock(&self.state);
+        let found = state.by_customer.get(customer_id).and_then(|ids| {
+            ids.iter().copied().find(|&i| {
+                let r = &state.records[i];
+                r.meter_api_name == meter_api_name && r.time == time
+            })
+        });
+        match found {
+            Some(at) => {
+                state.records[at].value = 0.0;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Answers the next query with 200 and this body instead of the stored usage.

@@ -324,6 +324,30 @@ impl Stripe {
         lock(&self.state).faults.push(faults);
     }
 
+    /// Records an event as another writer would have, already processed (it
+    /// counts in summaries at once): for planting what Stripe holds. The
+    /// payload uses the keys of the active meter of `event_name`.
+    pub fn plant(&self, event_name: &str, customer: &str, timestamp: i64, value: &str) {
+        let mut state = lock(&self.state);
+        let (customer_key, value_key) = match state.meter_of(event_name) {
+            Some(m) => (m.spec.customer_key.clone(), m.spec.value_key.clone()),
+            None => ("stripe_customer_id".into(), "value".into()),
+        };
+        let params: BTreeMap<String, String> = [
+            ("event_name".to_string(), event_name.to_string()),
+            ("timestamp".into(), timestamp.to_string()),
+            (format!("payload[{customer_key}]"), customer.to_string()),
+            (format!("payload[{value_key}]"), value.to_string()),
+        ]
+        .into_iter()
+        .collect();
+        record(&mut state, &params);
+        let lag = state.processing_lag;
+        if let Some(event) = state.events.last_mut() {
+            event.created -= lag + 1;
+        }
+    }
+
     /// Injects `fault` into every following read (GET; `None` to heal).
     pub fn set_read_fault(&self, fault: Option<Fault>) {
         lock(&self.state).read_faults.set(fault);

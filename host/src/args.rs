@@ -34,6 +34,11 @@ pub(crate) enum Command {
     Run(Box<RunArgs>),
     /// Run the workflow for every row of a mapping file, many rows at once, resumably.
     Sync(Box<SyncArgs>),
+    /// Compare Amberflo's totals with what Stripe's meter holds, per row and interval; writes nothing.
+    ///
+    /// stdout gets one JSON line per row and interval, then a summary line (or CSV).
+    /// Exit 0 when everything matches, 5 when something drifts.
+    Reconcile(Box<ReconcileArgs>),
     /// Run the workflow against local Amberflo and Stripe emulators: no account, no network.
     #[cfg(feature = "demo")]
     Demo(DemoArgs),
@@ -181,6 +186,62 @@ pub(crate) struct SyncArgs {
 }
 
 #[derive(Args)]
+pub(crate) struct ReconcileArgs {
+    /// Rows to compare: the `sync` mapping. Without it, one row from the flags below.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) mapping: Option<PathBuf>,
+    /// Amberflo customer (one row, without --mapping).
+    #[arg(long)]
+    pub(crate) customer_id: Option<String>,
+    /// Stripe customer (one row, without --mapping).
+    #[arg(long)]
+    pub(crate) stripe_customer: Option<String>,
+    /// Amberflo meter (rows that give none).
+    #[arg(long)]
+    pub(crate) meter_api_name: Option<String>,
+    /// Stripe meter's event name (rows that give none).
+    #[arg(long)]
+    pub(crate) stripe_event_name: Option<String>,
+    /// Window start [default: the oldest interval Stripe still accepts events for, 35 days back].
+    #[arg(long)]
+    pub(crate) start_time: Option<String>,
+    /// Window end [default: the end of the last ended interval].
+    #[arg(long)]
+    pub(crate) end_time: Option<String>,
+    /// One cell per UTC day or per UTC hour.
+    #[arg(long, default_value = "day", value_parser = names(Interval::NAMES, Interval::from_name))]
+    pub(crate) interval: Interval,
+    /// Differences up to this many billed units are a match.
+    #[arg(long, default_value = "0", value_name = "UNITS")]
+    pub(crate) tolerance: String,
+    /// A differing interval that ended less than this many hours ago is `settling`.
+    #[arg(long, default_value_t = usage_sync_report::defaults::SETTLE_HOURS, value_name = "HOURS")]
+    pub(crate) settle_hours: u32,
+    /// Multiply Amberflo's totals by this, as for `sync`.
+    #[arg(long, value_name = "FACTOR")]
+    pub(crate) scale: Option<String>,
+    /// Round Amberflo's totals as `sync` would before sending.
+    #[arg(long, value_name = "RULE", value_parser = names(Rounding::NAMES, Rounding::from_name))]
+    pub(crate) round: Option<Rounding>,
+    /// stdout: JSON lines or CSV.
+    #[arg(long, default_value = "json", value_parser = ["json", "csv"])]
+    pub(crate) format: String,
+    /// Also write a self-contained HTML page with a chart per customer.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) html: Option<PathBuf>,
+    /// Rows read at once.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub(crate) concurrency: usize,
+    /// Customers per Amberflo query.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub(crate) amberflo_batch: usize,
+    #[command(flatten)]
+    pub(crate) endpoints: EndpointArgs,
+    #[command(flatten)]
+    pub(crate) sandbox: SandboxArgs,
+}
+
+#[derive(Args)]
 pub(crate) struct WorkflowArgs {
     /// One meter event per UTC day, per UTC hour, or one for the whole window.
     #[arg(long, default_value = "day", value_parser = names(Interval::NAMES, Interval::from_name))]
@@ -198,6 +259,17 @@ pub(crate) struct WorkflowArgs {
     /// Query Amberflo, print the Stripe requests that would be sent, send nothing.
     #[arg(long)]
     pub(crate) dry_run: bool,
+    /// Make Stripe's total for each settled interval equal Amberflo's: a shortfall
+    /// is recorded as a correction event instead of reported as drift.
+    #[arg(long)]
+    pub(crate) true_up: bool,
+    /// With --true-up: correct overages too, with a negative value.
+    #[arg(long, requires = "true_up")]
+    pub(crate) allow_decrease: bool,
+    /// An interval that ended less than this many hours ago is still settling at
+    /// Amberflo: a true-up leaves it alone.
+    #[arg(long, default_value_t = usage_sync_report::defaults::SETTLE_HOURS, value_name = "HOURS")]
+    pub(crate) settle_hours: u32,
     /// Retries of one request after its first attempt (as Stripe's clients: 2).
     #[arg(long, default_value_t = default_options().max_retries, value_name = "N")]
     pub(crate) max_retries: u32,
@@ -215,6 +287,54 @@ fn names<T: Clone + Send + Sync + 'static>(
     use clap::builder::TypedValueParser;
     clap::builder::PossibleValuesParser::new(names)
         .try_map(move |name| from_name(&name).ok_or(format!("unknown name `{name}`")))
+}
+
+/// The component's interval for a name the CLI took.
+fn interval(interval: Interval) -> bindings::Interval {
+    match interval {
+        Interval::Day => bindings::Interval::Day,
+        Interval::Hour => bindings::Interval::Hour,
+        Interval::Window => bindings::Interval::Window,
+    }
+}
+
+/// The component's rounding rule for a name the CLI took.
+fn rounding(rounding: Rounding) -> bindings::Rounding {
+    match rounding {
+        Rounding::Floor => bindings::Rounding::Floor,
+        Rounding::Ceil => bindings::Rounding::Ceil,
+        Rounding::Nearest => bindings::Rounding::Nearest,
+    }
+}
+
+/// Settling longer than Stripe's 35-day window would never end.
+const MAX_SETTLE_HOURS: u32 = 35 * 24;
+
+fn settle_hours(hours: u32) -> Result<u32, Failure> {
+    if hours > MAX_SETTLE_HOURS {
+        return Err(Failure::BadInput(format!(
+            "--settle-hours must be at most {MAX_SETTLE_HOURS} (Stripe's 35 days)"
+        )));
+    }
+    Ok(hours)
+}
+
+impl ReconcileArgs {
+    /// The workflow options of a reconciliation: read-only, so no write option.
+    pub(crate) fn options(&self) -> Result<Options, Failure> {
+        if self.interval == Interval::Window {
+            return Err(Failure::BadInput(
+                "reconcile compares per day or per hour: --interval day or hour".into(),
+            ));
+        }
+        Ok(Options {
+            rounding: self.round.map(rounding),
+            scale: self.scale.clone(),
+            interval: interval(self.interval),
+            settle_hours: settle_hours(self.settle_hours)?,
+            ..default_options()
+        })
+    }
 }
 
 impl WorkflowArgs {
@@ -236,19 +356,14 @@ impl WorkflowArgs {
         Ok(Options {
             max_retries: self.max_retries,
             retry_budget_ms: budget.as_millis() as u64,
-            rounding: self.round.map(|r| match r {
-                Rounding::Floor => bindings::Rounding::Floor,
-                Rounding::Ceil => bindings::Rounding::Ceil,
-                Rounding::Nearest => bindings::Rounding::Nearest,
-            }),
+            rounding: self.round.map(rounding),
             reconcile: self.reconcile,
             dry_run: self.dry_run,
             scale: self.scale.clone(),
-            interval: match self.interval {
-                Interval::Day => bindings::Interval::Day,
-                Interval::Hour => bindings::Interval::Hour,
-                Interval::Window => bindings::Interval::Window,
-            },
+            true_up: self.true_up,
+            allow_decrease: self.allow_decrease,
+            settle_hours: settle_hours(self.settle_hours)?,
+            interval: interval(self.interval),
         })
     }
 }

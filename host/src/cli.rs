@@ -1,6 +1,8 @@
 //! The `usage-sync` command line: parse the arguments, run the command.
 
-use crate::args::{Cli, Command, MAX_BATCH, MAX_CONCURRENCY, RunArgs, STRIPE_RATE, SyncArgs};
+use crate::args::{
+    Cli, Command, MAX_BATCH, MAX_CONCURRENCY, ReconcileArgs, RunArgs, STRIPE_RATE, SyncArgs,
+};
 use crate::inputs::{self, InputFlags, InputsFile};
 use crate::outcome::{Failure, exit, outputs_exit_code, render_outputs, summary};
 use crate::outcome::{print_failure, progress};
@@ -23,6 +25,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => runtime.block_on(run(*args)),
         Command::Sync(args) => runtime.block_on(sync(*args)),
         Command::Serve(args) => runtime.block_on(crate::serve::serve(*args)),
+        Command::Reconcile(args) => runtime.block_on(reconcile(*args)),
         #[cfg(feature = "demo")]
         Command::Demo(args) => runtime.block_on(crate::demo::run(
             args.sandbox
@@ -219,6 +222,101 @@ async fn sync_all(
         args.concurrency
     );
     crate::sync::sync(sandbox, config, rows, &plan).await
+}
+
+async fn reconcile(args: ReconcileArgs) -> u8 {
+    let credentials = match credentials() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match reconcile_all(&args, credentials.clone()).await {
+        Ok(summary) => {
+            if summary.failed > 0 {
+                summary.worst
+            } else if summary.drifted() > 0 {
+                exit::DRIFT
+            } else {
+                exit::OK
+            }
+        }
+        Err(failure) => print_failure(&failure, Some(&credentials)),
+    }
+}
+
+async fn reconcile_all(
+    args: &ReconcileArgs,
+    credentials: Arc<Credentials>,
+) -> Result<crate::reconcile::Summary, Failure> {
+    if !(1..=MAX_BATCH).contains(&args.amberflo_batch) {
+        return Err(Failure::BadInput(format!(
+            "--amberflo-batch must be between 1 and {MAX_BATCH}"
+        )));
+    }
+    if !(1..=MAX_CONCURRENCY).contains(&args.concurrency) {
+        return Err(Failure::BadInput(format!(
+            "--concurrency must be between 1 and {MAX_CONCURRENCY}"
+        )));
+    }
+    let options = args.options()?;
+    let rows = match (&args.mapping, &args.customer_id, &args.stripe_customer) {
+        (Some(mapping), None, None) => crate::mapping::read_mapping(
+            mapping,
+            args.meter_api_name.as_deref(),
+            args.stripe_event_name.as_deref(),
+        )
+        .map_err(Failure::BadInput)?,
+        (None, Some(customer), Some(stripe_customer)) => vec![crate::mapping::Row {
+            line: 1,
+            customer_id: customer.clone(),
+            stripe_customer: stripe_customer.clone(),
+            meter_api_name: args.meter_api_name.clone().unwrap_or_default(),
+            stripe_event_name: args.stripe_event_name.clone().unwrap_or_default(),
+        }],
+        _ => {
+            return Err(Failure::BadInput(
+                "give --mapping, or --customer-id and --stripe-customer for one row".into(),
+            ));
+        }
+    };
+    let grid = match options.interval {
+        crate::bindings::Interval::Hour => 3600,
+        _ => 86_400,
+    };
+    let (start_time, end_time) = match (&args.start_time, &args.end_time) {
+        (Some(s), Some(e)) => (s.clone(), e.clone()),
+        (None, None) => {
+            let (start, end) = inputs::reconcile_window(grid).map_err(Failure::Internal)?;
+            (start.to_string(), end.to_string())
+        }
+        _ => {
+            return Err(Failure::BadInput(
+                "give both --start-time and --end-time, or neither for the last 35 days".into(),
+            ));
+        }
+    };
+    let (policy, endpoints) = args.endpoints.resolve()?;
+    let limits = args.sandbox.limits()?;
+    let config = RunConfig::new(policy, endpoints, options, credentials, limits);
+    let sandbox = Arc::new(args.sandbox.sandbox(Some(args.concurrency), &limits)?);
+    let settings = crate::reconcile::Settings {
+        start_time,
+        end_time,
+        concurrency: args.concurrency,
+        batch: args.amberflo_batch,
+        tolerance: args.tolerance.clone(),
+        format: match args.format.as_str() {
+            "csv" => crate::reconcile::Format::Csv,
+            _ => crate::reconcile::Format::Json,
+        },
+        html: args.html.clone(),
+    };
+    eprintln!(
+        "reconcile: {} rows, {} to {}, read-only",
+        rows.len(),
+        settings.start_time,
+        settings.end_time
+    );
+    crate::reconcile::reconcile(sandbox, config, rows, &settings).await
 }
 
 /// A window bound as part of a file name.

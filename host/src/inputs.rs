@@ -55,6 +55,25 @@ pub fn previous_utc_day() -> Result<(i64, i64), String> {
     Ok(usage_sync_report::defaults::previous_utc_day(now))
 }
 
+/// The default window of `reconcile`, `(start, end)` in Unix seconds on a
+/// `grid` of seconds: every ended interval whose events Stripe still accepts
+/// (a timestamp, the interval's last second, at most 35 days old).
+pub fn reconcile_window(grid: i64) -> Result<(i64, i64), String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs() as i64;
+    Ok(window_back_from(now, grid))
+}
+
+fn window_back_from(now: i64, grid: i64) -> (i64, i64) {
+    const MAX_AGE: i64 = 35 * 86_400;
+    let end = now.div_euclid(grid) * grid;
+    // The first interval whose last second is no older than 35 days.
+    let start = (now - MAX_AGE - grid + 1).div_euclid(grid) * grid + grid;
+    (start.min(end), end)
+}
+
 /// Flags over file; a required input given nowhere becomes empty, which the
 /// component reports by name.
 pub fn merge(InputsFile(file): InputsFile, flags: InputFlags) -> Inputs {
@@ -106,6 +125,19 @@ mod tests {
         assert_eq!(inputs.usage_quantity.as_deref(), Some("42"));
         assert_eq!(inputs.start_time.as_deref(), Some("1732406400"));
         assert_eq!(inputs.end_time.as_deref(), Some("2024-11-25T00:00:00Z"));
+    }
+
+    #[test]
+    fn reconcile_covers_every_ended_interval_stripe_still_accepts() {
+        let now = 1_764_120_000; // 2025-11-26 01:20 UTC
+        let (start, end) = window_back_from(now, 86_400);
+        assert_eq!((end - start) / 86_400, 35);
+        assert_eq!(end, 1_764_115_200);
+        assert!(start + 86_400 > now - 35 * 86_400);
+        let (start, end) = window_back_from(now, 3600);
+        assert_eq!(end, 1_764_118_800);
+        assert!(start + 3600 > now - 35 * 86_400);
+        assert!(start - 1 < now - 35 * 86_400);
     }
 
     #[test]

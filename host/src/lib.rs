@@ -10,6 +10,7 @@
 //!
 //! - [`cli`] and [`demo`]: the `usage-sync` command line (its arguments in
 //!   `args`; `serve` apart);
+//! - [`reconcile`]: every row's intervals, Amberflo against Stripe, read-only;
 //! - [`sync`]: many rows at once, with [`mapping`] (the rows), [`journal`]
 //!   (what is done), [`progress`] (stderr) and [`interrupt`] (Ctrl-C);
 //! - [`inputs`] and [`options`]: the workflow's inputs from a file and flags,
@@ -39,6 +40,7 @@ pub mod outcome;
 pub mod policy;
 pub mod progress;
 pub mod provider;
+pub mod reconcile;
 pub mod routes;
 pub mod sandbox;
 pub mod secrets;
@@ -59,9 +61,9 @@ pub mod bindings {
     });
 
     pub use exports::usage_sync::workflow::workflow::{
-        CustomerUsage, Delivery, Endpoints, Inputs, Interval, Meter, MeterEvent, Options, Outputs,
-        PlannedRequest, Rounding, Step, StepFailure, StripeRead, UsageQuery, Verification,
-        WorkflowError,
+        Cell, CellStatus, CustomerUsage, Delivery, Endpoints, Inputs, Interval, Meter, MeterEvent,
+        Options, Outputs, PlannedRequest, Reconciliation, Rounding, Step, StepFailure, StripeRead,
+        UsageQuery, Verification, WorkflowError,
     };
 }
 

@@ -14,5 +14,8 @@ pub fn default_options() -> Options {
         dry_run: false,
         interval: Interval::Day,
         scale: None,
+        true_up: false,
+        allow_decrease: false,
+        settle_hours: usage_sync_report::defaults::SETTLE_HOURS,
     }
 }

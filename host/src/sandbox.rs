@@ -7,7 +7,8 @@
 
 use crate::bindings::exports::usage_sync::workflow::workflow::Guest as Workflow;
 use crate::bindings::{
-    CustomerUsage, Endpoints, Inputs, Meter, Options, UsageQuery, UsageSyncPre, WorkflowError,
+    CustomerUsage, Endpoints, Inputs, Meter, Options, Reconciliation, UsageQuery, UsageSyncPre,
+    WorkflowError,
 };
 use crate::cache;
 use crate::egress::{Egress, Observer, RateLimiter, RunLog};
@@ -273,6 +274,32 @@ impl Sandbox {
                 )
                 .await?;
             outputs(answer)
+        })
+        .await
+    }
+
+    /// One row's reconciliation, read-only, in a fresh instance, with the
+    /// meter and step 1's answer given.
+    pub async fn reconcile(
+        &self,
+        config: &RunConfig,
+        inputs: Inputs,
+        usage_result: String,
+        meter: &Meter,
+        tolerance: &str,
+    ) -> Result<Reconciliation, Failure> {
+        self.call(config, async |guest, store| {
+            guest
+                .call_reconcile(
+                    store,
+                    &config.endpoints,
+                    &config.options,
+                    &inputs,
+                    &usage_result,
+                    meter,
+                    tolerance,
+                )
+                .await
         })
         .await
     }

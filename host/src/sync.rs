@@ -314,7 +314,7 @@ impl Shared {
 }
 
 /// Rows cut into batches of at most `size` customers of one meter, in order.
-fn batches(rows: Vec<Row>, size: usize) -> Vec<Vec<Row>> {
+pub(crate) fn batches(rows: Vec<Row>, size: usize) -> Vec<Vec<Row>> {
     if size <= 1 {
         return rows.into_iter().map(|row| vec![row]).collect();
     }

@@ -118,7 +118,28 @@ impl Decimal {
         Some(Decimal { units, scale }.normalized())
     }
 
-    /// The product, if it fits in at most 18 digits after the point.
+    /// The difference, if it fits.
+    pub fn checked_sub(self, other: Decimal) -> Option<Decimal> {
+        self.checked_add(Decimal {
+            units: other.units.checked_neg()?,
+            scale: other.scale,
+        })
+    }
+
+    /// The absolute value, if it fits.
+    pub fn checked_abs(self) -> Option<Decimal> {
+        Some(Decimal {
+            units: self.units.checked_abs()?,
+            scale: self.scale,
+        })
+    }
+
+    /// Orders two values exactly.
+    pub fn cmp_exact(self, other: Decimal) -> Option<std::cmp::Ordering> {
+        let scale = self.scale.max(other.scale);
+        Some(self.at_scale(scale)?.cmp(&other.at_scale(scale)?))
+    }
+
     /// The exact sum of `values`, if it fits.
     pub fn sum<'a>(values: impl IntoIterator<Item = &'a Decimal>) -> Option<Decimal> {
         values

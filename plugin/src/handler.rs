@@ -155,6 +155,7 @@ fn event_of(e: MeterEvent) -> report::MeterEvent {
         }),
         stripe_value: e.stripe_value,
         drift: e.drift,
+        corrected_to: e.corrected_to,
         attempts: e.attempts,
     }
 }
@@ -241,6 +242,9 @@ fn options(run: &RunRequest) -> Result<Options, String> {
             report::Interval::Window => Interval::Window,
         },
         scale: run.scale.as_ref().map(Scalar::text),
+        true_up: run.true_up.unwrap_or(false),
+        allow_decrease: run.allow_decrease.unwrap_or(false),
+        settle_hours: run.settle_hours.unwrap_or(defaults::SETTLE_HOURS),
     })
 }
 

@@ -260,6 +260,9 @@ mod tests {
             dry_run: false,
             interval,
             scale: None,
+            true_up: false,
+            allow_decrease: false,
+            settle_hours: 72,
         }
     }
 

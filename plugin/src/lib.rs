@@ -16,6 +16,7 @@ mod handler;
 pub mod http;
 pub mod inputs;
 pub mod quantity;
+pub mod reconcile;
 pub mod retry;
 pub mod stripe;
 pub mod time;
@@ -50,7 +51,8 @@ mod bindings {
 pub use bindings::*;
 
 use exports::usage_sync::workflow::workflow::{
-    CustomerUsage, Endpoints, Guest, Inputs, Meter, Options, Outputs, UsageQuery, WorkflowError,
+    CustomerUsage, Endpoints, Guest, Inputs, Meter, Options, Outputs, Reconciliation, UsageQuery,
+    WorkflowError,
 };
 
 #[allow(dead_code)]
@@ -98,6 +100,24 @@ impl Guest for Component {
         meter: Meter,
     ) -> Result<Outputs, WorkflowError> {
         workflow::record_usage(&endpoints, options, inputs, &usage_result, meter)
+    }
+
+    fn reconcile(
+        endpoints: Endpoints,
+        options: Options,
+        inputs: Inputs,
+        usage_result: String,
+        meter: Meter,
+        tolerance: String,
+    ) -> Result<Reconciliation, WorkflowError> {
+        workflow::reconcile(
+            &endpoints,
+            options,
+            inputs,
+            &usage_result,
+            meter,
+            &tolerance,
+        )
     }
 }
 

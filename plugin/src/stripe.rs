@@ -41,6 +41,27 @@ pub fn identifier(plan: &Plan, window: &Window) -> String {
     format!("usync-{}-{}-{hex}", window.start, window.end)
 }
 
+/// The identifier of a true-up correction that brings Stripe's value for
+/// `window` to `target`: another event than the interval's own, and the same
+/// for the same target, so rerunning a true-up writes nothing twice (Stripe
+/// dedupes it within a day; after that its summary already holds the target).
+pub fn correction_identifier(plan: &Plan, window: &Window, target: &str) -> String {
+    let mut hash = Sha256::new();
+    for part in [
+        "usage-sync/true-up/v1",
+        &plan.customer_id,
+        &plan.meter_api_name,
+        &plan.stripe_event_name,
+        target,
+    ] {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part.as_bytes());
+    }
+    let digest = hash.finalize();
+    let hex = usage_sync_report::hex(&digest[..16]);
+    format!("usync-{}-{}-t{hex}", window.start, window.end)
+}
+
 /// The form body, field for field what stripe-python sends for
 /// `MeterEvent.create(event_name=.., payload={..}, identifier=.., timestamp=..)`,
 /// under the payload keys the meter reads (an event without them is accepted,

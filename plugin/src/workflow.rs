@@ -8,12 +8,13 @@ use crate::credentials::Needed;
 use crate::decimal::Decimal;
 use crate::exports::usage_sync::workflow::workflow::{
     CustomerUsage, Delivery, Endpoints, Inputs, Interval, Meter, MeterEvent, Options, Outputs,
-    PlannedRequest, Step, StepFailure, StripeRead, UsageQuery, Verification, WorkflowError,
+    PlannedRequest, Reconciliation, Step, StepFailure, StripeRead, UsageQuery, Verification,
+    WorkflowError,
 };
 use crate::http::{self, NoAnswer, Reply};
 use crate::inputs::{self, Plan, Window};
 use crate::retry::{self, Next};
-use crate::{amberflo, credentials, quantity, stripe, time};
+use crate::{amberflo, credentials, quantity, reconcile, stripe, time};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use usage_sync_report::defaults::MAX_CUSTOMERS_PER_QUERY;
@@ -110,6 +111,77 @@ pub fn record_usage(
         &meter,
         Vec::new(),
     )
+}
+
+/// Reconcile one row, reading only: Amberflo's totals from step 1's answer,
+/// times the scale (rounded only if asked), against Stripe's summaries for
+/// every interval of the window. Nothing is written.
+pub fn reconcile(
+    endpoints: &Endpoints,
+    options: Options,
+    inputs: Inputs,
+    usage_result: &str,
+    meter: Meter,
+    tolerance: &str,
+) -> Result<Reconciliation, WorkflowError> {
+    let invalid = WorkflowError::InvalidInput;
+    let plan = inputs::validate(inputs, &options, now()).map_err(invalid)?;
+    let tolerance = Decimal::parse(tolerance)
+        .ok()
+        .filter(|t| !t.is_negative())
+        .ok_or_else(|| {
+            invalid(format!(
+                "the tolerance `{tolerance}` is not a number of units, 0 or more"
+            ))
+        })?;
+    credentials::check(&[Needed::Stripe]).map_err(invalid)?;
+    let retry = retry_policy(&options);
+    let grid = inputs::grid(options.interval, plan.window);
+    let usage = amberflo::client_meters(usage_result, &plan.customer_id, plan.window, grid)
+        .map_err(|m| step_failed(Step::QueryUsage, plan.window, Some(200), m, None, 1))?;
+    let totals = usage
+        .totals(&plan.intervals)
+        .map_err(|m| step_failed(Step::QueryUsage, plan.window, Some(200), m, None, 1))?;
+    let scale = inputs::scale(&options).map_err(invalid)?;
+    let expected = totals
+        .iter()
+        .map(|total| {
+            let scaled = total.checked_mul(scale).ok_or_else(|| {
+                format!("the Amberflo total {total} times the scale {scale} is too large")
+            })?;
+            Ok(match options.rounding {
+                Some(rule) => {
+                    let whole = i64::try_from(scaled.round(rule))
+                        .map_err(|_| format!("the total {scaled} is too large"))?;
+                    Decimal::from_int(whole)
+                }
+                None => scaled,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(invalid)?;
+    let mut reads = Vec::new();
+    let held = read_summaries(
+        endpoints,
+        options.interval,
+        &plan,
+        &meter,
+        &plan.intervals,
+        &retry,
+        &mut reads,
+    )?;
+    let rules = reconcile::Rules {
+        now: now(),
+        settle_secs: i64::from(options.settle_hours) * 3600,
+        tolerance,
+    };
+    let cells = reconcile::cells(&plan.intervals, &expected, &held, &rules)
+        .map_err(|m| step_failed(Step::ReadSummaries, plan.window, Some(200), m, None, 1))?;
+    Ok(Reconciliation {
+        meter,
+        cells,
+        reads,
+    })
 }
 
 /// The active meter of `event_name`, checked for the run's interval.
@@ -470,11 +542,15 @@ fn record_all(
     let (measured, billed) =
         window_totals(plan, scale, &totals, &values).map_err(WorkflowError::InvalidInput)?;
     let now = now();
-    // Intervals are in order, so the old ones come first.
+    let settle_secs = i64::from(options.settle_hours) * 3600;
+    // Intervals are in order, so the old ones come first. A true-up reads
+    // every settled interval too, whatever its age.
     let old: Vec<Window> = plan
         .intervals
         .iter()
-        .filter(|p| now - p.end > IDENTIFIER_TRUSTED_FOR)
+        .filter(|p| {
+            now - p.end > IDENTIFIER_TRUSTED_FOR || (options.true_up && now - p.end >= settle_secs)
+        })
         .copied()
         .collect();
     let held = read_summaries(
@@ -513,6 +589,7 @@ fn record_all(
             verified_by: None,
             stripe_value: None,
             drift: false,
+            corrected_to: None,
             attempts: 0,
         };
         if let Some(&(_, held)) = held.get(&interval.start) {
@@ -522,11 +599,26 @@ fn record_all(
                 if held == wanted {
                     event.already_recorded = true;
                     event.verified_by = Some(Verification::Summary);
+                } else if let Some(correction) = true_up(
+                    options,
+                    plan,
+                    meter,
+                    interval,
+                    &event.usage_quantity,
+                    held,
+                    now,
+                ) {
+                    // Written below, as any event: the correction, not the total.
+                    event.meter_event_id = correction.identifier;
+                    event.corrected_to = Some(event.usage_quantity.clone());
+                    event.usage_quantity = correction.value;
                 } else {
                     event.drift = true;
                 }
-                outputs.events.push(event);
-                continue;
+                if event.corrected_to.is_none() {
+                    outputs.events.push(event);
+                    continue;
+                }
             }
         }
         let body = stripe::request_body(
@@ -558,6 +650,49 @@ fn record_all(
         }
     }
     Ok(outputs)
+}
+
+/// A correction event of a true-up.
+struct Correction {
+    identifier: String,
+    value: String,
+}
+
+/// The correction that makes Stripe's `held` value for a settled interval
+/// equal `wanted`, when the options ask for one: on a raw `sum` meter the
+/// difference (negative only with `allow-decrease`), on a pre-aggregated one
+/// the total again (Stripe keeps the last event of the bucket). None: leave it
+/// as drift (not asked, still settling, a decrease not allowed, or a value
+/// Stripe holds that is not a whole number).
+fn true_up(
+    options: &Options,
+    plan: &Plan,
+    meter: &Meter,
+    interval: &Window,
+    wanted: &str,
+    held: f64,
+    now: i64,
+) -> Option<Correction> {
+    if !options.true_up || now - interval.end < i64::from(options.settle_hours) * 3600 {
+        return None;
+    }
+    let target = Decimal::parse(wanted).ok()?;
+    let held = reconcile::stripe_decimal(held).ok()?;
+    let difference = target.checked_sub(held)?;
+    if !held.is_integer() || difference.is_zero() {
+        return None;
+    }
+    if difference.is_negative() && !options.allow_decrease {
+        return None;
+    }
+    let value = match meter.pre_aggregated {
+        Some(_) => target,
+        None => difference,
+    };
+    Some(Correction {
+        identifier: stripe::correction_identifier(plan, interval, wanted),
+        value: value.to_string(),
+    })
 }
 
 /// Sends until the answer is final under `rule`, or the retry policy is spent.
@@ -986,6 +1121,9 @@ mod tests {
             dry_run: false,
             interval: Interval::Day,
             scale: None,
+            true_up: false,
+            allow_decrease: false,
+            settle_hours: 72,
         }
     }
 

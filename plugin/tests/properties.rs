@@ -59,6 +59,9 @@ fn options(interval: Interval) -> Options {
         dry_run: false,
         interval,
         scale: None,
+        true_up: false,
+        allow_decrease: false,
+        settle_hours: 72,
     }
 }
 

@@ -28,6 +28,9 @@ pub mod defaults {
     pub const MAX_RETRIES: u32 = 2;
     /// No retry of a request starts later than this after its first attempt.
     pub const RETRY_BUDGET_MS: u64 = 60_000;
+    /// Hours after an interval's end before Amberflo's total for it is taken
+    /// as final (its guide: cloud usage settles 2 to 3 days after the period).
+    pub const SETTLE_HOURS: u32 = 72;
     /// Customers in one batched Amberflo query: Amberflo documents no limit.
     pub const MAX_CUSTOMERS_PER_QUERY: usize = 1000;
 
@@ -202,6 +205,8 @@ pub struct MeterEvent {
     pub stripe_value: Option<String>,
     /// Stripe held another value: nothing was written.
     pub drift: bool,
+    /// A true-up correction: Stripe's value after it (`stripe_value` before).
+    pub corrected_to: Option<String>,
     /// Requests made, retries included.
     pub attempts: u32,
 }
@@ -444,6 +449,10 @@ pub struct EventJson<'a> {
     stripe_value: Option<&'a str>,
     /// Stripe held another value: nothing was written.
     drift: bool,
+    /// A true-up correction: Stripe's value for the interval once it is
+    /// counted (`stripeValue` is the value before).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    corrected_to: Option<&'a str>,
     attempts: u32,
 }
 
@@ -461,6 +470,7 @@ impl<'a> From<&'a MeterEvent> for EventJson<'a> {
             verified_by: e.verified_by.map(verification_name),
             stripe_value: e.stripe_value.as_deref(),
             drift: e.drift,
+            corrected_to: e.corrected_to.as_deref(),
             attempts: e.attempts,
         }
     }
@@ -560,6 +570,9 @@ struct OutputsJson<'a> {
     stripe_value: Option<Option<&'a str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     drift: Option<bool>,
+    /// A true-up correction of the single event: Stripe's value after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    corrected_to: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     attempts: Option<u32>,
     /// Amberflo's total for the window (times `--scale`), exactly.
@@ -599,6 +612,7 @@ pub fn render_outputs(outputs: &Outputs, dry_run: bool) -> String {
         verified_by: single.map(|e| e.verified_by.map(verification_name)),
         stripe_value: single.map(|e| e.stripe_value.as_deref()),
         drift: single.map(|e| e.drift),
+        corrected_to: single.and_then(|e| e.corrected_to.as_deref()),
         attempts: single.map(|e| e.attempts),
         measured_total: &outputs.measured_total,
         billed_total: &outputs.billed_total,

@@ -40,6 +40,12 @@ pub struct RunRequest {
     pub retry_budget_ms: Option<u64>,
     /// Option `scale`: a string or a JSON number.
     pub scale: Option<Scalar>,
+    /// Option `trueUp`.
+    pub true_up: Option<bool>,
+    /// Option `allowDecrease`.
+    pub allow_decrease: Option<bool>,
+    /// Option `settleHours`.
+    pub settle_hours: Option<u32>,
 }
 
 /// A string, or a JSON number taken exactly as written (`1.50` stays `1.50`).
@@ -71,6 +77,9 @@ impl RunRequest {
             ("maxRetries", self.max_retries.is_some()),
             ("retryBudgetMs", self.retry_budget_ms.is_some()),
             ("scale", self.scale.is_some()),
+            ("trueUp", self.true_up.is_some()),
+            ("allowDecrease", self.allow_decrease.is_some()),
+            ("settleHours", self.settle_hours.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, given)| given.then_some(name))

@@ -231,6 +231,9 @@ fn run_on_platform(wasm: &str, version: &str, p: &Providers, start: i64, end: i6
                     dry_run: false,
                     interval: Interval::Day,
                     scale: None,
+                    true_up: false,
+                    allow_decrease: false,
+                    settle_hours: 72,
                 },
                 &Inputs {
                     customer_id: "acme".into(),

@@ -13,6 +13,7 @@ mod hostile;
 mod ledger;
 mod measured;
 mod node;
+mod reconcile;
 mod sandbox;
 mod serve;
 mod support;

@@ -120,6 +120,18 @@ impl Providers {
         run
     }
 
+    /// `usage-sync reconcile` against the emulators, scanned for the keys.
+    pub fn reconcile<S: AsRef<str>>(&self, args: &[S]) -> Run {
+        let run = Run::exec(&mut self.command_with_keys(
+            "reconcile",
+            args,
+            &self.amberflo_key,
+            &self.stripe_key,
+        ));
+        self.assert_no_leak(&run);
+        run
+    }
+
     pub fn run_with_keys<S: AsRef<str>>(
         &self,
         args: &[S],

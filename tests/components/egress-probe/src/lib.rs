@@ -26,8 +26,8 @@ wit_bindgen::generate!({
 });
 
 use exports::usage_sync::workflow::workflow::{
-    CustomerUsage, Delivery, Endpoints, Guest, Inputs, Meter, Options, Outputs, Step, StepFailure,
-    UsageQuery, WorkflowError,
+    CustomerUsage, Delivery, Endpoints, Guest, Inputs, Meter, Options, Outputs, Reconciliation,
+    Step, StepFailure, UsageQuery, WorkflowError,
 };
 use serde_json::{Value, json};
 use wasip2::http::outgoing_handler;
@@ -112,6 +112,24 @@ impl Guest for Probe {
         _: Meter,
     ) -> Result<Outputs, WorkflowError> {
         Probe::run(endpoints, options, inputs)
+    }
+
+    // A reconciliation is read-only by contract; the probe shows the host
+    // holds it to the same policy whatever the export.
+    fn reconcile(
+        endpoints: Endpoints,
+        options: Options,
+        inputs: Inputs,
+        _: String,
+        meter: Meter,
+        _: String,
+    ) -> Result<Reconciliation, WorkflowError> {
+        Probe::run(endpoints, options, inputs)?;
+        Ok(Reconciliation {
+            meter,
+            cells: Vec::new(),
+            reads: Vec::new(),
+        })
     }
 }
 

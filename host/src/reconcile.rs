@@ -1,0 +1,492 @@
+//! `usage-sync reconcile`: for every row and interval, Amberflo's total
+//! against what Stripe's meter holds, read-only and sandboxed like every run
+//! (the component reads, the host attaches the keys). Amberflo is queried per
+//! batch of customers as `sync` does; Stripe's summaries once per row.
+//!
+//! Output: one JSON line per cell and a summary line, or CSV; a short table of
+//! the drifted cells on a terminal; and optionally a self-contained HTML page
+//! with a chart per customer.
+
+use crate::bindings::{Cell, CellStatus, Inputs, Meter, Reconciliation, UsageQuery};
+use crate::mapping::Row;
+use crate::outcome::{ExitStatus, Failure};
+use crate::sandbox::{RunConfig, Sandbox};
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// How the cells are printed on stdout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON object per line, then `{"summary": ...}`.
+    Json,
+    /// CSV with a header; the summary goes to stderr.
+    Csv,
+}
+
+/// Everything `reconcile` needs besides the rows.
+pub struct Settings {
+    /// The window's start, the same for every row.
+    pub start_time: String,
+    /// The window's end.
+    pub end_time: String,
+    /// Rows read at once.
+    pub concurrency: usize,
+    /// Customers per Amberflo query.
+    pub batch: usize,
+    /// Differences up to this many units are a match.
+    pub tolerance: String,
+    /// stdout's format.
+    pub format: Format,
+    /// Where to write the HTML page, if anywhere.
+    pub html: Option<PathBuf>,
+}
+
+/// What a reconciliation found.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// Rows compared.
+    pub rows: usize,
+    /// Cells (row × interval) compared.
+    pub cells: usize,
+    /// Cells equal within the tolerance.
+    pub matched: usize,
+    /// Cells Stripe holds nothing for.
+    pub missing: usize,
+    /// Cells Stripe holds less for.
+    pub under: usize,
+    /// Cells Stripe holds more for.
+    pub over: usize,
+    /// Cells that differ but may still change at Amberflo.
+    pub settling: usize,
+    /// Rows that could not be compared (see their lines).
+    pub failed: usize,
+    /// The worst exit status among the failed rows.
+    #[serde(skip)]
+    pub worst: u8,
+}
+
+impl Summary {
+    /// Cells that drifted: missing, under or over.
+    pub fn drifted(&self) -> usize {
+        self.missing + self.under + self.over
+    }
+}
+
+/// A row's answer.
+type Answer = Result<Reconciliation, Failure>;
+
+/// Compares every row, then prints what it found; writes nothing anywhere
+/// but stdout, stderr and the HTML file.
+pub async fn reconcile(
+    sandbox: Arc<Sandbox>,
+    config: RunConfig,
+    rows: Vec<Row>,
+    settings: &Settings,
+) -> Result<Summary, Failure> {
+    let mut meters: HashMap<String, Arc<Meter>> = HashMap::new();
+    for row in &rows {
+        if !meters.contains_key(&row.stripe_event_name) {
+            let meter = sandbox.find_meter(&config, &row.stripe_event_name).await?;
+            meters.insert(row.stripe_event_name.clone(), Arc::new(meter));
+        }
+    }
+    let config = Arc::new(config);
+    let permits = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for batch in crate::sync::batches(rows, settings.batch) {
+        let (sandbox, config, permits) = (sandbox.clone(), config.clone(), permits.clone());
+        let meters = meters.clone();
+        let (start, end) = (settings.start_time.clone(), settings.end_time.clone());
+        let tolerance = settings.tolerance.clone();
+        tasks.spawn(async move {
+            let usage = {
+                let _permit = permits.acquire().await;
+                let mut customer_ids: Vec<String> = Vec::new();
+                for row in &batch {
+                    if !customer_ids.contains(&row.customer_id) {
+                        customer_ids.push(row.customer_id.clone());
+                    }
+                }
+                let query = UsageQuery {
+                    customer_ids,
+                    meter_api_name: batch[0].meter_api_name.clone(),
+                    start_time: Some(start.clone()),
+                    end_time: Some(end.clone()),
+                };
+                sandbox.query_usage(&config, query).await
+            };
+            let usage: HashMap<String, String> = match usage {
+                Ok(usage) => usage
+                    .into_iter()
+                    .map(|u| (u.customer_id, u.usage_result))
+                    .collect(),
+                Err(failure) => {
+                    return batch
+                        .into_iter()
+                        .map(|row| (row, Err(failure.clone())))
+                        .collect::<Vec<_>>();
+                }
+            };
+            let mut rows = tokio::task::JoinSet::new();
+            for row in batch {
+                let (sandbox, config, permits) = (sandbox.clone(), config.clone(), permits.clone());
+                let meter = meters[&row.stripe_event_name].clone();
+                let usage = usage.get(&row.customer_id).cloned().unwrap_or_default();
+                let (start, end, tolerance) = (start.clone(), end.clone(), tolerance.clone());
+                rows.spawn(async move {
+                    let _permit = permits.acquire().await;
+                    let inputs = Inputs {
+                        customer_id: row.customer_id.clone(),
+                        meter_api_name: row.meter_api_name.clone(),
+                        stripe_customer: row.stripe_customer.clone(),
+                        stripe_event_name: row.stripe_event_name.clone(),
+                        usage_quantity: None,
+                        start_time: Some(start),
+                        end_time: Some(end),
+                    };
+                    let answer = sandbox
+                        .reconcile(&config, inputs, usage, &meter, &tolerance)
+                        .await;
+                    (row, answer)
+                });
+            }
+            let mut done = Vec::new();
+            while let Some(result) = rows.join_next().await {
+                if let Ok(pair) = result {
+                    done.push(pair);
+                }
+            }
+            done
+        });
+    }
+    let mut answers: Vec<(Row, Answer)> = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        let batch = result.map_err(|e| Failure::Internal(format!("a batch's task failed: {e}")))?;
+        answers.extend(batch);
+    }
+    answers.sort_by_key(|(row, _)| row.line);
+    let summary = print(&answers, settings, &config)?;
+    if let Some(path) = &settings.html {
+        std::fs::write(path, html(&answers, settings))
+            .map_err(|e| Failure::BadInput(format!("cannot write {}: {e}", path.display())))?;
+        eprintln!("reconcile: wrote {}", path.display());
+    }
+    Ok(summary)
+}
+
+/// The status's name in the output.
+pub fn status_name(status: CellStatus) -> &'static str {
+    match status {
+        CellStatus::Match => "match",
+        CellStatus::Missing => "missing",
+        CellStatus::Under => "under",
+        CellStatus::Over => "over",
+        CellStatus::Settling => "settling",
+    }
+}
+
+fn drifted(status: CellStatus) -> bool {
+    matches!(
+        status,
+        CellStatus::Missing | CellStatus::Under | CellStatus::Over
+    )
+}
+
+fn cell_line(row: &Row, cell: &Cell) -> Value {
+    json!({
+        "customerId": row.customer_id,
+        "stripeCustomer": row.stripe_customer,
+        "meterApiName": row.meter_api_name,
+        "stripeEventName": row.stripe_event_name,
+        "startTime": cell.window_start,
+        "endTime": cell.window_end,
+        "amberflo": cell.amberflo,
+        "stripe": cell.stripe,
+        "difference": cell.difference,
+        "status": status_name(cell.status),
+    })
+}
+
+const CSV_HEADER: [&str; 10] = [
+    "customerId",
+    "stripeCustomer",
+    "meterApiName",
+    "stripeEventName",
+    "startTime",
+    "endTime",
+    "amberflo",
+    "stripe",
+    "difference",
+    "status",
+];
+
+/// Prints every cell (and every failed row) on stdout, the drifted cells as
+/// a table on a terminal, and the summary.
+fn print(
+    answers: &[(Row, Answer)],
+    settings: &Settings,
+    config: &RunConfig,
+) -> Result<Summary, Failure> {
+    let redact = |text: &str| config.credentials.redact(text);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let write_error = |e: std::io::Error| Failure::Internal(format!("writing stdout: {e}"));
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    if settings.format == Format::Csv {
+        csv.write_record(CSV_HEADER)
+            .map_err(|e| Failure::Internal(e.to_string()))?;
+    }
+    let mut summary = Summary::default();
+    let mut table = Vec::new();
+    for (row, answer) in answers {
+        summary.rows += 1;
+        let reconciliation = match answer {
+            Ok(r) => r,
+            Err(failure) => {
+                summary.failed += 1;
+                summary.worst = summary.worst.max(failure.exit_code());
+                let mut line = json!({
+                    "customerId": row.customer_id,
+                    "stripeCustomer": row.stripe_customer,
+                    "meterApiName": row.meter_api_name,
+                    "stripeEventName": row.stripe_event_name,
+                    "status": "failed",
+                });
+                if let (Value::Object(line), Value::Object(detail)) = (&mut line, failure.to_json())
+                {
+                    line.extend(detail);
+                }
+                match settings.format {
+                    Format::Json => {
+                        writeln!(out, "{}", redact(&line.to_string())).map_err(write_error)?
+                    }
+                    Format::Csv => eprintln!("reconcile: {}", redact(&line.to_string())),
+                }
+                continue;
+            }
+        };
+        for cell in &reconciliation.cells {
+            summary.cells += 1;
+            match cell.status {
+                CellStatus::Match => summary.matched += 1,
+                CellStatus::Missing => summary.missing += 1,
+                CellStatus::Under => summary.under += 1,
+                CellStatus::Over => summary.over += 1,
+                CellStatus::Settling => summary.settling += 1,
+            }
+            if drifted(cell.status) {
+                table.push((row, cell));
+            }
+            match settings.format {
+                Format::Json => writeln!(out, "{}", redact(&cell_line(row, cell).to_string()))
+                    .map_err(write_error)?,
+                Format::Csv => {
+                    let start = cell.window_start.to_string();
+                    let end = cell.window_end.to_string();
+                    csv.write_record([
+                        row.customer_id.as_str(),
+                        &row.stripe_customer,
+                        &row.meter_api_name,
+                        &row.stripe_event_name,
+                        &start,
+                        &end,
+                        &cell.amberflo,
+                        &cell.stripe,
+                        &cell.difference,
+                        status_name(cell.status),
+                    ])
+                    .map_err(|e| Failure::Internal(e.to_string()))?;
+                }
+            }
+        }
+    }
+    let summary_line = json!({ "summary": summary }).to_string();
+    match settings.format {
+        Format::Json => writeln!(out, "{summary_line}").map_err(write_error)?,
+        Format::Csv => {
+            let bytes = csv
+                .into_inner()
+                .map_err(|e| Failure::Internal(e.to_string()))?;
+            out.write_all(redact(&String::from_utf8_lossy(&bytes)).as_bytes())
+                .map_err(write_error)?;
+            eprintln!("reconcile: {summary_line}");
+        }
+    }
+    if std::io::stderr().is_terminal() && !table.is_empty() {
+        eprintln!("{}", drift_table(&table));
+    }
+    Ok(summary)
+}
+
+/// The drifted cells, for a person: at most 20 lines.
+fn drift_table(cells: &[(&Row, &Cell)]) -> String {
+    let mut text = format!(
+        "{:<24} {:<20} {:>14} {:>14} {:>14}  status\n",
+        "customer", "day (UTC)", "amberflo", "stripe", "difference"
+    );
+    for (row, cell) in cells.iter().take(20) {
+        text.push_str(&format!(
+            "{:<24} {:<20} {:>14} {:>14} {:>14}  {}\n",
+            row.customer_id,
+            day(cell.window_start),
+            cell.amberflo,
+            cell.stripe,
+            cell.difference,
+            status_name(cell.status)
+        ));
+    }
+    if cells.len() > 20 {
+        text.push_str(&format!(
+            "... and {} more drifted cells\n",
+            cells.len() - 20
+        ));
+    }
+    text
+}
+
+/// `2026-11-25` (or `2026-11-25 13:00` for an hour), UTC.
+fn day(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    match secs {
+        0 => format!("{y:04}-{m:02}-{d:02}"),
+        s => format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// Text safe inside HTML.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A self-contained page: per row, a chart of Amberflo (bars) against Stripe
+/// (dots) per interval, drifted intervals marked red, and a table of them.
+/// No script, no external asset.
+fn html(answers: &[(Row, Answer)], settings: &Settings) -> String {
+    let mut page = String::from(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>usage-sync reconcile</title><style>\
+         body{font:14px system-ui,sans-serif;margin:2em;color:#222}\
+         section{margin-bottom:2.5em}h2{font-size:16px;margin:0 0 .3em}\
+         .bar{fill:#9bb7d4}.drift{fill:#d9534f}.settling{fill:#f0ad4e}.dot{fill:#222}\
+         table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}\
+         .legend span{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px}\
+         </style></head><body>\n",
+    );
+    page.push_str(&format!(
+        "<h1>Amberflo against Stripe, {} to {}</h1>\n<p class=\"legend\">\
+         <span style=\"background:#9bb7d4\"></span>Amberflo, matching\
+         <span style=\"background:#d9534f\"></span>Amberflo, drifted\
+         <span style=\"background:#f0ad4e\"></span>Amberflo, still settling\
+         <span style=\"background:#222;border-radius:5px\"></span>Stripe</p>\n",
+        escape(&settings.start_time),
+        escape(&settings.end_time)
+    ));
+    for (row, answer) in answers {
+        page.push_str(&format!(
+            "<section data-customer=\"{}\"><h2>{} → {} ({} → {})</h2>\n",
+            escape(&row.customer_id),
+            escape(&row.customer_id),
+            escape(&row.stripe_customer),
+            escape(&row.meter_api_name),
+            escape(&row.stripe_event_name)
+        ));
+        match answer {
+            Err(failure) => page.push_str(&format!(
+                "<p class=\"failed\">Not compared: {}</p>\n",
+                escape(&failure.message())
+            )),
+            Ok(r) => page.push_str(&chart(&r.cells)),
+        }
+        page.push_str("</section>\n");
+    }
+    page.push_str("</body></html>\n");
+    page
+}
+
+fn chart(cells: &[Cell]) -> String {
+    let value = |text: &str| text.parse::<f64>().unwrap_or(0.0);
+    let top = cells
+        .iter()
+        .flat_map(|c| [value(&c.amberflo), value(&c.stripe)])
+        .fold(0.0f64, f64::max)
+        .max(1.0);
+    let (width, height, step) = ((cells.len().max(1) * 14 + 20) as f64, 120.0, 14.0);
+    let y = |v: f64| height - 10.0 - (v / top) * (height - 20.0);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" role=\"img\">\n"
+    );
+    for (i, cell) in cells.iter().enumerate() {
+        let x = 10.0 + i as f64 * step;
+        let a = value(&cell.amberflo);
+        let class = match cell.status {
+            s if drifted(s) => "bar drift",
+            CellStatus::Settling => "bar settling",
+            _ => "bar",
+        };
+        svg.push_str(&format!(
+            "<rect class=\"{class}\" data-start=\"{}\" data-status=\"{}\" x=\"{x}\" y=\"{:.1}\" width=\"10\" height=\"{:.1}\"><title>{}: Amberflo {}, Stripe {}</title></rect>\n",
+            cell.window_start,
+            status_name(cell.status),
+            y(a),
+            (height - 10.0 - y(a)).max(0.0),
+            day(cell.window_start),
+            escape(&cell.amberflo),
+            escape(&cell.stripe),
+        ));
+        svg.push_str(&format!(
+            "<circle class=\"dot\" cx=\"{}\" cy=\"{:.1}\" r=\"2.5\"/>\n",
+            x + 5.0,
+            y(value(&cell.stripe))
+        ));
+    }
+    svg.push_str("</svg>\n");
+    let drifted: Vec<&Cell> = cells.iter().filter(|c| drifted(c.status)).collect();
+    if !drifted.is_empty() {
+        svg.push_str("<table><tr><th>day</th><th>Amberflo</th><th>Stripe</th><th>difference</th><th>status</th></tr>\n");
+        for c in drifted {
+            svg.push_str(&format!(
+                "<tr class=\"drifted\" data-start=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                c.window_start,
+                day(c.window_start),
+                escape(&c.amberflo),
+                escape(&c.stripe),
+                escape(&c.difference),
+                status_name(c.status)
+            ));
+        }
+        svg.push_str("</table>\n");
+    }
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_are_printed_in_utc() {
+        assert_eq!(day(0), "1970-01-01");
+        assert_eq!(day(1_764_028_800), "2025-11-25");
+        assert_eq!(day(1_764_028_800 + 13 * 3600), "2025-11-25 13:00");
+    }
+}
