@@ -198,10 +198,19 @@ async fn sync_all(
     let sandbox = Arc::new(args.sandbox.sandbox(Some(args.concurrency), &limits)?);
     // One journal per window by default, so the same command runs every night
     // and a rerun of any night resumes that night.
+    // A true-up compares with what Amberflo says today: its journal resumes
+    // the same day's run, and tomorrow's checks every row again.
+    let true_up_day = match args.workflow.true_up {
+        true => {
+            let (_, today) = inputs::previous_utc_day().map_err(Failure::Internal)?;
+            format!("true-up.{today}.")
+        }
+        false => String::new(),
+    };
     let journal = args.journal.clone().unwrap_or_else(|| {
         let mut name = args.mapping.as_os_str().to_owned();
         name.push(format!(
-            ".journal.{}-{}.jsonl",
+            ".journal.{true_up_day}{}-{}.jsonl",
             file_safe(&start_time),
             file_safe(&end_time)
         ));

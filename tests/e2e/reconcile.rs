@@ -410,3 +410,45 @@ fn a_true_up_leaves_settling_days_alone_and_never_reaches_past_35_days() {
         run.error_message()
     );
 }
+
+/// The daily catch-up job: `sync --true-up` over the settled days of a
+/// mapping corrects every row that reconcile would flag, and reconcile then
+/// finds nothing. Its journal is the day's, so tomorrow's job checks every
+/// row again.
+#[test]
+fn sync_true_up_over_a_mapping_leaves_nothing_for_reconcile_to_find() {
+    let p = in_step(20);
+    let planted = plant_drift(&p);
+    let mapping = mapping("true-up", 20);
+    let (start, end) = (days_ago(35).0, days_ago(3).1);
+    let window = window_args(start, end);
+    let mut args: Vec<String> = vec![
+        "--mapping".into(),
+        mapping.to_str().unwrap().into(),
+        "--meter-api-name".into(),
+        "api-calls".into(),
+        "--stripe-event-name".into(),
+        "api_calls".into(),
+    ];
+    args.extend(window.iter().cloned());
+    let mut true_up = args.clone();
+    true_up.extend(["--true-up".into(), "--allow-decrease".into()]);
+    let run = p.sync(&true_up);
+    run.expect(0);
+    let summary: Value = serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["summary"]["failed"], 0, "{summary}");
+    // Every planted cell but the settling one (yesterday, outside the window) was corrected.
+    assert_eq!(p.stripe_writes().len(), planted.len() - 1);
+    let today = days_ago(0).0;
+    let journal = format!("{}.journal.true-up.{today}.{start}-{end}.jsonl", mapping.display());
+    assert!(std::path::Path::new(&journal).exists(), "{journal}");
+
+    // Once Stripe has processed the corrections (its summaries lag a minute).
+    p.stripe.shift_clock(120);
+    let after = p.reconcile(&args);
+    after.expect(0);
+    let out = lines(&after);
+    let summary = &out.last().unwrap()["summary"];
+    assert_eq!(summary["cells"], 20 * 33);
+    assert_eq!(summary["matched"], 20 * 33);
+}
