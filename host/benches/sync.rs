@@ -198,8 +198,9 @@ fn requests(amberflo: &Amberflo, stripe: &Stripe) -> Requests {
 /// A 30-day backfill of `customers` customers, every day past Stripe's
 /// identifier window, synced once, then again "25 hours later" (Stripe's clock
 /// moved, so only the summaries stand between the rerun and double billing).
-/// Returns both runs' rows/s and requests.
-fn backfill(customers: usize) -> (f64, Requests, f64, Requests) {
+/// Returns both runs' rows/s and requests, then those of a `reconcile` of the
+/// same window.
+fn backfill(customers: usize) -> (f64, Requests, f64, Requests, f64, Requests) {
     const DAYS: i64 = 30;
     let (_, yesterday_end) = yesterday();
     let end = yesterday_end - 2 * DAY;
@@ -236,6 +237,44 @@ fn backfill(customers: usize) -> (f64, Requests, f64, Requests) {
         customers * DAYS as usize,
         "billed once"
     );
+    let before_reconcile = requests(&amberflo, &stripe);
+    let started = Instant::now();
+    let status = Command::new(BIN)
+        .args([
+            "reconcile",
+            "--mapping",
+            dir.join("mapping.csv").to_str().unwrap(),
+        ])
+        .args([
+            "--meter-api-name",
+            "api-calls",
+            "--stripe-event-name",
+            "api_calls",
+        ])
+        .args([
+            "--amberflo-url",
+            &amberflo.url(),
+            "--stripe-url",
+            &stripe.url(),
+        ])
+        .args([
+            "--concurrency",
+            "64",
+            "--amberflo-batch",
+            &BATCH.to_string(),
+        ])
+        .args(&window)
+        .args(["--cache-dir", cache_dir().to_str().unwrap()])
+        .env_clear()
+        .env("AMBERFLO_API_KEY", AMBERFLO_KEY)
+        .env("STRIPE_API_KEY", STRIPE_KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "everything matches");
+    let reconciled = started.elapsed();
+    let after_reconcile = requests(&amberflo, &stripe);
     let _ = std::fs::remove_dir_all(&dir);
     let rate = |d: Duration| customers as f64 / d.as_secs_f64();
     (
@@ -247,6 +286,13 @@ fn backfill(customers: usize) -> (f64, Requests, f64, Requests) {
             meter_lookups: after.meter_lookups - before.meter_lookups,
             summary_reads: after.summary_reads - before.summary_reads,
             writes: after.writes - before.writes,
+        },
+        rate(reconciled),
+        Requests {
+            amberflo: after_reconcile.amberflo - before_reconcile.amberflo,
+            meter_lookups: after_reconcile.meter_lookups - before_reconcile.meter_lookups,
+            summary_reads: after_reconcile.summary_reads - before_reconcile.summary_reads,
+            writes: after_reconcile.writes - before_reconcile.writes,
         },
     )
 }
@@ -472,7 +518,7 @@ fn main() {
     let (nightly, _) = sync(&amberflo, &stripe, &dir, 64, BATCH, &[]);
     let nightly_requests = requests(&amberflo, &stripe);
     let _ = std::fs::remove_dir_all(&dir);
-    let (first, wrote, rerun, reread) = backfill(1_000);
+    let (first, wrote, rerun, reread, reconciled, compared) = backfill(1_000);
     println!();
     println!(
         "| sync of 1,000 customers | rows/s | Amberflo queries | meter lookups | summary reads per customer | writes |"
@@ -499,6 +545,13 @@ fn main() {
         reread.meter_lookups,
         reread.summary_reads as f64 / 1_000.0,
         reread.writes
+    );
+    println!(
+        "| `reconcile` of the same 30 days (read-only) | {reconciled:.0} | {} | {} | {:.2} | {} |",
+        compared.amberflo,
+        compared.meter_lookups,
+        compared.summary_reads as f64 / 1_000.0,
+        compared.writes
     );
     let _ = std::fs::remove_dir_all(cache_dir());
 }

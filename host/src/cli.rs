@@ -1,13 +1,14 @@
 //! The `usage-sync` command line: parse the arguments, run the command.
 
 use crate::args::{
-    Cli, Command, MAX_BATCH, MAX_CONCURRENCY, ReconcileArgs, RunArgs, STRIPE_RATE, SyncArgs,
+    Cli, Command, MAX_BATCH, MAX_CONCURRENCY, ReconcileArgs, RunArgs, STRIPE_RATE, ServeArgs,
+    SyncArgs,
 };
 use crate::inputs::{self, InputFlags, InputsFile};
 use crate::outcome::{Failure, exit, outputs_exit_code, render_outputs, summary};
 use crate::outcome::{print_failure, progress};
 use crate::sandbox::{RunConfig, Sandbox};
-use crate::secrets::Credentials;
+use crate::secrets::{Credentials, ServeToken};
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,7 +25,7 @@ pub fn main() -> ExitCode {
     let code = match cli.command {
         Command::Run(args) => runtime.block_on(run(*args)),
         Command::Sync(args) => runtime.block_on(sync(*args)),
-        Command::Serve(args) => runtime.block_on(crate::serve::serve(*args)),
+        Command::Serve(args) => runtime.block_on(serve(*args)),
         Command::Reconcile(args) => runtime.block_on(reconcile(*args)),
         #[cfg(feature = "demo")]
         Command::Demo(args) => runtime.block_on(crate::demo::run(
@@ -37,7 +38,7 @@ pub fn main() -> ExitCode {
 }
 
 /// The keys from the environment, or the exit status of the report saying why not.
-pub(crate) fn credentials() -> Result<Arc<Credentials>, u8> {
+fn credentials() -> Result<Arc<Credentials>, u8> {
     // Before the keys are known nothing can leak; after, everything printed is scrubbed.
     Credentials::from_env().map(Arc::new).map_err(|e| {
         print_failure(
@@ -231,6 +232,72 @@ async fn sync_all(
         args.concurrency
     );
     crate::sync::sync(sandbox, config, rows, &plan).await
+}
+
+/// `usage-sync serve`: checks the configuration, listens, serves until
+/// SIGTERM or Ctrl-C; the exit status says how it ended.
+async fn serve(args: ServeArgs) -> u8 {
+    let credentials = match credentials() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let prepared = (|| {
+        let token = ServeToken::from_env().map_err(Failure::BadInput)?;
+        let door = args.door()?;
+        let (policy, endpoints) = args.endpoints.resolve()?;
+        let limits = args.sandbox.limits()?;
+        // The request body carries the options; these are unused.
+        let config = RunConfig::new(
+            policy,
+            endpoints,
+            crate::options::default_options(),
+            credentials.clone(),
+            limits,
+        );
+        let sandbox = args.sandbox.sandbox(Some(door.max_runs), &limits)?;
+        Ok::<_, Failure>(crate::serve::App::new(sandbox, config, token, door))
+    })();
+    let app = match prepared {
+        Ok(app) => app,
+        Err(failure) => return print_failure(&failure, Some(&credentials)),
+    };
+    // Listen for signals before accepting anything, so none is missed.
+    let mut interrupt = match crate::interrupt::Interrupt::listen() {
+        Ok(i) => i,
+        Err(e) => {
+            let failure = Failure::Internal(format!("listening for SIGTERM and Ctrl-C: {e}"));
+            return print_failure(&failure, Some(&credentials));
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            let failure = Failure::BadInput(format!("cannot listen on {}: {e}", args.listen));
+            return print_failure(&failure, Some(&credentials));
+        }
+    };
+    let address = listener.local_addr().unwrap_or(args.listen);
+    eprintln!(
+        "usage-sync: serving POST /run on http://{address}/ to callers with the token (SIGTERM or Ctrl-C stops)"
+    );
+    let unfinished = crate::serve::run(
+        listener,
+        Arc::new(app),
+        async move { interrupt.recv().await },
+    )
+    .await;
+    match unfinished {
+        0 => {
+            eprintln!("usage-sync: stopped; every run in flight finished");
+            exit::OK
+        }
+        n => {
+            eprintln!(
+                "usage-sync: stopped; {n} connection(s) still open after the grace period were closed"
+            );
+            exit::INTERRUPTED
+        }
+    }
 }
 
 async fn reconcile(args: ReconcileArgs) -> u8 {

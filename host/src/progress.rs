@@ -1,8 +1,9 @@
-//! `sync`'s progress on stderr.
+//! Progress of many rows (`sync`, `reconcile`) on stderr.
 
 /// Progress on stderr: a bar redrawn in place on a terminal, a plain line
 /// every two seconds otherwise (logs, CI).
 pub struct Progress {
+    label: &'static str,
     total: usize,
     terminal: bool,
     started: std::time::Instant,
@@ -10,10 +11,11 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Progress of `total` rows.
-    pub fn new(total: usize) -> Progress {
+    /// Progress of `total` rows of the command `label`.
+    pub fn new(label: &'static str, total: usize) -> Progress {
         use std::io::IsTerminal;
         Progress {
+            label,
             total,
             terminal: std::io::stderr().is_terminal(),
             started: std::time::Instant::now(),
@@ -38,13 +40,14 @@ impl Progress {
             let filled = (finished * WIDTH).checked_div(self.total).unwrap_or(WIDTH);
             let rate = finished as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
             eprint!(
-                "\r\x1b[2Ksync [{}{}] {finished}/{} rows, {rate:.0}/s ({counts})",
+                "\r\x1b[2K{} [{}{}] {finished}/{} rows, {rate:.0}/s ({counts})",
+                self.label,
                 "#".repeat(filled),
                 "-".repeat(WIDTH - filled),
                 self.total
             );
         } else {
-            eprintln!("sync: {finished}/{} rows ({counts})", self.total);
+            eprintln!("{}: {finished}/{} rows ({counts})", self.label, self.total);
         }
     }
 

@@ -10,6 +10,7 @@
 use crate::bindings::{Cell, CellStatus, Inputs, Meter, Reconciliation, UsageQuery};
 use crate::mapping::Row;
 use crate::outcome::{ExitStatus, Failure};
+use crate::progress::Progress;
 use crate::sandbox::{RunConfig, Sandbox};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -98,13 +99,15 @@ pub async fn reconcile(
     }
     let config = Arc::new(config);
     let permits = Arc::new(Semaphore::new(settings.concurrency.max(1)));
-    let mut tasks = tokio::task::JoinSet::new();
+    let total = rows.len();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Row, Answer)>();
     for batch in crate::sync::batches(rows, settings.batch) {
         let (sandbox, config, permits) = (sandbox.clone(), config.clone(), permits.clone());
         let meters = meters.clone();
         let (start, end) = (settings.start_time.clone(), settings.end_time.clone());
         let tolerance = settings.tolerance.clone();
-        tasks.spawn(async move {
+        let tx = tx.clone();
+        tokio::spawn(async move {
             let usage = {
                 let _permit = permits.acquire().await;
                 let mut customer_ids: Vec<String> = Vec::new();
@@ -127,19 +130,19 @@ pub async fn reconcile(
                     .map(|u| (u.customer_id, u.usage_result))
                     .collect(),
                 Err(failure) => {
-                    return batch
-                        .into_iter()
-                        .map(|row| (row, Err(failure.clone())))
-                        .collect::<Vec<_>>();
+                    for row in batch {
+                        let _ = tx.send((row, Err(failure.clone())));
+                    }
+                    return;
                 }
             };
-            let mut rows = tokio::task::JoinSet::new();
             for row in batch {
                 let (sandbox, config, permits) = (sandbox.clone(), config.clone(), permits.clone());
                 let meter = meters[&row.stripe_event_name].clone();
                 let usage = usage.get(&row.customer_id).cloned().unwrap_or_default();
                 let (start, end, tolerance) = (start.clone(), end.clone(), tolerance.clone());
-                rows.spawn(async move {
+                let tx = tx.clone();
+                tokio::spawn(async move {
                     let _permit = permits.acquire().await;
                     let inputs = Inputs {
                         customer_id: row.customer_id.clone(),
@@ -153,23 +156,23 @@ pub async fn reconcile(
                     let answer = sandbox
                         .reconcile(&config, inputs, usage, &meter, &tolerance)
                         .await;
-                    (row, answer)
+                    let _ = tx.send((row, answer));
                 });
             }
-            let mut done = Vec::new();
-            while let Some(result) = rows.join_next().await {
-                if let Ok(pair) = result {
-                    done.push(pair);
-                }
-            }
-            done
         });
     }
-    let mut answers: Vec<(Row, Answer)> = Vec::new();
-    while let Some(result) = tasks.join_next().await {
-        let batch = result.map_err(|e| Failure::Internal(format!("a batch's task failed: {e}")))?;
-        answers.extend(batch);
+    drop(tx);
+    let mut answers: Vec<(Row, Answer)> = Vec::with_capacity(total);
+    let mut progress = Progress::new("reconcile", total);
+    let mut drifted = 0;
+    while let Some((row, answer)) = rx.recv().await {
+        if let Ok(r) = &answer {
+            drifted += r.cells.iter().filter(|c| drifted_status(c.status)).count();
+        }
+        answers.push((row, answer));
+        progress.show(answers.len(), || format!("{drifted} drifted cells"));
     }
+    progress.done();
     answers.sort_by_key(|(row, _)| row.line);
     let summary = print(&answers, settings, &config)?;
     if let Some(path) = &settings.html {
@@ -191,7 +194,7 @@ pub fn status_name(status: CellStatus) -> &'static str {
     }
 }
 
-fn drifted(status: CellStatus) -> bool {
+fn drifted_status(status: CellStatus) -> bool {
     matches!(
         status,
         CellStatus::Missing | CellStatus::Under | CellStatus::Over
@@ -280,7 +283,7 @@ fn print(
                 CellStatus::Over => summary.over += 1,
                 CellStatus::Settling => summary.settling += 1,
             }
-            if drifted(cell.status) {
+            if drifted_status(cell.status) {
                 table.push((row, cell));
             }
             match settings.format {
@@ -439,7 +442,7 @@ fn chart(cells: &[Cell]) -> String {
         let x = 10.0 + i as f64 * step;
         let a = value(&cell.amberflo);
         let class = match cell.status {
-            s if drifted(s) => "bar drift",
+            s if drifted_status(s) => "bar drift",
             CellStatus::Settling => "bar settling",
             _ => "bar",
         };
@@ -460,7 +463,7 @@ fn chart(cells: &[Cell]) -> String {
         ));
     }
     svg.push_str("</svg>\n");
-    let drifted: Vec<&Cell> = cells.iter().filter(|c| drifted(c.status)).collect();
+    let drifted: Vec<&Cell> = cells.iter().filter(|c| drifted_status(c.status)).collect();
     if !drifted.is_empty() {
         svg.push_str("<table><tr><th>day</th><th>Amberflo</th><th>Stripe</th><th>difference</th><th>status</th></tr>\n");
         for c in drifted {

@@ -6,13 +6,9 @@
 //! (503 with `Retry-After` above it), a cap on the body, and deadlines on
 //! reading the headers and the body (a slow client cannot hold a connection).
 //! [`run`] serves until the shutdown future it is given resolves, then stops
-//! accepting and lets runs in flight finish within the grace period.
+//! accepting and lets runs in flight finish within the grace period (the CLI
+//! passes SIGTERM and Ctrl-C; a test may pass anything).
 
-use crate::args::ServeArgs;
-use crate::cli::credentials;
-use crate::interrupt::Interrupt;
-use crate::options::default_options;
-use crate::outcome::{Failure, exit, print_failure};
 use crate::sandbox::{RunConfig, Sandbox};
 use crate::secrets::ServeToken;
 use bytes::Bytes;
@@ -41,8 +37,9 @@ pub struct Door {
     pub grace_period: Duration,
 }
 
-/// What every connection shares.
-struct App {
+/// What every connection shares: the sandbox and its configuration, behind
+/// the front door.
+pub struct App {
     sandbox: Sandbox,
     config: RunConfig,
     token: ServeToken,
@@ -50,76 +47,16 @@ struct App {
     runs: Arc<Semaphore>,
 }
 
-/// `usage-sync serve`: checks the configuration, listens, serves until
-/// SIGTERM or Ctrl-C; the exit status says how it ended.
-pub(crate) async fn serve(args: ServeArgs) -> u8 {
-    let credentials = match credentials() {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let prepared = (|| {
-        let token = ServeToken::from_env().map_err(Failure::BadInput)?;
-        let door = args.door()?;
-        let (policy, endpoints) = args.endpoints.resolve()?;
-        let limits = args.sandbox.limits()?;
-        // The request body carries the options; these are unused.
-        let config = RunConfig::new(
-            policy,
-            endpoints,
-            default_options(),
-            credentials.clone(),
-            limits,
-        );
-        let sandbox = args.sandbox.sandbox(Some(door.max_runs), &limits)?;
-        Ok::<_, Failure>(App {
+impl App {
+    /// Runs in `sandbox` under `config`, for callers presenting `token`,
+    /// within `door`'s limits.
+    pub fn new(sandbox: Sandbox, config: RunConfig, token: ServeToken, door: Door) -> App {
+        App {
             sandbox,
             config,
             token,
             runs: Arc::new(Semaphore::new(door.max_runs)),
             door,
-        })
-    })();
-    let app = match prepared {
-        Ok(app) => app,
-        Err(failure) => return print_failure(&failure, Some(&credentials)),
-    };
-    // Listen for signals before accepting anything, so none is missed.
-    let mut interrupt = match Interrupt::listen() {
-        Ok(i) => i,
-        Err(e) => {
-            let failure = Failure::Internal(format!("listening for SIGTERM and Ctrl-C: {e}"));
-            return print_failure(&failure, Some(&credentials));
-        }
-    };
-    let listener = match TcpListener::bind(args.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            let failure = Failure::BadInput(format!("cannot listen on {}: {e}", args.listen));
-            return print_failure(&failure, Some(&credentials));
-        }
-    };
-    let address = listener.local_addr().unwrap_or(args.listen);
-    eprintln!(
-        "usage-sync: serving POST /run on http://{address}/ to callers with the token (SIGTERM or Ctrl-C stops)"
-    );
-    let grace = app.door.grace_period;
-    let unfinished = run(
-        listener,
-        Arc::new(app),
-        async move { interrupt.recv().await },
-    )
-    .await;
-    match unfinished {
-        0 => {
-            eprintln!("usage-sync: stopped; every run in flight finished");
-            exit::OK
-        }
-        n => {
-            eprintln!(
-                "usage-sync: stopped; {n} connection(s) still open after the grace period of {} s were closed",
-                grace.as_secs_f64()
-            );
-            exit::INTERRUPTED
         }
     }
 }
@@ -127,7 +64,11 @@ pub(crate) async fn serve(args: ServeArgs) -> u8 {
 /// Serves connections from `listener` until `shutdown` resolves; then stops
 /// accepting, asks every connection to close after its current request, and
 /// waits up to the grace period. Returns how many were still open then.
-async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) -> usize {
+pub async fn run(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+) -> usize {
     let (stop, stopped) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);

@@ -181,7 +181,7 @@ pub async fn sync(
     drop(shared);
 
     let mut finished = summary.skipped;
-    let mut progress = Progress::new(total);
+    let mut progress = Progress::new("sync", total);
     loop {
         let next = tokio::select! {
             next = rx.recv() => next,
