@@ -46,6 +46,15 @@ pub struct Amberflo {
 impl Amberflo {
     /// Starts on a free loopback port, accepting `api_key` in `X-API-KEY`.
     pub fn start(api_key: &str, records: Vec<UsageRecord>) -> std::io::Result<Amberflo> {
+        Amberflo::start_with(api_key, records, None)
+    }
+
+    /// [`Amberflo::start`], over HTTPS with `tls` when given.
+    pub fn start_with(
+        api_key: &str,
+        records: Vec<UsageRecord>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> std::io::Result<Amberflo> {
         let mut by_customer: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, r) in records.iter().enumerate() {
             by_customer
@@ -61,7 +70,10 @@ impl Amberflo {
             canned: Default::default(),
         }));
         let shared = state.clone();
-        let server = Server::start(Arc::new(move |r: &Recorded| handle(&mut lock(&shared), r)))?;
+        let server = Server::start_with(
+            Arc::new(move |r: &Recorded| handle(&mut lock(&shared), r)),
+            tls,
+        )?;
         Ok(Amberflo { server, state })
     }
 

@@ -9,10 +9,12 @@ mod amberflo;
 mod form;
 mod server;
 mod stripe;
+mod tls;
 
 pub use amberflo::{Amberflo, UsageRecord};
 pub use server::{Fault, Recorded};
 pub use stripe::{DEDUPE_WINDOW, Formula, MeterEvent, MeterSpec, Stripe};
+pub use tls::{Presented, TestCa};
 
 /// Seconds since the Unix epoch, now.
 pub(crate) fn unix_now() -> i64 {

@@ -178,13 +178,19 @@ pub(crate) type Handler = dyn Fn(&Recorded) -> Reply + Send + Sync;
 /// A running server; stops when dropped.
 pub(crate) struct Server {
     addr: SocketAddr,
+    https: bool,
     requests: Arc<Mutex<Vec<Recorded>>>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Server {
-    pub fn start(handler: Arc<Handler>) -> std::io::Result<Server> {
+    /// HTTPS with `tls`, or plain HTTP without.
+    pub fn start_with(
+        handler: Arc<Handler>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> std::io::Result<Server> {
+        let https = tls.is_some();
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -196,17 +202,23 @@ impl Server {
             .build()?;
         let thread = std::thread::Builder::new()
             .name(format!("emulator-{}", addr.port()))
-            .spawn(move || runtime.block_on(serve(listener, handler, log, stopped)))?;
+            .spawn(move || runtime.block_on(serve(listener, handler, log, stopped, tls)))?;
         Ok(Server {
             addr,
+            https,
             requests,
             stop: Some(stop),
             thread: Some(thread),
         })
     }
 
+    /// `http://127.0.0.1:PORT`, or `https://localhost:PORT` (the name its
+    /// certificate is for).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.https {
+            true => format!("https://localhost:{}", self.addr.port()),
+            false => format!("http://{}", self.addr),
+        }
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -233,7 +245,9 @@ async fn serve(
     handler: Arc<Handler>,
     log: Arc<Mutex<Vec<Recorded>>>,
     mut stopped: oneshot::Receiver<()>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let listener = tokio::net::TcpListener::from_std(listener).expect("inside a runtime");
     loop {
         let stream = tokio::select! {
@@ -243,7 +257,7 @@ async fn serve(
                 Err(_) => continue,
             },
         };
-        let (handler, log) = (handler.clone(), log.clone());
+        let (handler, log, tls) = (handler.clone(), log.clone(), tls.clone());
         tokio::spawn(async move {
             let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                 let (handler, log) = (handler.clone(), log.clone());
@@ -295,9 +309,21 @@ async fn serve(
                     Ok::<_, std::io::Error>(response.body(body).expect("valid status and headers"))
                 }
             });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            match tls {
+                // A handshake the client refuses ends here: nothing is read.
+                Some(tls) => {
+                    if let Ok(stream) = tls.accept(stream).await {
+                        let _ = http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    }
+                }
+                None => {
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                }
+            }
         });
     }
 }

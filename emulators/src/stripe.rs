@@ -256,9 +256,17 @@ impl Stripe {
     /// Starts on a free loopback port, accepting `secret_key` as Bearer or Basic
     /// auth. It has no meters until [`Stripe::add_meter`].
     pub fn start(secret_key: &str) -> std::io::Result<Stripe> {
+        Stripe::start_with(secret_key, None)
+    }
+
+    /// [`Stripe::start`], over HTTPS with `tls` when given.
+    pub fn start_with(
+        secret_key: &str,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> std::io::Result<Stripe> {
         let state = Arc::new(Mutex::new(State::new(secret_key)));
         let shared = state.clone();
-        let server = Server::start(Arc::new(move |r: &Recorded| {
+        let handler = Arc::new(move |r: &Recorded| {
             let mut state = lock(&shared);
             let request_id = state.random("req_", 14);
             let fault = if r.method == "POST" {
@@ -269,7 +277,8 @@ impl Stripe {
             handle(&mut state, r, fault)
                 .with_header("request-id", request_id)
                 .after(fault)
-        }))?;
+        });
+        let server = Server::start_with(handler, tls)?;
         Ok(Stripe { server, state })
     }
 

@@ -119,9 +119,22 @@ pub(crate) struct EndpointArgs {
     /// Stripe API base URL.
     #[arg(long, env = "STRIPE_BASE_URL", default_value = DEFAULT_STRIPE_URL)]
     pub(crate) stripe_url: String,
+    /// PEM file of certificate authorities HTTPS trusts besides the built-in
+    /// roots (a private CA, or a proxy that re-signs TLS).
+    #[arg(long, env = "SSL_CERT_FILE", value_name = "PATH")]
+    pub(crate) ca_file: Option<PathBuf>,
+    /// Trust only the authorities in --ca-file, not the built-in roots.
+    #[arg(long)]
+    pub(crate) ca_file_only: bool,
 }
 
 impl EndpointArgs {
+    /// Which certificate authorities HTTPS trusts.
+    pub(crate) fn trust(&self) -> Result<crate::transport::Trust, Failure> {
+        crate::transport::Trust::from_file(self.ca_file.as_deref(), self.ca_file_only)
+            .map_err(Failure::BadInput)
+    }
+
     pub(crate) fn resolve(&self) -> Result<(Policy, Endpoints), Failure> {
         let amberflo = Endpoint::parse(&self.amberflo_url)
             .map_err(|e| Failure::BadInput(format!("--amberflo-url {e}")))?;

@@ -102,6 +102,8 @@ fn prepare(
     let options = args.workflow.options()?;
     let sandbox = args.sandbox.sandbox(None, &limits)?;
     let config = RunConfig::new(policy, endpoints, options, credentials.clone(), limits)
+        .trusting(&args.endpoints.trust()?)
+        .map_err(Failure::BadInput)?
         .observed(Arc::new(progress(credentials.clone())));
     Ok((sandbox, config, inputs))
 }
@@ -193,6 +195,8 @@ async fn sync_all(
         credentials,
         limits,
     )
+    .trusting(&args.endpoints.trust()?)
+    .map_err(Failure::BadInput)?
     .paced(Arc::new(crate::egress::RateLimiter::per_second(
         args.stripe_rate,
     )));
@@ -253,7 +257,9 @@ async fn serve(args: ServeArgs) -> u8 {
             crate::options::default_options(),
             credentials.clone(),
             limits,
-        );
+        )
+        .trusting(&args.endpoints.trust()?)
+        .map_err(Failure::BadInput)?;
         let sandbox = args.sandbox.sandbox(Some(door.max_runs), &limits)?;
         Ok::<_, Failure>(crate::serve::App::new(sandbox, config, token, door))
     })();
@@ -372,7 +378,9 @@ async fn reconcile_all(
     };
     let (policy, endpoints) = args.endpoints.resolve()?;
     let limits = args.sandbox.limits()?;
-    let config = RunConfig::new(policy, endpoints, options, credentials, limits);
+    let config = RunConfig::new(policy, endpoints, options, credentials, limits)
+        .trusting(&args.endpoints.trust()?)
+        .map_err(Failure::BadInput)?;
     let sandbox = Arc::new(args.sandbox.sandbox(Some(args.concurrency), &limits)?);
     let settings = crate::reconcile::Settings {
         start_time,

@@ -5,6 +5,7 @@
 use crate::limits::Limits;
 use crate::policy::{Policy, Provider, Refusal, is_credential_header};
 use crate::secrets::{Credentials, Redactor};
+use crate::transport::Transport;
 use bytes::Bytes;
 use http::HeaderValue;
 use http_body::{Body, Frame, SizeHint};
@@ -26,11 +27,21 @@ pub struct RunLog {
     pub refusals: Vec<Refusal>,
     /// URLs whose response passed the size cap.
     pub oversized: Vec<String>,
-    /// A write (a POST) went to Stripe: a run cut short may have recorded events.
-    /// Reads (the meter, its summaries) record nothing.
-    pub stripe_written: bool,
+    /// Writes (POSTs) to Stripe admitted: a run cut short may have recorded
+    /// events. Reads (the meter, its summaries) record nothing.
+    pub stripe_posts: u32,
+    /// Of those, the ones that certainly never left (no connection, a
+    /// certificate refused).
+    pub stripe_posts_unsent: u32,
     /// Requests that passed the policy.
     pub sent: u32,
+}
+
+impl RunLog {
+    /// Whether a write may have reached Stripe.
+    pub fn stripe_written(&self) -> bool {
+        self.stripe_posts > self.stripe_posts_unsent
+    }
 }
 
 /// A request the guest made, as the host saw it.
@@ -100,6 +111,8 @@ pub struct Egress {
     pub in_flight: Arc<AtomicUsize>,
     /// Paces Stripe requests across runs (`usage-sync sync`).
     pub stripe_pace: Option<Arc<RateLimiter>>,
+    /// The pooled connections, shared by the runs of one configuration.
+    pub transport: Transport,
 }
 
 type SendFuture = Box<
@@ -183,6 +196,7 @@ impl WasiHttpHooks for Egress {
             redactor: Redactor::new(&self.credentials),
             max_bytes: self.limits.max_response_bytes,
             log: self.log.clone(),
+            transport: self.transport.clone(),
         };
         Box::new(outbound.send(request, options, admitted))
     }
@@ -207,8 +221,9 @@ impl Egress {
         let sent = {
             let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
             log.sent += 1;
-            log.stripe_written |=
-                provider == Provider::Stripe && request.method() == http::Method::POST;
+            if provider == Provider::Stripe && request.method() == http::Method::POST {
+                log.stripe_posts += 1;
+            }
             log.sent
         };
         if sent > self.limits.max_requests {
@@ -266,6 +281,7 @@ struct Outbound {
     redactor: Redactor,
     max_bytes: u64,
     log: Arc<Mutex<RunLog>>,
+    transport: Transport,
 }
 
 impl Outbound {
@@ -284,9 +300,26 @@ impl Outbound {
             pace.acquire().await;
         }
         let method = request.method().to_string();
+        let post_to_stripe =
+            admitted.provider == Provider::Stripe && request.method() == http::Method::POST;
         let started = Instant::now();
-        let sent = wasmtime_wasi_http::default_send_request(request, Some(options)).await;
-        if let (Some(pace), Ok((response, _))) = (&self.pace, &sent)
+        let sent = match self.transport.send(request, options).await {
+            Ok(response) => Ok(response),
+            Err(not_sent) => {
+                let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+                if not_sent.before_sending && post_to_stripe {
+                    log.stripe_posts_unsent += 1;
+                }
+                if let Some(reason) = not_sent.certificate {
+                    log.refusals.push(Refusal {
+                        target: admitted.target.clone(),
+                        reason,
+                    });
+                }
+                Err(not_sent.error)
+            }
+        };
+        if let (Some(pace), Ok(response)) = (&self.pace, &sent)
             && response.status() == http::StatusCode::TOO_MANY_REQUESTS
         {
             pace.back_off().await;
@@ -298,12 +331,12 @@ impl Outbound {
                 url: admitted.target.clone(),
                 result: sent
                     .as_ref()
-                    .map(|(response, _)| response.status().as_u16())
+                    .map(|response| response.status().as_u16())
                     .map_err(|e| e.to_string()),
                 elapsed: started.elapsed(),
             });
         }
-        let (mut response, io) = sent?;
+        let mut response = sent?;
         for value in response.headers_mut().values_mut() {
             if self.redactor.contains_key(value.as_bytes()) {
                 *value = HeaderValue::from_static("[redacted]");
@@ -326,6 +359,8 @@ impl Outbound {
             }
             .boxed_unsync()
         });
+        // The pool drives the connection; nothing is left for the guest to await.
+        let io = async { Ok(()) };
         Ok((response, Box::new(io) as Box<dyn Future<Output = _> + Send>))
     }
 }

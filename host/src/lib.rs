@@ -20,7 +20,8 @@
 //!   on disk) and [`guest_stderr`];
 //! - [`egress`]: the HTTP boundary that enforces the [`policy`] (origins, and
 //!   the [`routes`] the workflow's Arazzo document declares), attaches each
-//!   [`provider`]'s key ([`secrets`]) and scrubs what comes back;
+//!   [`provider`]'s key ([`secrets`]), sends over pooled connections
+//!   ([`transport`]) and scrubs what comes back;
 //! - [`outcome`]: what a run prints and its exit status.
 
 mod args;
@@ -46,6 +47,7 @@ pub mod sandbox;
 pub mod secrets;
 mod serve;
 pub mod sync;
+pub mod transport;
 mod verdict;
 
 /// Host bindings for the `usage-sync` world in `wit/`.

@@ -16,6 +16,7 @@ use crate::limits::Limits;
 use crate::outcome::{Failure, Outputs};
 use crate::policy::Policy;
 use crate::secrets::Credentials;
+use crate::transport::{Transport, Trust};
 use crate::verdict::classify;
 use bytes::Bytes;
 use http::Response;
@@ -91,6 +92,8 @@ pub struct RunConfig {
     pub observer: Option<Observer>,
     /// Shared pace of Stripe requests, for many runs at once.
     pub stripe_pace: Option<Arc<RateLimiter>>,
+    /// The pooled connections every run of this configuration shares.
+    pub transport: Transport,
 }
 
 impl RunConfig {
@@ -110,7 +113,15 @@ impl RunConfig {
             limits,
             observer: None,
             stripe_pace: None,
+            transport: Transport::new(&Trust::default(), limits.request_timeout)
+                .expect("the built-in roots make a TLS configuration"),
         }
+    }
+
+    /// The same, with HTTPS trusting `trust`.
+    pub fn trusting(self, trust: &Trust) -> Result<RunConfig, String> {
+        let transport = Transport::new(trust, self.limits.request_timeout)?;
+        Ok(RunConfig { transport, ..self })
     }
 
     /// The same, with `observer` called for every request.
@@ -361,6 +372,7 @@ impl Sandbox {
                 observer: config.observer.clone(),
                 in_flight: Default::default(),
                 stripe_pace: config.stripe_pace.clone(),
+                transport: config.transport.clone(),
             },
             memory: MemoryCap {
                 max: limits.max_memory_bytes,
@@ -453,7 +465,7 @@ impl Sandbox {
             finished.map_err(|e| Failure::Internal(format!("the run's task failed: {e}")))?;
         let seen = std::mem::take(&mut *log.lock().unwrap_or_else(PoisonError::into_inner));
         let result = result.map(|r| r.map(Ok::<(), WorkflowError>));
-        let delivery = match seen.stripe_written {
+        let delivery = match seen.stripe_written() {
             true => Delivery::Unknown,
             false => Delivery::NotSent,
         };

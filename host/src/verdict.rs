@@ -18,7 +18,7 @@ pub(crate) fn classify<T>(
     limits: &Limits,
 ) -> Result<T, Failure> {
     // A run stopped midway must still say whether Stripe may hold events.
-    let (aftermath, delivery) = if log.stripe_written {
+    let (aftermath, delivery) = if log.stripe_written() {
         (
             "; Stripe was called, so events may be recorded: rerun the same window, its identifiers make that safe",
             Delivery::Unknown,

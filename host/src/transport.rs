@@ -1,0 +1,258 @@
+//! How an admitted request travels: keep-alive connections pooled per origin
+//! (so per provider: the policy gives each its own origin), shared by every
+//! run made with one configuration (`sync`, `serve`), and HTTPS that trusts
+//! the built-in webpki roots plus the operator's own CAs (`--ca-file`,
+//! `SSL_CERT_FILE`), or only those (`--ca-file-only`).
+//!
+//! wasi-http's `default_send_request` opens a connection per request and
+//! trusts only the webpki roots; this is the same sending on hyper-util's
+//! pooled client with hyper-rustls, keeping its timeouts. A certificate the
+//! trust refuses fails before any byte of the request is sent, and says why
+//! in words.
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
+
+/// Idle keep-alive connections kept per origin.
+const MAX_IDLE_PER_ORIGIN: usize = 64;
+/// An idle connection older than this is closed (providers close theirs
+/// after a minute or so; a stale one would only fail the next request).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which certificate authorities HTTPS trusts.
+#[derive(Clone, Debug, Default)]
+pub struct Trust {
+    /// CAs added by the operator, and the file they came from.
+    pub extra: Vec<CertificateDer<'static>>,
+    /// Where they came from, for messages.
+    pub source: Option<PathBuf>,
+    /// Only `extra`, not the built-in roots.
+    pub only: bool,
+}
+
+impl Trust {
+    /// The built-in roots plus the PEM certificates in `file` (all of them;
+    /// none is an error), or only those when `only`.
+    pub fn from_file(file: Option<&Path>, only: bool) -> Result<Trust, String> {
+        let Some(file) = file else {
+            if only {
+                return Err("--ca-file-only needs --ca-file (or SSL_CERT_FILE)".into());
+            }
+            return Ok(Trust::default());
+        };
+        let bytes = std::fs::read(file)
+            .map_err(|e| format!("cannot read the CA file {}: {e}", file.display()))?;
+        let extra = CertificateDer::pem_slice_iter(&bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("the CA file {} is not PEM: {e}", file.display()))?;
+        if extra.is_empty() {
+            return Err(format!(
+                "the CA file {} holds no certificate",
+                file.display()
+            ));
+        }
+        Ok(Trust {
+            extra,
+            source: Some(file.to_path_buf()),
+            only,
+        })
+    }
+
+    fn client_config(&self) -> Result<rustls::ClientConfig, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        if !self.only {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        }
+        for cert in &self.extra {
+            roots.add(cert.clone()).map_err(|e| {
+                let file = self.source.as_deref().unwrap_or(Path::new("the CA file"));
+                format!("{}: a certificate is not a usable CA: {e}", file.display())
+            })?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Ok(rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth())
+    }
+}
+
+/// A request that did not get an answer: what the guest is told, and for
+/// a certificate refused, why in words (the sandbox reports it).
+pub struct NotSent {
+    /// The guest's error code.
+    pub error: Error,
+    /// Set when the request certainly never left: no write can have happened.
+    pub before_sending: bool,
+    /// Why a certificate was refused.
+    pub certificate: Option<String>,
+}
+
+/// The pooled client of one configuration.
+#[derive(Clone)]
+pub struct Transport {
+    client: Client<HttpsConnector<HttpConnector>, WasiBody>,
+}
+
+impl Transport {
+    /// A pool trusting `trust`; connecting gives up after `connect_timeout`.
+    pub fn new(trust: &Trust, connect_timeout: Duration) -> Result<Transport, String> {
+        let mut http = HttpConnector::new();
+        // The connector must also take https:// URIs, which it hands to rustls.
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_nodelay(true);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(trust.client_config()?)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(MAX_IDLE_PER_ORIGIN)
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            // A request is resent only by the workflow, under its own rules.
+            .retry_canceled_requests(false)
+            .build(https);
+        Ok(Transport { client })
+    }
+
+    /// Sends `request` over a pooled connection: its timeouts from `options`.
+    pub async fn send(
+        &self,
+        request: http::Request<WasiBody>,
+        options: RequestOptions,
+    ) -> Result<http::Response<WasiBody>, NotSent> {
+        let first_byte = options
+            .first_byte_timeout
+            .unwrap_or(Duration::from_secs(600));
+        let between = options
+            .between_bytes_timeout
+            .unwrap_or(Duration::from_secs(600))
+            .max(Duration::from_nanos(1));
+        let host = request.uri().host().unwrap_or_default().to_string();
+        let response = match tokio::time::timeout(first_byte, self.client.request(request)).await {
+            Err(_) => {
+                return Err(NotSent {
+                    error: Error::ConnectionReadTimeout,
+                    before_sending: false,
+                    certificate: None,
+                });
+            }
+            Ok(Err(e)) => return Err(not_sent(&e, &host)),
+            Ok(Ok(response)) => response,
+        };
+        let mut timeout = tokio::time::interval(between);
+        timeout.reset();
+        Ok(response.map(|incoming| BetweenBytes { incoming, timeout }.boxed_unsync()))
+    }
+}
+
+/// What a failed request means for the guest, and whether it never left.
+fn not_sent(error: &hyper_util::client::legacy::Error, host: &str) -> NotSent {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        let inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        for candidate in [Some(e), inner].into_iter().flatten() {
+            if let Some(tls) = candidate.downcast_ref::<rustls::Error>() {
+                return match tls {
+                    rustls::Error::InvalidCertificate(why) => NotSent {
+                        error: Error::TlsCertificateError,
+                        before_sending: true,
+                        certificate: Some(format!(
+                            "the TLS certificate of {host} was refused: {}",
+                            certificate_reason(why)
+                        )),
+                    },
+                    _ => NotSent {
+                        error: Error::TlsProtocolError,
+                        before_sending: true,
+                        certificate: None,
+                    },
+                };
+            }
+        }
+        source = inner.and_then(|i| i.source()).or_else(|| e.source());
+    }
+    let connecting = error.is_connect();
+    NotSent {
+        error: match connecting {
+            true => Error::ConnectionRefused,
+            false => Error::HttpProtocolError,
+        },
+        before_sending: connecting,
+        certificate: None,
+    }
+}
+
+/// A certificate's fault, in words.
+fn certificate_reason(why: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as C;
+    match why {
+        C::UnknownIssuer => "it is not signed by a certificate authority this host trusts (add the authority with --ca-file)".into(),
+        C::Expired | C::ExpiredContext { .. } => "it has expired".into(),
+        C::NotValidYet | C::NotValidYetContext { .. } => "it is not valid yet".into(),
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
+            "it is for another host name".into()
+        }
+        C::Revoked => "it has been revoked".into(),
+        C::BadSignature => "its signature is not valid".into(),
+        other => format!("it is not acceptable ({other})"),
+    }
+}
+
+/// The response body, failing the read when no byte arrives for too long.
+struct BetweenBytes {
+    incoming: hyper::body::Incoming,
+    timeout: tokio::time::Interval,
+}
+
+impl Body for BetweenBytes {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        match Pin::new(&mut self.incoming).poll_frame(cx) {
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(match e.is_timeout() {
+                true => Error::HttpResponseTimeout,
+                false => Error::from(e),
+            }))),
+            Poll::Ready(Some(Ok(frame))) => {
+                self.timeout.reset();
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => match self.timeout.poll_tick(cx) {
+                Poll::Ready(_) => Poll::Ready(Some(Err(Error::ConnectionReadTimeout))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.incoming.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.incoming.size_hint()
+    }
+}
