@@ -163,32 +163,22 @@ impl Transport {
 
 /// What a failed request means for the guest, and whether it never left.
 fn not_sent(error: &hyper_util::client::legacy::Error, host: &str) -> NotSent {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        let inner = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .map(|inner| inner as &(dyn std::error::Error + 'static));
-        for candidate in [Some(e), inner].into_iter().flatten() {
-            if let Some(tls) = candidate.downcast_ref::<rustls::Error>() {
-                return match tls {
-                    rustls::Error::InvalidCertificate(why) => NotSent {
-                        error: Error::TlsCertificateError,
-                        before_sending: true,
-                        certificate: Some(format!(
-                            "the TLS certificate of {host} was refused: {}",
-                            certificate_reason(why)
-                        )),
-                    },
-                    _ => NotSent {
-                        error: Error::TlsProtocolError,
-                        before_sending: true,
-                        certificate: None,
-                    },
-                };
-            }
-        }
-        source = inner.and_then(|i| i.source()).or_else(|| e.source());
+    if let Some(tls) = rustls_error(error) {
+        return match tls {
+            rustls::Error::InvalidCertificate(why) => NotSent {
+                error: Error::TlsCertificateError,
+                before_sending: true,
+                certificate: Some(format!(
+                    "the TLS certificate of {host} was refused: {}",
+                    certificate_reason(why)
+                )),
+            },
+            _ => NotSent {
+                error: Error::TlsProtocolError,
+                before_sending: true,
+                certificate: None,
+            },
+        };
     }
     let connecting = error.is_connect();
     NotSent {
@@ -199,6 +189,23 @@ fn not_sent(error: &hyper_util::client::legacy::Error, host: &str) -> NotSent {
         before_sending: connecting,
         certificate: None,
     }
+}
+
+/// The TLS error under `error`, however deep: hyper-rustls wraps
+/// tokio-rustls's `io::Error`, which wraps rustls's, and an `io::Error`'s
+/// `source()` skips the error it wraps.
+fn rustls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    if let Some(inner) = error
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        && let Some(tls) = rustls_error(inner)
+    {
+        return Some(tls);
+    }
+    error.source().and_then(rustls_error)
 }
 
 /// A certificate's fault, in words.

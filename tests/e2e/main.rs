@@ -18,3 +18,4 @@ mod sandbox;
 mod serve;
 mod support;
 mod sync;
+mod tls;

@@ -84,14 +84,36 @@ impl Providers {
         records: Vec<UsageRecord>,
         meters: impl IntoIterator<Item = MeterSpec>,
     ) -> Providers {
+        Providers::serving(records, meters, None)
+    }
+
+    /// Both emulators over HTTPS, presenting certificates `ca` signed (or
+    /// not: see [`Presented`]); Stripe with a raw `sum` meter.
+    pub fn over_tls(
+        records: Vec<UsageRecord>,
+        ca: &usage_sync_emulators::TestCa,
+        presented: usage_sync_emulators::Presented,
+    ) -> Providers {
+        Providers::serving(
+            records,
+            [MeterSpec::sum("api_calls")],
+            Some(ca.server_config(presented)),
+        )
+    }
+
+    fn serving(
+        records: Vec<UsageRecord>,
+        meters: impl IntoIterator<Item = MeterSpec>,
+        tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    ) -> Providers {
         let amberflo_key = canary("amb_canary_");
         let stripe_key = canary("sk_test_canary_");
-        let stripe = Stripe::start(&stripe_key).unwrap();
+        let stripe = Stripe::start_with(&stripe_key, tls.clone()).unwrap();
         for meter in meters {
             stripe.add_meter(meter);
         }
         Providers {
-            amberflo: Amberflo::start(&amberflo_key, records).unwrap(),
+            amberflo: Amberflo::start_with(&amberflo_key, records, tls).unwrap(),
             stripe,
             amberflo_key,
             stripe_key,
