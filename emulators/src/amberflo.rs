@@ -87,6 +87,11 @@ impl Amberflo {
         self.server.requests()
     }
 
+    /// Connections accepted so far (over HTTPS: TLS handshakes completed).
+    pub fn connections(&self) -> usize {
+        self.server.connections()
+    }
+
     /// Ingests another record: late usage, which changes a total already
     /// queried (Amberflo accepts backfills up to 60 days back). A record with
     /// the same timestamp and dimensions (customer, meter) replaces the one

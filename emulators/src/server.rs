@@ -179,6 +179,7 @@ pub(crate) type Handler = dyn Fn(&Recorded) -> Reply + Send + Sync;
 pub(crate) struct Server {
     addr: SocketAddr,
     https: bool,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
     requests: Arc<Mutex<Vec<Recorded>>>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -195,6 +196,8 @@ impl Server {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = connections.clone();
         let (stop, stopped) = oneshot::channel();
         let log = requests.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -202,10 +205,13 @@ impl Server {
             .build()?;
         let thread = std::thread::Builder::new()
             .name(format!("emulator-{}", addr.port()))
-            .spawn(move || runtime.block_on(serve(listener, handler, log, stopped, tls)))?;
+            .spawn(move || {
+                runtime.block_on(serve(listener, handler, log, stopped, tls, accepted))
+            })?;
         Ok(Server {
             addr,
             https,
+            connections,
             requests,
             stop: Some(stop),
             thread: Some(thread),
@@ -219,6 +225,11 @@ impl Server {
             true => format!("https://localhost:{}", self.addr.port()),
             false => format!("http://{}", self.addr),
         }
+    }
+
+    /// Connections accepted so far (over HTTPS, handshakes completed).
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -246,6 +257,7 @@ async fn serve(
     log: Arc<Mutex<Vec<Recorded>>>,
     mut stopped: oneshot::Receiver<()>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
 ) {
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let listener = tokio::net::TcpListener::from_std(listener).expect("inside a runtime");
@@ -258,6 +270,7 @@ async fn serve(
             },
         };
         let (handler, log, tls) = (handler.clone(), log.clone(), tls.clone());
+        let accepted = accepted.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                 let (handler, log) = (handler.clone(), log.clone());
@@ -313,12 +326,14 @@ async fn serve(
                 // A handshake the client refuses ends here: nothing is read.
                 Some(tls) => {
                     if let Ok(stream) = tls.accept(stream).await {
+                        accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         let _ = http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), service)
                             .await;
                     }
                 }
                 None => {
+                    accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;

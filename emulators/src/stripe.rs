@@ -292,6 +292,11 @@ impl Stripe {
         self.server.requests()
     }
 
+    /// Connections accepted so far (over HTTPS: TLS handshakes completed).
+    pub fn connections(&self) -> usize {
+        self.server.connections()
+    }
+
     /// Every meter event accepted so far, counted or not.
     pub fn events(&self) -> Vec<MeterEvent> {
         lock(&self.state).events.clone()

@@ -95,6 +95,15 @@ fn sync_runs_over_tls_on_pooled_connections() {
     ]);
     run.expect(0);
     assert_eq!(p.stripe.events().len(), 50);
+    // Keep-alive connections pooled per origin: about one handshake per row
+    // in flight, not one per request (51 requests reached Stripe).
+    assert_eq!(p.stripe_all().len(), 51);
+    assert!(
+        p.stripe.connections() <= 8 + 1,
+        "{} handshakes",
+        p.stripe.connections()
+    );
+    assert_eq!(p.amberflo.connections(), 1);
 }
 
 #[test]
