@@ -4,6 +4,11 @@
 //! the built-in webpki roots plus the operator's own CAs (`--ca-file`,
 //! `SSL_CERT_FILE`), or only those (`--ca-file-only`).
 //!
+//! HTTPS goes through the proxy `HTTPS_PROXY` (or `ALL_PROXY`) names, unless
+//! `NO_PROXY` exempts the host (curl's rules, as hyper-util reads them): a
+//! `CONNECT` tunnel, so the proxy sees only the provider's name and TLS; the
+//! keys travel inside. Plain HTTP (loopback only, for tests) never does.
+//!
 //! wasi-http's `default_send_request` opens a connection per request and
 //! trusts only the webpki roots; this is the same sending on hyper-util's
 //! pooled client with hyper-rustls, keeping its timeouts. A certificate the
@@ -16,9 +21,12 @@ use http_body_util::BodyExt;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::client::legacy::connect::proxy::Tunnel;
+use hyper_util::client::proxy::matcher::Matcher;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -105,7 +113,47 @@ pub struct NotSent {
 /// The pooled client of one configuration.
 #[derive(Clone)]
 pub struct Transport {
-    client: Client<HttpsConnector<HttpConnector>, WasiBody>,
+    client: Client<HttpsConnector<Connect>, WasiBody>,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Opens the TCP connection under TLS: straight to the provider, or a
+/// `CONNECT` tunnel through the proxy the environment names for it.
+#[derive(Clone)]
+pub struct Connect {
+    direct: HttpConnector,
+    proxies: Arc<Matcher>,
+}
+
+impl tower_service::Service<http::Uri> for Connect {
+    type Response = TokioIo<tokio::net::TcpStream>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, destination: http::Uri) -> Self::Future {
+        let https = destination.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let proxy = https
+            .then(|| self.proxies.intercept(&destination))
+            .flatten();
+        match proxy {
+            Some(proxy) => {
+                let mut tunnel = Tunnel::new(proxy.uri().clone(), self.direct.clone());
+                if let Some(auth) = proxy.basic_auth() {
+                    tunnel = tunnel.with_auth(auth.clone());
+                }
+                Box::pin(async move { tunnel.call(destination).await.map_err(Into::into) })
+            }
+            None => {
+                let mut direct = self.direct.clone();
+                Box::pin(async move { direct.call(destination).await.map_err(Into::into) })
+            }
+        }
+    }
 }
 
 impl Transport {
@@ -116,11 +164,15 @@ impl Transport {
         http.enforce_http(false);
         http.set_connect_timeout(Some(connect_timeout));
         http.set_nodelay(true);
+        let connect = Connect {
+            direct: http,
+            proxies: Arc::new(Matcher::from_env()),
+        };
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(trust.client_config()?)
             .https_or_http()
             .enable_http1()
-            .wrap_connector(http);
+            .wrap_connector(connect);
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(MAX_IDLE_PER_ORIGIN)
             .pool_idle_timeout(IDLE_TIMEOUT)

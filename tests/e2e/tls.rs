@@ -180,3 +180,132 @@ fn a_bad_trust_configuration_is_bad_input() {
     }
     assert!(p.stripe_all().is_empty() && p.amberflo_requests().is_empty());
 }
+
+/// A loopback `CONNECT` proxy that records what it saw: each request head,
+/// and every byte the client sent through its tunnels.
+struct Proxy {
+    address: String,
+    heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    tunnelled: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+fn start_proxy() -> Proxy {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let tunnelled = Arc::new(Mutex::new(Vec::new()));
+    let (seen_heads, seen_bytes) = (heads.clone(), tunnelled.clone());
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let (heads, bytes) = (seen_heads.clone(), seen_bytes.clone());
+            std::thread::spawn(move || {
+                let mut client = client;
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && client.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                heads.lock().unwrap().push(head.clone());
+                let Some(target) = head
+                    .strip_prefix("CONNECT ")
+                    .and_then(|r| r.split(' ').next())
+                else {
+                    return;
+                };
+                let Ok(upstream) = std::net::TcpStream::connect(target) else {
+                    return;
+                };
+                client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .unwrap();
+                let (mut from_client, mut to_upstream) =
+                    (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                let (mut from_upstream, mut to_client) = (upstream, client);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_upstream, &mut to_client);
+                });
+                let mut buffer = [0u8; 16 << 10];
+                while let Ok(n) = from_client.read(&mut buffer) {
+                    if n == 0 || to_upstream.write_all(&buffer[..n]).is_err() {
+                        break;
+                    }
+                    bytes.lock().unwrap().extend_from_slice(&buffer[..n]);
+                }
+                let _ = to_upstream.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    Proxy {
+        address,
+        heads,
+        tunnelled,
+    }
+}
+
+/// HTTPS goes through the proxy the environment names, as a `CONNECT`
+/// tunnel: the proxy learns the provider's host and port and sees TLS, never
+/// a key or a body. Its credentials never show in any output; `NO_PROXY`
+/// sends a host around it.
+#[test]
+fn https_tunnels_through_the_environments_proxy_which_sees_only_tls() {
+    let ca = TestCa::new("usage-sync test CA");
+    let file = ca_file(&ca, "proxy");
+    let p = providers(&ca, Presented::Good);
+    let proxy = start_proxy();
+    let proxy_url = format!("http://billing:secret-proxy-pass@{}", proxy.address);
+    let run = Run::exec(
+        p.command(&with_inputs(&["--ca-file", &file]))
+            .env("HTTPS_PROXY", &proxy_url),
+    );
+    p.assert_no_leak(&run);
+    run.expect(0);
+    assert_eq!(p.billed(yesterday()), 42.0);
+    assert!(!run.stdout.contains("secret-proxy-pass") && !run.stderr.contains("secret-proxy-pass"));
+
+    let heads = proxy.heads.lock().unwrap().clone();
+    let port = |url: String| url.rsplit(':').next().unwrap().to_string();
+    for provider_port in [port(p.stripe.url()), port(p.amberflo.url())] {
+        assert!(
+            heads
+                .iter()
+                .any(|h| h.starts_with(&format!("CONNECT localhost:{provider_port} HTTP/1.1"))),
+            "{heads:?}"
+        );
+    }
+    // Basic auth of billing:secret-proxy-pass, on the CONNECT only.
+    assert!(
+        heads
+            .iter()
+            .all(|h| h.contains("YmlsbGluZzpzZWNyZXQtcHJveHktcGFzcw==")),
+        "{heads:?}"
+    );
+    let tunnelled = proxy.tunnelled.lock().unwrap().clone();
+    assert!(!tunnelled.is_empty());
+    for plain in [
+        p.stripe_key.as_bytes(),
+        p.amberflo_key.as_bytes(),
+        b"event_name=",
+        b"meterApiName",
+        b"POST /",
+    ] {
+        assert!(
+            !tunnelled.windows(plain.len()).any(|w| w == plain),
+            "the proxy saw {:?} in the clear",
+            String::from_utf8_lossy(plain)
+        );
+    }
+
+    // NO_PROXY: straight to the provider; the proxy sees nothing more.
+    let before = proxy.heads.lock().unwrap().len();
+    let p = providers(&ca, Presented::Good);
+    let run = Run::exec(
+        p.command(&with_inputs(&["--ca-file", &file]))
+            .env("HTTPS_PROXY", &proxy_url)
+            .env("NO_PROXY", "localhost"),
+    );
+    run.expect(0);
+    assert_eq!(proxy.heads.lock().unwrap().len(), before);
+}
