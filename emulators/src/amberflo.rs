@@ -92,6 +92,11 @@ impl Amberflo {
         self.server.connections()
     }
 
+    /// Where it listens.
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.server.address()
+    }
+
     /// Ingests another record: late usage, which changes a total already
     /// queried (Amberflo accepts backfills up to 60 days back). A record with
     /// the same timestamp and dimensions (customer, meter) replaces the one

@@ -7,11 +7,13 @@
 
 mod amberflo;
 mod form;
+mod latency;
 mod server;
 mod stripe;
 mod tls;
 
 pub use amberflo::{Amberflo, UsageRecord};
+pub use latency::LatencyProxy;
 pub use server::{Fault, Recorded};
 pub use stripe::{DEDUPE_WINDOW, Formula, MeterEvent, MeterSpec, Stripe};
 pub use tls::{Presented, TestCa};

@@ -227,6 +227,10 @@ impl Server {
         }
     }
 
+    pub fn address(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// Connections accepted so far (over HTTPS, handshakes completed).
     pub fn connections(&self) -> usize {
         self.connections.load(std::sync::atomic::Ordering::SeqCst)

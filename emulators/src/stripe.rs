@@ -297,6 +297,11 @@ impl Stripe {
         self.server.connections()
     }
 
+    /// Where it listens.
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.server.address()
+    }
+
     /// Every meter event accepted so far, counted or not.
     pub fn events(&self) -> Vec<MeterEvent> {
         lock(&self.state).events.clone()

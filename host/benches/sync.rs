@@ -14,7 +14,9 @@ use usage_sync::options::default_options;
 use usage_sync::policy::{Endpoint, Policy};
 use usage_sync::sandbox::{Pool, RunConfig, Sandbox};
 use usage_sync::secrets::{Credentials, Secret};
-use usage_sync_emulators::{Amberflo, MeterSpec, Stripe, UsageRecord};
+use usage_sync_emulators::{
+    Amberflo, LatencyProxy, MeterSpec, Presented, Stripe, TestCa, UsageRecord,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_usage-sync");
 const AMBERFLO_KEY: &str = "amb_bench_key_0000000";
@@ -297,6 +299,147 @@ fn backfill(customers: usize) -> (f64, Requests, f64, Requests, f64, Requests) {
     )
 }
 
+/// `rows` customers' usage, both emulators over HTTPS with `ca`'s certificates,
+/// each behind a proxy adding `one_way` latency each way.
+fn far_emulators(
+    rows: usize,
+    ca: &TestCa,
+    one_way: Duration,
+) -> (Amberflo, Stripe, LatencyProxy, LatencyProxy) {
+    let (start, _) = yesterday();
+    let records = (0..rows)
+        .map(|i| UsageRecord {
+            customer_id: format!("cust-{i}"),
+            meter_api_name: "api-calls".into(),
+            time: start + 60,
+            value: 1.0,
+        })
+        .collect();
+    let tls = ca.server_config(Presented::Good);
+    let amberflo = Amberflo::start_with(AMBERFLO_KEY, records, Some(tls.clone())).unwrap();
+    let stripe = Stripe::start_with(STRIPE_KEY, Some(tls)).unwrap();
+    stripe.add_meter(MeterSpec::sum("api_calls"));
+    let a = LatencyProxy::start(amberflo.address(), one_way).unwrap();
+    let s = LatencyProxy::start(stripe.address(), one_way).unwrap();
+    (amberflo, stripe, a, s)
+}
+
+/// `sync` of `rows` rows over TLS, `one_way` away, `--concurrency 64`:
+/// rows/s, and TLS handshakes with Stripe.
+fn far_sync(rows: usize, one_way: Duration) -> (f64, usize) {
+    let ca = TestCa::new("bench CA");
+    let dir = mapping_dir(rows);
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let (amberflo, stripe, a, s) = far_emulators(rows, &ca, one_way);
+    // Later flags win: the proxies' URLs replace the emulators' own.
+    let extra = [
+        "--amberflo-url".to_string(),
+        a.https_url(),
+        "--stripe-url".to_string(),
+        s.https_url(),
+        "--ca-file".to_string(),
+        ca_file.to_str().unwrap().to_string(),
+    ];
+    let (elapsed, _) = sync(&amberflo, &stripe, &dir, 64, BATCH, &extra);
+    assert_eq!(stripe.events().len(), rows);
+    let _ = std::fs::remove_dir_all(&dir);
+    (rows as f64 / elapsed.as_secs_f64(), stripe.connections())
+}
+
+/// The same requests natively with a pooled client (hyper-util's, on
+/// hyper-rustls, trusting the same CA) at the same concurrency: one Amberflo
+/// query per 100 customers, one Stripe write per row. Rows/s.
+async fn far_native(rows: usize, one_way: Duration) -> f64 {
+    use hyper_util::client::legacy::Client;
+    let ca = TestCa::new("bench CA");
+    let (_amberflo, stripe, a, s) = far_emulators(rows, &ca, one_way);
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = ca.pem();
+    for cert in
+        <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(
+            pem.as_bytes(),
+        )
+    {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
+    let client: Client<_, Full<bytes::Bytes>> =
+        Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(64)
+            .build(https);
+    let (start, end) = yesterday();
+    let permits = Arc::new(tokio::sync::Semaphore::new(64));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for batch in 0..rows.div_ceil(BATCH) {
+        let (client, url, permits) = (client.clone(), a.https_url(), permits.clone());
+        let ids: Vec<String> = (batch * BATCH..((batch + 1) * BATCH).min(rows))
+            .map(|i| format!("\"cust-{i}\""))
+            .collect();
+        let query = format!(
+            r#"{{"meterApiName":"api-calls","aggregation":"SUM","timeGroupingInterval":"DAY","timeRange":{{"startTimeInSeconds":{start},"endTimeInSeconds":{end}}},"groupBy":["customerId"],"filter":{{"customerId":[{}]}},"take":{{"limit":{}}}}}"#,
+            ids.join(","),
+            ids.len()
+        );
+        let rows_of_batch: Vec<usize> = (batch * BATCH..((batch + 1) * BATCH).min(rows)).collect();
+        let stripe_url = s.https_url();
+        tasks.spawn(async move {
+            {
+                let _permit = permits.acquire().await.unwrap();
+                let request = http::Request::post(format!("{url}/usage"))
+                    .header("content-type", "application/json")
+                    .header("accept", "application/json")
+                    .header("user-agent", "usage-sync/0.1.0")
+                    .header("x-api-key", AMBERFLO_KEY)
+                    .body(Full::new(bytes::Bytes::from(query)))
+                    .unwrap();
+                let answer = client.request(request).await.unwrap();
+                let body = answer.into_body().collect().await.unwrap().to_bytes();
+                assert!(String::from_utf8_lossy(&body).contains("clientMeters"));
+            }
+            let mut writes = tokio::task::JoinSet::new();
+            for i in rows_of_batch {
+                let (client, url, permits) = (client.clone(), stripe_url.clone(), permits.clone());
+                writes.spawn(async move {
+                    let _permit = permits.acquire().await.unwrap();
+                    let form = format!(
+                        "event_name=api_calls&payload[stripe_customer_id]=cus_{i}&payload[value]=1&identifier=native-{i}&timestamp={}",
+                        end - 1
+                    );
+                    let request = http::Request::post(format!("{url}/v1/billing/meter_events"))
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .header("idempotency-key", format!("00000000-0000-4000-8000-{i:012}"))
+                        .header("stripe-version", "2026-10-28.endive")
+                        .header("user-agent", "usage-sync/0.1.0")
+                        .header("authorization", format!("Bearer {STRIPE_KEY}"))
+                        .body(Full::new(bytes::Bytes::from(form)))
+                        .unwrap();
+                    let answer = client.request(request).await.unwrap();
+                    let body = answer.into_body().collect().await.unwrap().to_bytes();
+                    assert!(String::from_utf8_lossy(&body).contains("billing.meter_event"));
+                });
+            }
+            while writes.join_next().await.is_some() {}
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let rate = rows as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(stripe.events().len(), rows);
+    rate
+}
+
 /// The child's peak resident set, in KiB, sampled until it exits.
 fn watch_rss(child: &mut std::process::Child) -> u64 {
     let status = format!("/proc/{}/status", child.id());
@@ -465,6 +608,48 @@ fn main() {
         let _ = std::fs::remove_dir_all(cache_dir());
         return;
     }
+    // `cargo bench --bench sync -- latency`: only the realistic-network table.
+    let latency_only = std::env::args().any(|arg| arg == "latency");
+    if !latency_only {
+        print_main_tables(&runtime, per_run, per_run_on_demand);
+    }
+    println!();
+    println!(
+        "| one-way delay | sync rows/s (TLS, --concurrency 64) | native pooled rows/s | ratio | TLS handshakes with Stripe per 1,000 rows |"
+    );
+    println!("| --- | --- | --- | --- | --- |");
+    let rows = 1_000;
+    for ms in [0u64, 10, 25] {
+        let one_way = Duration::from_millis(ms);
+        let mut ours = Vec::new();
+        let mut native = Vec::new();
+        let mut handshakes = Vec::new();
+        for _ in 0..3 {
+            let (rate, shakes) = far_sync(rows, one_way);
+            ours.push(rate);
+            handshakes.push(shakes);
+            native.push(runtime.block_on(far_native(rows, one_way)));
+        }
+        let med = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        handshakes.sort();
+        let (ours, native) = (med(ours), med(native));
+        println!(
+            "| {ms} ms | {ours:.0} | {native:.0} | {:.2} | {} |",
+            ours / native,
+            handshakes[1]
+        );
+    }
+    let _ = std::fs::remove_dir_all(cache_dir());
+}
+
+fn print_main_tables(
+    runtime: &tokio::runtime::Runtime,
+    per_run: Duration,
+    per_run_on_demand: Duration,
+) {
     let cold = start_up(false);
     let warm = start_up(true);
     println!("| measure | median | goal |");
@@ -553,5 +738,4 @@ fn main() {
         compared.summary_reads as f64 / 1_000.0,
         compared.writes
     );
-    let _ = std::fs::remove_dir_all(cache_dir());
 }
