@@ -126,9 +126,21 @@ pub(crate) struct EndpointArgs {
     /// Trust only the authorities in --ca-file, not the built-in roots.
     #[arg(long)]
     pub(crate) ca_file_only: bool,
+    /// Refuse a Stripe key of the other mode before any request.
+    #[arg(long, value_name = "MODE", value_parser = ["live", "test"])]
+    pub(crate) expect_mode: Option<String>,
 }
 
 impl EndpointArgs {
+    /// The Stripe mode the keys must be for, if one was given.
+    pub(crate) fn expected_mode(&self) -> Option<crate::secrets::Mode> {
+        match self.expect_mode.as_deref() {
+            Some("live") => Some(crate::secrets::Mode::Live),
+            Some("test") => Some(crate::secrets::Mode::Test),
+            _ => None,
+        }
+    }
+
     /// Which certificate authorities HTTPS trusts.
     pub(crate) fn trust(&self) -> Result<crate::transport::Trust, Failure> {
         crate::transport::Trust::from_file(self.ca_file.as_deref(), self.ca_file_only)

@@ -1,8 +1,8 @@
 //! The `usage-sync` command line: parse the arguments, run the command.
 
 use crate::args::{
-    Cli, Command, MAX_BATCH, MAX_CONCURRENCY, ReconcileArgs, RunArgs, STRIPE_RATE, ServeArgs,
-    SyncArgs,
+    Cli, Command, EndpointArgs, MAX_BATCH, MAX_CONCURRENCY, ReconcileArgs, RunArgs, STRIPE_RATE,
+    ServeArgs, SyncArgs,
 };
 use crate::inputs::{self, InputFlags, InputsFile};
 use crate::outcome::{Failure, exit, outputs_exit_code, render_outputs, summary};
@@ -37,23 +37,47 @@ pub fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-/// The keys from the environment, or the exit status of the report saying why not.
-fn credentials() -> Result<Arc<Credentials>, u8> {
+/// The keys from the environment (or files), checked against the mode the
+/// operator expects; or the exit status of the report saying why not.
+fn credentials(endpoints: &EndpointArgs) -> Result<Arc<Credentials>, u8> {
+    use crate::secrets::{AMBERFLO_ENV, Mode, STRIPE_ENV};
     // Before the keys are known nothing can leak; after, everything printed is scrubbed.
-    Credentials::from_env().map(Arc::new).map_err(|e| {
+    let credentials = Credentials::from_env().map(Arc::new).map_err(|e| {
         print_failure(
             &Failure::BadInput(format!(
-                "{e}: set {} and {} in the environment",
-                crate::secrets::AMBERFLO_ENV,
-                crate::secrets::STRIPE_ENV
+                "{e}: set {AMBERFLO_ENV} and {STRIPE_ENV} (or {AMBERFLO_ENV}_FILE and {STRIPE_ENV}_FILE) in the environment"
             )),
             None,
         )
-    })
+    })?;
+    let name = |mode: Option<Mode>| match mode {
+        Some(Mode::Live) => "a live-mode key",
+        Some(Mode::Test) => "a test-mode key",
+        None => "neither a live nor a test key",
+    };
+    if let Some(expected) = endpoints.expected_mode()
+        && credentials.stripe_mode() != Some(expected)
+    {
+        let failure = Failure::BadInput(format!(
+            "{STRIPE_ENV} is {}, but --expect-mode is {}",
+            name(credentials.stripe_mode()),
+            match expected {
+                Mode::Live => "live",
+                Mode::Test => "test",
+            }
+        ));
+        return Err(print_failure(&failure, Some(&credentials)));
+    }
+    if credentials.is_full_live_key() {
+        eprintln!(
+            "usage-sync: warning: {STRIPE_ENV} is a full live secret key (sk_live_), which can do anything on the account; a restricted key (rk_live_) with write access to meter events and read access to meters is enough"
+        );
+    }
+    Ok(credentials)
 }
 
 async fn run(args: RunArgs) -> u8 {
-    let credentials = match credentials() {
+    let credentials = match credentials(&args.endpoints) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -109,7 +133,7 @@ fn prepare(
 }
 
 async fn sync(args: SyncArgs) -> u8 {
-    let credentials = match credentials() {
+    let credentials = match credentials(&args.endpoints) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -241,7 +265,7 @@ async fn sync_all(
 /// `usage-sync serve`: checks the configuration, listens, serves until
 /// SIGTERM or Ctrl-C; the exit status says how it ended.
 async fn serve(args: ServeArgs) -> u8 {
-    let credentials = match credentials() {
+    let credentials = match credentials(&args.endpoints) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -307,7 +331,7 @@ async fn serve(args: ServeArgs) -> u8 {
 }
 
 async fn reconcile(args: ReconcileArgs) -> u8 {
-    let credentials = match credentials() {
+    let credentials = match credentials(&args.endpoints) {
         Ok(c) => c,
         Err(code) => return code,
     };

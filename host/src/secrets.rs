@@ -2,6 +2,7 @@
 //! guest, and scrubbed from everything the host prints.
 
 use std::fmt;
+use std::path::Path;
 
 /// A key that does not print itself.
 #[derive(Clone, PartialEq, Eq)]
@@ -46,37 +47,16 @@ pub struct ServeToken(Secret);
 
 impl ServeToken {
     /// From `USAGE_SYNC_SERVE_TOKEN`, or the file `USAGE_SYNC_SERVE_TOKEN_FILE`
-    /// names (one trailing newline trimmed). Both, neither, an unreadable file
-    /// or a token too short to be one is an error naming the variable.
+    /// names, or systemd's credential `usage_sync_serve_token` (see
+    /// [`from_env_or_file`]). None, or a token too short to be one, is an
+    /// error naming the variable.
     pub fn from_env() -> Result<ServeToken, String> {
         use usage_sync_report::keys::{SERVE_TOKEN_ENV, SERVE_TOKEN_FILE_ENV};
-        let direct = std::env::var_os(SERVE_TOKEN_ENV);
-        let file = std::env::var_os(SERVE_TOKEN_FILE_ENV);
-        let value = match (direct, file) {
-            (Some(_), Some(_)) => {
-                return Err(format!(
-                    "both {SERVE_TOKEN_ENV} and {SERVE_TOKEN_FILE_ENV} are set: set one"
-                ));
-            }
-            (None, None) => {
-                return Err(format!(
-                    "serve needs a token for its callers: set {SERVE_TOKEN_ENV}, or {SERVE_TOKEN_FILE_ENV} to a file holding it"
-                ));
-            }
-            (Some(value), None) => value
-                .into_string()
-                .map_err(|_| format!("{SERVE_TOKEN_ENV} is not valid UTF-8"))?,
-            (None, Some(path)) => {
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    format!(
-                        "{SERVE_TOKEN_FILE_ENV}: cannot read {}: {e}",
-                        std::path::Path::new(&path).display()
-                    )
-                })?;
-                let text = text.strip_suffix('\n').unwrap_or(&text);
-                text.strip_suffix('\r').unwrap_or(text).to_string()
-            }
-        };
+        let value = from_env_or_file(SERVE_TOKEN_ENV)?.ok_or_else(|| {
+            format!(
+                "serve needs a token for its callers: set {SERVE_TOKEN_ENV}, or {SERVE_TOKEN_FILE_ENV} to a file holding it"
+            )
+        })?;
         Secret::new(SERVE_TOKEN_ENV, value).map(ServeToken)
     }
 
@@ -92,10 +72,54 @@ impl ServeToken {
     }
 }
 
+/// A secret named `NAME`: from the variable `NAME`, or the file `NAME_FILE`
+/// names (a mounted Kubernetes Secret), or systemd's credential of the name in
+/// lower case under `$CREDENTIALS_DIRECTORY` (`LoadCredential=`). One trailing
+/// newline is trimmed. Both `NAME` and `NAME_FILE`, or a file that cannot be
+/// read, is an error; none of the three is `None`.
+pub fn from_env_or_file(name: &str) -> Result<Option<String>, String> {
+    let file_name = format!("{name}_FILE");
+    let text = |value: std::ffi::OsString, what: &str| {
+        value
+            .into_string()
+            .map_err(|_| format!("{what} is not valid UTF-8"))
+    };
+    let read = |path: &Path, what: &str| {
+        let content = std::fs::read_to_string(path)
+            .map_err(|e| format!("{what}: cannot read {}: {e}", path.display()))?;
+        let content = content.strip_suffix('\n').unwrap_or(&content);
+        Ok::<_, String>(content.strip_suffix('\r').unwrap_or(content).to_string())
+    };
+    match (std::env::var_os(name), std::env::var_os(&file_name)) {
+        (Some(_), Some(_)) => Err(format!("both {name} and {file_name} are set: set one")),
+        (Some(value), None) => text(value, name).map(Some),
+        (None, Some(path)) => read(Path::new(&path), &file_name).map(Some),
+        (None, None) => {
+            let Some(directory) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
+                return Ok(None);
+            };
+            let path = Path::new(&directory).join(name.to_ascii_lowercase());
+            match path.exists() {
+                true => read(&path, "the systemd credential").map(Some),
+                false => Ok(None),
+            }
+        }
+    }
+}
+
 /// Stripe's keys run past 100 characters and Amberflo's are UUIDs.
 pub const MIN_KEY_LEN: usize = 16;
 
 pub use usage_sync_report::keys::{AMBERFLO_ENV, STRIPE_ENV};
+
+/// Stripe's mode: which account data a key reaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Real money.
+    Live,
+    /// Test data.
+    Test,
+}
 
 /// The two providers' keys.
 #[derive(Debug, Clone)]
@@ -107,18 +131,37 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// From `AMBERFLO_API_KEY` and `STRIPE_API_KEY`; never from flags, which
-    /// other users can read in the process list.
+    /// From `AMBERFLO_API_KEY` and `STRIPE_API_KEY`, or their `_FILE`
+    /// variants, or systemd credentials (see [`from_env_or_file`]); never
+    /// from flags, which other users can read in the process list.
     pub fn from_env() -> Result<Credentials, String> {
-        let read = |name: &str| match std::env::var(name) {
-            Ok(value) => Secret::new(name, value),
-            Err(std::env::VarError::NotPresent) => Err(format!("{name} is not set")),
-            Err(std::env::VarError::NotUnicode(_)) => Err(format!("{name} is not valid UTF-8")),
+        let read = |name: &str| match from_env_or_file(name)? {
+            Some(value) => Secret::new(name, value),
+            None => Err(format!("{name} is not set")),
         };
         Ok(Credentials {
             amberflo: read(AMBERFLO_ENV)?,
             stripe: read(STRIPE_ENV)?,
         })
+    }
+
+    /// Whether the Stripe key is for live or test mode, from its prefix
+    /// (`sk_live_`, `rk_live_`; `sk_test_`, `rk_test_`); None if neither.
+    pub fn stripe_mode(&self) -> Option<Mode> {
+        let key = self.stripe.expose();
+        if key.starts_with("sk_live_") || key.starts_with("rk_live_") {
+            Some(Mode::Live)
+        } else if key.starts_with("sk_test_") || key.starts_with("rk_test_") {
+            Some(Mode::Test)
+        } else {
+            None
+        }
+    }
+
+    /// A full live secret key (`sk_live_`) can do anything on the account; a
+    /// restricted key limited to meter events and meters is enough.
+    pub fn is_full_live_key(&self) -> bool {
+        self.stripe.expose().starts_with("sk_live_")
     }
 
     /// Replaces every occurrence of a key in `text`.

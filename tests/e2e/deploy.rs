@@ -275,3 +275,107 @@ fn the_spin_and_wasmcloud_builds_take_the_keys_from_the_platforms_variables() {
         assert_eq!(run.json()["meterEventId"], outputs["meterEventId"]);
     }
 }
+
+/// The nightly CronJob: never two at once, a deadline for a missed start,
+/// keys from a Secret mounted as files, exit 2 fails the Job while the other
+/// failures count toward its retries, and resource limits.
+#[test]
+fn the_kubernetes_cronjob_is_a_safe_nightly_billing_job() {
+    let job = yaml("kubernetes/cronjob.yaml");
+    assert_eq!(job["kind"], "CronJob");
+    let spec = &job["spec"];
+    assert_eq!(spec["concurrencyPolicy"], "Forbid");
+    assert!(spec["startingDeadlineSeconds"].as_u64().unwrap() > 0);
+    assert_eq!(spec["timeZone"], "Etc/UTC");
+    let job_spec = &spec["jobTemplate"]["spec"];
+    let rules = job_spec["podFailurePolicy"]["rules"].as_array().unwrap();
+    let fail = rules.iter().find(|r| r["action"] == "FailJob").unwrap();
+    assert_eq!(fail["onExitCodes"]["values"], serde_json::json!([2]));
+    let count = rules.iter().find(|r| r["action"] == "Count").unwrap();
+    for code in [3, 4, 5] {
+        assert!(
+            count["onExitCodes"]["values"]
+                .as_array()
+                .unwrap()
+                .contains(&code.into())
+        );
+    }
+    let pod = &job_spec["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert!(container["resources"]["limits"]["memory"].is_string());
+    let env = container["env"].as_array().unwrap();
+    let mount = &container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "keys")
+        .unwrap()["mountPath"];
+    for name in ["AMBERFLO_API_KEY_FILE", "STRIPE_API_KEY_FILE"] {
+        let var = env.iter().find(|e| e["name"] == name).unwrap();
+        assert!(
+            var["value"]
+                .as_str()
+                .unwrap()
+                .starts_with(mount.as_str().unwrap()),
+            "{name}"
+        );
+    }
+    assert!(
+        !env.iter().any(|e| e["name"] == "STRIPE_API_KEY"),
+        "no key in the environment"
+    );
+    let keys = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "keys")
+        .unwrap();
+    assert!(keys["secret"]["secretName"].is_string());
+    let command = container["args"][0].as_str().unwrap();
+    assert!(
+        command.contains("usage-sync sync") && command.contains("--true-up"),
+        "{command}"
+    );
+}
+
+/// The systemd service and timer: a missed night runs at boot, keys as
+/// credentials, and the service confined.
+#[test]
+fn the_systemd_units_catch_up_load_credentials_and_are_hardened() {
+    let read = |name: &str| std::fs::read_to_string(deploy(&format!("systemd/{name}"))).unwrap();
+    let lines = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with('#') && l.contains('='))
+            .map(String::from)
+            .collect()
+    };
+    let timer = lines(&read("usage-sync.timer"));
+    assert!(timer.contains(&"Persistent=true".to_string()));
+    assert!(timer.iter().any(|l| l.starts_with("OnCalendar=")));
+    let service = lines(&read("usage-sync.service"));
+    for expected in [
+        "Type=oneshot",
+        "DynamicUser=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "RestartPreventExitStatus=2",
+    ] {
+        assert!(service.contains(&expected.to_string()), "{expected}");
+    }
+    // The credentials' names are what usage-sync reads from $CREDENTIALS_DIRECTORY.
+    for key in ["amberflo_api_key", "stripe_api_key"] {
+        assert!(
+            service
+                .iter()
+                .any(|l| l.starts_with(&format!("LoadCredential={key}:"))),
+            "{key}"
+        );
+    }
+    assert!(
+        !read("usage-sync.service").contains("sk_"),
+        "no key in the unit"
+    );
+}

@@ -13,6 +13,7 @@ mod hostile;
 mod ledger;
 mod measured;
 mod node;
+mod operate;
 mod reconcile;
 mod sandbox;
 mod serve;

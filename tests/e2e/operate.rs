@@ -1,0 +1,110 @@
+//! Running it as a scheduled job: keys from files (a mounted Secret, systemd
+//! credentials), the key's mode checked before any request, and the
+//! scheduling files in deploy/ holding what a billing job needs.
+
+use crate::support::*;
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn dir(name: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("usage-sync-operate-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn providers() -> Providers {
+    let (start, _) = yesterday();
+    Providers::start(vec![usage("acme", "api-calls", start + 5, 42.0)])
+}
+
+#[test]
+fn keys_come_from_files_and_systemd_credentials() {
+    let p = providers();
+    let d = dir("files");
+    // A mounted Secret ends its files with a newline: trimmed.
+    std::fs::write(d.join("amberflo"), format!("{}\n", p.amberflo_key)).unwrap();
+    std::fs::write(d.join("stripe"), format!("{}\n", p.stripe_key)).unwrap();
+    let run = Run::exec(
+        p.command(&INPUTS)
+            .env_remove("AMBERFLO_API_KEY")
+            .env_remove("STRIPE_API_KEY")
+            .env("AMBERFLO_API_KEY_FILE", d.join("amberflo"))
+            .env("STRIPE_API_KEY_FILE", d.join("stripe")),
+    );
+    p.assert_no_leak(&run);
+    run.expect(0);
+    assert_eq!(p.billed(yesterday()), 42.0);
+
+    // systemd's LoadCredential=: files named for the keys, in lower case.
+    let creds = dir("credentials");
+    std::fs::write(creds.join("amberflo_api_key"), &p.amberflo_key).unwrap();
+    std::fs::write(creds.join("stripe_api_key"), format!("{}\n", p.stripe_key)).unwrap();
+    let run = Run::exec(
+        p.command(&INPUTS)
+            .env_remove("AMBERFLO_API_KEY")
+            .env_remove("STRIPE_API_KEY")
+            .env("CREDENTIALS_DIRECTORY", &creds),
+    );
+    let out: Value = run.expect(0).json();
+    assert_eq!(out["alreadyRecorded"], true);
+
+    // A variable and its file, or a file that cannot be read: exit 2, nothing sent.
+    let q = providers();
+    for (env, expected) in [
+        (
+            vec![("STRIPE_API_KEY_FILE", d.join("stripe"))],
+            "both STRIPE_API_KEY and STRIPE_API_KEY_FILE are set",
+        ),
+        (
+            vec![(
+                "AMBERFLO_API_KEY_FILE",
+                PathBuf::from("/nonexistent/amberflo"),
+            )],
+            "AMBERFLO_API_KEY_FILE: cannot read /nonexistent/amberflo",
+        ),
+    ] {
+        let mut command = q.command(&INPUTS);
+        if env[0].0 == "AMBERFLO_API_KEY_FILE" {
+            command.env_remove("AMBERFLO_API_KEY");
+        }
+        command.envs(env);
+        let run = Run::exec(&mut command);
+        run.expect(2);
+        assert!(
+            run.error_message().contains(expected),
+            "{}",
+            run.error_message()
+        );
+    }
+    assert!(q.amberflo_requests().is_empty() && q.stripe_all().is_empty());
+}
+
+#[test]
+fn a_key_of_the_other_mode_is_refused_and_a_full_live_key_is_warned_about() {
+    let p = providers();
+    // The emulator's key is a test-mode key.
+    let run = p.run(&with_inputs(&["--expect-mode", "live"]));
+    run.expect(2);
+    assert!(
+        run.error_message()
+            .contains("STRIPE_API_KEY is a test-mode key, but --expect-mode is live"),
+        "{}",
+        run.error_message()
+    );
+    assert!(p.amberflo_requests().is_empty() && p.stripe_all().is_empty());
+    p.run(&with_inputs(&["--expect-mode", "test"])).expect(0);
+
+    // A full live secret key works, with a warning naming the restricted key to use.
+    let live = "sk_live_0000000000000000000000";
+    let run = p.run_with_keys(&INPUTS, &p.amberflo_key, live);
+    assert!(
+        run.stderr.contains(
+            "warning: STRIPE_API_KEY is a full live secret key (sk_live_), which can do anything on the account; a restricted key (rk_live_)"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains(live) && !run.stdout.contains(live));
+}
