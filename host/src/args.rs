@@ -82,6 +82,10 @@ pub(crate) struct RunArgs {
     /// usageQuantity, startTime, endTime.
     #[arg(long, value_name = "FILE")]
     pub(crate) inputs: Option<PathBuf>,
+    /// Write metrics for node_exporter's textfile collector here, atomically
+    /// (last success kept across failed runs).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) metrics_file: Option<PathBuf>,
     /// Amberflo customer to query.
     #[arg(long)]
     pub(crate) customer_id: Option<String>,
@@ -202,6 +206,10 @@ pub(crate) struct SyncArgs {
     /// mapping, MAPPING.journal.START-END.jsonl].
     #[arg(long, value_name = "FILE")]
     pub(crate) journal: Option<PathBuf>,
+    /// Write metrics for node_exporter's textfile collector here, atomically
+    /// (last success kept across failed runs).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) metrics_file: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) endpoints: EndpointArgs,
     #[command(flatten)]
@@ -254,6 +262,10 @@ pub(crate) struct ReconcileArgs {
     /// Also write a self-contained HTML page with a chart per customer.
     #[arg(long, value_name = "FILE")]
     pub(crate) html: Option<PathBuf>,
+    /// Write metrics for node_exporter's textfile collector here, atomically
+    /// (last success kept across failed runs).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) metrics_file: Option<PathBuf>,
     /// Rows read at once.
     #[arg(long, default_value_t = 16, value_name = "N")]
     pub(crate) concurrency: usize,

@@ -5,6 +5,7 @@ use crate::args::{
     ServeArgs, SyncArgs,
 };
 use crate::inputs::{self, InputFlags, InputsFile};
+use crate::metrics::Tally;
 use crate::outcome::{Failure, exit, outputs_exit_code, render_outputs, summary};
 use crate::outcome::{print_failure, progress};
 use crate::sandbox::{RunConfig, Sandbox};
@@ -17,16 +18,36 @@ use std::sync::Arc;
 /// Parses the command line and runs the command; the exit status says how it ended.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let started = std::time::Instant::now();
+    // A command's exit status, after writing its metrics file when asked.
+    let measured = |path: Option<PathBuf>, command: &str, (code, tally): (u8, Tally)| {
+        if let Some(path) = path
+            && let Err(e) =
+                crate::metrics::write_textfile(&path, command, code, started.elapsed(), &tally)
+        {
+            eprintln!("usage-sync: {e}");
+        }
+        code
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("starting the async runtime");
     let code = match cli.command {
-        Command::Run(args) => runtime.block_on(run(*args)),
-        Command::Sync(args) => runtime.block_on(sync(*args)),
+        Command::Run(args) => {
+            let metrics = args.metrics_file.clone();
+            measured(metrics, "run", runtime.block_on(run(*args)))
+        }
+        Command::Sync(args) => {
+            let metrics = args.metrics_file.clone();
+            measured(metrics, "sync", runtime.block_on(sync(*args)))
+        }
         Command::Serve(args) => runtime.block_on(serve(*args)),
-        Command::Reconcile(args) => runtime.block_on(reconcile(*args)),
+        Command::Reconcile(args) => {
+            let metrics = args.metrics_file.clone();
+            measured(metrics, "reconcile", runtime.block_on(reconcile(*args)))
+        }
         #[cfg(feature = "demo")]
         Command::Demo(args) => runtime.block_on(crate::demo::run(
             args.sandbox
@@ -76,10 +97,14 @@ fn credentials(endpoints: &EndpointArgs) -> Result<Arc<Credentials>, u8> {
     Ok(credentials)
 }
 
-async fn run(args: RunArgs) -> u8 {
+async fn run(args: RunArgs) -> (u8, Tally) {
+    let failed = Tally {
+        rows: vec![("failed", 1)],
+        ..Tally::default()
+    };
     let credentials = match credentials(&args.endpoints) {
         Ok(c) => c,
-        Err(code) => return code,
+        Err(code) => return (code, failed),
     };
     match prepare(&args, &credentials) {
         Ok((sandbox, config, inputs)) => {
@@ -92,12 +117,27 @@ async fn run(args: RunArgs) -> u8 {
                         credentials.redact(&summary(&outputs, dry_run))
                     );
                     println!("{}", credentials.redact(&render_outputs(&outputs, dry_run)));
-                    outputs_exit_code(&outputs)
+                    let drift_cells = outputs.drifted().count();
+                    let outcome = match () {
+                        _ if drift_cells > 0 => "drift",
+                        _ if !outputs.events.is_empty()
+                            && outputs.events.iter().all(|e| e.already_recorded) =>
+                        {
+                            "already-recorded"
+                        }
+                        _ => "recorded",
+                    };
+                    let tally = Tally {
+                        rows: vec![(outcome, 1)],
+                        zero_usage: usize::from(outputs.measured_total == "0"),
+                        drift_cells,
+                    };
+                    (outputs_exit_code(&outputs), tally)
                 }
-                Err(failure) => print_failure(&failure, Some(&credentials)),
+                Err(failure) => (print_failure(&failure, Some(&credentials)), failed),
             }
         }
-        Err(failure) => print_failure(&failure, Some(&credentials)),
+        Err(failure) => (print_failure(&failure, Some(&credentials)), failed),
     }
 }
 
@@ -132,10 +172,10 @@ fn prepare(
     Ok((sandbox, config, inputs))
 }
 
-async fn sync(args: SyncArgs) -> u8 {
+async fn sync(args: SyncArgs) -> (u8, Tally) {
     let credentials = match credentials(&args.endpoints) {
         Ok(c) => c,
-        Err(code) => return code,
+        Err(code) => return (code, Tally::default()),
     };
     match sync_all(&args, credentials.clone()).await {
         Ok(summary) => {
@@ -150,7 +190,7 @@ async fn sync(args: SyncArgs) -> u8 {
             );
             println!("{}", serde_json::json!({ "summary": summary }));
             // A failure is retried later; drift waits for a person.
-            if summary.failed > 0 {
+            let code = if summary.failed > 0 {
                 summary.worst
             } else if summary.not_sent > 0 {
                 exit::INTERRUPTED
@@ -158,9 +198,13 @@ async fn sync(args: SyncArgs) -> u8 {
                 exit::DRIFT
             } else {
                 exit::OK
-            }
+            };
+            (code, summary.tally())
         }
-        Err(failure) => print_failure(&failure, Some(&credentials)),
+        Err(failure) => (
+            print_failure(&failure, Some(&credentials)),
+            Tally::default(),
+        ),
     }
 }
 
@@ -285,7 +329,10 @@ async fn serve(args: ServeArgs) -> u8 {
         .trusting(&args.endpoints.trust()?)
         .map_err(Failure::BadInput)?;
         let sandbox = args.sandbox.sandbox(Some(door.max_runs), &limits)?;
-        Ok::<_, Failure>(crate::serve::App::new(sandbox, config, token, door))
+        let metrics = Arc::new(crate::metrics::ServeMetrics::default());
+        Ok::<_, Failure>(crate::serve::App::new(
+            sandbox, config, token, door, metrics,
+        ))
     })();
     let app = match prepared {
         Ok(app) => app,
@@ -330,22 +377,26 @@ async fn serve(args: ServeArgs) -> u8 {
     }
 }
 
-async fn reconcile(args: ReconcileArgs) -> u8 {
+async fn reconcile(args: ReconcileArgs) -> (u8, Tally) {
     let credentials = match credentials(&args.endpoints) {
         Ok(c) => c,
-        Err(code) => return code,
+        Err(code) => return (code, Tally::default()),
     };
     match reconcile_all(&args, credentials.clone()).await {
         Ok(summary) => {
-            if summary.failed > 0 {
+            let code = if summary.failed > 0 {
                 summary.worst
             } else if summary.drifted() > 0 {
                 exit::DRIFT
             } else {
                 exit::OK
-            }
+            };
+            (code, summary.tally())
         }
-        Err(failure) => print_failure(&failure, Some(&credentials)),
+        Err(failure) => (
+            print_failure(&failure, Some(&credentials)),
+            Tally::default(),
+        ),
     }
 }
 

@@ -49,6 +49,8 @@ impl RunLog {
 pub struct Exchange {
     /// Which provider it went to.
     pub provider: Provider,
+    /// The workflow step whose route it called (`find-meter`, `query-usage`, ...).
+    pub route: &'static str,
     /// The HTTP method.
     pub method: String,
     /// The URL as the guest asked for it.
@@ -205,6 +207,7 @@ impl WasiHttpHooks for Egress {
 /// A request the policy and the caps let through.
 struct Admitted {
     provider: Provider,
+    route: &'static str,
     target: String,
     /// Holds its place among the requests waiting at once.
     _in_flight: InFlight,
@@ -214,7 +217,7 @@ impl Egress {
     /// The policy's verdict on where the request goes, then the caps on
     /// requests per run and waiting at once. Counted before any DNS lookup.
     fn admit(&self, request: &http::Request<WasiBody>) -> Result<Admitted, Refusal> {
-        let (provider, _route) = self
+        let (provider, route) = self
             .policy
             .check(request.method().as_str(), request.uri())?;
         let target = request.uri().to_string();
@@ -237,6 +240,7 @@ impl Egress {
         }
         Ok(Admitted {
             provider,
+            route: route.step,
             target,
             _in_flight: in_flight,
         })
@@ -327,6 +331,7 @@ impl Outbound {
         if let Some(observe) = &self.observer {
             observe(&Exchange {
                 provider: admitted.provider,
+                route: admitted.route,
                 method,
                 url: admitted.target.clone(),
                 result: sent

@@ -22,7 +22,8 @@
 //!   the [`routes`] the workflow's Arazzo document declares), attaches each
 //!   [`provider`]'s key ([`secrets`]), sends over pooled connections
 //!   ([`transport`]) and scrubs what comes back;
-//! - [`outcome`]: what a run prints and its exit status.
+//! - [`outcome`]: what a run prints and its exit status; [`metrics`]: the
+//!   same in the Prometheus text format.
 
 mod args;
 pub mod cache;
@@ -36,6 +37,7 @@ pub mod interrupt;
 pub mod journal;
 pub mod limits;
 pub mod mapping;
+pub mod metrics;
 pub mod options;
 pub mod outcome;
 pub mod policy;

@@ -70,12 +70,27 @@ pub struct Summary {
     /// The worst exit status among the failed rows.
     #[serde(skip)]
     pub worst: u8,
+    /// Rows compared whose Amberflo totals are all zero (for the metrics).
+    #[serde(skip)]
+    pub zero_usage: usize,
 }
 
 impl Summary {
     /// Cells that drifted: missing, under or over.
     pub fn drifted(&self) -> usize {
         self.missing + self.under + self.over
+    }
+
+    /// What the metrics file says of this reconciliation.
+    pub fn tally(&self) -> crate::metrics::Tally {
+        crate::metrics::Tally {
+            rows: vec![
+                ("compared", self.rows - self.failed),
+                ("failed", self.failed),
+            ],
+            zero_usage: self.zero_usage,
+            drift_cells: self.drifted(),
+        }
     }
 }
 
@@ -274,6 +289,12 @@ fn print(
                 continue;
             }
         };
+        summary.zero_usage += usize::from(
+            reconciliation
+                .cells
+                .iter()
+                .all(|c| c.amberflo.parse::<f64>().is_ok_and(|v| v == 0.0)),
+        );
         for cell in &reconciliation.cells {
             summary.cells += 1;
             match cell.status {

@@ -5,10 +5,12 @@
 //! constant time; no token configured, no server), a cap on runs at once
 //! (503 with `Retry-After` above it), a cap on the body, and deadlines on
 //! reading the headers and the body (a slow client cannot hold a connection).
+//! `GET /healthz` and `GET /metrics` (Prometheus) stand outside the token.
 //! [`run`] serves until the shutdown future it is given resolves, then stops
 //! accepting and lets runs in flight finish within the grace period (the CLI
 //! passes SIGTERM and Ctrl-C; a test may pass anything).
 
+use crate::metrics::ServeMetrics;
 use crate::sandbox::{RunConfig, Sandbox};
 use crate::secrets::ServeToken;
 use bytes::Bytes;
@@ -45,18 +47,26 @@ pub struct App {
     token: ServeToken,
     door: Door,
     runs: Arc<Semaphore>,
+    metrics: Arc<ServeMetrics>,
 }
 
 impl App {
     /// Runs in `sandbox` under `config`, for callers presenting `token`,
-    /// within `door`'s limits.
-    pub fn new(sandbox: Sandbox, config: RunConfig, token: ServeToken, door: Door) -> App {
+    /// within `door`'s limits; every provider request counted in `metrics`.
+    pub fn new(
+        sandbox: Sandbox,
+        config: RunConfig,
+        token: ServeToken,
+        door: Door,
+        metrics: Arc<ServeMetrics>,
+    ) -> App {
         App {
             sandbox,
-            config,
+            config: config.observed(metrics.observer()),
             token,
             runs: Arc::new(Semaphore::new(door.max_runs)),
             door,
+            metrics,
         }
     }
 }
@@ -132,8 +142,64 @@ async fn connection(
     }
 }
 
-/// The front door, then the sandbox: token, cap on runs, body.
+/// `GET /healthz` and `GET /metrics` (no token: they carry no data), then
+/// the front door and the sandbox; every answer counted by outcome.
 async fn answer(app: &App, request: Request<Incoming>) -> Response<HyperOutgoingBody> {
+    if request.method() == http::Method::GET {
+        match request.uri().path() {
+            "/healthz" => {
+                return plain(
+                    StatusCode::OK,
+                    "application/json",
+                    "{\"status\":\"ok\"}\n".into(),
+                );
+            }
+            "/metrics" => {
+                return plain(
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    app.metrics.render(),
+                );
+            }
+            _ => {}
+        }
+    }
+    let response = guarded(app, request).await;
+    let outcome = match response.status().as_u16() {
+        200 => "ok",
+        400 => "invalid-input",
+        401 => "unauthorized",
+        404 | 405 => "not-found",
+        408 => "timeout",
+        413 => "too-large",
+        503 => "busy",
+        502 => "failed",
+        _ => "error",
+    };
+    app.metrics.run_ended(outcome);
+    response
+}
+
+fn plain(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+) -> Response<HyperOutgoingBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+/// The front door, then the sandbox: token, cap on runs, body.
+async fn guarded(app: &App, request: Request<Incoming>) -> Response<HyperOutgoingBody> {
     let authorization = request
         .headers()
         .get(http::header::AUTHORIZATION)
@@ -201,6 +267,7 @@ async fn answer(app: &App, request: Request<Incoming>) -> Response<HyperOutgoing
             );
         }
     };
+    let _in_flight = app.metrics.run_started();
     app.sandbox
         .serve(&app.config, Request::from_parts(parts, body))
         .await
@@ -210,15 +277,5 @@ async fn answer(app: &App, request: Request<Incoming>) -> Response<HyperOutgoing
 fn refusal(status: StatusCode, kind: &str, message: &str) -> Response<HyperOutgoingBody> {
     let body = serde_json::json!({ "error": { "kind": kind, "message": message } });
     let body = serde_json::to_string_pretty(&body).unwrap_or_default();
-    let mut response = Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    response
+    plain(status, "application/json", body)
 }

@@ -58,9 +58,31 @@ pub struct Summary {
     /// The worst exit status among the failed rows.
     #[serde(skip)]
     pub worst: u8,
+    /// Rows whose query succeeded and measured nothing (for the metrics).
+    #[serde(skip)]
+    pub zero_usage: usize,
+    /// Intervals Stripe held another value for (for the metrics).
+    #[serde(skip)]
+    pub drift_cells: usize,
 }
 
 impl Summary {
+    /// What the metrics file says of this sync.
+    pub fn tally(&self) -> crate::metrics::Tally {
+        crate::metrics::Tally {
+            rows: vec![
+                ("recorded", self.recorded),
+                ("already-recorded", self.already_recorded),
+                ("drift", self.drift),
+                ("failed", self.failed),
+                ("skipped", self.skipped),
+                ("not-sent", self.not_sent),
+            ],
+            zero_usage: self.zero_usage,
+            drift_cells: self.drift_cells,
+        }
+    }
+
     /// The counts a progress line shows.
     fn counts(&self) -> String {
         format!(
@@ -339,6 +361,8 @@ pub(crate) fn batches(rows: Vec<Row>, size: usize) -> Vec<Vec<Row>> {
 }
 
 fn outcome_line(row: &Row, outputs: &Outputs, summary: &mut Summary) -> Value {
+    summary.zero_usage += usize::from(outputs.measured_total == "0");
+    summary.drift_cells += outputs.drifted().count();
     let already = !outputs.events.is_empty() && outputs.events.iter().all(|e| e.already_recorded);
     let status = if outputs.drifted().next().is_some() {
         summary.drift += 1;

@@ -108,3 +108,79 @@ fn a_key_of_the_other_mode_is_refused_and_a_full_live_key_is_warned_about() {
     );
     assert!(!run.stderr.contains(live) && !run.stdout.contains(live));
 }
+
+/// `--metrics-file`: node_exporter's textfile, written atomically; a failed
+/// run keeps the last success so an alert can fire on staleness, and a
+/// customer with no usage is told apart from a failed query.
+#[test]
+fn the_metrics_file_keeps_the_last_success_across_a_failed_run() {
+    let p = providers();
+    let d = dir("metrics");
+    let file = d.join("usage-sync.prom");
+    let metrics = file.to_str().unwrap();
+    p.run(&with_inputs(&["--metrics-file", metrics])).expect(0);
+    let read = || std::fs::read_to_string(&file).unwrap();
+    let value = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in\n{text}"))
+    };
+    let first = read();
+    let success = value(&first, "usage_sync_last_success_timestamp_seconds");
+    assert!(
+        first.contains("usage_sync_last_run_rows{outcome=\"recorded\"} 1"),
+        "{first}"
+    );
+    assert_eq!(value(&first, "usage_sync_last_run_exit_code"), 0.0);
+    assert_eq!(
+        value(&first, "usage_sync_last_run_zero_usage_customers"),
+        0.0
+    );
+
+    // Stripe refuses: exit 3; the last success stays what it was.
+    p.stripe
+        .set_fault(Some(usage_sync_emulators::Fault::Status(402)));
+    p.run(&with_inputs(&[
+        "--metrics-file",
+        metrics,
+        "--start-time",
+        &days_ago(2).0.to_string(),
+        "--end-time",
+        &days_ago(2).1.to_string(),
+    ]))
+    .expect(3);
+    let failed = read();
+    assert_eq!(
+        value(&failed, "usage_sync_last_success_timestamp_seconds"),
+        success
+    );
+    assert_eq!(value(&failed, "usage_sync_last_run_exit_code"), 3.0);
+    assert!(
+        failed.contains("usage_sync_last_run_rows{outcome=\"failed\"} 1"),
+        "{failed}"
+    );
+    p.stripe.set_fault(None);
+
+    // No usage at all: a zero-usage customer, not a failure.
+    let run = p.run(&with_inputs(&[
+        "--metrics-file",
+        metrics,
+        "--customer-id",
+        "nobody",
+        "--start-time",
+        &days_ago(3).0.to_string(),
+        "--end-time",
+        &days_ago(3).1.to_string(),
+    ]));
+    run.expect(0);
+    let quiet = read();
+    assert_eq!(
+        value(&quiet, "usage_sync_last_run_zero_usage_customers"),
+        1.0
+    );
+    assert!(value(&quiet, "usage_sync_last_success_timestamp_seconds") >= success);
+    assert!(
+        !d.join("usage-sync.prom.tmp").exists(),
+        "written atomically, nothing left over"
+    );
+}

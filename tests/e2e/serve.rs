@@ -536,3 +536,31 @@ fn raw_http(address: &str, request: &str) -> String {
     let _ = stream.read_to_string(&mut answer);
     answer
 }
+
+/// `GET /healthz` and `GET /metrics` answer without the token and carry no
+/// data; the metrics count runs by outcome and provider requests by route.
+#[test]
+fn usage_sync_serve_exposes_health_and_prometheus_metrics() {
+    let (start, end) = yesterday();
+    let p = Providers::start(records(start));
+    let server = usage_sync_serve(&p);
+    let (status, text) = http_with(&server.address, "GET", "/healthz", &[], "");
+    assert_eq!((status, text.trim()), (200, r#"{"status":"ok"}"#));
+    let (status, _) = post_run(&p, &server, &inputs(start, end));
+    assert_eq!(status, 200);
+    let (status, _) = post_run_as(&p, &server, None, &inputs(start, end));
+    assert_eq!(status, 401);
+    let (status, metrics) = http_with(&server.address, "GET", "/metrics", &[], "");
+    assert_eq!(status, 200);
+    for expected in [
+        "usage_sync_runs_total{outcome=\"ok\"} 1",
+        "usage_sync_runs_total{outcome=\"unauthorized\"} 1",
+        "usage_sync_runs_in_flight 0",
+        "usage_sync_provider_requests_total{provider=\"stripe\",route=\"record-stripe-meter\",status=\"200\"} 1",
+        "usage_sync_provider_requests_total{provider=\"amberflo\",route=\"query-usage\",status=\"200\"} 1",
+        "usage_sync_provider_request_duration_seconds_count{provider=\"stripe\",route=\"find-meter\"} 1",
+    ] {
+        assert!(metrics.contains(expected), "{expected}\n{metrics}");
+    }
+    assert!(!metrics.contains(TOKEN) && !metrics.contains(&p.stripe_key));
+}
