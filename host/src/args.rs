@@ -195,6 +195,12 @@ pub(crate) struct SyncArgs {
     /// Rows running at once.
     #[arg(long, default_value_t = 16, value_name = "N")]
     pub(crate) concurrency: usize,
+    /// Take only shard K of N of the mapping's rows (a stable hash of customer,
+    /// meter and event name), for N machines or an Indexed Job [default:
+    /// JOB_COMPLETION_INDEX of USAGE_SYNC_SHARDS, when both are set]. Each shard
+    /// paces Stripe at --stripe-rate / N: Stripe's limits are per account.
+    #[arg(long, value_name = "K/N")]
+    pub(crate) shard: Option<String>,
     /// Customers per Amberflo query (`groupBy` customerId); 1 queries once per row.
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub(crate) amberflo_batch: usize,

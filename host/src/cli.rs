@@ -234,12 +234,21 @@ async fn sync_all(
             "--concurrency must be between 1 and {MAX_CONCURRENCY}"
         )));
     }
-    let rows = crate::mapping::read_mapping(
+    let shard = match &args.shard {
+        Some(text) => Some(crate::mapping::Shard::parse(text).map_err(Failure::BadInput)?),
+        None => crate::mapping::Shard::from_env().map_err(Failure::BadInput)?,
+    };
+    let mut rows = crate::mapping::read_mapping(
         &args.mapping,
         args.meter_api_name.as_deref(),
         args.stripe_event_name.as_deref(),
     )
     .map_err(Failure::BadInput)?;
+    if let Some(shard) = shard {
+        rows.retain(|row| shard.holds(row));
+    }
+    // Stripe's limits are per account: the shards share the rate.
+    let stripe_rate = args.stripe_rate / shard.map_or(1.0, |s| s.count as f64);
     // One window for every row, even when the sync runs past midnight.
     let (start_time, end_time) = match (&args.start_time, &args.end_time) {
         (Some(s), Some(e)) => (s.clone(), e.clone()),
@@ -266,7 +275,7 @@ async fn sync_all(
     .trusting(&args.endpoints.trust()?)
     .map_err(Failure::BadInput)?
     .paced(Arc::new(crate::egress::RateLimiter::per_second(
-        args.stripe_rate,
+        stripe_rate,
     )));
     let sandbox = Arc::new(args.sandbox.sandbox(Some(args.concurrency), &limits)?);
     // One journal per window by default, so the same command runs every night
@@ -282,8 +291,11 @@ async fn sync_all(
     };
     let journal = args.journal.clone().unwrap_or_else(|| {
         let mut name = args.mapping.as_os_str().to_owned();
+        let shard = shard.map_or(String::new(), |s| {
+            format!("shard-{}-of-{}.", s.index, s.count)
+        });
         name.push(format!(
-            ".journal.{true_up_day}{}-{}.jsonl",
+            ".journal.{true_up_day}{shard}{}-{}.jsonl",
             file_safe(&start_time),
             file_safe(&end_time)
         ));

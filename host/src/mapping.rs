@@ -34,6 +34,61 @@ impl Row {
     }
 }
 
+/// One of `count` shards of a mapping: the rows whose stable hash of
+/// (customer, meter, event name) falls in it, so a row always lands in the
+/// same shard (and its journal), whoever runs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// 0-based.
+    pub index: u64,
+    /// How many shards share the mapping.
+    pub count: u64,
+}
+
+impl Shard {
+    /// `K/N`, with `K` from 0 to `N - 1`.
+    pub fn parse(text: &str) -> Result<Shard, String> {
+        let bad = || format!("--shard is K/N with K from 0 to N-1, not `{text}`");
+        let (k, n) = text.split_once('/').ok_or_else(bad)?;
+        let index: u64 = k.trim().parse().map_err(|_| bad())?;
+        let count: u64 = n.trim().parse().map_err(|_| bad())?;
+        if count == 0 || index >= count || count > 10_000 {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// In a Kubernetes Indexed Job: `JOB_COMPLETION_INDEX` of
+    /// `USAGE_SYNC_SHARDS` (set to the Job's completions), when both are set.
+    pub fn from_env() -> Result<Option<Shard>, String> {
+        match (
+            std::env::var("JOB_COMPLETION_INDEX"),
+            std::env::var("USAGE_SYNC_SHARDS"),
+        ) {
+            (Ok(index), Ok(count)) => Shard::parse(&format!("{index}/{count}")).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Whether `row` belongs to this shard.
+    pub fn holds(&self, row: &Row) -> bool {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        for part in [
+            &row.customer_id,
+            &row.meter_api_name,
+            &row.stripe_event_name,
+        ] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part.as_bytes());
+        }
+        let digest = hash.finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        u64::from_be_bytes(first) % self.count == self.index
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawRow {
@@ -139,6 +194,31 @@ fn csv_rows(text: &str) -> Result<Vec<(usize, RawRow)>, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_row_lands_in_exactly_one_shard() {
+        let rows: Vec<Row> = (0..300)
+            .map(|i| Row {
+                line: i + 2,
+                customer_id: format!("cust-{i}"),
+                stripe_customer: format!("cus_{i}"),
+                meter_api_name: "api-calls".into(),
+                stripe_event_name: "api_calls".into(),
+            })
+            .collect();
+        let shards: Vec<Shard> = (0..3).map(|k| Shard { index: k, count: 3 }).collect();
+        let mut sizes = [0; 3];
+        for row in &rows {
+            let holding: Vec<usize> = (0..3).filter(|&k| shards[k].holds(row)).collect();
+            assert_eq!(holding.len(), 1, "{row:?}");
+            sizes[holding[0]] += 1;
+        }
+        assert!(sizes.iter().all(|&n| n > 60), "{sizes:?}");
+        assert_eq!(Shard::parse("2/3"), Ok(shards[2]));
+        for bad in ["3/3", "1", "-1/3", "0/0", "a/b"] {
+            assert!(Shard::parse(bad).is_err(), "{bad}");
+        }
+    }
+
     use super::*;
     use std::path::PathBuf;
 

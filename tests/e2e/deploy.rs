@@ -379,3 +379,25 @@ fn the_systemd_units_catch_up_load_credentials_and_are_hardened() {
         "no key in the unit"
     );
 }
+
+/// The sharded job: an Indexed Job whose shard count is what usage-sync reads.
+#[test]
+fn the_indexed_job_shards_the_mapping_as_usage_sync_reads_it() {
+    let job = yaml("kubernetes/indexed-job.yaml");
+    assert_eq!(job["spec"]["concurrencyPolicy"], "Forbid");
+    let spec = &job["spec"]["jobTemplate"]["spec"];
+    assert_eq!(spec["completionMode"], "Indexed");
+    let completions = spec["completions"].as_u64().unwrap();
+    assert_eq!(spec["parallelism"].as_u64(), Some(completions));
+    let container = &spec["template"]["spec"]["containers"][0];
+    let shards = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "USAGE_SYNC_SHARDS")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap();
+    assert_eq!(shards.parse::<u64>().unwrap(), completions);
+    assert_eq!(container["args"][0], "sync");
+}

@@ -432,3 +432,70 @@ fn the_same_nightly_sync_runs_every_night_and_a_rerun_resumes_its_night() {
         }
     }
 }
+
+/// Three shards of one mapping at once, as an Indexed Job runs them: every
+/// row is synced exactly once, each shard keeps its own journal, and together
+/// they stay within the account's Stripe rate (each takes a third of it).
+#[test]
+fn three_shards_at_once_sync_every_row_exactly_once_within_the_rate() {
+    let (p, mapping) = customers(30, "shards");
+    let started = std::time::Instant::now();
+    let children: Vec<_> = (0..3)
+        .map(|k| {
+            let shard = format!("{k}/3");
+            let mut command = std::process::Command::new(BIN);
+            command
+                .arg("sync")
+                .args([
+                    "--amberflo-url",
+                    &p.amberflo.url(),
+                    "--stripe-url",
+                    &p.stripe.url(),
+                ])
+                .args(sync_args(
+                    &mapping,
+                    &["--shard", &shard, "--stripe-rate", "20"],
+                ))
+                .env_clear()
+                .env("AMBERFLO_API_KEY", &p.amberflo_key)
+                .env("STRIPE_API_KEY", &p.stripe_key)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            command.spawn().unwrap()
+        })
+        .collect();
+    let runs: Vec<Run> = children.into_iter().map(Run::wait).collect();
+    let elapsed = started.elapsed();
+    let mut recorded = 0;
+    for run in &runs {
+        p.assert_no_leak(run);
+        run.expect(0);
+        recorded += lines(run).last().unwrap()["summary"]["recorded"]
+            .as_u64()
+            .unwrap();
+    }
+    assert_eq!(recorded, 30, "every row in exactly one shard");
+    let events = p.stripe.events();
+    assert_eq!(events.len(), 30);
+    let customers: std::collections::BTreeSet<_> = events
+        .iter()
+        .map(|e| e.payload["stripe_customer_id"].clone())
+        .collect();
+    assert_eq!(customers.len(), 30, "no customer billed twice");
+    // 33 Stripe requests (30 writes, a meter lookup per shard), each shard paced
+    // at 20/3 per second: together no faster than 20 per second.
+    let requests = p.stripe_all().len();
+    assert_eq!(requests, 33);
+    assert!(
+        elapsed.as_secs_f64() >= (requests - 3) as f64 / 20.0,
+        "{requests} requests in {elapsed:?}"
+    );
+    for k in 0..3 {
+        let (start, end) = yesterday();
+        let journal = format!(
+            "{}.journal.shard-{k}-of-3.{start}-{end}.jsonl",
+            mapping.display()
+        );
+        assert!(std::path::Path::new(&journal).exists(), "{journal}");
+    }
+}
