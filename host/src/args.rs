@@ -22,6 +22,10 @@ use usage_sync_report::{Interval, Rounding};
     after_help = "Exit status: 0 success, 1 internal error, 2 bad input (nothing written), 3 provider error, 4 sandbox violation or limit, 5 drift (Stripe holds another value; nothing written for it), 130 sync interrupted."
 )]
 pub(crate) struct Cli {
+    /// stderr: lines for a person, or one JSON object per line (run id,
+    /// command, step, provider, status, duration...), keys scrubbed either way.
+    #[arg(long, global = true, default_value = "human", value_parser = ["human", "json"])]
+    pub(crate) log_format: String,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -548,7 +552,7 @@ impl SandboxArgs {
             }
         })?;
         if source == crate::cache::Source::Rebuilt {
-            eprintln!(
+            tracing::info!(
                 "usage-sync: the cached compiled component was corrupt or unreadable; rebuilt it"
             );
         }

@@ -18,6 +18,19 @@ use std::sync::Arc;
 /// Parses the command line and runs the command; the exit status says how it ended.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = match &cli.command {
+        Command::Run(_) => "run",
+        Command::Sync(_) => "sync",
+        Command::Serve(_) => "serve",
+        Command::Reconcile(_) => "reconcile",
+        #[cfg(feature = "demo")]
+        Command::Demo(_) => "demo",
+    };
+    let format = match cli.log_format.as_str() {
+        "json" => crate::logging::LogFormat::Json,
+        _ => crate::logging::LogFormat::Human,
+    };
+    crate::logging::init(format, command);
     let started = std::time::Instant::now();
     // A command's exit status, after writing its metrics file when asked.
     let measured = |path: Option<PathBuf>, command: &str, (code, tally): (u8, Tally)| {
@@ -25,7 +38,7 @@ pub fn main() -> ExitCode {
             && let Err(e) =
                 crate::metrics::write_textfile(&path, command, code, started.elapsed(), &tally)
         {
-            eprintln!("usage-sync: {e}");
+            tracing::info!("usage-sync: {e}");
         }
         code
     };
@@ -71,6 +84,7 @@ fn credentials(endpoints: &EndpointArgs) -> Result<Arc<Credentials>, u8> {
             None,
         )
     })?;
+    crate::logging::scrub_keys(&credentials);
     let name = |mode: Option<Mode>| match mode {
         Some(Mode::Live) => "a live-mode key",
         Some(Mode::Test) => "a test-mode key",
@@ -90,7 +104,7 @@ fn credentials(endpoints: &EndpointArgs) -> Result<Arc<Credentials>, u8> {
         return Err(print_failure(&failure, Some(&credentials)));
     }
     if credentials.is_full_live_key() {
-        eprintln!(
+        tracing::warn!(
             "usage-sync: warning: {STRIPE_ENV} is a full live secret key (sk_live_), which can do anything on the account; a restricted key (rk_live_) with write access to meter events and read access to meters is enough"
         );
     }
@@ -108,11 +122,11 @@ async fn run(args: RunArgs) -> (u8, Tally) {
     };
     match prepare(&args, &credentials) {
         Ok((sandbox, config, inputs)) => {
-            eprintln!("usage-sync: running the workflow in the sandbox");
+            tracing::info!("usage-sync: running the workflow in the sandbox");
             let dry_run = config.options.dry_run;
             match sandbox.run(&config, inputs).await {
                 Ok(outputs) => {
-                    eprintln!(
+                    tracing::info!(
                         "usage-sync: {}",
                         credentials.redact(&summary(&outputs, dry_run))
                     );
@@ -179,7 +193,7 @@ async fn sync(args: SyncArgs) -> (u8, Tally) {
     };
     match sync_all(&args, credentials.clone()).await {
         Ok(summary) => {
-            eprintln!(
+            tracing::info!(
                 "sync: {} recorded, {} already recorded, {} drift, {} failed, {} skipped, {} not sent",
                 summary.recorded,
                 summary.already_recorded,
@@ -310,7 +324,7 @@ async fn sync_all(
         concurrency: args.concurrency,
         batch: args.amberflo_batch,
     };
-    eprintln!(
+    tracing::info!(
         "sync: {} rows, up to {} at once",
         rows.len(),
         args.concurrency
@@ -366,7 +380,7 @@ async fn serve(args: ServeArgs) -> u8 {
         }
     };
     let address = listener.local_addr().unwrap_or(args.listen);
-    eprintln!(
+    tracing::info!(
         "usage-sync: serving POST /run on http://{address}/ to callers with the token (SIGTERM or Ctrl-C stops)"
     );
     let unfinished = crate::serve::run(
@@ -377,11 +391,11 @@ async fn serve(args: ServeArgs) -> u8 {
     .await;
     match unfinished {
         0 => {
-            eprintln!("usage-sync: stopped; every run in flight finished");
+            tracing::info!("usage-sync: stopped; every run in flight finished");
             exit::OK
         }
         n => {
-            eprintln!(
+            tracing::info!(
                 "usage-sync: stopped; {n} connection(s) still open after the grace period were closed"
             );
             exit::INTERRUPTED
@@ -481,7 +495,7 @@ async fn reconcile_all(
         },
         html: args.html.clone(),
     };
-    eprintln!(
+    tracing::info!(
         "reconcile: {} rows, {} to {}, read-only",
         rows.len(),
         settings.start_time,

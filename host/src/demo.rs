@@ -47,8 +47,8 @@ async fn demo(sandbox: Result<(Sandbox, Limits), Failure>) -> Result<u8, Failure
     let amberflo = Amberflo::start(credentials.amberflo.expose(), records).map_err(emulator)?;
     let stripe = Stripe::start(credentials.stripe.expose()).map_err(emulator)?;
     stripe.add_meter(MeterSpec::sum("api_calls"));
-    eprintln!("demo: Amberflo emulator on {}", amberflo.url());
-    eprintln!("demo: Stripe emulator on {}", stripe.url());
+    tracing::info!("demo: Amberflo emulator on {}", amberflo.url());
+    tracing::info!("demo: Stripe emulator on {}", stripe.url());
 
     let amberflo_endpoint = Endpoint::parse(&amberflo.url()).map_err(Failure::Internal)?;
     let stripe_endpoint = Endpoint::parse(&stripe.url()).map_err(Failure::Internal)?;
@@ -72,24 +72,24 @@ async fn demo(sandbox: Result<(Sandbox, Limits), Failure>) -> Result<u8, Failure
         start_time: None,
         end_time: None,
     };
-    eprintln!(
+    tracing::info!(
         "demo: syncing yesterday's api-calls usage of acme-corp to Stripe customer cus_DemoAcme"
     );
     let outputs = match sandbox.run(&config, inputs.clone()).await {
         Ok(outputs) => outputs,
         Err(failure) => return Ok(print_failure(&failure, Some(&credentials))),
     };
-    eprintln!("\ndemo: what went on the wire (keys redacted):");
+    tracing::info!("\ndemo: what went on the wire (keys redacted):");
     for request in amberflo.requests().iter().chain(&stripe.requests()) {
-        eprintln!("{}", credentials.redact(&describe(request)));
+        tracing::info!("{}", credentials.redact(&describe(request)));
     }
 
-    eprintln!("\ndemo: running the same window again...");
+    tracing::info!("\ndemo: running the same window again...");
     let again = match sandbox.run(&config, inputs).await {
         Ok(outputs) => outputs,
         Err(failure) => return Ok(print_failure(&failure, Some(&credentials))),
     };
-    eprintln!(
+    tracing::info!(
         "demo: alreadyRecorded = {}; the Stripe emulator holds {} event(s): a rerun never bills twice\n",
         again.events.iter().all(|e| e.already_recorded),
         stripe.events().len()

@@ -26,8 +26,24 @@ pub fn stream(credentials: Arc<Credentials>, cap: usize) -> GuestStderr {
         redactor: Redactor::new(&credentials),
         line: Vec::new(),
         left: cap,
-        out: Box::new(std::io::stderr()),
+        out: Box::new(GuestLog),
     })))
+}
+
+/// The guest's lines, each a log event of the host's (target `guest`), so
+/// they follow `--log-format` like every other line.
+struct GuestLog;
+
+impl Write for GuestLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let line = String::from_utf8_lossy(buf);
+        tracing::info!(target: "guest", "{}", line.trim_end_matches('\n'));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Every handle the guest opens writes to the same scrubbed line buffer.

@@ -38,7 +38,7 @@ pub fn open_journal(
             let found: Header = serde_json::from_str(first)
                 .map_err(|_| format!("{} is not a usage-sync journal", path.display()))?;
             if found != *header && replace_foreign {
-                eprintln!(
+                tracing::info!(
                     "sync: the journal {} belongs to another mapping; starting it afresh",
                     path.display()
                 );

@@ -23,7 +23,7 @@
 //!   [`provider`]'s key ([`secrets`]), sends over pooled connections
 //!   ([`transport`]) and scrubs what comes back;
 //! - [`outcome`]: what a run prints and its exit status; [`metrics`]: the
-//!   same in the Prometheus text format.
+//!   same in the Prometheus text format; [`logging`]: every stderr line.
 
 mod args;
 pub mod cache;
@@ -36,6 +36,7 @@ pub mod inputs;
 pub mod interrupt;
 pub mod journal;
 pub mod limits;
+pub mod logging;
 pub mod mapping;
 pub mod metrics;
 pub mod options;

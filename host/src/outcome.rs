@@ -70,7 +70,13 @@ pub fn progress(credentials: Arc<Credentials>) -> impl Fn(&Exchange) + Send + Sy
             Ok(status) => status.to_string(),
             Err(e) => format!("no response ({e})"),
         };
-        eprintln!(
+        let status = x.result.as_ref().ok().copied();
+        tracing::info!(
+            provider = x.provider.name(),
+            route = x.route,
+            method = %x.method,
+            status,
+            duration_ms = x.elapsed.as_millis() as u64,
             "{}",
             credentials.redact(&format!(
                 "usage-sync: {} {} {} -> {} in {} ms",
@@ -90,7 +96,18 @@ pub fn print_failure(failure: &Failure, credentials: Option<&Credentials>) -> u8
         Some(c) => c.redact(&text),
         None => text,
     };
-    eprintln!("usage-sync: {}", scrub(failure.message()));
+    let detail = failure.to_json();
+    let error = &detail["error"];
+    tracing::error!(
+        kind = error["kind"].as_str().unwrap_or_default(),
+        step = error["step"].as_str(),
+        status = error["status"].as_u64(),
+        delivery = error["delivery"].as_str(),
+        attempts = error["attempts"].as_u64(),
+        exit = failure.exit_code(),
+        "usage-sync: {}",
+        scrub(failure.message())
+    );
     println!("{}", scrub(failure.render()));
     failure.exit_code()
 }

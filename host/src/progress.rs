@@ -17,7 +17,7 @@ impl Progress {
         Progress {
             label,
             total,
-            terminal: std::io::stderr().is_terminal(),
+            terminal: std::io::stderr().is_terminal() && crate::logging::human(),
             started: std::time::Instant::now(),
             shown: None,
         }
@@ -47,7 +47,13 @@ impl Progress {
                 self.total
             );
         } else {
-            eprintln!("{}: {finished}/{} rows ({counts})", self.label, self.total);
+            tracing::info!(
+                rows_done = finished,
+                rows = self.total,
+                "{}: {finished}/{} rows ({counts})",
+                self.label,
+                self.total
+            );
         }
     }
 

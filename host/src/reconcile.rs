@@ -193,7 +193,7 @@ pub async fn reconcile(
     if let Some(path) = &settings.html {
         std::fs::write(path, html(&answers, settings))
             .map_err(|e| Failure::BadInput(format!("cannot write {}: {e}", path.display())))?;
-        eprintln!("reconcile: wrote {}", path.display());
+        tracing::info!("reconcile: wrote {}", path.display());
     }
     Ok(summary)
 }
@@ -284,7 +284,7 @@ fn print(
                     Format::Json => {
                         writeln!(out, "{}", redact(&line.to_string())).map_err(write_error)?
                     }
-                    Format::Csv => eprintln!("reconcile: {}", redact(&line.to_string())),
+                    Format::Csv => tracing::info!("reconcile: {}", redact(&line.to_string())),
                 }
                 continue;
             }
@@ -339,10 +339,11 @@ fn print(
                 .map_err(|e| Failure::Internal(e.to_string()))?;
             out.write_all(redact(&String::from_utf8_lossy(&bytes)).as_bytes())
                 .map_err(write_error)?;
-            eprintln!("reconcile: {summary_line}");
+            tracing::info!("reconcile: {summary_line}");
         }
     }
     if std::io::stderr().is_terminal() && !table.is_empty() {
+        // A table for the person at the terminal, not a log line.
         eprintln!("{}", drift_table(&table));
     }
     Ok(summary)

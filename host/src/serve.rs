@@ -90,12 +90,12 @@ pub async fn run(
                 Ok((client, _)) => {
                     connections.spawn(connection(client, app.clone(), stopped.clone()));
                 }
-                Err(e) => eprintln!("usage-sync: accepting a connection: {e}"),
+                Err(e) => tracing::info!("usage-sync: accepting a connection: {e}"),
             },
         }
     }
     drop(listener);
-    eprintln!(
+    tracing::info!(
         "usage-sync: stopping: no new connections; waiting up to {} s for runs in flight",
         app.door.grace_period.as_secs_f64()
     );

@@ -209,7 +209,7 @@ pub async fn sync(
             next = rx.recv() => next,
             _ = interrupt.recv(), if !stop.load(Ordering::SeqCst) => {
                 stop.store(true, Ordering::SeqCst);
-                eprintln!("sync: interrupted; rows in flight finish, the rest are not sent");
+                tracing::info!("sync: interrupted; rows in flight finish, the rest are not sent");
                 continue;
             }
         };

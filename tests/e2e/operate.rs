@@ -184,3 +184,49 @@ fn the_metrics_file_keeps_the_last_success_across_a_failed_run() {
         "written atomically, nothing left over"
     );
 }
+
+/// `--log-format json`: every stderr line is one JSON object with the run's
+/// id and command, and the fields of what happened; keys scrubbed as ever.
+#[test]
+fn json_logs_carry_the_run_id_command_and_each_requests_fields() {
+    let p = providers();
+    p.stripe
+        .push_faults([usage_sync_emulators::Fault::TooManyRequests {
+            retry_after: Some(1),
+        }]);
+    let run = p.run(&with_inputs(&["--log-format", "json"]));
+    run.expect(0);
+    let lines: Vec<Value> = run
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(lines.len() >= 5, "{}", run.stderr);
+    let run_id = lines[0]["run_id"].as_str().unwrap().to_string();
+    assert_eq!(run_id.len(), 20);
+    for line in &lines {
+        assert_eq!(line["run_id"], run_id.as_str(), "{line}");
+        assert_eq!(line["command"], "run", "{line}");
+        assert!(line["level"].is_string() && line["time"].is_f64(), "{line}");
+        assert!(line["message"].is_string(), "{line}");
+    }
+    let write = lines
+        .iter()
+        .find(|l| l["route"] == "record-stripe-meter" && l["status"] == 200)
+        .unwrap_or_else(|| panic!("{}", run.stderr));
+    assert_eq!(write["provider"], "Stripe");
+    assert_eq!(write["method"], "POST");
+    assert!(write["duration_ms"].is_u64());
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["route"] == "record-stripe-meter" && l["status"] == 429)
+    );
+    // The component's own retry line, through the same layer.
+    assert!(
+        lines.iter().any(|l| l["target"] == "guest"
+            && l["message"].as_str().unwrap().contains("attempt 1/3: 429")),
+        "{}",
+        run.stderr
+    );
+}
