@@ -192,7 +192,8 @@ async fn sync(args: SyncArgs) -> (u8, Tally) {
         Err(code) => return (code, Tally::default()),
     };
     match sync_all(&args, credentials.clone()).await {
-        Ok(summary) => {
+        Ok(mut summary) => {
+            summary.partial = summary.failed > 0 || summary.not_sent > 0;
             tracing::info!(
                 "sync: {} recorded, {} already recorded, {} drift, {} failed, {} skipped, {} not sent",
                 summary.recorded,

@@ -55,6 +55,9 @@ pub struct Summary {
     pub skipped: usize,
     /// Not started because of Ctrl-C or SIGTERM.
     pub not_sent: usize,
+    /// Some row failed or was not sent: the sync is partial, and a rerun
+    /// (which the journal resumes) finishes it.
+    pub partial: bool,
     /// The worst exit status among the failed rows.
     #[serde(skip)]
     pub worst: u8,

@@ -180,6 +180,7 @@ fn ten_thousand_rows_in_one_command() {
     run.expect(0);
     let summary = lines(&run).last().unwrap()["summary"].clone();
     assert_eq!(summary["recorded"], 10_000);
+    assert_eq!(summary["partial"], false);
     assert_eq!(p.stripe.events().len(), 10_000);
     eprintln!("10,000 rows in {:?}", started.elapsed());
 }
@@ -231,6 +232,10 @@ fn interrupted_by(signal: &str, name: &str) {
     let summary = lines(&run).last().unwrap()["summary"].clone();
     let sent = summary["recorded"].as_u64().unwrap();
     assert!(summary["notSent"].as_u64().unwrap() > 0, "{summary}");
+    assert_eq!(
+        summary["partial"], true,
+        "an interrupted sync says it is partial"
+    );
     assert_eq!(
         sent as usize,
         p.stripe.events().len(),
