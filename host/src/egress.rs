@@ -51,6 +51,8 @@ pub struct Exchange {
     pub provider: Provider,
     /// The workflow step whose route it called (`find-meter`, `query-usage`, ...).
     pub route: &'static str,
+    /// The Amberflo customer of the run (empty when the run has many, or none).
+    pub customer: String,
     /// The HTTP method.
     pub method: String,
     /// The URL as the guest asked for it.
@@ -115,6 +117,8 @@ pub struct Egress {
     pub stripe_pace: Option<Arc<RateLimiter>>,
     /// The pooled connections, shared by the runs of one configuration.
     pub transport: Transport,
+    /// The Amberflo customer of the run, for its log lines (empty: many, or none).
+    pub customer: String,
 }
 
 type SendFuture = Box<
@@ -199,6 +203,7 @@ impl WasiHttpHooks for Egress {
             max_bytes: self.limits.max_response_bytes,
             log: self.log.clone(),
             transport: self.transport.clone(),
+            customer: self.customer.clone(),
         };
         Box::new(outbound.send(request, options, admitted))
     }
@@ -286,6 +291,7 @@ struct Outbound {
     max_bytes: u64,
     log: Arc<Mutex<RunLog>>,
     transport: Transport,
+    customer: String,
 }
 
 impl Outbound {
@@ -332,6 +338,7 @@ impl Outbound {
             observe(&Exchange {
                 provider: admitted.provider,
                 route: admitted.route,
+                customer: self.customer.clone(),
                 method,
                 url: admitted.target.clone(),
                 result: sent

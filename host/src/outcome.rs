@@ -74,6 +74,7 @@ pub fn progress(credentials: Arc<Credentials>) -> impl Fn(&Exchange) + Send + Sy
         tracing::info!(
             provider = x.provider.name(),
             route = x.route,
+            customer = x.customer.as_str(),
             method = %x.method,
             status,
             duration_ms = x.elapsed.as_millis() as u64,

@@ -239,7 +239,7 @@ impl Sandbox {
 
     /// Runs the workflow once, in a fresh instance.
     pub async fn run(&self, config: &RunConfig, inputs: Inputs) -> Result<Outputs, Failure> {
-        self.call(config, async |guest, store| {
+        self.call(config, &inputs.customer_id, async |guest, store| {
             let answer = guest
                 .call_run(store, &config.endpoints, &config.options, &inputs)
                 .await?;
@@ -255,7 +255,7 @@ impl Sandbox {
         inputs: Inputs,
         meter: &Meter,
     ) -> Result<Outputs, Failure> {
-        self.call(config, async |guest, store| {
+        self.call(config, &inputs.customer_id, async |guest, store| {
             let answer = guest
                 .call_run_with_meter(store, &config.endpoints, &config.options, &inputs, meter)
                 .await?;
@@ -273,7 +273,7 @@ impl Sandbox {
         usage_result: String,
         meter: &Meter,
     ) -> Result<Outputs, Failure> {
-        self.call(config, async |guest, store| {
+        self.call(config, &inputs.customer_id, async |guest, store| {
             let answer = guest
                 .call_record_usage(
                     store,
@@ -299,7 +299,7 @@ impl Sandbox {
         meter: &Meter,
         tolerance: &str,
     ) -> Result<Reconciliation, Failure> {
-        self.call(config, async |guest, store| {
+        self.call(config, &inputs.customer_id, async |guest, store| {
             guest
                 .call_reconcile(
                     store,
@@ -318,7 +318,7 @@ impl Sandbox {
     /// The Stripe meter of `event_name`, checked for the run's interval, in a
     /// fresh instance.
     pub async fn find_meter(&self, config: &RunConfig, event_name: &str) -> Result<Meter, Failure> {
-        self.call(config, async |guest, store| {
+        self.call(config, "", async |guest, store| {
             guest
                 .call_find_meter(store, &config.endpoints, &config.options, event_name)
                 .await
@@ -332,7 +332,7 @@ impl Sandbox {
         config: &RunConfig,
         query: UsageQuery,
     ) -> Result<Vec<CustomerUsage>, Failure> {
-        self.call(config, async |guest, store| {
+        self.call(config, "", async |guest, store| {
             guest
                 .call_query_usage(store, &config.endpoints, &config.options, &query)
                 .await
@@ -346,6 +346,7 @@ impl Sandbox {
         &self,
         config: &RunConfig,
         env: &[(&str, &str)],
+        customer: &str,
     ) -> (Store<RunState>, Arc<Mutex<RunLog>>) {
         let log = Arc::new(Mutex::new(RunLog::default()));
         let limits = config.limits;
@@ -373,6 +374,7 @@ impl Sandbox {
                 in_flight: Default::default(),
                 stripe_pace: config.stripe_pace.clone(),
                 transport: config.transport.clone(),
+                customer: customer.into(),
             },
             memory: MemoryCap {
                 max: limits.max_memory_bytes,
@@ -420,7 +422,7 @@ impl Sandbox {
         parts.headers.remove(http::header::AUTHORIZATION);
         let body = Full::new(body).map_err(|never| -> wasmtime_wasi_http::Error { match never {} });
         let request = hyper::Request::from_parts(parts, body);
-        let (mut store, log) = self.store(config, &env);
+        let (mut store, log) = self.store(config, &env, "");
         let internal = |e: wasmtime::Error| Failure::Internal(format!("{e:#}"));
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let request = store
@@ -493,13 +495,14 @@ impl Sandbox {
     async fn call<T>(
         &self,
         config: &RunConfig,
+        customer: &str,
         export: impl AsyncFnOnce(
             &Workflow,
             &mut Store<RunState>,
         ) -> wasmtime::Result<Result<T, WorkflowError>>,
     ) -> Result<T, Failure> {
         let limits = config.limits;
-        let (mut store, log) = self.store(config, &[]);
+        let (mut store, log) = self.store(config, &[], customer);
         let call = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
             export(instance.usage_sync_workflow_workflow(), &mut store).await

@@ -215,6 +215,7 @@ fn json_logs_carry_the_run_id_command_and_each_requests_fields() {
         .find(|l| l["route"] == "record-stripe-meter" && l["status"] == 200)
         .unwrap_or_else(|| panic!("{}", run.stderr));
     assert_eq!(write["provider"], "Stripe");
+    assert_eq!(write["customer"], "acme");
     assert_eq!(write["method"], "POST");
     assert!(write["duration_ms"].is_u64());
     assert!(
