@@ -35,6 +35,9 @@ pub struct RunLog {
     pub stripe_posts_unsent: u32,
     /// Requests that passed the policy.
     pub sent: u32,
+    /// Routes whose last answer in this run asked for a retry (429, 409,
+    /// 5xx, none): the next request on one is a retry.
+    pub awaiting_retry: std::collections::HashSet<&'static str>,
 }
 
 impl RunLog {
@@ -53,6 +56,8 @@ pub struct Exchange {
     pub route: &'static str,
     /// The Amberflo customer of the run (empty when the run has many, or none).
     pub customer: String,
+    /// It followed an answer on the same route that asked for a retry.
+    pub retry: bool,
     /// The HTTP method.
     pub method: String,
     /// The URL as the guest asked for it.
@@ -213,6 +218,7 @@ impl WasiHttpHooks for Egress {
 struct Admitted {
     provider: Provider,
     route: &'static str,
+    retry: bool,
     target: String,
     /// Holds its place among the requests waiting at once.
     _in_flight: InFlight,
@@ -226,13 +232,14 @@ impl Egress {
             .policy
             .check(request.method().as_str(), request.uri())?;
         let target = request.uri().to_string();
-        let sent = {
+        let (sent, retry) = {
             let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
             log.sent += 1;
+            let retry = log.awaiting_retry.contains(route.step);
             if provider == Provider::Stripe && request.method() == http::Method::POST {
                 log.stripe_posts += 1;
             }
-            log.sent
+            (log.sent, retry)
         };
         if sent > self.limits.max_requests {
             let reason = format!("more than {} requests in one run", self.limits.max_requests);
@@ -246,6 +253,7 @@ impl Egress {
         Ok(Admitted {
             provider,
             route: route.step,
+            retry,
             target,
             _in_flight: in_flight,
         })
@@ -329,6 +337,17 @@ impl Outbound {
                 Err(not_sent.error)
             }
         };
+        {
+            let retryable = match &sent {
+                Ok(response) => matches!(response.status().as_u16(), 409 | 429 | 500..),
+                Err(_) => true,
+            };
+            let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+            match retryable {
+                true => log.awaiting_retry.insert(admitted.route),
+                false => log.awaiting_retry.remove(admitted.route),
+            };
+        }
         if let (Some(pace), Ok(response)) = (&self.pace, &sent)
             && response.status() == http::StatusCode::TOO_MANY_REQUESTS
         {
@@ -339,6 +358,7 @@ impl Outbound {
                 provider: admitted.provider,
                 route: admitted.route,
                 customer: self.customer.clone(),
+                retry: admitted.retry,
                 method,
                 url: admitted.target.clone(),
                 result: sent

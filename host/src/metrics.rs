@@ -139,6 +139,7 @@ pub struct ServeMetrics {
     runs: Family<Labels, Counter>,
     in_flight: Gauge,
     requests: Family<Labels, Counter>,
+    retries: Family<Labels, Counter>,
     durations: Family<Labels, Histogram, fn() -> Histogram>,
 }
 
@@ -152,11 +153,12 @@ impl Default for ServeMetrics {
         let runs = Family::<Labels, Counter>::default();
         let in_flight = Gauge::default();
         let requests = Family::<Labels, Counter>::default();
+        let retries = Family::<Labels, Counter>::default();
         let durations =
             Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(request_histogram);
         registry.register(
             "runs",
-            "POST /run requests, by outcome (ok, invalid-input, provider, sandbox, unauthorized, busy, ...)",
+            "POST /run requests, by outcome (ok, invalid-input, failed, sandbox, unauthorized, busy, too-large, timeout, ...)",
             runs.clone(),
         );
         registry.register("runs_in_flight", "Runs in flight now", in_flight.clone());
@@ -164,6 +166,11 @@ impl Default for ServeMetrics {
             "provider_requests",
             "Requests to the providers, by provider, route and status (429s and refusals included)",
             requests.clone(),
+        );
+        registry.register(
+            "provider_retries",
+            "Requests that repeated one the provider asked to retry (429, 409, 5xx, no answer), by provider and route",
+            retries.clone(),
         );
         registry.register(
             "provider_request_duration_seconds",
@@ -175,6 +182,7 @@ impl Default for ServeMetrics {
             runs,
             in_flight,
             requests,
+            retries,
             durations,
         }
     }
@@ -211,6 +219,15 @@ impl ServeMetrics {
                     ("status".into(), status),
                 ])
                 .inc();
+            if exchange.retry {
+                metrics
+                    .retries
+                    .get_or_create(&vec![
+                        ("provider".into(), provider.clone()),
+                        ("route".into(), exchange.route.into()),
+                    ])
+                    .inc();
+            }
             metrics
                 .durations
                 .get_or_create(&vec![

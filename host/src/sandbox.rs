@@ -13,7 +13,7 @@ use crate::bindings::{
 use crate::cache;
 use crate::egress::{Egress, Observer, RateLimiter, RunLog};
 use crate::limits::Limits;
-use crate::outcome::{Failure, Outputs};
+use crate::outcome::{ExitStatus, Failure, Outputs};
 use crate::policy::Policy;
 use crate::secrets::Credentials;
 use crate::transport::{Transport, Trust};
@@ -140,6 +140,11 @@ impl RunConfig {
         }
     }
 }
+
+/// Marks a `serve` answer the host made because the run failed in the
+/// sandbox (its exit status), not the component's own answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostFailure(pub u8);
 
 /// A compiled component, ready to instantiate: every run gets a fresh
 /// instance under the run's policy, keys and limits.
@@ -401,7 +406,14 @@ impl Sandbox {
     ) -> Response<HyperOutgoingBody> {
         match self.handle(config, request).await {
             Ok(response) => response,
-            Err(failure) => failure_response(&failure, &config.credentials),
+            Err(failure) => {
+                let mut response = failure_response(&failure, &config.credentials);
+                // For the host's metrics; extensions never go on the wire.
+                response
+                    .extensions_mut()
+                    .insert(HostFailure(failure.exit_code()));
+                response
+            }
         }
     }
 

@@ -165,7 +165,12 @@ async fn answer(app: &App, request: Request<Incoming>) -> Response<HyperOutgoing
         }
     }
     let response = guarded(app, request).await;
+    let host_failure = response
+        .extensions()
+        .get::<crate::sandbox::HostFailure>()
+        .map(|f| f.0);
     let outcome = match response.status().as_u16() {
+        _ if host_failure == Some(crate::outcome::exit::SANDBOX) => "sandbox",
         200 => "ok",
         400 => "invalid-input",
         401 => "unauthorized",

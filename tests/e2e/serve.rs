@@ -546,6 +546,10 @@ fn usage_sync_serve_exposes_health_and_prometheus_metrics() {
     let server = usage_sync_serve(&p);
     let (status, text) = http_with(&server.address, "GET", "/healthz", &[], "");
     assert_eq!((status, text.trim()), (200, r#"{"status":"ok"}"#));
+    // Stripe asks for a retry once: counted as a 429 and as a retry.
+    p.stripe.push_faults([Fault::TooManyRequests {
+        retry_after: Some(1),
+    }]);
     let (status, _) = post_run(&p, &server, &inputs(start, end));
     assert_eq!(status, 200);
     let (status, _) = post_run_as(&p, &server, None, &inputs(start, end));
@@ -559,8 +563,24 @@ fn usage_sync_serve_exposes_health_and_prometheus_metrics() {
         "usage_sync_provider_requests_total{provider=\"stripe\",route=\"record-stripe-meter\",status=\"200\"} 1",
         "usage_sync_provider_requests_total{provider=\"amberflo\",route=\"query-usage\",status=\"200\"} 1",
         "usage_sync_provider_request_duration_seconds_count{provider=\"stripe\",route=\"find-meter\"} 1",
+        "usage_sync_provider_requests_total{provider=\"stripe\",route=\"record-stripe-meter\",status=\"429\"} 1",
+        "usage_sync_provider_retries_total{provider=\"stripe\",route=\"record-stripe-meter\"} 1",
     ] {
         assert!(metrics.contains(expected), "{expected}\n{metrics}");
     }
     assert!(!metrics.contains(TOKEN) && !metrics.contains(&p.stripe_key));
+
+    // A run the sandbox stops is counted as such, not as a provider failure.
+    let q = Providers::start(records(start));
+    let limited = Server::start(
+        serve_command(&q, &["--max-requests", "1"]).env("USAGE_SYNC_SERVE_TOKEN", TOKEN),
+    );
+    let (status, answer) = post_run(&q, &limited, &inputs(start, end));
+    assert_eq!(status, 502, "{answer}");
+    assert_eq!(answer["error"]["kind"], "sandbox");
+    let (_, metrics) = http_with(&limited.address, "GET", "/metrics", &[], "");
+    assert!(
+        metrics.contains("usage_sync_runs_total{outcome=\"sandbox\"} 1"),
+        "{metrics}"
+    );
 }
