@@ -38,6 +38,8 @@ pub struct RunLog {
     /// Routes whose last answer in this run asked for a retry (429, 409,
     /// 5xx, none): the next request on one is a retry.
     pub awaiting_retry: std::collections::HashSet<&'static str>,
+    /// The attempt number of the last request on each route.
+    pub attempts: std::collections::HashMap<&'static str, u32>,
 }
 
 impl RunLog {
@@ -58,6 +60,8 @@ pub struct Exchange {
     pub customer: String,
     /// It followed an answer on the same route that asked for a retry.
     pub retry: bool,
+    /// 1 for a first try, then 2, 3... for its retries.
+    pub attempt: u32,
     /// The HTTP method.
     pub method: String,
     /// The URL as the guest asked for it.
@@ -219,6 +223,7 @@ struct Admitted {
     provider: Provider,
     route: &'static str,
     retry: bool,
+    attempt: u32,
     target: String,
     /// Holds its place among the requests waiting at once.
     _in_flight: InFlight,
@@ -232,14 +237,19 @@ impl Egress {
             .policy
             .check(request.method().as_str(), request.uri())?;
         let target = request.uri().to_string();
-        let (sent, retry) = {
+        let (sent, retry, attempt) = {
             let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
             log.sent += 1;
             let retry = log.awaiting_retry.contains(route.step);
+            let attempt = match retry {
+                true => log.attempts.get(route.step).copied().unwrap_or(1) + 1,
+                false => 1,
+            };
+            log.attempts.insert(route.step, attempt);
             if provider == Provider::Stripe && request.method() == http::Method::POST {
                 log.stripe_posts += 1;
             }
-            (log.sent, retry)
+            (log.sent, retry, attempt)
         };
         if sent > self.limits.max_requests {
             let reason = format!("more than {} requests in one run", self.limits.max_requests);
@@ -254,6 +264,7 @@ impl Egress {
             provider,
             route: route.step,
             retry,
+            attempt,
             target,
             _in_flight: in_flight,
         })
@@ -359,6 +370,7 @@ impl Outbound {
                 route: admitted.route,
                 customer: self.customer.clone(),
                 retry: admitted.retry,
+                attempt: admitted.attempt,
                 method,
                 url: admitted.target.clone(),
                 result: sent

@@ -75,6 +75,7 @@ pub fn progress(credentials: Arc<Credentials>) -> impl Fn(&Exchange) + Send + Sy
             provider = x.provider.name(),
             route = x.route,
             customer = x.customer.as_str(),
+            attempt = x.attempt,
             method = %x.method,
             status,
             duration_ms = x.elapsed.as_millis() as u64,
