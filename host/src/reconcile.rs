@@ -7,14 +7,13 @@
 //! the drifted cells on a terminal; and optionally a self-contained HTML page
 //! with a chart per customer.
 
-use crate::bindings::{Cell, CellStatus, Inputs, Meter, Reconciliation, UsageQuery};
+use crate::bindings::{Cell, CellStatus, Inputs, Reconciliation};
 use crate::mapping::Row;
 use crate::outcome::{ExitStatus, Failure};
 use crate::progress::Progress;
 use crate::sandbox::{RunConfig, Sandbox};
 use serde::Serialize;
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -105,13 +104,7 @@ pub async fn reconcile(
     rows: Vec<Row>,
     settings: &Settings,
 ) -> Result<Summary, Failure> {
-    let mut meters: HashMap<String, Arc<Meter>> = HashMap::new();
-    for row in &rows {
-        if !meters.contains_key(&row.stripe_event_name) {
-            let meter = sandbox.find_meter(&config, &row.stripe_event_name).await?;
-            meters.insert(row.stripe_event_name.clone(), Arc::new(meter));
-        }
-    }
+    let meters = crate::sync::meters_of(&sandbox, &config, &rows).await?;
     let config = Arc::new(config);
     let permits = Arc::new(Semaphore::new(settings.concurrency.max(1)));
     let total = rows.len();
@@ -125,25 +118,11 @@ pub async fn reconcile(
         tokio::spawn(async move {
             let usage = {
                 let _permit = permits.acquire().await;
-                let mut customer_ids: Vec<String> = Vec::new();
-                for row in &batch {
-                    if !customer_ids.contains(&row.customer_id) {
-                        customer_ids.push(row.customer_id.clone());
-                    }
-                }
-                let query = UsageQuery {
-                    customer_ids,
-                    meter_api_name: batch[0].meter_api_name.clone(),
-                    start_time: Some(start.clone()),
-                    end_time: Some(end.clone()),
-                };
-                sandbox.query_usage(&config, query).await
+                let rows: Vec<&Row> = batch.iter().collect();
+                crate::sync::query_batch(&sandbox, &config, &rows, &start, &end).await
             };
-            let usage: HashMap<String, String> = match usage {
-                Ok(usage) => usage
-                    .into_iter()
-                    .map(|u| (u.customer_id, u.usage_result))
-                    .collect(),
+            let usage = match usage {
+                Ok(usage) => usage,
                 Err(failure) => {
                     for row in batch {
                         let _ = tx.send((row, Err(failure.clone())));

@@ -132,13 +132,7 @@ pub async fn sync(
         open_journal(&plan.journal, &header, plan.journal_is_default).map_err(Failure::BadInput)?;
     // Each event name's meter, looked up once for the whole sync, before any
     // write: a missing or unusable meter stops the sync with nothing written.
-    let mut meters: HashMap<String, Arc<Meter>> = HashMap::new();
-    for row in &rows {
-        if !meters.contains_key(&row.stripe_event_name) {
-            let meter = sandbox.find_meter(&config, &row.stripe_event_name).await?;
-            meters.insert(row.stripe_event_name.clone(), Arc::new(meter));
-        }
-    }
+    let meters = meters_of(&sandbox, &config, &rows).await?;
     let mut summary = Summary::default();
     let stdout = std::io::stdout();
     let emit = |journal: &mut std::fs::File, line: &Value| -> Result<(), Failure> {
@@ -271,25 +265,18 @@ impl Shared {
                 }
                 return;
             }
-            let mut customer_ids: Vec<String> = Vec::new();
-            for Job { row, .. } in &rows {
-                if !customer_ids.contains(&row.customer_id) {
-                    customer_ids.push(row.customer_id.clone());
-                }
-            }
-            let query = UsageQuery {
-                customer_ids,
-                meter_api_name: rows[0].row.meter_api_name.clone(),
-                start_time: Some(self.start_time.clone()),
-                end_time: Some(self.end_time.clone()),
-            };
-            self.sandbox.query_usage(&self.config, query).await
+            let batch: Vec<&Row> = rows.iter().map(|job| &job.row).collect();
+            query_batch(
+                &self.sandbox,
+                &self.config,
+                &batch,
+                &self.start_time,
+                &self.end_time,
+            )
+            .await
         };
-        let usage: HashMap<String, String> = match usage {
-            Ok(usage) => usage
-                .into_iter()
-                .map(|u| (u.customer_id, u.usage_result))
-                .collect(),
+        let usage = match usage {
+            Ok(usage) => usage,
             Err(failure) => {
                 for job in rows {
                     let _ = self.tx.send((job.row, Some(Err(failure.clone()))));
@@ -336,6 +323,55 @@ impl Shared {
         };
         let _ = self.tx.send((row, Some(result)));
     }
+}
+
+/// Each event name's meter, looked up once before any write: a missing or
+/// unusable meter stops everything with nothing written.
+pub(crate) async fn meters_of(
+    sandbox: &Sandbox,
+    config: &RunConfig,
+    rows: &[Row],
+) -> Result<HashMap<String, Arc<Meter>>, Failure> {
+    let mut meters: HashMap<String, Arc<Meter>> = HashMap::new();
+    for row in rows {
+        if !meters.contains_key(&row.stripe_event_name) {
+            let meter = sandbox.find_meter(config, &row.stripe_event_name).await?;
+            meters.insert(row.stripe_event_name.clone(), Arc::new(meter));
+        }
+    }
+    Ok(meters)
+}
+
+/// One Amberflo query for a batch's customers (rows of one meter, from
+/// [`batches`]) over the window: each customer's `clientMeters` answer.
+pub(crate) async fn query_batch(
+    sandbox: &Sandbox,
+    config: &RunConfig,
+    rows: &[&Row],
+    start_time: &str,
+    end_time: &str,
+) -> Result<HashMap<String, String>, Failure> {
+    let mut customer_ids: Vec<String> = Vec::new();
+    for row in rows {
+        if !customer_ids.contains(&row.customer_id) {
+            customer_ids.push(row.customer_id.clone());
+        }
+    }
+    let query = UsageQuery {
+        customer_ids,
+        meter_api_name: rows
+            .first()
+            .map(|row| row.meter_api_name.clone())
+            .unwrap_or_default(),
+        start_time: Some(start_time.into()),
+        end_time: Some(end_time.into()),
+    };
+    Ok(sandbox
+        .query_usage(config, query)
+        .await?
+        .into_iter()
+        .map(|u| (u.customer_id, u.usage_result))
+        .collect())
 }
 
 /// Rows cut into batches of at most `size` customers of one meter, in order.
