@@ -239,16 +239,7 @@ async fn sync_all(
             STRIPE_RATE.end()
         )));
     }
-    if !(1..=MAX_BATCH).contains(&args.amberflo_batch) {
-        return Err(Failure::BadInput(format!(
-            "--amberflo-batch must be between 1 and {MAX_BATCH}"
-        )));
-    }
-    if !(1..=MAX_CONCURRENCY).contains(&args.concurrency) {
-        return Err(Failure::BadInput(format!(
-            "--concurrency must be between 1 and {MAX_CONCURRENCY}"
-        )));
-    }
+    fan_out(args.amberflo_batch, args.concurrency)?;
     let shard = match &args.shard {
         Some(text) => Some(crate::mapping::Shard::parse(text).map_err(Failure::BadInput)?),
         None => crate::mapping::Shard::from_env().map_err(Failure::BadInput)?,
@@ -431,16 +422,7 @@ async fn reconcile_all(
     args: &ReconcileArgs,
     credentials: Arc<Credentials>,
 ) -> Result<crate::reconcile::Summary, Failure> {
-    if !(1..=MAX_BATCH).contains(&args.amberflo_batch) {
-        return Err(Failure::BadInput(format!(
-            "--amberflo-batch must be between 1 and {MAX_BATCH}"
-        )));
-    }
-    if !(1..=MAX_CONCURRENCY).contains(&args.concurrency) {
-        return Err(Failure::BadInput(format!(
-            "--concurrency must be between 1 and {MAX_CONCURRENCY}"
-        )));
-    }
+    fan_out(args.amberflo_batch, args.concurrency)?;
     let options = args.options()?;
     let rows = match (&args.mapping, &args.customer_id, &args.stripe_customer) {
         (Some(mapping), None, None) => crate::mapping::read_mapping(
@@ -503,6 +485,21 @@ async fn reconcile_all(
         settings.end_time
     );
     crate::reconcile::reconcile(sandbox, config, rows, &settings).await
+}
+
+/// `--amberflo-batch` and `--concurrency` of `sync` and `reconcile`, checked.
+fn fan_out(batch: usize, concurrency: usize) -> Result<(), Failure> {
+    if !(1..=MAX_BATCH).contains(&batch) {
+        return Err(Failure::BadInput(format!(
+            "--amberflo-batch must be between 1 and {MAX_BATCH}"
+        )));
+    }
+    if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
+        return Err(Failure::BadInput(format!(
+            "--concurrency must be between 1 and {MAX_CONCURRENCY}"
+        )));
+    }
+    Ok(())
 }
 
 /// A window bound as part of a file name.
