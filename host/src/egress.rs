@@ -58,9 +58,8 @@ pub struct Exchange {
     pub route: &'static str,
     /// The Amberflo customer of the run (empty when the run has many, or none).
     pub customer: String,
-    /// It followed an answer on the same route that asked for a retry.
-    pub retry: bool,
-    /// 1 for a first try, then 2, 3... for its retries.
+    /// 1 for a first try, then 2, 3... for its retries (requests that followed
+    /// an answer on the same route that asked for a retry).
     pub attempt: u32,
     /// The HTTP method.
     pub method: String,
@@ -222,7 +221,6 @@ impl WasiHttpHooks for Egress {
 struct Admitted {
     provider: Provider,
     route: &'static str,
-    retry: bool,
     attempt: u32,
     target: String,
     /// Holds its place among the requests waiting at once.
@@ -237,7 +235,7 @@ impl Egress {
             .policy
             .check(request.method().as_str(), request.uri())?;
         let target = request.uri().to_string();
-        let (sent, retry, attempt) = {
+        let (sent, attempt) = {
             let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
             log.sent += 1;
             let retry = log.awaiting_retry.contains(route.step);
@@ -249,7 +247,7 @@ impl Egress {
             if provider == Provider::Stripe && request.method() == http::Method::POST {
                 log.stripe_posts += 1;
             }
-            (log.sent, retry, attempt)
+            (log.sent, attempt)
         };
         if sent > self.limits.max_requests {
             let reason = format!("more than {} requests in one run", self.limits.max_requests);
@@ -263,7 +261,6 @@ impl Egress {
         Ok(Admitted {
             provider,
             route: route.step,
-            retry,
             attempt,
             target,
             _in_flight: in_flight,
@@ -369,7 +366,6 @@ impl Outbound {
                 provider: admitted.provider,
                 route: admitted.route,
                 customer: self.customer.clone(),
-                retry: admitted.retry,
                 attempt: admitted.attempt,
                 method,
                 url: admitted.target.clone(),

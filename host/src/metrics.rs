@@ -219,7 +219,7 @@ impl ServeMetrics {
                     ("status".into(), status),
                 ])
                 .inc();
-            if exchange.retry {
+            if exchange.attempt > 1 {
                 metrics
                     .retries
                     .get_or_create(&vec![
