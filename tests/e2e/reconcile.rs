@@ -22,19 +22,7 @@ fn last_35_days() -> Vec<(i64, i64)> {
 }
 
 fn mapping(name: &str, n: usize) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "usage-sync-reconcile-{name}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("mapping.csv");
-    let mut csv = String::from("customerId,stripeCustomer\n");
-    for i in 0..n {
-        csv.push_str(&format!("cust-{i},cus_{i}\n"));
-    }
-    std::fs::write(&path, csv).unwrap();
-    path
+    write_mapping(&format!("reconcile-{name}"), n)
 }
 
 /// `n` customers with usage every day of the last 35, and Stripe holding

@@ -323,6 +323,21 @@ pub fn probe(p: &Providers, mode: &str, target: &str, extra: &[&str]) -> Run {
     p.run(&args)
 }
 
+/// A fresh folder named for `name` holding `mapping.csv`: `n` rows mapping
+/// `cust-{i}` to `cus_{i}`. Its path.
+pub fn write_mapping(name: &str, n: usize) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("usage-sync-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("mapping.csv");
+    let mut csv = String::from("customerId,stripeCustomer\n");
+    for i in 0..n {
+        csv.push_str(&format!("cust-{i},cus_{i}\n"));
+    }
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
 /// Window flags for `run`.
 pub fn window_args(start: i64, end: i64) -> [String; 4] {
     [

@@ -21,15 +21,7 @@ fn customers(n: usize, name: &str) -> (Providers, PathBuf) {
             )
         })
         .collect();
-    let dir = std::env::temp_dir().join(format!("usage-sync-sync-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mapping = dir.join("mapping.csv");
-    let mut csv = String::from("customerId,stripeCustomer\n");
-    for i in 0..n {
-        csv.push_str(&format!("cust-{i},cus_{i}\n"));
-    }
-    std::fs::write(&mapping, csv).unwrap();
+    let mapping = write_mapping(&format!("sync-{name}"), n);
     (Providers::start(records), mapping)
 }
 

@@ -70,15 +70,7 @@ fn sync_runs_over_tls_on_pooled_connections() {
         .map(|i| usage(&format!("cust-{i}"), "api-calls", start + 5, 1.0))
         .collect();
     let p = Providers::over_tls(records, &ca, Presented::Good);
-    let dir = std::env::temp_dir().join(format!("usage-sync-tls-mapping-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mapping = dir.join("mapping.csv");
-    let mut csv = String::from("customerId,stripeCustomer\n");
-    for i in 0..50 {
-        csv.push_str(&format!("cust-{i},cus_{i}\n"));
-    }
-    std::fs::write(&mapping, csv).unwrap();
+    let mapping = write_mapping("tls-mapping", 50);
     let run = p.sync(&[
         "--mapping",
         mapping.to_str().unwrap(),
