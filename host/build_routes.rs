@@ -2,7 +2,7 @@
 //! each step's `operationId` is looked up in its source description (an
 //! OpenAPI file beside it), which gives the method, the path template and the
 //! query parameters the route may carry. The result is `routes.rs` in
-//! `OUT_DIR`, which `host/src/routes.rs` includes.
+//! `OUT_DIR`, which `host/src/egress/routes.rs` includes.
 //!
 //! A step that names no operation of its description, or a description that
 //! is not one of the two providers', fails the build.

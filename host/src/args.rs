@@ -3,10 +3,10 @@
 //! options, policy, the sandbox).
 
 use crate::bindings::{self, Endpoints, Options};
+use crate::egress::policy::{DEFAULT_AMBERFLO_URL, DEFAULT_STRIPE_URL, Endpoint, Policy};
 use crate::limits::Limits;
 use crate::options::default_options;
 use crate::outcome::Failure;
-use crate::policy::{DEFAULT_AMBERFLO_URL, DEFAULT_STRIPE_URL, Endpoint, Policy};
 use crate::sandbox::{Pool, Sandbox};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -150,8 +150,8 @@ impl EndpointArgs {
     }
 
     /// Which certificate authorities HTTPS trusts.
-    pub(crate) fn trust(&self) -> Result<crate::transport::Trust, Failure> {
-        crate::transport::Trust::from_file(self.ca_file.as_deref(), self.ca_file_only)
+    pub(crate) fn trust(&self) -> Result<crate::egress::transport::Trust, Failure> {
+        crate::egress::transport::Trust::from_file(self.ca_file.as_deref(), self.ca_file_only)
             .map_err(Failure::BadInput)
     }
 

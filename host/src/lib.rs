@@ -18,10 +18,10 @@
 //! - [`sandbox`]: the engine, the component, a fresh instance per run (`verdict`:
 //!   what a run's end means), with [`limits`], [`cache`] (compiled components
 //!   on disk) and [`guest_stderr`];
-//! - [`egress`]: the HTTP boundary that enforces the [`policy`] (origins, and
-//!   the [`routes`] the workflow's Arazzo document declares), attaches each
-//!   [`provider`]'s key ([`secrets`]), sends over pooled connections
-//!   ([`transport`]) and scrubs what comes back;
+//! - [`egress`]: the HTTP boundary that enforces the [`policy`](egress::policy) (origins, and
+//!   the [`routes`](egress::routes) the workflow's Arazzo document declares), attaches each
+//!   [`provider`](egress::provider)'s key ([`secrets`]), sends over pooled connections
+//!   ([`transport`](egress::transport)) and scrubs what comes back;
 //! - [`outcome`]: what a run prints and its exit status; [`metrics`]: the
 //!   same in the Prometheus text format; [`logging`]: every stderr line.
 
@@ -41,16 +41,12 @@ pub mod mapping;
 pub mod metrics;
 pub mod options;
 pub mod outcome;
-pub mod policy;
 pub mod progress;
-pub mod provider;
 pub mod reconcile;
-pub mod routes;
 pub mod sandbox;
 pub mod secrets;
 mod serve;
 pub mod sync;
-pub mod transport;
 mod verdict;
 
 /// Host bindings for the `usage-sync` world in `wit/`.

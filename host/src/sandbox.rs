@@ -11,12 +11,12 @@ use crate::bindings::{
     WorkflowError,
 };
 use crate::cache;
+use crate::egress::policy::Policy;
+use crate::egress::transport::{Transport, Trust};
 use crate::egress::{Egress, Observer, RateLimiter, RunLog};
 use crate::limits::Limits;
 use crate::outcome::{ExitStatus, Failure, Outputs};
-use crate::policy::Policy;
 use crate::secrets::Credentials;
-use crate::transport::{Transport, Trust};
 use crate::verdict::classify;
 use bytes::Bytes;
 use http::Response;
@@ -157,7 +157,7 @@ pub struct HostFailure(pub u8);
 /// use usage_sync::limits::Limits;
 /// use usage_sync::options::default_options;
 /// use usage_sync::outcome::{Failure, render_outputs};
-/// use usage_sync::policy::{Endpoint, Policy};
+/// use usage_sync::egress::policy::{Endpoint, Policy};
 /// use usage_sync::sandbox::{RunConfig, Sandbox};
 /// use usage_sync::secrets::Credentials;
 ///

@@ -10,7 +10,7 @@
 //! operation declares. Anything a server might normalise into another route
 //! (`..`, `%2F`, `//`, `;`, a `?` in a segment) matches nothing.
 
-use crate::provider::Provider;
+use crate::egress::provider::Provider;
 
 /// One operation of a provider API that a step of the workflow calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,5 +1,5 @@
 //! The sandbox's egress policy, in one place: the guest may reach exactly the
-//! routes the workflow declares ([`crate::routes`]) on the two configured
+//! routes the workflow declares ([`crate::egress::routes`]) on the two configured
 //! provider origins, and each provider's key goes only to its own routes.
 //!
 //! Matching is on the parsed request, before any DNS lookup: scheme, host
@@ -8,8 +8,8 @@
 //! the query one of that provider's routes. HTTPS is required, except plain HTTP
 //! to loopback (tests, demo).
 
-pub use crate::provider::Provider;
-use crate::routes::{self, Route};
+pub use crate::egress::provider::Provider;
+use crate::egress::routes::{self, Route};
 use http::header::HeaderName;
 use http::uri::{Scheme, Uri};
 use std::fmt;

@@ -2,10 +2,10 @@
 //! decides where it may go, the host attaches the key, and what comes back is
 //! capped and scrubbed of keys before the guest sees it.
 
+use crate::egress::policy::{Policy, Provider, Refusal, is_credential_header};
+use crate::egress::transport::Transport;
 use crate::limits::Limits;
-use crate::policy::{Policy, Provider, Refusal, is_credential_header};
 use crate::secrets::{Credentials, Redactor};
-use crate::transport::Transport;
 use bytes::Bytes;
 use http::HeaderValue;
 use http_body::{Body, Frame, SizeHint};

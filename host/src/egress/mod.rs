@@ -1,0 +1,14 @@
+//! The HTTP boundary: every request the guest makes passes through [`hook`],
+//! which asks the [`policy`] (origins, and the [`routes`] the workflow's
+//! Arazzo document declares), attaches each [`provider`]'s key, and sends
+//! over the [`transport`]'s pooled connections.
+//!
+//! Nothing here knows the sandbox or the commands: they call in, never back.
+
+pub mod hook;
+pub mod policy;
+pub mod provider;
+pub mod routes;
+pub mod transport;
+
+pub use hook::{Egress, Exchange, MAX_IN_FLIGHT, Observer, RateLimiter, RunLog};
