@@ -4,9 +4,9 @@
 
 use crate::bindings::{self, Endpoints, Options};
 use crate::egress::policy::{DEFAULT_AMBERFLO_URL, DEFAULT_STRIPE_URL, Endpoint, Policy};
-use crate::limits::Limits;
 use crate::options::default_options;
 use crate::outcome::Failure;
+use crate::sandbox::limits::Limits;
 use crate::sandbox::{Pool, Sandbox};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -539,7 +539,7 @@ impl SandboxArgs {
         let cache_dir = match (self.no_cache, &self.cache_dir) {
             (true, _) => None,
             (false, Some(dir)) => Some(dir.clone()),
-            (false, None) => crate::cache::default_dir(),
+            (false, None) => crate::sandbox::cache::default_dir(),
         };
         let pool = pool.map(|n| Pool {
             instances: u32::try_from(n).unwrap_or(u32::MAX),
@@ -551,7 +551,7 @@ impl SandboxArgs {
                 None => Failure::Internal(format!("the built-in component: {e:#}")),
             }
         })?;
-        if source == crate::cache::Source::Rebuilt {
+        if source == crate::sandbox::cache::Source::Rebuilt {
             tracing::info!(
                 "usage-sync: the cached compiled component was corrupt or unreadable; rebuilt it"
             );

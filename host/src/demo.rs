@@ -3,10 +3,10 @@
 
 use crate::bindings::{Endpoints, Inputs};
 use crate::egress::policy::{Endpoint, Policy, is_credential_header};
-use crate::limits::Limits;
 use crate::options::default_options;
 use crate::outcome::{Failure, exit, render_outputs};
 use crate::outcome::{print_failure, progress};
+use crate::sandbox::limits::Limits;
 use crate::sandbox::{RunConfig, Sandbox};
 use crate::secrets::{Credentials, Secret};
 use http::HeaderName;

@@ -26,16 +26,13 @@
 //!   same in the Prometheus text format; [`logging`]: every stderr line.
 
 mod args;
-pub mod cache;
 pub mod cli;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod egress;
-pub mod guest_stderr;
 pub mod inputs;
 pub mod interrupt;
 pub mod journal;
-pub mod limits;
 pub mod logging;
 pub mod mapping;
 pub mod metrics;
@@ -47,7 +44,6 @@ pub mod sandbox;
 pub mod secrets;
 mod serve;
 pub mod sync;
-mod verdict;
 
 /// Host bindings for the `usage-sync` world in `wit/`.
 pub mod bindings {

@@ -10,11 +10,13 @@
 //! accepting and lets runs in flight finish within the grace period (the CLI
 //! passes SIGTERM and Ctrl-C; a test may pass anything).
 
+mod incoming;
+
 use crate::metrics::ServeMetrics;
 use crate::sandbox::{RunConfig, Sandbox};
 use crate::secrets::ServeToken;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -167,7 +169,7 @@ async fn answer(app: &App, request: Request<Incoming>) -> Response<HyperOutgoing
     let response = guarded(app, request).await;
     let host_failure = response
         .extensions()
-        .get::<crate::sandbox::HostFailure>()
+        .get::<incoming::HostFailure>()
         .map(|f| f.0);
     let outcome = match response.status().as_u16() {
         _ if host_failure == Some(crate::outcome::exit::SANDBOX) => "sandbox",
@@ -190,11 +192,7 @@ fn plain(
     content_type: &'static str,
     body: String,
 ) -> Response<HyperOutgoingBody> {
-    let mut response = Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
+    let mut response = Response::new(incoming::full(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -273,9 +271,7 @@ async fn guarded(app: &App, request: Request<Incoming>) -> Response<HyperOutgoin
         }
     };
     let _in_flight = app.metrics.run_started();
-    app.sandbox
-        .serve(&app.config, Request::from_parts(parts, body))
-        .await
+    incoming::answer(&app.sandbox, &app.config, Request::from_parts(parts, body)).await
 }
 
 /// An answer of the front door: `{"error": {"kind", "message"}}`.

@@ -4,7 +4,6 @@
 
 use crate::egress::policy::{Policy, Provider, Refusal, is_credential_header};
 use crate::egress::transport::Transport;
-use crate::limits::Limits;
 use crate::secrets::{Credentials, Redactor};
 use bytes::Bytes;
 use http::HeaderValue;
@@ -107,14 +106,26 @@ impl RateLimiter {
     }
 }
 
+/// The caps the hook enforces on one run's requests: the part of the
+/// sandbox's limits that only the HTTP boundary can see.
+#[derive(Clone, Copy, Debug)]
+pub struct Caps {
+    /// Connect, first-byte and between-bytes timeout of each request.
+    pub request_timeout: Duration,
+    /// Cap on each response body.
+    pub max_response_bytes: u64,
+    /// Cap on the requests of one run.
+    pub max_requests: u32,
+}
+
 /// The hooks wasmtime-wasi-http calls for one run.
 pub struct Egress {
     /// Where the guest may go, and with which key.
     pub policy: Arc<Policy>,
     /// The keys the host attaches.
     pub credentials: Arc<Credentials>,
-    /// What one run may use.
-    pub limits: Limits,
+    /// What one run's requests may use.
+    pub caps: Caps,
     /// What the host saw of the run.
     pub log: Arc<Mutex<RunLog>>,
     /// Called for each request as it completes.
@@ -200,7 +211,7 @@ impl WasiHttpHooks for Egress {
             Err(refusal) => return self.refuse(refusal),
         };
         attach_key(&mut request, admitted.provider, &self.credentials);
-        let options = bounded(options, self.limits.request_timeout);
+        let options = bounded(options, self.caps.request_timeout);
         let outbound = Outbound {
             pace: self
                 .stripe_pace
@@ -208,7 +219,7 @@ impl WasiHttpHooks for Egress {
                 .filter(|_| admitted.provider == Provider::Stripe),
             observer: self.observer.clone(),
             redactor: Redactor::new(&self.credentials),
-            max_bytes: self.limits.max_response_bytes,
+            max_bytes: self.caps.max_response_bytes,
             log: self.log.clone(),
             transport: self.transport.clone(),
             customer: self.customer.clone(),
@@ -249,8 +260,8 @@ impl Egress {
             }
             (log.sent, attempt)
         };
-        if sent > self.limits.max_requests {
-            let reason = format!("more than {} requests in one run", self.limits.max_requests);
+        if sent > self.caps.max_requests {
+            let reason = format!("more than {} requests in one run", self.caps.max_requests);
             return Err(Refusal { target, reason });
         }
         let in_flight = InFlight::enter(&self.in_flight);

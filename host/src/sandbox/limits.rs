@@ -1,6 +1,7 @@
 //! What one run may use: memory, time, requests and response sizes. The
 //! sandbox enforces the memory and the deadline, the egress hook the rest.
 
+use crate::egress::Caps;
 use std::time::Duration;
 
 /// Resource limits for one run. Each has a default (here) and a flag.
@@ -26,6 +27,17 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             max_response_bytes: 8 << 20,
             max_requests: 5000,
+        }
+    }
+}
+
+impl Limits {
+    /// The limits the egress hook enforces.
+    pub(crate) fn caps(&self) -> Caps {
+        Caps {
+            request_timeout: self.request_timeout,
+            max_response_bytes: self.max_response_bytes,
+            max_requests: self.max_requests,
         }
     }
 }

@@ -4,8 +4,8 @@
 
 use crate::bindings::WorkflowError;
 use crate::egress::RunLog;
-use crate::limits::Limits;
 use crate::outcome::{Failure, guest_failure};
+use crate::sandbox::limits::Limits;
 use usage_sync_report::Delivery;
 use wasmtime::Trap;
 
