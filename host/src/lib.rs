@@ -25,25 +25,19 @@
 //! - [`outcome`]: what a run prints and its exit status; [`metrics`]: the
 //!   same in the Prometheus text format; [`logging`]: every stderr line.
 
-mod args;
 pub mod cli;
-#[cfg(feature = "demo")]
-pub mod demo;
+mod commands;
 pub mod egress;
 pub mod inputs;
 pub mod interrupt;
-pub mod journal;
 pub mod logging;
 pub mod mapping;
 pub mod metrics;
 pub mod options;
 pub mod outcome;
 pub mod progress;
-pub mod reconcile;
 pub mod sandbox;
 pub mod secrets;
-mod serve;
-pub mod sync;
 
 /// Host bindings for the `usage-sync` world in `wit/`.
 pub mod bindings {

@@ -1,24 +1,36 @@
 //! `usage-sync demo`: the real workflow, through the real sandbox, against local
 //! Amberflo and Stripe emulators with sample usage. No account, no network.
 
+use super::flags::SandboxArgs;
 use crate::bindings::{Endpoints, Inputs};
 use crate::egress::policy::{Endpoint, Policy, is_credential_header};
 use crate::options::default_options;
-use crate::outcome::{Failure, exit, render_outputs};
-use crate::outcome::{print_failure, progress};
-use crate::sandbox::limits::Limits;
-use crate::sandbox::{RunConfig, Sandbox};
+use crate::outcome::{Failure, exit, print_failure, progress, render_outputs};
+use crate::sandbox::{Limits, RunConfig, Sandbox};
 use crate::secrets::{Credentials, Secret};
+use clap::Args;
 use http::HeaderName;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use usage_sync_emulators::{Amberflo, MeterSpec, Recorded, Stripe, UsageRecord};
 
-/// Runs the demo in `sandbox`, within its limits.
-pub async fn run(sandbox: Result<(Sandbox, Limits), Failure>) -> u8 {
-    match demo(sandbox).await {
-        Ok(code) => code,
-        Err(failure) => print_failure(&failure, None),
+#[derive(Args)]
+pub(crate) struct DemoArgs {
+    #[command(flatten)]
+    pub(crate) sandbox: SandboxArgs,
+}
+
+impl DemoArgs {
+    /// Runs the demo in a sandbox made from the flags, within their limits.
+    pub(crate) async fn execute(self) -> u8 {
+        let sandbox = self
+            .sandbox
+            .limits()
+            .and_then(|limits| Ok((self.sandbox.sandbox(None, &limits)?, limits)));
+        match demo(sandbox).await {
+            Ok(code) => code,
+            Err(failure) => print_failure(&failure, None),
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! `usage-sync reconcile`: for every row and interval, Amberflo's total
+//! `reconcile`'s comparison: for every row and interval, Amberflo's total
 //! against what Stripe's meter holds, read-only and sandboxed like every run
 //! (the component reads, the host attaches the keys). Amberflo is queried per
 //! batch of customers as `sync` does; Stripe's summaries once per row.
@@ -104,12 +104,12 @@ pub async fn reconcile(
     rows: Vec<Row>,
     settings: &Settings,
 ) -> Result<Summary, Failure> {
-    let meters = crate::sync::meters_of(&sandbox, &config, &rows).await?;
+    let meters = crate::commands::batch::meters_of(&sandbox, &config, &rows).await?;
     let config = Arc::new(config);
     let permits = Arc::new(Semaphore::new(settings.concurrency.max(1)));
     let total = rows.len();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Row, Answer)>();
-    for batch in crate::sync::batches(rows, settings.batch) {
+    for batch in crate::commands::batch::batches(rows, settings.batch) {
         let (sandbox, config, permits) = (sandbox.clone(), config.clone(), permits.clone());
         let meters = meters.clone();
         let (start, end) = (settings.start_time.clone(), settings.end_time.clone());
@@ -119,7 +119,7 @@ pub async fn reconcile(
             let usage = {
                 let _permit = permits.acquire().await;
                 let rows: Vec<&Row> = batch.iter().collect();
-                crate::sync::query_batch(&sandbox, &config, &rows, &start, &end).await
+                crate::commands::batch::query_batch(&sandbox, &config, &rows, &start, &end).await
             };
             let usage = match usage {
                 Ok(usage) => usage,

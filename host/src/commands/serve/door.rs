@@ -1,5 +1,6 @@
-//! `usage-sync serve`: the component's `POST /run` over HTTP, each request in
-//! its own sandboxed instance under the same policy, keys and limits as `run`.
+//! `serve`'s front door and server: the component's `POST /run` over HTTP,
+//! each request in its own sandboxed instance under the same policy, keys and
+//! limits as `run`.
 //!
 //! A front door stands before the sandbox: the caller's token (checked in
 //! constant time; no token configured, no server), a cap on runs at once
@@ -9,8 +10,6 @@
 //! [`run`] serves until the shutdown future it is given resolves, then stops
 //! accepting and lets runs in flight finish within the grace period (the CLI
 //! passes SIGTERM and Ctrl-C; a test may pass anything).
-
-mod incoming;
 
 use crate::metrics::ServeMetrics;
 use crate::sandbox::{RunConfig, Sandbox};
@@ -169,7 +168,7 @@ async fn answer(app: &App, request: Request<Incoming>) -> Response<HyperOutgoing
     let response = guarded(app, request).await;
     let host_failure = response
         .extensions()
-        .get::<incoming::HostFailure>()
+        .get::<super::incoming::HostFailure>()
         .map(|f| f.0);
     let outcome = match response.status().as_u16() {
         _ if host_failure == Some(crate::outcome::exit::SANDBOX) => "sandbox",
@@ -192,7 +191,7 @@ fn plain(
     content_type: &'static str,
     body: String,
 ) -> Response<HyperOutgoingBody> {
-    let mut response = Response::new(incoming::full(Bytes::from(body)));
+    let mut response = Response::new(super::incoming::full(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -271,7 +270,7 @@ async fn guarded(app: &App, request: Request<Incoming>) -> Response<HyperOutgoin
         }
     };
     let _in_flight = app.metrics.run_started();
-    incoming::answer(&app.sandbox, &app.config, Request::from_parts(parts, body)).await
+    super::incoming::answer(&app.sandbox, &app.config, Request::from_parts(parts, body)).await
 }
 
 /// An answer of the front door: `{"error": {"kind", "message"}}`.

@@ -1,0 +1,84 @@
+//! What `sync` and `reconcile` both do before each row: look up each event
+//! name's meter once, cut the rows into batches of one meter's customers, and
+//! query Amberflo once per batch.
+
+use crate::bindings::{Meter, UsageQuery};
+use crate::mapping::Row;
+use crate::outcome::Failure;
+use crate::sandbox::{RunConfig, Sandbox};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// Each event name's meter, looked up once before any write: a missing or
+/// unusable meter stops everything with nothing written.
+pub(crate) async fn meters_of(
+    sandbox: &Sandbox,
+    config: &RunConfig,
+    rows: &[Row],
+) -> Result<HashMap<String, Arc<Meter>>, Failure> {
+    let mut meters: HashMap<String, Arc<Meter>> = HashMap::new();
+    for row in rows {
+        if !meters.contains_key(&row.stripe_event_name) {
+            let meter = sandbox.find_meter(config, &row.stripe_event_name).await?;
+            meters.insert(row.stripe_event_name.clone(), Arc::new(meter));
+        }
+    }
+    Ok(meters)
+}
+
+/// One Amberflo query for a batch's customers (rows of one meter, from
+/// [`batches`]) over the window: each customer's `clientMeters` answer.
+pub(crate) async fn query_batch(
+    sandbox: &Sandbox,
+    config: &RunConfig,
+    rows: &[&Row],
+    start_time: &str,
+    end_time: &str,
+) -> Result<HashMap<String, String>, Failure> {
+    let mut customer_ids: Vec<String> = Vec::new();
+    for row in rows {
+        if !customer_ids.contains(&row.customer_id) {
+            customer_ids.push(row.customer_id.clone());
+        }
+    }
+    let query = UsageQuery {
+        customer_ids,
+        meter_api_name: rows
+            .first()
+            .map(|row| row.meter_api_name.clone())
+            .unwrap_or_default(),
+        start_time: Some(start_time.into()),
+        end_time: Some(end_time.into()),
+    };
+    Ok(sandbox
+        .query_usage(config, query)
+        .await?
+        .into_iter()
+        .map(|u| (u.customer_id, u.usage_result))
+        .collect())
+}
+
+/// Rows cut into batches of at most `size` customers of one meter, in order.
+pub(crate) fn batches(rows: Vec<Row>, size: usize) -> Vec<Vec<Row>> {
+    if size <= 1 {
+        return rows.into_iter().map(|row| vec![row]).collect();
+    }
+    let mut by_meter: Vec<(String, Vec<Vec<Row>>, HashSet<String>)> = Vec::new();
+    for row in rows {
+        let at = match by_meter.iter().position(|(m, ..)| *m == row.meter_api_name) {
+            Some(at) => at,
+            None => {
+                by_meter.push((row.meter_api_name.clone(), vec![Vec::new()], HashSet::new()));
+                by_meter.len() - 1
+            }
+        };
+        let (_, batches, customers) = &mut by_meter[at];
+        if !customers.contains(&row.customer_id) && customers.len() == size {
+            batches.push(Vec::new());
+            customers.clear();
+        }
+        customers.insert(row.customer_id.clone());
+        batches.last_mut().expect("never empty").push(row);
+    }
+    by_meter.into_iter().flat_map(|(_, b, _)| b).collect()
+}

@@ -1,0 +1,197 @@
+//! `usage-sync sync`: the workflow for every row of a mapping file, many rows
+//! at once, resumably. Here the flags and their checks; [`rows`] runs the
+//! rows, [`journal`] remembers which are done.
+
+pub(crate) mod journal;
+pub(crate) mod rows;
+
+use super::flags::{EndpointArgs, FanOutArgs, SandboxArgs, WindowArgs, WorkflowArgs};
+use crate::inputs;
+use crate::metrics::Tally;
+use crate::outcome::{Failure, exit, print_failure};
+use crate::secrets::Credentials;
+use clap::Args;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Args)]
+#[command(
+    mut_arg("start_time", |a| a.help("Window start for every row (default: the previous UTC day, fixed when the sync starts)")),
+    mut_arg("end_time", |a| a.help("Window end for every row")),
+)]
+pub(crate) struct SyncArgs {
+    /// Rows to sync: CSV with a header, or a JSON array of objects; fields customerId,
+    /// stripeCustomer, and optionally meterApiName and stripeEventName.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) mapping: PathBuf,
+    /// meterApiName of rows that give none.
+    #[arg(long)]
+    pub(crate) meter_api_name: Option<String>,
+    /// stripeEventName of rows that give none.
+    #[arg(long)]
+    pub(crate) stripe_event_name: Option<String>,
+    #[command(flatten)]
+    pub(crate) window: WindowArgs,
+    #[command(flatten)]
+    pub(crate) fan_out: FanOutArgs,
+    /// Take only shard K of N of the mapping's rows (a stable hash of customer,
+    /// meter and event name), for N machines or an Indexed Job [default:
+    /// JOB_COMPLETION_INDEX of USAGE_SYNC_SHARDS, when both are set]. Each shard
+    /// paces Stripe at --stripe-rate / N: Stripe's limits are per account.
+    #[arg(long, value_name = "K/N")]
+    pub(crate) shard: Option<String>,
+    /// Stripe requests per second across all rows: Stripe's test-mode budget is 25;
+    /// live mode allows 1000 meter-event calls per second.
+    #[arg(long, default_value_t = 25.0, value_name = "PER_SEC")]
+    pub(crate) stripe_rate: f64,
+    /// Journal of row outcomes, for resuming [default: one per window next to the
+    /// mapping, MAPPING.journal.START-END.jsonl].
+    #[arg(long, value_name = "FILE")]
+    pub(crate) journal: Option<PathBuf>,
+    /// Write metrics for node_exporter's textfile collector here, atomically
+    /// (last success kept across failed runs).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) metrics_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) endpoints: EndpointArgs,
+    #[command(flatten)]
+    pub(crate) workflow: WorkflowArgs,
+    #[command(flatten)]
+    pub(crate) sandbox: SandboxArgs,
+}
+
+/// Stripe requests per second: from one a day and a bit, to far above any
+/// live-mode limit (the emulator tests run fast).
+const STRIPE_RATE: std::ops::RangeInclusive<f64> = 1e-5..=1e6;
+
+impl SyncArgs {
+    /// Syncs every row; the exit status and what the metrics file says.
+    pub(crate) async fn execute(self) -> (u8, Tally) {
+        let credentials = match super::credentials(&self.endpoints) {
+            Ok(c) => c,
+            Err(code) => return (code, Tally::default()),
+        };
+        match self.prepare_and_sync(credentials.clone()).await {
+            Ok(mut summary) => {
+                summary.partial = summary.failed > 0 || summary.not_sent > 0;
+                tracing::info!(
+                    "sync: {} recorded, {} already recorded, {} drift, {} failed, {} skipped, {} not sent",
+                    summary.recorded,
+                    summary.already_recorded,
+                    summary.drift,
+                    summary.failed,
+                    summary.skipped,
+                    summary.not_sent
+                );
+                println!("{}", serde_json::json!({ "summary": summary }));
+                // A failure is retried later; drift waits for a person.
+                let code = if summary.failed > 0 {
+                    summary.worst
+                } else if summary.not_sent > 0 {
+                    exit::INTERRUPTED
+                } else if summary.drift > 0 {
+                    exit::DRIFT
+                } else {
+                    exit::OK
+                };
+                (code, summary.tally())
+            }
+            Err(failure) => (
+                print_failure(&failure, Some(&credentials)),
+                Tally::default(),
+            ),
+        }
+    }
+
+    /// The checks, the rows, the window, the journal and the sandbox; then
+    /// the rows, synced.
+    async fn prepare_and_sync(
+        &self,
+        credentials: Arc<Credentials>,
+    ) -> Result<rows::Summary, Failure> {
+        if self.workflow.dry_run || self.workflow.reconcile {
+            return Err(Failure::BadInput(
+                "--dry-run and --reconcile are for `run`".into(),
+            ));
+        }
+        if !STRIPE_RATE.contains(&self.stripe_rate) {
+            return Err(Failure::BadInput(format!(
+                "--stripe-rate must be between {} and {} requests per second",
+                STRIPE_RATE.start(),
+                STRIPE_RATE.end()
+            )));
+        }
+        self.fan_out.check()?;
+        let shard = match &self.shard {
+            Some(text) => Some(crate::mapping::Shard::parse(text).map_err(Failure::BadInput)?),
+            None => crate::mapping::Shard::from_env().map_err(Failure::BadInput)?,
+        };
+        let mut rows = crate::mapping::read_mapping(
+            &self.mapping,
+            self.meter_api_name.as_deref(),
+            self.stripe_event_name.as_deref(),
+        )
+        .map_err(Failure::BadInput)?;
+        if let Some(shard) = shard {
+            rows.retain(|row| shard.holds(row));
+        }
+        // Stripe's limits are per account: the shards share the rate.
+        let stripe_rate = self.stripe_rate / shard.map_or(1.0, |s| s.count as f64);
+        // One window for every row, even when the sync runs past midnight.
+        let (start_time, end_time) = self
+            .window
+            .bounds(inputs::previous_utc_day, "the previous full UTC day")?;
+        let concurrency = self.fan_out.concurrency;
+        let (sandbox, config) = super::prepare(
+            &self.endpoints,
+            &self.sandbox,
+            || self.workflow.options(),
+            credentials,
+            Some(concurrency),
+        )?;
+        let config = config.paced(Arc::new(crate::egress::RateLimiter::per_second(
+            stripe_rate,
+        )));
+        // One journal per window by default, so the same command runs every night
+        // and a rerun of any night resumes that night.
+        // A true-up compares with what Amberflo says today: its journal resumes
+        // the same day's run, and tomorrow's checks every row again.
+        let true_up_day = match self.workflow.true_up {
+            true => {
+                let (_, today) = inputs::previous_utc_day().map_err(Failure::Internal)?;
+                format!("true-up.{today}.")
+            }
+            false => String::new(),
+        };
+        let journal = self.journal.clone().unwrap_or_else(|| {
+            let mut name = self.mapping.as_os_str().to_owned();
+            let shard = shard.map_or(String::new(), |s| {
+                format!("shard-{}-of-{}.", s.index, s.count)
+            });
+            name.push(format!(
+                ".journal.{true_up_day}{shard}{}-{}.jsonl",
+                file_safe(&start_time),
+                file_safe(&end_time)
+            ));
+            PathBuf::from(name)
+        });
+        let plan = rows::Settings {
+            mapping: self.mapping.clone(),
+            journal,
+            journal_is_default: self.journal.is_none(),
+            start_time,
+            end_time,
+            concurrency,
+            batch: self.fan_out.amberflo_batch,
+        };
+        tracing::info!("sync: {} rows, up to {} at once", rows.len(), concurrency);
+        rows::sync(Arc::new(sandbox), config, rows, &plan).await
+    }
+}
+
+/// A window bound as part of a file name.
+fn file_safe(time: &str) -> String {
+    time.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
