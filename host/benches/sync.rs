@@ -9,11 +9,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use usage_sync::bindings::{Endpoints, Inputs};
-use usage_sync::egress::policy::{Endpoint, Policy};
-use usage_sync::options::default_options;
-use usage_sync::sandbox::Limits;
-use usage_sync::sandbox::{Pool, RunConfig, Sandbox};
-use usage_sync::secrets::{Credentials, Secret};
+use usage_sync::{
+    Credentials, Endpoint, Limits, Policy, Pool, RunConfig, Sandbox, Secret, default_options,
+};
 use usage_sync_emulators::{
     Amberflo, LatencyProxy, MeterSpec, Presented, Stripe, TestCa, UsageRecord,
 };

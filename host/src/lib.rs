@@ -1,43 +1,53 @@
 //! The usage-sync host: runs the workflow component in a wasmtime sandbox.
 //!
-//! A request flows one way (ARCHITECTURE.md has the whole map):
+//! A request flows one way (ARCHITECTURE.md has the whole map), and so do the
+//! modules' imports: each uses only those below it.
 //!
 //! ```text
-//! cli ──▶ sandbox ──▶ component (wit/usage-sync.wit) ──▶ egress hook ──▶ provider
-//!          │ limits                                         │ policy, secrets
-//!          └ verdict                                        └ pace, caps, scrubbing
+//! cli ──▶ commands ──▶ sandbox ──▶ component (wit/usage-sync.wit) ──▶ egress ──▶ provider
+//!          flags        engine, pool, config                          hook, policy, routes
+//!          batch        limits, cache, verdict                        provider, transport
 //! ```
 //!
-//! - [`cli`] and [`demo`]: the `usage-sync` command line (its arguments in
-//!   `args`; `serve` apart);
-//! - [`reconcile`]: every row's intervals, Amberflo against Stripe, read-only;
-//! - [`sync`]: many rows at once, with [`mapping`] (the rows), [`journal`]
-//!   (what is done), [`progress`] (stderr) and [`interrupt`] (Ctrl-C);
-//! - [`inputs`] and [`options`]: the workflow's inputs from a file and flags,
-//!   and the options a run leaves out;
-//! - [`sandbox`]: the engine, the component, a fresh instance per run (`verdict`:
-//!   what a run's end means), with [`limits`], [`cache`] (compiled components
-//!   on disk) and [`guest_stderr`];
-//! - [`egress`]: the HTTP boundary that enforces the [`policy`](egress::policy) (origins, and
-//!   the [`routes`](egress::routes) the workflow's Arazzo document declares), attaches each
-//!   [`provider`](egress::provider)'s key ([`secrets`]), sends over pooled connections
-//!   ([`transport`](egress::transport)) and scrubs what comes back;
-//! - [`outcome`]: what a run prints and its exit status; [`metrics`]: the
-//!   same in the Prometheus text format; [`logging`]: every stderr line.
+//! - `cli`: the top-level parser and dispatch;
+//! - `commands`: one file per subcommand (`run`, `sync`, `reconcile`,
+//!   `serve`, `demo`) with its flags, checks and preparation, and the work
+//!   beside it; the flag groups they share (`commands::flags`), the one
+//!   builder of a run's configuration (`commands::prepare`), and the
+//!   per-batch helpers of `sync` and `reconcile` (`commands::batch`);
+//! - `sandbox`: the engine, a fresh instance per run, the workflow's
+//!   exports, with the pool, the run's configuration, limits, the cache of
+//!   compiled components, the verdict on a run and the guest's stderr;
+//! - `egress`: the HTTP boundary: the hook every guest request passes, the
+//!   policy (origins, and the routes the Arazzo document declares), each
+//!   provider's key, and the transport (pooled connections, TLS, proxy);
+//! - the ground floor, used from above: `secrets` (keys and scrubbing),
+//!   `logging`, `metrics`, `outcome` (what a run prints, exit statuses),
+//!   `inputs`, `options`, `mapping` (rows), `progress` and `interrupt`.
+//!
+//! The modules are private; what the binary, the benches and the tests use
+//! is re-exported here.
 
-pub mod cli;
+mod cli;
 mod commands;
-pub mod egress;
-pub mod inputs;
-pub mod interrupt;
-pub mod logging;
-pub mod mapping;
-pub mod metrics;
-pub mod options;
-pub mod outcome;
-pub mod progress;
-pub mod sandbox;
-pub mod secrets;
+mod egress;
+mod inputs;
+mod interrupt;
+mod logging;
+mod mapping;
+mod metrics;
+mod options;
+mod outcome;
+mod progress;
+mod sandbox;
+mod secrets;
+
+pub use cli::main;
+pub use egress::policy::{Endpoint, Policy};
+pub use options::default_options;
+pub use outcome::{Failure, Outputs, render_outputs};
+pub use sandbox::{Limits, Pool, RunConfig, Sandbox};
+pub use secrets::{Credentials, Secret};
 
 /// Host bindings for the `usage-sync` world in `wit/`.
 pub mod bindings {

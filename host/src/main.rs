@@ -1,5 +1,5 @@
 //! The `usage-sync` command: a thin binary over the library.
 
 fn main() -> std::process::ExitCode {
-    usage_sync::cli::main()
+    usage_sync::main()
 }

@@ -65,11 +65,6 @@ impl ServeToken {
     pub fn admits(&self, authorization: Option<&[u8]>) -> bool {
         usage_sync_report::keys::bearer_matches(authorization, self.0.expose())
     }
-
-    /// The token, for the redactor.
-    pub fn expose(&self) -> &str {
-        self.0.expose()
-    }
 }
 
 /// A secret named `NAME`: from the variable `NAME`, or the file `NAME_FILE`

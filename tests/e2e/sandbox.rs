@@ -3,7 +3,7 @@
 use crate::support::*;
 use serde_json::Value;
 use usage_sync::DEFAULT_COMPONENT;
-use usage_sync::sandbox::Sandbox;
+use usage_sync::Sandbox;
 
 const PROVIDER: i32 = 3;
 const SANDBOX: i32 = 4;

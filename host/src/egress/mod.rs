@@ -11,4 +11,4 @@ pub mod provider;
 pub mod routes;
 pub mod transport;
 
-pub use hook::{Caps, Egress, Exchange, MAX_IN_FLIGHT, Observer, RateLimiter, RunLog};
+pub use hook::{Caps, Egress, Exchange, Observer, RateLimiter, RunLog};

@@ -32,12 +32,10 @@ const TICK: Duration = Duration::from_millis(10);
 /// ```no_run
 /// use std::sync::Arc;
 /// use usage_sync::bindings::{Endpoints, Inputs};
-/// use usage_sync::sandbox::Limits;
-/// use usage_sync::options::default_options;
-/// use usage_sync::outcome::{Failure, render_outputs};
-/// use usage_sync::egress::policy::{Endpoint, Policy};
-/// use usage_sync::sandbox::{RunConfig, Sandbox};
-/// use usage_sync::secrets::Credentials;
+/// use usage_sync::{
+///     Credentials, Endpoint, Failure, Limits, Policy, RunConfig, Sandbox, default_options,
+///     render_outputs,
+/// };
 ///
 /// # async fn example() -> Result<(), Failure> {
 /// let sandbox = Sandbox::new(usage_sync::DEFAULT_COMPONENT)
