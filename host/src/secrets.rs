@@ -127,7 +127,7 @@ pub struct Credentials {
 
 impl Credentials {
     /// From `AMBERFLO_API_KEY` and `STRIPE_API_KEY`, or their `_FILE`
-    /// variants, or systemd credentials (see [`from_env_or_file`]); never
+    /// variants, or systemd credentials (see `from_env_or_file`); never
     /// from flags, which other users can read in the process list.
     pub fn from_env() -> Result<Credentials, String> {
         let read = |name: &str| match from_env_or_file(name)? {
