@@ -1,6 +1,7 @@
 //! Step 1, `query-usage`: Amberflo `POST /usage`.
 
 use crate::decimal::Decimal;
+use crate::http::USER_AGENT;
 use crate::inputs::{Plan, Window};
 use crate::time;
 use serde::{Deserialize, Serialize};
@@ -8,6 +9,18 @@ use serde_json::value::RawValue;
 
 /// Amberflo's usage query endpoint.
 pub const PATH: &str = "/usage";
+
+/// The headers of a query, then `credential` (the key, when the component
+/// sends it itself: [`crate::credentials::amberflo_header`]).
+pub fn headers<'a>(credential: Option<&'a (&'static str, String)>) -> Vec<(&'static str, &'a str)> {
+    let mut headers = vec![
+        ("Content-Type", "application/json"),
+        ("Accept", "application/json"),
+        ("User-Agent", USER_AGENT),
+    ];
+    headers.extend(credential.map(|(n, v)| (*n, v.as_str())));
+    headers
+}
 
 /// The query body: the Arazzo payload plus the `timeRange` the real API requires.
 #[derive(Serialize)]

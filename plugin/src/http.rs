@@ -12,6 +12,10 @@ use wasip2::http::types::{
 };
 use wasip2::io::streams::StreamError;
 
+/// Every request names the component and its version, so providers' logs
+/// tell its traffic apart.
+pub const USER_AGENT: &str = concat!("usage-sync/", env!("CARGO_PKG_VERSION"));
+
 /// Responses larger than this are refused (the host may cap lower).
 const MAX_RESPONSE: usize = 16 << 20;
 

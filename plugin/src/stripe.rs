@@ -5,6 +5,7 @@
 
 use crate::exports::usage_sync::workflow::workflow::{Interval, Meter};
 use crate::form;
+use crate::http::USER_AGENT;
 use crate::inputs::{Plan, Window};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -19,6 +20,32 @@ pub const PAGE_LIMIT: u32 = 100;
 pub const MAX_PAGES: u32 = 100;
 /// Pinned as Stripe's official clients pin it, so the account default cannot change the answer.
 pub const API_VERSION: &str = "2026-10-28.endive";
+
+/// The headers of a read (`GET`), then `credential` (the key, when the
+/// component sends it itself: [`crate::credentials::stripe_header`]).
+pub fn read_headers<'a>(
+    credential: Option<&'a (&'static str, String)>,
+) -> Vec<(&'static str, &'a str)> {
+    let mut headers = vec![("Stripe-Version", API_VERSION), ("User-Agent", USER_AGENT)];
+    headers.extend(credential.map(|(n, v)| (*n, v.as_str())));
+    headers
+}
+
+/// The headers of a meter event, then `credential` as for [`read_headers`].
+/// A dry run shows them without the credential.
+pub fn event_headers<'a>(
+    idempotency_key: &'a str,
+    credential: Option<&'a (&'static str, String)>,
+) -> Vec<(&'static str, &'a str)> {
+    let mut headers = vec![
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Idempotency-Key", idempotency_key),
+        ("Stripe-Version", API_VERSION),
+        ("User-Agent", USER_AGENT),
+    ];
+    headers.extend(credential.map(|(n, v)| (*n, v.as_str())));
+    headers
+}
 
 /// The event's `identifier`: the same customer, meter, event name and window
 /// always give the same one, so Stripe refuses a second event for them.
@@ -438,6 +465,26 @@ mod tests {
         assert_eq!(
             request_body(&p, &meter("org id", "calls"), &DAY, "42", "usync-x"),
             "event_name=api_calls&payload[org+id]=cus_123&payload[calls]=42&identifier=usync-x&timestamp=1732492799"
+        );
+    }
+
+    #[test]
+    fn headers_keep_their_order_and_put_the_key_last() {
+        let key = ("Authorization", "Bearer sk".to_string());
+        let names =
+            |h: Vec<(&'static str, &str)>| h.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+        assert_eq!(
+            names(read_headers(Some(&key))),
+            ["Stripe-Version", "User-Agent", "Authorization"]
+        );
+        assert_eq!(
+            names(event_headers("k", None)),
+            [
+                "Content-Type",
+                "Idempotency-Key",
+                "Stripe-Version",
+                "User-Agent"
+            ]
         );
     }
 

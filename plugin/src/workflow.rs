@@ -19,8 +19,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use usage_sync_report::defaults::MAX_CUSTOMERS_PER_QUERY;
 
-const USER_AGENT: &str = concat!("usage-sync/", env!("CARGO_PKG_VERSION"));
-
 /// Stripe dedupes an identifier for "at least 24 hours". An interval that
 /// ended longer ago than this may have been sent before that window opened, so
 /// what Stripe holds is read before writing it. An hour short of 24, for clock
@@ -632,7 +630,7 @@ fn record_all(
             outputs.planned.push(PlannedRequest {
                 method: "POST".into(),
                 url: url.clone(),
-                headers: stripe_headers(&idempotency_key())
+                headers: stripe::event_headers(&idempotency_key(), None)
                     .iter()
                     .chain(&[("Content-Length", body.len().to_string().as_str())])
                     .map(|(n, v)| (n.to_string(), v.to_string()))
@@ -742,11 +740,7 @@ fn read(
     retry: &retry::Policy,
 ) -> Result<(Reply, u32), WorkflowError> {
     let auth = credentials::stripe_header();
-    let mut headers = vec![
-        ("Stripe-Version", stripe::API_VERSION),
-        ("User-Agent", USER_AGENT),
-    ];
-    headers.extend(auth.as_ref().map(|(n, v)| (*n, v.as_str())));
+    let headers = stripe::read_headers(auth.as_ref());
     let label = match step {
         Step::FindMeter => "find-meter",
         _ => "read-summaries",
@@ -773,12 +767,7 @@ fn query_amberflo(
 ) -> Result<(Reply, u32), WorkflowError> {
     let url = join(&endpoints.amberflo_url, amberflo::PATH);
     let auth = credentials::amberflo_header();
-    let mut headers = vec![
-        ("Content-Type", "application/json"),
-        ("Accept", "application/json"),
-        ("User-Agent", USER_AGENT),
-    ];
-    headers.extend(auth.as_ref().map(|(n, v)| (*n, v.as_str())));
+    let headers = amberflo::headers(auth.as_ref());
     let (result, attempts) = retrying("query-usage", retry, retry::amberflo, false, |_| {
         http::post(&url, &headers, body)
     });
@@ -921,8 +910,7 @@ fn record(
             key = idempotency_key();
         }
         let auth = credentials::stripe_header();
-        let mut headers = stripe_headers(&key).to_vec();
-        headers.extend(auth.as_ref().map(|(n, v)| (*n, v.as_str())));
+        let headers = stripe::event_headers(&key, auth.as_ref());
         let result = http::post(url, &headers, body.as_bytes());
         uncertain |= match &result {
             Ok(reply) => reply.status >= 500 || reply.status == 409,
@@ -1017,15 +1005,6 @@ fn failure(
         window_end: interval.end,
         recorded: Vec::new(),
     }
-}
-
-fn stripe_headers(key: &str) -> [(&'static str, &str); 4] {
-    [
-        ("Content-Type", "application/x-www-form-urlencoded"),
-        ("Idempotency-Key", key),
-        ("Stripe-Version", stripe::API_VERSION),
-        ("User-Agent", USER_AGENT),
-    ]
 }
 
 /// One line on stderr per failed attempt: what happened and what comes next.
