@@ -8,8 +8,8 @@ use crate::credentials::Needed;
 use crate::decimal::Decimal;
 use crate::exports::usage_sync::workflow::workflow::{
     CustomerUsage, Delivery, Endpoints, Inputs, Interval, Meter, MeterEvent, Options, Outputs,
-    PlannedRequest, Reconciliation, Step, StepFailure, StripeRead, UsageQuery, Verification,
-    WorkflowError,
+    PlannedRequest, Reconciliation, Rounding, Step, StepFailure, StripeRead, UsageQuery,
+    Verification, WorkflowError,
 };
 use crate::http::{self, NoAnswer, Reply};
 use crate::inputs::{self, Plan, Window};
@@ -31,9 +31,9 @@ pub fn run(
     options: Options,
     inputs: Inputs,
 ) -> Result<Outputs, WorkflowError> {
-    let plan = inputs::validate(inputs, &options, now()).map_err(WorkflowError::InvalidInput)?;
-    credentials::check(&[Needed::Amberflo, Needed::Stripe]).map_err(WorkflowError::InvalidInput)?;
-    let retry = retry_policy(&options);
+    let (plan, retry) = prepare(&options, &[Needed::Amberflo, Needed::Stripe], |o| {
+        inputs::validate(inputs, o, now())
+    })?;
     let mut reads = Vec::new();
     let meter = lookup_meter(
         endpoints,
@@ -53,9 +53,9 @@ pub fn run_with_meter(
     inputs: Inputs,
     meter: Meter,
 ) -> Result<Outputs, WorkflowError> {
-    let plan = inputs::validate(inputs, &options, now()).map_err(WorkflowError::InvalidInput)?;
-    credentials::check(&[Needed::Amberflo, Needed::Stripe]).map_err(WorkflowError::InvalidInput)?;
-    let retry = retry_policy(&options);
+    let (plan, retry) = prepare(&options, &[Needed::Amberflo, Needed::Stripe], |o| {
+        inputs::validate(inputs, o, now())
+    })?;
     query_and_record(endpoints, &options, &plan, &retry, &meter, Vec::new())
 }
 
@@ -93,13 +93,10 @@ pub fn record_usage(
     usage_result: &str,
     meter: Meter,
 ) -> Result<Outputs, WorkflowError> {
-    let plan = inputs::validate(inputs, &options, now()).map_err(WorkflowError::InvalidInput)?;
-    credentials::check(&[Needed::Stripe]).map_err(WorkflowError::InvalidInput)?;
-    let retry = retry_policy(&options);
-    let grid = inputs::grid(options.interval, plan.window);
-    // The batch query's answer for this customer, checked as `run` checks its own.
-    let usage = amberflo::client_meters(usage_result, &plan.customer_id, plan.window, grid)
-        .map_err(|m| step_failed(Step::QueryUsage, plan.window, Some(200), m, None, 1))?;
+    let (plan, retry) = prepare(&options, &[Needed::Stripe], |o| {
+        inputs::validate(inputs, o, now())
+    })?;
+    let usage = given_usage(&options, &plan, usage_result)?;
     record_all(
         endpoints,
         &options,
@@ -122,42 +119,17 @@ pub fn reconcile(
     meter: Meter,
     tolerance: &str,
 ) -> Result<Reconciliation, WorkflowError> {
-    let invalid = WorkflowError::InvalidInput;
-    let plan = inputs::validate(inputs, &options, now()).map_err(invalid)?;
-    let tolerance = Decimal::parse(tolerance)
-        .ok()
-        .filter(|t| !t.is_negative())
-        .ok_or_else(|| {
-            invalid(format!(
-                "the tolerance `{tolerance}` is not a number of units, 0 or more"
-            ))
-        })?;
-    credentials::check(&[Needed::Stripe]).map_err(invalid)?;
-    let retry = retry_policy(&options);
-    let grid = inputs::grid(options.interval, plan.window);
-    let usage = amberflo::client_meters(usage_result, &plan.customer_id, plan.window, grid)
-        .map_err(|m| step_failed(Step::QueryUsage, plan.window, Some(200), m, None, 1))?;
+    let ((plan, tolerance), retry) = prepare(&options, &[Needed::Stripe], |o| {
+        let plan = inputs::validate(inputs, o, now())?;
+        Ok((plan, parse_tolerance(tolerance)?))
+    })?;
+    let usage = given_usage(&options, &plan, usage_result)?;
     let totals = usage
         .totals(&plan.intervals)
         .map_err(|m| step_failed(Step::QueryUsage, plan.window, Some(200), m, None, 1))?;
+    let invalid = WorkflowError::InvalidInput;
     let scale = inputs::scale(&options).map_err(invalid)?;
-    let expected = totals
-        .iter()
-        .map(|total| {
-            let scaled = total.checked_mul(scale).ok_or_else(|| {
-                format!("the Amberflo total {total} times the scale {scale} is too large")
-            })?;
-            Ok(match options.rounding {
-                Some(rule) => {
-                    let whole = i64::try_from(scaled.round(rule))
-                        .map_err(|_| format!("the total {scaled} is too large"))?;
-                    Decimal::from_int(whole)
-                }
-                None => scaled,
-            })
-        })
-        .collect::<Result<Vec<_>, String>>()
-        .map_err(invalid)?;
+    let expected = expected(&totals, scale, options.rounding).map_err(invalid)?;
     let mut reads = Vec::new();
     let held = read_summaries(
         endpoints,
@@ -188,9 +160,9 @@ pub fn find_meter(
     options: Options,
     event_name: String,
 ) -> Result<Meter, WorkflowError> {
-    let event_name = inputs::stripe_event_name(event_name).map_err(WorkflowError::InvalidInput)?;
-    credentials::check(&[Needed::Stripe]).map_err(WorkflowError::InvalidInput)?;
-    let retry = retry_policy(&options);
+    let (event_name, retry) = prepare(&options, &[Needed::Stripe], |_| {
+        inputs::stripe_event_name(event_name)
+    })?;
     let no_window = Window { start: 0, end: 0 };
     lookup_meter(
         endpoints,
@@ -208,39 +180,8 @@ pub fn query_many(
     options: Options,
     query: UsageQuery,
 ) -> Result<Vec<CustomerUsage>, WorkflowError> {
-    let invalid = WorkflowError::InvalidInput;
-    if query.customer_ids.is_empty() || query.customer_ids.len() > MAX_CUSTOMERS_PER_QUERY {
-        return Err(invalid(format!(
-            "a usage query names 1 to {MAX_CUSTOMERS_PER_QUERY} customers, not {}",
-            query.customer_ids.len()
-        )));
-    }
-    // Each customer is checked as `run` would check it; the window is the same for all.
-    let now = now();
-    let mut window = None;
-    for id in &query.customer_ids {
-        let plan = inputs::validate(
-            Inputs {
-                customer_id: id.clone(),
-                meter_api_name: query.meter_api_name.clone(),
-                stripe_customer: "-".into(),
-                stripe_event_name: "-".into(),
-                usage_quantity: None,
-                start_time: query.start_time.clone(),
-                end_time: query.end_time.clone(),
-            },
-            &options,
-            now,
-        )
-        .map_err(invalid)?;
-        window = Some(plan.window);
-    }
-    let Some(window) = window else {
-        return Err(invalid("a usage query names no customer".into()));
-    };
-    credentials::check(&[Needed::Amberflo]).map_err(invalid)?;
+    let (window, retry) = prepare(&options, &[Needed::Amberflo], |o| batch_window(&query, o))?;
     let ids: Vec<&str> = query.customer_ids.iter().map(String::as_str).collect();
-    let retry = retry_policy(&options);
     let body = amberflo::batch_request_body(
         &ids,
         &query.meter_api_name,
@@ -269,11 +210,71 @@ pub fn query_many(
         .collect())
 }
 
-fn retry_policy(options: &Options) -> retry::Policy {
-    retry::Policy {
+/// What every entry point does before its first request, in this order:
+/// `check` its input, make sure each key in `needed` is at hand, and take the
+/// retry policy. Bad input or a missing key is invalid input: nothing is sent.
+fn prepare<T>(
+    options: &Options,
+    needed: &[Needed],
+    check: impl FnOnce(&Options) -> Result<T, String>,
+) -> Result<(T, retry::Policy), WorkflowError> {
+    let checked = check(options).map_err(WorkflowError::InvalidInput)?;
+    credentials::check(needed).map_err(WorkflowError::InvalidInput)?;
+    let retry = retry::Policy {
         max_retries: options.max_retries,
         budget: Duration::from_millis(options.retry_budget_ms),
+    };
+    Ok((checked, retry))
+}
+
+/// The window of a batch query: each customer is checked as [`run`] would
+/// check it, and the window is the same for all.
+fn batch_window(query: &UsageQuery, options: &Options) -> Result<Window, String> {
+    if query.customer_ids.is_empty() || query.customer_ids.len() > MAX_CUSTOMERS_PER_QUERY {
+        return Err(format!(
+            "a usage query names 1 to {MAX_CUSTOMERS_PER_QUERY} customers, not {}",
+            query.customer_ids.len()
+        ));
     }
+    let now = now();
+    let mut window = None;
+    for id in &query.customer_ids {
+        let plan = inputs::validate(
+            Inputs {
+                customer_id: id.clone(),
+                meter_api_name: query.meter_api_name.clone(),
+                stripe_customer: "-".into(),
+                stripe_event_name: "-".into(),
+                usage_quantity: None,
+                start_time: query.start_time.clone(),
+                end_time: query.end_time.clone(),
+            },
+            options,
+            now,
+        )?;
+        window = Some(plan.window);
+    }
+    window.ok_or_else(|| "a usage query names no customer".into())
+}
+
+/// Reconcile's tolerance: a number of billed units, 0 or more.
+fn parse_tolerance(tolerance: &str) -> Result<Decimal, String> {
+    Decimal::parse(tolerance)
+        .ok()
+        .filter(|t| !t.is_negative())
+        .ok_or_else(|| format!("the tolerance `{tolerance}` is not a number of units, 0 or more"))
+}
+
+/// Step 1's answer for this customer, given by the caller of a batch query,
+/// checked as [`run`] checks its own.
+fn given_usage(
+    options: &Options,
+    plan: &Plan,
+    usage_result: &str,
+) -> Result<amberflo::Usage, WorkflowError> {
+    let grid = inputs::grid(options.interval, plan.window);
+    amberflo::client_meters(usage_result, &plan.customer_id, plan.window, grid)
+        .map_err(|m| step_failed(Step::QueryUsage, plan.window, Some(200), m, None, 1))
 }
 
 /// Amberflo's name for a bucket of `grid` seconds (see [`inputs::grid`]).
@@ -856,6 +857,31 @@ fn values(
                 }
             })?;
             Ok((value, total))
+        })
+        .collect()
+}
+
+/// Reconcile's expected value per interval: each Amberflo total times the
+/// scale, rounded only as asked.
+fn expected(
+    totals: &[Decimal],
+    scale: Decimal,
+    rounding: Option<Rounding>,
+) -> Result<Vec<Decimal>, String> {
+    totals
+        .iter()
+        .map(|total| {
+            let scaled = total.checked_mul(scale).ok_or_else(|| {
+                format!("the Amberflo total {total} times the scale {scale} is too large")
+            })?;
+            Ok(match rounding {
+                Some(rule) => {
+                    let whole = i64::try_from(scaled.round(rule))
+                        .map_err(|_| format!("the total {scaled} is too large"))?;
+                    Decimal::from_int(whole)
+                }
+                None => scaled,
+            })
         })
         .collect()
 }
