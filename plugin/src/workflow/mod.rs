@@ -24,6 +24,7 @@ use values::{expected, values, window_totals};
 mod ambient;
 mod calls;
 mod failure;
+mod meter;
 mod values;
 
 /// Stripe dedupes an identifier for "at least 24 hours". An interval that
@@ -42,7 +43,7 @@ pub fn run(
         inputs::validate(inputs, o, now())
     })?;
     let mut reads = Vec::new();
-    let meter = lookup_meter(
+    let meter = meter::lookup(
         endpoints,
         &options,
         &plan.stripe_event_name,
@@ -171,7 +172,7 @@ pub fn find_meter(
         inputs::stripe_event_name(event_name)
     })?;
     let no_window = Window { start: 0, end: 0 };
-    lookup_meter(
+    meter::lookup(
         endpoints,
         &options,
         &event_name,
@@ -287,88 +288,6 @@ fn given_usage(
 /// Amberflo's name for a bucket of `grid` seconds (see [`inputs::grid`]).
 fn grouping(grid: i64) -> &'static str {
     if grid == time::DAY { "DAY" } else { "HOUR" }
-}
-
-/// Pages through `GET /v1/billing/meters` until the active meter of
-/// `event_name` turns up (Stripe has no filter by event name).
-fn lookup_meter(
-    endpoints: &Endpoints,
-    options: &Options,
-    event_name: &str,
-    window: Window,
-    retry: &retry::Policy,
-    reads: &mut Vec<StripeRead>,
-) -> Result<Meter, WorkflowError> {
-    let base = endpoints.stripe_url.trim_end_matches('/');
-    let mut inactive: Option<String> = None;
-    let found = read_pages(
-        Step::FindMeter,
-        window,
-        retry,
-        |after| stripe::meters_url(base, after),
-        |url, reply, bad_answer| {
-            let list = stripe::parse_meters(&reply.body).map_err(bad_answer)?;
-            let count = list.data.len();
-            let last = list.data.last().map(|m| m.id.clone());
-            let mut answer = format!("{count} meter(s)");
-            for meter in list.data.into_iter().filter(|m| m.event_name == event_name) {
-                if meter.status == "active" {
-                    let id = meter.id.clone();
-                    let formula = meter.default_aggregation.formula.clone();
-                    let checked = meter.check(options.interval);
-                    answer.push_str(&format!(
-                        "; {id} is the active meter of `{event_name}`: formula {formula}"
-                    ));
-                    if let Ok(m) = &checked {
-                        let kind = match m.pre_aggregated {
-                            Some(Interval::Hour) => "pre-aggregated per hour",
-                            Some(_) => "pre-aggregated per day",
-                            None => "raw events",
-                        };
-                        answer.push_str(&format!(
-                            ", payload keys {} and {}, {kind}",
-                            m.customer_key, m.value_key
-                        ));
-                    }
-                    reads.push(read_record(url, answer));
-                    return Ok(Page::Done(Some(checked)));
-                }
-                inactive.get_or_insert(meter.id);
-            }
-            answer.push_str(&format!(", none active for `{event_name}`"));
-            reads.push(read_record(url, answer));
-            Ok(match (list.has_more, last) {
-                (false, _) => Page::Done(None),
-                (true, last) => Page::After(last),
-            })
-        },
-    )
-    .map_err(|e| match e {
-        Paging::Failed(e) => e,
-        Paging::TooMany => step_failed(
-            Step::FindMeter,
-            window,
-            None,
-            format!(
-                "no active meter for `{event_name}` in the first {} meters",
-                stripe::MAX_PAGES * stripe::PAGE_LIMIT
-            ),
-            None,
-            0,
-        ),
-    })?;
-    match found {
-        Some(checked) => checked
-            .map_err(|why| WorkflowError::InvalidInput(format!("{why}; nothing was written"))),
-        None => Err(WorkflowError::InvalidInput(match inactive {
-            Some(id) => format!(
-                "the Stripe meter {id} for event name `{event_name}` is inactive, so Stripe would not bill its events; nothing was written"
-            ),
-            None => format!(
-                "no active Stripe meter has the event name `{event_name}`: create one, or give the event name of an existing meter; nothing was written"
-            ),
-        })),
-    }
 }
 
 /// What Stripe holds for each interval in `old` (keyed by its start: its end
