@@ -21,6 +21,15 @@ use std::collections::HashMap;
 /// skew; an interval that ended more recently cannot have been sent earlier.
 const IDENTIFIER_TRUSTED_FOR: i64 = 23 * 3600;
 
+/// Whether what Stripe holds for `interval` is read before writing it: it
+/// ended longer ago than the identifier is trusted for, or a true-up asks
+/// and it has settled, whatever its age.
+fn must_read(options: &Options, interval: &Window, now: i64) -> bool {
+    let settle_secs = i64::from(options.settle_hours) * 3600;
+    now - interval.end > IDENTIFIER_TRUSTED_FOR
+        || (options.true_up && now - interval.end >= settle_secs)
+}
+
 /// What Stripe holds for each interval in `old` (keyed by its start: its end
 /// and the aggregated value), from one paginated summaries call. An interval
 /// Stripe lists no summary for holds nothing.
@@ -139,15 +148,11 @@ pub(super) fn record_all(
     let (measured, billed) =
         window_totals(plan, scale, &totals, &values).map_err(WorkflowError::InvalidInput)?;
     let now = now();
-    let settle_secs = i64::from(options.settle_hours) * 3600;
-    // Intervals are in order, so the old ones come first. A true-up reads
-    // every settled interval too, whatever its age.
+    // Intervals are in order, so the old ones come first.
     let old: Vec<Window> = plan
         .intervals
         .iter()
-        .filter(|p| {
-            now - p.end > IDENTIFIER_TRUSTED_FOR || (options.true_up && now - p.end >= settle_secs)
-        })
+        .filter(|p| must_read(options, p, now))
         .copied()
         .collect();
     let held = read_summaries(
@@ -189,34 +194,10 @@ pub(super) fn record_all(
             corrected_to: None,
             attempts: 0,
         };
-        if let Some(&(_, held)) = held.get(&interval.start) {
-            event.stripe_value = Some(quantity::format_number(held));
-            let wanted: f64 = event.usage_quantity.parse().unwrap_or(f64::NAN);
-            if held != 0.0 {
-                if held == wanted {
-                    event.already_recorded = true;
-                    event.verified_by = Some(Verification::Summary);
-                } else if let Some(correction) = true_up(
-                    options,
-                    plan,
-                    meter,
-                    interval,
-                    &event.usage_quantity,
-                    held,
-                    now,
-                ) {
-                    // Written below, as any event: the correction, not the total.
-                    event.meter_event_id = correction.identifier;
-                    event.corrected_to = Some(event.usage_quantity.clone());
-                    event.usage_quantity = correction.value;
-                } else {
-                    event.drift = true;
-                }
-                if event.corrected_to.is_none() {
-                    outputs.events.push(event);
-                    continue;
-                }
-            }
+        let held = held.get(&interval.start).map(|&(_, value)| value);
+        if !to_write(options, plan, meter, interval, &mut event, held, now) {
+            outputs.events.push(event);
+            continue;
         }
         let body = stripe::request_body(
             plan,
@@ -247,6 +228,56 @@ pub(super) fn record_all(
         }
     }
     Ok(outputs)
+}
+
+/// Whether `event` is written, given what Stripe holds for its interval
+/// (`None`: not read, the identifier alone keeps it exactly once). Held
+/// already, or drift: not written. A true-up's correction: written in place
+/// of the total. Records on `event` what was found.
+fn to_write(
+    options: &Options,
+    plan: &Plan,
+    meter: &Meter,
+    interval: &Window,
+    event: &mut MeterEvent,
+    held: Option<f64>,
+    now: i64,
+) -> bool {
+    let Some(held) = held else {
+        return true;
+    };
+    event.stripe_value = Some(quantity::format_number(held));
+    // Nothing held: the interval was never written.
+    if held == 0.0 {
+        return true;
+    }
+    let wanted: f64 = event.usage_quantity.parse().unwrap_or(f64::NAN);
+    if held == wanted {
+        event.already_recorded = true;
+        event.verified_by = Some(Verification::Summary);
+        return false;
+    }
+    match true_up(
+        options,
+        plan,
+        meter,
+        interval,
+        &event.usage_quantity,
+        held,
+        now,
+    ) {
+        Some(correction) => {
+            // Written as any event: the correction, not the total.
+            event.meter_event_id = correction.identifier;
+            event.corrected_to = Some(event.usage_quantity.clone());
+            event.usage_quantity = correction.value;
+            true
+        }
+        None => {
+            event.drift = true;
+            false
+        }
+    }
 }
 
 /// A correction event of a true-up.
