@@ -18,75 +18,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-/// What a caller may leave out, as both the CLI and `POST /run` fill it in.
-pub mod defaults {
-    /// The providers' production APIs.
-    pub const AMBERFLO_URL: &str = "https://app.amberflo.io";
-    /// Stripe's API.
-    pub const STRIPE_URL: &str = "https://api.stripe.com";
-    /// Retries of one request after the first attempt (Stripe's clients: 2).
-    pub const MAX_RETRIES: u32 = 2;
-    /// No retry of a request starts later than this after its first attempt.
-    pub const RETRY_BUDGET_MS: u64 = 60_000;
-    /// Hours after an interval's end before Amberflo's total for it is taken
-    /// as final (its guide: cloud usage settles 2 to 3 days after the period).
-    pub const SETTLE_HOURS: u32 = 72;
-    /// Customers in one batched Amberflo query: Amberflo documents no limit.
-    pub const MAX_CUSTOMERS_PER_QUERY: usize = 1000;
-
-    /// The window when none is given: the previous full UTC day before `now`
-    /// (Unix seconds), start inclusive, end exclusive.
-    pub fn previous_utc_day(now: i64) -> (i64, i64) {
-        const DAY: i64 = 86_400;
-        let today = now.div_euclid(DAY) * DAY;
-        (today - DAY, today)
-    }
-}
-
-/// The providers' keys as the host and the component both name them: where
-/// they come from, the header each travels in, and how Stripe's is written.
-pub mod keys {
-    /// The environment variable holding Amberflo's key.
-    pub const AMBERFLO_ENV: &str = "AMBERFLO_API_KEY";
-    /// The environment variable holding Stripe's key.
-    pub const STRIPE_ENV: &str = "STRIPE_API_KEY";
-    /// The header Amberflo reads its key from (lowercase, as HTTP compares it).
-    pub const AMBERFLO_HEADER: &str = "x-api-key";
-    /// The header Stripe reads its key from.
-    pub const STRIPE_HEADER: &str = "authorization";
-    /// What stands in a printed text where a key was.
-    pub const REDACTED: &str = "[redacted]";
-
-    /// Stripe's header value for `key` (Bearer, as stripe-python sends it).
-    pub fn stripe_bearer(key: &str) -> String {
-        format!("Bearer {key}")
-    }
-
-    /// The environment variable holding the token `POST /run` callers present.
-    pub const SERVE_TOKEN_ENV: &str = "USAGE_SYNC_SERVE_TOKEN";
-    /// The environment variable naming a file that holds that token.
-    pub const SERVE_TOKEN_FILE_ENV: &str = "USAGE_SYNC_SERVE_TOKEN_FILE";
-    /// Set to [`SERVE_AUTH_BY_HOST`] in the component's environment by a host
-    /// that checked the token itself (`usage-sync serve`, which never hands
-    /// the token to the component).
-    pub const SERVE_AUTH_ENV: &str = "USAGE_SYNC_SERVE_AUTH";
-    /// See [`SERVE_AUTH_ENV`].
-    pub const SERVE_AUTH_BY_HOST: &str = "host";
-
-    /// Whether an `Authorization` header value is `Bearer <token>`, in time
-    /// that depends on neither value: both are hashed, and the digests compared
-    /// byte by byte without stopping early.
-    pub fn bearer_matches(presented: Option<&[u8]>, token: &str) -> bool {
-        use sha2::{Digest, Sha256};
-        let expected = Sha256::digest(format!("Bearer {token}").as_bytes());
-        let presented = Sha256::digest(presented.unwrap_or_default());
-        let differ = expected
-            .iter()
-            .zip(presented.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        std::hint::black_box(differ) == 0
-    }
-}
+pub mod defaults;
+pub mod keys;
 
 /// The UTC calendar date of Unix seconds `t`, `(year, month, day)`, and the
 /// seconds into that day (Howard Hinnant's civil-from-days).
