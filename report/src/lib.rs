@@ -18,36 +18,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+mod civil;
 pub mod defaults;
+mod hex;
 pub mod keys;
 
-/// The UTC calendar date of Unix seconds `t`, `(year, month, day)`, and the
-/// seconds into that day (Howard Hinnant's civil-from-days).
-pub fn civil(t: i64) -> (i64, i64, i64, i64) {
-    const DAY: i64 = 86_400;
-    let (days, secs) = (t.div_euclid(DAY), t.rem_euclid(DAY));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, secs)
-}
-
-/// Lowercase hex, for digests and identifiers.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    out
-}
+pub use civil::civil;
+pub use hex::hex;
 
 /// A generated WIT value as the mirror type here (same field and case names).
 /// An error means the mirror types no longer match `wit/usage-sync.wit`: a
