@@ -1,0 +1,130 @@
+//! Why a run did not produce outputs, and how that is told: the error object
+//! `{"error": {...}}`, the `POST /run` status, and one line for a person.
+
+use crate::render::EventJson;
+use crate::wit::{Delivery, Step, StepFailure, WorkflowError};
+use serde_json::{Value, json};
+
+/// Why a run did not produce outputs.
+#[derive(Clone, Debug)]
+pub enum Failure {
+    /// Bad input or configuration: nothing was written.
+    BadInput(String),
+    /// A step failed; the component's own account of it.
+    Provider(Box<StepFailure>),
+    /// The sandbox refused a request or a limit was hit; and whether a write
+    /// may have reached Stripe before (`Unknown`) or none did (`NotSent`).
+    Sandbox(String, Delivery),
+    /// Something broke inside usage-sync.
+    Internal(String),
+}
+
+impl From<WorkflowError> for Failure {
+    fn from(error: WorkflowError) -> Failure {
+        match error {
+            WorkflowError::InvalidInput(message) => Failure::BadInput(message),
+            WorkflowError::StepFailed(f) => Failure::Provider(Box::new(f)),
+        }
+    }
+}
+
+fn delivery_name(delivery: Delivery) -> &'static str {
+    match delivery {
+        Delivery::NotSent => "not-sent",
+        Delivery::Rejected => "rejected",
+        Delivery::Unknown => "unknown",
+    }
+}
+
+impl Failure {
+    /// The HTTP status that answers `POST /run` with this failure.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Failure::BadInput(_) => 400,
+            Failure::Internal(_) => 500,
+            Failure::Provider(_) | Failure::Sandbox(..) => 502,
+        }
+    }
+
+    /// The error object as pretty JSON text.
+    pub fn render(&self) -> String {
+        serde_json::to_string_pretty(&self.to_json()).expect("JSON values serialize")
+    }
+
+    /// One line for a person.
+    pub fn message(&self) -> String {
+        match self {
+            Failure::BadInput(m) => format!("invalid input: {m}; nothing was sent"),
+            Failure::Provider(f) => {
+                let step = f.step.name();
+                let provider = match f.step {
+                    Step::QueryUsage => "Amberflo",
+                    Step::RecordStripeMeter | Step::FindMeter | Step::ReadSummaries => "Stripe",
+                };
+                let mut line = match f.status {
+                    Some(status) => {
+                        format!(
+                            "step {step} failed: {provider} answered {status}: {}",
+                            f.message
+                        )
+                    }
+                    None => format!("step {step} failed: {}", f.message),
+                };
+                if let Some(id) = &f.request_id {
+                    line.push_str(&format!(" (request {id})"));
+                }
+                match (f.step, f.delivery) {
+                    (Step::QueryUsage, _) => line.push_str("; nothing was sent to Stripe"),
+                    (Step::FindMeter | Step::ReadSummaries, _) => {
+                        line.push_str("; nothing was written to Stripe")
+                    }
+                    (_, Delivery::NotSent | Delivery::Rejected) if f.recorded.is_empty() => {
+                        line.push_str("; no meter event was recorded")
+                    }
+                    (_, Delivery::NotSent | Delivery::Rejected) => {
+                        line.push_str("; no meter event was recorded for this interval")
+                    }
+                    (_, Delivery::Unknown) => {}
+                }
+                if !f.recorded.is_empty() {
+                    line.push_str(&format!(
+                        "; {} earlier interval(s) were recorded and later ones not sent: rerun the same window to finish, the identifiers make that safe",
+                        f.recorded.len()
+                    ));
+                }
+                line
+            }
+            Failure::Sandbox(m, _) => format!("sandbox: {m}"),
+            Failure::Internal(m) => format!("internal error: {m}"),
+        }
+    }
+
+    /// The error object, `{"error": {...}}`.
+    pub fn to_json(&self) -> Value {
+        let (kind, extra) = match self {
+            Failure::BadInput(_) => ("invalid-input", json!({})),
+            Failure::Provider(f) => (
+                "step-failed",
+                json!({
+                    "step": f.step.name(),
+                    "status": f.status,
+                    "requestId": f.request_id,
+                    "delivery": delivery_name(f.delivery),
+                    "attempts": f.attempts,
+                    "startTime": f.window_start,
+                    "endTime": f.window_end,
+                    "recorded": f.recorded.iter().map(EventJson::from).collect::<Vec<_>>(),
+                }),
+            ),
+            Failure::Sandbox(_, delivery) => {
+                ("sandbox", json!({ "delivery": delivery_name(*delivery) }))
+            }
+            Failure::Internal(_) => ("internal", json!({})),
+        };
+        let mut error = json!({ "kind": kind, "message": self.message() });
+        if let (Value::Object(error), Value::Object(extra)) = (&mut error, extra) {
+            error.extend(extra);
+        }
+        json!({ "error": error })
+    }
+}

@@ -1,0 +1,280 @@
+//! The outputs object as printed (`usage-sync run`'s stdout, the component's
+//! `POST /run` answer), and the one line for stderr saying what a run did.
+
+use crate::keys;
+use crate::wit::{Interval, Meter, MeterEvent, Outputs, PlannedRequest, Verification};
+use serde::Serialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+fn verification_name(v: Verification) -> &'static str {
+    match v {
+        Verification::Identifier => "identifier",
+        Verification::Summary => "summary",
+    }
+}
+
+/// One meter event, as printed.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventJson<'a> {
+    meter_event_id: &'a str,
+    event_name: &'a str,
+    usage_quantity: &'a str,
+    amberflo_total: Option<&'a str>,
+    start_time: i64,
+    end_time: i64,
+    timestamp: i64,
+    already_recorded: bool,
+    /// How `already_recorded` was known: `identifier` or `summary`.
+    verified_by: Option<&'static str>,
+    /// What Stripe held for the interval before this run, when it was read.
+    stripe_value: Option<&'a str>,
+    /// Stripe held another value: nothing was written.
+    drift: bool,
+    /// A true-up correction: Stripe's value for the interval once it is
+    /// counted (`stripeValue` is the value before).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    corrected_to: Option<&'a str>,
+    attempts: u32,
+}
+
+impl<'a> From<&'a MeterEvent> for EventJson<'a> {
+    fn from(e: &'a MeterEvent) -> EventJson<'a> {
+        EventJson {
+            meter_event_id: &e.meter_event_id,
+            event_name: &e.event_name,
+            usage_quantity: &e.usage_quantity,
+            amberflo_total: e.amberflo_total.as_deref(),
+            start_time: e.window_start,
+            end_time: e.window_end,
+            timestamp: e.timestamp,
+            already_recorded: e.already_recorded,
+            verified_by: e.verified_by.map(verification_name),
+            stripe_value: e.stripe_value.as_deref(),
+            drift: e.drift,
+            corrected_to: e.corrected_to.as_deref(),
+            attempts: e.attempts,
+        }
+    }
+}
+
+/// The meter, as printed.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MeterJson<'a> {
+    id: &'a str,
+    event_name: &'a str,
+    customer_key: &'a str,
+    value_key: &'a str,
+    /// `day` or `hour` for a pre-aggregated meter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pre_aggregated: Option<&'static str>,
+}
+
+impl<'a> From<&'a Meter> for MeterJson<'a> {
+    fn from(m: &'a Meter) -> MeterJson<'a> {
+        MeterJson {
+            id: &m.id,
+            event_name: &m.event_name,
+            customer_key: &m.customer_key,
+            value_key: &m.value_key,
+            pre_aggregated: m.pre_aggregated.map(|i| match i {
+                Interval::Day => "day",
+                Interval::Hour => "hour",
+                Interval::Window => "window",
+            }),
+        }
+    }
+}
+
+/// A read of Stripe, as a dry run shows it.
+#[derive(Serialize)]
+struct ReadJson<'a> {
+    method: &'a str,
+    url: &'a str,
+    status: u16,
+    answer: &'a str,
+}
+
+/// A Stripe request a dry run would send; the credential shown redacted.
+#[derive(Serialize)]
+struct PlannedJson<'a> {
+    method: &'a str,
+    url: &'a str,
+    headers: serde_json::Map<String, Value>,
+    body: &'a str,
+}
+
+impl<'a> From<&'a PlannedRequest> for PlannedJson<'a> {
+    fn from(r: &'a PlannedRequest) -> PlannedJson<'a> {
+        let mut headers: serde_json::Map<String, Value> = r
+            .headers
+            .iter()
+            .map(|(n, v)| (n.clone(), Value::from(v.as_str())))
+            .collect();
+        // The host attaches it at the HTTP boundary; the guest never had it.
+        headers.insert(
+            "Authorization".into(),
+            keys::stripe_bearer(keys::REDACTED).into(),
+        );
+        PlannedJson {
+            method: &r.method,
+            url: &r.url,
+            headers,
+            body: &r.body,
+        }
+    }
+}
+
+/// The outputs object: the Arazzo outputs first, then what was sent. With
+/// exactly one event its fields also stand at the top, as in the Arazzo outputs.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OutputsJson<'a> {
+    /// Amberflo's `clientMeters`, byte for byte.
+    usage_result: Box<RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    meter_event_id: Option<&'a str>,
+    event_name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage_quantity: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    amberflo_total: Option<&'a str>,
+    start_time: i64,
+    end_time: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timestamp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    already_recorded: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verified_by: Option<Option<&'static str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stripe_value: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drift: Option<bool>,
+    /// A true-up correction of the single event: Stripe's value after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    corrected_to: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempts: Option<u32>,
+    /// Amberflo's total for the window (times `--scale`), exactly.
+    measured_total: &'a str,
+    /// The sum of the events' whole values.
+    billed_total: &'a str,
+    meter: MeterJson<'a>,
+    events: Vec<EventJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dry_run: Option<bool>,
+    /// The reads a dry run made (the meter, the summaries) and their answers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stripe_reads: Vec<ReadJson<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stripe_requests: Vec<PlannedJson<'a>>,
+}
+
+/// The outputs as pretty JSON text.
+pub fn render_outputs(outputs: &Outputs, dry_run: bool) -> String {
+    // The guest parsed it already; a component that lies gets `null`, not broken JSON.
+    let usage_result = RawValue::from_string(outputs.usage_result.clone())
+        .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON"));
+    let single = match outputs.events.as_slice() {
+        [one] => Some(one),
+        _ => None,
+    };
+    serde_json::to_string_pretty(&OutputsJson {
+        usage_result,
+        meter_event_id: single.map(|e| e.meter_event_id.as_str()),
+        event_name: &outputs.event_name,
+        usage_quantity: single.map(|e| e.usage_quantity.as_str()),
+        amberflo_total: single.and_then(|e| e.amberflo_total.as_deref()),
+        start_time: outputs.window_start,
+        end_time: outputs.window_end,
+        timestamp: single.map(|e| e.timestamp),
+        already_recorded: single.map(|e| e.already_recorded),
+        verified_by: single.map(|e| e.verified_by.map(verification_name)),
+        stripe_value: single.map(|e| e.stripe_value.as_deref()),
+        drift: single.map(|e| e.drift),
+        corrected_to: single.and_then(|e| e.corrected_to.as_deref()),
+        attempts: single.map(|e| e.attempts),
+        measured_total: &outputs.measured_total,
+        billed_total: &outputs.billed_total,
+        meter: MeterJson::from(&outputs.meter),
+        events: outputs.events.iter().map(EventJson::from).collect(),
+        dry_run: dry_run.then_some(true),
+        stripe_reads: if dry_run {
+            outputs
+                .reads
+                .iter()
+                .map(|r| ReadJson {
+                    method: &r.method,
+                    url: &r.url,
+                    status: r.status,
+                    answer: &r.answer,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        stripe_requests: outputs.planned.iter().map(PlannedJson::from).collect(),
+    })
+    .expect("plain data serializes")
+}
+
+/// One line for stderr saying what a successful run did.
+pub fn summary(outputs: &Outputs, dry_run: bool) -> String {
+    let mut line = if dry_run {
+        format!(
+            "dry run: {} Stripe read(s) made, {} Stripe write(s) shown on stdout, nothing written",
+            outputs.reads.len(),
+            outputs.planned.len()
+        )
+    } else {
+        let recorded: Vec<&MeterEvent> = outputs
+            .events
+            .iter()
+            .filter(|e| !e.already_recorded && !e.drift)
+            .collect();
+        let total: i128 = recorded
+            .iter()
+            .filter_map(|e| e.usage_quantity.parse::<i128>().ok())
+            .sum();
+        format!(
+            "recorded {} event(s) on {} totalling {total}",
+            recorded.len(),
+            outputs.event_name
+        )
+    };
+    let already = outputs.events.iter().filter(|e| e.already_recorded).count();
+    if already > 0 {
+        line.push_str(&format!(
+            "; {already} already recorded in Stripe, nothing new sent for them"
+        ));
+    }
+    if outputs.measured_total != outputs.billed_total {
+        line.push_str(&format!(
+            "; rounding each interval bills {} of the {} measured (see --scale)",
+            outputs.billed_total, outputs.measured_total
+        ));
+    }
+    let drifted: Vec<String> = outputs
+        .drifted()
+        .map(|e| {
+            format!(
+                "{}..{} Stripe holds {} where Amberflo measured {}",
+                e.window_start,
+                e.window_end,
+                e.stripe_value.as_deref().unwrap_or("?"),
+                e.usage_quantity
+            )
+        })
+        .collect();
+    if !drifted.is_empty() {
+        line.push_str(&format!(
+            "; DRIFT in {} interval(s), nothing written for them: {}",
+            drifted.len(),
+            drifted.join("; ")
+        ));
+    }
+    line
+}
