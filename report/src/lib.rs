@@ -1,30 +1,36 @@
-//! What a usage-sync run prints, the same from every host: the outputs object
-//! (`usage-sync run`'s stdout, the component's `POST /run` answer) and the error
-//! object `{"error": {...}}`, plus one line for a person.
+//! The contract the usage-sync host and its component share, in one crate both
+//! depend on so the two cannot drift apart: what a caller may leave out, the
+//! providers' keys, the inputs JSON, the mirror of `wit/usage-sync.wit`, and
+//! what a run prints, the same from every host.
 //!
-//! It also holds the defaults both sides apply to what a caller leaves out
-//! ([`defaults`]), so `usage-sync run` and `POST /run` cannot drift apart.
-//!
-//! The types mirror the records of `wit/usage-sync.wit`. Each side's generated
-//! bindings derive `Serialize`, and [`from_wit`] carries a value across, so this
-//! crate needs neither wasmtime nor wit-bindgen.
+//! - [`defaults`]: what `usage-sync run` and `POST /run` fill in alike.
+//! - [`keys`]: where the keys come from, the headers they travel in, and the
+//!   constant-time bearer check of `POST /run`'s token.
+//! - [`RunRequest`]: the inputs JSON of `run --inputs` and `POST /run`.
+//! - [`from_wit`] and the mirror types ([`Outputs`], [`WorkflowError`], ...):
+//!   the component's answer as this crate reads it. Each side's generated
+//!   bindings derive `Serialize`, so this crate needs neither wasmtime nor
+//!   wit-bindgen.
+//! - [`render_outputs`] and [`summary`]: the outputs object (`usage-sync run`'s
+//!   stdout, the component's `POST /run` answer) and one line for a person.
+//! - [`Failure`]: the error object `{"error": {...}}` and its one line.
+//! - [`civil`] and [`hex`]: the UTC dates and lowercase hex both sides write.
 
-mod request;
-
-pub use request::{Rounding, RunRequest, Scalar};
+pub mod defaults;
+pub mod keys;
 
 mod civil;
-pub mod defaults;
 mod failure;
 mod hex;
-pub mod keys;
 mod render;
+mod request;
 mod wit;
 
 pub use civil::civil;
 pub use failure::Failure;
 pub use hex::hex;
 pub use render::{EventJson, render_outputs, summary};
+pub use request::{Rounding, RunRequest, Scalar};
 pub use wit::{
     Delivery, Interval, Meter, MeterEvent, Outputs, PlannedRequest, Step, StepFailure, StripeRead,
     Verification, WorkflowError, from_wit,
