@@ -11,6 +11,8 @@ mod auth;
 mod errors;
 mod pagination;
 mod summaries;
+#[cfg(test)]
+mod testing;
 
 use crate::form::decode_form;
 use crate::server::{Fault, Faults, Recorded, Reply, Server};
@@ -672,24 +674,8 @@ fn validate(state: &State, params: &BTreeMap<String, String>) -> Result<(), Repl
 
 #[cfg(test)]
 mod tests {
+    use super::testing::{add_meter, event, get, post};
     use super::*;
-
-    fn post(state: &mut State, key: &str, body: &str) -> Reply {
-        let request = Recorded {
-            method: "POST".into(),
-            target: PATH.into(),
-            headers: vec![
-                ("authorization".into(), "Bearer sk_test_x".into()),
-                (
-                    "content-type".into(),
-                    "application/x-www-form-urlencoded".into(),
-                ),
-                ("idempotency-key".into(), key.into()),
-            ],
-            body: body.as_bytes().to_vec(),
-        };
-        handle(state, &request, None)
-    }
 
     fn header<'a>(reply: &'a Reply, name: &str) -> Option<&'a str> {
         reply
@@ -820,26 +806,6 @@ mod tests {
             state.idempotency.is_empty(),
             "validation errors are not saved"
         );
-    }
-
-    fn get(state: &mut State, target: &str) -> (u16, Value) {
-        let request = Recorded {
-            method: "GET".into(),
-            target: target.into(),
-            headers: vec![("authorization".into(), "Bearer sk_test_x".into())],
-            body: Vec::new(),
-        };
-        let reply = handle(state, &request, None);
-        (reply.status, serde_json::from_slice(&reply.body).unwrap())
-    }
-
-    fn add_meter(state: &mut State, spec: MeterSpec) -> String {
-        state.add_meter(spec)
-    }
-
-    fn event(state: &mut State, key: &str, id: &str, payload: &str, ts: i64) -> u16 {
-        let body = format!("event_name=calls&{payload}&identifier={id}&timestamp={ts}");
-        post(state, key, &body).status
     }
 
     #[test]
