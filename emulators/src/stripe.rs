@@ -9,6 +9,7 @@
 
 mod auth;
 mod errors;
+mod meters;
 mod pagination;
 mod summaries;
 #[cfg(test)]
@@ -17,10 +18,9 @@ mod testing;
 use crate::form::decode_form;
 use crate::server::{Fault, Faults, Recorded, Reply, Server};
 use auth::check_auth;
-use errors::{
-    canned, error, invalid, no_such_meter, not_found_route, parameter_missing, unknown_param,
-};
-use pagination::page;
+use errors::{canned, error, invalid, not_found_route, parameter_missing};
+pub use meters::{Formula, MeterSpec};
+use meters::{Meter, list_meters, retrieve_meter};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
@@ -64,86 +64,6 @@ impl MeterEvent {
             "livemode": false,
             "payload": self.payload,
             "timestamp": self.timestamp,
-        })
-    }
-}
-
-/// `default_aggregation.formula`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Formula {
-    /// Adds up the values.
-    Sum,
-    /// Counts events, whatever their values.
-    Count,
-    /// Bills the last value in the period.
-    Last,
-}
-
-/// A meter to create in the emulator.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MeterSpec {
-    /// The `event_name` events must carry.
-    pub event_name: String,
-    /// The name shown in Stripe's dashboard.
-    pub display_name: String,
-    /// `default_aggregation.formula`.
-    pub formula: Formula,
-    /// `customer_mapping.event_payload_key`.
-    pub customer_key: String,
-    /// `value_settings.event_payload_key`.
-    pub value_key: String,
-    /// `event_time_window`: `Some(3600)` hourly or `Some(86400)` daily
-    /// pre-aggregation; `None` for raw events.
-    pub event_time_window: Option<i64>,
-    /// `status`: active meters count events; inactive ones do not.
-    pub active: bool,
-}
-
-impl MeterSpec {
-    /// An active raw `sum` meter with Stripe's default payload keys.
-    pub fn sum(event_name: &str) -> MeterSpec {
-        MeterSpec {
-            event_name: event_name.into(),
-            display_name: event_name.into(),
-            formula: Formula::Sum,
-            customer_key: "stripe_customer_id".into(),
-            value_key: "value".into(),
-            event_time_window: None,
-            active: true,
-        }
-    }
-}
-
-struct Meter {
-    id: String,
-    spec: MeterSpec,
-    created: i64,
-}
-
-impl Meter {
-    fn to_json(&self) -> Value {
-        json!({
-            "id": self.id,
-            "object": "billing.meter",
-            "created": self.created,
-            "customer_mapping": { "event_payload_key": self.spec.customer_key, "type": "by_id" },
-            "default_aggregation": { "formula": match self.spec.formula {
-                Formula::Sum => "sum",
-                Formula::Count => "count",
-                Formula::Last => "last",
-            } },
-            "display_name": self.spec.display_name,
-            "event_name": self.spec.event_name,
-            "event_time_window": match self.spec.event_time_window {
-                Some(86_400) => json!("day"),
-                Some(_) => json!("hour"),
-                None => Value::Null,
-            },
-            "livemode": false,
-            "status": if self.spec.active { "active" } else { "inactive" },
-            "status_transitions": { "deactivated_at": Value::Null },
-            "updated": self.created,
-            "value_settings": { "event_payload_key": self.spec.value_key },
         })
     }
 }
@@ -213,31 +133,6 @@ impl State {
         out.truncate(prefix.len() + len);
         out
     }
-
-    /// Creates a meter; returns its id (the same in every emulator).
-    fn add_meter(&mut self, spec: MeterSpec) -> String {
-        let id = meter_id(self.meters.len());
-        let created = self.now();
-        self.meters.push(Meter {
-            id: id.clone(),
-            spec,
-            created,
-        });
-        id
-    }
-
-    /// The active meter an event name belongs to.
-    fn meter_of(&self, event_name: &str) -> Option<&Meter> {
-        self.meters
-            .iter()
-            .find(|m| m.spec.active && m.spec.event_name == event_name)
-    }
-}
-
-/// The id of the `n`th meter: the same in every emulator, so two runs against
-/// two emulators print the same outputs.
-fn meter_id(n: usize) -> String {
-    format!("mtr_test{n:020}")
 }
 
 /// A running Stripe emulator.
@@ -426,11 +321,7 @@ fn handle(state: &mut State, request: &Recorded, fault: Option<Fault>) -> Reply 
     match route {
         Route::RecordEvent => record_event(state, request, fault),
         Route::ListMeters => list_meters(state, &params),
-        Route::Meter(id) => match state.meters.iter().find(|m| m.id == id) {
-            Some(meter) if params.is_empty() => Reply::json(200, &meter.to_json()),
-            Some(_) => unknown_param(&params),
-            None => no_such_meter(id),
-        },
+        Route::Meter(id) => retrieve_meter(state, id, &params),
         Route::Summaries(id) => summaries(state, id, &params),
     }
 }
@@ -440,32 +331,6 @@ enum Route<'a> {
     ListMeters,
     Meter(&'a str),
     Summaries(&'a str),
-}
-
-fn list_meters(state: &State, params: &BTreeMap<String, String>) -> Reply {
-    if let Some(key) = params
-        .keys()
-        .find(|k| !matches!(k.as_str(), "limit" | "starting_after" | "status"))
-    {
-        return invalid(key, &format!("Received unknown parameter: {key}"));
-    }
-    if params.contains_key("ending_before") {
-        return invalid("ending_before", "ending_before is not emulated");
-    }
-    let status = params.get("status").map(String::as_str);
-    if let Some(s) = status
-        && !matches!(s, "active" | "inactive")
-    {
-        return invalid("status", &format!("Invalid status: {s}"));
-    }
-    let items = state
-        .meters
-        .iter()
-        .rev()
-        .filter(|m| status.is_none_or(|s| (s == "active") == m.spec.active))
-        .map(|m| (m.id.clone(), m.to_json()))
-        .collect();
-    page(items, params, METERS)
 }
 
 fn record_event(state: &mut State, request: &Recorded, fault: Option<Fault>) -> Reply {
@@ -939,28 +804,5 @@ mod tests {
             aggregate(&state, meter, "cus_1", day, day + 86_400, i64::MAX),
             9.0
         );
-    }
-
-    #[test]
-    fn meters_are_listed_newest_first_and_retrieved_by_id() {
-        let mut state = State::new("sk_test_x");
-        let old = add_meter(&mut state, MeterSpec::sum("calls"));
-        let new = add_meter(&mut state, MeterSpec::sum("other"));
-        let (_, list) = get(&mut state, "/v1/billing/meters?limit=1");
-        assert_eq!(list["data"][0]["id"], new.as_str());
-        assert_eq!(list["has_more"], true);
-        let (_, next) = get(
-            &mut state,
-            &format!("/v1/billing/meters?limit=1&starting_after={new}"),
-        );
-        assert_eq!(next["data"][0]["id"], old.as_str());
-        assert_eq!(next["data"][0]["default_aggregation"]["formula"], "sum");
-        assert_eq!(
-            next["data"][0]["customer_mapping"]["event_payload_key"],
-            "stripe_customer_id"
-        );
-        assert_eq!(next["has_more"], false);
-        let (status, one) = get(&mut state, &format!("/v1/billing/meters/{old}"));
-        assert_eq!((status, one["event_name"].as_str()), (200, Some("calls")));
     }
 }

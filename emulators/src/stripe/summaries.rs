@@ -2,8 +2,9 @@
 //! from the events already processed, with the meter's keys and formula.
 
 use super::errors::{invalid, no_such_meter, parameter_missing};
+use super::meters::Meter;
 use super::pagination::page;
-use super::{Formula, METERS, Meter, State};
+use super::{Formula, METERS, State};
 use crate::server::Reply;
 use serde_json::json;
 use std::collections::BTreeMap;
