@@ -155,3 +155,129 @@ pub(super) fn aggregate(
             .map_or(0.0, |(_, v)| *v),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{add_meter, event, get};
+    use super::super::{DEFAULT_PROCESSING_LAG, MeterSpec};
+    use super::*;
+
+    #[test]
+    fn summaries_count_processed_events_with_the_meters_keys() {
+        let mut state = State::new("sk_test_x");
+        let meter = add_meter(
+            &mut state,
+            MeterSpec {
+                customer_key: "org".into(),
+                ..MeterSpec::sum("calls")
+            },
+        );
+        let day = (crate::unix_now() / 86_400 - 3) * 86_400;
+        assert_eq!(
+            event(
+                &mut state,
+                "a",
+                "1",
+                "payload[org]=cus_1&payload[value]=5",
+                day + 10
+            ),
+            200
+        );
+        assert_eq!(
+            event(
+                &mut state,
+                "b",
+                "2",
+                "payload[org]=cus_1&payload[value]=7",
+                day + 86_400 + 10
+            ),
+            200
+        );
+        // Accepted, but lacking the meter's customer key: never counted.
+        assert_eq!(
+            event(
+                &mut state,
+                "c",
+                "3",
+                "payload[stripe_customer_id]=cus_1&payload[value]=100",
+                day + 10
+            ),
+            200
+        );
+        let url = format!(
+            "/v1/billing/meters/{meter}/event_summaries?customer=cus_1&start_time={day}&end_time={}&value_grouping_window=day",
+            day + 2 * 86_400
+        );
+        // Not processed yet: eventually consistent.
+        let (status, list) = get(&mut state, &url);
+        assert_eq!(status, 200);
+        assert_eq!(list["data"][0]["aggregated_value"], 0.0);
+        state.clock_offset = DEFAULT_PROCESSING_LAG;
+        let (_, list) = get(&mut state, &url);
+        assert_eq!(list["object"], "list");
+        // Newest window first, values as floats.
+        assert_eq!(list["data"][0]["start_time"], day + 86_400);
+        assert_eq!(list["data"][0]["aggregated_value"], 7.0);
+        assert_eq!(list["data"][1]["aggregated_value"], 5.0);
+        assert_eq!(list["has_more"], false);
+        // Paginated.
+        let (_, first) = get(&mut state, &format!("{url}&limit=1"));
+        assert_eq!(first["has_more"], true);
+        let after = first["data"][0]["id"].as_str().unwrap().to_string();
+        let (_, second) = get(&mut state, &format!("{url}&limit=1&starting_after={after}"));
+        assert_eq!(second["data"][0]["aggregated_value"], 5.0);
+        assert_eq!(second["has_more"], false);
+    }
+
+    #[test]
+    fn summaries_refuse_what_stripe_refuses() {
+        let mut state = State::new("sk_test_x");
+        let meter = add_meter(&mut state, MeterSpec::sum("calls"));
+        let base = format!("/v1/billing/meters/{meter}/event_summaries");
+        for (query, param) in [
+            ("start_time=0&end_time=3600", "customer"),
+            ("customer=c&end_time=3600", "start_time"),
+            ("customer=c&start_time=30&end_time=3600", "start_time"),
+            (
+                "customer=c&start_time=60&end_time=3600&value_grouping_window=hour",
+                "start_time",
+            ),
+            (
+                "customer=c&start_time=0&end_time=3600&value_grouping_window=day",
+                "end_time",
+            ),
+            ("customer=c&start_time=0&end_time=60&limit=101", "limit"),
+        ] {
+            let (status, body) = get(&mut state, &format!("{base}?{query}"));
+            assert_eq!(status, 400, "{query}");
+            assert_eq!(body["error"]["param"], param, "{query}");
+        }
+        let (status, _) = get(
+            &mut state,
+            "/v1/billing/meters/mtr_nope/event_summaries?customer=c&start_time=0&end_time=60",
+        );
+        assert_eq!(status, 404);
+    }
+
+    #[test]
+    fn a_pre_aggregated_meter_keeps_the_last_event_received_per_bucket() {
+        let mut state = State::new("sk_test_x");
+        add_meter(
+            &mut state,
+            MeterSpec {
+                event_time_window: Some(86_400),
+                ..MeterSpec::sum("calls")
+            },
+        );
+        let day = (crate::unix_now() / 86_400 - 3) * 86_400;
+        let payload = |v: u32| format!("payload[stripe_customer_id]=cus_1&payload[value]={v}");
+        assert_eq!(event(&mut state, "a", "1", &payload(5), day + 86_000), 200);
+        // Received later with an earlier timestamp: it still wins.
+        assert_eq!(event(&mut state, "b", "2", &payload(9), day + 10), 200);
+        let meter = &state.meters[0];
+        assert_eq!(
+            aggregate(&state, meter, "cus_1", day, day + 86_400, i64::MAX),
+            9.0
+        );
+    }
+}
