@@ -218,9 +218,7 @@ fn validate(state: &State, params: &BTreeMap<String, String>) -> Result<(), Repl
         return Err(parameter_missing("payload"));
     }
     // The value is checked synchronously where the meter reads it.
-    let value_key = state
-        .meter_of(event_name)
-        .map_or("value", |m| m.spec.value_key.as_str());
+    let (_, value_key) = state.payload_keys(event_name);
     let value_param = format!("payload[{value_key}]");
     if let Some(value) = params.get(&value_param) {
         let digits = value.strip_prefix('-').unwrap_or(value);
@@ -277,10 +275,7 @@ pub(super) fn plant(
     timestamp: i64,
     value: &str,
 ) {
-    let (customer_key, value_key) = match state.meter_of(event_name) {
-        Some(m) => (m.spec.customer_key.clone(), m.spec.value_key.clone()),
-        None => ("stripe_customer_id".into(), "value".into()),
-    };
+    let (customer_key, value_key) = state.payload_keys(event_name);
     let params: BTreeMap<String, String> = [
         ("event_name".to_string(), event_name.to_string()),
         ("timestamp".into(), timestamp.to_string()),

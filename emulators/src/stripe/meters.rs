@@ -9,6 +9,11 @@ use crate::server::Reply;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
+/// Stripe's default `customer_mapping.event_payload_key`.
+const DEFAULT_CUSTOMER_KEY: &str = "stripe_customer_id";
+/// Stripe's default `value_settings.event_payload_key`.
+const DEFAULT_VALUE_KEY: &str = "value";
+
 /// `default_aggregation.formula`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Formula {
@@ -47,8 +52,8 @@ impl MeterSpec {
             event_name: event_name.into(),
             display_name: event_name.into(),
             formula: Formula::Sum,
-            customer_key: "stripe_customer_id".into(),
-            value_key: "value".into(),
+            customer_key: DEFAULT_CUSTOMER_KEY.into(),
+            value_key: DEFAULT_VALUE_KEY.into(),
             event_time_window: None,
             active: true,
         }
@@ -109,6 +114,15 @@ impl State {
         self.meters
             .iter()
             .find(|m| m.spec.active && m.spec.event_name == event_name)
+    }
+
+    /// The payload keys (customer, value) an event of `event_name` is read
+    /// with: its active meter's, or Stripe's defaults when it has none.
+    pub(super) fn payload_keys(&self, event_name: &str) -> (&str, &str) {
+        match self.meter_of(event_name) {
+            Some(m) => (&m.spec.customer_key, &m.spec.value_key),
+            None => (DEFAULT_CUSTOMER_KEY, DEFAULT_VALUE_KEY),
+        }
     }
 }
 
