@@ -7,12 +7,19 @@
 //! The emulator has its own clock, which tests move, so "25 hours later" takes
 //! no time. Facts it follows are in `specs/README.md` ("Reading Stripe back").
 
+/// The secret key, as Bearer or as Basic's user.
 mod auth;
+/// Stripe's error bodies.
 mod errors;
+/// `POST /v1/billing/meter_events`: validation, dedupe, replay, planting.
 mod events;
+/// `GET /v1/billing/meters[/{id}]` and creating meters.
 mod meters;
+/// Stripe's list envelope, `limit` and `starting_after`.
 mod pagination;
+/// `GET /v1/billing/meters/{id}/event_summaries` and what is billed.
 mod summaries;
+/// Requests the unit tests send through the router.
 #[cfg(test)]
 mod testing;
 
@@ -20,21 +27,24 @@ use crate::form::decode_form;
 use crate::server::{Fault, Faults, Recorded, Reply, Server};
 use auth::check_auth;
 use errors::{canned, invalid, not_found_route};
+use events::Saved;
 pub use events::{DEDUPE_WINDOW, MeterEvent};
-use events::{Saved, plant, record_event};
+use meters::Meter;
 pub use meters::{Formula, MeterSpec};
-use meters::{Meter, list_meters, retrieve_meter};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
-use summaries::{aggregate, summaries};
 
+/// Where meter events are recorded.
 const PATH: &str = "/v1/billing/meter_events";
+/// Where meters are listed; one meter and its summaries are below it.
 const METERS: &str = "/v1/billing/meters";
 /// How long after it is received an event starts counting in summaries, by
 /// default (no figure is published; third parties report minutes).
 pub const DEFAULT_PROCESSING_LAG: i64 = 60;
 
+/// Everything the emulator holds, behind one lock: events and what dedupes
+/// them, meters, queued faults and the clock.
 struct State {
     secret_key: String,
     events: Vec<MeterEvent>,
@@ -187,7 +197,7 @@ impl Stripe {
         let Some(meter) = state.meter_of(event_name) else {
             return 0.0;
         };
-        aggregate(&state, meter, customer, start, end, i64::MAX)
+        summaries::aggregate(&state, meter, customer, start, end, i64::MAX)
     }
 
     /// Injects `fault` into every following write (POST; `None` to heal).
@@ -204,7 +214,7 @@ impl Stripe {
     /// counts in summaries at once): for planting what Stripe holds. The
     /// payload uses the keys of the active meter of `event_name`.
     pub fn plant(&self, event_name: &str, customer: &str, timestamp: i64, value: &str) {
-        plant(
+        events::plant(
             &mut lock(&self.state),
             event_name,
             customer,
@@ -224,6 +234,8 @@ impl Stripe {
     }
 }
 
+/// Answers one request: an injected fault first, then the route, auth and
+/// the query, then the route's handler.
 fn handle(state: &mut State, request: &Recorded, fault: Option<Fault>) -> Reply {
     if let Some(reply) = Reply::hostile(fault, request) {
         return reply;
@@ -268,13 +280,14 @@ fn handle(state: &mut State, request: &Recorded, fault: Option<Fault>) -> Reply 
         return invalid("", "Invalid request: the query is not valid form encoding.");
     };
     match route {
-        Route::RecordEvent => record_event(state, request, fault),
-        Route::ListMeters => list_meters(state, &params),
-        Route::Meter(id) => retrieve_meter(state, id, &params),
-        Route::Summaries(id) => summaries(state, id, &params),
+        Route::RecordEvent => events::record_event(state, request, fault),
+        Route::ListMeters => meters::list_meters(state, &params),
+        Route::Meter(id) => meters::retrieve_meter(state, id, &params),
+        Route::Summaries(id) => summaries::summaries(state, id, &params),
     }
 }
 
+/// The endpoints the emulator serves.
 enum Route<'a> {
     RecordEvent,
     ListMeters,
