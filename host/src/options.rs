@@ -17,5 +17,7 @@ pub fn default_options() -> Options {
         true_up: false,
         allow_decrease: false,
         settle_hours: usage_sync_report::defaults::SETTLE_HOURS,
+        // This host reads and strips it (egress::hook).
+        attempt_header: true,
     }
 }

@@ -71,7 +71,6 @@ fn respond(request: IncomingRequest) -> (u16, String) {
         Ok(options) => options,
         Err(message) => return (400, bad_input(message)),
     };
-    let dry_run = options.dry_run;
     let inputs = Inputs {
         customer_id: run.customer_id.unwrap_or_default(),
         meter_api_name: run.meter_api_name.unwrap_or_default(),
@@ -86,7 +85,7 @@ fn respond(request: IncomingRequest) -> (u16, String) {
         stripe_url: env_or("STRIPE_BASE_URL", defaults::STRIPE_URL),
     };
     match workflow::run(&endpoints, options, inputs) {
-        Ok(outputs) => (200, render_outputs(&outputs_of(outputs), dry_run)),
+        Ok(outputs) => (200, render_outputs(&outputs_of(outputs))),
         Err(error) => {
             let failure = failure_of(error);
             (failure.http_status(), failure.render())
@@ -136,6 +135,7 @@ fn outputs_of(o: Outputs) -> report::Outputs {
                 body: p.body,
             })
             .collect(),
+        dry_run: o.dry_run,
     }
 }
 
@@ -245,6 +245,10 @@ fn options(run: &RunRequest) -> Result<Options, String> {
         true_up: run.true_up.unwrap_or(false),
         allow_decrease: run.allow_decrease.unwrap_or(false),
         settle_hours: run.settle_hours.unwrap_or(defaults::SETTLE_HOURS),
+        // Only `usage-sync serve` (which says so in this variable) strips the
+        // attempt header; on any other host the requests go as they are.
+        attempt_header: std::env::var(report::keys::SERVE_AUTH_ENV)
+            .is_ok_and(|v| v == report::keys::SERVE_AUTH_BY_HOST),
     })
 }
 

@@ -88,6 +88,9 @@ pub struct Policy {
     pub max_retries: u32,
     /// No retry starts after this much time since the first attempt.
     pub budget: Duration,
+    /// Each request names its attempt in `usage-sync-attempt` (the host
+    /// strips it; see `options.attempt-header`).
+    pub attempt_header: bool,
 }
 
 impl Policy {
@@ -212,6 +215,7 @@ mod tests {
         let policy = Policy {
             max_retries: 2,
             budget: Duration::from_secs(3),
+            attempt_header: false,
         };
         let zero = Duration::ZERO;
         assert!(policy.wait(1, zero, None, 0.0).is_some());

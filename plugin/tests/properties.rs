@@ -62,6 +62,7 @@ fn options(interval: Interval) -> Options {
         true_up: false,
         allow_decrease: false,
         settle_hours: 72,
+        attempt_header: false,
     }
 }
 

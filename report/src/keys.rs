@@ -9,6 +9,13 @@ pub const STRIPE_ENV: &str = "STRIPE_API_KEY";
 pub const AMBERFLO_HEADER: &str = "x-api-key";
 /// The header Stripe reads its key from.
 pub const STRIPE_HEADER: &str = "authorization";
+/// The header each provider request of the component carries its attempt
+/// number in (1, then 2, 3 for its retries): the component decides retries, and
+/// the host reads this header (and strips it before sending) instead of
+/// guessing. Sent only when the options say the host strips it
+/// (`attempt-header`), so no provider ever sees it. Lowercase, as HTTP
+/// compares it.
+pub const ATTEMPT_HEADER: &str = "usage-sync-attempt";
 /// What stands in a printed text where a key was.
 pub const REDACTED: &str = "[redacted]";
 

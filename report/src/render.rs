@@ -174,7 +174,8 @@ struct OutputsJson<'a> {
 }
 
 /// The outputs as pretty JSON text.
-pub fn render_outputs(outputs: &Outputs, dry_run: bool) -> String {
+pub fn render_outputs(outputs: &Outputs) -> String {
+    let dry_run = outputs.dry_run;
     // The guest parsed it already; a component that lies gets `null`, not broken JSON.
     let usage_result = RawValue::from_string(outputs.usage_result.clone())
         .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON"));
@@ -222,8 +223,8 @@ pub fn render_outputs(outputs: &Outputs, dry_run: bool) -> String {
 }
 
 /// One line for stderr saying what a successful run did.
-pub fn summary(outputs: &Outputs, dry_run: bool) -> String {
-    let mut line = if dry_run {
+pub fn summary(outputs: &Outputs) -> String {
+    let mut line = if outputs.dry_run {
         format!(
             "dry run: {} Stripe read(s) made, {} Stripe write(s) shown on stdout, nothing written",
             outputs.reads.len(),

@@ -154,6 +154,8 @@ pub struct Outputs {
     pub planned: Vec<PlannedRequest>,
     /// The reads of Stripe made before writing.
     pub reads: Vec<StripeRead>,
+    /// Nothing was sent: a dry run.
+    pub dry_run: bool,
 }
 
 impl Outputs {

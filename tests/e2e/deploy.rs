@@ -234,6 +234,7 @@ fn run_on_platform(wasm: &str, version: &str, p: &Providers, start: i64, end: i6
                     true_up: false,
                     allow_decrease: false,
                     settle_hours: 72,
+                    attempt_header: false,
                 },
                 &Inputs {
                     customer_id: "acme".into(),

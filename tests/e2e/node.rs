@@ -53,7 +53,7 @@ fn node_run(p: &Providers, start: i64, end: i64, keys: Option<(&str, &str)>) -> 
         "options": {
             "maxRetries": 2, "retryBudgetMs": 30000, "rounding": null,
             "reconcile": false, "dryRun": false, "interval": "day",
-            "trueUp": false, "allowDecrease": false, "settleHours": 72,
+            "trueUp": false, "allowDecrease": false, "settleHours": 72, "attemptHeader": false,
         },
         "inputs": {
             "customerId": "acme", "meterApiName": "api-calls",

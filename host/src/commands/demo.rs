@@ -106,7 +106,7 @@ async fn demo(sandbox: Result<(Sandbox, Limits), Failure>) -> Result<u8, Failure
         again.events.iter().all(|e| e.already_recorded),
         stripe.events().len()
     );
-    println!("{}", credentials.redact(&render_outputs(&outputs, false)));
+    println!("{}", credentials.redact(&render_outputs(&outputs)));
     Ok(exit::OK)
 }
 

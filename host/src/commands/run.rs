@@ -62,14 +62,10 @@ impl RunArgs {
         match self.prepare(&credentials) {
             Ok((sandbox, config, inputs)) => {
                 tracing::info!("usage-sync: running the workflow in the sandbox");
-                let dry_run = config.options.dry_run;
                 match sandbox.run(&config, inputs).await {
                     Ok(outputs) => {
-                        tracing::info!(
-                            "usage-sync: {}",
-                            credentials.redact(&summary(&outputs, dry_run))
-                        );
-                        println!("{}", credentials.redact(&render_outputs(&outputs, dry_run)));
+                        tracing::info!("usage-sync: {}", credentials.redact(&summary(&outputs)));
+                        println!("{}", credentials.redact(&render_outputs(&outputs)));
                         let drift_cells = outputs.drifted().count();
                         let outcome = match () {
                             _ if drift_cells > 0 => "drift",

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use usage_sync_report::keys::ATTEMPT_HEADER;
 use wasmtime_wasi_http::{ForbiddenHeaderFilter, RequestOptions, WasiBody, WasiHttpHooks};
 
 /// Requests one run may have waiting for an answer at once.
@@ -34,11 +35,6 @@ pub struct RunLog {
     pub stripe_posts_unsent: u32,
     /// Requests that passed the policy.
     pub sent: u32,
-    /// Routes whose last answer in this run asked for a retry (429, 409,
-    /// 5xx, none): the next request on one is a retry.
-    pub awaiting_retry: std::collections::HashSet<&'static str>,
-    /// The attempt number of the last request on each route.
-    pub attempts: std::collections::HashMap<&'static str, u32>,
 }
 
 impl RunLog {
@@ -57,8 +53,9 @@ pub struct Exchange {
     pub route: &'static str,
     /// The Amberflo customer of the run (empty when the run has many, or none).
     pub customer: String,
-    /// 1 for a first try, then 2, 3... for its retries (requests that followed
-    /// an answer on the same route that asked for a retry).
+    /// 1 for a first try, then 2, 3... for its retries, as the component
+    /// says in its attempt header (the component decides retries; the host
+    /// never guesses).
     pub attempt: u32,
     /// The HTTP method.
     pub method: String,
@@ -210,6 +207,8 @@ impl WasiHttpHooks for Egress {
             Ok(admitted) => admitted,
             Err(refusal) => return self.refuse(refusal),
         };
+        // The attempt number is for the host alone: it never goes on the wire.
+        request.headers_mut().remove(ATTEMPT_HEADER);
         attach_key(&mut request, admitted.provider, &self.credentials);
         let options = bounded(options, self.caps.request_timeout);
         let outbound = Outbound {
@@ -246,19 +245,21 @@ impl Egress {
             .policy
             .check(request.method().as_str(), request.uri())?;
         let target = request.uri().to_string();
-        let (sent, attempt) = {
+        // A guest that does not say (another component) makes first tries.
+        let attempt = request
+            .headers()
+            .get(ATTEMPT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|&n| n >= 1)
+            .unwrap_or(1);
+        let sent = {
             let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
             log.sent += 1;
-            let retry = log.awaiting_retry.contains(route.step);
-            let attempt = match retry {
-                true => log.attempts.get(route.step).copied().unwrap_or(1) + 1,
-                false => 1,
-            };
-            log.attempts.insert(route.step, attempt);
             if provider == Provider::Stripe && request.method() == http::Method::POST {
                 log.stripe_posts += 1;
             }
-            (log.sent, attempt)
+            log.sent
         };
         if sent > self.caps.max_requests {
             let reason = format!("more than {} requests in one run", self.caps.max_requests);
@@ -356,17 +357,6 @@ impl Outbound {
                 Err(not_sent.error)
             }
         };
-        {
-            let retryable = match &sent {
-                Ok(response) => matches!(response.status().as_u16(), 409 | 429 | 500..),
-                Err(_) => true,
-            };
-            let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
-            match retryable {
-                true => log.awaiting_retry.insert(admitted.route),
-                false => log.awaiting_retry.remove(admitted.route),
-            };
-        }
         if let (Some(pace), Ok(response)) = (&self.pace, &sent)
             && response.status() == http::StatusCode::TOO_MANY_REQUESTS
         {

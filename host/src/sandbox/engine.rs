@@ -145,6 +145,7 @@ impl Sandbox {
         for (name, value) in env {
             wasi.env(name, value);
         }
+
         let state = RunState {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),

@@ -11,23 +11,31 @@ use crate::inputs::Window;
 use crate::retry::{self, Next};
 use crate::{amberflo, credentials, stripe, time};
 use std::time::{Duration, Instant};
+use usage_sync_report::keys::ATTEMPT_HEADER;
 
 /// Sends until the answer is final under `rule`, or the retry policy is spent.
-/// `send` is told whether the last answer asks for a fresh idempotency key
-/// (`keyed`: the requests carry one, which the trace then mentions).
+/// `send` is told the attempt's headers so far (the attempt number, which the
+/// host reads and strips: the one place a retry is known) and whether the last
+/// answer asks for a fresh idempotency key (`keyed`: the requests carry one,
+/// which the trace then mentions).
 pub(super) fn retrying(
     label: &str,
     retry: &retry::Policy,
     rule: fn(&Result<Reply, NoAnswer>) -> Next,
     keyed: bool,
-    mut send: impl FnMut(bool) -> Result<Reply, NoAnswer>,
+    mut send: impl FnMut(&[(&str, &str)], bool) -> Result<Reply, NoAnswer>,
 ) -> (Result<Reply, NoAnswer>, u32) {
     let started = Instant::now();
     let mut attempt = 0;
     let mut fresh_key = false;
     loop {
         attempt += 1;
-        let result = send(fresh_key);
+        let number = attempt.to_string();
+        let said: &[(&str, &str)] = match retry.attempt_header {
+            true => &[(ATTEMPT_HEADER, number.as_str())],
+            false => &[],
+        };
+        let result = send(said, fresh_key);
         let Next::Retry {
             retry_after,
             fresh_key: fresh,
@@ -64,8 +72,8 @@ pub(super) fn read(
         Step::FindMeter => "find-meter",
         _ => "read-summaries",
     };
-    let (result, attempts) = retrying(label, retry, retry::stripe, false, |_| {
-        http::get(url, &headers)
+    let (result, attempts) = retrying(label, retry, retry::stripe, false, |attempt, _| {
+        http::get(url, &[attempt, &headers].concat())
     });
     let failed = |(status, message, request_id)| {
         step_failed(step, window, status, message, request_id, attempts)
@@ -87,9 +95,13 @@ pub(super) fn query_amberflo(
     let url = join(&endpoints.amberflo_url, amberflo::PATH);
     let auth = credentials::amberflo_header();
     let headers = amberflo::headers(auth.as_ref());
-    let (result, attempts) = retrying("query-usage", retry, retry::amberflo, false, |_| {
-        http::post(&url, &headers, body)
-    });
+    let (result, attempts) = retrying(
+        "query-usage",
+        retry,
+        retry::amberflo,
+        false,
+        |attempt, _| http::post(&url, &[attempt, &headers].concat(), body),
+    );
     let failed = |status, message, request_id| {
         step_failed(
             Step::QueryUsage,
@@ -129,13 +141,13 @@ pub(super) fn record(
     let mut key = idempotency_key();
     // Whether any attempt so far may have recorded the event.
     let mut uncertain = false;
-    let (result, attempts) = retrying(&label, retry, retry::stripe, true, |fresh_key| {
+    let (result, attempts) = retrying(&label, retry, retry::stripe, true, |attempt, fresh_key| {
         if fresh_key {
             key = idempotency_key();
         }
         let auth = credentials::stripe_header();
         let headers = stripe::event_headers(&key, auth.as_ref());
-        let result = http::post(url, &headers, body.as_bytes());
+        let result = http::post(url, &[attempt, &headers].concat(), body.as_bytes());
         uncertain |= match &result {
             Ok(reply) => reply.status >= 500 || reply.status == 409,
             Err(f) => f.maybe_sent,

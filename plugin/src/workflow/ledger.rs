@@ -175,6 +175,7 @@ pub(super) fn record_all(
         events: Vec::new(),
         planned: Vec::new(),
         reads,
+        dry_run: options.dry_run,
     };
     let url = join(&endpoints.stripe_url, stripe::PATH);
     for (interval, (value, total)) in plan.intervals.iter().zip(values) {

@@ -226,6 +226,7 @@ fn prepare<T>(
     let retry = retry::Policy {
         max_retries: options.max_retries,
         budget: Duration::from_millis(options.retry_budget_ms),
+        attempt_header: options.attempt_header,
     };
     Ok((checked, retry))
 }

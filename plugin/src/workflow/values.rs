@@ -143,6 +143,7 @@ mod tests {
             true_up: false,
             allow_decrease: false,
             settle_hours: 72,
+            attempt_header: false,
         }
     }
 

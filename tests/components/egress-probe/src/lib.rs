@@ -332,6 +332,7 @@ fn outputs(usage_result: String) -> Outputs {
         events: Vec::new(),
         planned: Vec::new(),
         reads: Vec::new(),
+        dry_run: false,
     }
 }
 
