@@ -5,10 +5,10 @@ use crate::exports::usage_sync::workflow::workflow::{Inputs, Interval, Options};
 use crate::quantity;
 use crate::time::{self, DAY};
 
-/// Stripe accepts meter events up to 35 days old...
+/// Stripe accepts meter events up to 35 days old. (It also takes timestamps
+/// up to 5 minutes ahead, for clock drift; usage-sync never needs that, as
+/// it records only windows that have ended.)
 pub const MAX_AGE: i64 = 35 * DAY;
-/// ...and at most 5 minutes ahead (clock drift).
-pub const MAX_AHEAD: i64 = 300;
 /// Stripe's limit on `event_name` and `identifier`.
 pub const MAX_STRIPE_STRING: usize = 100;
 /// More events than this in one run is a mistake (35 days of hours is 840).
@@ -224,10 +224,13 @@ fn window(start: Option<String>, end: Option<String>, now: i64) -> Result<Window
             time::format(window.end)
         ));
     }
-    if window.timestamp() > now + MAX_AHEAD {
+    // An open window's total is partial, and its identifier would lock that
+    // partial total in: the rest of its usage would never be billed.
+    if window.end > now {
         return Err(format!(
-            "the window ends at {}, in the future: Stripe takes events at most 5 minutes ahead, and usage for an open window is incomplete",
-            time::format(window.end)
+            "the window has not ended yet: it ends at {}, in the future (now is {}), and usage for an open window is incomplete",
+            time::format(window.end),
+            time::format(now)
         ));
     }
     Ok(window)
@@ -309,24 +312,6 @@ mod tests {
     #[test]
     fn windows_must_fit_stripes_range() {
         assert!(check(with("2024-11-24T00:00:00Z", "2024-11-25T00:00:00Z")).is_ok());
-        // Ends inside Stripe's 5-minute allowance for drift (an hour ending
-        // 4 minutes from now).
-        let hour_end = (NOW / 3600 + 1) * 3600;
-        let hourly = |s: i64, e: i64| {
-            validate(
-                with(&s.to_string(), &e.to_string()),
-                &options(Interval::Hour),
-                hour_end - 240,
-            )
-        };
-        assert!(hourly(hour_end - 3600, hour_end).is_ok());
-        let err = validate(
-            with(&(hour_end - 3600).to_string(), &hour_end.to_string()),
-            &options(Interval::Hour),
-            hour_end - 302,
-        )
-        .unwrap_err();
-        assert!(err.contains("in the future"), "{err}");
         let err = check(with("2024-10-01T00:00:00Z", "2024-10-02T00:00:00Z")).unwrap_err();
         assert!(err.contains("35 days"), "{err}");
         let err = check(with("2024-11-25T00:00:00Z", "2024-11-25T00:00:00Z")).unwrap_err();
@@ -334,6 +319,38 @@ mod tests {
         let mut i = inputs();
         i.start_time = Some("2024-11-24T00:00:00Z".into());
         assert!(check(i).unwrap_err().contains("both"));
+    }
+
+    #[test]
+    fn only_ended_windows_are_accepted() {
+        // An hour that ends 4 minutes from now: its total is still growing.
+        // Stripe's 5-minute allowance for clock drift is about event
+        // timestamps, not about usage that has not happened yet.
+        let hour_end = (NOW / 3600 + 1) * 3600;
+        let hourly = |now: i64| {
+            validate(
+                with(&(hour_end - 3600).to_string(), &hour_end.to_string()),
+                &options(Interval::Hour),
+                now,
+            )
+        };
+        let err = hourly(hour_end - 240).unwrap_err();
+        assert_eq!(
+            err,
+            "the window has not ended yet: it ends at 2024-11-25T14:00:00Z, in the future \
+             (now is 2024-11-25T13:56:00Z), and usage for an open window is incomplete"
+        );
+        let err = hourly(hour_end - 1).unwrap_err();
+        assert!(err.contains("has not ended yet"), "{err}");
+        assert!(hourly(hour_end).is_ok());
+        assert!(hourly(hour_end + 1).is_ok());
+        // A day, and the default window at midnight.
+        let err = check(with("2024-11-25T00:00:00Z", "2024-11-26T00:00:00Z")).unwrap_err();
+        assert!(err.contains("ends at 2024-11-26T00:00:00Z"), "{err}");
+        assert!(err.contains("now is 2024-11-25T13:06:40Z"), "{err}");
+        let midnight = 1_732_492_800;
+        let plan = validate(inputs(), &options(Interval::Day), midnight).unwrap();
+        assert_eq!(plan.window.end, midnight);
     }
 
     #[test]
