@@ -6,6 +6,7 @@ use crate::inputs::{Plan, Window};
 use crate::time;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use std::collections::{HashMap, HashSet};
 
 /// Amberflo's usage query endpoint.
 pub const PATH: &str = "/usage";
@@ -136,12 +137,39 @@ impl Usage {
 struct Response<'a> {
     #[serde(rename = "clientMeters", borrow)]
     client_meters: Option<&'a RawValue>,
+    #[serde(rename = "secondsSinceEpochIntervals", borrow, default)]
+    intervals: Option<&'a RawValue>,
+}
+
+/// An answer's `clientMeters` and, when it lists them, its
+/// `secondsSinceEpochIntervals`: the buckets every group's values belong to.
+fn parse_body(body: &[u8]) -> Result<(&RawValue, Option<HashSet<i64>>), String> {
+    let response: Response =
+        serde_json::from_slice(body).map_err(|e| format!("the response is not valid JSON: {e}"))?;
+    let raw = response
+        .client_meters
+        .ok_or("the response has no `clientMeters`")?;
+    let intervals = response
+        .intervals
+        .map(|listed| {
+            serde_json::from_str::<Option<HashSet<i64>>>(listed.get()).map_err(|_| {
+                format!(
+                    "`secondsSinceEpochIntervals` is not an array of Unix seconds: {}",
+                    crate::http::snippet(listed.get().as_bytes())
+                )
+            })
+        })
+        .transpose()?
+        .flatten();
+    Ok((raw, intervals))
 }
 
 #[derive(Deserialize)]
 struct Group<'a> {
     #[serde(default)]
     group: Option<GroupInfo>,
+    #[serde(rename = "groupValue", borrow, default)]
+    group_value: Option<&'a RawValue>,
     #[serde(borrow)]
     values: Option<Vec<Point<'a>>>,
 }
@@ -149,7 +177,7 @@ struct Group<'a> {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct GroupInfo {
-    group_info: std::collections::HashMap<String, String>,
+    group_info: HashMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -167,22 +195,30 @@ pub fn parse_response(
     window: Window,
     grid: i64,
 ) -> Result<Usage, String> {
-    let response: Response =
-        serde_json::from_slice(body).map_err(|e| format!("the response is not valid JSON: {e}"))?;
-    let raw = response
-        .client_meters
-        .ok_or("the response has no `clientMeters`")?;
-    client_meters(raw.get(), customer, window, grid)
+    let (raw, intervals) = parse_body(body)?;
+    checked(raw.get(), customer, window, grid, intervals.as_ref())
 }
 
 /// `clientMeters` for `customer`, believed only as far as it proves itself: at
-/// most one group, and it names this customer or none; every bucket inside
-/// `window` and on the `grid`; every value a number. No group: no usage.
+/// most one group, and it names this customer or none; its buckets as
+/// [`check_group`] checks them. No group: no usage. (Given on its own, as a
+/// batch query's caller passes it on, it has no `secondsSinceEpochIntervals`
+/// to compare with: [`split_by_customer`] compared them.)
 pub fn client_meters(
     raw: &str,
     customer: &str,
     window: Window,
     grid: i64,
+) -> Result<Usage, String> {
+    checked(raw, customer, window, grid, None)
+}
+
+fn checked(
+    raw: &str,
+    customer: &str,
+    window: Window,
+    grid: i64,
+    intervals: Option<&HashSet<i64>>,
 ) -> Result<Usage, String> {
     let groups: Vec<Group> = serde_json::from_str(raw)
         .map_err(|e| format!("`clientMeters` is not an array of groups: {e}"))?;
@@ -204,37 +240,7 @@ pub fn client_meters(
                 "`clientMeters[{g}]` is the usage of customer `{other}`, not of `{customer}`"
             ));
         }
-        let values = group
-            .values
-            .ok_or_else(|| format!("`clientMeters[{g}]` has no `values`"))?;
-        for (i, point) in values.into_iter().enumerate() {
-            let at = format!("`clientMeters[{g}].values[{i}]`");
-            let t = point
-                .seconds_since_epoch_utc
-                .ok_or_else(|| format!("{at} has no `secondsSinceEpochUtc`"))?;
-            if t < window.start || t >= window.end {
-                return Err(format!(
-                    "{at} is a bucket at {}, outside the window {} to {}",
-                    time::format(t),
-                    time::format(window.start),
-                    time::format(window.end)
-                ));
-            }
-            if t.rem_euclid(grid) != 0 {
-                return Err(format!(
-                    "{at} is a bucket at {}, not on the {} grid asked for",
-                    time::format(t),
-                    if grid == time::DAY {
-                        "UTC day"
-                    } else {
-                        "UTC hour"
-                    }
-                ));
-            }
-            let value = point.value.ok_or_else(|| format!("{at} has no `value`"))?;
-            let value = Decimal::parse(value.get()).map_err(|why| format!("{at}.value {why}"))?;
-            points.push((t, value));
-        }
+        points.extend(check_group(g, group, customer, window, grid, intervals)?);
     }
     Ok(Usage {
         client_meters: raw.to_string(),
@@ -242,42 +248,181 @@ pub fn client_meters(
     })
 }
 
+/// How far a group's `groupValue` may stray from the exact sum of its values,
+/// as a fraction of the sum of their magnitudes. Amberflo's numbers are
+/// doubles, and so is its sum: 0.2 + 0.7 + 0.1 comes back as
+/// 0.9999999999999999, and 24 × 0.05 as 1.2000000000000004. A float sum's
+/// rounding is about 1e-16 per term, so a billionth leaves room for millions
+/// of records while a bucket missing, doubled or changed by more than a
+/// billionth of the total is still refused. What is billed is the values,
+/// summed exactly; `groupValue` is only the check.
+const GROUP_VALUE_SLACK: f64 = 1e-9;
+
+/// The buckets of `clientMeters[g]`, the group of `customer`,
+/// believed only as far as they prove themselves: every bucket inside
+/// `window`, on the `grid` and listed once; every value a number; every
+/// bucket one of the answer's `intervals` when it lists them; and the values
+/// adding up to the group's `groupValue` when it states one.
+fn check_group(
+    g: usize,
+    group: Group,
+    customer: &str,
+    window: Window,
+    grid: i64,
+    intervals: Option<&HashSet<i64>>,
+) -> Result<Vec<(i64, Decimal)>, String> {
+    let values = group
+        .values
+        .ok_or_else(|| format!("`clientMeters[{g}]` has no `values`"))?;
+    let mut points: Vec<(i64, Decimal)> = Vec::with_capacity(values.len());
+    let mut seen: HashMap<i64, usize> = HashMap::with_capacity(values.len());
+    for (i, point) in values.into_iter().enumerate() {
+        let here = format!("`clientMeters[{g}].values[{i}]`");
+        let t = point
+            .seconds_since_epoch_utc
+            .ok_or_else(|| format!("{here} has no `secondsSinceEpochUtc`"))?;
+        if t < window.start || t >= window.end {
+            return Err(format!(
+                "{here} is a bucket at {}, outside the window {} to {}",
+                time::format(t),
+                time::format(window.start),
+                time::format(window.end)
+            ));
+        }
+        if t.rem_euclid(grid) != 0 {
+            return Err(format!(
+                "{here} is a bucket at {}, not on the {} grid asked for",
+                time::format(t),
+                if grid == time::DAY {
+                    "UTC day"
+                } else {
+                    "UTC hour"
+                }
+            ));
+        }
+        let value = point
+            .value
+            .ok_or_else(|| format!("{here} has no `value`"))?;
+        let value = Decimal::parse(value.get()).map_err(|why| format!("{here}.value {why}"))?;
+        // Summed, two entries for one bucket would bill its usage twice.
+        if let Some(&first) = seen.get(&t) {
+            return Err(format!(
+                "{here} lists the bucket at {} of customer `{customer}` again (value {value}; `values[{first}]` has it already, value {}): a bucket counted twice bills its usage twice",
+                time::format(t),
+                points[first].1
+            ));
+        }
+        seen.insert(t, i);
+        points.push((t, value));
+    }
+    if let Some(listed) = intervals
+        && let Some((i, (t, value))) = points
+            .iter()
+            .enumerate()
+            .find(|(_, (t, _))| !listed.contains(t))
+    {
+        return Err(format!(
+            "`clientMeters[{g}].values[{i}]` is a bucket at {} of customer `{customer}` (value {value}) that is not one of the answer's {} `secondsSinceEpochIntervals`",
+            time::format(*t),
+            listed.len()
+        ));
+    }
+    if let Some(stated) = group.group_value {
+        group_value_agrees(g, stated.get(), &points, customer)?;
+    }
+    Ok(points)
+}
+
+/// Whether the group's `groupValue` (its JSON text, `stated`) is the sum of
+/// its `points`: exactly, or within a float sum's rounding
+/// ([`GROUP_VALUE_SLACK`]).
+fn group_value_agrees(
+    g: usize,
+    stated: &str,
+    points: &[(i64, Decimal)],
+    customer: &str,
+) -> Result<(), String> {
+    let field = format!("`clientMeters[{g}].groupValue`");
+    // JSON text that Rust reads as a float is a JSON number (`inf` and `NaN`
+    // are not JSON); a number too precise for Decimal is still a float.
+    let float = stated
+        .parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite())
+        .ok_or_else(|| format!("{field} `{stated}` is not a number"))?;
+    let sum = Decimal::sum(points.iter().map(|(_, v)| v))
+        .ok_or("Amberflo's values add up to more than usage-sync can hold")?;
+    if Decimal::parse(stated).is_ok_and(|exact| exact == sum) {
+        return Ok(());
+    }
+    let magnitude: f64 = points.iter().map(|(_, v)| v.to_f64().abs()).sum();
+    if (float - sum.to_f64()).abs() <= magnitude * GROUP_VALUE_SLACK {
+        return Ok(());
+    }
+    let buckets = match (
+        points.iter().map(|p| p.0).min(),
+        points.iter().map(|p| p.0).max(),
+    ) {
+        (Some(first), Some(last)) => {
+            format!(" from {} to {}", time::format(first), time::format(last))
+        }
+        _ => String::new(),
+    };
+    Err(format!(
+        "the {} buckets of customer `{customer}`{buckets} add up to {sum}, but {field} is {stated}: the answer contradicts itself",
+        points.len()
+    ))
+}
+
 /// A batch answer cut into each customer's `clientMeters` (an array holding
-/// its group); a customer without usage has no group, so `[]`.
-pub fn split_by_customer(body: &[u8], customer_ids: &[&str]) -> Result<Vec<String>, String> {
+/// its group); a customer without usage has no group, so `[]`. Each group is
+/// checked as [`parse_response`] checks a customer's (against the answer's
+/// `secondsSinceEpochIntervals` too, which the pieces no longer carry), so a
+/// bad answer fails the query before anything is written.
+pub fn split_by_customer(
+    body: &[u8],
+    customer_ids: &[&str],
+    window: Window,
+    grid: i64,
+) -> Result<Vec<String>, String> {
     #[derive(Deserialize)]
     struct Tagged {
         group: Option<GroupInfo>,
     }
-    let response: Response =
-        serde_json::from_slice(body).map_err(|e| format!("the response is not valid JSON: {e}"))?;
-    let raw = response
-        .client_meters
-        .ok_or("the response has no `clientMeters`")?;
+    let (raw, intervals) = parse_body(body)?;
     let groups: Vec<&RawValue> = serde_json::from_str(raw.get())
         .map_err(|_| "`clientMeters` is not an array of groups".to_string())?;
-    let mut by_customer = std::collections::HashMap::new();
-    for group in groups {
+    let mut by_customer = HashMap::new();
+    for (g, group) in groups.into_iter().enumerate() {
         let customer = serde_json::from_str::<Tagged>(group.get())
             .ok()
             .and_then(|t| t.group)
             .and_then(|mut g| g.group_info.remove("customerId"))
             .ok_or("a group of `clientMeters` names no customerId")?;
-        if by_customer.insert(customer.clone(), group).is_some() {
+        if by_customer.insert(customer.clone(), (g, group)).is_some() {
             return Err(format!("customer `{customer}` has two groups"));
         }
     }
-    let usage = customer_ids
-        .iter()
-        .map(|id| match by_customer.remove(*id) {
-            Some(group) => format!("[{}]", group.get()),
-            None => "[]".to_string(),
-        })
-        .collect();
+    let mut usage = Vec::with_capacity(customer_ids.len());
+    let mut checks = Vec::new();
+    for id in customer_ids {
+        match by_customer.remove(*id) {
+            Some((g, group)) => {
+                usage.push(format!("[{}]", group.get()));
+                checks.push((*id, g, group));
+            }
+            None => usage.push("[]".to_string()),
+        }
+    }
     if let Some(stray) = by_customer.keys().next() {
         return Err(format!(
             "the answer has a group for `{stray}`, which was not asked for"
         ));
+    }
+    for (customer, g, group) in checks {
+        let group: Group = serde_json::from_str(group.get())
+            .map_err(|e| format!("`clientMeters[{g}]` is not a group: {e}"))?;
+        check_group(g, group, customer, window, grid, intervals.as_ref())?;
     }
     Ok(usage)
 }
@@ -330,7 +475,7 @@ mod tests {
 
     #[test]
     fn keeps_client_meters_verbatim_and_sums_values_exactly() {
-        let body = br#"{"metadata":{},"secondsSinceEpochIntervals":[0,3600],"clientMeters":[ {"group":null,"groupValue":1.0,"values":[{"value":0.2,"secondsSinceEpochUtc":0},{"value":0.7,"secondsSinceEpochUtc":3600},{"value":0.1,"secondsSinceEpochUtc":7200}]} ]}"#;
+        let body = br#"{"metadata":{},"secondsSinceEpochIntervals":[0,3600,7200],"clientMeters":[ {"group":null,"groupValue":1.0,"values":[{"value":0.2,"secondsSinceEpochUtc":0},{"value":0.7,"secondsSinceEpochUtc":3600},{"value":0.1,"secondsSinceEpochUtc":7200}]} ]}"#;
         let usage = parse_response(body, "acme", DAY, 3600).unwrap();
         assert_eq!(
             usage.client_meters,
@@ -400,6 +545,211 @@ mod tests {
         }
     }
 
+    /// An answer with these `clientMeters` and, when given, these
+    /// `secondsSinceEpochIntervals`.
+    fn answer(client_meters: &str, intervals: Option<&str>) -> String {
+        match intervals {
+            Some(listed) => format!(
+                r#"{{"secondsSinceEpochIntervals":{listed},"clientMeters":{client_meters}}}"#
+            ),
+            None => format!(r#"{{"clientMeters":{client_meters}}}"#),
+        }
+    }
+
+    /// One group of `customer` (`null` for none) with `groupValue` when
+    /// given, and `points` as `(value, secondsSinceEpochUtc)`.
+    fn group(customer: Option<&str>, group_value: Option<&str>, points: &[(&str, i64)]) -> String {
+        let tag = match customer {
+            Some(c) => format!(r#"{{"groupInfo":{{"customerId":"{c}"}}}}"#),
+            None => "null".into(),
+        };
+        let stated = group_value
+            .map(|v| format!(r#","groupValue":{v}"#))
+            .unwrap_or_default();
+        let values: Vec<String> = points
+            .iter()
+            .map(|(v, t)| format!(r#"{{"value":{v},"secondsSinceEpochUtc":{t}}}"#))
+            .collect();
+        format!(
+            r#"{{"group":{tag}{stated},"values":[{}]}}"#,
+            values.join(",")
+        )
+    }
+
+    /// The single-customer answer for `acme` over [`DAY`] in hours.
+    fn acme(body: &str) -> Result<Usage, String> {
+        parse_response(body.as_bytes(), "acme", DAY, 3600)
+    }
+
+    #[test]
+    fn a_bucket_listed_twice_is_refused_not_summed() {
+        // Summed, as they were before this check, these billed 20 for 10.
+        let twice = format!(
+            "[{}]",
+            group(Some("acme"), None, &[("10.0", 3600), ("10.0", 3600)])
+        );
+        let err = acme(&answer(&twice, None)).unwrap_err();
+        assert_eq!(
+            err,
+            "`clientMeters[0].values[1]` lists the bucket at 1970-01-01T01:00:00Z of customer `acme` again \
+             (value 10; `values[0]` has it already, value 10): a bucket counted twice bills its usage twice"
+        );
+        // Apart, on other buckets, the same values are fine.
+        let apart = format!(
+            "[{}]",
+            group(Some("acme"), Some("20"), &[("10.0", 0), ("10.0", 3600)])
+        );
+        assert_eq!(
+            totals(&acme(&answer(&apart, None)).unwrap(), &[DAY]),
+            ["20"]
+        );
+        // Not adjacent, different values, and in the batch path too.
+        let spread = format!(
+            "[{}]",
+            group(Some("acme"), None, &[("1", 0), ("2", 7200), ("3.5", 0)])
+        );
+        let err = acme(&answer(&spread, None)).unwrap_err();
+        assert!(
+            err.contains("`clientMeters[0].values[2]` lists the bucket at 1970-01-01T00:00:00Z"),
+            "{err}"
+        );
+        assert!(
+            err.contains("(value 3.5; `values[0]` has it already, value 1)"),
+            "{err}"
+        );
+        let err =
+            split_by_customer(answer(&spread, None).as_bytes(), &["acme"], DAY, 3600).unwrap_err();
+        assert!(err.contains("of customer `acme` again"), "{err}");
+        let err = client_meters(&spread, "acme", DAY, 3600).unwrap_err();
+        assert!(err.contains("of customer `acme` again"), "{err}");
+    }
+
+    #[test]
+    fn a_value_outside_the_listed_intervals_is_refused() {
+        let points = [("4", 0), ("5", 7200)];
+        let meters = format!("[{}]", group(Some("acme"), None, &points));
+        let err = acme(&answer(&meters, Some("[0,3600]"))).unwrap_err();
+        assert_eq!(
+            err,
+            "`clientMeters[0].values[1]` is a bucket at 1970-01-01T02:00:00Z of customer `acme` (value 5) \
+             that is not one of the answer's 2 `secondsSinceEpochIntervals`"
+        );
+        // Listed: fine; a listed interval without a value is a gap, zero.
+        let usage = acme(&answer(&meters, Some("[0,3600,7200]"))).unwrap();
+        assert_eq!(totals(&usage, &[DAY]), ["9"]);
+        // Not listed at all (the list is optional): nothing to compare with.
+        assert!(acme(&answer(&meters, None)).is_ok());
+        assert!(acme(&answer(&meters, Some("null"))).is_ok());
+        // An empty list disagrees with any value.
+        let err = acme(&answer(&meters, Some("[]"))).unwrap_err();
+        assert!(
+            err.contains("1970-01-01T00:00:00Z of customer `acme` (value 4)"),
+            "{err}"
+        );
+        let err = acme(&answer(&meters, Some(r#"["0"]"#))).unwrap_err();
+        assert!(
+            err.contains("`secondsSinceEpochIntervals` is not an array of Unix seconds"),
+            "{err}"
+        );
+        // The batch path compares each group with the list.
+        let batch = answer(&meters, Some("[0,3600]"));
+        let err = split_by_customer(batch.as_bytes(), &["acme"], DAY, 3600).unwrap_err();
+        assert!(
+            err.contains("1970-01-01T02:00:00Z of customer `acme` (value 5)"),
+            "{err}"
+        );
+        let batch = answer(&meters, Some("[0,3600,7200]"));
+        assert!(split_by_customer(batch.as_bytes(), &["acme"], DAY, 3600).is_ok());
+    }
+
+    #[test]
+    fn values_must_add_up_to_the_group_value() {
+        let meters = |stated: &str| {
+            format!(
+                "[{}]",
+                group(Some("acme"), Some(stated), &[("4040.0", 0), ("0.5", 3600)])
+            )
+        };
+        // Float text is read as the values are: 4040.5 is 4040.50.
+        for stated in ["4040.5", "4040.50", "4.0405e3"] {
+            assert!(acme(&answer(&meters(stated), None)).is_ok(), "{stated}");
+        }
+        let err = acme(&answer(&meters("4041.0"), None)).unwrap_err();
+        assert_eq!(
+            err,
+            "the 2 buckets of customer `acme` from 1970-01-01T00:00:00Z to 1970-01-01T01:00:00Z \
+             add up to 4040.5, but `clientMeters[0].groupValue` is 4041.0: the answer contradicts itself"
+        );
+        // A value doubled: the total no longer adds up.
+        let doubled = format!("[{}]", group(Some("acme"), Some("10.0"), &[("20.0", 0)]));
+        let err = acme(&answer(&doubled, None)).unwrap_err();
+        assert!(
+            err.contains("add up to 20, but `clientMeters[0].groupValue` is 10.0"),
+            "{err}"
+        );
+        // No values, a stated total: refused too.
+        let empty = format!("[{}]", group(Some("acme"), Some("7"), &[]));
+        let err = acme(&answer(&empty, None)).unwrap_err();
+        assert!(
+            err.contains("the 0 buckets of customer `acme` add up to 0, but"),
+            "{err}"
+        );
+        // groupValue is optional; when it is not a number, refused.
+        let absent = format!("[{}]", group(Some("acme"), None, &[("3", 0)]));
+        assert!(acme(&answer(&absent, None)).is_ok());
+        let null = format!("[{}]", group(Some("acme"), Some("null"), &[("3", 0)]));
+        assert!(acme(&answer(&null, None)).is_ok());
+        let text = format!("[{}]", group(Some("acme"), Some(r#""3""#), &[("3", 0)]));
+        let err = acme(&answer(&text, None)).unwrap_err();
+        assert!(
+            err.contains("`clientMeters[0].groupValue` `\"3\"` is not a number"),
+            "{err}"
+        );
+        // The same in the batch path and for a given usage result.
+        let err =
+            split_by_customer(answer(&doubled, None).as_bytes(), &["acme"], DAY, 3600).unwrap_err();
+        assert!(err.contains("add up to 20"), "{err}");
+        let err = client_meters(&doubled, "acme", DAY, 3600).unwrap_err();
+        assert!(err.contains("add up to 20"), "{err}");
+    }
+
+    #[test]
+    fn a_group_value_that_is_the_float_sum_of_the_values_agrees() {
+        // Amberflo's numbers are doubles: 0.2 + 0.7 + 0.1 comes back as
+        // 0.9999999999999999, and 24 × 0.05 as 1.2000000000000004. The
+        // values are what is billed (exactly 1 and 1.2); the group value
+        // agrees with them within a float sum's rounding.
+        let days = format!(
+            "[{}]",
+            group(
+                None,
+                Some("0.9999999999999999"),
+                &[("0.2", 0), ("0.7", 3600), ("0.1", 7200)]
+            )
+        );
+        assert_eq!(totals(&acme(&answer(&days, None)).unwrap(), &[DAY]), ["1"]);
+        let hours: Vec<(&str, i64)> = (0..24).map(|h| ("0.05", h * 3600)).collect();
+        let hours = format!("[{}]", group(None, Some("1.2000000000000004"), &hours));
+        assert_eq!(
+            totals(&acme(&answer(&hours, None)).unwrap(), &[DAY]),
+            ["1.2"]
+        );
+        // Beyond that rounding, refused: a millionth off on 1 is not a float sum's error.
+        let off = format!(
+            "[{}]",
+            group(
+                None,
+                Some("0.999999"),
+                &[("0.2", 0), ("0.7", 3600), ("0.1", 7200)]
+            )
+        );
+        let err = acme(&answer(&off, None)).unwrap_err();
+        assert!(
+            err.contains("add up to 1, but `clientMeters[0].groupValue` is 0.999999"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn batch_body_groups_by_customer() {
         let window = Window {
@@ -415,7 +765,7 @@ mod tests {
     #[test]
     fn a_batch_answer_splits_by_customer() {
         let body = br#"{"clientMeters":[{"group":{"groupInfo":{"customerId":"b"}},"values":[{"value":2.0,"secondsSinceEpochUtc":0}]}]}"#;
-        let usage = split_by_customer(body, &["a", "b"]).unwrap();
+        let usage = split_by_customer(body, &["a", "b"], DAY, DAY.end).unwrap();
         assert_eq!(usage[0], "[]");
         assert_eq!(
             usage[1],
@@ -427,13 +777,13 @@ mod tests {
         assert_eq!(totals(&a, &[DAY]), ["0"]);
         assert!(client_meters(&usage[1], "a", DAY, DAY.end).is_err());
         assert!(
-            split_by_customer(body, &["a"])
+            split_by_customer(body, &["a"], DAY, DAY.end)
                 .unwrap_err()
                 .contains("not asked for")
         );
         let ungrouped = br#"{"clientMeters":[{"group":null,"values":[]}]}"#;
         assert!(
-            split_by_customer(ungrouped, &["a"])
+            split_by_customer(ungrouped, &["a"], DAY, DAY.end)
                 .unwrap_err()
                 .contains("customerId")
         );

@@ -102,8 +102,10 @@ proptest! {
     }
 
     /// Whatever Amberflo answers, the total billed is exactly the sum of the
-    /// in-window, on-grid buckets of the customer asked for, or the answer is
-    /// refused (and nothing is written).
+    /// in-window, on-grid buckets of the customer asked for, each listed
+    /// once, among the answer's intervals when it lists them, and adding up
+    /// to the group's `groupValue` when it states one; or the answer is
+    /// refused (and nothing is written). The batch path agrees.
     #[test]
     fn amberflo_answers_are_billed_exactly_or_refused(
         groups in prop::collection::vec(
@@ -114,24 +116,35 @@ proptest! {
                     8 => (-1_000_000i64..1_000_000).prop_map(Ok),
                     1 => prop::sample::select(vec!["\"5\"", "null", "1e309", "true"]).prop_map(Err),
                 ]), 0..6),
+                // groupValue: absent, the exact sum, the float sum, a milli off.
+                0u8..4,
             ),
             0..3,
         ),
+        listed in proptest::option::of(prop::collection::vec(any::<bool>(), 3)),
     ) {
         const DAY: i64 = 86_400;
         let window = inputs::Window { start: 0, end: 3 * DAY };
         let mut valid = groups.len() <= 1;
         let mut expected_millis: i128 = 0;
-        let json_groups: Vec<String> = groups.iter().map(|(customer, has_values, points)| {
+        let json_groups: Vec<String> = groups.iter().map(|(customer, has_values, points, stated)| {
             valid &= *has_values && *customer != Some("globex");
+            let mut seen = std::collections::HashSet::new();
+            let (mut millis_sum, mut float_sum) = (0i128, 0f64);
             let points: Vec<String> = points.iter().map(|(day, aligned, value)| {
                 let t = day * DAY + if *aligned { 0 } else { 3600 };
                 valid &= (0..3).contains(day) && *aligned;
+                valid &= seen.insert(t);
+                if let Some(listed) = &listed {
+                    valid &= (0..3).contains(day) && listed[*day as usize];
+                }
                 let text = match value {
                     Ok(millis) => {
-                        expected_millis += i128::from(*millis);
+                        millis_sum += i128::from(*millis);
                         let sign = if *millis < 0 { "-" } else { "" };
-                        format!("{sign}{}.{:03}", millis.abs() / 1000, millis.abs() % 1000)
+                        let text = format!("{sign}{}.{:03}", millis.abs() / 1000, millis.abs() % 1000);
+                        float_sum += text.parse::<f64>().unwrap();
+                        text
                     }
                     Err(bad) => {
                         valid = false;
@@ -140,14 +153,31 @@ proptest! {
                 };
                 format!(r#"{{"value":{text},"secondsSinceEpochUtc":{t}}}"#)
             }).collect();
+            expected_millis += millis_sum;
             let group = match customer {
                 Some(c) => format!(r#"{{"groupInfo":{{"customerId":"{c}"}}}}"#),
                 None => "null".into(),
             };
+            let stated = match stated {
+                1 => format!(r#","groupValue":{millis_sum}e-3"#),
+                2 => format!(r#","groupValue":{}"#, serde_json::to_string(&float_sum).unwrap()),
+                3 => {
+                    valid = false;
+                    format!(r#","groupValue":{}e-3"#, millis_sum + 1)
+                }
+                _ => String::new(),
+            };
             let values = if *has_values { format!(r#","values":[{}]"#, points.join(",")) } else { String::new() };
-            format!(r#"{{"group":{group}{values}}}"#)
+            format!(r#"{{"group":{group}{stated}{values}}}"#)
         }).collect();
-        let body = format!(r#"{{"clientMeters":[{}]}}"#, json_groups.join(","));
+        let intervals = match &listed {
+            Some(listed) => {
+                let days: Vec<String> = (0..3).filter(|d| listed[*d as usize]).map(|d| (d * DAY).to_string()).collect();
+                format!(r#""secondsSinceEpochIntervals":[{}],"#, days.join(","))
+            }
+            None => String::new(),
+        };
+        let body = format!(r#"{{{intervals}"clientMeters":[{}]}}"#, json_groups.join(","));
         let answer = amberflo::parse_response(body.as_bytes(), "acme", window, DAY);
         prop_assert_eq!(answer.is_ok(), valid, "{}", body);
         if let Ok(usage) = answer {
@@ -155,6 +185,11 @@ proptest! {
             let sum = totals.iter().try_fold(decimal::Decimal::ZERO, |s, t| s.checked_add(*t)).unwrap();
             let expected = decimal::Decimal::parse(&format!("{expected_millis}e-3")).unwrap();
             prop_assert_eq!(sum, expected, "{}", body);
+        }
+        // One group tagged `acme`: the batch path checks it the same way.
+        if let [(Some("acme"), ..)] = groups.as_slice() {
+            let split = amberflo::split_by_customer(body.as_bytes(), &["acme"], window, DAY);
+            prop_assert_eq!(split.is_ok(), valid, "{}", body);
         }
     }
 

@@ -185,14 +185,10 @@ pub fn query_many(
 ) -> Result<Vec<CustomerUsage>, WorkflowError> {
     let (window, retry) = prepare(&options, &[Needed::Amberflo], |o| batch_window(&query, o))?;
     let ids: Vec<&str> = query.customer_ids.iter().map(String::as_str).collect();
-    let body = amberflo::batch_request_body(
-        &ids,
-        &query.meter_api_name,
-        window,
-        grouping(inputs::grid(options.interval, window)),
-    );
+    let grid = inputs::grid(options.interval, window);
+    let body = amberflo::batch_request_body(&ids, &query.meter_api_name, window, grouping(grid));
     let (reply, attempts) = query_amberflo(endpoints, &body, window, &retry)?;
-    let usage = amberflo::split_by_customer(&reply.body, &ids).map_err(|m| {
+    let usage = amberflo::split_by_customer(&reply.body, &ids, window, grid).map_err(|m| {
         step_failed(
             Step::QueryUsage,
             window,
