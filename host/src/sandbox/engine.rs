@@ -64,7 +64,7 @@ const TICK: Duration = Duration::from_millis(10);
 ///     end_time: None,
 /// };
 /// let outputs = sandbox.run(&config, inputs).await?;
-/// println!("{}", render_outputs(&outputs, false));
+/// println!("{}", render_outputs(&outputs));
 /// # Ok(())
 /// # }
 /// ```
