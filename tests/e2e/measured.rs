@@ -219,3 +219,15 @@ fn a_200_for_another_event_is_not_taken_as_success() {
         run.error_message()
     );
 }
+
+#[test]
+fn a_bucket_listed_twice_is_refused_not_summed() {
+    let p = providers();
+    let (start, _) = yesterday();
+    p.amberflo.answer_next_with(&answer(json!([group(
+        Some("acme"),
+        &[(start, json!(10.0)), (start, json!(10.0))],
+    )])));
+    // Before: 20 billed for 10, exit 0.
+    refused(&p, "again");
+}
