@@ -24,6 +24,19 @@ pub struct Row {
 pub type RowKey = (String, String, String);
 
 impl Row {
+    /// The workflow's inputs for this row over `[start_time, end_time)`.
+    pub fn inputs(&self, start_time: String, end_time: String) -> crate::bindings::Inputs {
+        crate::bindings::Inputs {
+            customer_id: self.customer_id.clone(),
+            meter_api_name: self.meter_api_name.clone(),
+            stripe_customer: self.stripe_customer.clone(),
+            stripe_event_name: self.stripe_event_name.clone(),
+            usage_quantity: None,
+            start_time: Some(start_time),
+            end_time: Some(end_time),
+        }
+    }
+
     /// The row's identity in a mapping and a journal.
     pub fn key(&self) -> RowKey {
         (

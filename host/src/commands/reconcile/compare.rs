@@ -7,7 +7,7 @@
 //! the drifted cells on a terminal; and optionally a self-contained HTML page
 //! with a chart per customer.
 
-use crate::bindings::{Cell, CellStatus, Inputs, Reconciliation};
+use crate::bindings::{Cell, CellStatus, Reconciliation};
 use crate::mapping::Row;
 use crate::outcome::{ExitStatus, Failure};
 use crate::progress::Progress;
@@ -138,15 +138,7 @@ pub async fn reconcile(
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let _permit = permits.acquire().await;
-                    let inputs = Inputs {
-                        customer_id: row.customer_id.clone(),
-                        meter_api_name: row.meter_api_name.clone(),
-                        stripe_customer: row.stripe_customer.clone(),
-                        stripe_event_name: row.stripe_event_name.clone(),
-                        usage_quantity: None,
-                        start_time: Some(start),
-                        end_time: Some(end),
-                    };
+                    let inputs = row.inputs(start, end);
                     let answer = sandbox
                         .reconcile(&config, inputs, usage, &meter, &tolerance)
                         .await;

@@ -6,7 +6,7 @@
 //! harmless.
 
 use super::journal::{Header, open_journal};
-use crate::bindings::{Inputs, Meter};
+use crate::bindings::Meter;
 use crate::commands::batch::{batches, meters_of, query_batch};
 use crate::interrupt::Interrupt;
 use crate::mapping::Row;
@@ -301,15 +301,7 @@ impl Shared {
             let _ = self.tx.send((row, None));
             return;
         }
-        let inputs = Inputs {
-            customer_id: row.customer_id.clone(),
-            meter_api_name: row.meter_api_name.clone(),
-            stripe_customer: row.stripe_customer.clone(),
-            stripe_event_name: row.stripe_event_name.clone(),
-            usage_quantity: None,
-            start_time: Some(self.start_time.clone()),
-            end_time: Some(self.end_time.clone()),
-        };
+        let inputs = row.inputs(self.start_time.clone(), self.end_time.clone());
         let result = match usage {
             Some(usage) => {
                 self.sandbox
