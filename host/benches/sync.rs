@@ -98,6 +98,20 @@ fn cache_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("usage-sync-bench-cache-{}", std::process::id()))
 }
 
+/// A fresh state directory per command: each measured run meets fresh
+/// emulators, and a previous run's recent writes would count as held there.
+fn state_dir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "usage-sync-bench-state-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 /// `usage-sync sync` of `rows` rows as a child process: rows per second, peak RSS.
 fn sync_rows(rows: usize, concurrency: usize, batch: usize) -> (f64, u64) {
     let (amberflo, stripe) = emulators(rows);
@@ -165,6 +179,7 @@ fn sync(
         .env_clear()
         .env("AMBERFLO_API_KEY", AMBERFLO_KEY)
         .env("STRIPE_API_KEY", STRIPE_KEY)
+        .env("USAGE_SYNC_STATE_DIR", state_dir())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -268,6 +283,7 @@ fn backfill(customers: usize) -> (f64, Requests, f64, Requests, f64, Requests) {
         .env_clear()
         .env("AMBERFLO_API_KEY", AMBERFLO_KEY)
         .env("STRIPE_API_KEY", STRIPE_KEY)
+        .env("USAGE_SYNC_STATE_DIR", state_dir())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -547,6 +563,7 @@ fn start_up(cache: bool) -> Duration {
                 .env_clear()
                 .env("AMBERFLO_API_KEY", AMBERFLO_KEY)
                 .env("STRIPE_API_KEY", STRIPE_KEY)
+                .env("USAGE_SYNC_STATE_DIR", state_dir())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
             if cache {

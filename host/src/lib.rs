@@ -41,6 +41,7 @@ mod outcome;
 mod progress;
 mod sandbox;
 mod secrets;
+mod state;
 
 pub use cli::main;
 pub use egress::policy::{Endpoint, Policy};
@@ -62,9 +63,9 @@ pub mod bindings {
     });
 
     pub use exports::usage_sync::workflow::workflow::{
-        Cell, CellStatus, CustomerUsage, Delivery, Endpoints, Inputs, Interval, Meter, MeterEvent,
-        Options, Outputs, PlannedRequest, Reconciliation, Rounding, Step, StepFailure, StripeRead,
-        UsageQuery, Verification, WorkflowError,
+        Cell, CellStatus, CustomerUsage, Delivery, Endpoints, Inputs, Interval, LedgerMark, Meter,
+        MeterEvent, Options, Outputs, PlannedRequest, Reconciliation, Rounding, Source, Step,
+        StepFailure, StripeRead, UsageQuery, Verification, WorkflowError,
     };
 }
 

@@ -62,11 +62,11 @@ struct Filter<'a> {
 
 /// The query for the whole window; buckets of `grouping` (`DAY` or `HOUR`)
 /// line up with the events' intervals.
-pub fn request_body(plan: &Plan, grouping: &'static str) -> Vec<u8> {
+pub fn request_body(plan: &Plan, window: Window, grouping: &'static str) -> Vec<u8> {
     body(
         &[&plan.customer_id],
         &plan.meter_api_name,
-        plan.window,
+        window,
         grouping,
         false,
     )
@@ -458,7 +458,7 @@ mod tests {
             intervals: Vec::new(),
         };
         assert_eq!(
-            String::from_utf8(request_body(&plan, "DAY")).unwrap(),
+            String::from_utf8(request_body(&plan, plan.window, "DAY")).unwrap(),
             r#"{"meterApiName":"api-calls","aggregation":"SUM","timeGroupingInterval":"DAY","timeRange":{"startTimeInSeconds":1732406400,"endTimeInSeconds":1732492800},"filter":{"customerId":["acme \"co\""]}}"#
         );
     }

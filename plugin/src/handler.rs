@@ -84,7 +84,7 @@ fn respond(request: IncomingRequest) -> (u16, String) {
         amberflo_url: env_or("AMBERFLO_BASE_URL", defaults::AMBERFLO_URL),
         stripe_url: env_or("STRIPE_BASE_URL", defaults::STRIPE_URL),
     };
-    match workflow::run(&endpoints, options, inputs) {
+    match workflow::run(&endpoints, options, inputs, &[]) {
         Ok(outputs) => (200, render_outputs(&outputs_of(outputs))),
         Err(error) => {
             let failure = failure_of(error);
@@ -135,6 +135,18 @@ fn outputs_of(o: Outputs) -> report::Outputs {
                 body: p.body,
             })
             .collect(),
+        sources: o.sources,
+        marks: o
+            .marks
+            .into_iter()
+            .map(|m| report::LedgerMark {
+                meter_id: m.meter_id,
+                day_start: m.day_start,
+                through: m.through,
+                total: m.total,
+                at: m.at,
+            })
+            .collect(),
         dry_run: o.dry_run,
     }
 }
@@ -152,6 +164,7 @@ fn event_of(e: MeterEvent) -> report::MeterEvent {
         verified_by: e.verified_by.map(|v| match v {
             Verification::Identifier => report::Verification::Identifier,
             Verification::Summary => report::Verification::Summary,
+            Verification::RecentWrite => report::Verification::RecentWrite,
         }),
         stripe_value: e.stripe_value,
         drift: e.drift,

@@ -30,6 +30,15 @@ impl Window {
         self.end - 1
     }
 
+    /// The window from the start of its first UTC day: what a ledger compares
+    /// (Stripe holds each day as a prefix from its start, see `ledger::day`).
+    pub fn from_day_start(&self) -> Window {
+        Window {
+            start: self.start.div_euclid(DAY) * DAY,
+            end: self.end,
+        }
+    }
+
     /// Cuts the window at multiples of `step` (UTC days or hours).
     pub fn split(&self, step: Option<i64>) -> Vec<Window> {
         let Some(step) = step else {
@@ -78,7 +87,7 @@ pub fn validate(inputs: Inputs, options: &Options, now: i64) -> Result<Plan, Str
     let window = window(inputs.start_time, inputs.end_time, now)?;
     on_the_grid(window, options.interval)?;
     scale(options)?;
-    let intervals = window.split(step(options.interval));
+    let intervals = window.split(Some(step(options.interval)));
     if intervals.len() > MAX_EVENTS {
         return Err(format!(
             "the window makes {} events, more than {MAX_EVENTS}: choose a shorter window or a longer interval",
@@ -87,7 +96,7 @@ pub fn validate(inputs: Inputs, options: &Options, now: i64) -> Result<Plan, Str
     }
     if usage_quantity.is_some() && intervals.len() > 1 {
         return Err(format!(
-            "`usageQuantity` is one value but the window makes {} events: leave it out to send each interval's Amberflo total, or use --interval window",
+            "`usageQuantity` is one value but the window makes {} events: leave it out to send each interval's Amberflo total, or give a window within one UTC day with --interval window",
             intervals.len()
         ));
     }
@@ -179,11 +188,13 @@ fn on_the_grid(window: Window, interval: Interval) -> Result<(), String> {
 }
 
 /// The length of one event's interval, or `None` for the whole window.
-pub fn step(interval: Interval) -> Option<i64> {
+/// The ledger is kept per UTC day, so even `window` is cut at midnights: an
+/// event for several days would sit in its last day's summary and make the
+/// others look unbilled.
+pub fn step(interval: Interval) -> i64 {
     match interval {
-        Interval::Day => Some(DAY),
-        Interval::Hour => Some(3600),
-        Interval::Window => None,
+        Interval::Day | Interval::Window => DAY,
+        Interval::Hour => 3600,
     }
 }
 
@@ -394,7 +405,16 @@ mod tests {
             NOW,
         )
         .unwrap();
-        assert_eq!(whole.intervals, vec![whole.window]);
+        // One event per UTC day: the ledger's unit.
+        assert_eq!(whole.intervals, whole.window.split(Some(DAY)));
+        assert_eq!(whole.intervals.len(), 5);
+        let within = validate(
+            with("2024-11-20T03:00:00Z", "2024-11-20T09:00:00Z"),
+            &options(Interval::Window),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(within.intervals, vec![within.window]);
     }
 
     #[test]

@@ -51,8 +51,8 @@ mod bindings {
 pub use bindings::*;
 
 use exports::usage_sync::workflow::workflow::{
-    CustomerUsage, Endpoints, Guest, Inputs, Meter, Options, Outputs, Reconciliation, UsageQuery,
-    WorkflowError,
+    CustomerUsage, Endpoints, Guest, Inputs, LedgerMark, Meter, Options, Outputs, Reconciliation,
+    Source, UsageQuery, WorkflowError,
 };
 
 #[allow(dead_code)]
@@ -64,7 +64,16 @@ impl Guest for Component {
         options: Options,
         inputs: Inputs,
     ) -> Result<Outputs, WorkflowError> {
-        workflow::run(&endpoints, options, inputs)
+        workflow::run(&endpoints, options, inputs, &[])
+    }
+
+    fn run_with_recent(
+        endpoints: Endpoints,
+        options: Options,
+        inputs: Inputs,
+        recent: Vec<LedgerMark>,
+    ) -> Result<Outputs, WorkflowError> {
+        workflow::run(&endpoints, options, inputs, &recent)
     }
 
     fn query_usage(
@@ -88,18 +97,20 @@ impl Guest for Component {
         options: Options,
         inputs: Inputs,
         meter: Meter,
+        recent: Vec<LedgerMark>,
     ) -> Result<Outputs, WorkflowError> {
-        workflow::run_with_meter(&endpoints, options, inputs, meter)
+        workflow::run_with_meter(&endpoints, options, inputs, meter, &recent)
     }
 
     fn record_usage(
         endpoints: Endpoints,
         options: Options,
         inputs: Inputs,
-        usage_result: String,
+        sources: Vec<Source>,
         meter: Meter,
+        recent: Vec<LedgerMark>,
     ) -> Result<Outputs, WorkflowError> {
-        workflow::record_usage(&endpoints, options, inputs, &usage_result, meter)
+        workflow::record_usage(&endpoints, options, inputs, sources, meter, &recent)
     }
 
     fn reconcile(

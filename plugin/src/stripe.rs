@@ -47,46 +47,36 @@ pub fn event_headers<'a>(
     headers
 }
 
-/// The event's `identifier`: the same customer, meter, event name and window
-/// always give the same one, so Stripe refuses a second event for them.
-/// The Stripe customer is left out on purpose: moving usage to another Stripe
-/// customer must not bill it again.
+/// The event's `identifier`: the same ledger (Stripe customer and event
+/// name) and window always give the same one, so Stripe refuses a second event
+/// for them within its ~24-hour memory. The Amberflo sources are left out: a
+/// ledger's events stand for the sum of its sources, and the mapping history
+/// (not the identifier) keeps a moved source from being billed twice.
 pub fn identifier(plan: &Plan, window: &Window) -> String {
+    let hex = ledger_hash(plan, "usage-sync/v2", None);
+    format!("usync-{}-{}-{hex}", window.start, window.end)
+}
+
+/// The identifier of a correction that brings Stripe's value for `window` to
+/// `target`: another event than the window's own, and the same for the same
+/// target, so rerunning a true-up writes nothing twice (Stripe dedupes it
+/// within a day; after that its summary already holds the target).
+pub fn correction_identifier(plan: &Plan, window: &Window, target: &str) -> String {
+    let hex = ledger_hash(plan, "usage-sync/true-up/v2", Some(target));
+    format!("usync-{}-{}-t{hex}", window.start, window.end)
+}
+
+/// The first 16 bytes of the SHA-256 of the ledger's key, hex.
+fn ledger_hash(plan: &Plan, version: &str, target: Option<&str>) -> String {
     let mut hash = Sha256::new();
-    for part in [
-        "usage-sync/v1",
-        &plan.customer_id,
-        &plan.meter_api_name,
-        &plan.stripe_event_name,
-    ] {
+    let parts = [version, &plan.stripe_customer, &plan.stripe_event_name];
+    for part in parts.into_iter().chain(target) {
         // Length-prefixed, so no two different inputs hash the same text.
         hash.update((part.len() as u64).to_be_bytes());
         hash.update(part.as_bytes());
     }
     let digest = hash.finalize();
-    let hex = usage_sync_report::hex(&digest[..16]);
-    format!("usync-{}-{}-{hex}", window.start, window.end)
-}
-
-/// The identifier of a true-up correction that brings Stripe's value for
-/// `window` to `target`: another event than the interval's own, and the same
-/// for the same target, so rerunning a true-up writes nothing twice (Stripe
-/// dedupes it within a day; after that its summary already holds the target).
-pub fn correction_identifier(plan: &Plan, window: &Window, target: &str) -> String {
-    let mut hash = Sha256::new();
-    for part in [
-        "usage-sync/true-up/v1",
-        &plan.customer_id,
-        &plan.meter_api_name,
-        &plan.stripe_event_name,
-        target,
-    ] {
-        hash.update((part.len() as u64).to_be_bytes());
-        hash.update(part.as_bytes());
-    }
-    let digest = hash.finalize();
-    let hex = usage_sync_report::hex(&digest[..16]);
-    format!("usync-{}-{}-t{hex}", window.start, window.end)
+    usage_sync_report::hex(&digest[..16])
 }
 
 /// The form body, field for field what stripe-python sends for
@@ -409,15 +399,15 @@ mod tests {
         assert!(id.len() <= 100, "{id}");
         assert!(id.starts_with("usync-1732406400-1732492800-"), "{id}");
         let mut other = plan();
-        other.stripe_customer = "cus_999".into();
+        other.customer_id = "another-source".into();
+        other.meter_api_name = "another-meter".into();
         assert_eq!(
             identifier(&other, &DAY),
             id,
-            "the Stripe customer does not change it"
+            "the ledger's sources do not change it"
         );
         for change in [
-            |p: &mut Plan| p.customer_id.push('x'),
-            |p: &mut Plan| p.meter_api_name.push('x'),
+            |p: &mut Plan| p.stripe_customer.push('x'),
             |p: &mut Plan| p.stripe_event_name.push('x'),
         ] {
             let mut p = plan();
@@ -431,10 +421,10 @@ mod tests {
         assert_ne!(identifier(&plan(), &later), id);
         // Field boundaries matter: "ab"+"c" is not "a"+"bc".
         let (mut a, mut b) = (plan(), plan());
-        a.customer_id = "ab".into();
-        a.meter_api_name = "c".into();
-        b.customer_id = "a".into();
-        b.meter_api_name = "bc".into();
+        a.stripe_customer = "ab".into();
+        a.stripe_event_name = "c".into();
+        b.stripe_customer = "a".into();
+        b.stripe_event_name = "bc".into();
         assert_ne!(identifier(&a, &DAY), identifier(&b, &DAY));
     }
 

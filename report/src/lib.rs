@@ -32,6 +32,6 @@ pub use hex::hex;
 pub use render::{EventJson, render_outputs, summary};
 pub use request::{Rounding, RunRequest, Scalar};
 pub use wit::{
-    Delivery, Interval, Meter, MeterEvent, Outputs, PlannedRequest, Step, StepFailure, StripeRead,
-    Verification, WorkflowError, from_wit,
+    Delivery, Interval, LedgerMark, Meter, MeterEvent, Outputs, PlannedRequest, Step, StepFailure,
+    StripeRead, Verification, WorkflowError, from_wit,
 };

@@ -11,6 +11,7 @@ fn verification_name(v: Verification) -> &'static str {
     match v {
         Verification::Identifier => "identifier",
         Verification::Summary => "summary",
+        Verification::RecentWrite => "recent-write",
     }
 }
 
@@ -163,6 +164,9 @@ struct OutputsJson<'a> {
     /// The sum of the events' whole values.
     billed_total: &'a str,
     meter: MeterJson<'a>,
+    /// The Amberflo sources of a ledger fed by more than one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sources: Option<&'a [String]>,
     events: Vec<EventJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     dry_run: Option<bool>,
@@ -201,6 +205,7 @@ pub fn render_outputs(outputs: &Outputs) -> String {
         measured_total: &outputs.measured_total,
         billed_total: &outputs.billed_total,
         meter: MeterJson::from(&outputs.meter),
+        sources: (outputs.sources.len() > 1).then_some(outputs.sources.as_slice()),
         events: outputs.events.iter().map(EventJson::from).collect(),
         dry_run: dry_run.then_some(true),
         stripe_reads: if dry_run {
@@ -254,7 +259,7 @@ pub fn summary(outputs: &Outputs) -> String {
     }
     if outputs.measured_total != outputs.billed_total {
         line.push_str(&format!(
-            "; rounding each interval bills {} of the {} measured (see --scale)",
+            "; rounding each UTC day bills {} of the {} measured (see --scale)",
             outputs.billed_total, outputs.measured_total
         ));
     }

@@ -46,6 +46,8 @@ pub enum Verification {
     Identifier,
     /// Stripe's summary already held the value.
     Summary,
+    /// This tool's own write of the last hour, not yet in Stripe's summary.
+    RecentWrite,
 }
 
 /// The Stripe meter the events went to.
@@ -154,8 +156,27 @@ pub struct Outputs {
     pub planned: Vec<PlannedRequest>,
     /// The reads of Stripe made before writing.
     pub reads: Vec<StripeRead>,
+    /// The Amberflo sources summed into the events (`customer/meter`).
+    pub sources: Vec<String>,
+    /// What each UTC day written to now holds, for the next run's lag check.
+    pub marks: Vec<LedgerMark>,
     /// Nothing was sent: a dry run.
     pub dry_run: bool,
+}
+
+/// What one UTC day of a ledger holds after this tool wrote to it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct LedgerMark {
+    /// The Stripe meter's id.
+    pub meter_id: String,
+    /// The UTC day's first second.
+    pub day_start: i64,
+    /// The end of the last piece written for the day.
+    pub through: i64,
+    /// Stripe's total for the day after the write (decimal text).
+    pub total: String,
+    /// When it was written.
+    pub at: i64,
 }
 
 impl Outputs {

@@ -400,22 +400,3 @@ fn a_provider_that_does_not_answer_in_time_is_a_clear_failure() {
     );
     assert!(p.stripe_writes().is_empty());
 }
-
-#[test]
-fn a_window_that_has_not_ended_is_refused_with_nothing_sent() {
-    // Before: an end up to 5 minutes ahead was taken, and its partial total
-    // locked in under the window's identifier.
-    let p = Providers::start(vec![]);
-    let hour = now().div_euclid(3600) * 3600;
-    let mut args = with_inputs(&window_args(hour - 3600, hour + 3600));
-    args.extend(["--interval".to_string(), "hour".to_string()]);
-    let run = p.run(&args);
-    run.expect(2);
-    assert!(
-        run.error_message().contains("has not ended"),
-        "{}",
-        run.error_message()
-    );
-    assert!(p.amberflo_requests().is_empty());
-    assert!(p.stripe_all().is_empty());
-}

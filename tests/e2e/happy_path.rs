@@ -174,8 +174,15 @@ fn a_rerun_of_the_same_period_records_nothing_new() {
     assert_eq!(second["alreadyRecorded"], true);
     assert_eq!(second["meterEventId"], first["meterEventId"]);
     assert_eq!(p.stripe.events().len(), 1, "exactly one event");
+    // The state directory knows the write Stripe's summary does not show yet.
+    assert_eq!(p.stripe_writes().len(), 1, "the rerun sends nothing");
 
-    // Same identifier both times; the idempotency key belongs to one run only.
+    // Without it (another machine), the identifier stops the write: the same
+    // identifier both times; the idempotency key belongs to one run only.
+    let third = p.run_elsewhere(&with_inputs(&window)).expect(0).json();
+    assert_eq!(third["alreadyRecorded"], true);
+    assert_eq!(third["verifiedBy"], "identifier");
+    assert_eq!(p.stripe.events().len(), 1, "exactly one event");
     let requests = p.stripe_writes();
     assert_eq!(requests.len(), 2);
     assert_eq!(requests[0].body, requests[1].body);

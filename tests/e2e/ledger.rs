@@ -116,9 +116,11 @@ fn a_three_day_backfill_rerun_25_hours_later_stays_three_events() {
         .filter(|r| r.contains("/event_summaries"))
         .collect();
     assert_eq!(summaries.len(), 2, "one per run: {reads:#?}");
+    // By hour: three days fit one page of 100 buckets, and an hour shows
+    // how far each day reaches.
     assert!(
         summaries[1].contains(&format!(
-            "customer=cus_Acme&start_time={}&end_time={}&value_grouping_window=day",
+            "customer=cus_Acme&start_time={}&end_time={}&value_grouping_window=hour",
             days.0, days.1
         )),
         "{}",
@@ -213,8 +215,13 @@ fn a_rerun_a_minute_later_is_stopped_by_the_identifier() {
     let day = days_ago(3);
     p.run(&window(day)).expect(0);
     p.stripe.shift_clock(60);
-    // The summary does not show the event yet; the identifier still refuses it.
+    // The summary does not show the event yet; the state directory knows it.
     let out = p.run(&window(day)).expect(0).json();
+    assert_eq!(out["stripeValue"], "30");
+    assert_eq!(out["alreadyRecorded"], true);
+    assert_eq!(p.stripe_writes().len(), 1, "nothing sent");
+    // From another machine, the identifier refuses it.
+    let out = p.run_elsewhere(&window(day)).expect(0).json();
     assert_eq!(out["stripeValue"], "0");
     assert_eq!(out["alreadyRecorded"], true);
     assert_eq!(out["verifiedBy"], "identifier");
@@ -358,7 +365,7 @@ fn a_dry_run_shows_the_reads_and_their_answers() {
         reads[1]["answer"]
             .as_str()
             .unwrap()
-            .contains(&format!("{}: 10", usage_sync_time(day5))),
+            .contains(&format!("{}: 10", usage_sync_time(day5 + DAY - 3600))),
         "{}",
         reads[1]
     );

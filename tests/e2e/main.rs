@@ -11,6 +11,7 @@ mod failures;
 mod happy_path;
 mod hostile;
 mod ledger;
+mod ledger_key;
 mod measured;
 mod node;
 mod operate;

@@ -146,13 +146,16 @@ fn a_window_off_the_grid_or_a_leap_second_is_refused() {
 
 #[test]
 fn sums_are_exact_decimals() {
-    // One event for three days whose Amberflo buckets hold 0.2, 0.7 and 0.1.
-    let (start, end) = (days_ago(3).0, yesterday().1);
-    let p = Providers::start(vec![
-        usage("acme", "api-calls", start + 5, 0.2),
-        usage("acme", "api-calls", start + DAY + 5, 0.7),
-        usage("acme", "api-calls", start + 2 * DAY + 5, 0.1),
-    ]);
+    // One event for three hours of a day, which hold 0.2, 0.7 and 0.1.
+    let (start, end) = (yesterday().0, yesterday().0 + 3 * 3600);
+    let records = || {
+        vec![
+            usage("acme", "api-calls", start + 5, 0.2),
+            usage("acme", "api-calls", start + 3600 + 5, 0.7),
+            usage("acme", "api-calls", start + 2 * 3600 + 5, 0.1),
+        ]
+    };
+    let p = Providers::start(records());
     let mut args = window_args(start, end).to_vec();
     args.extend(["--interval", "window"].map(String::from));
     // 0.2 + 0.7 + 0.1 is 1: no rounding asked for, none needed.
@@ -161,19 +164,45 @@ fn sums_are_exact_decimals() {
     assert_eq!(out["amberfloTotal"], "1");
     assert_eq!(out["measuredTotal"], "1");
     assert_eq!(p.billed((start, end)), 1.0);
-    // And `--round floor` bills 1, not 0.
-    let p = Providers::start(vec![
-        usage("acme", "api-calls", start + 5, 0.2),
-        usage("acme", "api-calls", start + DAY + 5, 0.7),
-        usage("acme", "api-calls", start + 2 * DAY + 5, 0.1),
-    ]);
+    // And `--round floor` rounds the sum, not each hour: it bills 1, not 0.
+    let p = Providers::start(records());
     args.extend(["--round", "floor"].map(String::from));
     p.run(&with_inputs(&args)).expect(0);
     assert_eq!(p.billed((start, end)), 1.0);
 }
 
 #[test]
-fn rounding_each_hour_says_what_it_loses_and_a_scale_keeps_it() {
+fn a_window_over_days_bills_each_utc_day_whole() {
+    // The ledger is kept per UTC day: a window of three days whose days hold
+    // 0.2, 0.7 and 0.1 cannot be billed whole without rounding each day.
+    let (start, end) = (days_ago(3).0, yesterday().1);
+    let p = Providers::start(vec![
+        usage("acme", "api-calls", start + 5, 0.2),
+        usage("acme", "api-calls", start + DAY + 5, 0.7),
+        usage("acme", "api-calls", start + 2 * DAY + 5, 0.1),
+    ]);
+    let mut args = window_args(start, end).to_vec();
+    args.extend(["--interval", "window"].map(String::from));
+    let run = p.run(&with_inputs(&args));
+    run.expect(BAD_INPUT);
+    assert!(
+        run.error_message()
+            .contains("the Amberflo total 0.2 is not a whole number"),
+        "{}",
+        run.error_message()
+    );
+    assert!(p.stripe_writes().is_empty(), "nothing was sent");
+    // Rounded to the nearest unit each day: 0 + 1 + 0.
+    args.extend(["--round", "nearest"].map(String::from));
+    let out = p.run(&with_inputs(&args)).expect(0).json();
+    assert_eq!(out["measuredTotal"], "1");
+    assert_eq!(out["billedTotal"], "1");
+    assert_eq!(p.billed((start, end)), 1.0);
+    assert_eq!(p.billed(days_ago(2)), 1.0);
+}
+
+#[test]
+fn rounding_says_what_it_loses_and_a_scale_keeps_it() {
     let (start, end) = yesterday();
     let records = (0..24)
         .map(|h| usage("acme", "api-calls", start + h * 3600 + 1, 0.05))
@@ -183,11 +212,19 @@ fn rounding_each_hour_says_what_it_loses_and_a_scale_keeps_it() {
     args.extend(["--interval", "hour", "--round", "nearest"].map(String::from));
     let run = p.run(&with_inputs(&args));
     let out = run.expect(0).json();
+    // Rounded as the day's running total, not hour by hour (which bills 0).
     assert_eq!(out["measuredTotal"], "1.2");
-    assert_eq!(out["billedTotal"], "0");
+    assert_eq!(out["billedTotal"], "1");
+    let hours: Vec<&str> = out["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["usageQuantity"].as_str().unwrap())
+        .collect();
+    assert_eq!(hours.iter().filter(|q| **q == "1").count(), 1, "{hours:?}");
     assert!(
         run.stderr
-            .contains("rounding each interval bills 0 of the 1.2 measured (see --scale)"),
+            .contains("rounding each UTC day bills 1 of the 1.2 measured (see --scale)"),
         "{}",
         run.stderr
     );
@@ -218,16 +255,4 @@ fn a_200_for_another_event_is_not_taken_as_success() {
         "{}",
         run.error_message()
     );
-}
-
-#[test]
-fn a_bucket_listed_twice_is_refused_not_summed() {
-    let p = providers();
-    let (start, _) = yesterday();
-    p.amberflo.answer_next_with(&answer(json!([group(
-        Some("acme"),
-        &[(start, json!(10.0)), (start, json!(10.0))],
-    )])));
-    // Before: 20 billed for 10, exit 0.
-    refused(&p, "again");
 }

@@ -428,11 +428,8 @@ fn sync_true_up_over_a_mapping_leaves_nothing_for_reconcile_to_find() {
     // Every planted cell but the settling one (yesterday, outside the window) was corrected.
     assert_eq!(p.stripe_writes().len(), planted.len() - 1);
     let today = days_ago(0).0;
-    let journal = format!(
-        "{}.journal.true-up.{today}.{start}-{end}.jsonl",
-        mapping.display()
-    );
-    assert!(std::path::Path::new(&journal).exists(), "{journal}");
+    let journal = p.journal(&mapping, &format!("true-up.{today}.{start}-{end}.jsonl"));
+    assert!(journal.exists(), "{}", journal.display());
 
     // Once Stripe has processed the corrections (its summaries lag a minute).
     p.stripe.shift_clock(120);

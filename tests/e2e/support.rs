@@ -67,6 +67,28 @@ pub struct Providers {
     pub stripe: Stripe,
     pub amberflo_key: String,
     pub stripe_key: String,
+    /// This test's own state directory (the mapping history, recent writes,
+    /// journals), so no two tests share one.
+    pub state_dir: std::path::PathBuf,
+}
+
+/// A fresh, private state directory for one test.
+pub fn fresh_state_dir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "usage-sync-state-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+impl Drop for Providers {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
 }
 
 fn canary(prefix: &str) -> String {
@@ -117,12 +139,30 @@ impl Providers {
             stripe,
             amberflo_key,
             stripe_key,
+            state_dir: fresh_state_dir(),
         }
     }
 
     /// `usage-sync run` against the emulators, with the right keys.
     pub fn run<S: AsRef<str>>(&self, args: &[S]) -> Run {
         self.run_with_keys(args, &self.amberflo_key, &self.stripe_key)
+    }
+
+    /// `usage-sync run` from another machine, or after the state directory
+    /// was lost: an empty state directory of its own.
+    pub fn run_elsewhere<S: AsRef<str>>(&self, args: &[S]) -> Run {
+        self.elsewhere("run", args)
+    }
+
+    /// `usage-sync SUBCOMMAND` with an empty state directory of its own.
+    pub fn elsewhere<S: AsRef<str>>(&self, subcommand: &str, args: &[S]) -> Run {
+        let elsewhere = fresh_state_dir();
+        let mut command =
+            self.command_with_keys(subcommand, args, &self.amberflo_key, &self.stripe_key);
+        let run = Run::exec(command.env("USAGE_SYNC_STATE_DIR", &elsewhere));
+        let _ = std::fs::remove_dir_all(&elsewhere);
+        self.assert_no_leak(&run);
+        run
     }
 
     /// `usage-sync run` as a command, for tests that start or kill it themselves.
@@ -188,8 +228,36 @@ impl Providers {
             .args(&full)
             .env_clear()
             .env("AMBERFLO_API_KEY", amberflo_key)
-            .env("STRIPE_API_KEY", stripe_key);
+            .env("STRIPE_API_KEY", stripe_key)
+            .env("USAGE_SYNC_STATE_DIR", &self.state_dir);
         command
+    }
+
+    /// `sync`'s default journal for `mapping` whose name ends in `tail` (for
+    /// example `shard-0-of-3.START-END.jsonl`): the one file of the state
+    /// directory's `journals/` named for the mapping and ending so.
+    pub fn journal(&self, mapping: &std::path::Path, tail: &str) -> std::path::PathBuf {
+        let name = mapping.file_name().unwrap().to_string_lossy().into_owned();
+        let found: Vec<_> = std::fs::read_dir(self.state_dir.join("journals"))
+            .map(|entries| {
+                entries
+                    .map(|e| e.unwrap().path())
+                    .filter(|path| {
+                        let file = path.file_name().unwrap().to_string_lossy();
+                        // MAPPING.DIGEST.TAIL, the digest 12 hex digits.
+                        file.strip_prefix(&format!("{name}."))
+                            .and_then(|rest| rest.get(13..))
+                            .is_some_and(|rest| rest == tail)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(found.len() <= 1, "{found:?}");
+        found.into_iter().next().unwrap_or_else(|| {
+            self.state_dir
+                .join("journals")
+                .join(format!("{name}.?.{tail}"))
+        })
     }
 
     /// The canaries appear nowhere but in the one header of their own provider.

@@ -45,8 +45,8 @@ fn sync_args(mapping: &Path, extra: &[&str]) -> Vec<String> {
 }
 
 /// The default journal of a window: one per window, next to the mapping.
-fn journal_of(mapping: &Path, (start, end): (i64, i64)) -> String {
-    format!("{}.journal.{start}-{end}.jsonl", mapping.display())
+fn journal_of(p: &Providers, mapping: &Path, (start, end): (i64, i64)) -> std::path::PathBuf {
+    p.journal(mapping, &format!("{start}-{end}.jsonl"))
 }
 
 fn lines(run: &Run) -> Vec<Value> {
@@ -84,7 +84,7 @@ fn every_row_is_recorded_once_and_a_rerun_skips_them() {
             .unwrap();
         assert_eq!(event.payload["value"], (i + 1).to_string());
     }
-    let journal = std::fs::read_to_string(journal_of(&mapping, yesterday())).unwrap();
+    let journal = std::fs::read_to_string(journal_of(&p, &mapping, yesterday())).unwrap();
     assert_eq!(journal.lines().count(), 41, "a header, then a line per row");
 
     let again = p.sync(&sync_args(&mapping, &[]));
@@ -206,6 +206,7 @@ fn interrupted_by(signal: &str, name: &str) {
         .env_clear()
         .env("AMBERFLO_API_KEY", &p.amberflo_key)
         .env("STRIPE_API_KEY", &p.stripe_key)
+        .env("USAGE_SYNC_STATE_DIR", &p.state_dir)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let child = command.spawn().unwrap();
@@ -333,7 +334,7 @@ fn a_terminal_gets_a_progress_bar_and_a_log_gets_lines() {
     assert!(!plain.stderr.contains('\r'));
 
     // `script` gives the command a pseudo-terminal and copies what it printed.
-    std::fs::remove_file(journal_of(&mapping, yesterday())).unwrap();
+    std::fs::remove_file(journal_of(&p, &mapping, yesterday())).unwrap();
     let quote = |a: &str| format!("'{}'", a.replace('\'', r"'\''"));
     let mut line = format!("{} sync", quote(BIN));
     for arg in [
@@ -355,6 +356,7 @@ fn a_terminal_gets_a_progress_bar_and_a_log_gets_lines() {
         .env("PATH", "/usr/bin:/bin")
         .env("AMBERFLO_API_KEY", &p.amberflo_key)
         .env("STRIPE_API_KEY", &p.stripe_key)
+        .env("USAGE_SYNC_STATE_DIR", &p.state_dir)
         .output()
         .expect("script(1) runs");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -367,7 +369,7 @@ fn a_terminal_gets_a_progress_bar_and_a_log_gets_lines() {
 }
 
 #[test]
-fn a_nightly_sync_looks_the_meter_up_once_and_reads_no_summaries_for_yesterday() {
+fn a_nightly_sync_looks_the_meter_up_once_and_reads_each_ledger_once() {
     let (p, mapping) = customers(1000, "one-lookup");
     p.sync(&sync_args(&mapping, &[])).expect(0);
     let reads = p.stripe_reads();
@@ -376,15 +378,13 @@ fn a_nightly_sync_looks_the_meter_up_once_and_reads_no_summaries_for_yesterday()
         .filter(|r| r.starts_with("GET /v1/billing/meters?"))
         .count();
     assert_eq!(lookups, 1, "one meter lookup per sync");
+    // What Stripe holds for each ledger (customer and meter) is read before
+    // writing, whatever the day's age: one summary read per ledger.
     let summaries = reads
         .iter()
         .filter(|r| r.contains("/event_summaries"))
         .count();
-    // Yesterday ended less than 23 hours ago, but in the last hour of a UTC
-    // day, when it may have been sent more than 24 hours before.
-    let (_, end) = yesterday();
-    let expected = if now() - end > 23 * 3600 { 1000 } else { 0 };
-    assert_eq!(summaries, expected);
+    assert_eq!(summaries, 1000);
     assert_eq!(p.stripe_writes().len(), 1000);
     assert_eq!(p.amberflo_requests().len(), 10);
 }
@@ -404,7 +404,7 @@ fn the_same_nightly_sync_runs_every_night_and_a_rerun_resumes_its_night() {
         let night = p.sync(&sync_args(&mapping, &window));
         night.expect(0);
         assert_eq!(lines(&night)[3]["summary"]["recorded"], 3, "night {n}");
-        assert!(std::path::Path::new(&journal_of(&mapping, (start, end))).exists());
+        assert!(std::path::Path::new(&journal_of(&p, &mapping, (start, end))).exists());
     }
     assert_eq!(p.stripe_writes().len(), 9);
     let window = window_args(days_ago(3).0, days_ago(3).1);
@@ -456,6 +456,8 @@ fn three_shards_at_once_sync_every_row_exactly_once_within_the_rate() {
                 .env_clear()
                 .env("AMBERFLO_API_KEY", &p.amberflo_key)
                 .env("STRIPE_API_KEY", &p.stripe_key)
+                // One state directory for the three shards, as on one machine.
+                .env("USAGE_SYNC_STATE_DIR", &p.state_dir)
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped());
             command.spawn().unwrap()
@@ -479,20 +481,18 @@ fn three_shards_at_once_sync_every_row_exactly_once_within_the_rate() {
         .map(|e| e.payload["stripe_customer_id"].clone())
         .collect();
     assert_eq!(customers.len(), 30, "no customer billed twice");
-    // 33 Stripe requests (30 writes, a meter lookup per shard), each shard paced
-    // at 20/3 per second: together no faster than 20 per second.
+    // 63 Stripe requests (a summary read and a write per row, a meter lookup
+    // per shard), each shard paced at 20/3 per second: together no faster
+    // than 20 per second.
     let requests = p.stripe_all().len();
-    assert_eq!(requests, 33);
+    assert_eq!(requests, 63);
     assert!(
         elapsed.as_secs_f64() >= (requests - 3) as f64 / 20.0,
         "{requests} requests in {elapsed:?}"
     );
     for k in 0..3 {
         let (start, end) = yesterday();
-        let journal = format!(
-            "{}.journal.shard-{k}-of-3.{start}-{end}.jsonl",
-            mapping.display()
-        );
-        assert!(std::path::Path::new(&journal).exists(), "{journal}");
+        let journal = p.journal(&mapping, &format!("shard-{k}-of-3.{start}-{end}.jsonl"));
+        assert!(journal.exists(), "{}", journal.display());
     }
 }

@@ -89,11 +89,12 @@ fn sync_runs_over_tls_on_pooled_connections() {
     assert_eq!(p.stripe.events().len(), 50);
     // Keep-alive connections pooled per origin: about one handshake per row
     // in flight (8; under load a connection may be opened while another is on
-    // its way back to the pool), far from one per request (51 reached Stripe).
-    assert_eq!(p.stripe_all().len(), 51);
+    // its way back to the pool), far from one per request (101 reached
+    // Stripe: the meter, then a summary read and a write per row).
+    assert_eq!(p.stripe_all().len(), 101);
     let handshakes = p.stripe.connections();
-    eprintln!("{handshakes} TLS handshakes for 51 Stripe requests");
-    assert!(handshakes < 51 / 2, "{handshakes} handshakes");
+    eprintln!("{handshakes} TLS handshakes for 101 Stripe requests");
+    assert!(handshakes < 101 / 4, "{handshakes} handshakes");
     assert_eq!(p.amberflo.connections(), 1);
 }
 

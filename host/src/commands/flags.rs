@@ -139,7 +139,8 @@ impl FanOutArgs {
 /// `reconcile` share, so a reconciliation compares what a sync would send.
 #[derive(Args)]
 pub(crate) struct WorkflowSettings {
-    /// One meter event per UTC day, per UTC hour, or one for the whole window.
+    /// One meter event per UTC day, per UTC hour, or one for the window within each UTC
+    /// day it touches (the ledger is kept per UTC day).
     #[arg(long, default_value = "day", value_parser = names(Interval::NAMES, Interval::from_name))]
     pub(crate) interval: Interval,
     /// Round an Amberflo total that is not a whole number (default: refuse).
@@ -191,7 +192,9 @@ pub(crate) struct WorkflowArgs {
     /// is recorded as a correction event instead of reported as drift.
     #[arg(long)]
     pub(crate) true_up: bool,
-    /// With --true-up: correct overages too, with a negative value.
+    /// With --true-up: correct overages too, with a negative value. This assumes the
+    /// ledger's sources here are all its sources: `run` has one, so another row
+    /// feeding the same Stripe customer and event would be corrected away.
     #[arg(long, requires = "true_up")]
     pub(crate) allow_decrease: bool,
     /// Retries of one request after its first attempt (as Stripe's clients: 2).
@@ -200,6 +203,16 @@ pub(crate) struct WorkflowArgs {
     /// No retry of a request starts later than this after its first attempt, seconds.
     #[arg(long, default_value_t = default_options().retry_budget_ms as f64 / 1000.0, value_name = "SECS")]
     pub(crate) retry_budget: f64,
+    /// Where usage-sync remembers where each source was billed and its recent
+    /// writes [env: USAGE_SYNC_STATE_DIR; default: $XDG_STATE_HOME/usage-sync or
+    /// ~/.local/state/usage-sync]. Created 0700; refused when another user may write it.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) state_dir: Option<std::path::PathBuf>,
+    /// A source (Amberflo customer and meter) now mapped to another Stripe customer
+    /// than it was billed to: move it (the new customer's ledger starts where the old
+    /// one's ends) instead of refusing.
+    #[arg(long)]
+    pub(crate) move_customers: bool,
 }
 
 const MAX_RETRY_BUDGET: Duration = Duration::from_secs(24 * 3600);

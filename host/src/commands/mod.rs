@@ -7,6 +7,7 @@ pub(crate) mod batch;
 #[cfg(feature = "demo")]
 pub(crate) mod demo;
 pub(crate) mod flags;
+pub(crate) mod ledger;
 pub(crate) mod reconcile;
 pub(crate) mod run;
 pub(crate) mod serve;

@@ -44,8 +44,8 @@ pub(crate) struct SyncArgs {
     /// live mode allows 1000 meter-event calls per second.
     #[arg(long, default_value_t = 25.0, value_name = "PER_SEC")]
     pub(crate) stripe_rate: f64,
-    /// Journal of row outcomes, for resuming [default: one per window next to the
-    /// mapping, MAPPING.journal.START-END.jsonl].
+    /// Journal of row outcomes, for resuming [default: one per mapping and window
+    /// in the state directory, STATE_DIR/journals/MAPPING.DIGEST.START-END.jsonl].
     #[arg(long, value_name = "FILE")]
     pub(crate) journal: Option<PathBuf>,
     /// Write metrics for node_exporter's textfile collector here, atomically
@@ -163,18 +163,25 @@ impl SyncArgs {
             }
             false => String::new(),
         };
-        let journal = self.journal.clone().unwrap_or_else(|| {
-            let mut name = self.mapping.as_os_str().to_owned();
-            let shard = shard.map_or(String::new(), |s| {
-                format!("shard-{}-of-{}.", s.index, s.count)
-            });
-            name.push(format!(
-                ".journal.{true_up_day}{shard}{}-{}.jsonl",
-                file_safe(&start_time),
-                file_safe(&end_time)
-            ));
-            PathBuf::from(name)
-        });
+        let state = super::ledger::LedgerState::open(
+            self.workflow.state_dir.clone(),
+            self.workflow.move_customers,
+        )?;
+        let journal = match &self.journal {
+            Some(journal) => journal.clone(),
+            None => {
+                let shard = shard.map_or(String::new(), |s| {
+                    format!("shard-{}-of-{}.", s.index, s.count)
+                });
+                let name = format!(
+                    "{}.{true_up_day}{shard}{}-{}.jsonl",
+                    journal_stem(&self.mapping),
+                    file_safe(&start_time),
+                    file_safe(&end_time)
+                );
+                state.journal(&name).map_err(Failure::BadInput)?
+            }
+        };
         let plan = rows::Settings {
             mapping: self.mapping.clone(),
             journal,
@@ -185,8 +192,29 @@ impl SyncArgs {
             batch: self.fan_out.amberflo_batch,
         };
         tracing::info!("sync: {} rows, up to {} at once", rows.len(), concurrency);
-        rows::sync(Arc::new(sandbox), config, rows, &plan).await
+        rows::sync(Arc::new(sandbox), config, rows, &plan, Arc::new(state)).await
     }
+}
+
+/// The default journal's name for a mapping: its file name and a digest of
+/// its full path, so two mappings named alike in two folders keep apart.
+fn journal_stem(mapping: &std::path::Path) -> String {
+    use sha2::{Digest, Sha256};
+    let full = std::path::absolute(mapping).unwrap_or_else(|_| mapping.to_path_buf());
+    let digest = Sha256::digest(full.as_os_str().as_encoded_bytes());
+    let name = mapping.file_name().map_or_else(
+        || "mapping".into(),
+        |n| {
+            n.to_string_lossy()
+                .chars()
+                .map(|c| match c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    true => c,
+                    false => '_',
+                })
+                .collect::<String>()
+        },
+    );
+    format!("{name}.{}", usage_sync_report::hex(&digest[..6]))
 }
 
 /// A window bound as part of a file name.

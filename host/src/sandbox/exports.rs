@@ -1,7 +1,9 @@
 //! The workflow's exports (wit/usage-sync.wit), one method each: every call
 //! a fresh instance under the run's configuration, and the verdict on it.
 
-use crate::bindings::{CustomerUsage, Inputs, Meter, Reconciliation, UsageQuery, WorkflowError};
+use crate::bindings::{
+    CustomerUsage, Inputs, LedgerMark, Meter, Reconciliation, Source, UsageQuery, WorkflowError,
+};
 use crate::outcome::{Failure, Outputs};
 use crate::sandbox::{RunConfig, Sandbox};
 
@@ -17,30 +19,57 @@ impl Sandbox {
         .await
     }
 
-    /// The workflow with the meter already found by [`Self::find_meter`].
-    pub async fn run_with_meter(
+    /// The whole workflow, knowing this tool's recent writes to the Stripe
+    /// customer (Stripe's summaries may not show them yet).
+    pub async fn run_with_recent(
         &self,
         config: &RunConfig,
         inputs: Inputs,
-        meter: &Meter,
+        recent: &[LedgerMark],
     ) -> Result<Outputs, Failure> {
         self.call(config, &inputs.customer_id, async |guest, store| {
             let answer = guest
-                .call_run_with_meter(store, &config.endpoints, &config.options, &inputs, meter)
+                .call_run_with_recent(store, &config.endpoints, &config.options, &inputs, recent)
                 .await?;
             outputs(answer)
         })
         .await
     }
 
-    /// Step 2 alone, in a fresh instance, with the meter from
-    /// [`Self::find_meter`] and step 1's answer from [`Self::query_usage`].
+    /// The workflow with the meter already found by [`Self::find_meter`].
+    pub async fn run_with_meter(
+        &self,
+        config: &RunConfig,
+        inputs: Inputs,
+        meter: &Meter,
+        recent: &[LedgerMark],
+    ) -> Result<Outputs, Failure> {
+        self.call(config, &inputs.customer_id, async |guest, store| {
+            let answer = guest
+                .call_run_with_meter(
+                    store,
+                    &config.endpoints,
+                    &config.options,
+                    &inputs,
+                    meter,
+                    recent,
+                )
+                .await?;
+            outputs(answer)
+        })
+        .await
+    }
+
+    /// Step 2 alone for one ledger, in a fresh instance, with the meter from
+    /// [`Self::find_meter`] and each source's step 1 answer from
+    /// [`Self::query_usage`].
     pub async fn record_usage(
         &self,
         config: &RunConfig,
         inputs: Inputs,
-        usage_result: String,
+        sources: Vec<Source>,
         meter: &Meter,
+        recent: &[LedgerMark],
     ) -> Result<Outputs, Failure> {
         self.call(config, &inputs.customer_id, async |guest, store| {
             let answer = guest
@@ -49,8 +78,9 @@ impl Sandbox {
                     &config.endpoints,
                     &config.options,
                     &inputs,
-                    &usage_result,
+                    &sources,
                     meter,
+                    recent,
                 )
                 .await?;
             outputs(answer)

@@ -7,8 +7,8 @@
 use crate::credentials::Needed;
 use crate::decimal::Decimal;
 use crate::exports::usage_sync::workflow::workflow::{
-    CustomerUsage, Endpoints, Inputs, Meter, Options, Outputs, Reconciliation, Step, StripeRead,
-    UsageQuery, WorkflowError,
+    CustomerUsage, Endpoints, Inputs, LedgerMark, Meter, Options, Outputs, Reconciliation,
+    Source as WitSource, Step, StripeRead, UsageQuery, WorkflowError,
 };
 use crate::inputs::{self, Plan, Window};
 use crate::retry;
@@ -16,7 +16,7 @@ use crate::{amberflo, credentials, reconcile, time};
 use ambient::now;
 use calls::query_amberflo;
 use failure::step_failed;
-use ledger::{read_summaries, record_all};
+use ledger::{Source, read_summaries, record_all};
 use std::time::Duration;
 use usage_sync_report::defaults::MAX_CUSTOMERS_PER_QUERY;
 use values::expected;
@@ -28,11 +28,13 @@ mod ledger;
 mod meter;
 mod values;
 
-/// The whole workflow: the meter, step 1, step 2.
+/// The whole workflow: the meter, step 1, step 2; `recent` is this tool's
+/// recent writes to the Stripe customer (on any meter).
 pub fn run(
     endpoints: &Endpoints,
     options: Options,
     inputs: Inputs,
+    recent: &[LedgerMark],
 ) -> Result<Outputs, WorkflowError> {
     let (plan, retry) = prepare(&options, &[Needed::Amberflo, Needed::Stripe], |o| {
         inputs::validate(inputs, o, now())
@@ -46,20 +48,30 @@ pub fn run(
         &retry,
         &mut reads,
     )?;
-    query_and_record(endpoints, &options, &plan, &retry, &meter, reads)
+    query_and_record(endpoints, &options, &plan, &retry, &meter, recent, reads)
 }
 
-/// [`run`] with the meter already found (by [`find_meter`]).
+/// [`run`] with the meter already found (by [`find_meter`]), and this tool's
+/// recent writes to the ledger.
 pub fn run_with_meter(
     endpoints: &Endpoints,
     options: Options,
     inputs: Inputs,
     meter: Meter,
+    recent: &[LedgerMark],
 ) -> Result<Outputs, WorkflowError> {
     let (plan, retry) = prepare(&options, &[Needed::Amberflo, Needed::Stripe], |o| {
         inputs::validate(inputs, o, now())
     })?;
-    query_and_record(endpoints, &options, &plan, &retry, &meter, Vec::new())
+    query_and_record(
+        endpoints,
+        &options,
+        &plan,
+        &retry,
+        &meter,
+        recent,
+        Vec::new(),
+    )
 }
 
 fn query_and_record(
@@ -68,13 +80,16 @@ fn query_and_record(
     plan: &Plan,
     retry: &retry::Policy,
     meter: &Meter,
+    recent: &[LedgerMark],
     reads: Vec<StripeRead>,
 ) -> Result<Outputs, WorkflowError> {
+    // From the first day's start: the ledger compares whole days' prefixes.
+    let window = plan.window.from_day_start();
     let grid = inputs::grid(options.interval, plan.window);
-    let body = amberflo::request_body(plan, grouping(grid));
-    let (reply, attempts) = query_amberflo(endpoints, &body, plan.window, retry)?;
-    let usage = amberflo::parse_response(&reply.body, &plan.customer_id, plan.window, grid)
-        .map_err(|m| {
+    let body = amberflo::request_body(plan, window, grouping(grid));
+    let (reply, attempts) = query_amberflo(endpoints, &body, window, retry)?;
+    let usage =
+        amberflo::parse_response(&reply.body, &plan.customer_id, window, grid).map_err(|m| {
             step_failed(
                 Step::QueryUsage,
                 plan.window,
@@ -84,29 +99,58 @@ fn query_and_record(
                 attempts,
             )
         })?;
-    record_all(endpoints, options, plan, retry, usage, meter, reads)
+    let source = Source {
+        name: format!("{}/{}", plan.customer_id, plan.meter_api_name),
+        usage,
+        from: None,
+        until: None,
+    };
+    record_all(
+        endpoints,
+        options,
+        plan,
+        retry,
+        vec![source],
+        meter,
+        recent,
+        reads,
+    )
 }
 
-/// Step 2 alone, with the meter and step 1's answer for this customer (from
-/// [`find_meter`] and [`query_many`]).
+/// Step 2 alone for one ledger: the meter and step 1's answer for each of its
+/// sources given (from [`find_meter`] and [`query_many`]).
 pub fn record_usage(
     endpoints: &Endpoints,
     options: Options,
     inputs: Inputs,
-    usage_result: &str,
+    sources: Vec<WitSource>,
     meter: Meter,
+    recent: &[LedgerMark],
 ) -> Result<Outputs, WorkflowError> {
     let (plan, retry) = prepare(&options, &[Needed::Stripe], |o| {
+        if sources.is_empty() {
+            return Err("a ledger needs at least one source".into());
+        }
         inputs::validate(inputs, o, now())
     })?;
-    let usage = given_usage(&options, &plan, usage_result)?;
+    let mut checked = Vec::with_capacity(sources.len());
+    for source in sources {
+        let usage = given_usage(&options, &plan, &source.customer_id, &source.usage_result)?;
+        checked.push(Source {
+            name: format!("{}/{}", source.customer_id, source.meter_api_name),
+            usage,
+            from: source.billed_from,
+            until: source.billed_until,
+        });
+    }
     record_all(
         endpoints,
         &options,
         &plan,
         &retry,
-        usage,
+        checked,
         &meter,
+        recent,
         Vec::new(),
     )
 }
@@ -126,7 +170,7 @@ pub fn reconcile(
         let plan = inputs::validate(inputs, o, now())?;
         Ok((plan, parse_tolerance(tolerance)?))
     })?;
-    let usage = given_usage(&options, &plan, usage_result)?;
+    let usage = given_usage(&options, &plan, &plan.customer_id, usage_result)?;
     let totals = usage
         .totals(&plan.intervals)
         .map_err(|m| step_failed(Step::QueryUsage, plan.window, Some(200), m, None, 1))?;
@@ -184,8 +228,10 @@ pub fn query_many(
     query: UsageQuery,
 ) -> Result<Vec<CustomerUsage>, WorkflowError> {
     let (window, retry) = prepare(&options, &[Needed::Amberflo], |o| batch_window(&query, o))?;
-    let ids: Vec<&str> = query.customer_ids.iter().map(String::as_str).collect();
+    // From the first day's start: the ledger compares whole days' prefixes.
     let grid = inputs::grid(options.interval, window);
+    let window = window.from_day_start();
+    let ids: Vec<&str> = query.customer_ids.iter().map(String::as_str).collect();
     let body = amberflo::batch_request_body(&ids, &query.meter_api_name, window, grouping(grid));
     let (reply, attempts) = query_amberflo(endpoints, &body, window, &retry)?;
     let usage = amberflo::split_by_customer(&reply.body, &ids, window, grid).map_err(|m| {
@@ -270,10 +316,12 @@ fn parse_tolerance(tolerance: &str) -> Result<Decimal, String> {
 fn given_usage(
     options: &Options,
     plan: &Plan,
+    customer_id: &str,
     usage_result: &str,
 ) -> Result<amberflo::Usage, WorkflowError> {
     let grid = inputs::grid(options.interval, plan.window);
-    amberflo::client_meters(usage_result, &plan.customer_id, plan.window, grid)
+    let window = plan.window.from_day_start();
+    amberflo::client_meters(usage_result, customer_id, window, grid)
         .map_err(|m| step_failed(Step::QueryUsage, plan.window, Some(200), m, None, 1))
 }
 

@@ -1,5 +1,5 @@
-//! The arithmetic of values: what each event carries, what reconcile
-//! expects, and the window's totals. Pure, so it is tested without a provider.
+//! The arithmetic of values: a given quantity's checks, each interval's
+//! value, and what reconcile expects. Pure, so it is tested without a provider.
 
 use crate::decimal::Decimal;
 use crate::exports::usage_sync::workflow::workflow::{Options, Rounding};
@@ -71,36 +71,9 @@ pub(super) fn expected(
         .collect()
 }
 
-/// The window's measured total (Amberflo's, times the scale) and the sum of
-/// the whole values the events carry: rounding per interval can part them.
-pub(super) fn window_totals(
-    plan: &Plan,
-    scale: Decimal,
-    totals: &[Decimal],
-    values: &[(String, Decimal)],
-) -> Result<(String, String), String> {
-    let too_large = || "the window's total is too large".to_string();
-    let measured = Decimal::sum(totals)
-        .and_then(|t| t.checked_mul(scale))
-        .ok_or_else(too_large)?;
-    let billed = values
-        .iter()
-        .map(|(v, _)| v.parse::<i64>().map(Decimal::from_int))
-        .try_fold(Decimal::ZERO, |sum, v| {
-            v.ok().and_then(|v| sum.checked_add(v))
-        })
-        .ok_or_else(too_large)?;
-    let measured = match &plan.usage_quantity {
-        // A given quantity is what is meant to be billed.
-        Some(_) => billed,
-        None => measured,
-    };
-    Ok((measured.to_string(), billed.to_string()))
-}
-
 /// An Amberflo total times the scale; events and reconcile say the same
 /// when it overflows.
-fn scaled(total: Decimal, scale: Decimal) -> Result<Decimal, String> {
+pub(super) fn scaled(total: Decimal, scale: Decimal) -> Result<Decimal, String> {
     total
         .checked_mul(scale)
         .ok_or_else(|| format!("the Amberflo total {total} times the scale {scale} is too large"))
@@ -193,13 +166,6 @@ mod tests {
         let got = values_for(&plan(2, None), &scaled, &d(&["0.05", "1.2345"])).unwrap();
         assert_eq!(got[0].0, "50");
         assert_eq!(got[1].0, "1235");
-        // Per hour, 0.05 each rounds to 0: the window's totals say so.
-        let hours = plan(2, None);
-        let nearest = options(Some(Rounding::Nearest), false);
-        let totals = d(&["0.05", "0.05"]);
-        let got = values_for(&hours, &nearest, &totals).unwrap();
-        let (measured, billed) = window_totals(&hours, scale(&nearest), &totals, &got).unwrap();
-        assert_eq!((measured.as_str(), billed.as_str()), ("0.1", "0"));
     }
 
     #[test]

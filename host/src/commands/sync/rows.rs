@@ -6,13 +6,15 @@
 //! harmless.
 
 use super::journal::{Header, open_journal};
-use crate::bindings::Meter;
+use crate::bindings::{Inputs, Meter, Source};
 use crate::commands::batch::{batches, meters_of, query_batch};
+use crate::commands::ledger::{Bounds, LedgerState};
 use crate::interrupt::Interrupt;
 use crate::mapping::Row;
 use crate::outcome::{EventJson, ExitStatus, Failure, Outputs};
 use crate::progress::Progress;
 use crate::sandbox::{RunConfig, Sandbox};
+use crate::state::SourceKey;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -121,7 +123,11 @@ pub async fn sync(
     config: RunConfig,
     rows: Vec<Row>,
     plan: &Settings,
+    state: Arc<LedgerState>,
 ) -> Result<Summary, Failure> {
+    // Every source's place, before anything is sent: a source mapped to
+    // another Stripe customer than it was billed to stops the sync here.
+    let bounds = state.place(&rows)?;
     let mapping = std::fs::read(&plan.mapping).map_err(|e| Failure::BadInput(e.to_string()))?;
     let header = Header {
         journal: 1,
@@ -147,8 +153,25 @@ pub async fn sync(
     };
 
     let total = rows.len();
-    let (todo, skipped): (Vec<Row>, Vec<Row>) =
-        rows.into_iter().partition(|r| !done.contains(&r.key()));
+    // A ledger is synced whole: skipped only when the journal has every one
+    // of its rows as done.
+    let open: std::collections::HashSet<(&str, &str)> = rows
+        .iter()
+        .filter(|r| !done.contains(&r.key()))
+        .map(|r| (r.stripe_customer.as_str(), r.stripe_event_name.as_str()))
+        .collect();
+    let todo_mask: Vec<bool> = rows
+        .iter()
+        .map(|r| open.contains(&(r.stripe_customer.as_str(), r.stripe_event_name.as_str())))
+        .collect();
+    let mut todo: Vec<(Row, Bounds)> = Vec::with_capacity(rows.len());
+    let mut skipped: Vec<Row> = Vec::new();
+    for ((row, bounds), todo_row) in rows.into_iter().zip(bounds).zip(todo_mask) {
+        match todo_row {
+            true => todo.push((row, bounds)),
+            false => skipped.push(row),
+        }
+    }
     for row in &skipped {
         summary.skipped += 1;
         let _ = writeln!(
@@ -174,18 +197,56 @@ pub async fn sync(
         tx,
         start_time: plan.start_time.clone(),
         end_time: plan.end_time.clone(),
+        state: state.clone(),
     });
-    for batch in batches(todo, plan.batch) {
+    // Rows sharing a Stripe customer and event are one ledger. A ledger of
+    // one plain source goes the batched way; any other runs on its own.
+    let mut ledgers: Vec<Vec<(Row, Bounds)>> = Vec::new();
+    for (row, bounds) in todo {
+        match ledgers.iter_mut().find(|l| {
+            l[0].0.stripe_customer == row.stripe_customer
+                && l[0].0.stripe_event_name == row.stripe_event_name
+        }) {
+            Some(ledger) => ledger.push((row, bounds)),
+            None => ledgers.push(vec![(row, bounds)]),
+        }
+    }
+    let mut plain = Vec::new();
+    for sources in ledgers {
+        let (customer, event) = (
+            sources[0].0.stripe_customer.clone(),
+            sources[0].0.stripe_event_name.clone(),
+        );
+        let rows: Vec<Row> = sources.iter().map(|(r, _)| r.clone()).collect();
+        let departed = state.departed(&customer, &event, &rows);
+        let lock = locks.entry((customer, event.clone())).or_default().clone();
+        let meter = meters[&event].clone();
+        let job = Job {
+            sources,
+            departed,
+            lock,
+            meter,
+        };
+        if job.is_plain() {
+            plain.push(job);
+        } else {
+            let shared = shared.clone();
+            tokio::spawn(async move { shared.ledger(job).await });
+        }
+    }
+    let mut by_row: HashMap<crate::mapping::RowKey, Job> = plain
+        .into_iter()
+        .map(|j| (j.sources[0].0.key(), j))
+        .collect();
+    let plain_rows: Vec<Row> = {
+        let mut rows: Vec<&Job> = by_row.values().collect();
+        rows.sort_by_key(|j| j.sources[0].0.line);
+        rows.into_iter().map(|j| j.sources[0].0.clone()).collect()
+    };
+    for batch in batches(plain_rows, plan.batch) {
         let batch: Vec<Job> = batch
             .into_iter()
-            .map(|row| {
-                let lock = locks
-                    .entry((row.stripe_customer.clone(), row.stripe_event_name.clone()))
-                    .or_default()
-                    .clone();
-                let meter = meters[&row.stripe_event_name].clone();
-                Job { row, lock, meter }
-            })
+            .filter_map(|row| by_row.remove(&row.key()))
             .collect();
         let shared = shared.clone();
         if plan.batch <= 1 {
@@ -211,37 +272,57 @@ pub async fn sync(
                 continue;
             }
         };
-        let Some((row, result)) = next else { break };
-        finished += 1;
-        let line = match result {
-            None => {
-                summary.not_sent += 1;
-                row_line(&row, "not-sent", json!({ "reason": "interrupted" }))
-            }
-            Some(Ok(outputs)) => outcome_line(&row, &outputs, &mut summary),
-            Some(Err(failure)) => {
-                summary.failed += 1;
-                summary.worst = summary.worst.max(failure.exit_code());
-                row_line(&row, "failed", failure.to_json())
-            }
-        };
-        emit(&mut journal, &line)?;
+        let Some((rows, result)) = next else { break };
+        for row in &rows {
+            finished += 1;
+            let line = match &result {
+                None => {
+                    summary.not_sent += 1;
+                    row_line(row, "not-sent", json!({ "reason": "interrupted" }))
+                }
+                Some(Ok(outputs)) => outcome_line(row, outputs, &mut summary),
+                Some(Err(failure)) => {
+                    summary.failed += 1;
+                    summary.worst = summary.worst.max(failure.exit_code());
+                    row_line(row, "failed", failure.to_json())
+                }
+            };
+            emit(&mut journal, &line)?;
+        }
         progress.show(finished, || summary.counts());
     }
     progress.done();
+    state.save()?;
     journal
         .sync_data()
         .map_err(|e| Failure::Internal(format!("writing the journal: {e}")))?;
     Ok(summary)
 }
 
-/// One row to sync, with what it shares with others: Stripe's one call at a
-/// time per customer and meter, and the meter.
+/// One ledger to sync (a Stripe customer and meter): its rows with their
+/// bounds, the sources that have moved away from it, and what it shares with
+/// other ledgers: Stripe's one call at a time per customer and meter, and the
+/// meter.
 struct Job {
-    row: Row,
+    sources: Vec<(Row, Bounds)>,
+    departed: Vec<(SourceKey, i64)>,
     lock: Arc<Mutex<()>>,
     meter: Arc<Meter>,
 }
+
+impl Job {
+    /// One source, billed here whole: the batched way serves it.
+    fn is_plain(&self) -> bool {
+        matches!(self.sources.as_slice(), [(_, b)] if b.from.is_none()) && self.departed.is_empty()
+    }
+
+    fn rows(&self) -> Vec<Row> {
+        self.sources.iter().map(|(r, _)| r.clone()).collect()
+    }
+}
+
+/// A ledger's answer: its rows, then the outputs (none: interrupted).
+type Answer = (Vec<Row>, Option<Result<Outputs, Failure>>);
 
 /// What every row's task needs.
 struct Shared {
@@ -249,24 +330,25 @@ struct Shared {
     config: RunConfig,
     permits: Semaphore,
     stop: Arc<AtomicBool>,
-    tx: mpsc::UnboundedSender<(Row, Option<Result<Outputs, Failure>>)>,
+    tx: mpsc::UnboundedSender<Answer>,
     start_time: String,
     end_time: String,
+    state: Arc<LedgerState>,
 }
 
 impl Shared {
-    /// One Amberflo query for the batch's customers, then each row's step 2 in
-    /// its own instance. A failed query fails its rows: nothing was sent.
-    async fn batch(self: Arc<Self>, rows: Vec<Job>) {
+    /// One Amberflo query for the batch's customers, then each ledger's step 2
+    /// in its own instance. A failed query fails its rows: nothing was sent.
+    async fn batch(self: Arc<Self>, jobs: Vec<Job>) {
         let usage = {
             let _permit = self.permits.acquire().await;
             if self.stop.load(Ordering::SeqCst) {
-                for job in rows {
-                    let _ = self.tx.send((job.row, None));
+                for job in jobs {
+                    let _ = self.tx.send((job.rows(), None));
                 }
                 return;
             }
-            let batch: Vec<&Row> = rows.iter().map(|job| &job.row).collect();
+            let batch: Vec<&Row> = jobs.iter().map(|job| &job.sources[0].0).collect();
             query_batch(
                 &self.sandbox,
                 &self.config,
@@ -279,42 +361,188 @@ impl Shared {
         let usage = match usage {
             Ok(usage) => usage,
             Err(failure) => {
-                for job in rows {
-                    let _ = self.tx.send((job.row, Some(Err(failure.clone()))));
+                for job in jobs {
+                    let _ = self.tx.send((job.rows(), Some(Err(failure.clone()))));
                 }
                 return;
             }
         };
-        for job in rows {
+        for job in jobs {
             let this = self.clone();
-            let usage = usage.get(&job.row.customer_id).cloned();
+            let usage = usage.get(&job.sources[0].0.customer_id).cloned();
             tokio::spawn(async move { this.row(job, usage).await });
         }
     }
 
-    /// One row in its own instance: the whole workflow, or step 2 with `usage`.
-    async fn row(&self, job: Job, usage: Option<String>) {
-        let Job { row, lock, meter } = job;
-        let _permit = self.permits.acquire().await;
-        let _one_at_a_time = lock.lock().await;
-        if self.stop.load(Ordering::SeqCst) {
-            let _ = self.tx.send((row, None));
-            return;
-        }
-        let inputs = row.inputs(self.start_time.clone(), self.end_time.clone());
-        let result = match usage {
-            Some(usage) => {
-                self.sandbox
-                    .record_usage(&self.config, inputs, usage, &meter)
-                    .await
+    /// A ledger of several sources (or moved ones): one Amberflo query per
+    /// Amberflo meter among them, then step 2 with every source.
+    async fn ledger(self: Arc<Self>, job: Job) {
+        let (customer, event) = (
+            job.sources[0].0.stripe_customer.clone(),
+            job.sources[0].0.stripe_event_name.clone(),
+        );
+        let departed: Vec<Row> = job
+            .departed
+            .iter()
+            .map(|(key, _)| Row {
+                line: 0,
+                customer_id: key.customer_id.clone(),
+                stripe_customer: customer.clone(),
+                meter_api_name: key.meter_api_name.clone(),
+                stripe_event_name: event.clone(),
+            })
+            .collect();
+        let usage = {
+            let _permit = self.permits.acquire().await;
+            if self.stop.load(Ordering::SeqCst) {
+                let _ = self.tx.send((job.rows(), None));
+                return;
             }
-            None => {
-                self.sandbox
-                    .run_with_meter(&self.config, inputs, &meter)
-                    .await
+            let all: Vec<&Row> = job
+                .sources
+                .iter()
+                .map(|(r, _)| r)
+                .chain(&departed)
+                .collect();
+            let mut usage: HashMap<(String, String), String> = HashMap::new();
+            let mut meters: Vec<&str> = all.iter().map(|r| r.meter_api_name.as_str()).collect();
+            meters.sort_unstable();
+            meters.dedup();
+            let mut failed = None;
+            for meter in meters {
+                let rows: Vec<&Row> = all
+                    .iter()
+                    .copied()
+                    .filter(|r| r.meter_api_name == meter)
+                    .collect();
+                match query_batch(
+                    &self.sandbox,
+                    &self.config,
+                    &rows,
+                    &self.start_time,
+                    &self.end_time,
+                )
+                .await
+                {
+                    Ok(answers) => usage.extend(
+                        answers
+                            .into_iter()
+                            .map(|(customer, u)| ((customer, meter.to_string()), u)),
+                    ),
+                    Err(failure) => {
+                        failed = Some(failure);
+                        break;
+                    }
+                }
+            }
+            match failed {
+                Some(failure) => {
+                    let _ = self.tx.send((job.rows(), Some(Err(failure))));
+                    return;
+                }
+                None => usage,
             }
         };
-        let _ = self.tx.send((row, Some(result)));
+        let usage_of = |r: &Row| {
+            usage
+                .get(&(r.customer_id.clone(), r.meter_api_name.clone()))
+                .cloned()
+                .unwrap_or_else(|| "[]".into())
+        };
+        let mut sources: Vec<Source> = job
+            .sources
+            .iter()
+            .map(|(r, b)| Source {
+                customer_id: r.customer_id.clone(),
+                meter_api_name: r.meter_api_name.clone(),
+                usage_result: usage_of(r),
+                billed_from: b.from.as_ref().map(|(_, until)| *until),
+                billed_until: None,
+            })
+            .collect();
+        sources.extend(
+            departed
+                .iter()
+                .zip(&job.departed)
+                .map(|(r, (_, until))| Source {
+                    customer_id: r.customer_id.clone(),
+                    meter_api_name: r.meter_api_name.clone(),
+                    usage_result: usage_of(r),
+                    billed_from: None,
+                    billed_until: Some(*until),
+                }),
+        );
+        self.record(job, sources).await;
+    }
+
+    /// One plain ledger in its own instance: the whole workflow, or step 2
+    /// with `usage`.
+    async fn row(&self, job: Job, usage: Option<String>) {
+        match usage {
+            Some(usage) => {
+                let (row, _) = &job.sources[0];
+                let source = Source {
+                    customer_id: row.customer_id.clone(),
+                    meter_api_name: row.meter_api_name.clone(),
+                    usage_result: usage,
+                    billed_from: None,
+                    billed_until: None,
+                };
+                self.record(job, vec![source]).await
+            }
+            None => self.run_whole(job).await,
+        }
+    }
+
+    /// The inputs of a ledger: its Stripe customer and event, its first source.
+    fn inputs(&self, row: &Row) -> Inputs {
+        row.inputs(self.start_time.clone(), self.end_time.clone())
+    }
+
+    /// Step 2 for a ledger, one call at a time per customer and meter.
+    async fn record(&self, job: Job, sources: Vec<Source>) {
+        let _permit = self.permits.acquire().await;
+        let lock = Arc::clone(&job.lock);
+        let _one_at_a_time = lock.lock().await;
+        if self.stop.load(Ordering::SeqCst) {
+            let _ = self.tx.send((job.rows(), None));
+            return;
+        }
+        let row = &job.sources[0].0;
+        let recent = self.state.marks(&row.stripe_customer, Some(&job.meter.id));
+        let result = self
+            .sandbox
+            .record_usage(&self.config, self.inputs(row), sources, &job.meter, &recent)
+            .await;
+        self.done(job, result);
+    }
+
+    /// The whole workflow for a plain ledger (no batched query).
+    async fn run_whole(&self, job: Job) {
+        let _permit = self.permits.acquire().await;
+        let lock = Arc::clone(&job.lock);
+        let _one_at_a_time = lock.lock().await;
+        if self.stop.load(Ordering::SeqCst) {
+            let _ = self.tx.send((job.rows(), None));
+            return;
+        }
+        let row = &job.sources[0].0;
+        let recent = self.state.marks(&row.stripe_customer, Some(&job.meter.id));
+        let result = self
+            .sandbox
+            .run_with_meter(&self.config, self.inputs(row), &job.meter, &recent)
+            .await;
+        self.done(job, result);
+    }
+
+    /// Remembers a ledger's writes and sources, then reports it.
+    fn done(&self, job: Job, result: Result<Outputs, Failure>) {
+        let result = result.and_then(|outputs| {
+            self.state
+                .record(&job.sources, &job.meter.id, &outputs, outputs.window_end)?;
+            Ok(outputs)
+        });
+        let _ = self.tx.send((job.rows(), Some(result)));
     }
 }
 
@@ -333,5 +561,13 @@ fn outcome_line(row: &Row, outputs: &Outputs, summary: &mut Summary) -> Value {
         "recorded"
     };
     let events: Vec<EventJson> = outputs.events.iter().map(EventJson::from).collect();
-    row_line(row, status, json!({ "events": events }))
+    match outputs.sources.len() > 1 {
+        // The ledger's sources, when several feed it.
+        true => row_line(
+            row,
+            status,
+            json!({ "sources": outputs.sources, "events": events }),
+        ),
+        false => row_line(row, status, json!({ "events": events })),
+    }
 }

@@ -26,8 +26,8 @@ wit_bindgen::generate!({
 });
 
 use exports::usage_sync::workflow::workflow::{
-    CustomerUsage, Delivery, Endpoints, Guest, Inputs, Meter, Options, Outputs, Reconciliation,
-    Step, StepFailure, UsageQuery, WorkflowError,
+    CustomerUsage, Delivery, Endpoints, Guest, Inputs, LedgerMark, Meter, Options, Outputs,
+    Reconciliation, Source, Step, StepFailure, UsageQuery, WorkflowError,
 };
 use serde_json::{Value, json};
 use wasip2::http::outgoing_handler;
@@ -95,11 +95,21 @@ impl Guest for Probe {
         Ok(meter(event_name))
     }
 
+    fn run_with_recent(
+        endpoints: Endpoints,
+        options: Options,
+        inputs: Inputs,
+        _: Vec<LedgerMark>,
+    ) -> Result<Outputs, WorkflowError> {
+        Probe::run(endpoints, options, inputs)
+    }
+
     fn run_with_meter(
         endpoints: Endpoints,
         options: Options,
         inputs: Inputs,
         _: Meter,
+        _: Vec<LedgerMark>,
     ) -> Result<Outputs, WorkflowError> {
         Probe::run(endpoints, options, inputs)
     }
@@ -108,8 +118,9 @@ impl Guest for Probe {
         endpoints: Endpoints,
         options: Options,
         inputs: Inputs,
-        _: String,
+        _: Vec<Source>,
         _: Meter,
+        _: Vec<LedgerMark>,
     ) -> Result<Outputs, WorkflowError> {
         Probe::run(endpoints, options, inputs)
     }
@@ -332,6 +343,8 @@ fn outputs(usage_result: String) -> Outputs {
         events: Vec::new(),
         planned: Vec::new(),
         reads: Vec::new(),
+        sources: Vec::new(),
+        marks: Vec::new(),
         dry_run: false,
     }
 }

@@ -1,0 +1,11 @@
+//! What usage-sync remembers between runs, in its state directory: where
+//! each source was billed (the mapping history), this tool's recent writes
+//! (Stripe's summaries lag behind them), and `sync`'s journals.
+
+pub mod history;
+pub mod recent;
+pub mod state_dir;
+
+pub use history::{History, Placement, SourceKey};
+pub use recent::{Mark, Recent};
+pub use state_dir::StateDir;

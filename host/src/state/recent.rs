@@ -1,0 +1,429 @@
+//! Our own recent writes to Stripe (`recent.jsonl` in the state directory).
+//! Stripe's meter event summaries lag behind the events (minutes): a rerun
+//! in that lag would take a stale day total for the truth and send the
+//! difference again. A mark says what a day's total should be after a write.
+
+use super::state_dir::StateDir;
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Seek, SeekFrom, Write};
+
+const FILE: &str = "recent.jsonl";
+/// Appenders share it, `prune` holds it alone: a line appended while the
+/// file is rewritten would be lost.
+const LOCK: &str = "recent.lock";
+/// A mark is about 200 bytes: a longer line is not one we wrote.
+const MAX_LINE: usize = 4096;
+const MAX_BYTES: u64 = 64 << 20;
+
+/// What one of our writes made a Stripe customer's day total for a meter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mark {
+    /// The Stripe customer id.
+    pub stripe_customer: String,
+    /// The Stripe meter id.
+    pub meter_id: String,
+    /// The day's start (Unix seconds, UTC midnight).
+    pub day_start: i64,
+    /// The end (Unix seconds) of the usage the write covered.
+    pub through: i64,
+    /// The decimal text of what Stripe's day total should be after the write.
+    pub total: String,
+    /// When the write was made (Unix seconds).
+    pub at: i64,
+}
+
+/// The marks of the last `keep_secs` seconds, as loaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recent {
+    marks: Vec<Mark>,
+    skipped: usize,
+}
+
+impl Recent {
+    /// Loads the marks made at or after `now - keep_secs`. Torn or unparsable
+    /// lines (a crash mid-write) are skipped and counted, see
+    /// [`Recent::skipped`]; a missing file is no marks.
+    pub fn load(dir: &StateDir, now: i64, keep_secs: i64) -> Result<Recent, String> {
+        let mut recent = Recent::default();
+        let Some(bytes) = read(dir)? else {
+            return Ok(recent);
+        };
+        let oldest = now.saturating_sub(keep_secs);
+        for line in lines(&bytes) {
+            match parse(line) {
+                Line::Blank => {}
+                Line::Bad => recent.skipped += 1,
+                Line::Mark(mark) if mark.at >= oldest => recent.marks.push(mark),
+                Line::Mark(_) => {}
+            }
+        }
+        Ok(recent)
+    }
+
+    /// The marks for this customer on `meter_id` (or on any meter), in the
+    /// order they were written.
+    pub fn marks(&self, stripe_customer: &str, meter_id: Option<&str>) -> Vec<Mark> {
+        self.marks
+            .iter()
+            .filter(|m| m.stripe_customer == stripe_customer)
+            .filter(|m| meter_id.is_none_or(|id| m.meter_id == id))
+            .cloned()
+            .collect()
+    }
+
+    /// How many lines were torn or unparsable, for a warning.
+    pub fn skipped(&self) -> usize {
+        self.skipped
+    }
+}
+
+/// Appends `marks` to `recent.jsonl` (created, mode 0600), each as one line
+/// written by one `write_all` on an `O_APPEND` file, so that processes
+/// appending at once never interleave within a line; then fsyncs it.
+pub fn append(dir: &StateDir, marks: &[Mark]) -> Result<(), String> {
+    if marks.is_empty() {
+        return Ok(());
+    }
+    let path = dir.file(FILE);
+    let shown = path.display();
+    let fail = |e: std::io::Error| {
+        format!("cannot append to {shown}: {e}; check that the disk is not full")
+    };
+    // Encoded before anything is written: all the marks or none.
+    let mut lines = Vec::with_capacity(marks.len());
+    for mark in marks {
+        let mut line = serde_json::to_vec(mark)
+            .map_err(|e| format!("cannot encode a mark (a bug in usage-sync): {e}"))?;
+        line.push(b'\n');
+        if line.len() > MAX_LINE {
+            return Err(format!(
+                "a mark for {} / {} is {} bytes, over the {MAX_LINE}-byte line limit (a bug in usage-sync)",
+                mark.stripe_customer,
+                mark.meter_id,
+                line.len()
+            ));
+        }
+        lines.push(line);
+    }
+    let _lock = dir.lock_shared(LOCK)?;
+    if let Ok(meta) = std::fs::symlink_metadata(&path)
+        && !meta.is_file()
+    {
+        return Err(format!("{shown} is not a regular file: move it away"));
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).append(true).create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&path).map_err(fail)?;
+    // A crash mid-line leaves a torn tail: end it, or our first line would
+    // be glued to it and lost with it.
+    if file.seek(SeekFrom::End(0)).map_err(fail)? > 0 {
+        file.seek(SeekFrom::End(-1)).map_err(fail)?;
+        let mut last = [0u8];
+        file.read_exact(&mut last).map_err(fail)?;
+        if last[0] != b'\n'
+            && let Some(first) = lines.first_mut()
+        {
+            first.insert(0, b'\n');
+        }
+    }
+    for line in &lines {
+        file.write_all(line).map_err(fail)?;
+    }
+    // A mark lost in a crash would let the next run trust a stale summary.
+    file.sync_data().map_err(fail)
+}
+
+/// Drops the marks made before `now - keep_secs` (and torn lines with them):
+/// rewrites `recent.jsonl` atomically, under the lock that appenders share,
+/// if it holds any. Returns how many lines were dropped.
+pub fn prune(dir: &StateDir, now: i64, keep_secs: i64) -> Result<usize, String> {
+    let _lock = dir.lock(LOCK)?;
+    let Some(bytes) = read(dir)? else {
+        return Ok(0);
+    };
+    let oldest = now.saturating_sub(keep_secs);
+    let (mut kept, mut dropped, mut old) = (Vec::new(), 0, 0);
+    for line in lines(&bytes) {
+        match parse(line) {
+            Line::Blank => {}
+            Line::Mark(mark) if mark.at >= oldest => {
+                // The line as written: a newer usage-sync's fields survive.
+                kept.extend_from_slice(line);
+                kept.push(b'\n');
+            }
+            Line::Mark(_) => {
+                old += 1;
+                dropped += 1;
+            }
+            Line::Bad => dropped += 1,
+        }
+    }
+    if old == 0 {
+        return Ok(0);
+    }
+    dir.write_atomic(FILE, &kept)?;
+    Ok(dropped)
+}
+
+fn read(dir: &StateDir) -> Result<Option<Vec<u8>>, String> {
+    dir.read(FILE, MAX_BYTES).map_err(|e| {
+        format!(
+            "{e}: move it away. It only holds usage-sync's own writes of the last minutes; \
+             before the next run, wait a few minutes for Stripe's summaries to catch up"
+        )
+    })
+}
+
+/// The lines, without their newline; a torn tail is a line too (it fails to
+/// parse, and is counted).
+fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    bytes
+        .strip_suffix(b"\n")
+        .unwrap_or(bytes)
+        .split(|&b| b == b'\n')
+}
+
+enum Line {
+    Blank,
+    Bad,
+    Mark(Mark),
+}
+
+fn parse(line: &[u8]) -> Line {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Line::Blank;
+    }
+    if line.len() > MAX_LINE {
+        return Line::Bad;
+    }
+    match serde_json::from_slice::<Mark>(line) {
+        Ok(mark) if is_decimal(&mark.total) => Line::Mark(mark),
+        _ => Line::Bad,
+    }
+}
+
+/// `12`, `-3`, `0.25`: what the caller can parse back as a total.
+fn is_decimal(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let (whole, frac) = digits.split_once('.').unwrap_or((digits, "0"));
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    all_digits(whole) && all_digits(frac)
+}
+
+#[cfg(test)]
+#[cfg(unix)]
+mod tests {
+    use super::super::state_dir::Scratch;
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    const NOW: i64 = 1_800_000_000;
+    const KEEP: i64 = 3600;
+
+    fn mark(customer: &str, meter: &str, at: i64, total: &str) -> Mark {
+        Mark {
+            stripe_customer: customer.into(),
+            meter_id: meter.into(),
+            day_start: NOW - NOW % 86_400,
+            through: at,
+            total: total.into(),
+            at,
+        }
+    }
+
+    fn raw_append(dir: &StateDir, bytes: &[u8]) {
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(dir.file(FILE))
+            .unwrap();
+        file.write_all(bytes).unwrap();
+    }
+
+    #[test]
+    fn round_trip_by_customer_and_meter() {
+        let scratch = Scratch::new("recent-round");
+        let dir = scratch.open();
+        assert_eq!(Recent::load(&dir, NOW, KEEP).unwrap(), Recent::default());
+        let a1 = mark("cus_A", "mtr_1", NOW - 10, "12.5");
+        let a2 = mark("cus_A", "mtr_2", NOW - 9, "3");
+        let b1 = mark("cus_B", "mtr_1", NOW - 8, "0");
+        let a1_again = mark("cus_A", "mtr_1", NOW - 7, "20");
+        append(&dir, &[a1.clone(), a2.clone()]).unwrap();
+        append(&dir, &[b1.clone(), a1_again.clone()]).unwrap();
+        append(&dir, &[]).unwrap();
+        let recent = Recent::load(&dir, NOW, KEEP).unwrap();
+        assert_eq!(
+            recent.marks("cus_A", Some("mtr_1")),
+            [a1.clone(), a1_again.clone()]
+        );
+        assert_eq!(recent.marks("cus_A", None), [a1, a2.clone(), a1_again]);
+        assert_eq!(recent.marks("cus_A", Some("mtr_2")), [a2]);
+        assert_eq!(recent.marks("cus_B", Some("mtr_1")), [b1]);
+        assert_eq!(recent.marks("cus_B", Some("mtr_2")), []);
+        assert_eq!(recent.skipped(), 0);
+        assert_eq!(
+            std::fs::metadata(dir.file(FILE)).unwrap().mode() & 0o777,
+            0o600
+        );
+        let text = std::fs::read_to_string(dir.file(FILE)).unwrap();
+        assert_eq!(text.lines().count(), 4);
+        assert!(
+            text.contains("\"stripeCustomer\":\"cus_A\",\"meterId\":\"mtr_1\",\"dayStart\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_torn_line_is_skipped_and_counted() {
+        let scratch = Scratch::new("recent-torn");
+        let dir = scratch.open();
+        let good = mark("cus_A", "mtr_1", NOW - 10, "5");
+        append(&dir, std::slice::from_ref(&good)).unwrap();
+        // A crash mid-line, then a later run appends.
+        raw_append(&dir, br#"{"stripeCustomer":"cus_A","meterId":"mt"#);
+        let later = mark("cus_A", "mtr_1", NOW - 5, "7");
+        append(&dir, std::slice::from_ref(&later)).unwrap();
+        let recent = Recent::load(&dir, NOW, KEEP).unwrap();
+        assert_eq!(recent.marks("cus_A", Some("mtr_1")), [good, later]);
+        assert_eq!(recent.skipped(), 1);
+    }
+
+    #[test]
+    fn garbage_lines_are_skipped_and_counted() {
+        let scratch = Scratch::new("recent-garbage");
+        let dir = scratch.open();
+        let good = mark("cus_A", "mtr_1", NOW, "5");
+        append(&dir, std::slice::from_ref(&good)).unwrap();
+        let long = serde_json::to_vec(&mark(&"x".repeat(MAX_LINE), "mtr_1", NOW, "1")).unwrap();
+        let bad_total = serde_json::to_vec(&mark("cus_A", "mtr_1", NOW, "1e5")).unwrap();
+        for bad in [
+            &b"\xff\xfe\x00 not utf-8"[..],
+            b"[1,2]",
+            b"{}",
+            &long,
+            &bad_total,
+            b"\n  \n",
+        ] {
+            raw_append(&dir, bad);
+            raw_append(&dir, b"\n");
+        }
+        let recent = Recent::load(&dir, NOW, KEEP).unwrap();
+        assert_eq!(recent.marks("cus_A", Some("mtr_1")), [good]);
+        assert_eq!(recent.skipped(), 5);
+    }
+
+    #[test]
+    fn old_marks_are_ignored() {
+        let scratch = Scratch::new("recent-old");
+        let dir = scratch.open();
+        let old = mark("cus_A", "mtr_1", NOW - KEEP - 1, "1");
+        let edge = mark("cus_A", "mtr_1", NOW - KEEP, "2");
+        append(&dir, &[old, edge.clone()]).unwrap();
+        let recent = Recent::load(&dir, NOW, KEEP).unwrap();
+        assert_eq!(recent.marks("cus_A", Some("mtr_1")), [edge]);
+        assert_eq!(recent.skipped(), 0);
+    }
+
+    #[test]
+    fn an_oversized_mark_is_not_written() {
+        let scratch = Scratch::new("recent-oversized");
+        let dir = scratch.open();
+        let ok = mark("cus_A", "mtr_1", NOW, "1");
+        let huge = mark(&"x".repeat(MAX_LINE), "mtr_1", NOW, "1");
+        assert!(
+            append(&dir, &[ok, huge])
+                .unwrap_err()
+                .contains("line limit")
+        );
+        assert!(!dir.file(FILE).exists());
+    }
+
+    #[test]
+    fn a_file_over_the_cap_is_an_error_naming_it() {
+        let scratch = Scratch::new("recent-cap");
+        let dir = scratch.open();
+        let file = std::fs::File::create(dir.file(FILE)).unwrap();
+        file.set_len(MAX_BYTES + 1).unwrap(); // sparse: costs no disk
+        let err = Recent::load(&dir, NOW, KEEP).unwrap_err();
+        assert!(
+            err.contains(&dir.file(FILE).display().to_string()) && err.contains("move it away"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn prune_drops_old_lines_only_when_there_are_some() {
+        let scratch = Scratch::new("recent-prune");
+        let dir = scratch.open();
+        assert_eq!(prune(&dir, NOW, KEEP).unwrap(), 0);
+        let young = mark("cus_A", "mtr_1", NOW - 1, "2");
+        append(&dir, std::slice::from_ref(&young)).unwrap();
+        let inode = std::fs::metadata(dir.file(FILE)).unwrap().ino();
+        assert_eq!(prune(&dir, NOW, KEEP).unwrap(), 0);
+        assert_eq!(
+            std::fs::metadata(dir.file(FILE)).unwrap().ino(),
+            inode,
+            "rewritten for nothing"
+        );
+
+        let old = mark("cus_A", "mtr_1", NOW - KEEP - 1, "1");
+        append(&dir, &[old]).unwrap();
+        raw_append(&dir, b"{torn");
+        assert_eq!(prune(&dir, NOW, KEEP).unwrap(), 2);
+        let after = Recent::load(&dir, NOW - KEEP * 10, KEEP).unwrap(); // would show old ones
+        assert_eq!(after.marks("cus_A", Some("mtr_1")), [young]);
+        assert_eq!(after.skipped(), 0);
+        assert_eq!(
+            std::fs::metadata(dir.file(FILE))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn concurrent_appends_never_interleave() {
+        let scratch = Scratch::new("recent-threads");
+        let dir = scratch.open();
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let dir = &dir;
+                s.spawn(move || {
+                    for i in 0..50 {
+                        append(dir, &[mark(&format!("cus_{t}"), "mtr_1", NOW - i, "1")]).unwrap();
+                        if i % 10 == 0 {
+                            // Something for prune to drop while others append.
+                            append(
+                                dir,
+                                &[mark(&format!("cus_{t}"), "mtr_1", NOW - KEEP - 1, "1")],
+                            )
+                            .unwrap();
+                            prune(dir, NOW, KEEP).unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        let recent = Recent::load(&dir, NOW, KEEP).unwrap();
+        assert_eq!(recent.skipped(), 0);
+        for t in 0..4 {
+            assert_eq!(recent.marks(&format!("cus_{t}"), Some("mtr_1")).len(), 50);
+        }
+    }
+
+    #[test]
+    fn totals_are_decimal_text() {
+        for ok in ["0", "12", "-3", "0.25", "100.000"] {
+            assert!(is_decimal(ok), "{ok}");
+        }
+        for bad in ["", "-", ".5", "5.", "1e5", "1.2.3", "+1", " 1", "NaN"] {
+            assert!(!is_decimal(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,614 @@
+//! Stripe is the ledger, and its unit is what Stripe bills: one Stripe
+//! customer and meter over time. This is the one place that decides what is
+//! written: it reads what Stripe holds for every UTC day the window touches,
+//! sums what every source mapped to the ledger measured, and writes only the
+//! difference (`day` decides; this module reads, measures and writes).
+
+mod day;
+
+use super::ambient::{idempotency_key, now};
+use super::calls::{Page, Paging, join, read_pages, read_record, record};
+use super::failure::step_failed;
+use super::values::{scaled, values};
+use crate::decimal::Decimal;
+use crate::exports::usage_sync::workflow::workflow::{
+    Endpoints, Interval, LedgerMark, Meter, MeterEvent, Options, Outputs, PlannedRequest, Step,
+    StripeRead, Verification, WorkflowError,
+};
+use crate::inputs::{self, Plan, Window};
+use crate::time::{self, DAY};
+use crate::{amberflo, quantity, reconcile, retry, stripe};
+use day::{Day, Held, Measured, Piece, Rules};
+use std::collections::{BTreeMap, HashMap};
+
+/// How long a write of ours counts as held although Stripe's summary does not
+/// show it: Stripe processes meter events asynchronously ("minutes", by third
+/// parties' reports; no figure is published), so an hour with a wide margin.
+const PROCESSING_MARGIN: i64 = 3600;
+
+/// Up to this many days, a raw meter's summaries are read by hour: one page
+/// of Stripe's 100 buckets holds them, so it costs no more than by day.
+const HOURLY_DAYS: usize = 4;
+
+/// One source of the ledger: an Amberflo customer and meter, its usage, and
+/// the part of time it is billed to this ledger (a moved source's bounds).
+pub(in crate::workflow) struct Source {
+    /// `customer/meter`, for the outputs.
+    pub name: String,
+    /// Its checked answer from Amberflo.
+    pub usage: amberflo::Usage,
+    /// Usage before this instant is billed elsewhere.
+    pub from: Option<i64>,
+    /// Usage from this instant on is billed elsewhere.
+    pub until: Option<i64>,
+}
+
+/// Step 2 for one ledger: reads what Stripe holds for each UTC day of the
+/// window, then writes what the sources measured beyond it, in order,
+/// stopping at the first failed write. Drift is reported, never written
+/// unless a true-up asks.
+#[allow(clippy::too_many_arguments)]
+pub(in crate::workflow) fn record_all(
+    endpoints: &Endpoints,
+    options: &Options,
+    plan: &Plan,
+    retry: &retry::Policy,
+    sources: Vec<Source>,
+    meter: &Meter,
+    recent: &[LedgerMark],
+    mut reads: Vec<StripeRead>,
+) -> Result<Outputs, WorkflowError> {
+    let invalid = WorkflowError::InvalidInput;
+    let now = now();
+    let grid = inputs::grid(options.interval, plan.window);
+    let scale = inputs::scale(options).map_err(invalid)?;
+    let buckets = summed(&sources, grid).map_err(invalid)?;
+    let measured_total = buckets
+        .range(plan.window.start..plan.window.end)
+        .try_fold(Decimal::ZERO, |sum, (_, v)| sum.checked_add(*v))
+        .and_then(|t| t.checked_mul(scale))
+        .ok_or_else(|| invalid("the window's total is too large".into()))?;
+    if plan.usage_quantity.is_some() {
+        // A given quantity is checked as before (`--reconcile`).
+        values(
+            plan,
+            options,
+            scale,
+            &[measured_total_unscaled(&buckets, plan.window)?],
+        )
+        .map_err(invalid)?;
+    }
+    let days: Vec<Window> = plan.window.from_day_start().split(Some(DAY));
+    let mut measured = Vec::with_capacity(days.len());
+    for day in &days {
+        measured.push(cumulative(plan, options, scale, &buckets, *day, grid).map_err(invalid)?);
+    }
+    let held = read_held(endpoints, options, plan, meter, &days, retry, &mut reads)?;
+    let mut pieces = Vec::new();
+    let mut day_held = Vec::with_capacity(days.len());
+    for ((day, measured), mut held) in days.iter().zip(&measured).zip(held) {
+        // Where Stripe's summary reaches before this tool's recent writes.
+        let shown = held.reach(day.start);
+        apply_marks(&mut held, recent, &meter.id, *day, now);
+        let intervals: Vec<Window> = plan
+            .intervals
+            .iter()
+            .filter(|i| i.start >= day.start && i.end <= day.end)
+            .copied()
+            .collect();
+        let settled = |end: i64| now - end >= i64::from(options.settle_hours) * 3600;
+        let rules = |end| Rules {
+            correct: options.true_up && settled(end),
+            allow_decrease: options.allow_decrease,
+        };
+        let decided = match meter.pre_aggregated {
+            Some(_) => intervals
+                .iter()
+                .map(|i| {
+                    let before = held.before(i.start).unwrap_or(Decimal::ZERO);
+                    let held = held.before(i.end).unwrap_or(Decimal::ZERO);
+                    let held = held.checked_sub(before).unwrap_or(held);
+                    let value = difference(measured, i.start, i.end)?;
+                    day::decide_bucket(*i, held, value, rules(i.end))
+                })
+                .collect::<Result<Vec<_>, String>>(),
+            None => {
+                let end = intervals.last().map_or(day.end, |i| i.end);
+                day::decide(
+                    &Day {
+                        day: *day,
+                        intervals: &intervals,
+                        measured,
+                        held: &held,
+                    },
+                    rules(end),
+                )
+            }
+        }
+        .map_err(|m| step_failed(Step::ReadSummaries, *day, Some(200), m, None, 1))?;
+        day_held.push(held.total().unwrap_or(Decimal::ZERO));
+        pieces.extend(decided.into_iter().map(|p| (*day, p, shown)));
+    }
+    let billed = days
+        .iter()
+        .zip(&measured)
+        .filter_map(|(day, m)| {
+            let inside = Window {
+                start: plan.window.start.max(day.start),
+                end: plan.window.end.min(day.end),
+            };
+            difference(m, inside.start, inside.end).ok()
+        })
+        .try_fold(Decimal::ZERO, |sum, v| sum.checked_add(v))
+        .ok_or_else(|| invalid("the window's total is too large".into()))?;
+    let measured_total = match &plan.usage_quantity {
+        // A given quantity is what is meant to be billed.
+        Some(_) => billed,
+        None => measured_total,
+    };
+    let mut outputs = Outputs {
+        usage_result: usage_result(&sources),
+        event_name: plan.stripe_event_name.clone(),
+        window_start: plan.window.start,
+        window_end: plan.window.end,
+        measured_total: measured_total.to_string(),
+        billed_total: billed.to_string(),
+        meter: meter.clone(),
+        events: Vec::new(),
+        planned: Vec::new(),
+        reads,
+        sources: sources.iter().map(|s| s.name.clone()).collect(),
+        marks: Vec::new(),
+        dry_run: options.dry_run,
+    };
+    let url = join(&endpoints.stripe_url, stripe::PATH);
+    // What each day holds after this run's writes, for the marks.
+    let mut written: BTreeMap<i64, (i64, Decimal)> = BTreeMap::new();
+    for (day, piece, shown) in pieces {
+        let (mut event, sent) = event_of(plan, &buckets, piece);
+        if matches!(event.verified_by, Some(Verification::Summary)) && event.window_end > shown {
+            event.verified_by = Some(Verification::RecentWrite);
+        }
+        if !sent {
+            outputs.events.push(event);
+            continue;
+        }
+        let window = Window {
+            start: event.window_start,
+            end: event.window_end,
+        };
+        let body = stripe::request_body(
+            plan,
+            meter,
+            &window,
+            &event.usage_quantity,
+            &event.meter_event_id,
+        );
+        if options.dry_run {
+            outputs.planned.push(PlannedRequest {
+                method: "POST".into(),
+                url: url.clone(),
+                headers: stripe::event_headers(&idempotency_key(), None)
+                    .iter()
+                    .chain(&[("Content-Length", body.len().to_string().as_str())])
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect(),
+                body,
+            });
+            continue;
+        }
+        let value = Decimal::parse(&event.usage_quantity).unwrap_or(Decimal::ZERO);
+        match record(&url, event, &body, &window, retry) {
+            Ok(event) => {
+                let held = days
+                    .iter()
+                    .position(|d| d.start == day.start)
+                    .and_then(|at| day_held.get(at).copied())
+                    .unwrap_or(Decimal::ZERO);
+                let entry = written.entry(day.start).or_insert((window.end, held));
+                entry.0 = entry.0.max(window.end);
+                entry.1 = entry.1.checked_add(value).unwrap_or(entry.1);
+                outputs.events.push(event);
+            }
+            Err(mut failure) => {
+                failure.recorded = outputs.events;
+                return Err(WorkflowError::StepFailed(failure));
+            }
+        }
+    }
+    outputs.marks = written
+        .into_iter()
+        .map(|(day_start, (through, total))| LedgerMark {
+            meter_id: meter.id.clone(),
+            day_start,
+            through,
+            total: total.to_string(),
+            at: now,
+        })
+        .collect();
+    Ok(outputs)
+}
+
+/// The event a piece stands for, and whether it is written.
+fn event_of(plan: &Plan, buckets: &BTreeMap<i64, Decimal>, piece: Piece) -> (MeterEvent, bool) {
+    let window = match &piece {
+        Piece::Held { window, .. } | Piece::Write { window, .. } | Piece::Drift { window, .. } => {
+            *window
+        }
+    };
+    let amberflo_total = buckets
+        .range(window.start..window.end)
+        .try_fold(Decimal::ZERO, |sum, (_, v)| sum.checked_add(*v))
+        .map(|t| t.to_string());
+    let mut event = MeterEvent {
+        meter_event_id: stripe::identifier(plan, &window),
+        event_name: plan.stripe_event_name.clone(),
+        usage_quantity: String::new(),
+        amberflo_total,
+        window_start: window.start,
+        window_end: window.end,
+        timestamp: window.timestamp(),
+        already_recorded: false,
+        verified_by: None,
+        stripe_value: None,
+        drift: false,
+        corrected_to: None,
+        attempts: 0,
+    };
+    let written = match piece {
+        Piece::Held { value, .. } => {
+            event.usage_quantity = value.to_string();
+            event.stripe_value = Some(value.to_string());
+            event.already_recorded = true;
+            event.verified_by = Some(Verification::Summary);
+            false
+        }
+        Piece::Drift { held, measured, .. } => {
+            event.usage_quantity = measured.to_string();
+            event.stripe_value = Some(held.to_string());
+            event.drift = true;
+            false
+        }
+        Piece::Write {
+            value,
+            correction: None,
+            ..
+        } => {
+            // A write goes only where Stripe's summaries hold nothing.
+            event.usage_quantity = value.to_string();
+            event.stripe_value = Some(Decimal::ZERO.to_string());
+            true
+        }
+        Piece::Write {
+            value,
+            correction: Some(correction),
+            ..
+        } => {
+            let target = correction.to.to_string();
+            event.meter_event_id = stripe::correction_identifier(plan, &window, &target);
+            event.stripe_value = Some(correction.from.to_string());
+            event.corrected_to = Some(target);
+            event.usage_quantity = value.to_string();
+            true
+        }
+    };
+    (event, written)
+}
+
+/// Every source's buckets summed, each source only where it bills this ledger.
+fn summed(sources: &[Source], grid: i64) -> Result<BTreeMap<i64, Decimal>, String> {
+    let mut buckets: BTreeMap<i64, Decimal> = BTreeMap::new();
+    for source in sources {
+        for bound in [source.from, source.until].into_iter().flatten() {
+            if bound.rem_euclid(grid) != 0 {
+                return Err(format!(
+                    "{} moved between Stripe customers at {}, inside one of this run's {} buckets: run that day with --interval hour",
+                    source.name,
+                    time::format(bound),
+                    if grid == DAY { "day" } else { "hour" }
+                ));
+            }
+        }
+        for &(t, value) in &source.usage.points {
+            let billed_here =
+                source.from.is_none_or(|f| t >= f) && source.until.is_none_or(|u| t < u);
+            if billed_here {
+                let sum = buckets.entry(t).or_insert(Decimal::ZERO);
+                *sum = sum
+                    .checked_add(value)
+                    .ok_or("the sources' values add up to more than usage-sync can hold")?;
+            }
+        }
+    }
+    Ok(buckets)
+}
+
+/// The whole totals billed from `day`'s start to each point of the grid:
+/// scaled and rounded as a whole, so no cut of the day changes its total. A
+/// given quantity is what the run's one interval bills.
+fn cumulative(
+    plan: &Plan,
+    options: &Options,
+    scale: Decimal,
+    buckets: &BTreeMap<i64, Decimal>,
+    day: Window,
+    grid: i64,
+) -> Result<Measured, String> {
+    let mut points = BTreeMap::new();
+    let mut sum = Decimal::ZERO;
+    let mut t = day.start;
+    // Where the run cuts the day, the running total must be whole; elsewhere a
+    // fraction only means a piece cannot end there.
+    let cut = |t: i64| plan.intervals.iter().any(|i| i.start == t || i.end == t);
+    while t <= day.end {
+        match quantity::from_total(scaled(sum, scale)?, options.rounding) {
+            Ok(whole) => {
+                let whole = Decimal::parse(&whole).map_err(|why| format!("a total {why}"))?;
+                points.insert(t, whole);
+            }
+            Err(why) if cut(t) => {
+                return Err(format!(
+                    "{why} (interval {} to {})",
+                    time::format(day.start),
+                    time::format(t)
+                ));
+            }
+            Err(_) => {}
+        }
+        if let Some(v) = buckets.get(&t) {
+            sum = sum.checked_add(*v).ok_or("the day's total is too large")?;
+        }
+        t += grid;
+    }
+    if let (Some(given), Some(interval)) = (&plan.usage_quantity, plan.intervals.first())
+        && interval.start >= day.start
+        && interval.end <= day.end
+    {
+        let given = Decimal::parse(given)?;
+        let before = points
+            .get(&interval.start)
+            .copied()
+            .ok_or("the interval does not start on the grid")?;
+        points.retain(|&t, _| t <= interval.start);
+        points.insert(
+            interval.end,
+            before
+                .checked_add(given)
+                .ok_or("the quantity is too large")?,
+        );
+    }
+    Ok(Measured { points })
+}
+
+/// Amberflo's total over `window`, before the scale.
+fn measured_total_unscaled(
+    buckets: &BTreeMap<i64, Decimal>,
+    window: Window,
+) -> Result<Decimal, WorkflowError> {
+    buckets
+        .range(window.start..window.end)
+        .try_fold(Decimal::ZERO, |sum, (_, v)| sum.checked_add(*v))
+        .ok_or_else(|| WorkflowError::InvalidInput("Amberflo's total is too large".into()))
+}
+
+/// What the measured totals say for `[start, end)`.
+fn difference(measured: &Measured, start: i64, end: i64) -> Result<Decimal, String> {
+    let at = |t| {
+        measured
+            .at(t)
+            .ok_or_else(|| format!("no measured total at {}", time::format(t)))
+    };
+    at(end)?
+        .checked_sub(at(start)?)
+        .ok_or_else(|| "a total is too large".into())
+}
+
+/// `clientMeters` of the sources: verbatim for one, their groups in one array
+/// for several.
+fn usage_result(sources: &[Source]) -> String {
+    if let [one] = sources {
+        return one.usage.client_meters.clone();
+    }
+    let groups: Vec<Box<serde_json::value::RawValue>> = sources
+        .iter()
+        .flat_map(|s| {
+            serde_json::from_str::<Vec<Box<serde_json::value::RawValue>>>(&s.usage.client_meters)
+                .unwrap_or_default()
+        })
+        .collect();
+    serde_json::to_string(&groups).unwrap_or_else(|_| "[]".into())
+}
+
+/// Counts our own recent write to `day` as held where Stripe's summary does
+/// not show it yet (it lags behind, see [`PROCESSING_MARGIN`]).
+fn apply_marks(held: &mut Held, recent: &[LedgerMark], meter_id: &str, day: Window, now: i64) {
+    let latest = recent
+        .iter()
+        .filter(|m| m.meter_id == meter_id && m.day_start == day.start)
+        .filter(|m| now - m.at <= PROCESSING_MARGIN)
+        .max_by_key(|m| (m.at, m.through));
+    let Some(mark) = latest else { return };
+    let (Ok(total), Some(shown)) = (Decimal::parse(&mark.total), held.total()) else {
+        return;
+    };
+    if let Some(missing) = total
+        .checked_sub(shown)
+        .filter(|m| !m.is_negative() && !m.is_zero())
+    {
+        held.add_at(mark.through - 1, missing);
+    }
+}
+
+/// What Stripe holds for each day, from one paginated summaries read over
+/// them all: by hour (so a day's reach is known to the hour), by day where
+/// the run and the meter are whole days.
+fn read_held(
+    endpoints: &Endpoints,
+    options: &Options,
+    plan: &Plan,
+    meter: &Meter,
+    days: &[Window],
+    retry: &retry::Policy,
+    reads: &mut Vec<StripeRead>,
+) -> Result<Vec<Held>, WorkflowError> {
+    let (Some(first), Some(last)) = (days.first(), days.last()) else {
+        return Ok(Vec::new());
+    };
+    // By hour, so a day's reach is known to the hour, unless that takes more
+    // than one page (100 buckets): a long window of whole days reads by day.
+    let by_day = match meter.pre_aggregated {
+        Some(window) => window == Interval::Day,
+        None => inputs::grid(options.interval, plan.window) == DAY && days.len() > HOURLY_DAYS,
+    };
+    let end = if by_day {
+        last.end
+    } else {
+        // Other writers (and a run by hour) may reach up to now.
+        last.end
+            .min((now() + 3599).div_euclid(3600) * 3600)
+            .max(plan.window.end)
+    };
+    let range = Window {
+        start: first.start,
+        end,
+    };
+    let grouping = if by_day { ("day", DAY) } else { ("hour", 3600) };
+    let buckets = read_buckets(endpoints, plan, meter, range, grouping, retry, reads)?;
+    let mut held: Vec<Held> = days.iter().map(|_| Held::default()).collect();
+    for (start, end, value) in buckets {
+        let value = reconcile::stripe_decimal(value)
+            .map_err(|m| step_failed(Step::ReadSummaries, range, Some(200), m, None, 1))?;
+        if let Some(at) = days.iter().position(|d| d.start <= start && end <= d.end) {
+            held[at].buckets.push((start, end, value));
+        }
+    }
+    for h in &mut held {
+        h.buckets.sort_by_key(|b| b.0);
+    }
+    Ok(held)
+}
+
+/// Every summary Stripe lists for `range` in buckets of `grouping`, each
+/// checked to be one of them: `(start, end, aggregated value)`.
+fn read_buckets(
+    endpoints: &Endpoints,
+    plan: &Plan,
+    meter: &Meter,
+    range: Window,
+    (grouping, grid): (&str, i64),
+    retry: &retry::Policy,
+    reads: &mut Vec<StripeRead>,
+) -> Result<Vec<(i64, i64, f64)>, WorkflowError> {
+    let base = endpoints.stripe_url.trim_end_matches('/');
+    let mut found = Vec::new();
+    read_pages(
+        Step::ReadSummaries,
+        range,
+        retry,
+        |after| {
+            stripe::summaries_url(
+                base,
+                meter,
+                &plan.stripe_customer,
+                range,
+                Some(grouping),
+                after,
+            )
+        },
+        |url, reply, bad_answer| {
+            let list = stripe::parse_summaries(&reply.body).map_err(bad_answer)?;
+            let mut answer = Vec::new();
+            for summary in &list.data {
+                let on_grid = summary.start_time.rem_euclid(grid) == 0
+                    && summary.end_time == summary.start_time + grid
+                    && range.start <= summary.start_time
+                    && summary.end_time <= range.end;
+                if !on_grid {
+                    return Err(bad_answer(format!(
+                        "Stripe's summary {} covers {} to {}, which is not an interval asked for",
+                        summary.id,
+                        time::format(summary.start_time),
+                        time::format(summary.end_time)
+                    )));
+                }
+                found.push((
+                    summary.start_time,
+                    summary.end_time,
+                    summary.aggregated_value,
+                ));
+                if summary.aggregated_value != 0.0 {
+                    answer.push(format!(
+                        "{}: {}",
+                        time::format(summary.start_time),
+                        quantity::format_number(summary.aggregated_value)
+                    ));
+                }
+            }
+            let answer = if answer.is_empty() {
+                "nothing held".to_string()
+            } else {
+                answer.join(", ")
+            };
+            reads.push(read_record(url, answer));
+            Ok(match list.has_more {
+                false => Page::Done(()),
+                true => Page::After(list.data.last().map(|s| s.id.clone())),
+            })
+        },
+    )
+    .map_err(|e| match e {
+        Paging::Failed(e) => e,
+        Paging::TooMany => step_failed(
+            Step::ReadSummaries,
+            range,
+            None,
+            format!("more than {} pages of summaries", stripe::MAX_PAGES),
+            None,
+            0,
+        ),
+    })?;
+    Ok(found)
+}
+
+/// Reconcile's read: what Stripe holds for each interval (keyed by its
+/// start: its end and the value), one paginated call. An interval Stripe
+/// lists no summary for holds nothing.
+pub(in crate::workflow) fn read_summaries(
+    endpoints: &Endpoints,
+    interval: Interval,
+    plan: &Plan,
+    meter: &Meter,
+    intervals: &[Window],
+    retry: &retry::Policy,
+    reads: &mut Vec<StripeRead>,
+) -> Result<HashMap<i64, (i64, f64)>, WorkflowError> {
+    let (Some(first), Some(last)) = (intervals.first(), intervals.last()) else {
+        return Ok(HashMap::new());
+    };
+    let range = Window {
+        start: first.start,
+        end: last.end,
+    };
+    let mut held: HashMap<i64, (i64, f64)> =
+        intervals.iter().map(|p| (p.start, (p.end, 0.0))).collect();
+    let buckets = match interval {
+        Interval::Day => read_buckets(endpoints, plan, meter, range, ("day", DAY), retry, reads)?,
+        Interval::Hour => {
+            read_buckets(endpoints, plan, meter, range, ("hour", 3600), retry, reads)?
+        }
+        // One interval, the whole window: hours summed.
+        Interval::Window => {
+            let hours = read_buckets(endpoints, plan, meter, range, ("hour", 3600), retry, reads)?;
+            let sum = hours.iter().map(|b| b.2).sum();
+            vec![(range.start, range.end, sum)]
+        }
+    };
+    for (start, end, value) in buckets {
+        if let Some((e, v)) = held.get_mut(&start)
+            && *e == end
+        {
+            *v = value;
+        }
+    }
+    Ok(held)
+}

@@ -1,0 +1,347 @@
+//! One ledger per Stripe customer and meter: whatever the interval shape, the
+//! rows feeding a customer or the mapping's history, Stripe ends up billing
+//! each unit Amberflo measured once, at any age. Each case was measured by a
+//! red team against the forgetting emulator (exit 0, billed twice or lost);
+//! each rerun here runs 25 hours later too, when Stripe's identifier memory
+//! is gone.
+
+use crate::support::*;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use usage_sync_emulators::{Formula, MeterSpec};
+
+const BAD_INPUT: i32 = 2;
+const PROVIDER: i32 = 3;
+const DRIFT: i32 = 5;
+
+/// One unit an hour for `acme` over the day `n` days back.
+fn hourly(n: i64) -> Vec<usage_sync_emulators::UsageRecord> {
+    let (start, _) = days_ago(n);
+    (0..24)
+        .map(|h| usage("acme", "api-calls", start + h * 3600 + 60, 1.0))
+        .collect()
+}
+
+fn window_of((start, end): (i64, i64), interval: &str) -> Vec<String> {
+    let mut args = with_inputs(&window_args(start, end));
+    args.extend(["--interval".to_string(), interval.to_string()]);
+    args
+}
+
+/// Runs as it would have run 25 hours ago (Stripe's clock set back), so by
+/// now Stripe has forgotten its identifiers and idempotency keys.
+fn a_day_ago(p: &Providers, run: impl FnOnce() -> Run) -> Run {
+    p.stripe.shift_clock(-DAY_AND_AN_HOUR);
+    let run = run();
+    p.stripe.shift_clock(DAY_AND_AN_HOUR);
+    run
+}
+
+fn written(out: &Value) -> Vec<Value> {
+    out["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["alreadyRecorded"] == false && e["drift"] == false)
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_day_synced_by_day_then_by_hour_at_once_is_billed_once() {
+    let p = Providers::start(hourly(1));
+    let day = yesterday();
+    p.run(&window_of(day, "day")).expect(0);
+    assert_eq!(p.billed(day), 24.0);
+    // Seconds later: Stripe's summary has not processed the day event yet,
+    // and the hourly identifiers are new. The state directory's record of
+    // the write is what keeps it from being billed again.
+    let out = p.run(&window_of(day, "hour")).expect(0).json();
+    assert!(written(&out).is_empty(), "{out}");
+    assert_eq!(p.stripe.events().len(), 1);
+    assert_eq!(p.billed(day), 24.0);
+}
+
+#[test]
+fn a_settled_day_rerun_by_hour_25_hours_later_is_billed_once() {
+    let p = Providers::start(hourly(3));
+    let day = days_ago(3);
+    a_day_ago(&p, || p.run(&window_of(day, "day"))).expect(0);
+    let out = p.run(&window_of(day, "hour")).expect(0).json();
+    assert!(written(&out).is_empty(), "{out}");
+    assert_eq!(p.billed(day), 24.0, "not 47");
+    // And the other way round: by hour, then by day.
+    let q = Providers::start(hourly(3));
+    a_day_ago(&q, || q.run(&window_of(day, "hour"))).expect(0);
+    assert_eq!(q.billed(day), 24.0);
+    let out = q.run(&window_of(day, "day")).expect(0).json();
+    assert!(written(&out).is_empty(), "{out}");
+    assert_eq!(q.billed(day), 24.0);
+}
+
+#[test]
+fn a_window_over_two_synced_days_bills_nothing_more() {
+    let mut records = hourly(3);
+    records.extend(hourly(2));
+    let p = Providers::start(records);
+    let days = (days_ago(3).0, days_ago(2).1);
+    a_day_ago(&p, || p.run(&window_of(days, "day"))).expect(0);
+    assert_eq!(p.billed(days), 48.0);
+    let out = p.run(&window_of(days, "window")).expect(0).json();
+    assert!(written(&out).is_empty(), "{out}");
+    assert_eq!(p.billed(days), 48.0, "not 72");
+}
+
+#[test]
+fn a_true_up_by_hour_over_synced_days_bills_nothing_more() {
+    let mut records = hourly(5);
+    records.extend(hourly(4));
+    records.extend(hourly(3));
+    let p = Providers::start(records);
+    let days = (days_ago(5).0, days_ago(3).1);
+    a_day_ago(&p, || p.run(&window_of(days, "day"))).expect(0);
+    let mut args = window_of(days, "hour");
+    args.push("--true-up".into());
+    let out = p.run(&args).expect(0).json();
+    assert!(written(&out).is_empty(), "{out}");
+    for n in [5, 4, 3] {
+        assert_eq!(p.billed(days_ago(n)), 24.0, "day {n} back, not 47");
+    }
+}
+
+/// A mapping file of `rows` (customerId, stripeCustomer), in a fresh folder.
+fn mapping(name: &str, rows: &[(&str, &str)]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("usage-sync-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("mapping.csv");
+    let mut csv = String::from("customerId,stripeCustomer\n");
+    for (customer, stripe) in rows {
+        csv.push_str(&format!("{customer},{stripe}\n"));
+    }
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
+fn sync_args(mapping: &std::path::Path, (start, end): (i64, i64), extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--mapping",
+        mapping.to_str().unwrap(),
+        "--meter-api-name",
+        "api-calls",
+        "--stripe-event-name",
+        "api_calls",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(window_args(start, end));
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+fn summary(run: &Run) -> Value {
+    let last = run.stdout.lines().last().unwrap();
+    serde_json::from_str::<Value>(last).unwrap()["summary"].clone()
+}
+
+/// acme-eu 10 and acme-us 20 units on the day `n` days back.
+fn two_companies(n: i64) -> Vec<usage_sync_emulators::UsageRecord> {
+    let (start, _) = days_ago(n);
+    vec![
+        usage("acme-eu", "api-calls", start + 60, 10.0),
+        usage("acme-us", "api-calls", start + 120, 20.0),
+    ]
+}
+
+#[test]
+fn two_rows_of_one_stripe_customer_bill_their_sum() {
+    let day = days_ago(3);
+    let both = mapping(
+        "ledger-two-rows",
+        &[("acme-eu", "cus_Acme"), ("acme-us", "cus_Acme")],
+    );
+    let p = Providers::start(two_companies(3));
+    let run = p.sync(&sync_args(&both, day, &[]));
+    run.expect(0);
+    assert_eq!(p.billed(day), 30.0);
+    assert_eq!(p.stripe.events().len(), 1, "one event for the ledger");
+    let lines: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines[0]["sources"],
+        json!(["acme-eu/api-calls", "acme-us/api-calls"])
+    );
+    // 25 hours later, with a fresh journal: nothing more.
+    let again = mapping(
+        "ledger-two-rows-again",
+        &[("acme-eu", "cus_Acme"), ("acme-us", "cus_Acme")],
+    );
+    p.stripe.shift_clock(DAY_AND_AN_HOUR);
+    p.sync(&sync_args(&again, day, &[])).expect(0);
+    assert_eq!(p.billed(day), 30.0);
+}
+
+#[test]
+fn two_rows_on_a_pre_aggregated_meter_send_one_event_with_their_sum() {
+    let day = days_ago(3);
+    let both = mapping(
+        "ledger-two-rows-daily",
+        &[("acme-eu", "cus_Acme"), ("acme-us", "cus_Acme")],
+    );
+    let daily = MeterSpec {
+        formula: Formula::Sum,
+        event_time_window: Some(86_400),
+        ..MeterSpec::sum("api_calls")
+    };
+    let p = Providers::with_meters(two_companies(3), [daily]);
+    p.sync(&sync_args(&both, day, &[])).expect(0);
+    assert_eq!(p.billed(day), 30.0, "not the last row's 20");
+    let events = p.stripe.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].payload["value"], "30");
+}
+
+#[test]
+fn a_row_added_later_is_drift_and_a_true_up_bills_only_the_rest() {
+    let day = days_ago(4);
+    let first = mapping("ledger-added-first", &[("acme-eu", "cus_Acme")]);
+    let p = Providers::start(two_companies(4));
+    a_day_ago(&p, || p.sync(&sync_args(&first, day, &[]))).expect(0);
+    assert_eq!(p.billed(day), 10.0);
+    let both = [("acme-eu", "cus_Acme"), ("acme-us", "cus_Acme")];
+    let run = p.sync(&sync_args(&mapping("ledger-added-both", &both), day, &[]));
+    run.expect(DRIFT);
+    assert_eq!(
+        summary(&run)["drift"],
+        2,
+        "both rows name the ledger's drift"
+    );
+    assert_eq!(p.billed(day), 10.0, "drift is reported, never written");
+    let true_up = ["--true-up", "--settle-hours", "0"];
+    p.sync(&sync_args(
+        &mapping("ledger-added-up", &both),
+        day,
+        &true_up,
+    ))
+    .expect(0);
+    assert_eq!(p.billed(day), 30.0, "not 40: one correction for the ledger");
+    let down = ["--true-up", "--settle-hours", "0", "--allow-decrease"];
+    p.stripe.shift_clock(DAY_AND_AN_HOUR);
+    p.sync(&sync_args(&mapping("ledger-added-down", &both), day, &down))
+        .expect(0);
+    assert_eq!(
+        p.billed(day),
+        30.0,
+        "each row no longer corrects the other to 0"
+    );
+}
+
+#[test]
+fn a_repointed_customer_is_refused_then_moved_without_billing_twice() {
+    let (d2, d1) = (days_ago(2), days_ago(1));
+    let mut records = vec![usage("acme", "api-calls", d2.0 + 60, 10.0)];
+    records.push(usage("acme", "api-calls", d1.0 + 60, 7.0));
+    let p = Providers::start(records);
+    let old = mapping("ledger-move-old", &[("acme", "cus_OLD")]);
+    a_day_ago(&p, || p.sync(&sync_args(&old, d2, &[]))).expect(0);
+    let billed = |customer: &str| p.stripe.billed("api_calls", customer, d2.0, d1.1);
+    assert_eq!(billed("cus_OLD"), 10.0);
+
+    let new = mapping("ledger-move-new", &[("acme", "cus_NEW")]);
+    let both_days = (d2.0, d1.1);
+    let run = p.sync(&sync_args(&new, both_days, &[]));
+    run.expect(BAD_INPUT);
+    for needle in ["cus_OLD", "cus_NEW", "--move-customers"] {
+        assert!(run.stderr.contains(needle), "{needle}: {}", run.stderr);
+    }
+    assert_eq!(billed("cus_NEW"), 0.0, "nothing written");
+
+    p.sync(&sync_args(&new, both_days, &["--move-customers"]))
+        .expect(0);
+    assert_eq!(billed("cus_OLD"), 10.0);
+    assert_eq!(billed("cus_NEW"), 7.0, "only the day after the move");
+    // 25 hours later, and the old customer's ledger is still whole.
+    p.stripe.shift_clock(DAY_AND_AN_HOUR);
+    p.sync(&sync_args(&new, both_days, &[])).expect(0);
+    assert_eq!((billed("cus_OLD"), billed("cus_NEW")), (10.0, 7.0));
+}
+
+#[test]
+fn a_window_that_has_not_ended_is_refused_with_nothing_sent() {
+    let p = Providers::start(vec![]);
+    let hour = now().div_euclid(3600) * 3600;
+    let open = window_of((hour - 3600, hour + 3600), "hour");
+    let run = p.run(&open);
+    run.expect(BAD_INPUT);
+    assert!(
+        run.error_message().contains("has not ended"),
+        "{}",
+        run.error_message()
+    );
+    assert!(p.amberflo_requests().is_empty());
+    assert!(p.stripe_all().is_empty());
+}
+
+#[test]
+fn amberflo_listing_a_bucket_twice_is_refused() {
+    let (start, _) = yesterday();
+    let p = Providers::start(vec![usage("acme", "api-calls", start + 5, 10.0)]);
+    let point =
+        json!({ "value": 10.0, "secondsSinceEpochUtc": start, "percentageFromPrevious": 0.0 });
+    p.amberflo.answer_next_with(
+        &json!({
+            "metadata": {},
+            "clientMeters": [{
+                "group": { "groupInfo": { "customerId": "acme" } },
+                "values": [point, point],
+            }],
+        })
+        .to_string(),
+    );
+    let run = p.run(&INPUTS);
+    run.expect(PROVIDER);
+    assert!(
+        run.error_message().contains("again"),
+        "{}",
+        run.error_message()
+    );
+    assert!(p.stripe_writes().is_empty());
+}
+
+/// README says what losing the state directory costs; this is that cost,
+/// measured, so the sentence stays true.
+#[test]
+fn losing_the_state_directory_costs_what_readme_says() {
+    // A rerun of another shape within the hour, before Stripe's summary
+    // shows the first write: billed twice.
+    let p = Providers::start(hourly(1));
+    let day = yesterday();
+    p.run(&window_of(day, "day")).expect(0);
+    let out = p.run_elsewhere(&window_of(day, "hour")).expect(0).json();
+    assert_eq!(written(&out).len(), 24);
+    assert_eq!(p.billed(day), 48.0);
+    // Once the summary shows it (the emulator lags a minute), the next run
+    // reports it: drift, exit 5, nothing written.
+    p.stripe.shift_clock(120);
+    let out = p.run_elsewhere(&window_of(day, "day")).expect(DRIFT).json();
+    assert_eq!(out["drift"], true);
+    assert_eq!(out["stripeValue"], "48");
+    assert_eq!(p.billed(day), 48.0);
+
+    // A move made while the history was lost cannot be seen: the new
+    // customer is billed for what the old one was.
+    let d2 = days_ago(2);
+    let q = Providers::start(vec![usage("acme", "api-calls", d2.0 + 60, 10.0)]);
+    let old = mapping("ledger-lost-old", &[("acme", "cus_OLD")]);
+    a_day_ago(&q, || q.sync(&sync_args(&old, d2, &[]))).expect(0);
+    let new = mapping("ledger-lost-new", &[("acme", "cus_NEW")]);
+    q.elsewhere("sync", &sync_args(&new, d2, &[])).expect(0);
+    let billed = |customer: &str| q.stripe.billed("api_calls", customer, d2.0, d2.1);
+    assert_eq!((billed("cus_OLD"), billed("cus_NEW")), (10.0, 10.0));
+    // With the history, the same move is refused.
+    let kept = q.sync(&sync_args(&new, d2, &[]));
+    kept.expect(BAD_INPUT);
+}
