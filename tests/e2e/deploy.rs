@@ -337,6 +337,50 @@ fn the_kubernetes_cronjob_is_a_safe_nightly_billing_job() {
         command.contains("usage-sync sync") && command.contains("--true-up"),
         "{command}"
     );
+    assert_keeps_its_state(pod, container);
+    assert!(
+        !command.contains("--journal"),
+        "a journal per window, by default"
+    );
+}
+
+/// The state directory outlives the pod (a PersistentVolumeClaim), writable
+/// by the pod's user (fsGroup), and usage-sync is pointed inside it.
+fn assert_keeps_its_state(pod: &Value, container: &Value) {
+    let state = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "state")
+        .unwrap();
+    let claim = state["persistentVolumeClaim"]["claimName"]
+        .as_str()
+        .unwrap();
+    let pvc = yaml("kubernetes/state-pvc.yaml");
+    assert_eq!(pvc["kind"], "PersistentVolumeClaim");
+    assert_eq!(pvc["metadata"]["name"], claim);
+    let user = &pod["securityContext"]["runAsUser"];
+    assert_eq!(&pod["securityContext"]["fsGroup"], user);
+    let mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "state")
+        .unwrap()["mountPath"]
+        .as_str()
+        .unwrap();
+    let dir = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "USAGE_SYNC_STATE_DIR")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap();
+    assert!(
+        dir.starts_with(&format!("{mount}/")),
+        "{dir} inside {mount}"
+    );
 }
 
 /// The systemd service and timer: a missed night runs at boot, keys as
@@ -363,6 +407,9 @@ fn the_systemd_units_catch_up_load_credentials_and_are_hardened() {
         "NoNewPrivileges=yes",
         "PrivateTmp=yes",
         "RestartPreventExitStatus=2",
+        "StateDirectory=usage-sync",
+        "StateDirectoryMode=0700",
+        "Environment=USAGE_SYNC_STATE_DIR=%S/usage-sync",
     ] {
         assert!(service.contains(&expected.to_string()), "{expected}");
     }
@@ -379,6 +426,8 @@ fn the_systemd_units_catch_up_load_credentials_and_are_hardened() {
         !read("usage-sync.service").contains("sk_"),
         "no key in the unit"
     );
+    // One fixed journal would belong to the first night's window only.
+    assert!(!read("usage-sync.service").contains("--journal"));
 }
 
 /// The sharded job: an Indexed Job whose shard count is what usage-sync reads.
@@ -401,4 +450,5 @@ fn the_indexed_job_shards_the_mapping_as_usage_sync_reads_it() {
         .unwrap();
     assert_eq!(shards.parse::<u64>().unwrap(), completions);
     assert_eq!(container["args"][0], "sync");
+    assert_keeps_its_state(&spec["template"]["spec"], container);
 }
