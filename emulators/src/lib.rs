@@ -15,7 +15,9 @@ mod tls;
 pub use amberflo::{Amberflo, UsageRecord};
 pub use latency::LatencyProxy;
 pub use server::{Fault, Recorded};
-pub use stripe::{DEDUPE_WINDOW, Formula, MeterEvent, MeterSpec, Stripe};
+pub use stripe::{
+    DEDUPE_WINDOW, DEFAULT_GRACE, Formula, Invoice, MeterEvent, MeterSpec, Stripe, SubscriptionSpec,
+};
 pub use tls::{Presented, TestCa};
 
 /// Seconds since the Unix epoch, now.

@@ -9,6 +9,8 @@
 
 /// The secret key, as Bearer or as Basic's user.
 mod auth;
+/// `GET /v1/subscriptions` and `GET /v1/invoices`: periods and what they bill.
+mod billing;
 /// Stripe's error bodies.
 mod errors;
 /// `POST /v1/billing/meter_events`: validation, dedupe, replay, planting.
@@ -26,6 +28,8 @@ mod testing;
 use crate::form::decode_form;
 use crate::server::{Fault, Faults, Recorded, Reply, Server};
 use auth::check_auth;
+pub use billing::{DEFAULT_GRACE, Invoice, SubscriptionSpec};
+use billing::{INVOICES, SUBSCRIPTIONS, Subscription};
 use errors::{canned, invalid, not_found_route};
 use events::Saved;
 pub use events::{DEDUPE_WINDOW, MeterEvent};
@@ -65,6 +69,10 @@ struct State {
     /// Added to the real clock.
     clock_offset: i64,
     processing_lag: i64,
+    /// Oldest first; listed newest first.
+    subscriptions: Vec<Subscription>,
+    /// The invoice finalization grace period for usage, in seconds.
+    grace: i64,
 }
 
 impl State {
@@ -82,6 +90,8 @@ impl State {
             counter: 0,
             clock_offset: 0,
             processing_lag: DEFAULT_PROCESSING_LAG,
+            subscriptions: Vec::new(),
+            grace: DEFAULT_GRACE,
         }
     }
 
@@ -223,6 +233,28 @@ impl Stripe {
         );
     }
 
+    /// Creates a subscription with one item metered on `spec.event_name`'s
+    /// meter (add the meter first); returns its id.
+    pub fn add_subscription(&self, spec: SubscriptionSpec) -> String {
+        lock(&self.state).add_subscription(spec)
+    }
+
+    /// The invoice finalization grace period for usage (1 hour by default).
+    pub fn set_grace(&self, seconds: i64) {
+        lock(&self.state).grace = seconds;
+    }
+
+    /// `customer`'s invoices now, newest first: what each bills, and whether
+    /// it is final.
+    pub fn invoices(&self, customer: &str) -> Vec<Invoice> {
+        let state = lock(&self.state);
+        state
+            .invoices(customer)
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     /// Injects `fault` into every following read (GET; `None` to heal).
     pub fn set_read_fault(&self, fault: Option<Fault>) {
         lock(&self.state).read_faults.set(fault);
@@ -263,6 +295,8 @@ fn handle(state: &mut State, request: &Recorded, fault: Option<Fault>) -> Reply 
     let route = match (request.method.as_str(), path) {
         ("POST", PATH) => Route::RecordEvent,
         ("GET", METERS) => Route::ListMeters,
+        ("GET", SUBSCRIPTIONS) => Route::ListSubscriptions,
+        ("GET", INVOICES) => Route::ListInvoices,
         ("GET", p) => match p.strip_prefix(METERS).and_then(|r| r.strip_prefix('/')) {
             Some(id) if !id.is_empty() && !id.contains('/') => Route::Meter(id),
             Some(rest) => match rest.strip_suffix("/event_summaries") {
@@ -284,6 +318,8 @@ fn handle(state: &mut State, request: &Recorded, fault: Option<Fault>) -> Reply 
         Route::ListMeters => meters::list_meters(state, &params),
         Route::Meter(id) => meters::retrieve_meter(state, id, &params),
         Route::Summaries(id) => summaries::summaries(state, id, &params),
+        Route::ListSubscriptions => billing::list_subscriptions(state, &params),
+        Route::ListInvoices => billing::list_invoices(state, &params),
     }
 }
 
@@ -293,6 +329,8 @@ enum Route<'a> {
     ListMeters,
     Meter(&'a str),
     Summaries(&'a str),
+    ListSubscriptions,
+    ListInvoices,
 }
 
 #[cfg(test)]
