@@ -15,9 +15,11 @@ use std::path::Path;
 pub const DOCUMENT: &str = "specs/usage-sync.arazzo.yaml";
 
 /// Which provider (a `Provider` variant) each source description describes.
-const PROVIDERS: [(&str, &str); 2] = [
+const PROVIDERS: [(&str, &str); 4] = [
     ("amberfloMeteringApi", "Amberflo"),
     ("stripeBillingMetersApi", "Stripe"),
+    ("stripeSubscriptionsApi", "Stripe"),
+    ("stripeInvoicesApi", "Stripe"),
 ];
 
 /// Writes `routes.rs` into `out_dir`.

@@ -31,7 +31,7 @@ pub mod exit {
 
 /// The exit status of a run that produced outputs: drift is reported, never written.
 pub fn outputs_exit_code(outputs: &Outputs) -> u8 {
-    if outputs.drifted().next().is_some() {
+    if outputs.drifted().next().is_some() || outputs.closed().next().is_some() {
         exit::DRIFT
     } else {
         exit::OK

@@ -147,6 +147,20 @@ fn outputs_of(o: Outputs) -> report::Outputs {
                 at: m.at,
             })
             .collect(),
+        unbilled: o
+            .unbilled
+            .into_iter()
+            .map(|u| report::Unbilled {
+                window_start: u.window_start,
+                window_end: u.window_end,
+                quantity: u.quantity,
+                period_start: u.period_start,
+                period_end: u.period_end,
+                invoice: u.invoice,
+                status: u.status,
+                written: u.written,
+            })
+            .collect(),
         dry_run: o.dry_run,
     }
 }
@@ -184,6 +198,8 @@ fn failure_of(error: WorkflowError) -> Failure {
             Step::RecordStripeMeter => report::Step::RecordStripeMeter,
             Step::FindMeter => report::Step::FindMeter,
             Step::ReadSummaries => report::Step::ReadSummaries,
+            Step::ReadSubscriptions => report::Step::ReadSubscriptions,
+            Step::ReadInvoices => report::Step::ReadInvoices,
         },
         status: f.status,
         message: f.message,

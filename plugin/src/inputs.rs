@@ -151,9 +151,14 @@ pub fn stripe_event_name(name: String) -> Result<String, String> {
     Ok(name)
 }
 
-/// Amberflo's bucket for a window: the interval's (days or hours), and for
-/// `window` whole days when it is made of them, else hours.
-pub fn grid(interval: Interval, window: Window) -> i64 {
+/// Up to this many days, a window is measured and read back by hour: one
+/// page of Stripe's 100 summary buckets holds it, and a billing period that
+/// renews inside a day can be cut at its hour.
+pub const HOURLY_DAYS: i64 = 4;
+
+/// What a window's bounds must be aligned to: the interval's unit (days or
+/// hours), and for `window` whole days when it is made of them, else hours.
+pub fn alignment(interval: Interval, window: Window) -> i64 {
     match interval {
         Interval::Day => DAY,
         Interval::Hour => 3600,
@@ -162,11 +167,21 @@ pub fn grid(interval: Interval, window: Window) -> i64 {
     }
 }
 
+/// Amberflo's bucket for a window: hours for a window of up to
+/// [`HOURLY_DAYS`] days (so a day can be cut where a billing period renews),
+/// else the window's alignment.
+pub fn grid(interval: Interval, window: Window) -> i64 {
+    match window.end - window.start <= HOURLY_DAYS * DAY {
+        true => 3600,
+        false => alignment(interval, window),
+    }
+}
+
 /// A window must start and end on the grid of its buckets: a misaligned one
 /// would get identifiers of its own and bill its days a second time next to
 /// the nightly run's, and Amberflo's buckets would spill over its edges.
 fn on_the_grid(window: Window, interval: Interval) -> Result<(), String> {
-    let grid = grid(interval, window);
+    let grid = alignment(interval, window);
     if window.start % grid == 0 && window.end % grid == 0 {
         return Ok(());
     }

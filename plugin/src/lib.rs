@@ -7,6 +7,7 @@
 //! that runs this component sends the same bytes.
 
 pub mod amberflo;
+pub mod billing;
 pub mod credentials;
 pub mod decimal;
 pub mod form;

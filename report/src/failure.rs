@@ -59,7 +59,11 @@ impl Failure {
                 let step = f.step.name();
                 let provider = match f.step {
                     Step::QueryUsage => "Amberflo",
-                    Step::RecordStripeMeter | Step::FindMeter | Step::ReadSummaries => "Stripe",
+                    Step::RecordStripeMeter
+                    | Step::FindMeter
+                    | Step::ReadSummaries
+                    | Step::ReadSubscriptions
+                    | Step::ReadInvoices => "Stripe",
                 };
                 let mut line = match f.status {
                     Some(status) => {
@@ -75,9 +79,13 @@ impl Failure {
                 }
                 match (f.step, f.delivery) {
                     (Step::QueryUsage, _) => line.push_str("; nothing was sent to Stripe"),
-                    (Step::FindMeter | Step::ReadSummaries, _) => {
-                        line.push_str("; nothing was written to Stripe")
-                    }
+                    (
+                        Step::FindMeter
+                        | Step::ReadSummaries
+                        | Step::ReadSubscriptions
+                        | Step::ReadInvoices,
+                        _,
+                    ) => line.push_str("; nothing was written to Stripe"),
                     (_, Delivery::NotSent | Delivery::Rejected) if f.recorded.is_empty() => {
                         line.push_str("; no meter event was recorded")
                     }

@@ -33,5 +33,5 @@ pub use render::{EventJson, render_outputs, summary};
 pub use request::{Rounding, RunRequest, Scalar};
 pub use wit::{
     Delivery, Interval, LedgerMark, Meter, MeterEvent, Outputs, PlannedRequest, Step, StepFailure,
-    StripeRead, Verification, WorkflowError, from_wit,
+    StripeRead, Unbilled, Verification, WorkflowError, from_wit,
 };

@@ -168,6 +168,9 @@ struct OutputsJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     sources: Option<&'a [String]>,
     events: Vec<EventJson<'a>>,
+    /// Usage no invoice bills now (a closed period, or no subscription yet).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    unbilled: &'a [crate::Unbilled],
     #[serde(skip_serializing_if = "Option::is_none")]
     dry_run: Option<bool>,
     /// The reads a dry run made (the meter, the summaries) and their answers.
@@ -207,6 +210,7 @@ pub fn render_outputs(outputs: &Outputs) -> String {
         meter: MeterJson::from(&outputs.meter),
         sources: (outputs.sources.len() > 1).then_some(outputs.sources.as_slice()),
         events: outputs.events.iter().map(EventJson::from).collect(),
+        unbilled: &outputs.unbilled,
         dry_run: dry_run.then_some(true),
         stripe_reads: if dry_run {
             outputs
@@ -280,6 +284,32 @@ pub fn summary(outputs: &Outputs) -> String {
             "; DRIFT in {} interval(s), nothing written for them: {}",
             drifted.len(),
             drifted.join("; ")
+        ));
+    }
+    let closed: Vec<String> = outputs
+        .closed()
+        .map(|u| {
+            format!(
+                "{} for {}..{} belongs to the period from {} whose invoice {} is {}",
+                u.quantity,
+                u.window_start,
+                u.window_end,
+                u.period_start,
+                u.invoice.as_deref().unwrap_or("(none)"),
+                u.status
+            )
+        })
+        .collect();
+    if !closed.is_empty() {
+        line.push_str(&format!(
+            "; UNBILLED, nothing written: {}",
+            closed.join("; ")
+        ));
+    }
+    let pending: usize = outputs.unbilled.iter().filter(|u| u.written).count();
+    if pending > 0 {
+        line.push_str(&format!(
+            "; {pending} event(s) written for a customer with no subscription item on the meter yet: no invoice bills them until one does"
         ));
     }
     line

@@ -26,6 +26,10 @@ pub enum Step {
     FindMeter,
     /// Stripe `GET /v1/billing/meters/{id}/event_summaries`.
     ReadSummaries,
+    /// Stripe `GET /v1/subscriptions`.
+    ReadSubscriptions,
+    /// Stripe `GET /v1/invoices`.
+    ReadInvoices,
 }
 
 /// How a window is cut into meter events.
@@ -160,8 +164,33 @@ pub struct Outputs {
     pub sources: Vec<String>,
     /// What each UTC day written to now holds, for the next run's lag check.
     pub marks: Vec<LedgerMark>,
+    /// Usage no invoice bills now.
+    #[serde(default)]
+    pub unbilled: Vec<Unbilled>,
     /// Nothing was sent: a dry run.
     pub dry_run: bool,
+}
+
+/// Usage no invoice bills now.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all(serialize = "camelCase"))]
+pub struct Unbilled {
+    /// The piece's start.
+    pub window_start: i64,
+    /// The piece's end (exclusive).
+    pub window_end: i64,
+    /// The quantity (decimal text).
+    pub quantity: String,
+    /// The billing period it belongs to.
+    pub period_start: i64,
+    /// Its end; `None` after the subscription ended.
+    pub period_end: Option<i64>,
+    /// The invoice of that period.
+    pub invoice: Option<String>,
+    /// The invoice's status, `ended` or `no-subscription`.
+    pub status: String,
+    /// Written anyway (no subscription item yet).
+    pub written: bool,
 }
 
 /// What one UTC day of a ledger holds after this tool wrote to it.
@@ -183,6 +212,11 @@ impl Outputs {
     /// The intervals where Stripe held another value: nothing was written for them.
     pub fn drifted(&self) -> impl Iterator<Item = &MeterEvent> {
         self.events.iter().filter(|e| e.drift)
+    }
+
+    /// The usage no invoice would bill, left unwritten.
+    pub fn closed(&self) -> impl Iterator<Item = &Unbilled> {
+        self.unbilled.iter().filter(|u| !u.written)
     }
 }
 
@@ -226,6 +260,8 @@ impl Step {
             Step::RecordStripeMeter => "record-stripe-meter",
             Step::FindMeter => "find-meter",
             Step::ReadSummaries => "read-summaries",
+            Step::ReadSubscriptions => "read-subscriptions",
+            Step::ReadInvoices => "read-invoices",
         }
     }
 }

@@ -38,8 +38,9 @@ fn records_the_amberflo_total_on_the_stripe_meter() {
         None,
         "bodies are not chunked"
     );
+    // By hour: a day can then be cut where a billing period renews.
     let body = format!(
-        r#"{{"meterApiName":"api-calls","aggregation":"SUM","timeGroupingInterval":"DAY","timeRange":{{"startTimeInSeconds":{start},"endTimeInSeconds":{end}}},"filter":{{"customerId":["acme"]}}}}"#
+        r#"{{"meterApiName":"api-calls","aggregation":"SUM","timeGroupingInterval":"HOUR","timeRange":{{"startTimeInSeconds":{start},"endTimeInSeconds":{end}}},"filter":{{"customerId":["acme"]}}}}"#
     );
     assert_eq!(q.body_text(), body);
     assert_eq!(
@@ -84,15 +85,16 @@ fn records_the_amberflo_total_on_the_stripe_meter() {
     );
 
     // The outputs.
-    assert_eq!(
-        out["usageResult"],
-        json!([{
-            "group": null,
-            "groupValue": 42.0,
-            "percentageFromPrevious": 0.0,
-            "values": [{"value": 42.0, "secondsSinceEpochUtc": start, "percentageFromPrevious": 0.0}],
-        }])
-    );
+    // Amberflo's answer verbatim: the day by hour.
+    let group = &out["usageResult"][0];
+    assert_eq!(group["group"], json!(null));
+    assert_eq!(group["groupValue"], 42.0);
+    let values = group["values"].as_array().unwrap();
+    assert_eq!(values.len(), 24);
+    assert_eq!(values[0]["secondsSinceEpochUtc"], start);
+    assert_eq!(values[23]["secondsSinceEpochUtc"], end - 3600);
+    let sum: f64 = values.iter().map(|v| v["value"].as_f64().unwrap()).sum();
+    assert_eq!(sum, 42.0);
     assert_eq!(out["eventName"], "api_calls");
     assert_eq!(out["usageQuantity"], "42");
     assert_eq!(out["amberfloTotal"], "42");

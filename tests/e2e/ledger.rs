@@ -174,9 +174,9 @@ fn a_summary_read_that_keeps_failing_writes_nothing() {
         ("429", Fault::TooManyRequests { retry_after: None }),
     ] {
         let p = old_days(vec![MeterSpec::sum("api_calls")]);
-        // The meter lookup goes through; every summary read fails.
+        // The meter and subscriptions reads go through; every summary read fails.
         p.stripe
-            .push_read_faults([Fault::Delay(std::time::Duration::ZERO)]);
+            .push_read_faults([Fault::Delay(std::time::Duration::ZERO); 2]);
         p.stripe.push_read_faults([fault; 3]);
         let run = p.run(&window(days_ago(3)));
         let error = run.expect(PROVIDER).json()["error"].clone();
@@ -344,7 +344,21 @@ fn a_dry_run_shows_the_reads_and_their_answers() {
     let run = p.run(&args);
     let out = run.expect(0).json();
     let reads = out["stripeReads"].as_array().unwrap();
-    assert_eq!(reads.len(), 2, "{reads:#?}");
+    // The meter, the customer's subscriptions, the summaries.
+    assert_eq!(reads.len(), 3, "{reads:#?}");
+    assert!(
+        reads[1]["url"]
+            .as_str()
+            .unwrap()
+            .contains("/v1/subscriptions?customer=cus_Acme&status=all"),
+        "{}",
+        reads[1]
+    );
+    assert_eq!(
+        reads[1]["answer"],
+        "no subscription item on mtr_test00000000000000000000"
+    );
+    let reads = &[reads[0].clone(), reads[2].clone()];
     assert_eq!(reads[0]["method"], "GET");
     assert!(
         reads[0]["answer"]
@@ -376,7 +390,7 @@ fn a_dry_run_shows_the_reads_and_their_answers() {
     assert_eq!(p.stripe_writes().len(), 1, "the dry run wrote nothing");
     assert!(
         run.stderr
-            .contains("dry run: 2 Stripe read(s) made, 2 Stripe write(s) shown on stdout"),
+            .contains("dry run: 3 Stripe read(s) made, 2 Stripe write(s) shown on stdout"),
         "{}",
         run.stderr
     );

@@ -15,6 +15,7 @@ mod ledger_key;
 mod measured;
 mod node;
 mod operate;
+mod periods;
 mod reconcile;
 mod sandbox;
 mod serve;

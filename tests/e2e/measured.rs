@@ -76,11 +76,12 @@ fn usage_outside_the_window_is_refused() {
         )])));
         refused(&p, "outside the window");
     }
+    // A one-day window is measured by hour.
     p.amberflo.answer_next_with(&answer(json!([group(
         None,
-        &[(start + 3600, json!(42.0))]
+        &[(start + 1800, json!(42.0))]
     )])));
-    refused(&p, "not on the UTC day grid");
+    refused(&p, "not on the UTC hour grid");
 }
 
 #[test]

@@ -106,9 +106,16 @@ mod tests {
 
     /// What the workflow calls, written out by hand: the oracle the document
     /// is checked against. A step that adds a route must add it here too.
-    const EXPECTED: [(&str, Provider, &str, &str); 4] = [
+    const EXPECTED: [(&str, Provider, &str, &str); 6] = [
         ("find-meter", Provider::Stripe, "GET", "/v1/billing/meters"),
         ("query-usage", Provider::Amberflo, "POST", "/usage"),
+        (
+            "read-subscriptions",
+            Provider::Stripe,
+            "GET",
+            "/v1/subscriptions",
+        ),
+        ("read-invoices", Provider::Stripe, "GET", "/v1/invoices"),
         (
             "read-summaries",
             Provider::Stripe,
@@ -139,6 +146,8 @@ mod tests {
             Step::FindMeter,
             Step::QueryUsage,
             Step::ReadSummaries,
+            Step::ReadSubscriptions,
+            Step::ReadInvoices,
             Step::RecordStripeMeter,
         ] {
             let name = usage_sync_report::from_wit::<_, usage_sync_report::Step>(&step)

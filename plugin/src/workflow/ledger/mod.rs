@@ -5,15 +5,17 @@
 //! difference (`day` decides; this module reads, measures and writes).
 
 mod day;
+mod periods;
 
 use super::ambient::{idempotency_key, now};
 use super::calls::{Page, Paging, join, read_pages, read_record, record};
 use super::failure::step_failed;
 use super::values::{scaled, values};
+use crate::billing::{Billed, Periods};
 use crate::decimal::Decimal;
 use crate::exports::usage_sync::workflow::workflow::{
     Endpoints, Interval, LedgerMark, Meter, MeterEvent, Options, Outputs, PlannedRequest, Step,
-    StripeRead, Verification, WorkflowError,
+    StripeRead, Unbilled, Verification, WorkflowError,
 };
 use crate::inputs::{self, Plan, Window};
 use crate::time::{self, DAY};
@@ -25,10 +27,6 @@ use std::collections::{BTreeMap, HashMap};
 /// show it: Stripe processes meter events asynchronously ("minutes", by third
 /// parties' reports; no figure is published), so an hour with a wide margin.
 const PROCESSING_MARGIN: i64 = 3600;
-
-/// Up to this many days, a raw meter's summaries are read by hour: one page
-/// of Stripe's 100 buckets holds them, so it costs no more than by day.
-const HOURLY_DAYS: usize = 4;
 
 /// One source of the ledger: an Amberflo customer and meter, its usage, and
 /// the part of time it is billed to this ledger (a moved source's bounds).
@@ -78,10 +76,17 @@ pub(in crate::workflow) fn record_all(
         )
         .map_err(invalid)?;
     }
-    let days: Vec<Window> = plan.window.from_day_start().split(Some(DAY));
+    // What bills the ledger: periods cut the window, closed ones take nothing.
+    let periods = periods::read_periods(endpoints, plan, meter, retry, now, &mut reads)?;
+    let cuts = cuts_of(plan, meter, &periods, grid).map_err(invalid)?;
+    let intervals = cut(&plan.intervals, &cuts);
+    // The ledger's unit: a UTC day, or its part in one billing period.
+    let days: Vec<Window> = cut(&plan.window.from_day_start().split(Some(DAY)), &cuts);
     let mut measured = Vec::with_capacity(days.len());
     for day in &days {
-        measured.push(cumulative(plan, options, scale, &buckets, *day, grid).map_err(invalid)?);
+        measured.push(
+            cumulative(plan, &intervals, options, scale, &buckets, *day, grid).map_err(invalid)?,
+        );
     }
     let held = read_held(endpoints, options, plan, meter, &days, retry, &mut reads)?;
     let mut pieces = Vec::new();
@@ -90,8 +95,7 @@ pub(in crate::workflow) fn record_all(
         // Where Stripe's summary reaches before this tool's recent writes.
         let shown = held.reach(day.start);
         apply_marks(&mut held, recent, &meter.id, *day, now);
-        let intervals: Vec<Window> = plan
-            .intervals
+        let intervals: Vec<Window> = intervals
             .iter()
             .filter(|i| i.start >= day.start && i.end <= day.end)
             .copied()
@@ -159,12 +163,26 @@ pub(in crate::workflow) fn record_all(
         reads,
         sources: sources.iter().map(|s| s.name.clone()).collect(),
         marks: Vec::new(),
+        unbilled: Vec::new(),
         dry_run: options.dry_run,
     };
     let url = join(&endpoints.stripe_url, stripe::PATH);
     // What each day holds after this run's writes, for the marks.
     let mut written: BTreeMap<i64, (i64, Decimal)> = BTreeMap::new();
     for (day, piece, shown) in pieces {
+        // Never stamped where no invoice bills it: reported instead (exit 5).
+        if let Piece::Write { window, value, .. } = &piece {
+            match periods.billed_at(window.end - 1) {
+                Billed::Open => {}
+                Billed::NotYet => outputs.unbilled.push(unbilled(*window, *value, None, true)),
+                Billed::Nowhere(period) => {
+                    outputs
+                        .unbilled
+                        .push(unbilled(*window, *value, Some(period), false));
+                    continue;
+                }
+            }
+        }
         let (mut event, sent) = event_of(plan, &buckets, piece);
         if matches!(event.verified_by, Some(Verification::Summary)) && event.window_end > shown {
             event.verified_by = Some(Verification::RecentWrite);
@@ -295,6 +313,86 @@ fn event_of(plan: &Plan, buckets: &BTreeMap<i64, Decimal>, piece: Piece) -> (Met
     (event, written)
 }
 
+/// Where the window's intervals are cut so every piece is stamped inside its
+/// own billing period: each period boundary inside the window, moved back to
+/// Amberflo's grid. The hour (or, in a long window measured by day, the day)
+/// that holds a renewal goes to the new period: its usage is billed at most
+/// that much later, on an invoice still open, never earlier on one that may
+/// already be final.
+fn cuts_of(plan: &Plan, meter: &Meter, periods: &Periods, grid: i64) -> Result<Vec<i64>, String> {
+    let boundaries = periods.boundaries(plan.window);
+    if meter.pre_aggregated == Some(Interval::Day)
+        && let Some(inside) = boundaries.iter().find(|b| b.rem_euclid(DAY) != 0)
+    {
+        return Err(format!(
+            "the Stripe meter {} keeps one event per UTC day (pre-aggregated by day), and {}'s billing period renews at {}, inside a UTC day: one event cannot be billed on two invoices; bill this meter's usage with a raw sum meter, or one pre-aggregated by hour with --interval hour",
+            meter.id,
+            plan.stripe_customer,
+            time::format(*inside)
+        ));
+    }
+    let mut cuts: Vec<i64> = boundaries
+        .iter()
+        .map(|b| b.div_euclid(grid) * grid)
+        .filter(|&c| plan.window.start < c && c < plan.window.end && c.rem_euclid(DAY) != 0)
+        .collect();
+    cuts.dedup();
+    if !cuts.is_empty() && plan.usage_quantity.is_some() {
+        return Err(format!(
+            "`usageQuantity` is one value, but {}'s billing period renews inside the window at {}: leave it out, or end the window there",
+            plan.stripe_customer,
+            time::format(cuts[0])
+        ));
+    }
+    Ok(cuts)
+}
+
+/// A piece no invoice bills now: in `period` (not written), or with no
+/// subscription item on the meter (`None`: written all the same).
+fn unbilled(
+    window: Window,
+    value: Decimal,
+    period: Option<crate::billing::Period>,
+    written: bool,
+) -> Unbilled {
+    match period {
+        Some(p) => Unbilled {
+            window_start: window.start,
+            window_end: window.end,
+            quantity: value.to_string(),
+            period_start: p.start,
+            period_end: (p.end != i64::MAX).then_some(p.end),
+            invoice: p.invoice,
+            status: p.status,
+            written,
+        },
+        None => Unbilled {
+            window_start: window.start,
+            window_end: window.end,
+            quantity: value.to_string(),
+            period_start: window.start,
+            period_end: Some(window.end),
+            invoice: None,
+            status: "no-subscription".into(),
+            written,
+        },
+    }
+}
+
+/// `windows`, each cut where a cut falls strictly inside it.
+fn cut(windows: &[Window], cuts: &[i64]) -> Vec<Window> {
+    let mut out = Vec::with_capacity(windows.len() + cuts.len());
+    for w in windows {
+        let mut start = w.start;
+        for &c in cuts.iter().filter(|&&c| w.start < c && c < w.end) {
+            out.push(Window { start, end: c });
+            start = c;
+        }
+        out.push(Window { start, end: w.end });
+    }
+    out
+}
+
 /// Every source's buckets summed, each source only where it bills this ledger.
 fn summed(sources: &[Source], grid: i64) -> Result<BTreeMap<i64, Decimal>, String> {
     let mut buckets: BTreeMap<i64, Decimal> = BTreeMap::new();
@@ -328,6 +426,7 @@ fn summed(sources: &[Source], grid: i64) -> Result<BTreeMap<i64, Decimal>, Strin
 /// given quantity is what the run's one interval bills.
 fn cumulative(
     plan: &Plan,
+    intervals: &[Window],
     options: &Options,
     scale: Decimal,
     buckets: &BTreeMap<i64, Decimal>,
@@ -339,7 +438,7 @@ fn cumulative(
     let mut t = day.start;
     // Where the run cuts the day, the running total must be whole; elsewhere a
     // fraction only means a piece cannot end there.
-    let cut = |t: i64| plan.intervals.iter().any(|i| i.start == t || i.end == t);
+    let cut = |t: i64| intervals.iter().any(|i| i.start == t || i.end == t);
     while t <= day.end {
         match quantity::from_total(scaled(sum, scale)?, options.rounding) {
             Ok(whole) => {
@@ -458,7 +557,11 @@ fn read_held(
     // than one page (100 buckets): a long window of whole days reads by day.
     let by_day = match meter.pre_aggregated {
         Some(window) => window == Interval::Day,
-        None => inputs::grid(options.interval, plan.window) == DAY && days.len() > HOURLY_DAYS,
+        None => {
+            inputs::grid(options.interval, plan.window) == DAY
+                && plan.window.end - plan.window.start > inputs::HOURLY_DAYS * DAY
+                && days.iter().all(|d| d.start % DAY == 0 && d.end % DAY == 0)
+        }
     };
     let end = if by_day {
         last.end

@@ -345,6 +345,7 @@ fn outputs(usage_result: String) -> Outputs {
         reads: Vec::new(),
         sources: Vec::new(),
         marks: Vec::new(),
+        unbilled: Vec::new(),
         dry_run: false,
     }
 }

@@ -1,0 +1,425 @@
+//! What bills a meter's usage: the subscription items priced on the meter,
+//! their billing periods, and each ended period's invoice (`specs/README.md`,
+//! "Billing periods and invoices"). A meter event bills on the invoice of the
+//! period its `timestamp` falls in; once that invoice is final, an event
+//! stamped there is accepted and billed on no invoice.
+
+use crate::form;
+use crate::inputs::Window;
+use crate::time;
+use serde::Deserialize;
+
+/// Where subscriptions are listed.
+pub const SUBSCRIPTIONS_PATH: &str = "/v1/subscriptions";
+/// Where invoices are listed.
+pub const INVOICES_PATH: &str = "/v1/invoices";
+/// A draft that finalizes within this many seconds counts as final: Stripe
+/// processes meter events asynchronously (minutes, by third parties'
+/// reports), and one processed after finalization is billed nowhere.
+pub const FINALIZATION_MARGIN: i64 = 15 * 60;
+
+/// `GET /v1/subscriptions` of `customer`, every status, one page.
+pub fn subscriptions_url(stripe_url: &str, customer: &str, starting_after: Option<&str>) -> String {
+    let mut query = vec![("customer", customer), ("status", "all"), ("limit", "100")];
+    query.extend(starting_after.map(|id| ("starting_after", id)));
+    format!("{stripe_url}{SUBSCRIPTIONS_PATH}?{}", form::encode(&query))
+}
+
+/// `GET /v1/invoices` of `customer`'s `subscription`, newest first, one page.
+pub fn invoices_url(
+    stripe_url: &str,
+    customer: &str,
+    subscription: &str,
+    starting_after: Option<&str>,
+) -> String {
+    let mut query = vec![
+        ("customer", customer),
+        ("subscription", subscription),
+        ("limit", "100"),
+    ];
+    query.extend(starting_after.map(|id| ("starting_after", id)));
+    format!("{stripe_url}{INVOICES_PATH}?{}", form::encode(&query))
+}
+
+/// A list page.
+#[derive(Debug, Deserialize)]
+pub struct List<T> {
+    /// This page's objects.
+    pub data: Vec<T>,
+    /// Whether more pages follow.
+    pub has_more: bool,
+}
+
+/// The parts of a subscription the workflow reads.
+#[derive(Debug, Deserialize)]
+pub struct Subscription {
+    /// `sub_...`
+    pub id: String,
+    /// When it ended, if it did: usage after is billed nowhere.
+    pub ended_at: Option<i64>,
+    /// Its items (a subscription holds at most 20: one page).
+    pub items: List<Item>,
+}
+
+/// A subscription item: its price and its current period.
+#[derive(Debug, Deserialize)]
+pub struct Item {
+    /// `si_...`
+    pub id: String,
+    /// `[current_period_start, current_period_end)`.
+    pub current_period_start: i64,
+    /// The end of the current period.
+    pub current_period_end: i64,
+    /// The price.
+    pub price: Price,
+}
+
+/// The parts of a price that tie it to a meter.
+#[derive(Debug, Deserialize)]
+pub struct Price {
+    /// `price_...`
+    pub id: String,
+    /// Recurring prices only.
+    pub recurring: Option<Recurring>,
+}
+
+/// A recurring price's meter, when usage-based.
+#[derive(Debug, Deserialize)]
+pub struct Recurring {
+    /// The meter's id, for a metered price.
+    pub meter: Option<String>,
+}
+
+/// The parts of an invoice the workflow reads.
+#[derive(Debug, Deserialize)]
+pub struct Invoice {
+    /// `in_...`
+    pub id: String,
+    /// `draft` until it finalizes; anything else is final.
+    pub status: Option<String>,
+    /// When a draft finalizes on its own.
+    pub automatically_finalizes_at: Option<i64>,
+    /// Its lines (the first page; a line of another price is skipped).
+    pub lines: List<Line>,
+}
+
+/// An invoice line: its period and price.
+#[derive(Debug, Deserialize)]
+pub struct Line {
+    /// The period it bills.
+    pub period: LinePeriod,
+    /// Its price, when priced.
+    pub pricing: Option<Pricing>,
+}
+
+/// A line's period (Stripe documents both ends as inclusive).
+#[derive(Debug, Deserialize)]
+pub struct LinePeriod {
+    /// Start.
+    pub start: i64,
+    /// End: the next period's start.
+    pub end: i64,
+}
+
+/// A line's pricing.
+#[derive(Debug, Deserialize)]
+pub struct Pricing {
+    /// The price, when the line bills one.
+    pub price_details: Option<PriceDetails>,
+}
+
+/// The price of a line.
+#[derive(Debug, Deserialize)]
+pub struct PriceDetails {
+    /// `price_...`
+    pub price: String,
+}
+
+/// Parses one page of `GET /v1/subscriptions`.
+pub fn parse_subscriptions(body: &[u8]) -> Result<List<Subscription>, String> {
+    serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "Stripe answered 200 but not with a list of subscriptions ({e}): {}",
+            crate::http::snippet(body)
+        )
+    })
+}
+
+/// Parses one page of `GET /v1/invoices`.
+pub fn parse_invoices(body: &[u8]) -> Result<List<Invoice>, String> {
+    serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "Stripe answered 200 but not with a list of invoices ({e}): {}",
+            crate::http::snippet(body)
+        )
+    })
+}
+
+/// A billing period of an item on the meter, `[start, end)`, and its
+/// invoice once the period has ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Period {
+    /// Start.
+    pub start: i64,
+    /// End (exclusive; the next period's start).
+    pub end: i64,
+    /// The invoice billing it (`None`: the current period, not yet invoiced).
+    pub invoice: Option<String>,
+    /// The invoice's status (`open` for the current period).
+    pub status: String,
+    /// Whether an event stamped here now would be billed on no invoice.
+    pub closed: bool,
+}
+
+/// What bills the meter for one Stripe customer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Periods {
+    /// Whether any subscription item is priced on the meter.
+    pub subscribed: bool,
+    /// The known periods, oldest first.
+    pub periods: Vec<Period>,
+    /// Usage from here on is billed nowhere (the subscription ended).
+    pub ended_at: Option<i64>,
+}
+
+/// Where an event stamped at some instant is billed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Billed {
+    /// On a period's invoice that is still open.
+    Open,
+    /// No subscription item on the meter covers it: Stripe takes it, and a
+    /// subscription created or backdated later may bill it.
+    NotYet,
+    /// On no invoice: the period's invoice is final (or will be before Stripe
+    /// processes the event), or the subscription ended.
+    Nowhere(Period),
+}
+
+impl Periods {
+    /// The period boundaries strictly inside `window`: where its intervals
+    /// must be cut so each piece is stamped in its own period.
+    pub fn boundaries(&self, window: Window) -> Vec<i64> {
+        let mut out: Vec<i64> = self
+            .periods
+            .iter()
+            .flat_map(|p| [p.start, p.end])
+            .chain(self.ended_at)
+            .filter(|&t| window.start < t && t < window.end)
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Where an event stamped at `t` is billed.
+    pub fn billed_at(&self, t: i64) -> Billed {
+        if let Some(end) = self.ended_at
+            && t >= end
+        {
+            return Billed::Nowhere(Period {
+                start: end,
+                end: i64::MAX,
+                invoice: None,
+                status: "ended".into(),
+                closed: true,
+            });
+        }
+        match self.periods.iter().find(|p| p.start <= t && t < p.end) {
+            Some(p) if p.closed => Billed::Nowhere(p.clone()),
+            Some(_) => Billed::Open,
+            None => Billed::NotYet,
+        }
+    }
+}
+
+/// Builds the periods of the items priced on `meter_id` from the customer's
+/// subscriptions, and, for the periods before each item's current one, from
+/// its invoices' lines (`invoices(subscription)` reads them, only when the
+/// window reaches before the current period).
+pub fn periods(
+    subscriptions: &[Subscription],
+    meter_id: &str,
+    window: Window,
+    now: i64,
+    mut invoices: impl FnMut(&str) -> Result<Vec<Invoice>, String>,
+) -> Result<Periods, String> {
+    let mut out = Periods::default();
+    for sub in subscriptions {
+        let items: Vec<&Item> = sub
+            .items
+            .data
+            .iter()
+            .filter(|i| {
+                i.price.recurring.as_ref().and_then(|r| r.meter.as_deref()) == Some(meter_id)
+            })
+            .collect();
+        if items.is_empty() {
+            continue;
+        }
+        out.subscribed = true;
+        if let Some(end) = sub.ended_at {
+            out.ended_at = Some(out.ended_at.map_or(end, |e: i64| e.min(end)));
+        }
+        for item in &items {
+            if item.current_period_end <= item.current_period_start {
+                return Err(format!(
+                    "Stripe's subscription item {} has a period that ends before it starts",
+                    item.id
+                ));
+            }
+            out.periods.push(Period {
+                start: item.current_period_start,
+                end: item.current_period_end,
+                invoice: None,
+                status: "open".into(),
+                closed: false,
+            });
+        }
+        let earliest = items
+            .iter()
+            .map(|i| i.current_period_start)
+            .min()
+            .unwrap_or(i64::MAX);
+        if window.start >= earliest {
+            continue;
+        }
+        for invoice in invoices(&sub.id)? {
+            let status = invoice.status.clone().unwrap_or_default();
+            let closed = status != "draft"
+                || invoice
+                    .automatically_finalizes_at
+                    .is_some_and(|at| at <= now + FINALIZATION_MARGIN);
+            for line in &invoice.lines.data {
+                let price = line
+                    .pricing
+                    .as_ref()
+                    .and_then(|p| p.price_details.as_ref())
+                    .map(|d| d.price.as_str());
+                if !items.iter().any(|i| Some(i.price.id.as_str()) == price) {
+                    continue;
+                }
+                if line.period.end <= line.period.start {
+                    continue;
+                }
+                out.periods.push(Period {
+                    start: line.period.start,
+                    end: line.period.end,
+                    invoice: Some(invoice.id.clone()),
+                    status: status.clone(),
+                    closed,
+                });
+            }
+        }
+    }
+    out.periods.sort_by_key(|p| (p.start, p.end));
+    Ok(out)
+}
+
+/// A period for messages: `2026-11-01T15:00:00Z to 2026-12-01T15:00:00Z`.
+pub fn describe(period: &Period) -> String {
+    match period.end {
+        i64::MAX => format!(
+            "after the subscription ended at {}",
+            time::format(period.start)
+        ),
+        end => format!("{} to {}", time::format(period.start), time::format(end)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: i64 = 86_400;
+
+    fn subscription(start: i64, end: i64, meter: &str) -> Subscription {
+        serde_json::from_value(serde_json::json!({
+            "id": "sub_1",
+            "ended_at": null,
+            "items": { "object": "list", "has_more": false, "data": [{
+                "id": "si_1",
+                "current_period_start": start,
+                "current_period_end": end,
+                "price": { "id": "price_1", "recurring": { "meter": meter } },
+            }]},
+        }))
+        .unwrap()
+    }
+
+    fn invoice(status: &str, finalizes: Option<i64>, start: i64, end: i64) -> Invoice {
+        serde_json::from_value(serde_json::json!({
+            "id": "in_1",
+            "status": status,
+            "automatically_finalizes_at": finalizes,
+            "lines": { "object": "list", "has_more": false, "data": [{
+                "period": { "start": start, "end": end },
+                "pricing": { "price_details": { "price": "price_1" } },
+            }]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_day_holding_a_renewal_is_cut_there_and_the_final_period_bills_nowhere() {
+        let anchor = 10 * D + 15 * 3600;
+        let subs = [subscription(anchor, anchor + 30 * D, "mtr_1")];
+        let day = Window {
+            start: 10 * D,
+            end: 11 * D,
+        };
+        let now = 11 * D + 3600;
+        let periods = periods(&subs, "mtr_1", day, now, |_| {
+            Ok(vec![invoice("open", None, anchor - 30 * D, anchor)])
+        })
+        .unwrap();
+        assert_eq!(periods.boundaries(day), vec![anchor]);
+        assert!(matches!(periods.billed_at(anchor - 1), Billed::Nowhere(_)));
+        assert_eq!(periods.billed_at(anchor), Billed::Open);
+        // A draft is open, unless it finalizes within the margin.
+        for (finalizes, open) in [(now + 3600, true), (now + 60, false)] {
+            let periods = super::periods(&subs, "mtr_1", day, now, |_| {
+                Ok(vec![invoice(
+                    "draft",
+                    Some(finalizes),
+                    anchor - 30 * D,
+                    anchor,
+                )])
+            })
+            .unwrap();
+            assert_eq!(periods.billed_at(anchor - 1) == Billed::Open, open);
+        }
+        // A $0 invoice finalizes as paid: final all the same.
+        let periods = super::periods(&subs, "mtr_1", day, now, |_| {
+            Ok(vec![invoice("paid", None, anchor - 30 * D, anchor)])
+        })
+        .unwrap();
+        assert!(matches!(periods.billed_at(anchor - 1), Billed::Nowhere(_)));
+    }
+
+    #[test]
+    fn invoices_are_read_only_when_the_window_reaches_before_the_current_period() {
+        let subs = [subscription(5 * D, 35 * D, "mtr_1")];
+        let window = Window {
+            start: 10 * D,
+            end: 11 * D,
+        };
+        let periods = periods(&subs, "mtr_1", window, 11 * D, |_| {
+            panic!("no invoice read for a window inside the current period")
+        })
+        .unwrap();
+        assert!(periods.boundaries(window).is_empty());
+        assert_eq!(periods.billed_at(10 * D), Billed::Open);
+    }
+
+    #[test]
+    fn a_customer_without_an_item_on_the_meter_is_billed_not_yet() {
+        let subs = [subscription(5 * D, 35 * D, "mtr_other")];
+        let window = Window {
+            start: D,
+            end: 2 * D,
+        };
+        let periods = periods(&subs, "mtr_1", window, 3 * D, |_| Ok(Vec::new())).unwrap();
+        assert!(!periods.subscribed);
+        assert_eq!(periods.billed_at(D), Billed::NotYet);
+    }
+}

@@ -1,0 +1,118 @@
+//! Reads what bills the ledger: the customer's subscriptions (one page for
+//! almost every customer), and a subscription's invoices only when the window
+//! reaches before an item's current period.
+
+use super::super::calls::{Page, Paging, read_pages, read_record};
+use super::super::failure::step_failed;
+use crate::billing::{self, Invoice, Periods, Subscription};
+use crate::exports::usage_sync::workflow::workflow::{
+    Endpoints, Meter, Step, StripeRead, WorkflowError,
+};
+use crate::inputs::{Plan, Window};
+use crate::{retry, stripe, time};
+
+/// The periods of the items priced on `meter` for the plan's Stripe customer.
+pub(super) fn read_periods(
+    endpoints: &Endpoints,
+    plan: &Plan,
+    meter: &Meter,
+    retry: &retry::Policy,
+    now: i64,
+    reads: &mut Vec<StripeRead>,
+) -> Result<Periods, WorkflowError> {
+    let base = endpoints.stripe_url.trim_end_matches('/');
+    let window = plan.window;
+    let subscriptions: Vec<Subscription> = list(
+        Step::ReadSubscriptions,
+        window,
+        retry,
+        |after| billing::subscriptions_url(base, &plan.stripe_customer, after),
+        billing::parse_subscriptions,
+        |s: &Subscription| s.id.clone(),
+        |page: &[Subscription]| {
+            let on_meter = page
+                .iter()
+                .flat_map(|s| &s.items.data)
+                .filter(|i| {
+                    i.price.recurring.as_ref().and_then(|r| r.meter.as_deref())
+                        == Some(meter.id.as_str())
+                })
+                .map(|i| {
+                    format!(
+                        "{} {} to {}",
+                        i.id,
+                        time::format(i.current_period_start),
+                        time::format(i.current_period_end)
+                    )
+                })
+                .collect::<Vec<_>>();
+            match on_meter.is_empty() {
+                true => format!("no subscription item on {}", meter.id),
+                false => on_meter.join(", "),
+            }
+        },
+        reads,
+    )?;
+    let mut invoice_reads = Vec::new();
+    let periods = billing::periods(&subscriptions, &meter.id, window, now, |subscription| {
+        list(
+            Step::ReadInvoices,
+            window,
+            retry,
+            |after| billing::invoices_url(base, &plan.stripe_customer, subscription, after),
+            billing::parse_invoices,
+            |i: &Invoice| i.id.clone(),
+            |page: &[Invoice]| {
+                page.iter()
+                    .map(|i| format!("{} {}", i.id, i.status.as_deref().unwrap_or("?")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            &mut invoice_reads,
+        )
+        .map_err(|e| match e {
+            WorkflowError::StepFailed(f) => f.message,
+            WorkflowError::InvalidInput(m) => m,
+        })
+    })
+    .map_err(|m| step_failed(Step::ReadInvoices, window, Some(200), m, None, 1))?;
+    reads.extend(invoice_reads);
+    Ok(periods)
+}
+
+/// Every page of a Stripe list, each traced in `reads`.
+#[allow(clippy::too_many_arguments)]
+fn list<T>(
+    step: Step,
+    window: Window,
+    retry: &retry::Policy,
+    url_of: impl Fn(Option<&str>) -> String,
+    parse: impl Fn(&[u8]) -> Result<billing::List<T>, String>,
+    id_of: impl Fn(&T) -> String,
+    describe: impl Fn(&[T]) -> String,
+    reads: &mut Vec<StripeRead>,
+) -> Result<Vec<T>, WorkflowError> {
+    let mut found = Vec::new();
+    read_pages(step, window, retry, url_of, |url, reply, bad_answer| {
+        let page = parse(&reply.body).map_err(bad_answer)?;
+        reads.push(read_record(url, describe(&page.data)));
+        let last = page.data.last().map(&id_of);
+        found.extend(page.data);
+        Ok(match page.has_more {
+            false => Page::Done(()),
+            true => Page::After(last),
+        })
+    })
+    .map_err(|e| match e {
+        Paging::Failed(e) => e,
+        Paging::TooMany => step_failed(
+            step,
+            window,
+            None,
+            format!("more than {} pages", stripe::MAX_PAGES),
+            None,
+            0,
+        ),
+    })?;
+    Ok(found)
+}

@@ -1,0 +1,254 @@
+//! The invoice is the bill: usage is stamped inside the billing period it
+//! belongs to, a day holding a renewal is cut there, and nothing is written
+//! where no invoice will bill it. The emulator keeps subscriptions and
+//! invoices as Stripe does: a draft until the period's end plus the grace
+//! period, frozen after (`specs/README.md`, "Billing periods and invoices").
+//!
+//! The matrix is a day D with one unit an hour and a subscription renewing
+//! at D 15:00 UTC.
+
+use crate::support::*;
+use serde_json::Value;
+use usage_sync_emulators::{MeterSpec, SubscriptionSpec};
+
+const BAD_INPUT: i32 = 2;
+const UNBILLED: i32 = 5;
+const PERIOD: i64 = 30 * DAY;
+
+/// One unit an hour for `acme` over `day`.
+fn hourly((start, _): (i64, i64)) -> Vec<usage_sync_emulators::UsageRecord> {
+    (0..24)
+        .map(|h| usage("acme", "api-calls", start + h * 3600 + 60, 1.0))
+        .collect()
+}
+
+/// A 30-day subscription of `cus_Acme` on `api_calls` that renews at `renewal`.
+fn renewing_at(p: &Providers, renewal: i64) {
+    p.stripe.add_subscription(SubscriptionSpec {
+        customer: "cus_Acme".into(),
+        event_name: "api_calls".into(),
+        anchor: renewal - PERIOD,
+        period: PERIOD,
+        ended_at: None,
+    });
+}
+
+fn day_args(day: (i64, i64)) -> Vec<String> {
+    with_inputs(&window_args(day.0, day.1))
+}
+
+/// The events Stripe holds: `(timestamp, value)`, in order.
+fn stamped(p: &Providers) -> Vec<(i64, String)> {
+    let mut events: Vec<(i64, String)> = p
+        .stripe
+        .events()
+        .iter()
+        .map(|e| (e.timestamp, e.payload["value"].clone()))
+        .collect();
+    events.sort();
+    events
+}
+
+fn reads_of(p: &Providers, path: &str) -> usize {
+    p.stripe_reads()
+        .iter()
+        .filter(|r| r.starts_with(&format!("GET {path}?")))
+        .count()
+}
+
+#[test]
+fn a_renewal_inside_the_day_with_the_previous_invoice_a_draft_bills_each_part_on_its_invoice() {
+    let day = yesterday();
+    let p = Providers::start(hourly(day));
+    // The longest grace Stripe allows: the previous invoice is still a draft.
+    p.stripe.set_grace(72 * 3600);
+    let renewal = day.0 + 15 * 3600;
+    renewing_at(&p, renewal);
+    let out = p.run(&day_args(day)).expect(0).json();
+    // Before: one event of 24 at 23:59:59, all on the next invoice.
+    assert_eq!(
+        stamped(&p),
+        [(renewal - 1, "15".into()), (day.1 - 1, "9".into())],
+        "{out}"
+    );
+    assert!(out.get("unbilled").is_none(), "{out}");
+    // 25 hours later, nothing more.
+    p.stripe.shift_clock(DAY_AND_AN_HOUR);
+    p.run(&day_args(day)).expect(0);
+    assert_eq!(p.stripe.events().len(), 2);
+    // Once both invoices are final: 15 on the previous one, 9 on the next.
+    p.stripe.shift_clock(PERIOD + 4 * DAY);
+    let invoices = p.stripe.invoices("cus_Acme");
+    let of = |end: i64| invoices.iter().find(|i| i.period_end == end).unwrap();
+    assert_eq!(
+        (of(renewal).status.as_str(), of(renewal).quantity),
+        ("open", 15.0)
+    );
+    assert_eq!(of(renewal + PERIOD).quantity, 9.0);
+}
+
+#[test]
+fn a_mid_hour_renewal_puts_its_hour_in_the_new_period() {
+    let day = yesterday();
+    let p = Providers::start(hourly(day));
+    p.stripe.set_grace(72 * 3600);
+    // 15:20:17: the hour from 15:00 goes to the new period, whose invoice is
+    // open; none of it is stamped in the old one.
+    let renewal = day.0 + 15 * 3600 + 20 * 60 + 17;
+    renewing_at(&p, renewal);
+    p.run(&day_args(day)).expect(0);
+    assert_eq!(
+        stamped(&p),
+        [
+            (day.0 + 15 * 3600 - 1, "15".into()),
+            (day.1 - 1, "9".into())
+        ]
+    );
+}
+
+#[test]
+fn usage_for_a_final_invoice_is_never_written_and_is_named_with_exit_5() {
+    let day = yesterday();
+    let p = Providers::start(hourly(day));
+    // The default grace of an hour: the previous invoice finalized at 16:00.
+    let renewal = day.0 + 15 * 3600;
+    renewing_at(&p, renewal);
+    let run = p.run(&day_args(day));
+    let out = run.expect(UNBILLED).json();
+    // Before: exit 0, all 24 in the new period, nothing said.
+    assert_eq!(stamped(&p), [(day.1 - 1, "9".into())]);
+    let unbilled = out["unbilled"].as_array().unwrap();
+    assert_eq!(unbilled.len(), 1, "{out}");
+    let invoice = p
+        .stripe
+        .invoices("cus_Acme")
+        .into_iter()
+        .find(|i| i.period_end == renewal)
+        .unwrap();
+    assert_eq!(unbilled[0]["quantity"], "15");
+    assert_eq!(unbilled[0]["periodStart"], renewal - PERIOD);
+    assert_eq!(unbilled[0]["periodEnd"], renewal);
+    assert_eq!(unbilled[0]["invoice"], invoice.id.as_str());
+    assert_eq!(unbilled[0]["written"], false);
+    assert!(
+        run.stderr.contains("UNBILLED, nothing written"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains(&invoice.id), "{}", run.stderr);
+    // A rerun 25 hours later says it again and writes nothing.
+    p.stripe.shift_clock(DAY_AND_AN_HOUR);
+    p.run(&day_args(day)).expect(UNBILLED);
+    assert_eq!(p.stripe.events().len(), 1);
+}
+
+#[test]
+fn a_day_wholly_inside_a_final_period_is_not_written() {
+    // A rerun of a failed night, a backfill: D three days back, the period
+    // renewed two days back and its invoice is final.
+    let day = days_ago(3);
+    let p = Providers::start(hourly(day));
+    renewing_at(&p, days_ago(2).0 + 15 * 3600);
+    let out = p.run(&day_args(day)).expect(UNBILLED).json();
+    // Before: exit 0, "recorded 1 event totalling 24", billed on no invoice.
+    assert!(p.stripe_writes().is_empty());
+    assert_eq!(out["unbilled"][0]["quantity"], "24");
+    assert_eq!(
+        out["unbilled"][0]["status"], "paid",
+        "a $0 invoice finalizes as paid"
+    );
+    // And a true-up of that period writes no correction either.
+    p.stripe.plant("api_calls", "cus_Acme", day.1 - 1, "6");
+    let mut args = day_args(day);
+    args.extend(["--true-up", "--settle-hours", "0"].map(String::from));
+    let out = p.run(&args).expect(UNBILLED).json();
+    assert!(p.stripe_writes().is_empty(), "{out}");
+    assert_eq!(out["unbilled"][0]["quantity"], "18", "{out}");
+}
+
+#[test]
+fn a_window_inside_the_current_period_reads_one_page_of_subscriptions_and_no_invoice() {
+    let day = yesterday();
+    let p = Providers::start(hourly(day));
+    renewing_at(&p, days_ago(10).0 + 15 * 3600);
+    let out = p.run(&day_args(day)).expect(0).json();
+    assert!(out.get("unbilled").is_none(), "{out}");
+    assert_eq!(stamped(&p), [(day.1 - 1, "24".into())]);
+    assert_eq!(reads_of(&p, "/v1/subscriptions"), 1);
+    assert_eq!(reads_of(&p, "/v1/invoices"), 0);
+}
+
+#[test]
+fn a_customer_without_a_subscription_is_written_and_reported_unbilled_for_now() {
+    let day = yesterday();
+    let p = Providers::start(hourly(day));
+    let run = p.run(&day_args(day));
+    let out = run.expect(0).json();
+    assert_eq!(stamped(&p), [(day.1 - 1, "24".into())]);
+    let unbilled: &Value = &out["unbilled"][0];
+    assert_eq!(unbilled["status"], "no-subscription");
+    assert_eq!(unbilled["written"], true);
+    assert!(
+        run.stderr.contains("no subscription item on the meter yet"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_daily_pre_aggregated_meter_cannot_be_cut_and_says_what_to_use() {
+    let day = yesterday();
+    let daily = MeterSpec {
+        event_time_window: Some(DAY),
+        ..MeterSpec::sum("api_calls")
+    };
+    let p = Providers::with_meters(hourly(day), [daily]);
+    p.stripe.set_grace(72 * 3600);
+    renewing_at(&p, day.0 + 15 * 3600);
+    let run = p.run(&day_args(day));
+    run.expect(BAD_INPUT);
+    let message = run.error_message();
+    for needle in ["pre-aggregated by day", "raw sum meter", "mtr_"] {
+        assert!(message.contains(needle), "{needle}: {message}");
+    }
+    assert!(p.stripe_writes().is_empty());
+}
+
+#[test]
+fn a_nightly_sync_reads_subscriptions_once_per_customer_and_invoices_only_on_renewal_days() {
+    let day = yesterday();
+    let records: Vec<_> = (0..10)
+        .map(|i| usage(&format!("cust-{i}"), "api-calls", day.0 + 60, 1.0))
+        .collect();
+    let p = Providers::start(records);
+    p.stripe.set_grace(72 * 3600);
+    for i in 0..10 {
+        // Customer 0 renewed yesterday; the others ten days ago.
+        let renewal = if i == 0 {
+            day.0 + 15 * 3600
+        } else {
+            days_ago(10).0
+        };
+        p.stripe.add_subscription(SubscriptionSpec {
+            customer: format!("cus_{i}"),
+            event_name: "api_calls".into(),
+            anchor: renewal - PERIOD,
+            period: PERIOD,
+            ended_at: None,
+        });
+    }
+    let mapping = write_mapping("periods-nightly", 10);
+    p.sync(&[
+        "--mapping",
+        mapping.to_str().unwrap(),
+        "--meter-api-name",
+        "api-calls",
+        "--stripe-event-name",
+        "api_calls",
+    ])
+    .expect(0);
+    assert_eq!(reads_of(&p, "/v1/subscriptions"), 10);
+    assert_eq!(reads_of(&p, "/v1/invoices"), 1);
+    // Customer 0's day is cut at its renewal: two events, the second of 0.
+    assert_eq!(p.stripe_writes().len(), 11);
+}
