@@ -30,6 +30,24 @@ pub struct Tally {
     pub zero_usage: usize,
     /// Intervals Stripe holds another value for.
     pub drift_cells: usize,
+    /// Units of periods whose invoice is final, not written: billed nowhere.
+    pub unbilled_units: f64,
+    /// Units written for customers with no subscription item on the meter:
+    /// billed by no invoice until one is created.
+    pub unsubscribed_units: f64,
+}
+
+impl Tally {
+    /// Adds one run's unbilled usage (see [`Tally::unbilled_units`]).
+    pub fn add_unbilled(&mut self, outputs: &crate::outcome::Outputs) {
+        for u in &outputs.unbilled {
+            let units = u.quantity.parse::<f64>().unwrap_or(0.0);
+            match u.written {
+                false => self.unbilled_units += units,
+                true => self.unsubscribed_units += units,
+            }
+        }
+    }
 }
 
 /// Writes the textfile of a finished run at `path`, atomically (a temporary
@@ -98,6 +116,16 @@ pub fn write_textfile(
         "last_run_drift_cells",
         "Intervals where Stripe holds another value than Amberflo measured",
         gauge(tally.drift_cells as f64),
+    );
+    registry.register(
+        "last_run_unbilled_units",
+        "Units measured for billing periods whose invoice is final: not written, billed by no invoice",
+        gauge(tally.unbilled_units),
+    );
+    registry.register(
+        "last_run_unsubscribed_units",
+        "Units written for customers with no subscription item on the meter: no invoice bills them yet",
+        gauge(tally.unsubscribed_units),
     );
     let text = prefixed(&registry)?;
     let temporary = path.with_extension("prom.tmp");
@@ -270,6 +298,8 @@ mod tests {
             rows: vec![("recorded", 3), ("failed", 0)],
             zero_usage: 1,
             drift_cells: 0,
+            unbilled_units: 15.0,
+            unsubscribed_units: 0.0,
         };
         write_textfile(&path, "sync", 0, Duration::from_secs(2), &tally).unwrap();
         let first = previous_success(&path).unwrap();

@@ -71,6 +71,7 @@ impl RunArgs {
                         let drift_cells = outputs.drifted().count();
                         let outcome = match () {
                             _ if drift_cells > 0 => "drift",
+                            _ if outputs.closed().next().is_some() => "unbilled",
                             _ if !outputs.events.is_empty()
                                 && outputs.events.iter().all(|e| e.already_recorded) =>
                             {
@@ -78,11 +79,13 @@ impl RunArgs {
                             }
                             _ => "recorded",
                         };
-                        let tally = Tally {
+                        let mut tally = Tally {
                             rows: vec![(outcome, 1)],
                             zero_usage: usize::from(outputs.measured_total == "0"),
                             drift_cells,
+                            ..Tally::default()
                         };
+                        tally.add_unbilled(&outputs);
                         (outputs_exit_code(&outputs), tally)
                     }
                     Err(failure) => (print_failure(&failure, Some(&credentials)), failed),

@@ -89,6 +89,7 @@ impl Summary {
             ],
             zero_usage: self.zero_usage,
             drift_cells: self.drifted(),
+            ..crate::metrics::Tally::default()
         }
     }
 }

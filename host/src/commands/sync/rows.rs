@@ -42,7 +42,7 @@ fn row_line(row: &Row, status: &str, detail: Value) -> Value {
 }
 
 /// How a sync ended.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
     /// Rows whose events were recorded now.
@@ -70,6 +70,11 @@ pub struct Summary {
     /// Intervals Stripe held another value for (for the metrics).
     #[serde(skip)]
     pub drift_cells: usize,
+    /// Rows with usage of a period whose invoice is final: not written.
+    pub unbilled: usize,
+    /// Unbilled and unsubscribed units, for the metrics.
+    #[serde(skip)]
+    pub units: crate::metrics::Tally,
 }
 
 impl Summary {
@@ -80,12 +85,15 @@ impl Summary {
                 ("recorded", self.recorded),
                 ("already-recorded", self.already_recorded),
                 ("drift", self.drift),
+                ("unbilled", self.unbilled),
                 ("failed", self.failed),
                 ("skipped", self.skipped),
                 ("not-sent", self.not_sent),
             ],
             zero_usage: self.zero_usage,
             drift_cells: self.drift_cells,
+            unbilled_units: self.units.unbilled_units,
+            unsubscribed_units: self.units.unsubscribed_units,
         }
     }
 
@@ -550,9 +558,13 @@ fn outcome_line(row: &Row, outputs: &Outputs, summary: &mut Summary) -> Value {
     summary.zero_usage += usize::from(outputs.measured_total == "0");
     summary.drift_cells += outputs.drifted().count();
     let already = !outputs.events.is_empty() && outputs.events.iter().all(|e| e.already_recorded);
+    summary.units.add_unbilled(outputs);
     let status = if outputs.drifted().next().is_some() {
         summary.drift += 1;
         "drift"
+    } else if outputs.closed().next().is_some() {
+        summary.unbilled += 1;
+        "unbilled"
     } else if already {
         summary.already_recorded += 1;
         "already-recorded"
