@@ -1,6 +1,7 @@
 //! The `usage-sync` command line: the top-level parser, then each command's
 //! `execute` (in [`crate::commands`]), with its metrics file written after.
 
+use crate::commands::close_periods::ClosePeriodsArgs;
 use crate::commands::reconcile::ReconcileArgs;
 use crate::commands::run::RunArgs;
 use crate::commands::serve::ServeArgs;
@@ -35,6 +36,9 @@ enum Command {
     Run(Box<RunArgs>),
     /// Run the workflow for every row of a mapping file, many rows at once, resumably.
     Sync(Box<SyncArgs>),
+    /// Sync, up to the last full hour, only the rows whose billing period just ended
+    /// (within --lookback), while their invoice is a draft. Run it hourly.
+    ClosePeriods(Box<ClosePeriodsArgs>),
     /// Compare Amberflo's totals with what Stripe's meter holds, per row and interval; writes nothing.
     ///
     /// stdout gets one JSON line per row and interval, then a summary line (or CSV).
@@ -59,6 +63,7 @@ pub fn main() -> ExitCode {
     let command = match &cli.command {
         Command::Run(_) => "run",
         Command::Sync(_) => "sync",
+        Command::ClosePeriods(_) => "close-periods",
         Command::Serve(_) => "serve",
         Command::Reconcile(_) => "reconcile",
         #[cfg(feature = "demo")]
@@ -93,6 +98,10 @@ pub fn main() -> ExitCode {
         Command::Sync(args) => {
             let metrics = args.metrics_file.clone();
             measured(metrics, "sync", runtime.block_on(args.execute()))
+        }
+        Command::ClosePeriods(args) => {
+            let metrics = args.sync.metrics_file.clone();
+            measured(metrics, "close-periods", runtime.block_on(args.execute()))
         }
         Command::Serve(args) => runtime.block_on(args.execute()),
         Command::Reconcile(args) => {

@@ -161,6 +161,7 @@ fn outputs_of(o: Outputs) -> report::Outputs {
                 written: u.written,
             })
             .collect(),
+        period_ends: o.period_ends,
         dry_run: o.dry_run,
     }
 }

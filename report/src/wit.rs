@@ -167,6 +167,9 @@ pub struct Outputs {
     /// Usage no invoice bills now.
     #[serde(default)]
     pub unbilled: Vec<Unbilled>,
+    /// When the current periods of the items on the meter end.
+    #[serde(default)]
+    pub period_ends: Vec<i64>,
     /// Nothing was sent: a dry run.
     pub dry_run: bool,
 }

@@ -430,6 +430,44 @@ fn the_systemd_units_catch_up_load_credentials_and_are_hardened() {
     assert!(!read("usage-sync.service").contains("--journal"));
 }
 
+/// The hourly close-periods job: beside the nightly one, on the same state.
+#[test]
+fn close_periods_runs_every_hour_on_the_nightly_jobs_state() {
+    let job = yaml("kubernetes/close-periods-cronjob.yaml");
+    assert_eq!(job["kind"], "CronJob");
+    assert_eq!(job["spec"]["schedule"], "10 * * * *");
+    assert_eq!(job["spec"]["concurrencyPolicy"], "Forbid");
+    let pod = &job["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let command = container["args"][0].as_str().unwrap();
+    assert!(
+        command.starts_with("usage-sync close-periods "),
+        "{command}"
+    );
+    assert_keeps_its_state(pod, container);
+    let nightly = yaml("kubernetes/cronjob.yaml");
+    let nightly_pod = &nightly["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"], nightly_pod["volumes"],
+        "the same keys, mapping and state"
+    );
+
+    let read = |name: &str| std::fs::read_to_string(deploy(&format!("systemd/{name}"))).unwrap();
+    let timer = read("usage-sync-close-periods.timer");
+    assert!(timer.contains("OnCalendar=*-*-* *:10:00 UTC"), "{timer}");
+    let service = read("usage-sync-close-periods.service");
+    assert!(service.contains("ExecStart=/usr/local/bin/usage-sync close-periods "));
+    // The same dynamic user and state directory as the nightly service.
+    for line in [
+        "User=usage-sync",
+        "StateDirectory=usage-sync",
+        "Environment=USAGE_SYNC_STATE_DIR=%S/usage-sync",
+    ] {
+        assert!(service.contains(line), "{line}");
+        assert!(read("usage-sync.service").contains(line), "{line}");
+    }
+}
+
 /// The sharded job: an Indexed Job whose shard count is what usage-sync reads.
 #[test]
 fn the_indexed_job_shards_the_mapping_as_usage_sync_reads_it() {

@@ -113,8 +113,22 @@ fn usage_for_a_final_invoice_is_never_written_and_is_named_with_exit_5() {
     // The default grace of an hour: the previous invoice finalized at 16:00.
     let renewal = day.0 + 15 * 3600;
     renewing_at(&p, renewal);
-    let run = p.run(&day_args(day));
+    let metrics =
+        std::env::temp_dir().join(format!("usage-sync-unbilled-{}.prom", std::process::id()));
+    let mut args = day_args(day);
+    args.extend(["--metrics-file".to_string(), metrics.display().to_string()]);
+    let run = p.run(&args);
     let out = run.expect(UNBILLED).json();
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        text.contains("usage_sync_last_run_unbilled_units 15"),
+        "{text}"
+    );
+    assert!(
+        text.contains("usage_sync_last_run_rows{outcome=\"unbilled\"} 1"),
+        "{text}"
+    );
+    let _ = std::fs::remove_file(&metrics);
     // Before: exit 0, all 24 in the new period, nothing said.
     assert_eq!(stamped(&p), [(day.1 - 1, "9".into())]);
     let unbilled = out["unbilled"].as_array().unwrap();
@@ -251,4 +265,92 @@ fn a_nightly_sync_reads_subscriptions_once_per_customer_and_invoices_only_on_ren
     assert_eq!(reads_of(&p, "/v1/invoices"), 1);
     // Customer 0's day is cut at its renewal: two events, the second of 0.
     assert_eq!(p.stripe_writes().len(), 11);
+}
+
+#[test]
+fn close_periods_puts_the_last_piece_of_a_period_on_its_draft_invoice() {
+    // The period ended at the last full hour; its invoice, a draft, finalizes
+    // 50 minutes from now (a run 10 minutes after the renewal, 1 hour of grace).
+    let t = now();
+    let renewal = t.div_euclid(3600) * 3600;
+    let start = (renewal - 6 * 3600).div_euclid(DAY) * DAY;
+    let mut records: Vec<_> = (start..renewal)
+        .step_by(3600)
+        .map(|h| usage("acme", "api-calls", h + 60, 1.0))
+        .collect();
+    records.push(usage("other", "api-calls", start + 60, 5.0));
+    let p = Providers::start(records);
+    p.stripe.set_grace(t - renewal + 50 * 60);
+    renewing_at(&p, renewal);
+    p.stripe.add_subscription(SubscriptionSpec {
+        customer: "cus_Other".into(),
+        event_name: "api_calls".into(),
+        anchor: days_ago(20).0,
+        period: PERIOD,
+        ended_at: None,
+    });
+    let dir = std::env::temp_dir().join(format!("usage-sync-close-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mapping = dir.join("mapping.csv");
+    std::fs::write(
+        &mapping,
+        "customerId,stripeCustomer\nacme,cus_Acme\nother,cus_Other\n",
+    )
+    .unwrap();
+    let args = |extra: &[&str]| {
+        let mut args: Vec<String> = [
+            "--mapping",
+            mapping.to_str().unwrap(),
+            "--meter-api-name",
+            "api-calls",
+            "--stripe-event-name",
+            "api_calls",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    // Last night's sync ran before the renewal, and saw both periods.
+    p.stripe.shift_clock(-(t - renewal) - 3600);
+    let night = days_ago(5);
+    let window = window_args(night.0, night.1);
+    let window: Vec<&str> = window.iter().map(String::as_str).collect();
+    p.sync(&args(&window)).expect(0);
+    p.stripe.shift_clock(t - renewal + 3600);
+    let before = p.stripe_all().len();
+
+    let mut command = p.command_for("close-periods", &args(&[]));
+    let run = Run::exec(&mut command);
+    p.assert_no_leak(&run);
+    run.expect(0);
+    // Only the ledger whose period ended was touched.
+    let touched: Vec<String> = p.stripe_all()[before..]
+        .iter()
+        .map(|r| r.target.clone())
+        .collect();
+    assert!(
+        touched.iter().all(|t| !t.contains("cus_Other")),
+        "{touched:#?}"
+    );
+    let hours = (renewal - start) / 3600;
+    assert_eq!(p.billed((start, renewal)), hours as f64);
+    // Once the draft finalizes, it bills every hour of the period's last day.
+    p.stripe.shift_clock(2 * 3600);
+    let invoice = p
+        .stripe
+        .invoices("cus_Acme")
+        .into_iter()
+        .find(|i| i.period_end == renewal)
+        .unwrap();
+    assert_eq!(
+        (invoice.status.as_str(), invoice.quantity),
+        ("open", hours as f64)
+    );
+    // A rerun has nothing more to write.
+    let writes = p.stripe_writes().len();
+    let mut command = p.command_for("close-periods", &args(&[]));
+    Run::exec(&mut command).expect(0);
+    assert_eq!(p.stripe_writes().len(), writes);
 }

@@ -165,6 +165,11 @@ impl Providers {
         run
     }
 
+    /// `usage-sync SUBCOMMAND` as a command, with the right keys.
+    pub fn command_for<S: AsRef<str>>(&self, subcommand: &str, args: &[S]) -> Command {
+        self.command_with_keys(subcommand, args, &self.amberflo_key, &self.stripe_key)
+    }
+
     /// `usage-sync run` as a command, for tests that start or kill it themselves.
     pub fn command<S: AsRef<str>>(&self, args: &[S]) -> Command {
         self.command_with_keys("run", args, &self.amberflo_key, &self.stripe_key)

@@ -6,7 +6,7 @@
 use crate::bindings::LedgerMark;
 use crate::mapping::Row;
 use crate::outcome::{Failure, Outputs};
-use crate::state::{History, Mark, Placement, Recent, SourceKey, StateDir, recent};
+use crate::state::{History, Mark, PeriodEnds, Placement, Recent, SourceKey, StateDir, recent};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -21,6 +21,8 @@ pub(crate) struct LedgerState {
     history: Mutex<History>,
     recent: Recent,
     allow_move: bool,
+    /// The period ends this run saw, saved with the history.
+    period_ends: Mutex<Vec<((String, String), i64)>>,
 }
 
 /// Where one source's usage is billed to this ledger: from when, until when.
@@ -65,6 +67,7 @@ impl LedgerState {
             history: Mutex::new(history),
             recent,
             allow_move,
+            period_ends: Mutex::new(Vec::new()),
         })
     }
 
@@ -153,6 +156,16 @@ impl LedgerState {
         if !marks.is_empty() {
             recent::append(&self.dir, &marks).map_err(Failure::Internal)?;
         }
+        if let Some(end) = outputs.period_ends.iter().min() {
+            let ledger = (
+                first.stripe_customer.clone(),
+                first.stripe_event_name.clone(),
+            );
+            self.period_ends
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((ledger, *end));
+        }
         let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
         for (row, bounds) in rows {
             let key = key_of(row);
@@ -169,8 +182,15 @@ impl LedgerState {
     pub(crate) fn save(&self) -> Result<(), Failure> {
         let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
         history.save(&self.dir).map_err(Failure::Internal)?;
+        let ends = self.period_ends.lock().unwrap_or_else(|p| p.into_inner());
+        PeriodEnds::save(&self.dir, &ends).map_err(Failure::Internal)?;
         recent::prune(&self.dir, now(), KEEP_RECENT).map_err(Failure::Internal)?;
         Ok(())
+    }
+
+    /// The period ends known from earlier runs.
+    pub(crate) fn period_ends(&self) -> Result<PeriodEnds, Failure> {
+        PeriodEnds::load(&self.dir).map_err(Failure::BadInput)
     }
 
     /// Where `sync` keeps a journal named `name` by default: the state

@@ -4,6 +4,7 @@
 //! flattened; [`prepare`] is the one way flags become a run's configuration.
 
 pub(crate) mod batch;
+pub(crate) mod close_periods;
 #[cfg(feature = "demo")]
 pub(crate) mod demo;
 pub(crate) mod flags;

@@ -64,21 +64,34 @@ pub(crate) struct SyncArgs {
 /// live-mode limit (the emulator tests run fast).
 const STRIPE_RATE: std::ops::RangeInclusive<f64> = 1e-5..=1e6;
 
+/// What `close-periods` narrows a sync to: the ledgers whose billing period
+/// ended within `lookback` seconds, from that day's start to the last full hour.
+pub(crate) struct Closing {
+    /// How far back a period end is looked for.
+    pub lookback: i64,
+}
+
 impl SyncArgs {
     /// Syncs every row; the exit status and what the metrics file says.
     pub(crate) async fn execute(self) -> (u8, Tally) {
+        self.execute_closing(None).await
+    }
+
+    /// [`Self::execute`], narrowed by `closing` when given.
+    pub(crate) async fn execute_closing(self, closing: Option<Closing>) -> (u8, Tally) {
         let credentials = match super::credentials(&self.endpoints) {
             Ok(c) => c,
             Err(code) => return (code, Tally::default()),
         };
-        match self.prepare_and_sync(credentials.clone()).await {
+        match self.prepare_and_sync(credentials.clone(), closing).await {
             Ok(mut summary) => {
                 summary.partial = summary.failed > 0 || summary.not_sent > 0;
                 tracing::info!(
-                    "sync: {} recorded, {} already recorded, {} drift, {} failed, {} skipped, {} not sent",
+                    "sync: {} recorded, {} already recorded, {} drift, {} unbilled, {} failed, {} skipped, {} not sent",
                     summary.recorded,
                     summary.already_recorded,
                     summary.drift,
+                    summary.unbilled,
                     summary.failed,
                     summary.skipped,
                     summary.not_sent
@@ -89,7 +102,7 @@ impl SyncArgs {
                     summary.worst
                 } else if summary.not_sent > 0 {
                     exit::INTERRUPTED
-                } else if summary.drift > 0 {
+                } else if summary.drift > 0 || summary.unbilled > 0 {
                     exit::DRIFT
                 } else {
                     exit::OK
@@ -108,6 +121,7 @@ impl SyncArgs {
     async fn prepare_and_sync(
         &self,
         credentials: Arc<Credentials>,
+        closing: Option<Closing>,
     ) -> Result<rows::Summary, Failure> {
         if self.workflow.dry_run || self.workflow.reconcile {
             return Err(Failure::BadInput(
@@ -137,15 +151,64 @@ impl SyncArgs {
         }
         // Stripe's limits are per account: the shards share the rate.
         let stripe_rate = self.stripe_rate / shard.map_or(1.0, |s| s.count as f64);
+        let state = super::ledger::LedgerState::open(
+            self.workflow.state_dir.clone(),
+            self.workflow.move_customers,
+        )?;
         // One window for every row, even when the sync runs past midnight.
-        let (start_time, end_time) = self
-            .window
-            .bounds(inputs::previous_utc_day, "the previous full UTC day")?;
+        let (start_time, end_time) = match &closing {
+            None => self
+                .window
+                .bounds(inputs::previous_utc_day, "the previous full UTC day")?,
+            Some(closing) => {
+                if self.window.start_time.is_some() || self.window.end_time.is_some() {
+                    return Err(Failure::BadInput(
+                        "close-periods picks its own window (from --lookback); give no --start-time or --end-time".into(),
+                    ));
+                }
+                if self.workflow.true_up {
+                    return Err(Failure::BadInput(
+                        "close-periods records the last piece of a period; --true-up is for `sync`"
+                            .into(),
+                    ));
+                }
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_err(|e| Failure::Internal(e.to_string()))?
+                    .as_secs() as i64;
+                let end = now.div_euclid(3600) * 3600;
+                let from = end - closing.lookback;
+                let ends = state.period_ends()?;
+                let closing_now = ends.ending_within(from, end);
+                rows.retain(|r| {
+                    closing_now
+                        .iter()
+                        .any(|(c, e)| *c == r.stripe_customer && *e == r.stripe_event_name)
+                });
+                tracing::info!(
+                    "close-periods: {} row(s) whose billing period ended since {}",
+                    rows.len(),
+                    from
+                );
+                (
+                    (from.div_euclid(86_400) * 86_400).to_string(),
+                    end.to_string(),
+                )
+            }
+        };
         let concurrency = self.fan_out.concurrency;
         let (sandbox, config) = super::prepare(
             &self.endpoints,
             &self.sandbox,
-            || self.workflow.options(),
+            || {
+                let mut options = self.workflow.options()?;
+                // A window ending at the last full hour: one event per day's
+                // part, cut where the period ended.
+                if closing.is_some() && options.interval == crate::bindings::Interval::Day {
+                    options.interval = crate::bindings::Interval::Window;
+                }
+                Ok(options)
+            },
             credentials,
             Some(concurrency),
         )?;
@@ -156,17 +219,14 @@ impl SyncArgs {
         // and a rerun of any night resumes that night.
         // A true-up compares with what Amberflo says today: its journal resumes
         // the same day's run, and tomorrow's checks every row again.
-        let true_up_day = match self.workflow.true_up {
-            true => {
+        let true_up_day = match (self.workflow.true_up, &closing) {
+            (true, _) => {
                 let (_, today) = inputs::previous_utc_day().map_err(Failure::Internal)?;
                 format!("true-up.{today}.")
             }
-            false => String::new(),
+            (false, Some(_)) => "close-periods.".into(),
+            (false, None) => String::new(),
         };
-        let state = super::ledger::LedgerState::open(
-            self.workflow.state_dir.clone(),
-            self.workflow.move_customers,
-        )?;
         let journal = match &self.journal {
             Some(journal) => journal.clone(),
             None => {

@@ -3,9 +3,11 @@
 //! (Stripe's summaries lag behind them), and `sync`'s journals.
 
 pub mod history;
+pub mod periods;
 pub mod recent;
 pub mod state_dir;
 
 pub use history::{History, Placement, SourceKey};
+pub use periods::PeriodEnds;
 pub use recent::{Mark, Recent};
 pub use state_dir::StateDir;

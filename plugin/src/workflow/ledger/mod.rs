@@ -164,6 +164,12 @@ pub(in crate::workflow) fn record_all(
         sources: sources.iter().map(|s| s.name.clone()).collect(),
         marks: Vec::new(),
         unbilled: Vec::new(),
+        period_ends: periods
+            .periods
+            .iter()
+            .filter(|p| p.invoice.is_none())
+            .map(|p| p.end)
+            .collect(),
         dry_run: options.dry_run,
     };
     let url = join(&endpoints.stripe_url, stripe::PATH);

@@ -346,6 +346,7 @@ fn outputs(usage_result: String) -> Outputs {
         sources: Vec::new(),
         marks: Vec::new(),
         unbilled: Vec::new(),
+        period_ends: Vec::new(),
         dry_run: false,
     }
 }
