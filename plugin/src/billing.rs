@@ -211,23 +211,23 @@ impl Periods {
         out
     }
 
-    /// Where an event stamped at `t` is billed.
+    /// Where an event stamped at `t` is billed: by the period holding it
+    /// (of any subscription: a customer may have subscribed again), else
+    /// nowhere after a subscription ended, else not yet.
     pub fn billed_at(&self, t: i64) -> Billed {
-        if let Some(end) = self.ended_at
-            && t >= end
-        {
-            return Billed::Nowhere(Period {
-                start: end,
-                end: i64::MAX,
-                invoice: None,
-                status: "ended".into(),
-                closed: true,
-            });
-        }
         match self.periods.iter().find(|p| p.start <= t && t < p.end) {
             Some(p) if p.closed => Billed::Nowhere(p.clone()),
             Some(_) => Billed::Open,
-            None => Billed::NotYet,
+            None => match self.ended_at {
+                Some(end) if t >= end => Billed::Nowhere(Period {
+                    start: end,
+                    end: i64::MAX,
+                    invoice: None,
+                    status: "ended".into(),
+                    closed: true,
+                }),
+                _ => Billed::NotYet,
+            },
         }
     }
 }
@@ -260,6 +260,9 @@ pub fn periods(
         if let Some(end) = sub.ended_at {
             out.ended_at = Some(out.ended_at.map_or(end, |e: i64| e.min(end)));
         }
+        // A current period that has ended (the subscription ended with it)
+        // is billed by its invoice like any past one.
+        let mut ended = Vec::new();
         for item in &items {
             if item.current_period_end <= item.current_period_start {
                 return Err(format!(
@@ -267,22 +270,26 @@ pub fn periods(
                     item.id
                 ));
             }
-            out.periods.push(Period {
-                start: item.current_period_start,
-                end: item.current_period_end,
-                invoice: None,
-                status: "open".into(),
-                closed: false,
-            });
+            match item.current_period_end <= now {
+                true => ended.push((item.current_period_start, item.current_period_end)),
+                false => out.periods.push(Period {
+                    start: item.current_period_start,
+                    end: item.current_period_end,
+                    invoice: None,
+                    status: "open".into(),
+                    closed: false,
+                }),
+            }
         }
         let earliest = items
             .iter()
             .map(|i| i.current_period_start)
             .min()
             .unwrap_or(i64::MAX);
-        if window.start >= earliest {
+        if window.start >= earliest && ended.is_empty() {
             continue;
         }
+        let known = out.periods.len();
         for invoice in invoices(&sub.id)? {
             let status = invoice.status.clone().unwrap_or_default();
             let closed = status != "draft"
@@ -307,6 +314,22 @@ pub fn periods(
                     invoice: Some(invoice.id.clone()),
                     status: status.clone(),
                     closed,
+                });
+            }
+        }
+        // An ended period no invoice line shows yet: nothing can be said to
+        // bill it, so nothing is stamped there (a rerun sees the invoice).
+        for (start, end) in ended {
+            let invoiced = out.periods[known..]
+                .iter()
+                .any(|p| p.start <= start && end <= p.end);
+            if !invoiced {
+                out.periods.push(Period {
+                    start,
+                    end,
+                    invoice: None,
+                    status: "no-invoice-yet".into(),
+                    closed: true,
                 });
             }
         }
@@ -409,6 +432,40 @@ mod tests {
         .unwrap();
         assert!(periods.boundaries(window).is_empty());
         assert_eq!(periods.billed_at(10 * D), Billed::Open);
+    }
+
+    #[test]
+    fn an_ended_subscription_bills_nothing_after_it_and_a_new_one_bills_its_period() {
+        let mut ended = subscription(5 * D, 35 * D, "mtr_1");
+        ended.ended_at = Some(35 * D);
+        let window = Window {
+            start: 34 * D,
+            end: 40 * D,
+        };
+        let now = 41 * D;
+        // The last period's invoice is still a draft, finalizing in a day.
+        let periods = periods(std::slice::from_ref(&ended), "mtr_1", window, now, |_| {
+            Ok(vec![invoice("draft", Some(42 * D), 5 * D, 35 * D)])
+        })
+        .unwrap();
+        assert_eq!(periods.billed_at(35 * D - 1), Billed::Open);
+        assert!(matches!(periods.billed_at(36 * D), Billed::Nowhere(_)));
+        assert_eq!(periods.boundaries(window), vec![35 * D]);
+        // No invoice yet for the ended period: nothing is stamped there.
+        let periods = super::periods(std::slice::from_ref(&ended), "mtr_1", window, now, |_| {
+            Ok(Vec::new())
+        })
+        .unwrap();
+        assert!(matches!(periods.billed_at(35 * D - 1), Billed::Nowhere(_)));
+        // Subscribed again on day 38: its period bills from there.
+        let again = subscription(38 * D, 68 * D, "mtr_1");
+        let both = [ended, again];
+        let periods = super::periods(&both, "mtr_1", window, now, |_| {
+            Ok(vec![invoice("open", None, 5 * D, 35 * D)])
+        })
+        .unwrap();
+        assert!(matches!(periods.billed_at(37 * D), Billed::Nowhere(_)));
+        assert_eq!(periods.billed_at(39 * D), Billed::Open);
     }
 
     #[test]
