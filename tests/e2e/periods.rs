@@ -312,13 +312,33 @@ fn close_periods_puts_the_last_piece_of_a_period_on_its_draft_invoice() {
         args.extend(extra.iter().map(|a| a.to_string()));
         args
     };
-    // Last night's sync ran before the renewal, and saw both periods.
-    p.stripe.shift_clock(-(t - renewal) - 3600);
+    // A sync records each ledger's current period end in the state directory.
     let night = days_ago(5);
     let window = window_args(night.0, night.1);
     let window: Vec<&str> = window.iter().map(String::as_str).collect();
     p.sync(&args(&window)).expect(0);
-    p.stripe.shift_clock(t - renewal + 3600);
+    let periods: Value =
+        serde_json::from_slice(&std::fs::read(p.state_dir.join("periods.json")).unwrap()).unwrap();
+    let other_end = days_ago(20).0 + PERIOD;
+    assert_eq!(
+        periods["ledgers"],
+        serde_json::json!([
+            ["cus_Acme", "api_calls", renewal + PERIOD],
+            ["cus_Other", "api_calls", other_end]
+        ])
+    );
+    // Last night's sync ran before the renewal: it saw the period ending at it.
+    // (The component's clock is the machine's, so a sync before the renewal
+    // cannot be replayed here; the file is written as that sync wrote it.)
+    std::fs::write(
+        p.state_dir.join("periods.json"),
+        serde_json::json!({
+            "version": 1,
+            "ledgers": [["cus_Acme", "api_calls", renewal], ["cus_Other", "api_calls", other_end]],
+        })
+        .to_string(),
+    )
+    .unwrap();
     let before = p.stripe_all().len();
 
     let mut command = p.command_for("close-periods", &args(&[]));
@@ -353,4 +373,103 @@ fn close_periods_puts_the_last_piece_of_a_period_on_its_draft_invoice() {
     let mut command = p.command_for("close-periods", &args(&[]));
     Run::exec(&mut command).expect(0);
     assert_eq!(p.stripe_writes().len(), writes);
+}
+
+#[test]
+fn reconcile_invoices_finds_an_invoice_that_froze_before_the_usage_arrived() {
+    // Both customers used 24 units on D, inside a period that renewed two
+    // days ago and whose invoice is final. acme's usage was synced in time;
+    // bravo's was not: its invoice bills 0, whatever the meter says now.
+    let day = days_ago(3);
+    let renewal = days_ago(2).0 + 15 * 3600;
+    let mut records = hourly(day);
+    records.extend((0..24).map(|h| usage("bravo", "api-calls", day.0 + h * 3600 + 60, 1.0)));
+    let p = Providers::start(records);
+    for customer in ["cus_Acme", "cus_Bravo"] {
+        p.stripe.add_subscription(SubscriptionSpec {
+            customer: customer.into(),
+            event_name: "api_calls".into(),
+            anchor: renewal - PERIOD,
+            period: PERIOD,
+            ended_at: None,
+        });
+    }
+    // acme's day, synced while the invoice was a draft (the longest grace);
+    // then the grace ends and the invoice freezes.
+    p.stripe.set_grace(72 * 3600);
+    p.run(&day_args(day)).expect(0);
+    p.stripe.shift_clock(3 * DAY);
+    let dir = std::env::temp_dir().join(format!("usage-sync-invoices-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mapping = dir.join("mapping.csv");
+    std::fs::write(
+        &mapping,
+        "customerId,stripeCustomer\nacme,cus_Acme\nbravo,cus_Bravo\n",
+    )
+    .unwrap();
+    let html = dir.join("invoices.html");
+    let run = p.reconcile(&[
+        "--mapping",
+        mapping.to_str().unwrap(),
+        "--meter-api-name",
+        "api-calls",
+        "--stripe-event-name",
+        "api_calls",
+        "--invoices",
+        "--html",
+        html.to_str().unwrap(),
+    ]);
+    run.expect(UNBILLED);
+    let lines: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |customer: &str| {
+        lines
+            .iter()
+            .find(|l| l["stripeCustomer"] == customer)
+            .unwrap_or_else(|| panic!("{customer}: {lines:#?}"))
+    };
+    assert_eq!(of("cus_Acme")["status"], "match", "{lines:#?}");
+    assert_eq!(of("cus_Acme")["billed"], "24");
+    let bravo = of("cus_Bravo");
+    assert_eq!(bravo["status"], "under");
+    assert_eq!(
+        (bravo["billed"].as_str(), bravo["expected"].as_str()),
+        (Some("0"), Some("24"))
+    );
+    assert_eq!(bravo["periodEnd"], renewal);
+    assert!(bravo["invoice"].as_str().unwrap().starts_with("in_"));
+    let summary = &lines.last().unwrap()["summary"];
+    assert_eq!(
+        (summary["matched"].as_u64(), summary["under"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<td>under"), "{page}");
+    let csv = p.reconcile(&[
+        "--mapping",
+        mapping.to_str().unwrap(),
+        "--meter-api-name",
+        "api-calls",
+        "--stripe-event-name",
+        "api_calls",
+        "--invoices",
+        "--format",
+        "csv",
+    ]);
+    csv.expect(UNBILLED);
+    let rows: Vec<&str> = csv.stdout.lines().collect();
+    assert_eq!(
+        rows[0],
+        "customerId,stripeCustomer,meterApiName,stripeEventName,invoice,invoiceStatus,periodStart,periodEnd,billed,expected,status"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("bravo,cus_Bravo,") && r.ends_with(",0,24,under")),
+        "{rows:#?}"
+    );
+    assert_eq!(p.stripe_writes().len(), 1, "reconcile writes nothing");
 }
