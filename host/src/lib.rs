@@ -63,9 +63,10 @@ pub mod bindings {
     });
 
     pub use exports::usage_sync::workflow::workflow::{
-        Cell, CellStatus, CustomerUsage, Delivery, Endpoints, Inputs, Interval, LedgerMark, Meter,
-        MeterEvent, Options, Outputs, PlannedRequest, Reconciliation, Rounding, Source, Step,
-        StepFailure, StripeRead, UsageQuery, Verification, WorkflowError,
+        Cell, CellStatus, CustomerUsage, Delivery, Endpoints, Inputs, Interval, InvoiceCheck,
+        InvoiceReconciliation, LedgerMark, Meter, MeterEvent, Options, Outputs, PlannedRequest,
+        Reconciliation, Rounding, Source, Step, StepFailure, StripeRead, UsageQuery, Verification,
+        WorkflowError,
     };
 }
 

@@ -108,6 +108,8 @@ pub struct Invoice {
 pub struct Line {
     /// The period it bills.
     pub period: LinePeriod,
+    /// What it bills (whole units).
+    pub quantity: Option<i64>,
     /// Its price, when priced.
     pub pricing: Option<Pricing>,
 }

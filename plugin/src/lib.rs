@@ -52,8 +52,8 @@ mod bindings {
 pub use bindings::*;
 
 use exports::usage_sync::workflow::workflow::{
-    CustomerUsage, Endpoints, Guest, Inputs, LedgerMark, Meter, Options, Outputs, Reconciliation,
-    Source, UsageQuery, WorkflowError,
+    CustomerUsage, Endpoints, Guest, Inputs, InvoiceReconciliation, LedgerMark, Meter, Options,
+    Outputs, Reconciliation, Source, UsageQuery, WorkflowError,
 };
 
 #[allow(dead_code)]
@@ -112,6 +112,16 @@ impl Guest for Component {
         recent: Vec<LedgerMark>,
     ) -> Result<Outputs, WorkflowError> {
         workflow::record_usage(&endpoints, options, inputs, sources, meter, &recent)
+    }
+
+    fn reconcile_invoices(
+        endpoints: Endpoints,
+        options: Options,
+        inputs: Inputs,
+        usage_result: String,
+        meter: Meter,
+    ) -> Result<InvoiceReconciliation, WorkflowError> {
+        workflow::reconcile_invoices(&endpoints, options, inputs, &usage_result, meter)
     }
 
     fn reconcile(

@@ -3,6 +3,7 @@
 //! [`compare`] reads every row and prints what it found.
 
 pub(crate) mod compare;
+pub(crate) mod invoices;
 
 use super::flags::{EndpointArgs, FanOutArgs, SandboxArgs, WindowArgs, WorkflowSettings};
 use crate::bindings::Options;
@@ -47,6 +48,11 @@ pub(crate) struct ReconcileArgs {
     pub(crate) window: WindowArgs,
     #[command(flatten)]
     pub(crate) settings: WorkflowSettings,
+    /// Compare each finalized invoice whose billing period lies in the window (its
+    /// metered line's quantity) with what a run bills for the period, instead of
+    /// the meter's summaries per interval. Amberflo is read by hour.
+    #[arg(long)]
+    pub(crate) invoices: bool,
     /// Differences up to this many billed units are a match.
     #[arg(long, default_value = "0", value_name = "UNITS")]
     pub(crate) tolerance: String,
@@ -100,7 +106,12 @@ impl ReconcileArgs {
                 "reconcile compares per day or per hour: --interval day or hour".into(),
             ));
         }
-        self.settings.apply(default_options())
+        let mut options = self.settings.apply(default_options())?;
+        if self.invoices {
+            // A renewal's hour is where a run cuts the day.
+            options.interval = crate::bindings::Interval::Hour;
+        }
+        Ok(options)
     }
 
     /// The mapping's rows, or the one row the flags give.
@@ -167,6 +178,9 @@ impl ReconcileArgs {
             settings.start_time,
             settings.end_time
         );
-        compare::reconcile(Arc::new(sandbox), config, rows, &settings).await
+        match self.invoices {
+            true => invoices::reconcile(Arc::new(sandbox), config, rows, &settings).await,
+            false => compare::reconcile(Arc::new(sandbox), config, rows, &settings).await,
+        }
     }
 }

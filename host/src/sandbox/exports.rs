@@ -2,7 +2,8 @@
 //! a fresh instance under the run's configuration, and the verdict on it.
 
 use crate::bindings::{
-    CustomerUsage, Inputs, LedgerMark, Meter, Reconciliation, Source, UsageQuery, WorkflowError,
+    CustomerUsage, Inputs, InvoiceReconciliation, LedgerMark, Meter, Reconciliation, Source,
+    UsageQuery, WorkflowError,
 };
 use crate::outcome::{Failure, Outputs};
 use crate::sandbox::{RunConfig, Sandbox};
@@ -108,6 +109,30 @@ impl Sandbox {
                     &usage_result,
                     meter,
                     tolerance,
+                )
+                .await
+        })
+        .await
+    }
+
+    /// One row's finalized invoices against Amberflo's totals for their
+    /// periods, read-only, in a fresh instance.
+    pub async fn reconcile_invoices(
+        &self,
+        config: &RunConfig,
+        inputs: Inputs,
+        usage_result: String,
+        meter: &Meter,
+    ) -> Result<InvoiceReconciliation, Failure> {
+        self.call(config, &inputs.customer_id, async |guest, store| {
+            guest
+                .call_reconcile_invoices(
+                    store,
+                    &config.endpoints,
+                    &config.options,
+                    &inputs,
+                    &usage_result,
+                    meter,
                 )
                 .await
         })

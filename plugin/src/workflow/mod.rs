@@ -7,8 +7,9 @@
 use crate::credentials::Needed;
 use crate::decimal::Decimal;
 use crate::exports::usage_sync::workflow::workflow::{
-    CustomerUsage, Endpoints, Inputs, LedgerMark, Meter, Options, Outputs, Reconciliation,
-    Source as WitSource, Step, StripeRead, UsageQuery, WorkflowError,
+    CustomerUsage, Endpoints, Inputs, InvoiceCheck, InvoiceReconciliation, LedgerMark, Meter,
+    Options, Outputs, Reconciliation, Source as WitSource, Step, StripeRead, UsageQuery,
+    WorkflowError,
 };
 use crate::inputs::{self, Plan, Window};
 use crate::retry;
@@ -16,7 +17,7 @@ use crate::{amberflo, credentials, reconcile, time};
 use ambient::now;
 use calls::query_amberflo;
 use failure::step_failed;
-use ledger::{Source, read_summaries, record_all};
+use ledger::{Source, read_invoice_lines, read_summaries, record_all};
 use std::time::Duration;
 use usage_sync_report::defaults::MAX_CUSTOMERS_PER_QUERY;
 use values::expected;
@@ -323,6 +324,80 @@ fn given_usage(
     let window = plan.window.from_day_start();
     amberflo::client_meters(usage_result, customer_id, window, grid)
         .map_err(|m| step_failed(Step::QueryUsage, plan.window, Some(200), m, None, 1))
+}
+
+/// Reconcile one row's finalized invoices, reading only: each metered line's
+/// quantity against what a run bills for its period (Amberflo's total by
+/// hour, times the scale, rounded per UTC day when rounding is asked; the
+/// hour holding a mid-hour renewal with the new period, as a run cuts it).
+pub fn reconcile_invoices(
+    endpoints: &Endpoints,
+    options: Options,
+    inputs: Inputs,
+    usage_result: &str,
+    meter: Meter,
+) -> Result<InvoiceReconciliation, WorkflowError> {
+    let (plan, retry) = prepare(&options, &[Needed::Stripe], |o| {
+        inputs::validate(inputs, o, now())
+    })?;
+    let invalid = WorkflowError::InvalidInput;
+    if inputs::grid(options.interval, plan.window) != 3600 {
+        return Err(invalid(
+            "invoices are reconciled from Amberflo's usage by hour: --interval hour".into(),
+        ));
+    }
+    let usage = given_usage(&options, &plan, &plan.customer_id, usage_result)?;
+    let scale = inputs::scale(&options).map_err(invalid)?;
+    let mut reads = Vec::new();
+    let lines = read_invoice_lines(endpoints, &plan, &meter, &retry, &mut reads)?;
+    let hour = |t: i64| t.div_euclid(3600) * 3600;
+    let mut checks = Vec::new();
+    for line in lines {
+        let (start, end) = (hour(line.start), hour(line.end));
+        let inside = plan.window.start <= start && end <= plan.window.end && start < end;
+        if line.status == "draft" || !inside {
+            continue;
+        }
+        let mut expected = Decimal::ZERO;
+        let mut cut = start;
+        while cut < end {
+            let next = ((cut.div_euclid(time::DAY) + 1) * time::DAY).min(end);
+            let total = usage
+                .points
+                .iter()
+                .filter(|(t, _)| cut <= *t && *t < next)
+                .try_fold(Decimal::ZERO, |sum, (_, v)| sum.checked_add(*v))
+                .ok_or_else(|| invalid("Amberflo's total is too large".into()))?;
+            let total = values::scaled(total, scale).map_err(invalid)?;
+            let billed = match options.rounding {
+                Some(_) => crate::quantity::from_total(total, options.rounding)
+                    .and_then(|w| Decimal::parse(&w))
+                    .map_err(invalid)?,
+                None => total,
+            };
+            expected = expected
+                .checked_add(billed)
+                .ok_or_else(|| invalid("Amberflo's total is too large".into()))?;
+            cut = next;
+        }
+        let billed = Decimal::parse(&line.quantity.to_string()).map_err(invalid)?;
+        let outcome = match billed.cmp_exact(expected) {
+            Some(std::cmp::Ordering::Equal) => "match",
+            Some(std::cmp::Ordering::Less) => "under",
+            _ => "over",
+        };
+        checks.push(InvoiceCheck {
+            invoice: line.invoice,
+            status: line.status,
+            period_start: line.start,
+            period_end: line.end,
+            billed: billed.to_string(),
+            expected: expected.to_string(),
+            outcome: outcome.into(),
+        });
+    }
+    checks.sort_by_key(|c| c.period_start);
+    Ok(InvoiceReconciliation { checks, reads })
 }
 
 /// Amberflo's name for a bucket of `grid` seconds (see [`inputs::grid`]).

@@ -7,7 +7,7 @@
 //! the drifted cells on a terminal; and optionally a self-contained HTML page
 //! with a chart per customer.
 
-use crate::bindings::{Cell, CellStatus, Reconciliation};
+use crate::bindings::{Cell, CellStatus, Inputs, Meter, Reconciliation};
 use crate::mapping::Row;
 use crate::outcome::{ExitStatus, Failure};
 use crate::progress::Progress;
@@ -105,17 +105,63 @@ pub async fn reconcile(
     rows: Vec<Row>,
     settings: &Settings,
 ) -> Result<Summary, Failure> {
+    let tolerance = settings.tolerance.clone();
+    let (answers, config) = gather(
+        sandbox,
+        config,
+        rows,
+        settings,
+        move |sandbox, config, inputs, usage, meter| {
+            let tolerance = tolerance.clone();
+            async move {
+                sandbox
+                    .reconcile(&config, inputs, usage, &meter, &tolerance)
+                    .await
+            }
+        },
+        |r: &Reconciliation| r.cells.iter().filter(|c| drifted_status(c.status)).count(),
+    )
+    .await?;
+    let summary = print(&answers, settings, &config)?;
+    if let Some(path) = &settings.html {
+        std::fs::write(path, html(&answers, settings))
+            .map_err(|e| Failure::BadInput(format!("cannot write {}: {e}", path.display())))?;
+        tracing::info!("reconcile: wrote {}", path.display());
+    }
+    Ok(summary)
+}
+
+/// Every row's answer, in the mapping's order: Amberflo queried per batch of
+/// customers as `sync` does, then `call` per row (each in its own sandboxed
+/// instance), `drifted` counting what the progress line shows.
+pub async fn gather<T, F, Fut>(
+    sandbox: Arc<Sandbox>,
+    config: RunConfig,
+    rows: Vec<Row>,
+    settings: &Settings,
+    call: F,
+    drifted: impl Fn(&T) -> usize,
+) -> Result<(Vec<(Row, Result<T, Failure>)>, Arc<RunConfig>), Failure>
+where
+    T: Send + 'static,
+    F: Fn(Arc<Sandbox>, Arc<RunConfig>, Inputs, String, Arc<Meter>) -> Fut
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    Fut: std::future::Future<Output = Result<T, Failure>> + Send + 'static,
+{
     let meters = crate::commands::batch::meters_of(&sandbox, &config, &rows).await?;
     let config = Arc::new(config);
     let permits = Arc::new(Semaphore::new(settings.concurrency.max(1)));
     let total = rows.len();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Row, Answer)>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Row, Result<T, Failure>)>();
     for batch in crate::commands::batch::batches(rows, settings.batch) {
         let (sandbox, config, permits) = (sandbox.clone(), config.clone(), permits.clone());
         let meters = meters.clone();
         let (start, end) = (settings.start_time.clone(), settings.end_time.clone());
-        let tolerance = settings.tolerance.clone();
         let tx = tx.clone();
+        let call = call.clone();
         tokio::spawn(async move {
             let usage = {
                 let _permit = permits.acquire().await;
@@ -135,39 +181,31 @@ pub async fn reconcile(
                 let (sandbox, config, permits) = (sandbox.clone(), config.clone(), permits.clone());
                 let meter = meters[&row.stripe_event_name].clone();
                 let usage = usage.get(&row.customer_id).cloned().unwrap_or_default();
-                let (start, end, tolerance) = (start.clone(), end.clone(), tolerance.clone());
+                let inputs = row.inputs(start.clone(), end.clone());
                 let tx = tx.clone();
+                let call = call.clone();
                 tokio::spawn(async move {
                     let _permit = permits.acquire().await;
-                    let inputs = row.inputs(start, end);
-                    let answer = sandbox
-                        .reconcile(&config, inputs, usage, &meter, &tolerance)
-                        .await;
+                    let answer = call(sandbox, config, inputs, usage, meter).await;
                     let _ = tx.send((row, answer));
                 });
             }
         });
     }
     drop(tx);
-    let mut answers: Vec<(Row, Answer)> = Vec::with_capacity(total);
+    let mut answers = Vec::with_capacity(total);
     let mut progress = Progress::new("reconcile", total);
-    let mut drifted = 0;
+    let mut count = 0;
     while let Some((row, answer)) = rx.recv().await {
         if let Ok(r) = &answer {
-            drifted += r.cells.iter().filter(|c| drifted_status(c.status)).count();
+            count += drifted(r);
         }
         answers.push((row, answer));
-        progress.show(answers.len(), || format!("{drifted} drifted cells"));
+        progress.show(answers.len(), || format!("{count} drifted"));
     }
     progress.done();
     answers.sort_by_key(|(row, _)| row.line);
-    let summary = print(&answers, settings, &config)?;
-    if let Some(path) = &settings.html {
-        std::fs::write(path, html(&answers, settings))
-            .map_err(|e| Failure::BadInput(format!("cannot write {}: {e}", path.display())))?;
-        tracing::info!("reconcile: wrote {}", path.display());
-    }
-    Ok(summary)
+    Ok((answers, config))
 }
 
 /// The status's name in the output.
@@ -357,7 +395,7 @@ fn day(unix: i64) -> String {
 }
 
 /// Text safe inside HTML.
-fn escape(text: &str) -> String {
+pub(super) fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

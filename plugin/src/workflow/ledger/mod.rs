@@ -7,6 +7,8 @@
 mod day;
 mod periods;
 
+pub(in crate::workflow) use periods::read_invoice_lines;
+
 use super::ambient::{idempotency_key, now};
 use super::calls::{Page, Paging, join, read_pages, read_record, record};
 use super::failure::step_failed;

@@ -116,3 +116,86 @@ fn list<T>(
     })?;
     Ok(found)
 }
+
+/// One metered invoice line of the ledger's meter: the invoice, its status,
+/// the line's period and quantity.
+pub(in crate::workflow) struct InvoiceLine {
+    pub invoice: String,
+    pub status: String,
+    pub start: i64,
+    pub end: i64,
+    pub quantity: i64,
+}
+
+/// Every invoice line billing `meter` for the plan's Stripe customer: the
+/// subscriptions, then each one's invoices (for `reconcile-invoices`).
+pub(in crate::workflow) fn read_invoice_lines(
+    endpoints: &Endpoints,
+    plan: &Plan,
+    meter: &Meter,
+    retry: &retry::Policy,
+    reads: &mut Vec<StripeRead>,
+) -> Result<Vec<InvoiceLine>, WorkflowError> {
+    let base = endpoints.stripe_url.trim_end_matches('/');
+    let window = plan.window;
+    let subscriptions: Vec<Subscription> = list(
+        Step::ReadSubscriptions,
+        window,
+        retry,
+        |after| billing::subscriptions_url(base, &plan.stripe_customer, after),
+        billing::parse_subscriptions,
+        |s: &Subscription| s.id.clone(),
+        |page: &[Subscription]| format!("{} subscription(s)", page.len()),
+        reads,
+    )?;
+    let mut lines = Vec::new();
+    for sub in &subscriptions {
+        let prices: Vec<&str> = sub
+            .items
+            .data
+            .iter()
+            .filter(|i| {
+                i.price.recurring.as_ref().and_then(|r| r.meter.as_deref())
+                    == Some(meter.id.as_str())
+            })
+            .map(|i| i.price.id.as_str())
+            .collect();
+        if prices.is_empty() {
+            continue;
+        }
+        let invoices: Vec<Invoice> = list(
+            Step::ReadInvoices,
+            window,
+            retry,
+            |after| billing::invoices_url(base, &plan.stripe_customer, &sub.id, after),
+            billing::parse_invoices,
+            |i: &Invoice| i.id.clone(),
+            |page: &[Invoice]| {
+                page.iter()
+                    .map(|i| format!("{} {}", i.id, i.status.as_deref().unwrap_or("?")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            reads,
+        )?;
+        for invoice in invoices {
+            for line in &invoice.lines.data {
+                let price = line
+                    .pricing
+                    .as_ref()
+                    .and_then(|p| p.price_details.as_ref())
+                    .map(|d| d.price.as_str());
+                if price.is_some_and(|p| prices.contains(&p)) {
+                    lines.push(InvoiceLine {
+                        invoice: invoice.id.clone(),
+                        status: invoice.status.clone().unwrap_or_default(),
+                        start: line.period.start,
+                        end: line.period.end,
+                        quantity: line.quantity.unwrap_or(0),
+                    });
+                }
+            }
+        }
+    }
+    Ok(lines)
+}

@@ -26,8 +26,8 @@ wit_bindgen::generate!({
 });
 
 use exports::usage_sync::workflow::workflow::{
-    CustomerUsage, Delivery, Endpoints, Guest, Inputs, LedgerMark, Meter, Options, Outputs,
-    Reconciliation, Source, Step, StepFailure, UsageQuery, WorkflowError,
+    CustomerUsage, Delivery, Endpoints, Guest, Inputs, InvoiceReconciliation, LedgerMark, Meter,
+    Options, Outputs, Reconciliation, Source, Step, StepFailure, UsageQuery, WorkflowError,
 };
 use serde_json::{Value, json};
 use wasip2::http::outgoing_handler;
@@ -123,6 +123,20 @@ impl Guest for Probe {
         _: Vec<LedgerMark>,
     ) -> Result<Outputs, WorkflowError> {
         Probe::run(endpoints, options, inputs)
+    }
+
+    fn reconcile_invoices(
+        endpoints: Endpoints,
+        options: Options,
+        inputs: Inputs,
+        _: String,
+        _: Meter,
+    ) -> Result<InvoiceReconciliation, WorkflowError> {
+        Probe::run(endpoints, options, inputs)?;
+        Ok(InvoiceReconciliation {
+            checks: Vec::new(),
+            reads: Vec::new(),
+        })
     }
 
     // A reconciliation is read-only by contract; the probe shows the host
