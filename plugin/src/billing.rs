@@ -74,6 +74,17 @@ pub struct Item {
     pub price: Price,
 }
 
+impl Item {
+    /// Whether its price bills the meter `meter_id`.
+    pub fn on_meter(&self, meter_id: &str) -> bool {
+        self.price
+            .recurring
+            .as_ref()
+            .and_then(|r| r.meter.as_deref())
+            == Some(meter_id)
+    }
+}
+
 /// The parts of a price that tie it to a meter.
 #[derive(Debug, Deserialize)]
 pub struct Price {

@@ -373,18 +373,7 @@ fn merge(theirs: Entry, mine: &Entry) -> Entry {
 
 /// Unix seconds as RFC 3339 UTC, e.g. `2026-11-30T00:00:00Z`.
 fn rfc3339(t: i64) -> String {
-    const DAY: i64 = 86_400;
-    let (days, secs) = (t.div_euclid(DAY), t.rem_euclid(DAY));
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d, secs) = usage_sync_report::civil(t);
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
         secs / 3600,

@@ -22,37 +22,7 @@ pub(super) fn read_periods(
 ) -> Result<Periods, WorkflowError> {
     let base = endpoints.stripe_url.trim_end_matches('/');
     let window = plan.window;
-    let subscriptions: Vec<Subscription> = list(
-        Step::ReadSubscriptions,
-        window,
-        retry,
-        |after| billing::subscriptions_url(base, &plan.stripe_customer, after),
-        billing::parse_subscriptions,
-        |s: &Subscription| s.id.clone(),
-        |page: &[Subscription]| {
-            let on_meter = page
-                .iter()
-                .flat_map(|s| &s.items.data)
-                .filter(|i| {
-                    i.price.recurring.as_ref().and_then(|r| r.meter.as_deref())
-                        == Some(meter.id.as_str())
-                })
-                .map(|i| {
-                    format!(
-                        "{} {} to {}",
-                        i.id,
-                        time::format(i.current_period_start),
-                        time::format(i.current_period_end)
-                    )
-                })
-                .collect::<Vec<_>>();
-            match on_meter.is_empty() {
-                true => format!("no subscription item on {}", meter.id),
-                false => on_meter.join(", "),
-            }
-        },
-        reads,
-    )?;
+    let subscriptions = subscriptions(base, plan, meter, retry, reads)?;
     let mut invoice_reads = Vec::new();
     let periods = billing::periods(&subscriptions, &meter.id, window, now, |subscription| {
         list(
@@ -78,6 +48,45 @@ pub(super) fn read_periods(
     .map_err(|m| step_failed(Step::ReadInvoices, window, Some(200), m, None, 1))?;
     reads.extend(invoice_reads);
     Ok(periods)
+}
+
+/// The plan's Stripe customer's subscriptions, every status, each page
+/// traced with the items on `meter` and their current periods.
+fn subscriptions(
+    base: &str,
+    plan: &Plan,
+    meter: &Meter,
+    retry: &retry::Policy,
+    reads: &mut Vec<StripeRead>,
+) -> Result<Vec<Subscription>, WorkflowError> {
+    list(
+        Step::ReadSubscriptions,
+        plan.window,
+        retry,
+        |after| billing::subscriptions_url(base, &plan.stripe_customer, after),
+        billing::parse_subscriptions,
+        |s: &Subscription| s.id.clone(),
+        |page: &[Subscription]| {
+            let on_meter = page
+                .iter()
+                .flat_map(|s| &s.items.data)
+                .filter(|i| i.on_meter(&meter.id))
+                .map(|i| {
+                    format!(
+                        "{} {} to {}",
+                        i.id,
+                        time::format(i.current_period_start),
+                        time::format(i.current_period_end)
+                    )
+                })
+                .collect::<Vec<_>>();
+            match on_meter.is_empty() {
+                true => format!("no subscription item on {}", meter.id),
+                false => on_meter.join(", "),
+            }
+        },
+        reads,
+    )
 }
 
 /// Every page of a Stripe list, each traced in `reads`.
@@ -138,26 +147,14 @@ pub(in crate::workflow) fn read_invoice_lines(
 ) -> Result<Vec<InvoiceLine>, WorkflowError> {
     let base = endpoints.stripe_url.trim_end_matches('/');
     let window = plan.window;
-    let subscriptions: Vec<Subscription> = list(
-        Step::ReadSubscriptions,
-        window,
-        retry,
-        |after| billing::subscriptions_url(base, &plan.stripe_customer, after),
-        billing::parse_subscriptions,
-        |s: &Subscription| s.id.clone(),
-        |page: &[Subscription]| format!("{} subscription(s)", page.len()),
-        reads,
-    )?;
+    let subscriptions = subscriptions(base, plan, meter, retry, reads)?;
     let mut lines = Vec::new();
     for sub in &subscriptions {
         let prices: Vec<&str> = sub
             .items
             .data
             .iter()
-            .filter(|i| {
-                i.price.recurring.as_ref().and_then(|r| r.meter.as_deref())
-                    == Some(meter.id.as_str())
-            })
+            .filter(|i| i.on_meter(&meter.id))
             .map(|i| i.price.id.as_str())
             .collect();
         if prices.is_empty() {
