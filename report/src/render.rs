@@ -288,8 +288,15 @@ pub fn summary(outputs: &Outputs) -> String {
     }
     let closed: Vec<String> = outputs
         .closed()
-        .map(|u| {
-            format!(
+        .map(|u| match u.status.as_str() {
+            "renewal-inside-day" => format!(
+                "{} for {}..{}: a billing period renews at {} inside that UTC day, which this long window measures by day; rerun the day alone (measured by hour) to bill each part on its invoice",
+                u.quantity,
+                u.window_start,
+                u.window_end,
+                u.period_end.unwrap_or(u.window_end)
+            ),
+            _ => format!(
                 "{} for {}..{} belongs to the period from {} whose invoice {} is {}",
                 u.quantity,
                 u.window_start,
@@ -297,7 +304,7 @@ pub fn summary(outputs: &Outputs) -> String {
                 u.period_start,
                 u.invoice.as_deref().unwrap_or("(none)"),
                 u.status
-            )
+            ),
         })
         .collect();
     if !closed.is_empty() {

@@ -473,3 +473,40 @@ fn reconcile_invoices_finds_an_invoice_that_froze_before_the_usage_arrived() {
     );
     assert_eq!(p.stripe_writes().len(), 1, "reconcile writes nothing");
 }
+
+#[test]
+fn a_long_window_measured_by_day_writes_nothing_of_a_renewal_day() {
+    // Five days are measured by day: the renewal day cannot be cut there, so
+    // none of it is written (its first 15 hours would land in the new
+    // period); a window of up to four days, by hour, cuts it.
+    let mut records = Vec::new();
+    for n in 3..=7 {
+        records.extend(hourly(days_ago(n)));
+    }
+    let p = Providers::start(records);
+    let renewal = days_ago(4).0 + 15 * 3600;
+    renewing_at(&p, renewal);
+    let run = p.run(&with_inputs(&window_args(days_ago(7).0, days_ago(2).0)));
+    let out = run.expect(UNBILLED).json();
+    let unbilled = out["unbilled"].as_array().unwrap();
+    let blurred: Vec<&Value> = unbilled
+        .iter()
+        .filter(|u| u["status"] == "renewal-inside-day")
+        .collect();
+    assert_eq!(blurred.len(), 1, "{out}");
+    assert_eq!(blurred[0]["windowStart"], days_ago(4).0);
+    assert_eq!(blurred[0]["periodEnd"], renewal);
+    assert!(run.stderr.contains("rerun the day alone"), "{}", run.stderr);
+    // Only the day wholly in the new period was written.
+    assert_eq!(stamped(&p), [(days_ago(3).1 - 1, "24".into())]);
+    // The renewal day alone, by hour: 9 written in the new period, 15 named.
+    let out = p.run(&day_args(days_ago(4))).expect(UNBILLED).json();
+    assert_eq!(out["unbilled"][0]["quantity"], "15");
+    assert_eq!(
+        stamped(&p),
+        [
+            (days_ago(4).1 - 1, "9".into()),
+            (days_ago(3).1 - 1, "24".into())
+        ]
+    );
+}

@@ -25,6 +25,10 @@ use crate::{amberflo, quantity, reconcile, retry, stripe};
 use day::{Day, Held, Measured, Piece, Rules};
 use std::collections::{BTreeMap, HashMap};
 
+/// An unbilled piece's status when a renewal falls inside a day measured by
+/// day: rerun that day in a window of up to four days, measured by hour.
+const RENEWAL_INSIDE_DAY: &str = "renewal-inside-day";
+
 /// How long a write of ours counts as held although Stripe's summary does not
 /// show it: Stripe processes meter events asynchronously ("minutes", by third
 /// parties' reports; no figure is published), so an hour with a wide margin.
@@ -81,6 +85,17 @@ pub(in crate::workflow) fn record_all(
     // What bills the ledger: periods cut the window, closed ones take nothing.
     let periods = periods::read_periods(endpoints, plan, meter, retry, now, &mut reads)?;
     let cuts = cuts_of(plan, meter, &periods, grid).map_err(invalid)?;
+    // Renewals inside a day measured by day (a long window): the day cannot
+    // be cut, so nothing of it is written, lest the part before the renewal
+    // be stamped in the new period.
+    let blurred: Vec<i64> = match grid == DAY {
+        true => periods
+            .boundaries(plan.window)
+            .into_iter()
+            .filter(|b| b.rem_euclid(DAY) != 0)
+            .collect(),
+        false => Vec::new(),
+    };
     let intervals = cut(&plan.intervals, &cuts);
     // The ledger's unit: a UTC day, or its part in one billing period.
     let days: Vec<Window> = cut(&plan.window.from_day_start().split(Some(DAY)), &cuts);
@@ -180,6 +195,22 @@ pub(in crate::workflow) fn record_all(
     for (day, piece, shown) in pieces {
         // Never stamped where no invoice bills it: reported instead (exit 5).
         if let Piece::Write { window, value, .. } = &piece {
+            if let Some(&renewal) = blurred
+                .iter()
+                .find(|&&b| window.start < b && b < window.end)
+            {
+                outputs.unbilled.push(Unbilled {
+                    window_start: window.start,
+                    window_end: window.end,
+                    quantity: value.to_string(),
+                    period_start: window.start,
+                    period_end: Some(renewal),
+                    invoice: None,
+                    status: RENEWAL_INSIDE_DAY.into(),
+                    written: false,
+                });
+                continue;
+            }
             match periods.billed_at(window.end - 1) {
                 Billed::Open => {}
                 Billed::NotYet => outputs.unbilled.push(unbilled(*window, *value, None, true)),
