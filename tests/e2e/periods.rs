@@ -104,6 +104,10 @@ fn a_mid_hour_renewal_puts_its_hour_in_the_new_period() {
             (day.1 - 1, "9".into())
         ]
     );
+    // 25 hours later, from another machine, nothing more.
+    p.stripe.shift_clock(DAY_AND_AN_HOUR);
+    p.run_elsewhere(&day_args(day)).expect(0);
+    assert_eq!(p.stripe.events().len(), 2);
 }
 
 #[test]
@@ -178,6 +182,10 @@ fn a_day_wholly_inside_a_final_period_is_not_written() {
     let out = p.run(&args).expect(UNBILLED).json();
     assert!(p.stripe_writes().is_empty(), "{out}");
     assert_eq!(out["unbilled"][0]["quantity"], "18", "{out}");
+    // 25 hours later, still nothing.
+    p.stripe.shift_clock(DAY_AND_AN_HOUR);
+    p.run_elsewhere(&args).expect(UNBILLED);
+    assert!(p.stripe_writes().is_empty());
 }
 
 #[test]
@@ -207,6 +215,10 @@ fn a_customer_without_a_subscription_is_written_and_reported_unbilled_for_now() 
         "{}",
         run.stderr
     );
+    // 25 hours later, nothing more.
+    p.stripe.shift_clock(DAY_AND_AN_HOUR);
+    p.run_elsewhere(&day_args(day)).expect(0);
+    assert_eq!(p.stripe.events().len(), 1);
 }
 
 #[test]
