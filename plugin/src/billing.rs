@@ -125,6 +125,16 @@ pub struct Line {
     pub pricing: Option<Pricing>,
 }
 
+impl Line {
+    /// The price the line bills, when it bills one.
+    pub fn price(&self) -> Option<&str> {
+        self.pricing
+            .as_ref()
+            .and_then(|p| p.price_details.as_ref())
+            .map(|d| d.price.as_str())
+    }
+}
+
 /// A line's period (Stripe documents both ends as inclusive).
 #[derive(Debug, Deserialize)]
 pub struct LinePeriod {
@@ -310,12 +320,10 @@ pub fn periods(
                     .automatically_finalizes_at
                     .is_some_and(|at| at <= now + FINALIZATION_MARGIN);
             for line in &invoice.lines.data {
-                let price = line
-                    .pricing
-                    .as_ref()
-                    .and_then(|p| p.price_details.as_ref())
-                    .map(|d| d.price.as_str());
-                if !items.iter().any(|i| Some(i.price.id.as_str()) == price) {
+                if !items
+                    .iter()
+                    .any(|i| Some(i.price.id.as_str()) == line.price())
+                {
                     continue;
                 }
                 if line.period.end <= line.period.start {

@@ -67,35 +67,18 @@ pub(in crate::workflow) fn record_all(
     let grid = inputs::grid(options.interval, plan.window);
     let scale = inputs::scale(options).map_err(invalid)?;
     let buckets = summed(&sources, grid).map_err(invalid)?;
-    let measured_total = buckets
-        .range(plan.window.start..plan.window.end)
-        .try_fold(Decimal::ZERO, |sum, (_, v)| sum.checked_add(*v))
-        .and_then(|t| t.checked_mul(scale))
+    let unscaled = total(&buckets, plan.window)
+        .ok_or_else(|| invalid("Amberflo's total is too large".into()))?;
+    let measured_total = unscaled
+        .checked_mul(scale)
         .ok_or_else(|| invalid("the window's total is too large".into()))?;
     if plan.usage_quantity.is_some() {
         // A given quantity is checked as before (`--reconcile`).
-        values(
-            plan,
-            options,
-            scale,
-            &[measured_total_unscaled(&buckets, plan.window)?],
-        )
-        .map_err(invalid)?;
+        values(plan, options, scale, &[unscaled]).map_err(invalid)?;
     }
     // What bills the ledger: periods cut the window, closed ones take nothing.
     let periods = periods::read_periods(endpoints, plan, meter, retry, now, &mut reads)?;
-    let cuts = cuts_of(plan, meter, &periods, grid).map_err(invalid)?;
-    // Renewals inside a day measured by day (a long window): the day cannot
-    // be cut, so nothing of it is written, lest the part before the renewal
-    // be stamped in the new period.
-    let blurred: Vec<i64> = match grid == DAY {
-        true => periods
-            .boundaries(plan.window)
-            .into_iter()
-            .filter(|b| b.rem_euclid(DAY) != 0)
-            .collect(),
-        false => Vec::new(),
-    };
+    let (cuts, blurred) = cuts_of(plan, meter, &periods, grid).map_err(invalid)?;
     let intervals = cut(&plan.intervals, &cuts);
     // The ledger's unit: a UTC day, or its part in one billing period.
     let days: Vec<Window> = cut(&plan.window.from_day_start().split(Some(DAY)), &cuts);
@@ -105,9 +88,8 @@ pub(in crate::workflow) fn record_all(
             cumulative(plan, &intervals, options, scale, &buckets, *day, grid).map_err(invalid)?,
         );
     }
-    let held = read_held(endpoints, options, plan, meter, &days, retry, &mut reads)?;
+    let held = read_held(endpoints, plan, meter, &days, grid, retry, &mut reads)?;
     let mut pieces = Vec::new();
-    let mut day_held = Vec::with_capacity(days.len());
     for ((day, measured), mut held) in days.iter().zip(&measured).zip(held) {
         // Where Stripe's summary reaches before this tool's recent writes.
         let shown = held.reach(day.start);
@@ -147,8 +129,8 @@ pub(in crate::workflow) fn record_all(
             }
         }
         .map_err(|m| step_failed(Step::ReadSummaries, *day, Some(200), m, None, 1))?;
-        day_held.push(held.total().unwrap_or(Decimal::ZERO));
-        pieces.extend(decided.into_iter().map(|p| (*day, p, shown)));
+        let day_total = held.total().unwrap_or(Decimal::ZERO);
+        pieces.extend(decided.into_iter().map(|p| (*day, p, shown, day_total)));
     }
     let billed = days
         .iter()
@@ -192,23 +174,22 @@ pub(in crate::workflow) fn record_all(
     let url = join(&endpoints.stripe_url, stripe::PATH);
     // What each day holds after this run's writes, for the marks.
     let mut written: BTreeMap<i64, (i64, Decimal)> = BTreeMap::new();
-    for (day, piece, shown) in pieces {
+    for (day, piece, shown, day_total) in pieces {
         // Never stamped where no invoice bills it: reported instead (exit 5).
         if let Piece::Write { window, value, .. } = &piece {
             if let Some(&renewal) = blurred
                 .iter()
                 .find(|&&b| window.start < b && b < window.end)
             {
-                outputs.unbilled.push(Unbilled {
-                    window_start: window.start,
-                    window_end: window.end,
-                    quantity: value.to_string(),
-                    period_start: window.start,
-                    period_end: Some(renewal),
+                let before = crate::billing::Period {
+                    start: window.start,
+                    end: renewal,
                     invoice: None,
                     status: RENEWAL_INSIDE_DAY.into(),
-                    written: false,
-                });
+                    closed: true,
+                };
+                let piece = unbilled(*window, *value, Some(before), false);
+                outputs.unbilled.push(piece);
                 continue;
             }
             match periods.billed_at(window.end - 1) {
@@ -257,12 +238,7 @@ pub(in crate::workflow) fn record_all(
         let value = Decimal::parse(&event.usage_quantity).unwrap_or(Decimal::ZERO);
         match record(&url, event, &body, &window, retry) {
             Ok(event) => {
-                let held = days
-                    .iter()
-                    .position(|d| d.start == day.start)
-                    .and_then(|at| day_held.get(at).copied())
-                    .unwrap_or(Decimal::ZERO);
-                let entry = written.entry(day.start).or_insert((window.end, held));
+                let entry = written.entry(day.start).or_insert((window.end, day_total));
                 entry.0 = entry.0.max(window.end);
                 entry.1 = entry.1.checked_add(value).unwrap_or(entry.1);
                 outputs.events.push(event);
@@ -293,10 +269,7 @@ fn event_of(plan: &Plan, buckets: &BTreeMap<i64, Decimal>, piece: Piece) -> (Met
             *window
         }
     };
-    let amberflo_total = buckets
-        .range(window.start..window.end)
-        .try_fold(Decimal::ZERO, |sum, (_, v)| sum.checked_add(*v))
-        .map(|t| t.to_string());
+    let amberflo_total = total(buckets, window).map(|t| t.to_string());
     let mut event = MeterEvent {
         meter_event_id: stripe::identifier(plan, &window),
         event_name: plan.stripe_event_name.clone(),
@@ -358,7 +331,16 @@ fn event_of(plan: &Plan, buckets: &BTreeMap<i64, Decimal>, piece: Piece) -> (Met
 /// that holds a renewal goes to the new period: its usage is billed at most
 /// that much later, on an invoice still open, never earlier on one that may
 /// already be final.
-fn cuts_of(plan: &Plan, meter: &Meter, periods: &Periods, grid: i64) -> Result<Vec<i64>, String> {
+///
+/// Also the renewals a day measured by day (a long window) holds: such a day
+/// cannot be cut, so nothing of it is written, lest the part before the
+/// renewal be stamped in the new period.
+fn cuts_of(
+    plan: &Plan,
+    meter: &Meter,
+    periods: &Periods,
+    grid: i64,
+) -> Result<(Vec<i64>, Vec<i64>), String> {
     let boundaries = periods.boundaries(plan.window);
     if meter.pre_aggregated == Some(Interval::Day)
         && let Some(inside) = boundaries.iter().find(|b| b.rem_euclid(DAY) != 0)
@@ -383,7 +365,14 @@ fn cuts_of(plan: &Plan, meter: &Meter, periods: &Periods, grid: i64) -> Result<V
             time::format(cuts[0])
         ));
     }
-    Ok(cuts)
+    let blurred = match grid == DAY {
+        true => boundaries
+            .into_iter()
+            .filter(|b| b.rem_euclid(DAY) != 0)
+            .collect(),
+        false => Vec::new(),
+    };
+    Ok((cuts, blurred))
 }
 
 /// A piece no invoice bills now: in `period` (not written), or with no
@@ -518,15 +507,11 @@ fn cumulative(
     Ok(Measured { points })
 }
 
-/// Amberflo's total over `window`, before the scale.
-fn measured_total_unscaled(
-    buckets: &BTreeMap<i64, Decimal>,
-    window: Window,
-) -> Result<Decimal, WorkflowError> {
+/// Amberflo's total over `window`, before the scale (`None`: too large).
+fn total(buckets: &BTreeMap<i64, Decimal>, window: Window) -> Option<Decimal> {
     buckets
         .range(window.start..window.end)
         .try_fold(Decimal::ZERO, |sum, (_, v)| sum.checked_add(*v))
-        .ok_or_else(|| WorkflowError::InvalidInput("Amberflo's total is too large".into()))
 }
 
 /// What the measured totals say for `[start, end)`.
@@ -582,10 +567,10 @@ fn apply_marks(held: &mut Held, recent: &[LedgerMark], meter_id: &str, day: Wind
 /// the run and the meter are whole days.
 fn read_held(
     endpoints: &Endpoints,
-    options: &Options,
     plan: &Plan,
     meter: &Meter,
     days: &[Window],
+    grid: i64,
     retry: &retry::Policy,
     reads: &mut Vec<StripeRead>,
 ) -> Result<Vec<Held>, WorkflowError> {
@@ -593,14 +578,11 @@ fn read_held(
         return Ok(Vec::new());
     };
     // By hour, so a day's reach is known to the hour, unless that takes more
-    // than one page (100 buckets): a long window of whole days reads by day.
+    // than one page (100 buckets): a window measured by day (longer than
+    // `inputs::HOURLY_DAYS`) reads by day where its days are whole.
     let by_day = match meter.pre_aggregated {
         Some(window) => window == Interval::Day,
-        None => {
-            inputs::grid(options.interval, plan.window) == DAY
-                && plan.window.end - plan.window.start > inputs::HOURLY_DAYS * DAY
-                && days.iter().all(|d| d.start % DAY == 0 && d.end % DAY == 0)
-        }
+        None => grid == DAY && days.iter().all(|d| d.start % DAY == 0 && d.end % DAY == 0),
     };
     let end = if by_day {
         last.end

@@ -25,22 +25,7 @@ pub(super) fn read_periods(
     let subscriptions = subscriptions(base, plan, meter, retry, reads)?;
     let mut invoice_reads = Vec::new();
     let periods = billing::periods(&subscriptions, &meter.id, window, now, |subscription| {
-        list(
-            Step::ReadInvoices,
-            window,
-            retry,
-            |after| billing::invoices_url(base, &plan.stripe_customer, subscription, after),
-            billing::parse_invoices,
-            |i: &Invoice| i.id.clone(),
-            |page: &[Invoice]| {
-                page.iter()
-                    .map(|i| format!("{} {}", i.id, i.status.as_deref().unwrap_or("?")))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            },
-            &mut invoice_reads,
-        )
-        .map_err(|e| match e {
+        invoices(base, plan, subscription, retry, &mut invoice_reads).map_err(|e| match e {
             WorkflowError::StepFailed(f) => f.message,
             WorkflowError::InvalidInput(m) => m,
         })
@@ -84,6 +69,31 @@ fn subscriptions(
                 true => format!("no subscription item on {}", meter.id),
                 false => on_meter.join(", "),
             }
+        },
+        reads,
+    )
+}
+
+/// The invoices of `subscription`, newest first, each page traced.
+fn invoices(
+    base: &str,
+    plan: &Plan,
+    subscription: &str,
+    retry: &retry::Policy,
+    reads: &mut Vec<StripeRead>,
+) -> Result<Vec<Invoice>, WorkflowError> {
+    list(
+        Step::ReadInvoices,
+        plan.window,
+        retry,
+        |after| billing::invoices_url(base, &plan.stripe_customer, subscription, after),
+        billing::parse_invoices,
+        |i: &Invoice| i.id.clone(),
+        |page: &[Invoice]| {
+            page.iter()
+                .map(|i| format!("{} {}", i.id, i.status.as_deref().unwrap_or("?")))
+                .collect::<Vec<_>>()
+                .join(", ")
         },
         reads,
     )
@@ -146,7 +156,6 @@ pub(in crate::workflow) fn read_invoice_lines(
     reads: &mut Vec<StripeRead>,
 ) -> Result<Vec<InvoiceLine>, WorkflowError> {
     let base = endpoints.stripe_url.trim_end_matches('/');
-    let window = plan.window;
     let subscriptions = subscriptions(base, plan, meter, retry, reads)?;
     let mut lines = Vec::new();
     for sub in &subscriptions {
@@ -160,29 +169,9 @@ pub(in crate::workflow) fn read_invoice_lines(
         if prices.is_empty() {
             continue;
         }
-        let invoices: Vec<Invoice> = list(
-            Step::ReadInvoices,
-            window,
-            retry,
-            |after| billing::invoices_url(base, &plan.stripe_customer, &sub.id, after),
-            billing::parse_invoices,
-            |i: &Invoice| i.id.clone(),
-            |page: &[Invoice]| {
-                page.iter()
-                    .map(|i| format!("{} {}", i.id, i.status.as_deref().unwrap_or("?")))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            },
-            reads,
-        )?;
-        for invoice in invoices {
+        for invoice in invoices(base, plan, &sub.id, retry, reads)? {
             for line in &invoice.lines.data {
-                let price = line
-                    .pricing
-                    .as_ref()
-                    .and_then(|p| p.price_details.as_ref())
-                    .map(|d| d.price.as_str());
-                if price.is_some_and(|p| prices.contains(&p)) {
+                if line.price().is_some_and(|p| prices.contains(&p)) {
                     lines.push(InvoiceLine {
                         invoice: invoice.id.clone(),
                         status: invoice.status.clone().unwrap_or_default(),
