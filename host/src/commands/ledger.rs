@@ -33,7 +33,8 @@ pub(crate) struct Bounds {
     pub from: Option<(String, i64)>,
 }
 
-fn now() -> i64 {
+/// Unix seconds now.
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)

@@ -172,11 +172,7 @@ impl SyncArgs {
                             .into(),
                     ));
                 }
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_err(|e| Failure::Internal(e.to_string()))?
-                    .as_secs() as i64;
-                let end = now.div_euclid(3600) * 3600;
+                let end = super::ledger::now().div_euclid(3600) * 3600;
                 let from = end - closing.lookback;
                 let ends = state.period_ends()?;
                 let closing_now = ends.ending_within(from, end);

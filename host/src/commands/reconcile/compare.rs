@@ -94,6 +94,29 @@ impl Summary {
     }
 }
 
+impl Summary {
+    /// Counts a row that could not be compared.
+    pub fn count_failure(&mut self, failure: &Failure) {
+        self.failed += 1;
+        self.worst = self.worst.max(failure.exit_code());
+    }
+}
+
+/// The line of a row that could not be compared: the row and the error.
+pub fn failed_line(row: &Row, failure: &Failure) -> Value {
+    let mut line = json!({
+        "customerId": row.customer_id,
+        "stripeCustomer": row.stripe_customer,
+        "meterApiName": row.meter_api_name,
+        "stripeEventName": row.stripe_event_name,
+        "status": "failed",
+    });
+    if let (Value::Object(line), Value::Object(detail)) = (&mut line, failure.to_json()) {
+        line.extend(detail);
+    }
+    line
+}
+
 /// A row's answer.
 type Answer = Result<Reconciliation, Failure>;
 
@@ -277,24 +300,11 @@ fn print(
         let reconciliation = match answer {
             Ok(r) => r,
             Err(failure) => {
-                summary.failed += 1;
-                summary.worst = summary.worst.max(failure.exit_code());
-                let mut line = json!({
-                    "customerId": row.customer_id,
-                    "stripeCustomer": row.stripe_customer,
-                    "meterApiName": row.meter_api_name,
-                    "stripeEventName": row.stripe_event_name,
-                    "status": "failed",
-                });
-                if let (Value::Object(line), Value::Object(detail)) = (&mut line, failure.to_json())
-                {
-                    line.extend(detail);
-                }
+                summary.count_failure(failure);
+                let line = redact(&failed_line(row, failure).to_string());
                 match settings.format {
-                    Format::Json => {
-                        writeln!(out, "{}", redact(&line.to_string())).map_err(write_error)?
-                    }
-                    Format::Csv => tracing::info!("reconcile: {}", redact(&line.to_string())),
+                    Format::Json => writeln!(out, "{line}").map_err(write_error)?,
+                    Format::Csv => tracing::info!("reconcile: {line}"),
                 }
                 continue;
             }

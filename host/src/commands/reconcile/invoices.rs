@@ -7,10 +7,10 @@
 //! Output: one JSON line per invoice and a summary line, or CSV; optionally an
 //! HTML table.
 
-use super::compare::{Format, Settings, Summary, escape, gather};
+use super::compare::{Format, Settings, Summary, escape, failed_line, gather};
 use crate::bindings::{InvoiceCheck, InvoiceReconciliation};
 use crate::mapping::Row;
-use crate::outcome::{ExitStatus, Failure};
+use crate::outcome::Failure;
 use crate::sandbox::{RunConfig, Sandbox};
 use serde_json::{Value, json};
 use std::io::Write;
@@ -52,19 +52,11 @@ pub async fn reconcile(
         let checks = match answer {
             Ok(r) => &r.checks,
             Err(failure) => {
-                summary.failed += 1;
-                summary.worst = summary.worst.max(failure.exit_code());
-                let mut line = row_json(row);
-                line["status"] = "failed".into();
-                if let (Value::Object(line), Value::Object(detail)) = (&mut line, failure.to_json())
-                {
-                    line.extend(detail);
-                }
+                summary.count_failure(failure);
+                let line = redact(&failed_line(row, failure).to_string());
                 match settings.format {
-                    Format::Json => {
-                        writeln!(out, "{}", redact(&line.to_string())).map_err(write_error)?
-                    }
-                    Format::Csv => tracing::info!("reconcile: {}", redact(&line.to_string())),
+                    Format::Json => writeln!(out, "{line}").map_err(write_error)?,
+                    Format::Csv => tracing::info!("reconcile: {line}"),
                 }
                 continue;
             }
@@ -141,17 +133,13 @@ const CSV_HEADER: [&str; 11] = [
     "status",
 ];
 
-fn row_json(row: &Row) -> Value {
-    json!({
+fn check_json(row: &Row, check: &InvoiceCheck) -> Value {
+    let mut line = json!({
         "customerId": row.customer_id,
         "stripeCustomer": row.stripe_customer,
         "meterApiName": row.meter_api_name,
         "stripeEventName": row.stripe_event_name,
-    })
-}
-
-fn check_json(row: &Row, check: &InvoiceCheck) -> Value {
-    let mut line = row_json(row);
+    });
     line["invoice"] = check.invoice.clone().into();
     line["invoiceStatus"] = check.status.clone().into();
     line["periodStart"] = check.period_start.into();

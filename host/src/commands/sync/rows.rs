@@ -480,7 +480,7 @@ impl Shared {
                     billed_until: Some(*until),
                 }),
         );
-        self.record(job, sources).await;
+        self.record(job, Some(sources)).await;
     }
 
     /// One plain ledger in its own instance: the whole workflow, or step 2
@@ -496,9 +496,9 @@ impl Shared {
                     billed_from: None,
                     billed_until: None,
                 };
-                self.record(job, vec![source]).await
+                self.record(job, Some(vec![source])).await
             }
-            None => self.run_whole(job).await,
+            None => self.record(job, None).await,
         }
     }
 
@@ -507,8 +507,10 @@ impl Shared {
         row.inputs(self.start_time.clone(), self.end_time.clone())
     }
 
-    /// Step 2 for a ledger, one call at a time per customer and meter.
-    async fn record(&self, job: Job, sources: Vec<Source>) {
+    /// Step 2 for a ledger with its sources' usage (`None`: the whole
+    /// workflow, for a plain ledger with no batched query), one call at a time
+    /// per customer and meter; then its writes and sources are remembered.
+    async fn record(&self, job: Job, sources: Option<Vec<Source>>) {
         let _permit = self.permits.acquire().await;
         let lock = Arc::clone(&job.lock);
         let _one_at_a_time = lock.lock().await;
@@ -518,33 +520,19 @@ impl Shared {
         }
         let row = &job.sources[0].0;
         let recent = self.state.marks(&row.stripe_customer, Some(&job.meter.id));
-        let result = self
-            .sandbox
-            .record_usage(&self.config, self.inputs(row), sources, &job.meter, &recent)
-            .await;
-        self.done(job, result);
-    }
-
-    /// The whole workflow for a plain ledger (no batched query).
-    async fn run_whole(&self, job: Job) {
-        let _permit = self.permits.acquire().await;
-        let lock = Arc::clone(&job.lock);
-        let _one_at_a_time = lock.lock().await;
-        if self.stop.load(Ordering::SeqCst) {
-            let _ = self.tx.send((job.rows(), None));
-            return;
-        }
-        let row = &job.sources[0].0;
-        let recent = self.state.marks(&row.stripe_customer, Some(&job.meter.id));
-        let result = self
-            .sandbox
-            .run_with_meter(&self.config, self.inputs(row), &job.meter, &recent)
-            .await;
-        self.done(job, result);
-    }
-
-    /// Remembers a ledger's writes and sources, then reports it.
-    fn done(&self, job: Job, result: Result<Outputs, Failure>) {
+        let inputs = self.inputs(row);
+        let result = match sources {
+            Some(sources) => {
+                self.sandbox
+                    .record_usage(&self.config, inputs, sources, &job.meter, &recent)
+                    .await
+            }
+            None => {
+                self.sandbox
+                    .run_with_meter(&self.config, inputs, &job.meter, &recent)
+                    .await
+            }
+        };
         let result = result.and_then(|outputs| {
             self.state
                 .record(&job.sources, &job.meter.id, &outputs, outputs.window_end)?;
