@@ -19,5 +19,6 @@ pub fn default_options() -> Options {
         settle_hours: usage_sync_report::defaults::SETTLE_HOURS,
         // This host reads and strips it (egress::hook).
         attempt_header: true,
+        carry_late_usage: false,
     }
 }

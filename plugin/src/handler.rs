@@ -184,6 +184,7 @@ fn event_of(e: MeterEvent) -> report::MeterEvent {
         stripe_value: e.stripe_value,
         drift: e.drift,
         corrected_to: e.corrected_to,
+        carried_into: e.carried_into,
         attempts: e.attempts,
     }
 }
@@ -279,6 +280,7 @@ fn options(run: &RunRequest) -> Result<Options, String> {
         // attempt header; on any other host the requests go as they are.
         attempt_header: std::env::var(report::keys::SERVE_AUTH_ENV)
             .is_ok_and(|v| v == report::keys::SERVE_AUTH_BY_HOST),
+        carry_late_usage: run.carry_late_usage()?,
     })
 }
 

@@ -8,6 +8,7 @@
 
 pub mod amberflo;
 pub mod billing;
+pub mod carry;
 pub mod credentials;
 pub mod decimal;
 pub mod form;

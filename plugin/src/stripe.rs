@@ -66,6 +66,14 @@ pub fn correction_identifier(plan: &Plan, window: &Window, target: &str) -> Stri
     format!("usync-{}-{}-t{hex}", window.start, window.end)
 }
 
+/// The identifier of usage carried out of `origin` (a closed period's
+/// interval) into the open period, bringing what was carried out of it to
+/// `carried`: the same for the same total, so a rerun writes nothing twice.
+pub fn carry_identifier(plan: &Plan, origin: &Window, carried: &str) -> String {
+    let hex = ledger_hash(plan, "usage-sync/carry/v1", Some(carried));
+    format!("usync-{}-{}-c{hex}", origin.start, origin.end)
+}
+
 /// The first 16 bytes of the SHA-256 of the ledger's key, hex.
 fn ledger_hash(plan: &Plan, version: &str, target: Option<&str>) -> String {
     let mut hash = Sha256::new();
@@ -86,7 +94,7 @@ fn ledger_hash(plan: &Plan, version: &str, target: Option<&str>) -> String {
 pub fn request_body(
     plan: &Plan,
     meter: &Meter,
-    window: &Window,
+    timestamp: i64,
     value: &str,
     identifier: &str,
 ) -> String {
@@ -98,7 +106,7 @@ pub fn request_body(
         ),
         (&format!("payload[{}]", meter.value_key), value),
         ("identifier", identifier),
-        ("timestamp", &window.timestamp().to_string()),
+        ("timestamp", &timestamp.to_string()),
     ])
 }
 
@@ -445,7 +453,7 @@ mod tests {
             request_body(
                 &p,
                 &meter("stripe_customer_id", "value"),
-                &DAY,
+                DAY.timestamp(),
                 "42",
                 "usync-x"
             ),
@@ -453,7 +461,13 @@ mod tests {
         );
         // The meter's own payload keys, or Stripe never counts the event.
         assert_eq!(
-            request_body(&p, &meter("org id", "calls"), &DAY, "42", "usync-x"),
+            request_body(
+                &p,
+                &meter("org id", "calls"),
+                DAY.timestamp(),
+                "42",
+                "usync-x"
+            ),
             "event_name=api_calls&payload[org+id]=cus_123&payload[calls]=42&identifier=usync-x&timestamp=1732492799"
         );
     }

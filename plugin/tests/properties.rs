@@ -63,6 +63,7 @@ fn options(interval: Interval) -> Options {
         allow_decrease: false,
         settle_hours: 72,
         attempt_header: false,
+        carry_late_usage: false,
     }
 }
 

@@ -37,6 +37,10 @@ pub struct EventJson<'a> {
     /// counted (`stripeValue` is the value before).
     #[serde(skip_serializing_if = "Option::is_none")]
     corrected_to: Option<&'a str>,
+    /// Carried out of a closed period: the start of the open period it was
+    /// recorded in (`timestamp` lies there; the interval is what it bills).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    carried_into: Option<i64>,
     attempts: u32,
 }
 
@@ -55,6 +59,7 @@ impl<'a> From<&'a MeterEvent> for EventJson<'a> {
             stripe_value: e.stripe_value.as_deref(),
             drift: e.drift,
             corrected_to: e.corrected_to.as_deref(),
+            carried_into: e.carried_into,
             attempts: e.attempts,
         }
     }

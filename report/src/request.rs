@@ -46,6 +46,8 @@ pub struct RunRequest {
     pub allow_decrease: Option<bool>,
     /// Option `settleHours`.
     pub settle_hours: Option<u32>,
+    /// Option `lateUsage`: `report` (the default) or `carry`.
+    pub late_usage: Option<String>,
 }
 
 /// A string, or a JSON number taken exactly as written (`1.50` stays `1.50`).
@@ -80,6 +82,7 @@ impl RunRequest {
             ("trueUp", self.true_up.is_some()),
             ("allowDecrease", self.allow_decrease.is_some()),
             ("settleHours", self.settle_hours.is_some()),
+            ("lateUsage", self.late_usage.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, given)| given.then_some(name))
@@ -92,6 +95,16 @@ impl RunRequest {
             None => Ok(Interval::Day),
             Some(name) => Interval::from_name(name)
                 .ok_or_else(|| format!("`interval` is day, hour or window, not `{name}`")),
+        }
+    }
+
+    /// The `lateUsage` option: whether usage for a period whose invoice is
+    /// final is carried into the open period (default: reported, not written).
+    pub fn carry_late_usage(&self) -> Result<bool, String> {
+        match self.late_usage.as_deref() {
+            None | Some("report") => Ok(false),
+            Some("carry") => Ok(true),
+            Some(other) => Err(format!("`lateUsage` is report or carry, not `{other}`")),
         }
     }
 

@@ -120,6 +120,10 @@ pub struct MeterEvent {
     pub drift: bool,
     /// A true-up correction: Stripe's value after it (`stripe_value` before).
     pub corrected_to: Option<String>,
+    /// Carried out of a period whose invoice is final: the start of the open
+    /// period it was recorded in (the window is the closed interval it bills).
+    #[serde(default)]
+    pub carried_into: Option<i64>,
     /// Requests made, retries included.
     pub attempts: u32,
 }

@@ -235,6 +235,7 @@ fn run_on_platform(wasm: &str, version: &str, p: &Providers, start: i64, end: i6
                     allow_decrease: false,
                     settle_hours: 72,
                     attempt_header: false,
+                    carry_late_usage: false,
                 },
                 &Inputs {
                     customer_id: "acme".into(),

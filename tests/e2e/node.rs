@@ -53,7 +53,7 @@ fn node_run(p: &Providers, start: i64, end: i64, keys: Option<(&str, &str)>) -> 
         "options": {
             "maxRetries": 2, "retryBudgetMs": 30000, "rounding": null,
             "reconcile": false, "dryRun": false, "interval": "day",
-            "trueUp": false, "allowDecrease": false, "settleHours": 72, "attemptHeader": false,
+            "trueUp": false, "allowDecrease": false, "settleHours": 72, "attemptHeader": false, "carryLateUsage": false,
         },
         "inputs": {
             "customerId": "acme", "meterApiName": "api-calls",
@@ -166,9 +166,12 @@ fn node_sends_the_same_bytes_and_returns_the_same_outputs_as_usage_sync_run() {
             let end = e.remove("windowEnd").unwrap();
             e.insert("startTime".into(), start);
             e.insert("endTime".into(), end);
-            // The CLI prints `correctedTo` only for a true-up correction.
-            if e.get("correctedTo") == Some(&Value::Null) {
-                e.remove("correctedTo");
+            // The CLI prints `correctedTo` only for a true-up correction,
+            // `carriedInto` only for a carried event.
+            for optional in ["correctedTo", "carriedInto"] {
+                if e.get(optional) == Some(&Value::Null) {
+                    e.remove(optional);
+                }
             }
             Value::Object(e)
         })

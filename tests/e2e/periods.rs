@@ -476,11 +476,11 @@ fn reconcile_invoices_finds_an_invoice_that_froze_before_the_usage_arrived() {
     let rows: Vec<&str> = csv.stdout.lines().collect();
     assert_eq!(
         rows[0],
-        "customerId,stripeCustomer,meterApiName,stripeEventName,invoice,invoiceStatus,periodStart,periodEnd,billed,expected,status"
+        "customerId,stripeCustomer,meterApiName,stripeEventName,invoice,invoiceStatus,periodStart,periodEnd,billed,expected,carriedIn,carriedOut,status"
     );
     assert!(
         rows.iter()
-            .any(|r| r.starts_with("bravo,cus_Bravo,") && r.ends_with(",0,24,under")),
+            .any(|r| r.starts_with("bravo,cus_Bravo,") && r.ends_with(",0,24,0,0,under")),
         "{rows:#?}"
     );
     assert_eq!(p.stripe_writes().len(), 1, "reconcile writes nothing");
@@ -521,4 +521,149 @@ fn a_long_window_measured_by_day_writes_nothing_of_a_renewal_day() {
             (days_ago(3).1 - 1, "24".into())
         ]
     );
+}
+
+/// `--late-usage carry`: what belongs to a final invoice is recorded in the
+/// open period, in the carry minute of its origin (README, "Late usage").
+fn carrying(args: Vec<String>) -> Vec<String> {
+    let mut args = args;
+    args.extend(["--late-usage", "carry"].map(String::from));
+    args
+}
+
+#[test]
+fn a_renewal_inside_the_day_with_the_previous_invoice_final_carries_its_part_into_the_open_period()
+{
+    let day = yesterday();
+    let p = Providers::start(hourly(day));
+    // The default grace of an hour: the previous invoice finalized at 16:00.
+    let renewal = day.0 + 15 * 3600;
+    renewing_at(&p, renewal);
+    let run = p.run(&carrying(day_args(day)));
+    let out = run.expect(0).json();
+    // The day's 15 units before the renewal are stamped in the open period's
+    // first carry minute (no days back: minute 0), never in the final one.
+    let carry_stamp = renewal + 30;
+    assert_eq!(
+        stamped(&p),
+        [(carry_stamp, "15".into()), (day.1 - 1, "9".into())],
+        "{out}"
+    );
+    assert!(out.get("unbilled").is_none(), "{out}");
+    let carried = out["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["carriedInto"].is_i64())
+        .expect("a carried event");
+    assert_eq!(carried["carriedInto"], renewal);
+    assert_eq!(carried["startTime"], day.0);
+    assert_eq!(carried["endTime"], renewal);
+    assert_eq!(carried["usageQuantity"], "15");
+    assert!(carried["meterEventId"].as_str().unwrap().contains("-c"));
+    // At once (Stripe's summaries still lag), then 25 hours later from
+    // another machine: nothing more is carried or written.
+    p.run(&carrying(day_args(day))).expect(0);
+    p.stripe.shift_clock(DAY_AND_AN_HOUR);
+    let again = p.run_elsewhere(&carrying(day_args(day)));
+    let again = again.expect(0).json();
+    assert_eq!(p.stripe.events().len(), 2, "{again}");
+    // And a plain run (no carry) reports nothing unbilled: it was carried.
+    let plain = p.run_elsewhere(&day_args(day));
+    assert!(plain.expect(0).json().get("unbilled").is_none());
+    // Once the open period's invoice freezes it bills all 24; the final one 0.
+    p.stripe.shift_clock(PERIOD + 4 * DAY);
+    let invoices = p.stripe.invoices("cus_Acme");
+    let of = |end: i64| invoices.iter().find(|i| i.period_end == end).unwrap();
+    assert_eq!(of(renewal).quantity, 0.0);
+    assert_eq!(of(renewal + PERIOD).quantity, 24.0);
+    // reconcile --invoices counts the carry: the final invoice bills 0 of
+    // D's 15, and should, for all 15 were carried out of it.
+    let dir = std::env::temp_dir().join(format!("usage-sync-carry-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mapping = dir.join("mapping.csv");
+    std::fs::write(&mapping, "customerId,stripeCustomer\nacme,cus_Acme\n").unwrap();
+    let run = p.reconcile(&[
+        "--mapping",
+        mapping.to_str().unwrap(),
+        "--meter-api-name",
+        "api-calls",
+        "--stripe-event-name",
+        "api_calls",
+        "--invoices",
+    ]);
+    let line: Value = serde_json::from_str(run.expect(0).stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(line["periodEnd"], renewal, "{line}");
+    assert_eq!(
+        [
+            &line["billed"],
+            &line["expected"],
+            &line["carriedOut"],
+            &line["carriedIn"],
+            &line["status"]
+        ],
+        ["0", "0", "15", "0", "match"],
+        "{line}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_true_up_of_a_final_period_carries_the_correction_and_late_usage_tops_it_up() {
+    // D three days back, wholly inside a period whose invoice is final; Stripe
+    // holds 6 of its 24 there.
+    let day = days_ago(3);
+    let p = Providers::start(hourly(day));
+    let renewal = days_ago(2).0 + 15 * 3600;
+    renewing_at(&p, renewal);
+    p.stripe.plant("api_calls", "cus_Acme", day.1 - 1, "6");
+    let mut args = carrying(day_args(day));
+    args.extend(["--true-up", "--settle-hours", "0"].map(String::from));
+    let out = p.run(&args).expect(0).json();
+    // One day before the renewal's day: the second minute of the first hour
+    // (the renewal is on the hour: the hour it starts).
+    let carry_stamp = renewal + 60 + 30;
+    let written: Vec<_> = stamped(&p)
+        .into_iter()
+        .filter(|(t, _)| *t != day.1 - 1)
+        .collect();
+    assert_eq!(written, [(carry_stamp, "18".into())], "{out}");
+    // Amberflo learns of 5 more units on D: the next run carries 5, no more.
+    p.amberflo
+        .ingest(usage("acme", "api-calls", day.0 + 7200, 5.0));
+    p.stripe.shift_clock(DAY_AND_AN_HOUR);
+    let out = p.run_elsewhere(&args).expect(0).json();
+    let written: Vec<_> = stamped(&p)
+        .into_iter()
+        .filter(|(t, _)| *t == carry_stamp)
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(written, ["18", "5"], "{out}");
+    // Rerun: nothing more.
+    p.stripe.shift_clock(DAY_AND_AN_HOUR);
+    p.run_elsewhere(&args).expect(0);
+    assert_eq!(p.stripe.events().len(), 3);
+    // Without carry, a rerun reports nothing unbilled either: all was carried.
+    let mut plain = day_args(day);
+    plain.extend(["--true-up", "--settle-hours", "0"].map(String::from));
+    let out = p.run_elsewhere(&plain).expect(0).json();
+    assert!(out.get("unbilled").is_none(), "{out}");
+}
+
+#[test]
+fn carry_refuses_a_pre_aggregated_meter_before_writing() {
+    let day = yesterday();
+    let hourly_meter = MeterSpec {
+        event_time_window: Some(3600),
+        ..MeterSpec::sum("api_calls")
+    };
+    let p = Providers::with_meters(hourly(day), [hourly_meter]);
+    renewing_at(&p, day.0 + 15 * 3600);
+    let mut args = carrying(day_args(day));
+    args.extend(["--interval", "hour"].map(String::from));
+    let run = p.run(&args);
+    run.expect(BAD_INPUT);
+    let message = run.error_message();
+    assert!(message.contains("carry needs a raw sum meter"), "{message}");
+    assert!(p.stripe_writes().is_empty());
 }

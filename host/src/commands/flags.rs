@@ -197,6 +197,11 @@ pub(crate) struct WorkflowArgs {
     /// feeding the same Stripe customer and event would be corrected away.
     #[arg(long, requires = "true_up")]
     pub(crate) allow_decrease: bool,
+    /// Usage for a billing period whose invoice is final: `report` it as unbilled
+    /// (exit 5, nothing written), or `carry` it into the open period of the same
+    /// subscription item, as its own event (README, "Late usage").
+    #[arg(long, value_enum, default_value_t = LateUsage::Report, value_name = "WHAT")]
+    pub(crate) late_usage: LateUsage,
     /// Retries of one request after its first attempt (as Stripe's clients: 2).
     #[arg(long, default_value_t = default_options().max_retries, value_name = "N")]
     pub(crate) max_retries: u32,
@@ -213,6 +218,15 @@ pub(crate) struct WorkflowArgs {
     /// one's ends) instead of refusing.
     #[arg(long)]
     pub(crate) move_customers: bool,
+}
+
+/// What `--late-usage` does with usage no invoice will bill where it belongs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LateUsage {
+    /// Report it (exit 5), write nothing.
+    Report,
+    /// Record it in the open period.
+    Carry,
 }
 
 const MAX_RETRY_BUDGET: Duration = Duration::from_secs(24 * 3600);
@@ -242,6 +256,7 @@ impl WorkflowArgs {
             dry_run: self.dry_run,
             true_up: self.true_up,
             allow_decrease: self.allow_decrease,
+            carry_late_usage: self.late_usage == LateUsage::Carry,
             ..default_options()
         })
     }

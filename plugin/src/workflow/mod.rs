@@ -17,7 +17,7 @@ use crate::{amberflo, credentials, reconcile, time};
 use ambient::now;
 use calls::query_amberflo;
 use failure::step_failed;
-use ledger::{Source, read_invoice_lines, read_summaries, record_all};
+use ledger::{Source, carried_through, read_invoice_lines, read_summaries, record_all};
 use std::time::Duration;
 use usage_sync_report::defaults::MAX_CUSTOMERS_PER_QUERY;
 use values::expected;
@@ -349,15 +349,30 @@ pub fn reconcile_invoices(
     let usage = given_usage(&options, &plan, &plan.customer_id, usage_result)?;
     let scale = inputs::scale(&options).map_err(invalid)?;
     let mut reads = Vec::new();
-    let lines = read_invoice_lines(endpoints, &plan, &meter, &retry, &mut reads)?;
+    let (lines, current) = read_invoice_lines(endpoints, &plan, &meter, &retry, &mut reads)?;
     let hour = |t: i64| t.div_euclid(3600) * 3600;
+    let starts: Vec<i64> = lines.iter().map(|l| l.start).chain(current).collect();
+    let lines: Vec<_> = lines
+        .into_iter()
+        .filter(|line| {
+            let (start, end) = (hour(line.start), hour(line.end));
+            let inside = plan.window.start <= start && end <= plan.window.end && start < end;
+            line.status != "draft" && inside
+        })
+        .collect();
+    let periods: Vec<Window> = lines
+        .iter()
+        .map(|l| Window {
+            start: l.start,
+            end: l.end,
+        })
+        .collect();
+    let carried = carried_through(
+        endpoints, &plan, &meter, &retry, &periods, &starts, &mut reads,
+    )?;
     let mut checks = Vec::new();
-    for line in lines {
+    for (line, (carried_in, carried_out)) in lines.into_iter().zip(carried) {
         let (start, end) = (hour(line.start), hour(line.end));
-        let inside = plan.window.start <= start && end <= plan.window.end && start < end;
-        if line.status == "draft" || !inside {
-            continue;
-        }
         let mut expected = Decimal::ZERO;
         let mut cut = start;
         while cut < end {
@@ -380,6 +395,11 @@ pub fn reconcile_invoices(
                 .ok_or_else(|| invalid("Amberflo's total is too large".into()))?;
             cut = next;
         }
+        // Carried usage is billed on the invoice of the period it was carried into.
+        let expected = expected
+            .checked_sub(carried_out)
+            .and_then(|e| e.checked_add(carried_in))
+            .ok_or_else(|| invalid("Amberflo's total is too large".into()))?;
         let billed = Decimal::parse(&line.quantity.to_string()).map_err(invalid)?;
         let outcome = match billed.cmp_exact(expected) {
             Some(std::cmp::Ordering::Equal) => "match",
@@ -393,6 +413,8 @@ pub fn reconcile_invoices(
             period_end: line.end,
             billed: billed.to_string(),
             expected: expected.to_string(),
+            carried_in: carried_in.to_string(),
+            carried_out: carried_out.to_string(),
             outcome: outcome.into(),
         });
     }

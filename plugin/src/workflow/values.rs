@@ -117,6 +117,7 @@ mod tests {
             allow_decrease: false,
             settle_hours: 72,
             attempt_header: false,
+            carry_late_usage: false,
         }
     }
 

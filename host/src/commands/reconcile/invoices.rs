@@ -86,6 +86,8 @@ pub async fn reconcile(
                         &end,
                         &check.billed,
                         &check.expected,
+                        &check.carried_in,
+                        &check.carried_out,
                         &check.outcome,
                     ])
                     .map_err(|e| Failure::Internal(e.to_string()))?;
@@ -109,7 +111,7 @@ pub async fn reconcile(
         let page = format!(
             "<!doctype html><meta charset=utf-8><title>usage-sync: invoices</title>\
              <table><tr><th>customer<th>Stripe customer<th>invoice<th>status<th>period\
-             <th>billed<th>expected<th>outcome</tr>{}</table>\n",
+             <th>billed<th>expected<th>carried in<th>carried out<th>outcome</tr>{}</table>\n",
             redact(&html_rows)
         );
         std::fs::write(path, page)
@@ -119,7 +121,7 @@ pub async fn reconcile(
     Ok(summary)
 }
 
-const CSV_HEADER: [&str; 11] = [
+const CSV_HEADER: [&str; 13] = [
     "customerId",
     "stripeCustomer",
     "meterApiName",
@@ -130,6 +132,8 @@ const CSV_HEADER: [&str; 11] = [
     "periodEnd",
     "billed",
     "expected",
+    "carriedIn",
+    "carriedOut",
     "status",
 ];
 
@@ -146,6 +150,8 @@ fn check_json(row: &Row, check: &InvoiceCheck) -> Value {
     line["periodEnd"] = check.period_end.into();
     line["billed"] = check.billed.clone().into();
     line["expected"] = check.expected.clone().into();
+    line["carriedIn"] = check.carried_in.clone().into();
+    line["carriedOut"] = check.carried_out.clone().into();
     line["status"] = check.outcome.clone().into();
     line
 }
@@ -159,6 +165,8 @@ fn html_row(row: &Row, check: &InvoiceCheck) -> String {
         &format!("{} to {}", check.period_start, check.period_end),
         &check.billed,
         &check.expected,
+        &check.carried_in,
+        &check.carried_out,
         &check.outcome,
     ];
     let mut out = String::from("<tr>");

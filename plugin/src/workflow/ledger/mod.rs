@@ -4,7 +4,9 @@
 //! sums what every source mapped to the ledger measured, and writes only the
 //! difference (`day` decides; this module reads, measures and writes).
 
+mod carried;
 mod day;
+mod late;
 mod periods;
 
 pub(in crate::workflow) use periods::read_invoice_lines;
@@ -23,6 +25,7 @@ use crate::inputs::{self, Plan, Window};
 use crate::time::{self, DAY};
 use crate::{amberflo, quantity, reconcile, retry, stripe};
 use day::{Day, Held, Measured, Piece, Rules};
+use late::{Carry, Late};
 use std::collections::{BTreeMap, HashMap};
 
 /// An unbilled piece's status when a renewal falls inside a day measured by
@@ -63,6 +66,12 @@ pub(in crate::workflow) fn record_all(
     mut reads: Vec<StripeRead>,
 ) -> Result<Outputs, WorkflowError> {
     let invalid = WorkflowError::InvalidInput;
+    if options.carry_late_usage && meter.pre_aggregated.is_some() {
+        return Err(invalid(format!(
+            "--late-usage carry records usage of a closed period as another event in the open one, and the Stripe meter {} keeps one event per bucket (pre-aggregated): the carried event would replace that bucket's own; carry needs a raw sum meter",
+            meter.id
+        )));
+    }
     let now = now();
     let grid = inputs::grid(options.interval, plan.window);
     let scale = inputs::scale(options).map_err(invalid)?;
@@ -88,7 +97,24 @@ pub(in crate::workflow) fn record_all(
             cumulative(plan, &intervals, options, scale, &buckets, *day, grid).map_err(invalid)?,
         );
     }
-    let held = read_held(endpoints, plan, meter, &days, grid, retry, &mut reads)?;
+    let mut held = read_held(endpoints, plan, meter, &days, grid, retry, &mut reads)?;
+    // Carried usage sits in its own minutes: the ledger's days without it.
+    let reader = carried::Reader {
+        endpoints,
+        plan,
+        meter,
+        retry,
+    };
+    let closed_days = days
+        .iter()
+        .any(|d| matches!(periods.billed_at(d.end - 1), Billed::Nowhere(_)));
+    let reach = Window {
+        start: days.first().map_or(plan.window.start, |d| d.start),
+        end: plan.window.end,
+    };
+    let carried = carried::Carried::read(&reader, &periods, reach, closed_days, now, &mut reads)?;
+    carried.subtract(&days, &mut held);
+    let settled = |end: i64| now - end >= i64::from(options.settle_hours) * 3600;
     let mut pieces = Vec::new();
     for ((day, measured), mut held) in days.iter().zip(&measured).zip(held) {
         // Where Stripe's summary reaches before this tool's recent writes.
@@ -99,7 +125,6 @@ pub(in crate::workflow) fn record_all(
             .filter(|i| i.start >= day.start && i.end <= day.end)
             .copied()
             .collect();
-        let settled = |end: i64| now - end >= i64::from(options.settle_hours) * 3600;
         let rules = |end| Rules {
             correct: options.true_up && settled(end),
             allow_decrease: options.allow_decrease,
@@ -174,6 +199,8 @@ pub(in crate::workflow) fn record_all(
     let url = join(&endpoints.stripe_url, stripe::PATH);
     // What each day holds after this run's writes, for the marks.
     let mut written: BTreeMap<i64, (i64, Decimal)> = BTreeMap::new();
+    // What closed periods' days measured beyond what Stripe holds there.
+    let mut late: BTreeMap<i64, Late> = BTreeMap::new();
     for (day, piece, shown, day_total) in pieces {
         // Never stamped where no invoice bills it: reported instead (exit 5).
         if let Piece::Write { window, value, .. } = &piece {
@@ -196,9 +223,12 @@ pub(in crate::workflow) fn record_all(
                 Billed::Open => {}
                 Billed::NotYet => outputs.unbilled.push(unbilled(*window, *value, None, true)),
                 Billed::Nowhere(period) => {
-                    outputs
-                        .unbilled
-                        .push(unbilled(*window, *value, Some(period), false));
+                    let origin = late.entry(day.start).or_insert_with(|| Late {
+                        day,
+                        period,
+                        pieces: Vec::new(),
+                    });
+                    origin.pieces.push((*window, *value));
                     continue;
                 }
             }
@@ -215,39 +245,36 @@ pub(in crate::workflow) fn record_all(
             start: event.window_start,
             end: event.window_end,
         };
-        let body = stripe::request_body(
-            plan,
-            meter,
-            &window,
-            &event.usage_quantity,
-            &event.meter_event_id,
-        );
-        if options.dry_run {
-            outputs.planned.push(PlannedRequest {
-                method: "POST".into(),
-                url: url.clone(),
-                headers: stripe::event_headers(&idempotency_key(), None)
-                    .iter()
-                    .chain(&[("Content-Length", body.len().to_string().as_str())])
-                    .map(|(n, v)| (n.to_string(), v.to_string()))
-                    .collect(),
-                body,
-            });
-            continue;
-        }
         let value = Decimal::parse(&event.usage_quantity).unwrap_or(Decimal::ZERO);
-        match record(&url, event, &body, &window, retry) {
-            Ok(event) => {
-                let entry = written.entry(day.start).or_insert((window.end, day_total));
-                entry.0 = entry.0.max(window.end);
-                entry.1 = entry.1.checked_add(value).unwrap_or(entry.1);
-                outputs.events.push(event);
-            }
-            Err(mut failure) => {
-                failure.recorded = outputs.events;
-                return Err(WorkflowError::StepFailed(failure));
-            }
+        if send(&url, plan, meter, options, retry, event, &mut outputs)? {
+            let entry = written.entry(day.start).or_insert((window.end, day_total));
+            entry.0 = entry.0.max(window.end);
+            entry.1 = entry.1.checked_add(value).unwrap_or(entry.1);
         }
+    }
+    // Usage of closed periods: carried into the open one, or reported.
+    let open = periods
+        .periods
+        .iter()
+        .filter(|p| !p.closed && p.start <= now && now < p.end)
+        .max_by_key(|p| p.start);
+    for late in late.into_values() {
+        let carry = Carry {
+            settled: settled(late.day.end),
+            late,
+            open: open.filter(|_| options.carry_late_usage),
+        };
+        carry.apply(
+            &reader,
+            &carried,
+            &url,
+            plan,
+            &buckets,
+            options,
+            retry,
+            now,
+            &mut outputs,
+        )?;
     }
     outputs.marks = written
         .into_iter()
@@ -260,6 +287,53 @@ pub(in crate::workflow) fn record_all(
         })
         .collect();
     Ok(outputs)
+}
+
+/// Sends `event` (a dry run plans it): `Ok(true)` once recorded. A failure
+/// carries the events recorded before it.
+fn send(
+    url: &str,
+    plan: &Plan,
+    meter: &Meter,
+    options: &Options,
+    retry: &retry::Policy,
+    event: MeterEvent,
+    outputs: &mut Outputs,
+) -> Result<bool, WorkflowError> {
+    let window = Window {
+        start: event.window_start,
+        end: event.window_end,
+    };
+    let body = stripe::request_body(
+        plan,
+        meter,
+        event.timestamp,
+        &event.usage_quantity,
+        &event.meter_event_id,
+    );
+    if options.dry_run {
+        outputs.planned.push(PlannedRequest {
+            method: "POST".into(),
+            url: url.into(),
+            headers: stripe::event_headers(&idempotency_key(), None)
+                .iter()
+                .chain(&[("Content-Length", body.len().to_string().as_str())])
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body,
+        });
+        return Ok(false);
+    }
+    match record(url, event, &body, &window, retry) {
+        Ok(event) => {
+            outputs.events.push(event);
+            Ok(true)
+        }
+        Err(mut failure) => {
+            failure.recorded = std::mem::take(&mut outputs.events);
+            Err(WorkflowError::StepFailed(failure))
+        }
+    }
 }
 
 /// The event a piece stands for, and whether it is written.
@@ -283,6 +357,7 @@ fn event_of(plan: &Plan, buckets: &BTreeMap<i64, Decimal>, piece: Piece) -> (Met
         stripe_value: None,
         drift: false,
         corrected_to: None,
+        carried_into: None,
         attempts: 0,
     };
     let written = match piece {
@@ -597,7 +672,7 @@ fn read_held(
         end,
     };
     let grouping = if by_day { ("day", DAY) } else { ("hour", 3600) };
-    let buckets = read_buckets(endpoints, plan, meter, range, grouping, retry, reads)?;
+    let buckets = read_buckets(endpoints, plan, meter, range, Some(grouping), retry, reads)?;
     let mut held: Vec<Held> = days.iter().map(|_| Held::default()).collect();
     for (start, end, value) in buckets {
         let value = reconcile::stripe_decimal(value)
@@ -619,7 +694,7 @@ fn read_buckets(
     plan: &Plan,
     meter: &Meter,
     range: Window,
-    (grouping, grid): (&str, i64),
+    grouping: Option<(&str, i64)>,
     retry: &retry::Policy,
     reads: &mut Vec<StripeRead>,
 ) -> Result<Vec<(i64, i64, f64)>, WorkflowError> {
@@ -635,7 +710,7 @@ fn read_buckets(
                 meter,
                 &plan.stripe_customer,
                 range,
-                Some(grouping),
+                grouping.map(|g| g.0),
                 after,
             )
         },
@@ -643,10 +718,16 @@ fn read_buckets(
             let list = stripe::parse_summaries(&reply.body).map_err(bad_answer)?;
             let mut answer = Vec::new();
             for summary in &list.data {
-                let on_grid = summary.start_time.rem_euclid(grid) == 0
-                    && summary.end_time == summary.start_time + grid
-                    && range.start <= summary.start_time
-                    && summary.end_time <= range.end;
+                let on_grid = match grouping {
+                    Some((_, grid)) => {
+                        summary.start_time.rem_euclid(grid) == 0
+                            && summary.end_time == summary.start_time + grid
+                            && range.start <= summary.start_time
+                            && summary.end_time <= range.end
+                    }
+                    // Without a grouping window, one summary covers the range.
+                    None => summary.start_time == range.start && summary.end_time == range.end,
+                };
                 if !on_grid {
                     return Err(bad_answer(format!(
                         "Stripe's summary {} covers {} to {}, which is not an interval asked for",
@@ -694,6 +775,41 @@ fn read_buckets(
     Ok(found)
 }
 
+/// What was carried into and out of each of `periods` (`[start, end)`, all
+/// ended), given every period start known (`starts`): `(into, out of)`.
+pub(in crate::workflow) fn carried_through(
+    endpoints: &Endpoints,
+    plan: &Plan,
+    meter: &Meter,
+    retry: &retry::Policy,
+    periods: &[Window],
+    starts: &[i64],
+    reads: &mut Vec<StripeRead>,
+) -> Result<Vec<(Decimal, Decimal)>, WorkflowError> {
+    let reader = carried::Reader {
+        endpoints,
+        plan,
+        meter,
+        retry,
+    };
+    let carried = carried::Carried::read_starts(&reader, starts.iter().copied(), now(), reads)?;
+    let mut out = Vec::with_capacity(periods.len());
+    for period in periods {
+        let into = carried.carried_into(period.start);
+        // The origins a run would carry out of it: its UTC days, the first
+        // from the hour holding its start, the last up to its end's hour.
+        let mut out_of = Decimal::ZERO;
+        let mut origin = period.start.div_euclid(3600) * 3600;
+        while origin < period.end.div_euclid(3600) * 3600 {
+            let v = carried.out_of(&reader, origin, reads)?;
+            out_of = out_of.checked_add(v).unwrap_or(out_of);
+            origin = (origin.div_euclid(DAY) + 1) * DAY;
+        }
+        out.push((into, out_of));
+    }
+    Ok(out)
+}
+
 /// Reconcile's read: what Stripe holds for each interval (keyed by its
 /// start: its end and the value), one paginated call. An interval Stripe
 /// lists no summary for holds nothing.
@@ -716,13 +832,35 @@ pub(in crate::workflow) fn read_summaries(
     let mut held: HashMap<i64, (i64, f64)> =
         intervals.iter().map(|p| (p.start, (p.end, 0.0))).collect();
     let buckets = match interval {
-        Interval::Day => read_buckets(endpoints, plan, meter, range, ("day", DAY), retry, reads)?,
-        Interval::Hour => {
-            read_buckets(endpoints, plan, meter, range, ("hour", 3600), retry, reads)?
-        }
+        Interval::Day => read_buckets(
+            endpoints,
+            plan,
+            meter,
+            range,
+            Some(("day", DAY)),
+            retry,
+            reads,
+        )?,
+        Interval::Hour => read_buckets(
+            endpoints,
+            plan,
+            meter,
+            range,
+            Some(("hour", 3600)),
+            retry,
+            reads,
+        )?,
         // One interval, the whole window: hours summed.
         Interval::Window => {
-            let hours = read_buckets(endpoints, plan, meter, range, ("hour", 3600), retry, reads)?;
+            let hours = read_buckets(
+                endpoints,
+                plan,
+                meter,
+                range,
+                Some(("hour", 3600)),
+                retry,
+                reads,
+            )?;
             let sum = hours.iter().map(|b| b.2).sum();
             vec![(range.start, range.end, sum)]
         }

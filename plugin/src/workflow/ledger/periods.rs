@@ -147,17 +147,24 @@ pub(in crate::workflow) struct InvoiceLine {
 }
 
 /// Every invoice line billing `meter` for the plan's Stripe customer: the
-/// subscriptions, then each one's invoices (for `reconcile-invoices`).
+/// subscriptions, then each one's invoices (for `reconcile-invoices`); and
+/// the starts of the items' current periods.
 pub(in crate::workflow) fn read_invoice_lines(
     endpoints: &Endpoints,
     plan: &Plan,
     meter: &Meter,
     retry: &retry::Policy,
     reads: &mut Vec<StripeRead>,
-) -> Result<Vec<InvoiceLine>, WorkflowError> {
+) -> Result<(Vec<InvoiceLine>, Vec<i64>), WorkflowError> {
     let base = endpoints.stripe_url.trim_end_matches('/');
     let subscriptions = subscriptions(base, plan, meter, retry, reads)?;
     let mut lines = Vec::new();
+    let current = subscriptions
+        .iter()
+        .flat_map(|s| &s.items.data)
+        .filter(|i| i.on_meter(&meter.id))
+        .map(|i| i.current_period_start)
+        .collect();
     for sub in &subscriptions {
         let prices: Vec<&str> = sub
             .items
@@ -183,5 +190,5 @@ pub(in crate::workflow) fn read_invoice_lines(
             }
         }
     }
-    Ok(lines)
+    Ok((lines, current))
 }
