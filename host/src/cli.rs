@@ -76,10 +76,10 @@ pub fn main() -> ExitCode {
     crate::logging::init(format, command);
     let started = std::time::Instant::now();
     // A command's exit status, after writing its metrics file when asked.
-    let measured = |path: Option<PathBuf>, command: &str, (code, tally): (u8, Tally)| {
+    let measured = |path: Option<PathBuf>, step: &[(&str, &str)], (code, tally): (u8, Tally)| {
         if let Some(path) = path
             && let Err(e) =
-                crate::metrics::write_textfile(&path, command, code, started.elapsed(), &tally)
+                crate::metrics::write_textfile(&path, step, code, started.elapsed(), &tally)
         {
             tracing::info!("usage-sync: {e}");
         }
@@ -93,20 +93,39 @@ pub fn main() -> ExitCode {
     let code = match cli.command {
         Command::Run(args) => {
             let metrics = args.metrics_file.clone();
-            measured(metrics, "run", runtime.block_on(args.execute()))
+            measured(
+                metrics,
+                &[("step", "run")],
+                runtime.block_on(args.execute()),
+            )
         }
         Command::Sync(args) => {
             let metrics = args.metrics_file.clone();
-            measured(metrics, "sync", runtime.block_on(args.execute()))
+            let step = match args.workflow.true_up {
+                true => "sync-true-up",
+                false => "sync",
+            };
+            let shard = args.shard_name();
+            let mut labels = vec![("step", step)];
+            labels.extend(shard.as_deref().map(|s| ("shard", s)));
+            measured(metrics, &labels, runtime.block_on(args.execute()))
         }
         Command::ClosePeriods(args) => {
             let metrics = args.sync.metrics_file.clone();
-            measured(metrics, "close-periods", runtime.block_on(args.execute()))
+            measured(
+                metrics,
+                &[("step", "close-periods")],
+                runtime.block_on(args.execute()),
+            )
         }
         Command::Serve(args) => runtime.block_on(args.execute()),
         Command::Reconcile(args) => {
             let metrics = args.metrics_file.clone();
-            measured(metrics, "reconcile", runtime.block_on(args.execute()))
+            measured(
+                metrics,
+                &[("step", "reconcile")],
+                runtime.block_on(args.execute()),
+            )
         }
         #[cfg(feature = "demo")]
         Command::Demo(args) => runtime.block_on(args.execute()),

@@ -53,10 +53,13 @@ impl Tally {
 /// Writes the textfile of a finished run at `path`, atomically (a temporary
 /// file beside it, then a rename). `exit` 0 is a success: its time becomes
 /// `usage_sync_last_success_timestamp_seconds`; otherwise the previous file's
-/// value of it is kept.
+/// value of it is kept. Every series carries the `step` labels (`step`:
+/// `sync`, `sync-true-up`, `close-periods`, ...; `shard`: `K/N` when
+/// sharded), so the files of a night's steps sit side by side in one
+/// textfile directory without colliding, and a failed step shows as itself.
 pub fn write_textfile(
     path: &Path,
-    command: &str,
+    step: &[(&str, &str)],
     exit: u8,
     duration: Duration,
     tally: &Tally,
@@ -70,10 +73,17 @@ pub fn write_textfile(
         _ => previous_success(path),
     };
     let mut registry = Registry::default();
+    let labels = |more: &[(&str, &str)]| -> Labels {
+        step.iter()
+            .chain(more)
+            .copied()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
     let gauge = |value: f64| {
-        let g = Gauge::<f64, AtomicU64>::default();
-        g.set(value);
-        g
+        let family = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        family.get_or_create(&labels(&[])).set(value);
+        family
     };
     if let Some(at) = last_success {
         registry.register(
@@ -82,14 +92,10 @@ pub fn write_textfile(
             gauge(at),
         );
     }
-    let last_run = Family::<Labels, Gauge<f64, AtomicU64>>::default();
-    last_run
-        .get_or_create(&vec![("command".into(), command.into())])
-        .set(now);
     registry.register(
         "last_run_timestamp",
         "When the last run ended, whatever its outcome",
-        last_run,
+        gauge(now),
     );
     registry.register(
         "last_run_exit_code",
@@ -103,7 +109,7 @@ pub fn write_textfile(
     );
     let rows = Family::<Labels, Gauge<f64, AtomicU64>>::default();
     for (outcome, count) in &tally.rows {
-        rows.get_or_create(&vec![("outcome".into(), (*outcome).into())])
+        rows.get_or_create(&labels(&[("outcome", outcome)]))
             .set(*count as f64);
     }
     registry.register("last_run_rows", "Rows of the last run, by outcome", rows);
@@ -157,8 +163,12 @@ fn prefixed(registry: &Registry) -> Result<String, String> {
 /// `usage_sync_last_success_timestamp_seconds` in the file at `path`, if any.
 fn previous_success(path: &Path) -> Option<f64> {
     let text = std::fs::read_to_string(path).ok()?;
-    text.lines()
-        .find_map(|line| line.strip_prefix(LAST_SUCCESS)?.trim().parse().ok())
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(LAST_SUCCESS)?;
+        // After the labels, if any.
+        let value = rest.rsplit_once('}').map_or(rest, |(_, v)| v);
+        value.trim().parse().ok()
+    })
 }
 
 /// `serve`'s live metrics.
@@ -301,25 +311,42 @@ mod tests {
             unbilled_units: 15.0,
             unsubscribed_units: 0.0,
         };
-        write_textfile(&path, "sync", 0, Duration::from_secs(2), &tally).unwrap();
+        write_textfile(
+            &path,
+            &[("step", "sync")],
+            0,
+            Duration::from_secs(2),
+            &tally,
+        )
+        .unwrap();
         let first = previous_success(&path).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(
-            text.contains("usage_sync_last_run_rows{outcome=\"recorded\"} 3"),
+            text.contains("usage_sync_last_run_rows{step=\"sync\",outcome=\"recorded\"} 3"),
             "{text}"
         );
         assert!(
-            text.contains("usage_sync_last_run_zero_usage_customers 1"),
+            text.contains("usage_sync_last_run_zero_usage_customers{step=\"sync\"} 1"),
             "{text}"
         );
         assert!(
             text.contains("# TYPE usage_sync_last_success_timestamp_seconds gauge"),
             "{text}"
         );
-        write_textfile(&path, "sync", 3, Duration::from_secs(1), &Tally::default()).unwrap();
+        write_textfile(
+            &path,
+            &[("step", "sync")],
+            3,
+            Duration::from_secs(1),
+            &Tally::default(),
+        )
+        .unwrap();
         assert_eq!(previous_success(&path), Some(first));
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains("usage_sync_last_run_exit_code 3"), "{text}");
+        assert!(
+            text.contains("usage_sync_last_run_exit_code{step=\"sync\"} 3"),
+            "{text}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -19,6 +19,7 @@ mod periods;
 mod reconcile;
 mod sandbox;
 mod serve;
+mod shipped;
 mod support;
 mod sync;
 mod tls;

@@ -120,15 +120,22 @@ fn the_metrics_file_keeps_the_last_success_across_a_failed_run() {
     let metrics = file.to_str().unwrap();
     p.run(&with_inputs(&["--metrics-file", metrics])).expect(0);
     let read = || std::fs::read_to_string(&file).unwrap();
+    // Every series names its step: `run` here.
     let value = |text: &str, name: &str| -> f64 {
         text.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix("{step=\"run\"}")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
             .unwrap_or_else(|| panic!("{name} in\n{text}"))
     };
     let first = read();
     let success = value(&first, "usage_sync_last_success_timestamp_seconds");
     assert!(
-        first.contains("usage_sync_last_run_rows{outcome=\"recorded\"} 1"),
+        first.contains("usage_sync_last_run_rows{step=\"run\",outcome=\"recorded\"} 1"),
         "{first}"
     );
     assert_eq!(value(&first, "usage_sync_last_run_exit_code"), 0.0);
@@ -156,7 +163,7 @@ fn the_metrics_file_keeps_the_last_success_across_a_failed_run() {
     );
     assert_eq!(value(&failed, "usage_sync_last_run_exit_code"), 3.0);
     assert!(
-        failed.contains("usage_sync_last_run_rows{outcome=\"failed\"} 1"),
+        failed.contains("usage_sync_last_run_rows{step=\"run\",outcome=\"failed\"} 1"),
         "{failed}"
     );
     p.stripe.set_fault(None);

@@ -125,11 +125,11 @@ fn usage_for_a_final_invoice_is_never_written_and_is_named_with_exit_5() {
     let out = run.expect(UNBILLED).json();
     let text = std::fs::read_to_string(&metrics).unwrap();
     assert!(
-        text.contains("usage_sync_last_run_unbilled_units 15"),
+        text.contains("usage_sync_last_run_unbilled_units{step=\"run\"} 15"),
         "{text}"
     );
     assert!(
-        text.contains("usage_sync_last_run_rows{outcome=\"unbilled\"} 1"),
+        text.contains("usage_sync_last_run_rows{step=\"run\",outcome=\"unbilled\"} 1"),
         "{text}"
     );
     let _ = std::fs::remove_file(&metrics);

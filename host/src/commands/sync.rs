@@ -72,6 +72,15 @@ pub(crate) struct Closing {
 }
 
 impl SyncArgs {
+    /// The shard this run takes, as `K/N`, when it is one (for the metrics).
+    pub(crate) fn shard_name(&self) -> Option<String> {
+        let shard = match &self.shard {
+            Some(text) => crate::mapping::Shard::parse(text).ok(),
+            None => crate::mapping::Shard::from_env().ok().flatten(),
+        }?;
+        Some(format!("{}/{}", shard.index, shard.count))
+    }
+
     /// Syncs every row; the exit status and what the metrics file says.
     pub(crate) async fn execute(self) -> (u8, Tally) {
         self.execute_closing(None).await
