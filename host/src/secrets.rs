@@ -80,7 +80,7 @@ pub fn from_env_or_file(name: &str) -> Result<Option<String>, String> {
             .map_err(|_| format!("{what} is not valid UTF-8"))
     };
     let read = |path: &Path, what: &str| {
-        let content = std::fs::read_to_string(path)
+        let content = read_secret_file(path)
             .map_err(|e| format!("{what}: cannot read {}: {e}", path.display()))?;
         let content = content.strip_suffix('\n').unwrap_or(&content);
         Ok::<_, String>(content.strip_suffix('\r').unwrap_or(content).to_string())
@@ -99,6 +99,86 @@ pub fn from_env_or_file(name: &str) -> Result<Option<String>, String> {
                 false => Ok(None),
             }
         }
+    }
+}
+
+/// A key is short (Stripe's run past 100 characters); a file longer than
+/// this is not a key file.
+pub const MAX_SECRET_FILE_BYTES: u64 = 4096;
+
+/// How long reading a key file may take (a hung network mount).
+const SECRET_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A key file's text: a regular file (a FIFO, a device, a socket or a
+/// directory is refused before a byte is read, so none can hang the run or
+/// fill its memory) of at most [`MAX_SECRET_FILE_BYTES`], read within
+/// [`SECRET_READ_TIMEOUT`].
+pub fn read_secret_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    #[cfg(unix)]
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Non-blocking: opening a FIFO without a writer returns at once.
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+    };
+    #[cfg(not(unix))]
+    let file = std::fs::File::open(path);
+    let file = file.map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        let kind = kind_of(&meta);
+        return Err(format!("it is {kind}, not a regular file holding the key"));
+    }
+    if meta.len() > MAX_SECRET_FILE_BYTES {
+        return Err(format!(
+            "it holds {} bytes, more than a key file's {MAX_SECRET_FILE_BYTES}",
+            meta.len()
+        ));
+    }
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let read = file
+            .take(MAX_SECRET_FILE_BYTES + 1)
+            .read_to_string(&mut text)
+            .map(|_| text);
+        let _ = send.send(read);
+    });
+    let text = receive
+        .recv_timeout(SECRET_READ_TIMEOUT)
+        .map_err(|_| format!("no answer within {} s", SECRET_READ_TIMEOUT.as_secs()))?
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(format!(
+            "it grew past a key file's {MAX_SECRET_FILE_BYTES} bytes"
+        ));
+    }
+    Ok(text)
+}
+
+/// What a file that is not a regular one is, for the error.
+fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        if t.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return "a device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if meta.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
     }
 }
 
@@ -236,6 +316,35 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_file_that_is_no_regular_file_or_too_big_is_refused_before_reading() {
+        let dir = std::env::temp_dir().join(format!("usage-sync-keyfiles-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fine = dir.join("key");
+        std::fs::write(&fine, "sk_test_0123456789abcdef\n").unwrap();
+        assert_eq!(
+            read_secret_file(&fine).unwrap(),
+            "sk_test_0123456789abcdef\n"
+        );
+        let big = dir.join("big");
+        std::fs::write(&big, vec![b'k'; 5000]).unwrap();
+        assert!(read_secret_file(&big).unwrap_err().contains("5000 bytes"));
+        // A FIFO with no writer: refused at once, not waited on.
+        let fifo = dir.join("fifo");
+        let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        assert!(read_secret_file(&fifo).unwrap_err().contains("a FIFO"));
+        assert!(
+            read_secret_file(Path::new("/dev/zero"))
+                .unwrap_err()
+                .contains("a device")
+        );
+        assert!(read_secret_file(&dir).unwrap_err().contains("a directory"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn keys_never_print() {

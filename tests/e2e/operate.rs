@@ -51,6 +51,7 @@ fn keys_come_from_files_and_systemd_credentials() {
     assert_eq!(out["alreadyRecorded"], true);
 
     // A variable and its file, or a file that cannot be read: exit 2, nothing sent.
+    std::fs::write(d.join("huge"), vec![b'k'; 1 << 20]).unwrap();
     let q = providers();
     for (env, expected) in [
         (
@@ -63,6 +64,15 @@ fn keys_come_from_files_and_systemd_credentials() {
                 PathBuf::from("/nonexistent/amberflo"),
             )],
             "AMBERFLO_API_KEY_FILE: cannot read /nonexistent/amberflo",
+        ),
+        // Read until memory runs out, before: refused unread.
+        (
+            vec![("AMBERFLO_API_KEY_FILE", PathBuf::from("/dev/zero"))],
+            "cannot read /dev/zero: it is a device, not a regular file holding the key",
+        ),
+        (
+            vec![("AMBERFLO_API_KEY_FILE", d.join("huge"))],
+            "more than a key file's 4096",
         ),
     ] {
         let mut command = q.command(&INPUTS);
