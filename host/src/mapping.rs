@@ -116,18 +116,20 @@ pub fn read_mapping(
 ) -> Result<Vec<Row>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the mapping {}: {e}", path.display()))?;
+    // A byte-order mark, as spreadsheets and Windows editors write one.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let raw = if path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"))
     {
-        let rows: Vec<RawRow> = serde_json::from_str(&text)
+        let rows: Vec<RawRow> = serde_json::from_str(text)
             .map_err(|e| format!("the mapping {} is not valid: {e}", path.display()))?;
         rows.into_iter()
             .enumerate()
             .map(|(i, r)| (i + 1, r))
             .collect()
     } else {
-        csv_rows(&text)?
+        csv_rows(text)?
     };
     let mut errors = Vec::new();
     let mut rows = Vec::new();
@@ -183,8 +185,10 @@ pub fn read_mapping(
 }
 
 fn csv_rows(text: &str) -> Result<Vec<(usize, RawRow)>, String> {
+    // Headers are trimmed; values are not, so a padded id is refused as in
+    // a JSON mapping rather than silently changed.
     let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
+        .trim(csv::Trim::Headers)
         .from_reader(text.as_bytes());
     let headers = reader
         .headers()
@@ -253,7 +257,7 @@ mod tests {
     fn reads_csv_and_json_with_defaults() {
         let csv = mapping(
             "a.csv",
-            "customerId,stripeCustomer,meterApiName\nacme,cus_1,calls\nglobex, cus_2 ,\n",
+            "customerId , stripeCustomer,meterApiName\nacme,cus_1,calls\nglobex,cus_2,\n",
         );
         let rows = read_mapping(&csv, Some("default-meter"), Some("api_calls")).unwrap();
         assert_eq!(rows.len(), 2);
@@ -266,6 +270,31 @@ mod tests {
             r#"[{"customerId":"acme","stripeCustomer":"cus_1","meterApiName":"m","stripeEventName":"e"}]"#,
         );
         assert_eq!(read_mapping(&json, None, None).unwrap()[0].line, 1);
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_read_past_and_padded_ids_are_refused_alike() {
+        let csv = mapping("bom.csv", "\u{feff}customerId,stripeCustomer\nacme,cus_1\n");
+        assert_eq!(read_mapping(&csv, Some("m"), Some("e")).unwrap().len(), 1);
+        let json = mapping(
+            "bom.json",
+            "\u{feff}[{\"customerId\":\"acme\",\"stripeCustomer\":\"cus_1\"}]",
+        );
+        assert_eq!(read_mapping(&json, Some("m"), Some("e")).unwrap().len(), 1);
+        let csv = mapping("pad.csv", "customerId,stripeCustomer\nacme, cus_1\n");
+        let json = mapping(
+            "pad.json",
+            "[{\"customerId\":\"acme\",\"stripeCustomer\":\" cus_1\"}]",
+        );
+        for (path, line) in [(csv, 2), (json, 1)] {
+            let err = read_mapping(&path, Some("m"), Some("e")).unwrap_err();
+            assert!(
+                err.contains(&format!(
+                    "line {line}: `stripeCustomer` has spaces at the ends"
+                )),
+                "{err}"
+            );
+        }
     }
 
     #[test]

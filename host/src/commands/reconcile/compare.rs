@@ -333,11 +333,12 @@ fn print(
                 Format::Csv => {
                     let start = cell.window_start.to_string();
                     let end = cell.window_end.to_string();
+                    let [customer, stripe_customer, meter, event] = text_cells(row);
                     csv.write_record([
-                        row.customer_id.as_str(),
-                        &row.stripe_customer,
-                        &row.meter_api_name,
-                        &row.stripe_event_name,
+                        &*customer,
+                        &stripe_customer,
+                        &meter,
+                        &event,
                         &start,
                         &end,
                         &cell.amberflo,
@@ -513,6 +514,28 @@ fn chart(cells: &[Cell]) -> String {
     svg
 }
 
+/// A cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, a tab or
+/// a carriage return first) gets a leading `'`, as OWASP's "CSV Injection"
+/// advises; only text from outside (the mapping's ids and names), never the
+/// numbers reconcile computes, whose minus sign is a sign.
+pub(super) fn spreadsheet_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        true => format!("'{text}").into(),
+        false => text.into(),
+    }
+}
+
+/// A row's ids and names, safe for a spreadsheet.
+pub(super) fn text_cells(row: &Row) -> [std::borrow::Cow<'_, str>; 4] {
+    [
+        &row.customer_id,
+        &row.stripe_customer,
+        &row.meter_api_name,
+        &row.stripe_event_name,
+    ]
+    .map(|t| spreadsheet_safe(t))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -522,5 +545,20 @@ mod tests {
         assert_eq!(day(0), "1970-01-01");
         assert_eq!(day(1_764_028_800), "2025-11-25");
         assert_eq!(day(1_764_028_800 + 13 * 3600), "2025-11-25 13:00");
+    }
+
+    #[test]
+    fn cells_a_spreadsheet_would_run_are_quoted() {
+        for (text, safe) in [
+            ("=HYPERLINK(\"http://x.invalid\")", "'=HYPERLINK(\"http://x.invalid\")"),
+            ("+1", "'+1"),
+            ("-cmd", "'-cmd"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tx", "'\tx"),
+            ("acme", "acme"),
+            ("cus_1", "cus_1"),
+        ] {
+            assert_eq!(spreadsheet_safe(text), safe);
+        }
     }
 }

@@ -7,7 +7,9 @@
 //! Output: one JSON line per invoice and a summary line, or CSV; optionally an
 //! HTML table.
 
-use super::compare::{Format, Settings, Summary, escape, failed_line, gather};
+use super::compare::{
+    Format, Settings, Summary, escape, failed_line, gather, spreadsheet_safe, text_cells,
+};
 use crate::bindings::{InvoiceCheck, InvoiceReconciliation};
 use crate::mapping::Row;
 use crate::outcome::Failure;
@@ -75,12 +77,13 @@ pub async fn reconcile(
                 Format::Csv => {
                     let (start, end) =
                         (check.period_start.to_string(), check.period_end.to_string());
+                    let [customer, stripe_customer, meter, event] = text_cells(row);
                     csv.write_record([
-                        row.customer_id.as_str(),
-                        &row.stripe_customer,
-                        &row.meter_api_name,
-                        &row.stripe_event_name,
-                        &check.invoice,
+                        &*customer,
+                        &stripe_customer,
+                        &meter,
+                        &event,
+                        &spreadsheet_safe(&check.invoice),
                         &check.status,
                         &start,
                         &end,

@@ -50,7 +50,19 @@ pub fn open_journal(
                     path.display()
                 ));
             }
-            // A line cut short by a crash is simply not done.
+            // A line cut short by a crash is not done: its row runs again
+            // (the ledger makes that harmless); said, and never glued to the
+            // next line appended.
+            let torn = lines
+                .clone()
+                .filter(|l| serde_json::from_str::<Value>(l).is_err())
+                .count();
+            if torn > 0 {
+                tracing::info!(
+                    "sync: the journal {} has {torn} torn line(s), skipped: their rows run again",
+                    path.display()
+                );
+            }
             for entry in lines.filter_map(|l| serde_json::from_str::<Value>(l).ok()) {
                 if matches!(
                     entry["status"].as_str(),
@@ -64,10 +76,13 @@ pub fn open_journal(
                     ));
                 }
             }
-            let file = std::fs::OpenOptions::new()
+            let mut file = std::fs::OpenOptions::new()
                 .append(true)
                 .open(path)
                 .map_err(fail)?;
+            if !text.ends_with('\n') {
+                writeln!(file).map_err(fail)?;
+            }
             return Ok((file, done));
         }
     }
@@ -84,4 +99,53 @@ fn start_journal(path: &Path, header: &Header) -> Result<std::fs::File, String> 
     )
     .map_err(fail)?;
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_line_is_skipped_and_the_next_entry_starts_on_its_own_line() {
+        let dir = std::env::temp_dir().join(format!("usage-sync-journal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("torn.jsonl");
+        let header = Header {
+            journal: 1,
+            mapping: "00".into(),
+            start_time: "1".into(),
+            end_time: "2".into(),
+        };
+        let entry = |customer: &str| {
+            serde_json::json!({
+                "customerId": customer, "meterApiName": "m",
+                "stripeEventName": "e", "status": "recorded"
+            })
+            .to_string()
+        };
+        // A crash cut the second entry short: no newline after it.
+        let torn = &entry("bravo")[..20];
+        std::fs::write(
+            &path,
+            format!(
+                "{}\n{}\n{torn}",
+                serde_json::to_string(&header).unwrap(),
+                entry("acme")
+            ),
+        )
+        .unwrap();
+        let (mut file, done) = open_journal(&path, &header, false).unwrap();
+        let key = |c: &str| (c.to_string(), "m".to_string(), "e".to_string());
+        assert!(done.contains(&key("acme")) && !done.contains(&key("bravo")));
+        // bravo runs again, and its entry is readable on the next open.
+        writeln!(file, "{}", entry("bravo")).unwrap();
+        drop(file);
+        let (_, done) = open_journal(&path, &header, false).unwrap();
+        assert!(
+            done.contains(&key("bravo")),
+            "{:?}",
+            std::fs::read_to_string(&path)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
