@@ -495,4 +495,15 @@ fn three_shards_at_once_sync_every_row_exactly_once_within_the_rate() {
         let journal = p.journal(&mapping, &format!("shard-{k}-of-3.{start}-{end}.jsonl"));
         assert!(journal.exists(), "{}", journal.display());
     }
+    // A shard of another count for the same window would leave rows no
+    // shard covers: refused, naming the count that ran; the same count reruns.
+    let other = p.sync(&sync_args(&mapping, &["--shard", "1/2"]));
+    other.expect(2);
+    let message = other.error_message();
+    assert!(
+        message.contains("sharded 3 ways (shard 0/3, 1/3, 2/3 ran)"),
+        "{message}"
+    );
+    p.sync(&sync_args(&mapping, &["--shard", "2/3"])).expect(0);
+    assert_eq!(p.stripe.events().len(), 30);
 }

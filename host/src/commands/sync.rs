@@ -235,16 +235,23 @@ impl SyncArgs {
         let journal = match &self.journal {
             Some(journal) => journal.clone(),
             None => {
-                let shard = shard.map_or(String::new(), |s| {
+                let part = shard.map_or(String::new(), |s| {
                     format!("shard-{}-of-{}.", s.index, s.count)
                 });
                 let name = format!(
-                    "{}.{true_up_day}{shard}{}-{}.jsonl",
+                    "{}.{true_up_day}{part}{}-{}.jsonl",
                     journal_stem(&self.mapping),
                     file_safe(&start_time),
                     file_safe(&end_time)
                 );
-                state.journal(&name).map_err(Failure::BadInput)?
+                let path = state.journal(&name).map_err(Failure::BadInput)?;
+                if let Some(shard) = shard {
+                    let prefix = format!("{}.{true_up_day}shard-", journal_stem(&self.mapping));
+                    let tail =
+                        format!(".{}-{}.jsonl", file_safe(&start_time), file_safe(&end_time));
+                    agree_on_shards(&path, &prefix, &tail, shard)?;
+                }
+                path
             }
         };
         let plan = rows::Settings {
@@ -259,6 +266,49 @@ impl SyncArgs {
         tracing::info!("sync: {} rows, up to {} at once", rows.len(), concurrency);
         rows::sync(Arc::new(sandbox), config, rows, &plan, Arc::new(state)).await
     }
+}
+
+/// Refuses shard `shard` of a window whose journals show shards of another
+/// count ran for the same mapping: with `0/2` done, a `2/3` would leave rows
+/// no shard covers. The journals beside `journal` named `PREFIX K-of-M TAIL`
+/// say which ran.
+fn agree_on_shards(
+    journal: &std::path::Path,
+    prefix: &str,
+    tail: &str,
+    shard: crate::mapping::Shard,
+) -> Result<(), Failure> {
+    let Some(dir) = journal.parent() else {
+        return Ok(());
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    let mut others: Vec<(u64, u64)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let middle = name.strip_prefix(prefix)?.strip_suffix(tail)?.to_string();
+            let (k, m) = middle.split_once("-of-")?;
+            Some((k.parse().ok()?, m.parse().ok()?))
+        })
+        .filter(|&(_, m)| m != shard.count)
+        .collect();
+    others.sort_unstable();
+    let Some(&(_, count)) = others.first() else {
+        return Ok(());
+    };
+    let ran: Vec<String> = others
+        .iter()
+        .filter(|&&(_, m)| m == count)
+        .map(|(k, m)| format!("{k}/{m}"))
+        .collect();
+    Err(Failure::BadInput(format!(
+        "--shard {}/{}: this window of this mapping was sharded {count} ways (shard {} ran), and shards of different counts leave rows that no shard covers; run the remaining shards of {count} (--shard K/{count}), or remove those journals to reshard the window",
+        shard.index,
+        shard.count,
+        ran.join(", ")
+    )))
 }
 
 /// The default journal's name for a mapping: its file name and a digest of

@@ -550,7 +550,10 @@ mod tests {
     #[test]
     fn cells_a_spreadsheet_would_run_are_quoted() {
         for (text, safe) in [
-            ("=HYPERLINK(\"http://x.invalid\")", "'=HYPERLINK(\"http://x.invalid\")"),
+            (
+                "=HYPERLINK(\"http://x.invalid\")",
+                "'=HYPERLINK(\"http://x.invalid\")",
+            ),
             ("+1", "'+1"),
             ("-cmd", "'-cmd"),
             ("@SUM(A1)", "'@SUM(A1)"),
