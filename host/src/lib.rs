@@ -38,6 +38,7 @@ mod mapping;
 mod metrics;
 mod options;
 mod outcome;
+mod private_dir;
 mod progress;
 mod sandbox;
 mod secrets;

@@ -82,3 +82,55 @@ fn another_component_gets_its_own_cache_entry() {
     assert_eq!(cached(&dir).len(), 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A planted compiled file would run as this user's code, holding both
+/// keys: a cache directory others may write, or one another user owns, is
+/// refused before anything runs; a cached file others may write is never
+/// loaded, but compiled afresh over.
+#[cfg(unix)]
+#[test]
+fn a_cache_directory_or_file_others_may_write_is_never_trusted() {
+    use std::os::unix::fs::PermissionsExt;
+    let (start, _) = yesterday();
+    let p = Providers::start(vec![usage("acme", "api-calls", start + 5, 3.0)]);
+    let dir = cache_dir("loose");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let run = run_cached(&p, &dir, &["--dry-run"]);
+    run.expect(2);
+    let message = run.error_message();
+    assert!(
+        message.contains("is writable by group or others (mode 0777)")
+            && message.contains("plant compiled code"),
+        "{message}"
+    );
+    assert!(cached(&dir).is_empty() && p.amberflo_requests().is_empty());
+    // Owned by another user (only root may give a directory away).
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    if std::os::unix::fs::chown(&dir, Some(54_321), None).is_ok() {
+        let run = run_cached(&p, &dir, &["--dry-run"]);
+        run.expect(2);
+        assert!(
+            run.error_message().contains("is owned by uid 54321"),
+            "{}",
+            run.error_message()
+        );
+        std::os::unix::fs::chown(&dir, Some(0), None).unwrap();
+    }
+    // Our own private directory: the run caches; a cached file made
+    // writable by others is replaced, not loaded.
+    run_cached(&p, &dir, &["--dry-run"]).expect(0);
+    let files = cached(&dir);
+    assert_eq!(files.len(), 1);
+    let good = std::fs::read(&files[0]).unwrap();
+    // A file with a valid digest, but anyone may write it: not loaded.
+    std::fs::write(&files[0], &good).unwrap();
+    std::fs::set_permissions(&files[0], std::fs::Permissions::from_mode(0o666)).unwrap();
+    let run = run_cached(&p, &dir, &[]);
+    assert_eq!(run.expect(0).json()["usageQuantity"], "3");
+    assert!(run.stderr.contains("rebuilt"), "{}", run.stderr);
+    let mode = std::fs::metadata(&files[0]).unwrap().permissions().mode();
+    assert_eq!(mode & 0o022, 0, "replaced by a file of our own");
+    assert_eq!(std::fs::read(&files[0]).unwrap().len(), good.len());
+    let _ = std::fs::remove_dir_all(&dir);
+}

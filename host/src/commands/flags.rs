@@ -381,6 +381,10 @@ impl SandboxArgs {
             (false, Some(dir)) => Some(dir.clone()),
             (false, None) => crate::sandbox::cache::default_dir(),
         };
+        let cache_dir = match cache_dir {
+            Some(dir) => crate::sandbox::cache::open_dir(&dir).map_err(Failure::BadInput)?,
+            None => None,
+        };
         let pool = pool.map(|n| Pool {
             instances: u32::try_from(n).unwrap_or(u32::MAX),
             max_memory_bytes: limits.max_memory_bytes,

@@ -8,7 +8,12 @@
 //! corrupted file is detected before wasmtime sees it, and rebuilt.
 //!
 //! Loading compiled code trusts the cache directory like the binary itself:
-//! it is created private to the user.
+//! it is created private to the user, an existing one owned by another user
+//! or writable by group or others is refused ([`open_dir`]), and a cached
+//! file is loaded only when it is a regular file of this user's that no one
+//! else may write. (The compiled code depends on the CPU features wasmtime
+//! finds at run time, so no digest of it can be known when the binary is
+//! built: ownership is the trust anchor, as for ssh's `~/.ssh`.)
 
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
@@ -27,6 +32,45 @@ pub fn default_dir() -> Option<PathBuf> {
     var("USAGE_SYNC_CACHE_DIR")
         .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("usage-sync")))
         .or_else(|| var("HOME").map(|d| d.join(".cache").join("usage-sync")))
+}
+
+/// The cache directory to use at `dir`, checked: created `0700` when
+/// missing (`None` when it cannot be: no cache, only the compile's cost);
+/// refused when it exists and another user owns it or group or others may
+/// write it, where a planted file would run as this user's code.
+pub fn open_dir(dir: &Path) -> Result<Option<PathBuf>, String> {
+    use crate::private_dir::{self, Purpose};
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(private_dir::create(dir).ok().map(|()| dir.to_path_buf()));
+        }
+        Err(_) => return Ok(None),
+        Ok(_) => {}
+    }
+    let real = std::fs::canonicalize(dir)
+        .map_err(|e| format!("cannot resolve the cache directory {}: {e}", dir.display()))?;
+    let meta = std::fs::metadata(&real)
+        .map_err(|e| format!("cannot read the cache directory {}: {e}", dir.display()))?;
+    if !meta.is_dir() {
+        return Err(format!(
+            "the cache directory {} is not a directory",
+            dir.display()
+        ));
+    }
+    private_dir::check(&meta, &real, &Purpose::CACHE, &dir.display().to_string())?;
+    Ok(Some(real))
+}
+
+/// Whether the file at `path` may be loaded as code: a regular file (not a
+/// link) of this user's that group and others cannot write.
+fn trusted_file(path: &Path) -> bool {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    let shown = path.display().to_string();
+    meta.is_file()
+        && crate::private_dir::check(&meta, path, &crate::private_dir::Purpose::CACHE, &shown)
+            .is_ok()
 }
 
 /// How a component was obtained, for the progress line.
@@ -51,10 +95,16 @@ pub fn load(
     };
     let path = dir.join(file_name(engine, wasm));
     let mut source = Source::Compiled;
-    if let Ok(bytes) = std::fs::read(&path) {
+    let trusted = trusted_file(&path);
+    if path.exists() && !trusted {
+        source = Source::Rebuilt;
+    }
+    if let Some(bytes) = trusted.then(|| std::fs::read(&path).ok()).flatten() {
         match verified(&bytes) {
-            // SAFETY: the bytes are ours: written by `store` below into a
-            // private directory and checked against their digest.
+            // SAFETY: the bytes are ours: a file of this user's, in a
+            // directory only this user may write (checked by `open_dir` and
+            // `trusted_file`), written by `store` and checked against its
+            // digest for truncation.
             Some(code) => match unsafe { Component::deserialize(engine, code) } {
                 Ok(component) => return Ok((component, Source::Cached)),
                 Err(_) => source = Source::Rebuilt,
@@ -82,21 +132,13 @@ fn verified(bytes: &[u8]) -> Option<&[u8]> {
 }
 
 fn store(dir: &Path, path: &Path, code: &[u8]) -> std::io::Result<()> {
-    create_private(dir)?;
+    crate::private_dir::create(dir)?;
     let mut bytes = code.to_vec();
     bytes.extend_from_slice(&Sha256::digest(code));
     // Write then rename: a reader never sees half a file.
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, &bytes)?;
     std::fs::rename(&tmp, path)
-}
-
-fn create_private(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! never bills a unit twice. Whoever can write there can make it bill again,
 //! so, like ssh with `~/.ssh`, it refuses a directory that is not private.
 
+use crate::private_dir::Purpose;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -38,7 +39,14 @@ impl StateDir {
     /// others.
     pub fn open(path: &Path) -> Result<StateDir, String> {
         match std::fs::symlink_metadata(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_private(path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => crate::private_dir::create(path)
+                .map_err(|e| {
+                    format!(
+                        "cannot create the state directory {}: {e}; create it yourself \
+                         (mkdir -m 700 -p DIR) or pass --state-dir with another directory",
+                        path.display()
+                    )
+                })?,
             Err(e) => {
                 return Err(format!(
                     "cannot read the state directory {}: {e}",
@@ -64,7 +72,7 @@ impl StateDir {
                  move it away, or pass --state-dir with a directory of your own"
             ));
         }
-        check_private(&meta, &shown, &real)?;
+        crate::private_dir::check(&meta, &real, &Purpose::STATE, &shown)?;
         Ok(StateDir { path: real })
     }
 
@@ -211,20 +219,6 @@ fn resolve_with(
     }
 }
 
-fn create_private(path: &Path) -> Result<(), String> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(path).map_err(|e| {
-        format!(
-            "cannot create the state directory {}: {e}; create it yourself \
-             (mkdir -m 700 -p DIR) or pass --state-dir with another directory",
-            path.display()
-        )
-    })
-}
-
 fn private_options() -> OpenOptions {
     #[allow(unused_mut)]
     let mut options = OpenOptions::new();
@@ -241,56 +235,6 @@ fn check_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-#[cfg(unix)]
-fn check_private(meta: &std::fs::Metadata, shown: &str, real: &Path) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
-    let me = effective_uid()?;
-    if meta.uid() != me {
-        return Err(format!(
-            "the state directory {shown} is owned by uid {}, not by you (uid {me}): another user \
-             could rewrite the billing history there. Pass --state-dir with a directory of your \
-             own, or, if it is meant to be yours, run `chown {me} {}`",
-            meta.uid(),
-            real.display()
-        ));
-    }
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o022 != 0 {
-        return Err(format!(
-            "the state directory {shown} is writable by group or others (mode {mode:04o}): \
-             another user could rewrite the billing history there. Run `chmod 700 {}`",
-            real.display()
-        ));
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_private(_: &std::fs::Metadata, _: &str, _: &Path) -> Result<(), String> {
-    Ok(())
-}
-
-/// The effective uid, from `/proc/self/status`: std has no getuid, and
-/// reading it has no side effect, unlike creating a file to see its owner
-/// (which would need a directory we already trust, and reports the owner
-/// the filesystem chose, e.g. not ours on NFS with root squashing).
-#[cfg(unix)]
-fn effective_uid() -> Result<u32, String> {
-    const STATUS: &str = "/proc/self/status";
-    let text = std::fs::read_to_string(STATUS).map_err(|e| {
-        format!("cannot tell which user this is: {STATUS}: {e}; usage-sync needs /proc (Linux) to check the state directory")
-    })?;
-    euid_of_status(&text)
-        .ok_or_else(|| format!("cannot tell which user this is: no Uid line in {STATUS}"))
-}
-
-/// The effective uid in a `/proc/PID/status` text: the second field of `Uid:`.
-#[cfg(unix)]
-fn euid_of_status(text: &str) -> Option<u32> {
-    let line = text.lines().find_map(|l| l.strip_prefix("Uid:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// A directory for one test, removed when dropped.
@@ -520,10 +464,10 @@ mod tests {
     #[test]
     fn the_effective_uid_is_the_second_uid_field() {
         let status = "Name:\tx\nUmask:\t0022\nUid:\t1000\t0\t0\t0\nGid:\t5\t5\t5\t5\n";
-        assert_eq!(euid_of_status(status), Some(0));
-        assert_eq!(euid_of_status("Name: x\n"), None);
+        assert_eq!(crate::private_dir::euid_of_status(status), Some(0));
+        assert_eq!(crate::private_dir::euid_of_status("Name: x\n"), None);
         assert_eq!(
-            effective_uid().unwrap(),
+            crate::private_dir::effective_uid().unwrap(),
             std::fs::metadata("/proc/self").unwrap().uid()
         );
     }
