@@ -612,6 +612,23 @@ fn main() {
         return;
     }
     sync_rows(10, 8, 1); // warms the cache
+    // `cargo bench --bench sync -- memory`: peak RSS of a big sync, against
+    // the same sync of 10,000 rows (USAGE_SYNC_BENCH_ROWS, default 100,000).
+    if std::env::args().any(|arg| arg == "memory") {
+        let rows = std::env::var("USAGE_SYNC_BENCH_ROWS").map_or(100_000, |n| n.parse().unwrap());
+        let (_, small) = sync_rows(10_000, 64, BATCH);
+        let (per_sec, big) = sync_rows(rows, 64, BATCH);
+        println!("| rows | peak RSS | bytes per row above 10,000 rows | rows/s |");
+        println!("| --- | --- | --- | --- |");
+        println!("| 10,000 | {} MiB | | |", small >> 20);
+        println!(
+            "| {rows} | {} MiB | {} | {per_sec:.0} |",
+            big >> 20,
+            (big.saturating_sub(small)) / (rows.saturating_sub(10_000).max(1) as u64)
+        );
+        let _ = std::fs::remove_dir_all(cache_dir());
+        return;
+    }
     // `cargo bench --bench sync -- throughput`: only 10,000 rows (for profiling).
     if std::env::args().any(|arg| arg == "throughput") {
         let (per_row, _) = sync_rows(10_000, 64, 1);

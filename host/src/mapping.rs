@@ -37,6 +37,18 @@ impl Row {
         }
     }
 
+    /// Frees the strings' spare capacity: a mapping may hold millions.
+    fn shrink(&mut self) {
+        for s in [
+            &mut self.customer_id,
+            &mut self.stripe_customer,
+            &mut self.meter_api_name,
+            &mut self.stripe_event_name,
+        ] {
+            s.shrink_to_fit();
+        }
+    }
+
     /// The row's identity in a mapping and a journal.
     pub fn key(&self) -> RowKey {
         (
@@ -108,33 +120,33 @@ struct RawRow {
     stripe_event_name: Option<String>,
 }
 
-/// Reads and validates the whole mapping; any bad row fails it all, by line.
+/// Reads and validates the whole mapping; any bad row fails it all, by
+/// line. Only the rows `keep` takes are held (a shard's own): the file is
+/// streamed (CSV) and duplicates are found by a 128-bit digest of each row's
+/// key, so a million-row mapping costs a shard little more than its rows.
 pub fn read_mapping(
     path: &Path,
     default_meter: Option<&str>,
     default_event: Option<&str>,
 ) -> Result<Vec<Row>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the mapping {}: {e}", path.display()))?;
-    // A byte-order mark, as spreadsheets and Windows editors write one.
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let raw = if path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
-    {
-        let rows: Vec<RawRow> = serde_json::from_str(text)
-            .map_err(|e| format!("the mapping {} is not valid: {e}", path.display()))?;
-        rows.into_iter()
-            .enumerate()
-            .map(|(i, r)| (i + 1, r))
-            .collect()
-    } else {
-        csv_rows(text)?
-    };
+    read_mapping_kept(path, default_meter, default_event, |_| true)
+}
+
+/// [`read_mapping`], holding only the rows `keep` takes.
+pub fn read_mapping_kept(
+    path: &Path,
+    default_meter: Option<&str>,
+    default_event: Option<&str>,
+    keep: impl Fn(&Row) -> bool,
+) -> Result<Vec<Row>, String> {
+    let cannot =
+        |e: &dyn std::fmt::Display| format!("cannot read the mapping {}: {e}", path.display());
     let mut errors = Vec::new();
     let mut rows = Vec::new();
-    let mut seen: HashMap<RowKey, usize> = HashMap::new();
-    for (line, raw) in raw {
+    let mut seen: HashMap<u128, usize> = HashMap::new();
+    let mut any = false;
+    let mut take = |line: usize, raw: RawRow| {
+        any = true;
         let field = |name: &str, value: Option<String>, default: Option<&str>| {
             let value = value
                 .filter(|v| !v.is_empty())
@@ -158,15 +170,36 @@ pub fn read_mapping(
         })();
         match row {
             Err(e) => errors.push(e),
-            Ok(row) => match seen.insert(row.key(), line) {
+            Ok(row) => match seen.insert(key_digest(&row), line) {
                 Some(first) => errors.push(format!(
                     "line {line}: repeats line {first} (same customerId, meterApiName and stripeEventName)"
                 )),
-                None => rows.push(row),
+                None if keep(&row) => {
+                    let mut row = row;
+                    row.shrink();
+                    rows.push(row);
+                }
+                None => {}
             },
         }
+    };
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+    {
+        let text = std::fs::read_to_string(path).map_err(|e| cannot(&e))?;
+        // A byte-order mark, as spreadsheets and Windows editors write one.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        let raw: Vec<RawRow> = serde_json::from_str(text)
+            .map_err(|e| format!("the mapping {} is not valid: {e}", path.display()))?;
+        for (i, r) in raw.into_iter().enumerate() {
+            take(i + 1, r);
+        }
+    } else {
+        let file = std::fs::File::open(path).map_err(|e| cannot(&e))?;
+        csv_rows(std::io::BufReader::new(file), &mut take)?;
     }
-    if rows.is_empty() && errors.is_empty() {
+    if !any {
         errors.push("the mapping has no rows".into());
     }
     if !errors.is_empty() {
@@ -184,26 +217,49 @@ pub fn read_mapping(
     Ok(rows)
 }
 
-fn csv_rows(text: &str) -> Result<Vec<(usize, RawRow)>, String> {
+/// A row's key, digested: what tells a repeated row, in 16 bytes.
+fn key_digest(row: &Row) -> u128 {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for part in [
+        &row.customer_id,
+        &row.meter_api_name,
+        &row.stripe_event_name,
+    ] {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part.as_bytes());
+    }
+    let digest = hash.finalize();
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    u128::from_be_bytes(first)
+}
+
+/// Each CSV record, as it is read, to `take` with its line.
+fn csv_rows(input: impl std::io::Read, take: &mut impl FnMut(usize, RawRow)) -> Result<(), String> {
     // Headers are trimmed; values are not, so a padded id is refused as in
-    // a JSON mapping rather than silently changed.
+    // a JSON mapping rather than silently changed. The csv crate reads past
+    // a byte-order mark.
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::Headers)
-        .from_reader(text.as_bytes());
+        .from_reader(input);
     let headers = reader
         .headers()
         .map_err(|e| format!("the mapping's header: {e}"))?
         .clone();
-    let mut rows = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| format!("the mapping: {e}"))?;
+    let mut record = csv::StringRecord::new();
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(false) => return Ok(()),
+            Ok(true) => {}
+            Err(e) => return Err(format!("the mapping: {e}")),
+        }
         let line = record.position().map_or(0, |p| p.line() as usize);
         let row: RawRow = record
             .deserialize(Some(&headers))
             .map_err(|e| format!("line {line}: {e}"))?;
-        rows.push((line, row));
+        take(line, row);
     }
-    Ok(rows)
 }
 
 #[cfg(test)]

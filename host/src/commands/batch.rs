@@ -60,11 +60,22 @@ pub(crate) async fn query_batch(
 
 /// Rows cut into batches of at most `size` customers of one meter, in order.
 pub(crate) fn batches(rows: Vec<Row>, size: usize) -> Vec<Vec<Row>> {
+    batches_of(rows, size, |row| row)
+}
+
+/// Items (each standing for the row `row_of` gives) cut into batches of at
+/// most `size` customers of one meter, in order.
+pub(crate) fn batches_of<T>(
+    items: Vec<T>,
+    size: usize,
+    row_of: impl Fn(&T) -> &Row,
+) -> Vec<Vec<T>> {
     if size <= 1 {
-        return rows.into_iter().map(|row| vec![row]).collect();
+        return items.into_iter().map(|item| vec![item]).collect();
     }
-    let mut by_meter: Vec<(String, Vec<Vec<Row>>, HashSet<String>)> = Vec::new();
-    for row in rows {
+    let mut by_meter: Vec<(String, Vec<Vec<T>>, HashSet<String>)> = Vec::new();
+    for item in items {
+        let row = row_of(&item);
         let at = match by_meter.iter().position(|(m, ..)| *m == row.meter_api_name) {
             Some(at) => at,
             None => {
@@ -78,7 +89,7 @@ pub(crate) fn batches(rows: Vec<Row>, size: usize) -> Vec<Vec<Row>> {
             customers.clear();
         }
         customers.insert(row.customer_id.clone());
-        batches.last_mut().expect("never empty").push(row);
+        batches.last_mut().expect("never empty").push(item);
     }
     by_meter.into_iter().flat_map(|(_, b, _)| b).collect()
 }

@@ -96,18 +96,18 @@ impl LedgerState {
 
     /// Sources once billed to this ledger that have moved away, with the
     /// instant they left: the ledger keeps counting them up to there.
-    pub(crate) fn departed(
+    pub(crate) fn departed<'a>(
         &self,
         stripe_customer: &str,
         stripe_event_name: &str,
-        present: &[Row],
+        present: impl Iterator<Item = &'a Row> + Clone,
     ) -> Vec<(SourceKey, i64)> {
         let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
         history
             .sources_of(stripe_customer, stripe_event_name)
             .into_iter()
             .filter_map(|(key, until)| Some((key, until?)))
-            .filter(|(key, _)| !present.iter().any(|r| key_of(r) == *key))
+            .filter(|(key, _)| !present.clone().any(|r| key_of(r) == *key))
             .collect()
     }
 

@@ -149,15 +149,14 @@ impl SyncArgs {
             Some(text) => Some(crate::mapping::Shard::parse(text).map_err(Failure::BadInput)?),
             None => crate::mapping::Shard::from_env().map_err(Failure::BadInput)?,
         };
-        let mut rows = crate::mapping::read_mapping(
+        // A shard holds only its own rows.
+        let mut rows = crate::mapping::read_mapping_kept(
             &self.mapping,
             self.meter_api_name.as_deref(),
             self.stripe_event_name.as_deref(),
+            |row| shard.is_none_or(|s| s.holds(row)),
         )
         .map_err(Failure::BadInput)?;
-        if let Some(shard) = shard {
-            rows.retain(|row| shard.holds(row));
-        }
         // Stripe's limits are per account: the shards share the rate.
         let stripe_rate = self.stripe_rate / shard.map_or(1.0, |s| s.count as f64);
         let state = super::ledger::LedgerState::open(

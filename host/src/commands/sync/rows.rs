@@ -7,7 +7,7 @@
 
 use super::journal::{Header, open_journal};
 use crate::bindings::{Inputs, Meter, Source};
-use crate::commands::batch::{batches, meters_of, query_batch};
+use crate::commands::batch::{batches_of, meters_of, query_batch};
 use crate::commands::ledger::{Bounds, LedgerState};
 use crate::interrupt::Interrupt;
 use crate::mapping::Row;
@@ -136,10 +136,14 @@ pub async fn sync(
     // Every source's place, before anything is sent: a source mapped to
     // another Stripe customer than it was billed to stops the sync here.
     let bounds = state.place(&rows)?;
-    let mapping = std::fs::read(&plan.mapping).map_err(|e| Failure::BadInput(e.to_string()))?;
+    // The mapping's digest, streamed: it may be large.
+    let mut digest = Sha256::new();
+    std::fs::File::open(&plan.mapping)
+        .and_then(|mut file| std::io::copy(&mut file, &mut digest))
+        .map_err(|e| Failure::BadInput(e.to_string()))?;
     let header = Header {
         journal: 1,
-        mapping: usage_sync_report::hex(&Sha256::digest(&mapping)),
+        mapping: usage_sync_report::hex(&digest.finalize()),
         start_time: plan.start_time.clone(),
         end_time: plan.end_time.clone(),
     };
@@ -172,6 +176,7 @@ pub async fn sync(
         .iter()
         .map(|r| open.contains(&(r.stripe_customer.as_str(), r.stripe_event_name.as_str())))
         .collect();
+    drop(open);
     let mut todo: Vec<(Row, Bounds)> = Vec::with_capacity(rows.len());
     let mut skipped: Vec<Row> = Vec::new();
     for ((row, bounds), todo_row) in rows.into_iter().zip(bounds).zip(todo_mask) {
@@ -180,6 +185,20 @@ pub async fn sync(
             false => skipped.push(row),
         }
     }
+    // One ledger's rows next to each other (in mapping order): grouping
+    // stays linear in the rows, whatever their number.
+    todo.sort_unstable_by(|(a, _), (b, _)| {
+        (
+            a.stripe_customer.as_str(),
+            a.stripe_event_name.as_str(),
+            a.line,
+        )
+            .cmp(&(
+                b.stripe_customer.as_str(),
+                b.stripe_event_name.as_str(),
+                b.line,
+            ))
+    });
     for row in &skipped {
         summary.skipped += 1;
         let _ = writeln!(
@@ -194,8 +213,6 @@ pub async fn sync(
     let mut interrupt = Interrupt::listen()
         .map_err(|e| Failure::Internal(format!("listening for Ctrl-C and SIGTERM: {e}")))?;
     let stop = Arc::new(AtomicBool::new(false));
-    // Stripe allows one call at a time per customer and meter.
-    let mut locks: HashMap<(String, String), Arc<Mutex<()>>> = HashMap::new();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         sandbox,
@@ -211,28 +228,31 @@ pub async fn sync(
     // one plain source goes the batched way; any other runs on its own.
     let mut ledgers: Vec<Vec<(Row, Bounds)>> = Vec::new();
     for (row, bounds) in todo {
-        match ledgers.iter_mut().find(|l| {
-            l[0].0.stripe_customer == row.stripe_customer
-                && l[0].0.stripe_event_name == row.stripe_event_name
-        }) {
-            Some(ledger) => ledger.push((row, bounds)),
-            None => ledgers.push(vec![(row, bounds)]),
+        match ledgers.last_mut() {
+            Some(ledger)
+                if ledger[0].0.stripe_customer == row.stripe_customer
+                    && ledger[0].0.stripe_event_name == row.stripe_event_name =>
+            {
+                ledger.push((row, bounds))
+            }
+            _ => ledgers.push(vec![(row, bounds)]),
         }
     }
     let mut plain = Vec::new();
     for sources in ledgers {
-        let (customer, event) = (
-            sources[0].0.stripe_customer.clone(),
-            sources[0].0.stripe_event_name.clone(),
+        let first = &sources[0].0;
+        let departed = state.departed(
+            &first.stripe_customer,
+            &first.stripe_event_name,
+            sources.iter().map(|(r, _)| r),
         );
-        let rows: Vec<Row> = sources.iter().map(|(r, _)| r.clone()).collect();
-        let departed = state.departed(&customer, &event, &rows);
-        let lock = locks.entry((customer, event.clone())).or_default().clone();
-        let meter = meters[&event].clone();
+        let meter = meters[&first.stripe_event_name].clone();
+        // Stripe allows one call at a time per customer and meter: one job
+        // per ledger, and its lock.
         let job = Job {
             sources,
             departed,
-            lock,
+            lock: Arc::default(),
             meter,
         };
         if job.is_plain() {
@@ -242,20 +262,8 @@ pub async fn sync(
             tokio::spawn(async move { shared.ledger(job).await });
         }
     }
-    let mut by_row: HashMap<crate::mapping::RowKey, Job> = plain
-        .into_iter()
-        .map(|j| (j.sources[0].0.key(), j))
-        .collect();
-    let plain_rows: Vec<Row> = {
-        let mut rows: Vec<&Job> = by_row.values().collect();
-        rows.sort_by_key(|j| j.sources[0].0.line);
-        rows.into_iter().map(|j| j.sources[0].0.clone()).collect()
-    };
-    for batch in batches(plain_rows, plan.batch) {
-        let batch: Vec<Job> = batch
-            .into_iter()
-            .filter_map(|row| by_row.remove(&row.key()))
-            .collect();
+    plain.sort_unstable_by_key(|j: &Job| j.sources[0].0.line);
+    for batch in batches_of(plain, plan.batch, |j| &j.sources[0].0) {
         let shared = shared.clone();
         if plan.batch <= 1 {
             tokio::spawn(async move {
