@@ -218,6 +218,8 @@ pub async fn sync(
         sandbox,
         config: config.clone(),
         permits: Semaphore::new(plan.concurrency.max(1)),
+        // Enough answers ahead to keep every row slot busy, no more.
+        batches: Semaphore::new(plan.concurrency.max(1) / plan.batch.max(1) + 2),
         stop: stop.clone(),
         tx,
         start_time: plan.start_time.clone(),
@@ -345,6 +347,10 @@ struct Shared {
     sandbox: Arc<Sandbox>,
     config: RunConfig,
     permits: Semaphore,
+    /// Batches whose answer is held until their rows are done: without a
+    /// bound, every batch would query Amberflo before the first row ran and
+    /// hold every customer's answer at once (7 KB a row, measured).
+    batches: Semaphore,
     stop: Arc<AtomicBool>,
     tx: mpsc::UnboundedSender<Answer>,
     start_time: String,
@@ -356,6 +362,7 @@ impl Shared {
     /// One Amberflo query for the batch's customers, then each ledger's step 2
     /// in its own instance. A failed query fails its rows: nothing was sent.
     async fn batch(self: Arc<Self>, jobs: Vec<Job>) {
+        let _held = self.batches.acquire().await;
         let usage = {
             let _permit = self.permits.acquire().await;
             if self.stop.load(Ordering::SeqCst) {
@@ -383,10 +390,18 @@ impl Shared {
                 return;
             }
         };
-        for job in jobs {
-            let this = self.clone();
-            let usage = usage.get(&job.sources[0].0.customer_id).cloned();
-            tokio::spawn(async move { this.row(job, usage).await });
+        let rows: Vec<_> = jobs
+            .into_iter()
+            .map(|job| {
+                let this = self.clone();
+                // Two rows of one customer (to two ledgers) share its answer.
+                let usage = usage.get(&job.sources[0].0.customer_id).cloned();
+                tokio::spawn(async move { this.row(job, usage).await })
+            })
+            .collect();
+        // The batch's place is freed once its rows are done.
+        for row in rows {
+            let _ = row.await;
         }
     }
 
