@@ -501,9 +501,35 @@ fn three_shards_at_once_sync_every_row_exactly_once_within_the_rate() {
     other.expect(2);
     let message = other.error_message();
     assert!(
-        message.contains("sharded 3 ways (shard 0/3, 1/3, 2/3 ran)"),
+        message.contains("sharded 3 ways (shard 0/3, 1/3, 2/3 ran)")
+            && message.contains("they cover every row"),
         "{message}"
     );
     p.sync(&sync_args(&mapping, &["--shard", "2/3"])).expect(0);
     assert_eq!(p.stripe.events().len(), 30);
+}
+
+/// Shard 0 of 2 ran; then 1 of 3 is started: refused, naming the rows no
+/// shard has covered, the ones shard 1 of 2 would take.
+#[test]
+fn a_shard_of_another_count_is_refused_naming_the_rows_left_uncovered() {
+    let (p, mapping) = customers(12, "reshard");
+    let first = p.sync(&sync_args(&mapping, &["--shard", "0/2"]));
+    first.expect(0);
+    let done = lines(&first).last().unwrap()["summary"]["recorded"]
+        .as_u64()
+        .unwrap();
+    let refused = p.sync(&sync_args(&mapping, &["--shard", "1/3"]));
+    refused.expect(2);
+    let message = refused.error_message();
+    let left = 12 - done;
+    assert!(
+        message.contains(&format!("{left} row(s) no shard has covered yet")),
+        "{message}"
+    );
+    assert_eq!(
+        p.stripe.events().len() as u64,
+        done,
+        "the refused shard wrote nothing"
+    );
 }

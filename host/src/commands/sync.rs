@@ -248,7 +248,14 @@ impl SyncArgs {
                     let prefix = format!("{}.{true_up_day}shard-", journal_stem(&self.mapping));
                     let tail =
                         format!(".{}-{}.jsonl", file_safe(&start_time), file_safe(&end_time));
-                    agree_on_shards(&path, &prefix, &tail, shard)?;
+                    agree_on_shards(&path, &prefix, &tail, shard, || {
+                        crate::mapping::read_mapping(
+                            &self.mapping,
+                            self.meter_api_name.as_deref(),
+                            self.stripe_event_name.as_deref(),
+                        )
+                        .unwrap_or_default()
+                    })?;
                 }
                 path
             }
@@ -270,12 +277,14 @@ impl SyncArgs {
 /// Refuses shard `shard` of a window whose journals show shards of another
 /// count ran for the same mapping: with `0/2` done, a `2/3` would leave rows
 /// no shard covers. The journals beside `journal` named `PREFIX K-of-M TAIL`
-/// say which ran.
+/// say which ran; the error names the rows none of them covered (`all_rows`
+/// reads the whole mapping, only then).
 fn agree_on_shards(
     journal: &std::path::Path,
     prefix: &str,
     tail: &str,
     shard: crate::mapping::Shard,
+    all_rows: impl FnOnce() -> Vec<crate::mapping::Row>,
 ) -> Result<(), Failure> {
     let Some(dir) = journal.parent() else {
         return Ok(());
@@ -297,16 +306,37 @@ fn agree_on_shards(
     let Some(&(_, count)) = others.first() else {
         return Ok(());
     };
-    let ran: Vec<String> = others
+    let ran: Vec<crate::mapping::Shard> = others
         .iter()
         .filter(|&&(_, m)| m == count)
-        .map(|(k, m)| format!("{k}/{m}"))
+        .map(|&(index, count)| crate::mapping::Shard { index, count })
+        .collect();
+    let uncovered: Vec<usize> = all_rows()
+        .iter()
+        .filter(|row| !ran.iter().any(|s| s.holds(row)))
+        .map(|row| row.line)
+        .collect();
+    let lines: Vec<String> = uncovered.iter().take(10).map(|l| l.to_string()).collect();
+    let gap = match uncovered.len() {
+        0 => "they cover every row".to_string(),
+        n => format!(
+            "{n} row(s) no shard has covered yet (line {}{})",
+            lines.join(", "),
+            match n > lines.len() {
+                true => format!(" and {} more", n - lines.len()),
+                false => String::new(),
+            }
+        ),
+    };
+    let names: Vec<String> = ran
+        .iter()
+        .map(|s| format!("{}/{}", s.index, s.count))
         .collect();
     Err(Failure::BadInput(format!(
-        "--shard {}/{}: this window of this mapping was sharded {count} ways (shard {} ran), and shards of different counts leave rows that no shard covers; run the remaining shards of {count} (--shard K/{count}), or remove those journals to reshard the window",
+        "--shard {}/{}: this window of this mapping was sharded {count} ways (shard {} ran), and shards of different counts leave rows that no shard covers; {gap}. Run the remaining shards of {count} (--shard K/{count}), or remove those journals to reshard the window",
         shard.index,
         shard.count,
-        ran.join(", ")
+        names.join(", "),
     )))
 }
 
