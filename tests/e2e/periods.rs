@@ -648,6 +648,44 @@ fn a_true_up_of_a_final_period_carries_the_correction_and_late_usage_tops_it_up(
     plain.extend(["--true-up", "--settle-hours", "0"].map(String::from));
     let out = p.run_elsewhere(&plain).expect(0).json();
     assert!(out.get("unbilled").is_none(), "{out}");
+    // The meter's reconciliation: D is short by what was carried out of it
+    // and the renewal day over by what sits there, unless told of the carry.
+    let reconcile = |carry: bool| {
+        let mut args: Vec<String> = [
+            "--customer-id",
+            "acme",
+            "--stripe-customer",
+            "cus_Acme",
+            "--meter-api-name",
+            "api-calls",
+            "--stripe-event-name",
+            "api_calls",
+            "--settle-hours",
+            "0",
+            "--start-time",
+            &day.0.to_string(),
+            "--end-time",
+            &days_ago(2).1.to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        if carry {
+            args.extend(["--late-usage", "carry"].map(String::from));
+        }
+        let run = p.reconcile(&args);
+        let statuses: Vec<String> = run
+            .stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|c| c["status"].as_str().map(String::from))
+            .collect();
+        (run.code, statuses)
+    };
+    assert_eq!(
+        reconcile(false),
+        (UNBILLED, vec!["under".into(), "over".into()])
+    );
+    assert_eq!(reconcile(true), (0, vec!["match".into(), "match".into()]));
 }
 
 #[test]

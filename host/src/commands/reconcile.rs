@@ -5,7 +5,9 @@
 pub(crate) mod compare;
 pub(crate) mod invoices;
 
-use super::flags::{EndpointArgs, FanOutArgs, SandboxArgs, WindowArgs, WorkflowSettings};
+use super::flags::{
+    EndpointArgs, FanOutArgs, LateUsage, SandboxArgs, WindowArgs, WorkflowSettings,
+};
 use crate::bindings::Options;
 use crate::mapping::Row;
 use crate::metrics::Tally;
@@ -53,6 +55,11 @@ pub(crate) struct ReconcileArgs {
     /// the meter's summaries per interval. Amberflo is read by hour.
     #[arg(long)]
     pub(crate) invoices: bool,
+    /// `carry` when the nightly job runs with --late-usage carry: each day counts
+    /// what was carried out of it, and not what was carried into it (--interval
+    /// day; costs a subscriptions read per row, and the carry minutes' reads).
+    #[arg(long, value_enum, default_value_t = LateUsage::Report, value_name = "WHAT")]
+    pub(crate) late_usage: LateUsage,
     /// Differences up to this many billed units are a match.
     #[arg(long, default_value = "0", value_name = "UNITS")]
     pub(crate) tolerance: String,
@@ -107,6 +114,12 @@ impl ReconcileArgs {
             ));
         }
         let mut options = self.settings.apply(default_options())?;
+        options.carry_late_usage = self.late_usage == LateUsage::Carry;
+        if options.carry_late_usage && !self.invoices && self.settings.interval != Interval::Day {
+            return Err(Failure::BadInput(
+                "--late-usage carry is counted per UTC day: --interval day".into(),
+            ));
+        }
         if self.invoices {
             // A renewal's hour is where a run cuts the day.
             options.interval = crate::bindings::Interval::Hour;

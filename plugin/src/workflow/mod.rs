@@ -7,8 +7,8 @@
 use crate::credentials::Needed;
 use crate::decimal::Decimal;
 use crate::exports::usage_sync::workflow::workflow::{
-    CustomerUsage, Endpoints, Inputs, InvoiceCheck, InvoiceReconciliation, LedgerMark, Meter,
-    Options, Outputs, Reconciliation, Source as WitSource, Step, StripeRead, UsageQuery,
+    CustomerUsage, Endpoints, Inputs, Interval, InvoiceCheck, InvoiceReconciliation, LedgerMark,
+    Meter, Options, Outputs, Reconciliation, Source as WitSource, Step, StripeRead, UsageQuery,
     WorkflowError,
 };
 use crate::inputs::{self, Plan, Window};
@@ -17,7 +17,9 @@ use crate::{amberflo, credentials, reconcile, time};
 use ambient::now;
 use calls::query_amberflo;
 use failure::step_failed;
-use ledger::{Source, carried_through, read_invoice_lines, read_summaries, record_all};
+use ledger::{
+    Source, carried_by_day, carried_through, read_invoice_lines, read_summaries, record_all,
+};
 use std::time::Duration;
 use usage_sync_report::defaults::MAX_CUSTOMERS_PER_QUERY;
 use values::expected;
@@ -179,7 +181,7 @@ pub fn reconcile(
     let scale = inputs::scale(&options).map_err(invalid)?;
     let expected = expected(&totals, scale, options.rounding).map_err(invalid)?;
     let mut reads = Vec::new();
-    let held = read_summaries(
+    let mut held = read_summaries(
         endpoints,
         options.interval,
         &plan,
@@ -188,6 +190,23 @@ pub fn reconcile(
         &retry,
         &mut reads,
     )?;
+    // Carried usage counts for the day it came out of, not the day it sits in.
+    if options.carry_late_usage && options.interval == Interval::Day {
+        let carried = carried_by_day(
+            endpoints,
+            &plan,
+            &meter,
+            &retry,
+            &plan.intervals,
+            &mut reads,
+        )?;
+        for (day, (into, out_of)) in carried {
+            if let Some((_, value)) = held.get_mut(&day) {
+                let as_f64 = |d: Decimal| d.to_string().parse::<f64>().unwrap_or(0.0);
+                *value += as_f64(out_of) - as_f64(into);
+            }
+        }
+    }
     let rules = reconcile::Rules {
         now: now(),
         settle_secs: i64::from(options.settle_hours) * 3600,

@@ -122,6 +122,19 @@ impl Carried {
             .fold(Decimal::ZERO, |sum, v| sum.checked_add(*v).unwrap_or(sum))
     }
 
+    /// What was carried into `day` (the carry ranges that start in it).
+    pub fn carried_into_day(&self, day: Window) -> Decimal {
+        let mut sum = Decimal::ZERO;
+        for (start, values) in &self.into {
+            for (range, value) in carry::ranges(*start).into_iter().zip(values) {
+                if day.start <= range.start && range.start < day.end {
+                    sum = sum.checked_add(*value).unwrap_or(sum);
+                }
+            }
+        }
+        sum
+    }
+
     /// Takes the carries out of the days that hold them: what remains is the
     /// ledger's own.
     pub fn subtract(&self, days: &[Window], held: &mut [Held]) {

@@ -810,6 +810,50 @@ pub(in crate::workflow) fn carried_through(
     Ok(out)
 }
 
+/// What was carried into and out of each UTC day of `days` (reconcile with
+/// `--late-usage carry`): `day start -> (into, out of)`. Reads the customer's
+/// periods, then the carry minutes as a run does.
+pub(in crate::workflow) fn carried_by_day(
+    endpoints: &Endpoints,
+    plan: &Plan,
+    meter: &Meter,
+    retry: &retry::Policy,
+    days: &[Window],
+    reads: &mut Vec<StripeRead>,
+) -> Result<BTreeMap<i64, (Decimal, Decimal)>, WorkflowError> {
+    let (Some(first), Some(last)) = (days.first(), days.last()) else {
+        return Ok(BTreeMap::new());
+    };
+    let now = now();
+    let periods = periods::read_periods(endpoints, plan, meter, retry, now, reads)?;
+    let reader = carried::Reader {
+        endpoints,
+        plan,
+        meter,
+        retry,
+    };
+    let reach = Window {
+        start: first.start,
+        end: last.end,
+    };
+    let carried = carried::Carried::read(&reader, &periods, reach, true, now, reads)?;
+    let mut out = BTreeMap::new();
+    for day in days {
+        let into = carried.carried_into_day(*day);
+        // The day's origins: from its start, and from each renewal inside it.
+        let mut out_of = carried.out_of(&reader, day.start, reads)?;
+        for b in periods.boundaries(*day) {
+            let origin = b.div_euclid(3600) * 3600;
+            if origin > day.start {
+                let v = carried.out_of(&reader, origin, reads)?;
+                out_of = out_of.checked_add(v).unwrap_or(out_of);
+            }
+        }
+        out.insert(day.start, (into, out_of));
+    }
+    Ok(out)
+}
+
 /// Reconcile's read: what Stripe holds for each interval (keyed by its
 /// start: its end and the value), one paginated call. An interval Stripe
 /// lists no summary for holds nothing.
