@@ -202,8 +202,7 @@ pub fn reconcile(
         )?;
         for (day, (into, out_of)) in carried {
             if let Some((_, value)) = held.get_mut(&day) {
-                let as_f64 = |d: Decimal| d.to_string().parse::<f64>().unwrap_or(0.0);
-                *value += as_f64(out_of) - as_f64(into);
+                *value += out_of.to_f64() - into.to_f64();
             }
         }
     }

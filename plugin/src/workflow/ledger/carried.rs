@@ -12,6 +12,7 @@ use crate::exports::usage_sync::workflow::workflow::{
     Endpoints, Meter, Step, StripeRead, WorkflowError,
 };
 use crate::inputs::{Plan, Window};
+use crate::time::DAY;
 use crate::{reconcile, retry};
 
 /// The carry ranges that hold anything, per period start.
@@ -113,6 +114,41 @@ impl Carried {
         Ok(Carried { into })
     }
 
+    /// What was carried out of `span` (a billing period, or a UTC day cut
+    /// at `renewals`): out of each origin a run carries from, the span's
+    /// start (from its hour), each midnight inside it, and each renewal
+    /// inside it (from its hour).
+    pub fn out_of_span(
+        &self,
+        reader: &Reader,
+        span: Window,
+        renewals: &[i64],
+        reads: &mut Vec<StripeRead>,
+    ) -> Result<Decimal, WorkflowError> {
+        let hour = |t: i64| t.div_euclid(3600) * 3600;
+        let (first, last) = (hour(span.start), hour(span.end));
+        let midnights = (first.div_euclid(DAY) + 1..)
+            .map(|d| d * DAY)
+            .take_while(|&t| t < last);
+        let renewals = renewals
+            .iter()
+            .map(|&b| hour(b))
+            .filter(|&t| first < t && t < last);
+        let mut origins: Vec<i64> = std::iter::once(first)
+            .filter(|&t| t < last)
+            .chain(midnights)
+            .chain(renewals)
+            .collect();
+        origins.sort_unstable();
+        origins.dedup();
+        let mut sum = Decimal::ZERO;
+        for origin in origins {
+            let v = self.out_of(reader, origin, reads)?;
+            sum = sum.checked_add(v).unwrap_or(sum);
+        }
+        Ok(sum)
+    }
+
     /// What was carried into the period starting at `start`.
     pub fn carried_into(&self, start: i64) -> Decimal {
         self.into
@@ -162,7 +198,7 @@ impl Carried {
         origin: i64,
         reads: &mut Vec<StripeRead>,
     ) -> Result<Decimal, WorkflowError> {
-        let half = usize::from(origin.rem_euclid(crate::time::DAY) != 0);
+        let half = usize::from(origin.rem_euclid(DAY) != 0);
         let mut sum = Decimal::ZERO;
         for (start, values) in &self.into {
             let Some(slot) = carry::slot(*start, origin) else {

@@ -796,16 +796,7 @@ pub(in crate::workflow) fn carried_through(
     let mut out = Vec::with_capacity(periods.len());
     for period in periods {
         let into = carried.carried_into(period.start);
-        // The origins a run would carry out of it: its UTC days, the first
-        // from the hour holding its start, the last up to its end's hour.
-        let mut out_of = Decimal::ZERO;
-        let mut origin = period.start.div_euclid(3600) * 3600;
-        while origin < period.end.div_euclid(3600) * 3600 {
-            let v = carried.out_of(&reader, origin, reads)?;
-            out_of = out_of.checked_add(v).unwrap_or(out_of);
-            origin = (origin.div_euclid(DAY) + 1) * DAY;
-        }
-        out.push((into, out_of));
+        out.push((into, carried.out_of_span(&reader, *period, &[], reads)?));
     }
     Ok(out)
 }
@@ -840,15 +831,7 @@ pub(in crate::workflow) fn carried_by_day(
     let mut out = BTreeMap::new();
     for day in days {
         let into = carried.carried_into_day(*day);
-        // The day's origins: from its start, and from each renewal inside it.
-        let mut out_of = carried.out_of(&reader, day.start, reads)?;
-        for b in periods.boundaries(*day) {
-            let origin = b.div_euclid(3600) * 3600;
-            if origin > day.start {
-                let v = carried.out_of(&reader, origin, reads)?;
-                out_of = out_of.checked_add(v).unwrap_or(out_of);
-            }
-        }
+        let out_of = carried.out_of_span(&reader, *day, &periods.boundaries(*day), reads)?;
         out.insert(day.start, (into, out_of));
     }
     Ok(out)
@@ -875,40 +858,16 @@ pub(in crate::workflow) fn read_summaries(
     };
     let mut held: HashMap<i64, (i64, f64)> =
         intervals.iter().map(|p| (p.start, (p.end, 0.0))).collect();
-    let buckets = match interval {
-        Interval::Day => read_buckets(
-            endpoints,
-            plan,
-            meter,
-            range,
-            Some(("day", DAY)),
-            retry,
-            reads,
-        )?,
-        Interval::Hour => read_buckets(
-            endpoints,
-            plan,
-            meter,
-            range,
-            Some(("hour", 3600)),
-            retry,
-            reads,
-        )?,
-        // One interval, the whole window: hours summed.
-        Interval::Window => {
-            let hours = read_buckets(
-                endpoints,
-                plan,
-                meter,
-                range,
-                Some(("hour", 3600)),
-                retry,
-                reads,
-            )?;
-            let sum = hours.iter().map(|b| b.2).sum();
-            vec![(range.start, range.end, sum)]
-        }
+    let grouping = match interval {
+        Interval::Day => ("day", DAY),
+        Interval::Hour | Interval::Window => ("hour", 3600),
     };
+    let mut buckets = read_buckets(endpoints, plan, meter, range, Some(grouping), retry, reads)?;
+    if interval == Interval::Window {
+        // One interval, the whole window: hours summed.
+        let sum = buckets.iter().map(|b| b.2).sum();
+        buckets = vec![(range.start, range.end, sum)];
+    }
     for (start, end, value) in buckets {
         if let Some((e, v)) = held.get_mut(&start)
             && *e == end
