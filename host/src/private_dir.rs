@@ -29,6 +29,59 @@ impl Purpose {
     };
 }
 
+/// Why a directory cannot be used.
+#[derive(Debug)]
+pub enum Unusable {
+    /// It is missing and cannot be created, or cannot be read.
+    Unavailable(String),
+    /// It exists and another user owns it or may write it, or it is no
+    /// directory.
+    Refused(String),
+}
+
+/// The directory at `path` for `purpose`: created (with missing parents)
+/// `0700` when missing, then checked. The path returned has its symlinks
+/// resolved: a link swapped after the check cannot redirect a caller to a
+/// directory that was not checked.
+pub fn open(path: &Path, purpose: &Purpose) -> Result<std::path::PathBuf, Unusable> {
+    let Purpose {
+        name, elsewhere, ..
+    } = purpose;
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create(path).map_err(|e| {
+            Unusable::Unavailable(format!(
+                "cannot create {name} {}: {e}; create it yourself (mkdir -m 700 -p DIR). {elsewhere}",
+                path.display()
+            ))
+        })?,
+        Err(e) => {
+            return Err(Unusable::Unavailable(format!(
+                "cannot read {name} {}: {e}",
+                path.display()
+            )));
+        }
+        Ok(_) => {}
+    }
+    let real = std::fs::canonicalize(path).map_err(|e| {
+        Unusable::Unavailable(format!("cannot resolve {name} {}: {e}", path.display()))
+    })?;
+    let meta = std::fs::symlink_metadata(&real).map_err(|e| {
+        Unusable::Unavailable(format!("cannot read {name} {}: {e}", path.display()))
+    })?;
+    let shown = if real == path {
+        path.display().to_string()
+    } else {
+        format!("{} (-> {})", path.display(), real.display())
+    };
+    if !meta.is_dir() {
+        return Err(Unusable::Refused(format!(
+            "{name} {shown} exists and is not a directory: move it away. {elsewhere}"
+        )));
+    }
+    check(&meta, &real, purpose, &shown).map_err(Unusable::Refused)?;
+    Ok(real)
+}
+
 /// Creates `path` (and missing parents) with mode 0700.
 pub fn create(path: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();

@@ -72,12 +72,17 @@ pub(crate) struct Closing {
 }
 
 impl SyncArgs {
+    /// The shard this run takes: `--shard`, else the Indexed Job's.
+    fn shard(&self) -> Result<Option<crate::mapping::Shard>, String> {
+        match &self.shard {
+            Some(text) => crate::mapping::Shard::parse(text).map(Some),
+            None => crate::mapping::Shard::from_env(),
+        }
+    }
+
     /// The shard this run takes, as `K/N`, when it is one (for the metrics).
     pub(crate) fn shard_name(&self) -> Option<String> {
-        let shard = match &self.shard {
-            Some(text) => crate::mapping::Shard::parse(text).ok(),
-            None => crate::mapping::Shard::from_env().ok().flatten(),
-        }?;
+        let shard = self.shard().ok().flatten()?;
         Some(format!("{}/{}", shard.index, shard.count))
     }
 
@@ -145,10 +150,7 @@ impl SyncArgs {
             )));
         }
         self.fan_out.check()?;
-        let shard = match &self.shard {
-            Some(text) => Some(crate::mapping::Shard::parse(text).map_err(Failure::BadInput)?),
-            None => crate::mapping::Shard::from_env().map_err(Failure::BadInput)?,
-        };
+        let shard = self.shard().map_err(Failure::BadInput)?;
         // A shard holds only its own rows.
         let mut rows = crate::mapping::read_mapping_kept(
             &self.mapping,

@@ -39,26 +39,12 @@ pub fn default_dir() -> Option<PathBuf> {
 /// refused when it exists and another user owns it or group or others may
 /// write it, where a planted file would run as this user's code.
 pub fn open_dir(dir: &Path) -> Result<Option<PathBuf>, String> {
-    use crate::private_dir::{self, Purpose};
-    match std::fs::symlink_metadata(dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(private_dir::create(dir).ok().map(|()| dir.to_path_buf()));
-        }
-        Err(_) => return Ok(None),
-        Ok(_) => {}
+    use crate::private_dir::{Purpose, Unusable};
+    match crate::private_dir::open(dir, &Purpose::CACHE) {
+        Ok(real) => Ok(Some(real)),
+        Err(Unusable::Unavailable(_)) => Ok(None),
+        Err(Unusable::Refused(e)) => Err(e),
     }
-    let real = std::fs::canonicalize(dir)
-        .map_err(|e| format!("cannot resolve the cache directory {}: {e}", dir.display()))?;
-    let meta = std::fs::metadata(&real)
-        .map_err(|e| format!("cannot read the cache directory {}: {e}", dir.display()))?;
-    if !meta.is_dir() {
-        return Err(format!(
-            "the cache directory {} is not a directory",
-            dir.display()
-        ));
-    }
-    private_dir::check(&meta, &real, &Purpose::CACHE, &dir.display().to_string())?;
-    Ok(Some(real))
 }
 
 /// Whether the file at `path` may be loaded as code: a regular file (not a

@@ -38,42 +38,11 @@ impl StateDir {
     /// owned by this process's effective uid and not writable by group or
     /// others.
     pub fn open(path: &Path) -> Result<StateDir, String> {
-        match std::fs::symlink_metadata(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => crate::private_dir::create(path)
-                .map_err(|e| {
-                    format!(
-                        "cannot create the state directory {}: {e}; create it yourself \
-                         (mkdir -m 700 -p DIR) or pass --state-dir with another directory",
-                        path.display()
-                    )
-                })?,
-            Err(e) => {
-                return Err(format!(
-                    "cannot read the state directory {}: {e}",
-                    path.display()
-                ));
-            }
-            Ok(_) => {}
+        use crate::private_dir::Unusable;
+        match crate::private_dir::open(path, &Purpose::STATE) {
+            Ok(real) => Ok(StateDir { path: real }),
+            Err(Unusable::Unavailable(e) | Unusable::Refused(e)) => Err(e),
         }
-        // Check and then use the resolved path: a symlink swapped after the
-        // check cannot redirect us to a directory we did not check.
-        let real = std::fs::canonicalize(path)
-            .map_err(|e| format!("cannot resolve the state directory {}: {e}", path.display()))?;
-        let meta = std::fs::symlink_metadata(&real)
-            .map_err(|e| format!("cannot read the state directory {}: {e}", path.display()))?;
-        let shown = if real == path {
-            path.display().to_string()
-        } else {
-            format!("{} (-> {})", path.display(), real.display())
-        };
-        if !meta.is_dir() {
-            return Err(format!(
-                "the state directory {shown} exists and is not a directory: \
-                 move it away, or pass --state-dir with a directory of your own"
-            ));
-        }
-        crate::private_dir::check(&meta, &real, &Purpose::STATE, &shown)?;
-        Ok(StateDir { path: real })
     }
 
     /// The directory (symlinks resolved).

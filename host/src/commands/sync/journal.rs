@@ -53,17 +53,12 @@ pub fn open_journal(
             // A line cut short by a crash is not done: its row runs again
             // (the ledger makes that harmless); said, and never glued to the
             // next line appended.
-            let torn = lines
-                .clone()
-                .filter(|l| serde_json::from_str::<Value>(l).is_err())
-                .count();
-            if torn > 0 {
-                tracing::info!(
-                    "sync: the journal {} has {torn} torn line(s), skipped: their rows run again",
-                    path.display()
-                );
-            }
-            for entry in lines.filter_map(|l| serde_json::from_str::<Value>(l).ok()) {
+            let mut torn = 0;
+            for line in lines {
+                let Ok(entry) = serde_json::from_str::<Value>(line) else {
+                    torn += 1;
+                    continue;
+                };
                 if matches!(
                     entry["status"].as_str(),
                     Some("recorded" | "already-recorded")
@@ -75,6 +70,12 @@ pub fn open_journal(
                         text("stripeEventName"),
                     ));
                 }
+            }
+            if torn > 0 {
+                tracing::info!(
+                    "sync: the journal {} has {torn} torn line(s), skipped: their rows run again",
+                    path.display()
+                );
             }
             let mut file = std::fs::OpenOptions::new()
                 .append(true)
