@@ -17,13 +17,15 @@ const HOSTS: [&str; 2] = ["https://app.amberflo.io", "https://api.stripe.com"];
 const SPIN: &str = env!("USAGE_SYNC_SPIN_COMPONENT");
 const WASMCLOUD: &str = env!("USAGE_SYNC_WASMCLOUD_COMPONENT");
 
-fn deploy(path: &str) -> PathBuf {
+/// A file of `deploy/`.
+pub(crate) fn deploy(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../deploy")
         .join(path)
 }
 
-fn yaml(path: &str) -> Value {
+/// A YAML file of `deploy/`, parsed.
+pub(crate) fn yaml(path: &str) -> Value {
     let text = std::fs::read_to_string(deploy(path)).unwrap();
     serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }

@@ -124,16 +124,7 @@ fn mapping(name: &str, rows: &[(&str, &str)]) -> PathBuf {
 }
 
 fn sync_args(mapping: &std::path::Path, (start, end): (i64, i64), extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "--mapping",
-        mapping.to_str().unwrap(),
-        "--meter-api-name",
-        "api-calls",
-        "--stripe-event-name",
-        "api_calls",
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut args = mapping_args(mapping, &[]);
     args.extend(window_args(start, end));
     args.extend(extra.iter().map(|a| a.to_string()));
     args

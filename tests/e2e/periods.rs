@@ -264,15 +264,7 @@ fn a_nightly_sync_reads_subscriptions_once_per_customer_and_invoices_only_on_ren
         });
     }
     let mapping = write_mapping("periods-nightly", 10);
-    p.sync(&[
-        "--mapping",
-        mapping.to_str().unwrap(),
-        "--meter-api-name",
-        "api-calls",
-        "--stripe-event-name",
-        "api_calls",
-    ])
-    .expect(0);
+    p.sync(&mapping_args(&mapping, &[])).expect(0);
     assert_eq!(reads_of(&p, "/v1/subscriptions"), 10);
     assert_eq!(reads_of(&p, "/v1/invoices"), 1);
     // Customer 0's day is cut at its renewal: two events, the second of 0.
@@ -310,20 +302,7 @@ fn close_periods_puts_the_last_piece_of_a_period_on_its_draft_invoice() {
         "customerId,stripeCustomer\nacme,cus_Acme\nother,cus_Other\n",
     )
     .unwrap();
-    let args = |extra: &[&str]| {
-        let mut args: Vec<String> = [
-            "--mapping",
-            mapping.to_str().unwrap(),
-            "--meter-api-name",
-            "api-calls",
-            "--stripe-event-name",
-            "api_calls",
-        ]
-        .map(String::from)
-        .to_vec();
-        args.extend(extra.iter().map(|a| a.to_string()));
-        args
-    };
+    let args = |extra: &[&str]| mapping_args(&mapping, extra);
     // A sync records each ledger's current period end in the state directory.
     let night = days_ago(5);
     let window = window_args(night.0, night.1);
@@ -421,17 +400,10 @@ fn reconcile_invoices_finds_an_invoice_that_froze_before_the_usage_arrived() {
     )
     .unwrap();
     let html = dir.join("invoices.html");
-    let run = p.reconcile(&[
-        "--mapping",
-        mapping.to_str().unwrap(),
-        "--meter-api-name",
-        "api-calls",
-        "--stripe-event-name",
-        "api_calls",
-        "--invoices",
-        "--html",
-        html.to_str().unwrap(),
-    ]);
+    let run = p.reconcile(&mapping_args(
+        &mapping,
+        &["--invoices", "--html", html.to_str().unwrap()],
+    ));
     run.expect(UNBILLED);
     let lines: Vec<Value> = run
         .stdout
@@ -461,17 +433,7 @@ fn reconcile_invoices_finds_an_invoice_that_froze_before_the_usage_arrived() {
     );
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("<td>under"), "{page}");
-    let csv = p.reconcile(&[
-        "--mapping",
-        mapping.to_str().unwrap(),
-        "--meter-api-name",
-        "api-calls",
-        "--stripe-event-name",
-        "api_calls",
-        "--invoices",
-        "--format",
-        "csv",
-    ]);
+    let csv = p.reconcile(&mapping_args(&mapping, &["--invoices", "--format", "csv"]));
     csv.expect(UNBILLED);
     let rows: Vec<&str> = csv.stdout.lines().collect();
     assert_eq!(
@@ -583,15 +545,7 @@ fn a_renewal_inside_the_day_with_the_previous_invoice_final_carries_its_part_int
     std::fs::create_dir_all(&dir).unwrap();
     let mapping = dir.join("mapping.csv");
     std::fs::write(&mapping, "customerId,stripeCustomer\nacme,cus_Acme\n").unwrap();
-    let run = p.reconcile(&[
-        "--mapping",
-        mapping.to_str().unwrap(),
-        "--meter-api-name",
-        "api-calls",
-        "--stripe-event-name",
-        "api_calls",
-        "--invoices",
-    ]);
+    let run = p.reconcile(&mapping_args(&mapping, &["--invoices"]));
     let line: Value = serde_json::from_str(run.expect(0).stdout.lines().next().unwrap()).unwrap();
     assert_eq!(line["periodEnd"], renewal, "{line}");
     assert_eq!(

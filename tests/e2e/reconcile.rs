@@ -132,16 +132,7 @@ fn reconcile_over_1000_customers_and_35_days_finds_exactly_the_planted_drift() {
     let planted = plant_drift(&p);
     let mapping = mapping("thousand", 1000);
     let started = std::time::Instant::now();
-    let run = p.reconcile(&[
-        "--mapping",
-        mapping.to_str().unwrap(),
-        "--meter-api-name",
-        "api-calls",
-        "--stripe-event-name",
-        "api_calls",
-        "--concurrency",
-        "16",
-    ]);
+    let run = p.reconcile(&mapping_args(&mapping, &["--concurrency", "16"]));
     eprintln!("reconcile of 1000 x 35 cells in {:?}", started.elapsed());
     run.expect(5);
     let out = lines(&run);
@@ -184,18 +175,10 @@ fn csv_and_html_carry_the_planted_cells() {
     let planted = plant_drift(&p);
     let mapping = mapping("formats", 10);
     let html = mapping.with_file_name("report.html");
-    let run = p.reconcile(&[
-        "--mapping",
-        mapping.to_str().unwrap(),
-        "--meter-api-name",
-        "api-calls",
-        "--stripe-event-name",
-        "api_calls",
-        "--format",
-        "csv",
-        "--html",
-        html.to_str().unwrap(),
-    ]);
+    let run = p.reconcile(&mapping_args(
+        &mapping,
+        &["--format", "csv", "--html", html.to_str().unwrap()],
+    ));
     run.expect(5);
     let mut reader = csv::Reader::from_reader(run.stdout.as_bytes());
     let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();

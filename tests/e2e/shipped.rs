@@ -6,6 +6,7 @@
 //! it. The files are also checked offline by `systemd-analyze verify` and
 //! `kubernetes-validate --strict` (the Kubernetes schemas it carries).
 
+use crate::deploy::{deploy, yaml};
 use crate::support::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -18,17 +19,6 @@ const CUSTOMERS: [(&str, &str); 3] = [
     ("bravo", "cus_Bravo"),
     ("charlie", "cus_Charlie"),
 ];
-
-fn deploy(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../deploy")
-        .join(path)
-}
-
-fn yaml(path: &str) -> Value {
-    let text = std::fs::read_to_string(deploy(path)).unwrap();
-    serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
 
 /// Customer `i`'s usage on the day starting at `start`.
 fn measured(i: usize, start: i64) -> i64 {
@@ -282,32 +272,30 @@ fn two_nights(p: &Providers, site: &Site, lines: &[Line]) {
             assert_eq!(code, 0, "night {}: {}: {stderr}", night + 1, line.what);
         }
         // Yesterday, as the night saw it.
-        let (start, end) = days_ago(1 - night);
-        for (i, (_, stripe)) in CUSTOMERS.iter().enumerate() {
-            let billed = p.stripe.billed("api_calls", stripe, start, end);
-            assert_eq!(
-                billed,
-                measured(i, start) as f64,
-                "night {}: {stripe}",
-                night + 1
-            );
-        }
+        assert_billed_once(p, days_ago(1 - night), &format!("night {}", night + 1));
     }
     assert_eq!(
         listing(&site.mapping),
         before,
         "nothing written beside the mapping"
     );
-    // And the true-up's 35 to 3 days back, each billed once.
+}
+
+/// Every customer's usage on `day`, billed exactly once.
+fn assert_billed_once(p: &Providers, (start, end): (i64, i64), when: &str) {
+    for (i, (_, stripe)) in CUSTOMERS.iter().enumerate() {
+        assert_eq!(
+            p.stripe.billed("api_calls", stripe, start, end),
+            measured(i, start) as f64,
+            "{when}: {stripe}"
+        );
+    }
+}
+
+/// The true-up's days (35 to 3 back, over both nights), each billed once.
+fn assert_true_up_billed_once(p: &Providers) {
     for n in 3..=35 {
-        let (start, end) = days_ago(n);
-        for (i, (_, stripe)) in CUSTOMERS.iter().enumerate() {
-            assert_eq!(
-                p.stripe.billed("api_calls", stripe, start, end),
-                measured(i, start) as f64,
-                "{stripe}, {n} days back"
-            );
-        }
+        assert_billed_once(p, days_ago(n), &format!("{n} days back"));
     }
 }
 
@@ -334,6 +322,7 @@ fn the_systemd_units_run_two_nights_in_a_row() {
     lines.extend(systemd(&site, "usage-sync-close-periods.service"));
     assert_eq!(lines.len(), 3, "sync, its true-up, close-periods");
     two_nights(&p, &site, &lines);
+    assert_true_up_billed_once(&p);
     assert_metrics(
         &site.volume.join("usage-sync"),
         &[
@@ -353,6 +342,7 @@ fn the_kubernetes_cronjobs_run_two_nights_in_a_row() {
         kubernetes(&site, "kubernetes/close-periods-cronjob.yaml", None),
     ];
     two_nights(&p, &site, &lines);
+    assert_true_up_billed_once(&p);
     assert_metrics(
         &site.volume,
         &[
@@ -374,26 +364,7 @@ fn the_kubernetes_indexed_job_runs_every_shard_two_nights_in_a_row() {
         .map(|i| kubernetes(&site, "kubernetes/indexed-job.yaml", Some(i)))
         .collect();
     // The indexed job bills yesterday only; its true-up is cronjob.yaml's.
-    let before = listing(&site.mapping);
-    for night in 0..2 {
-        if night == 1 {
-            p.stripe.shift_clock(DAY);
-        }
-        for line in &lines {
-            let (code, stderr) = run(&p, line, night);
-            assert_eq!(code, 0, "night {}: {}: {stderr}", night + 1, line.what);
-        }
-        let (start, end) = days_ago(1 - night);
-        for (i, (_, stripe)) in CUSTOMERS.iter().enumerate() {
-            assert_eq!(
-                p.stripe.billed("api_calls", stripe, start, end),
-                measured(i, start) as f64,
-                "night {}: {stripe}",
-                night + 1
-            );
-        }
-    }
-    assert_eq!(listing(&site.mapping), before);
+    two_nights(&p, &site, &lines);
     for i in 0..completions {
         let file = format!("usage-sync-shard-{i}.prom");
         let text = std::fs::read_to_string(site.volume.join(&file)).unwrap();

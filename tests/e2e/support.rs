@@ -553,3 +553,20 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// `--mapping MAPPING` with the meter and event the emulators serve
+/// (`api-calls` to `api_calls`), then `extra`.
+pub fn mapping_args(mapping: &std::path::Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--mapping",
+        mapping.to_str().unwrap(),
+        "--meter-api-name",
+        "api-calls",
+        "--stripe-event-name",
+        "api_calls",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}

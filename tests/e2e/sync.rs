@@ -26,20 +26,7 @@ fn customers(n: usize, name: &str) -> (Providers, PathBuf) {
 }
 
 fn sync_args(mapping: &Path, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "--mapping",
-        mapping.to_str().unwrap(),
-        "--meter-api-name",
-        "api-calls",
-        "--stripe-event-name",
-        "api_calls",
-        "--stripe-rate",
-        "2000",
-        "--concurrency",
-        "8",
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut args = mapping_args(mapping, &["--stripe-rate", "2000", "--concurrency", "8"]);
     args.extend(extra.iter().map(|a| a.to_string()));
     args
 }

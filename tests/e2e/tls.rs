@@ -71,20 +71,17 @@ fn sync_runs_over_tls_on_pooled_connections() {
         .collect();
     let p = Providers::over_tls(records, &ca, Presented::Good);
     let mapping = write_mapping("tls-mapping", 50);
-    let run = p.sync(&[
-        "--mapping",
-        mapping.to_str().unwrap(),
-        "--meter-api-name",
-        "api-calls",
-        "--stripe-event-name",
-        "api_calls",
-        "--stripe-rate",
-        "100000",
-        "--concurrency",
-        "8",
-        "--ca-file",
-        &file,
-    ]);
+    let run = p.sync(&mapping_args(
+        &mapping,
+        &[
+            "--stripe-rate",
+            "100000",
+            "--concurrency",
+            "8",
+            "--ca-file",
+            &file,
+        ],
+    ));
     run.expect(0);
     assert_eq!(p.stripe.events().len(), 50);
     // Keep-alive connections pooled per origin: about one handshake per row
