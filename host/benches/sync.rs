@@ -122,6 +122,42 @@ fn sync_rows(rows: usize, concurrency: usize, batch: usize) -> (f64, u64) {
     (rows as f64 / elapsed.as_secs_f64(), peak)
 }
 
+/// Two nights of `sync` over `rows` rows with one state directory (the
+/// second reads the history and recent writes of the first): rows per
+/// second and peak RSS (KiB) of each.
+fn two_nights(rows: usize) -> [(f64, u64); 2] {
+    let (start, end) = yesterday();
+    let records = (0..rows)
+        .flat_map(|i| {
+            [start - DAY, start].map(|day| UsageRecord {
+                customer_id: format!("cust-{i}"),
+                meter_api_name: "api-calls".into(),
+                time: day + 60,
+                value: 1.0,
+            })
+        })
+        .collect();
+    let stripe = Stripe::start(STRIPE_KEY).unwrap();
+    stripe.add_meter(MeterSpec::sum("api_calls"));
+    let amberflo = Amberflo::start(AMBERFLO_KEY, records).unwrap();
+    let dir = mapping_dir(rows);
+    let state = state_dir();
+    let nights = [(start - DAY, start), (start, end)].map(|(from, to)| {
+        let window = [
+            "--start-time".to_string(),
+            from.to_string(),
+            "--end-time".into(),
+            to.to_string(),
+        ];
+        let (elapsed, peak) = sync_in(&state, &amberflo, &stripe, &dir, 64, BATCH, &window);
+        (rows as f64 / elapsed.as_secs_f64(), peak)
+    });
+    assert_eq!(stripe.events().len(), 2 * rows);
+    let _ = std::fs::remove_dir_all(&state);
+    let _ = std::fs::remove_dir_all(&dir);
+    nights
+}
+
 /// A folder with a mapping of `rows` customers, `cust-{i}` to `cus_{i}`.
 fn mapping_dir(rows: usize) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("usage-sync-bench-{}-{rows}", std::process::id()));
@@ -145,13 +181,29 @@ fn sync(
     batch: usize,
     extra: &[String],
 ) -> (Duration, u64) {
+    let state = state_dir();
+    let measured = sync_in(&state, amberflo, stripe, dir, concurrency, batch, extra);
+    // A big sync's state is tens of MB: not left behind.
+    let _ = std::fs::remove_dir_all(&state);
+    measured
+}
+
+/// [`sync`] with the state directory `state`, kept after it.
+fn sync_in(
+    state: &std::path::Path,
+    amberflo: &Amberflo,
+    stripe: &Stripe,
+    dir: &std::path::Path,
+    concurrency: usize,
+    batch: usize,
+    extra: &[String],
+) -> (Duration, u64) {
     let mapping = dir.join("mapping.csv");
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         if entry.file_name().to_string_lossy().contains(".journal.") {
             let _ = std::fs::remove_file(entry.path());
         }
     }
-    let state = state_dir();
     let started = Instant::now();
     let mut child = Command::new(BIN)
         .args(["sync", "--mapping", mapping.to_str().unwrap()])
@@ -180,17 +232,14 @@ fn sync(
         .env_clear()
         .env("AMBERFLO_API_KEY", AMBERFLO_KEY)
         .env("STRIPE_API_KEY", STRIPE_KEY)
-        .env("USAGE_SYNC_STATE_DIR", &state)
+        .env("USAGE_SYNC_STATE_DIR", state)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let peak = watch_rss(&mut child);
     assert!(child.wait().unwrap().success());
-    let elapsed = started.elapsed();
-    // A big sync's state is tens of MB: not left behind.
-    let _ = std::fs::remove_dir_all(&state);
-    (elapsed, peak)
+    (started.elapsed(), peak)
 }
 
 /// What a sync asked of each provider.
@@ -620,16 +669,22 @@ fn main() {
     // the same sync of 10,000 rows (USAGE_SYNC_BENCH_ROWS, default 100,000).
     if std::env::args().any(|arg| arg == "memory") {
         let rows = std::env::var("USAGE_SYNC_BENCH_ROWS").map_or(100_000, |n| n.parse().unwrap());
-        let (_, small) = sync_rows(10_000, 64, BATCH);
-        let (per_sec, big) = sync_rows(rows, 64, BATCH);
-        println!("| rows | peak RSS | bytes per row above 10,000 rows | rows/s |");
-        println!("| --- | --- | --- | --- |");
-        // `sync_rows` reports KiB.
-        println!("| 10,000 | {} MiB | | |", small >> 10);
+        let [(_, small), _] = two_nights(10_000);
+        let [(first, big), (second, again)] = two_nights(rows);
         println!(
-            "| {rows} | {} MiB | {} | {per_sec:.0} |",
+            "| rows | night | peak RSS | bytes per row above 10,000 rows (night 1) | rows/s |"
+        );
+        println!("| --- | --- | --- | --- | --- |");
+        // `sync_in` reports KiB.
+        println!("| 10,000 | 1 | {} MiB | | |", small >> 10);
+        println!(
+            "| {rows} | 1 (empty state) | {} MiB | {} | {first:.0} |",
             big >> 10,
             (big.saturating_sub(small) << 10) / (rows.saturating_sub(10_000).max(1) as u64)
+        );
+        println!(
+            "| {rows} | 2 (history and recent writes of night 1) | {} MiB | | {second:.0} |",
+            again >> 10
         );
         let _ = std::fs::remove_dir_all(cache_dir());
         return;

@@ -20,9 +20,6 @@ pub struct Row {
     pub stripe_event_name: String,
 }
 
-/// What makes a row the same row: customer, meter and event name.
-pub type RowKey = (String, String, String);
-
 impl Row {
     /// The workflow's inputs for this row over `[start_time, end_time)`.
     pub fn inputs(&self, start_time: String, end_time: String) -> crate::bindings::Inputs {
@@ -47,15 +44,6 @@ impl Row {
         ] {
             s.shrink_to_fit();
         }
-    }
-
-    /// The row's identity in a mapping and a journal.
-    pub fn key(&self) -> RowKey {
-        (
-            self.customer_id.clone(),
-            self.meter_api_name.clone(),
-            self.stripe_event_name.clone(),
-        )
     }
 }
 
@@ -98,13 +86,7 @@ impl Shard {
     /// Whether `row` belongs to this shard: by its ledger (Stripe customer
     /// and event), so every source of a ledger is synced by one shard.
     pub fn holds(&self, row: &Row) -> bool {
-        use sha2::{Digest, Sha256};
-        let mut hash = Sha256::new();
-        for part in [&row.stripe_customer, &row.stripe_event_name] {
-            hash.update((part.len() as u64).to_be_bytes());
-            hash.update(part.as_bytes());
-        }
-        let digest = hash.finalize();
+        let digest = digest(&[&row.stripe_customer, &row.stripe_event_name]);
         let mut first = [0u8; 8];
         first.copy_from_slice(&digest[..8]);
         u64::from_be_bytes(first) % self.count == self.index
@@ -137,16 +119,22 @@ pub fn read_mapping_kept(
     path: &Path,
     default_meter: Option<&str>,
     default_event: Option<&str>,
-    keep: impl Fn(&Row) -> bool,
+    mut keep: impl FnMut(&Row) -> bool,
 ) -> Result<Vec<Row>, String> {
     let cannot =
         |e: &dyn std::fmt::Display| format!("cannot read the mapping {}: {e}", path.display());
+    // The first few, and how many: a hostile file may be all bad rows.
     let mut errors = Vec::new();
+    let mut more_errors = 0usize;
     let mut rows = Vec::new();
     let mut seen: HashMap<u128, usize> = HashMap::new();
     let mut any = false;
     let mut take = |line: usize, raw: RawRow| {
         any = true;
+        let mut errors = |e: String| match errors.len() < 10 {
+            true => errors.push(e),
+            false => more_errors += 1,
+        };
         let field = |name: &str, value: Option<String>, default: Option<&str>| {
             let value = value
                 .filter(|v| !v.is_empty())
@@ -169,9 +157,9 @@ pub fn read_mapping_kept(
             })
         })();
         match row {
-            Err(e) => errors.push(e),
+            Err(e) => errors(e),
             Ok(row) => match seen.insert(key_digest(&row), line) {
-                Some(first) => errors.push(format!(
+                Some(first) => errors(format!(
                     "line {line}: repeats line {first} (same customerId, meterApiName and stripeEventName)"
                 )),
                 None if keep(&row) => {
@@ -187,14 +175,22 @@ pub fn read_mapping_kept(
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"))
     {
-        let text = std::fs::read_to_string(path).map_err(|e| cannot(&e))?;
+        use std::io::BufRead;
+        let file = std::fs::File::open(path).map_err(|e| cannot(&e))?;
+        let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
         // A byte-order mark, as spreadsheets and Windows editors write one.
-        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-        let raw: Vec<RawRow> = serde_json::from_str(text)
-            .map_err(|e| format!("the mapping {} is not valid: {e}", path.display()))?;
-        for (i, r) in raw.into_iter().enumerate() {
-            take(i + 1, r);
+        if reader
+            .fill_buf()
+            .map_err(|e| cannot(&e))?
+            .starts_with(b"\xef\xbb\xbf")
+        {
+            reader.consume(3);
         }
+        // Streamed, an entry at a time: a million rows are never held as text.
+        let mut json = serde_json::Deserializer::from_reader(reader);
+        serde::de::DeserializeSeed::deserialize(EachRow(&mut take), &mut json)
+            .and_then(|()| json.end())
+            .map_err(|e| format!("the mapping {} is not valid: {e}", path.display()))?;
     } else {
         let file = std::fs::File::open(path).map_err(|e| cannot(&e))?;
         csv_rows(std::io::BufReader::new(file), &mut take)?;
@@ -203,9 +199,8 @@ pub fn read_mapping_kept(
         errors.push("the mapping has no rows".into());
     }
     if !errors.is_empty() {
-        let shown = errors.len().min(10);
-        let more = errors.len() - shown;
-        let mut message = errors[..shown].join("; ");
+        let more = more_errors;
+        let mut message = errors.join("; ");
         if more > 0 {
             message.push_str(&format!("; and {more} more"));
         }
@@ -217,22 +212,56 @@ pub fn read_mapping_kept(
     Ok(rows)
 }
 
+/// A JSON array's entries, each to the function as it is parsed, with its
+/// 1-based number.
+struct EachRow<'a, F>(&'a mut F);
+
+impl<'de, F: FnMut(usize, RawRow)> serde::de::DeserializeSeed<'de> for EachRow<'_, F> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de, F: FnMut(usize, RawRow)> serde::de::Visitor<'de> for EachRow<'_, F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of rows")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut number = 0;
+        while let Some(raw) = seq.next_element::<RawRow>()? {
+            number += 1;
+            (self.0)(number, raw);
+        }
+        Ok(())
+    }
+}
+
 /// A row's key, digested: what tells a repeated row, in 16 bytes.
-fn key_digest(row: &Row) -> u128 {
-    use sha2::{Digest, Sha256};
-    let mut hash = Sha256::new();
-    for part in [
+pub(crate) fn key_digest(row: &Row) -> u128 {
+    let digest = digest(&[
         &row.customer_id,
         &row.meter_api_name,
         &row.stripe_event_name,
-    ] {
-        hash.update((part.len() as u64).to_be_bytes());
-        hash.update(part.as_bytes());
-    }
-    let digest = hash.finalize();
+    ]);
     let mut first = [0u8; 16];
     first.copy_from_slice(&digest[..16]);
     u128::from_be_bytes(first)
+}
+
+/// SHA-256 of `parts`, each after its length: no two lists share one.
+pub(crate) fn digest(parts: &[&str]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for part in parts {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part.as_bytes());
+    }
+    hash.finalize().into()
 }
 
 /// Each CSV record, as it is read, to `take` with its line.

@@ -336,3 +336,100 @@ fn losing_the_state_directory_costs_what_readme_says() {
     let kept = q.sync(&sync_args(&new, d2, &[]));
     kept.expect(BAD_INPUT);
 }
+
+/// `sync` with at most `per_part` rows held at once.
+fn sync_in_parts(p: &Providers, per_part: usize, args: &[String]) -> Run {
+    let run = Run::exec(
+        p.command_for("sync", args)
+            .env("USAGE_SYNC_ROWS_PER_PART", per_part.to_string()),
+    );
+    p.assert_no_leak(&run);
+    run
+}
+
+#[test]
+fn a_mapping_synced_in_parts_bills_each_ledger_once_and_checks_every_move_first() {
+    let (d3, d2) = (days_ago(3), days_ago(2));
+    // Twelve sources, two to each of six Stripe customers.
+    let ids: Vec<String> = (0..12).map(|i| format!("c{i}")).collect();
+    let mut records = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        records.push(usage(id, "api-calls", d3.0 + 60, (i + 1) as f64));
+        records.push(usage(id, "api-calls", d2.0 + 60, 100.0 * (i + 1) as f64));
+    }
+    let p = Providers::start(records);
+    let customer = |i: usize| format!("cus_{}", i / 2);
+    let rows: Vec<(String, String)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), customer(i)))
+        .collect();
+    let as_refs = |rows: &[(String, String)]| -> Vec<(String, String)> { rows.to_vec() };
+    let file = |name: &str, rows: &[(String, String)]| {
+        let refs: Vec<(&str, &str)> = rows.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        mapping(name, &refs)
+    };
+    let night1 = file("ledger-parts-1", &as_refs(&rows));
+    let run = a_day_ago(&p, || sync_in_parts(&p, 2, &sync_args(&night1, d3, &[])));
+    run.expect(0);
+    assert!(
+        run.stderr.contains("12 rows in 6 part(s)"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(summary(&run)["recorded"], 12);
+    let billed = |c: &str, (start, end): (i64, i64)| p.stripe.billed("api_calls", c, start, end);
+    for k in 0..6 {
+        let both = (2 * k + 1 + 2 * k + 2) as f64;
+        assert_eq!(
+            billed(&format!("cus_{k}"), d3),
+            both,
+            "cus_{k}: its two rows, once"
+        );
+    }
+    assert_eq!(p.stripe.events().len(), 6, "one event a ledger");
+
+    // Night two: c11 is re-pointed. Whichever part holds it, the move is
+    // refused before any part is sent.
+    let mut moved = rows.clone();
+    moved[11].1 = "cus_NEW".into();
+    let night2 = file("ledger-parts-2", &moved);
+    let run = sync_in_parts(&p, 2, &sync_args(&night2, d2, &[]));
+    run.expect(BAD_INPUT);
+    assert!(
+        run.stderr.contains("cus_5") && run.stderr.contains("cus_NEW"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(p.stripe.events().len(), 6, "nothing sent");
+
+    let run = sync_in_parts(&p, 2, &sync_args(&night2, d2, &["--move-customers"]));
+    run.expect(0);
+    assert_eq!(billed("cus_NEW", d2), 1200.0);
+    assert_eq!(billed("cus_5", d2), 1100.0, "c10 alone from the move on");
+    for k in 0..5 {
+        let both = 100.0 * (2 * k + 1 + 2 * k + 2) as f64;
+        assert_eq!(billed(&format!("cus_{k}"), d2), both);
+    }
+    // 25 hours later, in parts of another size, from a fresh journal.
+    p.stripe.shift_clock(DAY_AND_AN_HOUR);
+    let again = file("ledger-parts-3", &moved);
+    let run = sync_in_parts(&p, 5, &sync_args(&again, (d3.0, d2.1), &[]));
+    run.expect(0);
+    assert!(run.stderr.contains("in 3 part(s)"), "{}", run.stderr);
+    assert_eq!(billed("cus_5", d3), 23.0, "both rows, before the move");
+    assert_eq!(billed("cus_NEW", (d3.0, d2.1)), 1200.0);
+    for line in run.stdout.lines().filter(|l| l.contains("\"events\"")) {
+        let line: Value = serde_json::from_str(line).unwrap();
+        for event in written(&line) {
+            // cus_NEW's day before the move is its own zero.
+            assert_eq!(event["usageQuantity"], "0", "nothing more: {line}");
+        }
+    }
+    for k in 0..5 {
+        assert_eq!(
+            billed(&format!("cus_{k}"), (d3.0, d2.1)),
+            101.0 * (4 * k + 3) as f64
+        );
+    }
+}

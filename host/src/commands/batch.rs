@@ -16,11 +16,25 @@ pub(crate) async fn meters_of(
     config: &RunConfig,
     rows: &[Row],
 ) -> Result<HashMap<String, Arc<Meter>>, Failure> {
+    meters_for(
+        sandbox,
+        config,
+        rows.iter().map(|r| r.stripe_event_name.as_str()),
+    )
+    .await
+}
+
+/// [`meters_of`], for these event names.
+pub(crate) async fn meters_for(
+    sandbox: &Sandbox,
+    config: &RunConfig,
+    events: impl Iterator<Item = &str>,
+) -> Result<HashMap<String, Arc<Meter>>, Failure> {
     let mut meters: HashMap<String, Arc<Meter>> = HashMap::new();
-    for row in rows {
-        if !meters.contains_key(&row.stripe_event_name) {
-            let meter = sandbox.find_meter(config, &row.stripe_event_name).await?;
-            meters.insert(row.stripe_event_name.clone(), Arc::new(meter));
+    for event in events {
+        if !meters.contains_key(event) {
+            let meter = sandbox.find_meter(config, event).await?;
+            meters.insert(event.to_string(), Arc::new(meter));
         }
     }
     Ok(meters)

@@ -7,8 +7,9 @@ use crate::bindings::LedgerMark;
 use crate::mapping::Row;
 use crate::outcome::{Failure, Outputs};
 use crate::state::{History, Mark, PeriodEnds, Placement, Recent, SourceKey, StateDir, recent};
+use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 /// How long recent writes are kept: past Stripe's identifier memory, so that
 /// any write a summary may still miss is known.
@@ -19,7 +20,7 @@ const KEEP_RECENT: i64 = 25 * 3600;
 pub(crate) struct LedgerState {
     dir: StateDir,
     history: Mutex<History>,
-    recent: Recent,
+    recent: RwLock<Recent>,
     allow_move: bool,
     /// The period ends this run saw, saved with the history.
     period_ends: Mutex<Vec<((String, String), i64)>>,
@@ -40,6 +41,22 @@ pub(crate) fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// A source, digested: what tells two apart, in 16 bytes.
+fn source_digest(source: &SourceKey) -> u128 {
+    let digest = crate::mapping::digest(&[
+        &source.customer_id,
+        &source.meter_api_name,
+        &source.stripe_event_name,
+    ]);
+    u128::from_be_bytes(digest[..16].try_into().unwrap_or_default())
+}
+
+/// A Stripe customer, digested.
+fn customer_digest(customer: &str) -> u64 {
+    let digest = crate::mapping::digest(&[customer]);
+    u64::from_be_bytes(digest[..8].try_into().unwrap_or_default())
+}
+
 fn key_of(row: &Row) -> SourceKey {
     SourceKey {
         customer_id: row.customer_id.clone(),
@@ -50,26 +67,77 @@ fn key_of(row: &Row) -> SourceKey {
 
 impl LedgerState {
     /// Opens the state directory (`--state-dir`, `USAGE_SYNC_STATE_DIR`, the
-    /// XDG default) and reads the history and recent writes.
+    /// XDG default); nothing is read from it until [`Self::load`].
     pub(crate) fn open(flag: Option<PathBuf>, allow_move: bool) -> Result<Self, Failure> {
         let path = StateDir::resolve(flag).map_err(Failure::BadInput)?;
         let dir = StateDir::open(&path).map_err(Failure::BadInput)?;
-        let history = History::load(&dir).map_err(Failure::BadInput)?;
-        let recent = Recent::load(&dir, now(), KEEP_RECENT).map_err(Failure::BadInput)?;
+        Ok(LedgerState {
+            dir,
+            history: Mutex::default(),
+            recent: RwLock::default(),
+            allow_move,
+            period_ends: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Reads what `rows` need of the history and the recent writes (their
+    /// sources, their Stripe customers), in place of what was read before:
+    /// both files are streamed, and a sync holds only the rows it runs.
+    pub(crate) fn load(&self, rows: &[Row]) -> Result<(), Failure> {
+        // Digests, not copies: 16 bytes a source.
+        let sources: HashSet<u128> = rows.iter().map(|r| source_digest(&key_of(r))).collect();
+        let history = History::load_for(&self.dir, |s| sources.contains(&source_digest(s)))
+            .map_err(Failure::BadInput)?;
+        drop(sources);
+        let customers: HashSet<&str> = rows.iter().map(|r| r.stripe_customer.as_str()).collect();
+        let recent = Recent::load_for(&self.dir, now(), KEEP_RECENT, |c| customers.contains(c))
+            .map_err(Failure::BadInput)?;
         if recent.skipped() > 0 {
             tracing::warn!(
                 "usage-sync: {} torn or unreadable line(s) of {} skipped",
                 recent.skipped(),
-                dir.file("recent.jsonl").display()
+                self.dir.file("recent.jsonl").display()
             );
         }
-        Ok(LedgerState {
-            dir,
-            history: Mutex::new(history),
-            recent,
-            allow_move,
-            period_ends: Mutex::new(Vec::new()),
+        *self.history.lock().unwrap_or_else(|p| p.into_inner()) = history;
+        *self.recent.write().unwrap_or_else(|p| p.into_inner()) = recent;
+        Ok(())
+    }
+
+    /// Refuses, before anything is sent, every source of `rows` that the
+    /// history places on another Stripe customer than the mapping now names,
+    /// unless moves are allowed: with a mapping synced in parts, a move found
+    /// in the last part would come after the first parts were written. One
+    /// streamed read of the history, holding a digest of each source's
+    /// customer; only the suspects are then read whole.
+    pub(crate) fn check_moves(
+        &self,
+        each_row: impl FnOnce(&mut dyn FnMut(&Row)) -> Result<(), Failure>,
+    ) -> Result<(), Failure> {
+        if self.allow_move {
+            return each_row(&mut |_| {});
+        }
+        let mut placed: Vec<(u128, u64)> = Vec::new();
+        History::each_customer(&self.dir, |source, customer| {
+            placed.push((source_digest(source), customer_digest(customer)))
         })
+        .map_err(Failure::BadInput)?;
+        placed.sort_unstable();
+        let mut suspects: Vec<Row> = Vec::new();
+        each_row(&mut |row| {
+            let source = source_digest(&key_of(row));
+            if let Ok(at) = placed.binary_search_by_key(&source, |(s, _)| *s)
+                && placed[at].1 != customer_digest(&row.stripe_customer)
+            {
+                suspects.push(row.clone());
+            }
+        })?;
+        drop(placed);
+        if suspects.is_empty() {
+            return Ok(());
+        }
+        self.load(&suspects)?;
+        self.place(&suspects).map(|_| ())
     }
 
     /// Each row's bounds, before anything is sent; every source mapped to
@@ -104,9 +172,8 @@ impl LedgerState {
     ) -> Vec<(SourceKey, i64)> {
         let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
         history
-            .sources_of(stripe_customer, stripe_event_name)
+            .departed_from(stripe_customer, stripe_event_name)
             .into_iter()
-            .filter_map(|(key, until)| Some((key, until?)))
             .filter(|(key, _)| !present.clone().any(|r| key_of(r) == *key))
             .collect()
     }
@@ -115,6 +182,8 @@ impl LedgerState {
     /// any meter when `None`: `run` does not know the meter before it looks).
     pub(crate) fn marks(&self, stripe_customer: &str, meter_id: Option<&str>) -> Vec<LedgerMark> {
         self.recent
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .marks(stripe_customer, meter_id)
             .into_iter()
             .map(|m| LedgerMark {
@@ -178,20 +247,30 @@ impl LedgerState {
         Ok(())
     }
 
-    /// Writes the history back (merged with what other shards saved), and
-    /// drops the recent writes no summary can still miss.
+    /// Writes the history back (merged with what other shards saved), with
+    /// the period ends seen.
     pub(crate) fn save(&self) -> Result<(), Failure> {
         let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
         history.save(&self.dir).map_err(Failure::Internal)?;
-        let ends = self.period_ends.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ends = self.period_ends.lock().unwrap_or_else(|p| p.into_inner());
         PeriodEnds::save(&self.dir, &ends).map_err(Failure::Internal)?;
+        ends.clear();
+        Ok(())
+    }
+
+    /// Drops the recent writes no summary can still miss: once a run is done.
+    pub(crate) fn prune(&self) -> Result<(), Failure> {
         recent::prune(&self.dir, now(), KEEP_RECENT).map_err(Failure::Internal)?;
         Ok(())
     }
 
-    /// The period ends known from earlier runs.
-    pub(crate) fn period_ends(&self) -> Result<PeriodEnds, Failure> {
-        PeriodEnds::load(&self.dir).map_err(Failure::BadInput)
+    /// The ledgers whose period ended in `(from, to]`, as earlier runs saw.
+    pub(crate) fn ending_within(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(String, String)>, Failure> {
+        PeriodEnds::ending_within(&self.dir, from, to).map_err(Failure::BadInput)
     }
 
     /// Where `sync` keeps a journal named `name` by default: the state

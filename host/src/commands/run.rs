@@ -129,6 +129,7 @@ impl RunArgs {
             self.workflow.state_dir.clone(),
             self.workflow.move_customers,
         )?;
+        state.load(std::slice::from_ref(&row))?;
         let bounds = state.place(std::slice::from_ref(&row))?;
         let bounds = bounds.into_iter().next().unwrap_or_default();
         if let Some((from, until)) = &bounds.from {
@@ -152,6 +153,7 @@ impl RunArgs {
             outputs.window_end,
         )?;
         state.save()?;
+        state.prune()?;
         Ok(outputs)
     }
 

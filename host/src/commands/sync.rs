@@ -11,6 +11,7 @@ use crate::metrics::Tally;
 use crate::outcome::{Failure, exit, print_failure};
 use crate::secrets::Credentials;
 use clap::Args;
+use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -151,14 +152,6 @@ impl SyncArgs {
         }
         self.fan_out.check()?;
         let shard = self.shard().map_err(Failure::BadInput)?;
-        // A shard holds only its own rows.
-        let mut rows = crate::mapping::read_mapping_kept(
-            &self.mapping,
-            self.meter_api_name.as_deref(),
-            self.stripe_event_name.as_deref(),
-            |row| shard.is_none_or(|s| s.holds(row)),
-        )
-        .map_err(Failure::BadInput)?;
         // Stripe's limits are per account: the shards share the rate.
         let stripe_rate = self.stripe_rate / shard.map_or(1.0, |s| s.count as f64);
         let state = super::ledger::LedgerState::open(
@@ -166,10 +159,13 @@ impl SyncArgs {
             self.workflow.move_customers,
         )?;
         // One window for every row, even when the sync runs past midnight.
-        let (start_time, end_time) = match &closing {
-            None => self
-                .window
-                .bounds(inputs::previous_utc_day, "the previous full UTC day")?,
+        let (start_time, end_time, closing_now) = match &closing {
+            None => {
+                let (start, end) = self
+                    .window
+                    .bounds(inputs::previous_utc_day, "the previous full UTC day")?;
+                (start, end, None)
+            }
             Some(closing) => {
                 if self.window.start_time.is_some() || self.window.end_time.is_some() {
                     return Err(Failure::BadInput(
@@ -184,23 +180,67 @@ impl SyncArgs {
                 }
                 let end = super::ledger::now().div_euclid(3600) * 3600;
                 let from = end - closing.lookback;
-                let ends = state.period_ends()?;
-                let closing_now = ends.ending_within(from, end);
-                rows.retain(|r| {
-                    closing_now
-                        .iter()
-                        .any(|(c, e)| *c == r.stripe_customer && *e == r.stripe_event_name)
-                });
-                tracing::info!(
-                    "close-periods: {} row(s) whose billing period ended since {}",
-                    rows.len(),
-                    from
-                );
+                let closing_now: HashSet<(String, String)> =
+                    state.ending_within(from, end)?.into_iter().collect();
                 (
                     (from.div_euclid(86_400) * 86_400).to_string(),
                     end.to_string(),
+                    Some((from, closing_now)),
                 )
             }
+        };
+        // A shard holds only its own rows; close-periods only the ledgers
+        // whose period ended.
+        let keep = |row: &crate::mapping::Row| {
+            shard.is_none_or(|s| s.holds(row))
+                && closing_now.as_ref().is_none_or(|(_, ledgers)| {
+                    ledgers.contains(&(row.stripe_customer.clone(), row.stripe_event_name.clone()))
+                })
+        };
+        // The whole mapping checked once, streamed: its rows, its event names,
+        // and every move, before anything is sent.
+        let (mut total, mut events) = (0usize, BTreeSet::new());
+        state.check_moves(|each| {
+            crate::mapping::read_mapping_kept(
+                &self.mapping,
+                self.meter_api_name.as_deref(),
+                self.stripe_event_name.as_deref(),
+                |row| {
+                    if keep(row) {
+                        total += 1;
+                        if !events.contains(&row.stripe_event_name) {
+                            events.insert(row.stripe_event_name.clone());
+                        }
+                        each(row);
+                    }
+                    false
+                },
+            )
+            .map(drop)
+            .map_err(Failure::BadInput)
+        })?;
+        if let Some((from, _)) = &closing_now {
+            tracing::info!("close-periods: {total} row(s) whose billing period ended since {from}");
+        }
+        // Then synced a part at a time, each part whole Stripe customers.
+        let count = total.div_ceil(rows_per_part()).max(1) as u64;
+        let part_of = move |row: &crate::mapping::Row| {
+            let digest = crate::mapping::digest(&[&row.stripe_customer]);
+            u64::from_be_bytes(digest[..8].try_into().unwrap_or_default()) % count
+        };
+        let parts = rows::Parts {
+            count: count as usize,
+            total,
+            events: events.into_iter().collect(),
+            read: Box::new(move |part| {
+                crate::mapping::read_mapping_kept(
+                    &self.mapping,
+                    self.meter_api_name.as_deref(),
+                    self.stripe_event_name.as_deref(),
+                    |row| keep(row) && part_of(row) == part as u64,
+                )
+                .map_err(Failure::BadInput)
+            }),
         };
         let concurrency = self.fan_out.concurrency;
         let (sandbox, config) = super::prepare(
@@ -271,8 +311,13 @@ impl SyncArgs {
             concurrency,
             batch: self.fan_out.amberflo_batch,
         };
-        tracing::info!("sync: {} rows, up to {} at once", rows.len(), concurrency);
-        rows::sync(Arc::new(sandbox), config, rows, &plan, Arc::new(state)).await
+        tracing::info!(
+            "sync: {} rows in {} part(s), up to {} at once",
+            parts.total,
+            parts.count,
+            concurrency
+        );
+        rows::sync(Arc::new(sandbox), config, parts, &plan, Arc::new(state)).await
     }
 }
 
@@ -341,6 +386,20 @@ fn agree_on_shards(
         names.join(", "),
     )))
 }
+
+/// Rows held at once: a bigger mapping is synced in parts of about this many
+/// rows, each part whole Stripe customers (`USAGE_SYNC_ROWS_PER_PART`).
+fn rows_per_part() -> usize {
+    std::env::var("USAGE_SYNC_ROWS_PER_PART")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(ROWS_PER_PART)
+}
+
+/// About 100 MiB of rows, ledgers and their state on a second night (measured:
+/// `cargo bench --bench sync -- memory`).
+const ROWS_PER_PART: usize = 50_000;
 
 /// The default journal's name for a mapping: its file name and a digest of
 /// its full path, so two mappings named alike in two folders keep apart.

@@ -2,6 +2,7 @@
 //! mapping now names another Stripe customer is not billed again from the
 //! start on the new one (`history.json` in the state directory).
 
+use super::lined::Lined;
 use super::state_dir::StateDir;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -10,7 +11,8 @@ use std::fmt;
 const FILE: &str = "history.json";
 const LOCK: &str = "history.lock";
 const VERSION: u32 = 1;
-/// Far above any real history (a few hundred bytes a source).
+/// What an older usage-sync's history (one JSON document, parsed whole) may
+/// be; this one's is streamed, a source a line.
 const MAX_BYTES: u64 = 64 << 20;
 
 /// One source of usage: an Amberflo customer's meter, sent as one Stripe event.
@@ -83,9 +85,13 @@ impl fmt::Display for Moved {
 impl std::error::Error for Moved {}
 
 /// What the history knows of one source.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Entry {
+    /// This process changed it: only such entries override the file at
+    /// save, so a stale copy of another shard's source never reverts it.
+    #[serde(skip)]
+    touched: bool,
     /// The Stripe customer it is billed to now.
     stripe_customer: String,
     /// The end (Unix seconds) of the last interval billed or verified on it.
@@ -95,6 +101,16 @@ struct Entry {
     #[serde(default)]
     moves: Vec<Move>,
 }
+
+/// What is saved: whether this process changed it is not.
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        (&self.stripe_customer, self.through, &self.moves)
+            == (&other.stripe_customer, other.through, &other.moves)
+    }
+}
+
+impl Eq for Entry {}
 
 /// A customer the source left, and when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,52 +141,54 @@ struct VersionOnly {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct History {
     entries: BTreeMap<SourceKey, Entry>,
-    /// The sources this process changed: only these override the file at
-    /// save, so a stale copy of another shard's source never reverts it.
-    touched: BTreeSet<SourceKey>,
+    /// The sources with moves: the only ones a ledger may have lost.
+    moved: BTreeSet<SourceKey>,
 }
 
 impl History {
     /// Loads `history.json`; none yet is an empty history. A file that cannot
     /// be read or parsed is an error, never an empty history: that would
     /// forget the moves and bill moved sources again.
+    #[cfg(test)]
     pub fn load(dir: &StateDir) -> Result<History, String> {
+        History::load_for(dir, |_| true)
+    }
+
+    /// The history, holding only the sources `wanted` takes and those
+    /// that ever moved (a ledger they left still counts them): the file is
+    /// streamed, and a sync of a million sources holds the ones it runs.
+    pub fn load_for(
+        dir: &StateDir,
+        wanted: impl Fn(&SourceKey) -> bool,
+    ) -> Result<History, String> {
         let path = dir.file(FILE);
-        let restore = "restore it from a backup; do not delete it, it is what stops usage-sync \
-                       from billing a moved customer twice";
-        let Some(bytes) = dir
-            .read(FILE, MAX_BYTES)
-            .map_err(|e| format!("{e}: {restore}"))?
-        else {
-            return Ok(History::default());
-        };
-        let corrupt = |e: serde_json::Error| {
-            format!(
-                "{} is not a usage-sync history ({e}): {restore}",
-                path.display()
-            )
-        };
-        let version = serde_json::from_slice::<VersionOnly>(&bytes)
-            .map_err(corrupt)?
-            .version;
-        if version != VERSION {
-            return Err(format!(
-                "{} is a version {version} history, this usage-sync reads version {VERSION}: \
-                 use the usage-sync that wrote it, or {restore}",
-                path.display()
-            ));
-        }
-        let document: Document = serde_json::from_slice(&bytes).map_err(corrupt)?;
         let mut entries = BTreeMap::new();
-        for row in document.sources {
-            let shown = row.source.to_string();
-            if entries.insert(row.source, row.entry).is_some() {
-                return Err(format!("{} lists {shown} twice: {restore}", path.display()));
+        let mut moved = BTreeSet::new();
+        each_entry(dir, |row| {
+            if !wanted(&row.source) && row.entry.moves.is_empty() {
+                return Ok(());
             }
-        }
-        Ok(History {
-            entries,
-            touched: BTreeSet::new(),
+            if !row.entry.moves.is_empty() {
+                moved.insert(row.source.clone());
+            }
+            let shown = row.source.to_string();
+            match entries.insert(row.source, row.entry) {
+                Some(_) => Err(format!("{} lists {shown} twice: {RESTORE}", path.display())),
+                None => Ok(()),
+            }
+        })?;
+        Ok(History { entries, moved })
+    }
+
+    /// Each source of the saved history with the Stripe customer it is
+    /// billed to now, streamed: nothing is held.
+    pub fn each_customer(
+        dir: &StateDir,
+        mut each: impl FnMut(&SourceKey, &str),
+    ) -> Result<(), String> {
+        each_entry(dir, |row| {
+            each(&row.source, &row.entry.stripe_customer);
+            Ok(())
         })
     }
 
@@ -212,35 +230,6 @@ impl History {
         })
     }
 
-    /// Every source ever billed to `stripe_customer` under `stripe_event_name`:
-    /// `None` for those still billed there, `Some(until)` for those that moved
-    /// away, `until` being when they last left it (its ledger must keep
-    /// counting them up to then, or it would look over-billed).
-    pub fn sources_of(
-        &self,
-        stripe_customer: &str,
-        stripe_event_name: &str,
-    ) -> Vec<(SourceKey, Option<i64>)> {
-        let mut out = Vec::new();
-        for (source, entry) in &self.entries {
-            if source.stripe_event_name != stripe_event_name {
-                continue;
-            }
-            if entry.stripe_customer == stripe_customer {
-                out.push((source.clone(), None));
-            } else if let Some(until) = entry
-                .moves
-                .iter()
-                .filter(|m| m.from == stripe_customer)
-                .map(|m| m.until)
-                .max()
-            {
-                out.push((source.clone(), Some(until)));
-            }
-        }
-        out
-    }
-
     /// Records that `source` was billed (or verified) on `stripe_customer`
     /// through `through`. A source last on another customer is recorded as
     /// moved from it, at the end of what it was billed there.
@@ -258,6 +247,7 @@ impl History {
             }
             None => {
                 let entry = Entry {
+                    touched: true,
                     stripe_customer: stripe_customer.to_string(),
                     through,
                     moves: Vec::new(),
@@ -265,7 +255,9 @@ impl History {
                 self.entries.insert(source.clone(), entry);
             }
         }
-        self.touched.insert(source.clone());
+        if let Some(entry) = self.entries.get_mut(source) {
+            entry.touched = true;
+        }
     }
 
     /// Records that `source` left `from` for `to`, `from` having been billed
@@ -277,6 +269,7 @@ impl History {
             return;
         }
         let entry = self.entries.entry(source.clone()).or_insert_with(|| Entry {
+            touched: true,
             stripe_customer: from.to_string(),
             through: until,
             moves: Vec::new(),
@@ -299,40 +292,120 @@ impl History {
                 from: entry.stripe_customer.clone(),
                 until,
             });
+            self.moved.insert(source.clone());
             entry.stripe_customer = to.to_string();
             entry.through = until;
         }
-        self.touched.insert(source.clone());
+        entry.touched = true;
     }
 
     /// Saves the history: under `history.lock`, re-reads `history.json`,
     /// merges this process's changes into it (other processes', e.g. other
-    /// shards', stay) and writes it atomically.
+    /// shards', stay) and writes it atomically. Both are streamed, one source
+    /// a line: a million sources are never held at once.
     pub fn save(&self, dir: &StateDir) -> Result<(), String> {
         let _lock = dir.lock(LOCK)?;
-        let mut merged = History::load(dir)?.entries;
-        for source in &self.touched {
-            let Some(mine) = self.entries.get(source) else {
-                continue;
-            };
-            let entry = match merged.remove(source) {
-                Some(theirs) => merge(theirs, mine),
-                None => mine.clone(),
-            };
-            merged.insert(source.clone(), entry);
-        }
-        let document = Document {
-            version: VERSION,
-            sources: merged
-                .into_iter()
-                .map(|(source, entry)| Row { source, entry })
-                .collect(),
-        };
-        let mut bytes = serde_json::to_vec_pretty(&document)
-            .map_err(|e| format!("cannot encode the history (a bug in usage-sync): {e}"))?;
-        bytes.push(b'\n');
-        dir.write_atomic(FILE, &bytes)
+        // The touched sources the file had, as references: 8 bytes each.
+        let mut written = std::collections::HashSet::new();
+        DOCUMENT.write(dir, |line| {
+            let mut failed = None;
+            each_entry(dir, |theirs| {
+                let row = match self.entries.get_key_value(&theirs.source) {
+                    Some((source, mine)) if mine.touched => {
+                        written.insert(source);
+                        Row {
+                            entry: merge(theirs.entry, mine),
+                            source: theirs.source,
+                        }
+                    }
+                    _ => theirs,
+                };
+                if let Err(e) = line(&row) {
+                    failed = Some(e);
+                }
+                Ok(())
+            })
+            .map_err(std::io::Error::other)?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            for (source, mine) in &self.entries {
+                if mine.touched && !written.contains(source) {
+                    line(&Row {
+                        source: source.clone(),
+                        entry: mine.clone(),
+                    })?;
+                }
+            }
+            Ok(())
+        })
     }
+
+    /// Sources billed to `stripe_customer` under `stripe_event_name` that
+    /// moved away, with when they last left it: the ledger keeps counting
+    /// them up to then (or it would look over-billed), found among the few
+    /// sources that ever moved.
+    pub fn departed_from(
+        &self,
+        stripe_customer: &str,
+        stripe_event_name: &str,
+    ) -> Vec<(SourceKey, i64)> {
+        self.moved
+            .iter()
+            .filter(|source| source.stripe_event_name == stripe_event_name)
+            .filter_map(|source| {
+                let entry = self.entries.get(source)?;
+                if entry.stripe_customer == stripe_customer {
+                    return None;
+                }
+                let until = entry
+                    .moves
+                    .iter()
+                    .filter(|m| m.from == stripe_customer)
+                    .map(|m| m.until)
+                    .max()?;
+                Some((source.clone(), until))
+            })
+            .collect()
+    }
+}
+
+/// `history.json`: one source a line.
+const DOCUMENT: Lined = Lined {
+    file: FILE,
+    head: "{\"version\":1,\"sources\":[\n",
+    max_line: 1 << 20,
+    max_whole: MAX_BYTES,
+    advice: RESTORE,
+};
+
+const RESTORE: &str = "restore it from a backup; do not delete it, it is what stops usage-sync \
+                       from billing a moved customer twice";
+
+/// Each source of `history.json` to `each`, as it is read.
+fn each_entry(dir: &StateDir, each: impl FnMut(Row) -> Result<(), String>) -> Result<(), String> {
+    let path = dir.file(FILE);
+    let whole = |bytes: &[u8]| {
+        let corrupt = |e: serde_json::Error| {
+            format!(
+                "{} is not a usage-sync history ({e}): {RESTORE}",
+                path.display()
+            )
+        };
+        let version = serde_json::from_slice::<VersionOnly>(bytes)
+            .map_err(corrupt)?
+            .version;
+        if version != VERSION {
+            return Err(format!(
+                "{} is a version {version} history, this usage-sync reads version {VERSION}: \
+                 use the usage-sync that wrote it, or {RESTORE}",
+                path.display()
+            ));
+        }
+        let document: Document = serde_json::from_slice(bytes).map_err(corrupt)?;
+        Ok(document.sources)
+    };
+    DOCUMENT.each(dir, whole, each)
 }
 
 /// Our entry wins on the current customer (it is the one we just billed);
@@ -365,6 +438,7 @@ fn merge(theirs: Entry, mine: &Entry) -> Entry {
         mine.through
     };
     Entry {
+        touched: true,
         stripe_customer: mine.stripe_customer.clone(),
         through,
         moves,
@@ -424,7 +498,11 @@ mod tests {
         assert_eq!(loaded.entries[&acme()].through, NOV30);
         assert_eq!(loaded.place(&acme(), "cus_A", false), Ok(Placement::Same));
         let text = std::fs::read_to_string(dir.file(FILE)).unwrap();
-        assert!(text.contains("\"version\": 1"), "{text}");
+        assert!(
+            text.starts_with("{\"version\":1,\"sources\":[\n{"),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 4, "one source a line: {text}");
     }
 
     #[test]
@@ -543,7 +621,7 @@ mod tests {
     }
 
     #[test]
-    fn sources_of_keeps_moved_sources_until_they_left() {
+    fn departed_sources_are_counted_until_they_left() {
         let mut history = History::default();
         history.billed(&acme(), "cus_OLD", NOV30);
         history.moved(&acme(), "cus_OLD", "cus_NEW", NOV30);
@@ -553,12 +631,86 @@ mod tests {
             ..acme()
         };
         history.billed(&other_event, "cus_OLD", 1);
+        // The departed ones, from the moved sources alone.
         assert_eq!(
-            history.sources_of("cus_OLD", "api_calls"),
-            [(acme(), Some(NOV30)), (source("globex"), None)]
+            history.departed_from("cus_OLD", "api_calls"),
+            [(acme(), NOV30)]
         );
-        assert_eq!(history.sources_of("cus_NEW", "api_calls"), [(acme(), None)]);
-        assert_eq!(history.sources_of("cus_NONE", "api_calls"), []);
+        assert_eq!(history.departed_from("cus_NEW", "api_calls"), []);
+        assert_eq!(history.departed_from("cus_OLD", "storage"), []);
+    }
+
+    #[test]
+    fn a_history_an_older_usage_sync_wrote_is_read_and_rewritten_a_source_a_line() {
+        let scratch = Scratch::new("hist-legacy");
+        let dir = scratch.open();
+        let mut old = History::default();
+        old.billed(&acme(), "cus_OLD", NOV30);
+        old.moved(&acme(), "cus_OLD", "cus_NEW", NOV30);
+        old.billed(&source("globex"), "cus_G", NOV30);
+        // As the previous release wrote it: one pretty-printed document.
+        let document = Document {
+            version: VERSION,
+            sources: old
+                .entries
+                .iter()
+                .map(|(source, entry)| Row {
+                    source: source.clone(),
+                    entry: entry.clone(),
+                })
+                .collect(),
+        };
+        std::fs::write(
+            dir.file(FILE),
+            serde_json::to_vec_pretty(&document).unwrap(),
+        )
+        .unwrap();
+        let mut loaded = History::load(&dir).unwrap();
+        assert_eq!(loaded.entries, old.entries);
+        loaded.billed(&source("globex"), "cus_G", NOV30 + DAY);
+        loaded.save(&dir).unwrap();
+        let text = std::fs::read_to_string(dir.file(FILE)).unwrap();
+        assert_eq!(text.lines().count(), 4, "{text}");
+        // Still one JSON document, as the older release reads it.
+        let again: Document = serde_json::from_str(&text).unwrap();
+        assert_eq!(again.sources.len(), 2);
+
+        // A run holds the sources it wants, and every moved one.
+        let only = History::load_for(&dir, |s| *s == source("globex")).unwrap();
+        assert_eq!(only.entries.len(), 2);
+        let only = History::load_for(&dir, |_| false).unwrap();
+        assert_eq!(only.entries.keys().collect::<Vec<_>>(), [&acme()]);
+        assert_eq!(
+            only.departed_from("cus_OLD", "api_calls"),
+            [(acme(), NOV30)]
+        );
+        // What it did not hold is kept at save, untouched.
+        only.save(&dir).unwrap();
+        let all = History::load(&dir).unwrap();
+        assert_eq!(all.entries[&source("globex")].through, NOV30 + DAY);
+    }
+
+    #[test]
+    fn an_empty_history_reads_back() {
+        let scratch = Scratch::new("hist-none");
+        let dir = scratch.open();
+        History::default().save(&dir).unwrap();
+        assert_eq!(History::load(&dir).unwrap(), History::default());
+    }
+
+    #[test]
+    fn a_streamed_history_cut_short_is_an_error() {
+        let scratch = Scratch::new("hist-cut");
+        let dir = scratch.open();
+        let mut history = History::default();
+        history.billed(&acme(), "cus_A", NOV30);
+        history.billed(&source("globex"), "cus_G", NOV30);
+        history.save(&dir).unwrap();
+        let text = std::fs::read_to_string(dir.file(FILE)).unwrap();
+        let cut = &text[..text.len() - 4];
+        std::fs::write(dir.file(FILE), cut).unwrap();
+        let err = History::load(&dir).unwrap_err();
+        assert!(err.contains("restore it"), "{err}");
     }
 
     #[test]
@@ -613,11 +765,13 @@ mod tests {
     #[test]
     fn a_move_merged_over_later_billing_of_the_old_customer_covers_it() {
         let theirs = Entry {
+            touched: false,
             stripe_customer: "cus_OLD".into(),
             through: NOV30 + DAY,
             moves: vec![],
         };
         let mine = Entry {
+            touched: true,
             stripe_customer: "cus_NEW".into(),
             through: NOV30,
             moves: vec![Move {

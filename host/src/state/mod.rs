@@ -3,6 +3,7 @@
 //! (Stripe's summaries lag behind them), and `sync`'s journals.
 
 pub mod history;
+pub mod lined;
 pub mod periods;
 pub mod recent;
 pub mod state_dir;

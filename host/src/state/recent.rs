@@ -5,6 +5,7 @@
 
 use super::state_dir::StateDir;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 
 const FILE: &str = "recent.jsonl";
@@ -13,7 +14,6 @@ const FILE: &str = "recent.jsonl";
 const LOCK: &str = "recent.lock";
 /// A mark is about 200 bytes: a longer line is not one we wrote.
 const MAX_LINE: usize = 4096;
-const MAX_BYTES: u64 = 64 << 20;
 
 /// What one of our writes made a Stripe customer's day total for a meter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,10 +33,10 @@ pub struct Mark {
     pub at: i64,
 }
 
-/// The marks of the last `keep_secs` seconds, as loaded.
+/// The marks of the last `keep_secs` seconds, as loaded, by Stripe customer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recent {
-    marks: Vec<Mark>,
+    by_customer: HashMap<String, Vec<Mark>>,
     skipped: usize,
 }
 
@@ -44,29 +44,44 @@ impl Recent {
     /// Loads the marks made at or after `now - keep_secs`. Torn or unparsable
     /// lines (a crash mid-write) are skipped and counted, see
     /// [`Recent::skipped`]; a missing file is no marks.
+    #[cfg(test)]
     pub fn load(dir: &StateDir, now: i64, keep_secs: i64) -> Result<Recent, String> {
+        Recent::load_for(dir, now, keep_secs, |_| true)
+    }
+
+    /// The recent marks, holding only those of the Stripe customers
+    /// `wanted` takes: the file is streamed, a sync holds its own ledgers'.
+    pub fn load_for(
+        dir: &StateDir,
+        now: i64,
+        keep_secs: i64,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<Recent, String> {
         let mut recent = Recent::default();
-        let Some(bytes) = read(dir)? else {
-            return Ok(recent);
-        };
         let oldest = now.saturating_sub(keep_secs);
-        for line in lines(&bytes) {
+        each_line(dir, |line| {
             match parse(line) {
                 Line::Blank => {}
                 Line::Bad => recent.skipped += 1,
-                Line::Mark(mark) if mark.at >= oldest => recent.marks.push(mark),
+                Line::Mark(mark) if mark.at >= oldest && wanted(&mark.stripe_customer) => recent
+                    .by_customer
+                    .entry(mark.stripe_customer.clone())
+                    .or_default()
+                    .push(mark),
                 Line::Mark(_) => {}
             }
-        }
+            Ok(())
+        })?;
         Ok(recent)
     }
 
     /// The marks for this customer on `meter_id` (or on any meter), in the
     /// order they were written.
     pub fn marks(&self, stripe_customer: &str, meter_id: Option<&str>) -> Vec<Mark> {
-        self.marks
-            .iter()
-            .filter(|m| m.stripe_customer == stripe_customer)
+        self.by_customer
+            .get(stripe_customer)
+            .into_iter()
+            .flatten()
             .filter(|m| meter_id.is_none_or(|id| m.meter_id == id))
             .cloned()
             .collect()
@@ -141,49 +156,63 @@ pub fn append(dir: &StateDir, marks: &[Mark]) -> Result<(), String> {
 /// if it holds any. Returns how many lines were dropped.
 pub fn prune(dir: &StateDir, now: i64, keep_secs: i64) -> Result<usize, String> {
     let _lock = dir.lock(LOCK)?;
-    let Some(bytes) = read(dir)? else {
-        return Ok(0);
-    };
     let oldest = now.saturating_sub(keep_secs);
-    let (mut kept, mut dropped, mut old) = (Vec::new(), 0, 0);
-    for line in lines(&bytes) {
-        match parse(line) {
-            Line::Blank => {}
-            Line::Mark(mark) if mark.at >= oldest => {
-                // The line as written: a newer usage-sync's fields survive.
-                kept.extend_from_slice(line);
-                kept.push(b'\n');
-            }
-            Line::Mark(_) => {
-                old += 1;
-                dropped += 1;
-            }
-            Line::Bad => dropped += 1,
+    let keep = |line: &[u8]| match parse(line) {
+        Line::Blank => None,
+        Line::Mark(mark) => Some(mark.at >= oldest),
+        Line::Bad => Some(false),
+    };
+    // Counted first: a file with nothing old is left as it is.
+    let (mut dropped, mut old) = (0, 0);
+    each_line(dir, |line| {
+        if keep(line) == Some(false) {
+            dropped += 1;
+            old += usize::from(matches!(parse(line), Line::Mark(_)));
         }
-    }
+        Ok(())
+    })?;
     if old == 0 {
         return Ok(0);
     }
-    dir.write_atomic(FILE, &kept)?;
+    dir.write_atomic_with(FILE, |out| {
+        let mut failed = None;
+        each_line(dir, |line| {
+            // The line as written: a newer usage-sync's fields survive.
+            if keep(line) == Some(true)
+                && let Err(e) = out.write_all(line).and_then(|()| out.write_all(b"\n"))
+            {
+                failed = Some(e);
+            }
+            Ok(())
+        })
+        .map_err(std::io::Error::other)?;
+        failed.map_or(Ok(()), Err)
+    })?;
     Ok(dropped)
 }
 
-fn read(dir: &StateDir) -> Result<Option<Vec<u8>>, String> {
-    dir.read(FILE, MAX_BYTES).map_err(|e| {
+/// Each line of `recent.jsonl`, without its newline, to `each`; an over-long
+/// line comes as one that fails to parse. A missing file has no lines.
+fn each_line(
+    dir: &StateDir,
+    mut each: impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<(), String> {
+    let advice = |e: String| {
         format!(
             "{e}: move it away. It only holds usage-sync's own writes of the last minutes; \
              before the next run, wait a few minutes for Stripe's summaries to catch up"
         )
-    })
-}
-
-/// The lines, without their newline; a torn tail is a line too (it fails to
-/// parse, and is counted).
-fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
-    bytes
-        .strip_suffix(b"\n")
-        .unwrap_or(bytes)
-        .split(|&b| b == b'\n')
+    };
+    let Some(mut lines) = dir.lines(FILE, MAX_LINE).map_err(advice)? else {
+        return Ok(());
+    };
+    while let Some(line) = lines.next_line().map_err(advice)? {
+        match line {
+            super::state_dir::Line::Text(text) => each(text)?,
+            super::state_dir::Line::TooLong => each(b"\xff")?,
+        }
+    }
+    Ok(())
 }
 
 enum Line {
@@ -343,16 +372,20 @@ mod tests {
     }
 
     #[test]
-    fn a_file_over_the_cap_is_an_error_naming_it() {
-        let scratch = Scratch::new("recent-cap");
+    fn an_endless_line_is_skipped_never_held() {
+        let scratch = Scratch::new("recent-endless");
         let dir = scratch.open();
-        let file = std::fs::File::create(dir.file(FILE)).unwrap();
-        file.set_len(MAX_BYTES + 1).unwrap(); // sparse: costs no disk
-        let err = Recent::load(&dir, NOW, KEEP).unwrap_err();
-        assert!(
-            err.contains(&dir.file(FILE).display().to_string()) && err.contains("move it away"),
-            "{err}"
-        );
+        let ok = mark("cus_A", "mtr_1", NOW - 1, "1");
+        append(&dir, std::slice::from_ref(&ok)).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.file(FILE))
+            .unwrap();
+        let len = file.metadata().unwrap().len();
+        file.set_len(len + (64 << 20)).unwrap(); // sparse: costs no disk
+        let recent = Recent::load(&dir, NOW, KEEP).unwrap();
+        assert_eq!(recent.skipped(), 1);
+        assert_eq!(recent.marks("cus_A", None), vec![ok]);
     }
 
     #[test]

@@ -55,10 +55,22 @@ impl StateDir {
         self.path.join(name)
     }
 
-    /// Replaces the file `name` with `bytes` so that a reader, or a crash,
-    /// sees the old file or the new one, never a mix: a temp file (mode 0600)
-    /// in the same directory, fsync, rename, fsync of the directory.
+    /// [`Self::write_atomic_with`], with these bytes.
+    #[cfg(test)]
     pub fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), String> {
+        self.write_atomic_with(name, |file| file.write_all(bytes))
+    }
+
+    /// Replaces the file `name` with what `write` writes (through a buffer: a
+    /// file of millions of lines is never held whole) so that a reader, or a
+    /// crash, sees the old file or the new one, never a mix: a temp file
+    /// (mode 0600) in the same directory, fsync, rename, fsync of the
+    /// directory.
+    pub fn write_atomic_with(
+        &self,
+        name: &str,
+        write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<(), String> {
         check_name(name)?;
         let target = self.file(name);
         static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -76,12 +88,16 @@ impl StateDir {
         // Our pid and counter are unique among live writers: a file already
         // there was left by a dead process that had our pid.
         let _ = std::fs::remove_file(&tmp);
-        let mut file = private_options()
+        let file = private_options()
             .write(true)
             .create_new(true)
             .open(&tmp)
             .map_err(|e| fail("create", e))?;
-        file.write_all(bytes).map_err(|e| fail("write", e))?;
+        let mut buffered = std::io::BufWriter::with_capacity(1 << 16, file);
+        write(&mut buffered).map_err(|e| fail("write", e))?;
+        let file = buffered
+            .into_inner()
+            .map_err(|e| fail("write", e.into_error()))?;
         file.sync_all().map_err(|e| fail("fsync", e))?;
         drop(file);
         std::fs::rename(&tmp, &target).map_err(|e| fail("rename", e))?;
@@ -94,6 +110,32 @@ impl StateDir {
                     self.path.display()
                 )
             })
+    }
+
+    /// The file `name` line by line, or `None` when there is none; a file that
+    /// is not a regular file is an error, as for [`Self::read`]. Lines longer
+    /// than `max_line` bytes come as [`Line::TooLong`], never held whole.
+    pub fn lines(&self, name: &str, max_line: usize) -> Result<Option<Lines>, String> {
+        check_name(name)?;
+        let path = self.file(name);
+        let shown = path.display();
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read {shown}: {e}")),
+            Ok(m) if !m.is_file() => {
+                return Err(format!(
+                    "{shown} is not a regular file (usage-sync only writes regular files there)"
+                ));
+            }
+            Ok(_) => {}
+        }
+        let file = File::open(&path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+        Ok(Some(Lines {
+            reader: std::io::BufReader::with_capacity(1 << 16, file),
+            max_line,
+            buf: Vec::new(),
+            path,
+        }))
     }
 
     /// Reads the file `name`, or `None` when there is none. A file larger than
@@ -160,6 +202,63 @@ impl StateDir {
             .map_err(|e| format!("cannot open the lock file {}: {e}", path.display()))?;
         how(&file).map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
         Ok(Lock { _file: file })
+    }
+}
+
+/// A state file read line by line, each line at most `max_line` bytes held.
+pub struct Lines {
+    reader: std::io::BufReader<File>,
+    max_line: usize,
+    buf: Vec<u8>,
+    path: PathBuf,
+}
+
+/// One line of a state file.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line<'a> {
+    /// The line, without its newline; the last line may have none (torn).
+    Text(&'a [u8]),
+    /// A line over the limit: not one usage-sync wrote.
+    TooLong,
+}
+
+impl Lines {
+    /// The next line, `None` at the end of the file.
+    pub fn next_line(&mut self) -> Result<Option<Line<'_>>, String> {
+        use std::io::BufRead;
+        self.buf.clear();
+        let mut too_long = false;
+        loop {
+            let chunk = self
+                .reader
+                .fill_buf()
+                .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
+            if chunk.is_empty() {
+                if self.buf.is_empty() && !too_long {
+                    return Ok(None);
+                }
+                break;
+            }
+            let (used, end) = match chunk.iter().position(|&b| b == b'\n') {
+                Some(at) => (at + 1, true),
+                None => (chunk.len(), false),
+            };
+            let take = &chunk[..used - usize::from(end)];
+            if !too_long && self.buf.len() + take.len() <= self.max_line {
+                self.buf.extend_from_slice(take);
+            } else {
+                too_long = true;
+                self.buf.clear();
+            }
+            self.reader.consume(used);
+            if end {
+                break;
+            }
+        }
+        Ok(Some(match too_long {
+            true => Line::TooLong,
+            false => Line::Text(&self.buf),
+        }))
     }
 }
 

@@ -2,9 +2,7 @@
 //! and window skips the rows already done. The first line says which mapping
 //! and window the journal belongs to.
 
-use crate::mapping::RowKey;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::Path;
@@ -22,72 +20,91 @@ pub struct Header {
     pub end_time: String,
 }
 
-/// Opens (or starts) the journal; returns it and the rows it says are done.
-/// A journal of another mapping is an error, or with `replace_foreign` started
-/// afresh.
+/// Opens (or starts) the journal; returns it and the rows it says are done
+/// (each key's digest, [`crate::mapping::key_digest`]: a million-row journal
+/// is streamed and costs 16 bytes a done row). A journal of another mapping
+/// is an error, or with `replace_foreign` started afresh.
 pub fn open_journal(
     path: &Path,
     header: &Header,
     replace_foreign: bool,
-) -> Result<(std::fs::File, HashSet<RowKey>), String> {
+) -> Result<(std::fs::File, HashSet<u128>), String> {
+    use std::io::BufRead;
     let mut done = HashSet::new();
     let fail = |e: std::io::Error| format!("the journal {}: {e}", path.display());
-    if let Ok(text) = std::fs::read_to_string(path) {
-        let mut lines = text.lines();
-        if let Some(first) = lines.next() {
-            let found: Header = serde_json::from_str(first)
-                .map_err(|_| format!("{} is not a usage-sync journal", path.display()))?;
-            if found != *header && replace_foreign {
-                tracing::info!(
-                    "sync: the journal {} belongs to another mapping; starting it afresh",
-                    path.display()
-                );
-                return start_journal(path, header).map(|file| (file, done));
-            }
-            if found != *header {
-                return Err(format!(
-                    "the journal {} belongs to another mapping or window; give another --journal",
-                    path.display()
-                ));
-            }
-            // A line cut short by a crash is not done: its row runs again
-            // (the ledger makes that harmless); said, and never glued to the
-            // next line appended.
-            let mut torn = 0;
-            for line in lines {
-                let Ok(entry) = serde_json::from_str::<Value>(line) else {
-                    torn += 1;
-                    continue;
-                };
-                if matches!(
-                    entry["status"].as_str(),
-                    Some("recorded" | "already-recorded")
-                ) {
-                    let text = |k: &str| entry[k].as_str().unwrap_or_default().to_string();
-                    done.insert((
-                        text("customerId"),
-                        text("meterApiName"),
-                        text("stripeEventName"),
-                    ));
-                }
-            }
-            if torn > 0 {
-                tracing::info!(
-                    "sync: the journal {} has {torn} torn line(s), skipped: their rows run again",
-                    path.display()
-                );
-            }
-            let mut file = std::fs::OpenOptions::new()
-                .append(true)
-                .open(path)
-                .map_err(fail)?;
-            if !text.ends_with('\n') {
-                writeln!(file).map_err(fail)?;
-            }
-            return Ok((file, done));
+    let Ok(file) = std::fs::File::open(path) else {
+        return start_journal(path, header).map(|file| (file, done));
+    };
+    let mut lines = std::io::BufReader::new(file).split(b'\n');
+    let Some(first) = lines.next() else {
+        return start_journal(path, header).map(|file| (file, done));
+    };
+    let found: Header = serde_json::from_slice(&first.map_err(fail)?)
+        .map_err(|_| format!("{} is not a usage-sync journal", path.display()))?;
+    if found != *header && replace_foreign {
+        tracing::info!(
+            "sync: the journal {} belongs to another mapping; starting it afresh",
+            path.display()
+        );
+        return start_journal(path, header).map(|file| (file, done));
+    }
+    if found != *header {
+        return Err(format!(
+            "the journal {} belongs to another mapping or window; give another --journal",
+            path.display()
+        ));
+    }
+    /// What a done line says; the rest of it is not read.
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Entry {
+        status: String,
+        customer_id: String,
+        meter_api_name: String,
+        stripe_event_name: String,
+    }
+    // A line cut short by a crash is not done: its row runs again (the
+    // ledger makes that harmless); said, and never glued to the next line
+    // appended.
+    let mut torn = 0;
+    for line in lines {
+        let line = line.map_err(fail)?;
+        let Ok(entry) = serde_json::from_slice::<Entry>(&line) else {
+            torn += 1;
+            continue;
+        };
+        if matches!(entry.status.as_str(), "recorded" | "already-recorded") {
+            done.insert(crate::mapping::key_digest(&crate::mapping::Row {
+                line: 0,
+                customer_id: entry.customer_id,
+                stripe_customer: String::new(),
+                meter_api_name: entry.meter_api_name,
+                stripe_event_name: entry.stripe_event_name,
+            }));
         }
     }
-    start_journal(path, header).map(|file| (file, done))
+    if torn > 0 {
+        tracing::info!(
+            "sync: the journal {} has {torn} torn line(s), skipped: their rows run again",
+            path.display()
+        );
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(path)
+        .map_err(fail)?;
+    // A torn tail is ended, so the next line starts on its own.
+    use std::io::{Read, Seek, SeekFrom};
+    if file.seek(SeekFrom::End(0)).map_err(fail)? > 0 {
+        file.seek(SeekFrom::End(-1)).map_err(fail)?;
+        let mut last = [0u8];
+        file.read_exact(&mut last).map_err(fail)?;
+        if last[0] != b'\n' {
+            writeln!(file).map_err(fail)?;
+        }
+    }
+    Ok((file, done))
 }
 
 fn start_journal(path: &Path, header: &Header) -> Result<std::fs::File, String> {
@@ -136,7 +153,15 @@ mod tests {
         )
         .unwrap();
         let (mut file, done) = open_journal(&path, &header, false).unwrap();
-        let key = |c: &str| (c.to_string(), "m".to_string(), "e".to_string());
+        let key = |c: &str| {
+            crate::mapping::key_digest(&crate::mapping::Row {
+                line: 0,
+                customer_id: c.into(),
+                stripe_customer: String::new(),
+                meter_api_name: "m".into(),
+                stripe_event_name: "e".into(),
+            })
+        };
         assert!(done.contains(&key("acme")) && !done.contains(&key("bravo")));
         // bravo runs again, and its entry is readable on the next open.
         writeln!(file, "{}", entry("bravo")).unwrap();

@@ -7,10 +7,10 @@
 
 use super::journal::{Header, open_journal};
 use crate::bindings::{Inputs, Meter, Source};
-use crate::commands::batch::{batches_of, meters_of, query_batch};
+use crate::commands::batch::{batches_of, meters_for, query_batch};
 use crate::commands::ledger::{Bounds, LedgerState};
 use crate::interrupt::Interrupt;
-use crate::mapping::Row;
+use crate::mapping::{Row, key_digest};
 use crate::outcome::{EventJson, ExitStatus, Failure, Outputs};
 use crate::progress::Progress;
 use crate::sandbox::{RunConfig, Sandbox};
@@ -125,17 +125,47 @@ pub struct Settings {
     pub batch: usize,
 }
 
-/// Syncs `rows`: looks up each event name's meter once, queries Amberflo per batch, records each row in its own instance, and journals every outcome.
+/// A mapping's rows, read a part at a time: each part holds whole Stripe
+/// customers (so whole ledgers), and only one part is held at once, with what
+/// the state directory knows of it.
+pub struct Parts<'a> {
+    /// How many parts.
+    pub count: usize,
+    /// The rows of all parts.
+    pub total: usize,
+    /// Every Stripe event name among the rows: each meter is looked up before
+    /// anything is written.
+    pub events: Vec<String>,
+    /// Part `p`'s rows, in mapping order.
+    pub read: Box<dyn FnMut(usize) -> Result<Vec<Row>, Failure> + Send + 'a>,
+}
+
+/// What every part of a sync shares: the journal, the meters, the counts.
+struct Run<'a> {
+    sandbox: Arc<Sandbox>,
+    config: RunConfig,
+    plan: &'a Settings,
+    state: Arc<LedgerState>,
+    meters: HashMap<String, Arc<Meter>>,
+    journal: std::fs::File,
+    done: std::collections::HashSet<u128>,
+    summary: Summary,
+    interrupt: Interrupt,
+    stop: Arc<AtomicBool>,
+    progress: Progress,
+    finished: usize,
+}
+
+/// Syncs the rows, a part at a time: looks up each event name's meter once,
+/// queries Amberflo per batch, records each ledger in its own instance, and
+/// journals every outcome.
 pub async fn sync(
     sandbox: Arc<Sandbox>,
     config: RunConfig,
-    rows: Vec<Row>,
+    mut parts: Parts<'_>,
     plan: &Settings,
     state: Arc<LedgerState>,
 ) -> Result<Summary, Failure> {
-    // Every source's place, before anything is sent: a source mapped to
-    // another Stripe customer than it was billed to stops the sync here.
-    let bounds = state.place(&rows)?;
     // The mapping's digest, streamed: it may be large.
     let mut digest = Sha256::new();
     std::fs::File::open(&plan.mapping)
@@ -147,174 +177,218 @@ pub async fn sync(
         start_time: plan.start_time.clone(),
         end_time: plan.end_time.clone(),
     };
-    let (mut journal, done) =
+    let (journal, done) =
         open_journal(&plan.journal, &header, plan.journal_is_default).map_err(Failure::BadInput)?;
     // Each event name's meter, looked up once for the whole sync, before any
     // write: a missing or unusable meter stops the sync with nothing written.
-    let meters = meters_of(&sandbox, &config, &rows).await?;
-    let mut summary = Summary::default();
-    let stdout = std::io::stdout();
-    let emit = |journal: &mut std::fs::File, line: &Value| -> Result<(), Failure> {
-        let text = config.credentials.redact(&line.to_string());
-        // Written at once, synced at the end: a row lost by a power cut is only
-        // run again, and its identifier makes that harmless.
-        writeln!(journal, "{text}")
-            .map_err(|e| Failure::Internal(format!("writing the journal: {e}")))?;
-        let _ = writeln!(stdout.lock(), "{text}");
-        Ok(())
-    };
-
-    let total = rows.len();
-    // A ledger is synced whole: skipped only when the journal has every one
-    // of its rows as done.
-    let open: std::collections::HashSet<(&str, &str)> = rows
-        .iter()
-        .filter(|r| !done.contains(&r.key()))
-        .map(|r| (r.stripe_customer.as_str(), r.stripe_event_name.as_str()))
-        .collect();
-    let todo_mask: Vec<bool> = rows
-        .iter()
-        .map(|r| open.contains(&(r.stripe_customer.as_str(), r.stripe_event_name.as_str())))
-        .collect();
-    drop(open);
-    let mut todo: Vec<(Row, Bounds)> = Vec::with_capacity(rows.len());
-    let mut skipped: Vec<Row> = Vec::new();
-    for ((row, bounds), todo_row) in rows.into_iter().zip(bounds).zip(todo_mask) {
-        match todo_row {
-            true => todo.push((row, bounds)),
-            false => skipped.push(row),
-        }
-    }
-    // One ledger's rows next to each other (in mapping order): grouping
-    // stays linear in the rows, whatever their number.
-    todo.sort_unstable_by(|(a, _), (b, _)| {
-        (
-            a.stripe_customer.as_str(),
-            a.stripe_event_name.as_str(),
-            a.line,
-        )
-            .cmp(&(
-                b.stripe_customer.as_str(),
-                b.stripe_event_name.as_str(),
-                b.line,
-            ))
-    });
-    for row in &skipped {
-        summary.skipped += 1;
-        let _ = writeln!(
-            stdout.lock(),
-            "{}",
-            row_line(row, "skipped", json!({ "reason": "done per the journal" }))
-        );
-    }
-
+    let meters = meters_for(&sandbox, &config, parts.events.iter().map(String::as_str)).await?;
     // Listen before the first row starts, and once for the whole sync, so no
     // Ctrl-C or SIGTERM kills the process mid-request or falls between two polls.
-    let mut interrupt = Interrupt::listen()
+    let interrupt = Interrupt::listen()
         .map_err(|e| Failure::Internal(format!("listening for Ctrl-C and SIGTERM: {e}")))?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let shared = Arc::new(Shared {
+    let mut run = Run {
         sandbox,
-        config: config.clone(),
-        permits: Semaphore::new(plan.concurrency.max(1)),
-        // Enough answers ahead to keep every row slot busy, no more.
-        batches: Semaphore::new(plan.concurrency.max(1) / plan.batch.max(1) + 2),
-        stop: stop.clone(),
-        tx,
-        start_time: plan.start_time.clone(),
-        end_time: plan.end_time.clone(),
-        state: state.clone(),
-    });
-    // Rows sharing a Stripe customer and event are one ledger. A ledger of
-    // one plain source goes the batched way; any other runs on its own.
-    let mut ledgers: Vec<Vec<(Row, Bounds)>> = Vec::new();
-    for (row, bounds) in todo {
-        match ledgers.last_mut() {
-            Some(ledger)
-                if ledger[0].0.stripe_customer == row.stripe_customer
-                    && ledger[0].0.stripe_event_name == row.stripe_event_name =>
-            {
-                ledger.push((row, bounds))
-            }
-            _ => ledgers.push(vec![(row, bounds)]),
-        }
+        config,
+        plan,
+        state,
+        meters,
+        journal,
+        done,
+        summary: Summary::default(),
+        interrupt,
+        stop: Arc::new(AtomicBool::new(false)),
+        progress: Progress::new("sync", parts.total),
+        finished: 0,
+    };
+    for part in 0..parts.count {
+        let rows = (parts.read)(part)?;
+        run.part(rows).await?;
     }
-    let mut plain = Vec::new();
-    for sources in ledgers {
-        let first = &sources[0].0;
-        let departed = state.departed(
-            &first.stripe_customer,
-            &first.stripe_event_name,
-            sources.iter().map(|(r, _)| r),
-        );
-        let meter = meters[&first.stripe_event_name].clone();
-        // Stripe allows one call at a time per customer and meter: one job
-        // per ledger, and its lock.
-        let job = Job {
-            sources,
-            departed,
-            lock: Arc::default(),
-            meter,
-        };
-        if job.is_plain() {
-            plain.push(job);
-        } else {
-            let shared = shared.clone();
-            tokio::spawn(async move { shared.ledger(job).await });
-        }
-    }
-    plain.sort_unstable_by_key(|j: &Job| j.sources[0].0.line);
-    for batch in batches_of(plain, plan.batch, |j| &j.sources[0].0) {
-        let shared = shared.clone();
-        if plan.batch <= 1 {
-            tokio::spawn(async move {
-                for job in batch {
-                    shared.row(job, None).await;
-                }
-            });
-        } else {
-            tokio::spawn(async move { shared.batch(batch).await });
-        }
-    }
-    drop(shared);
-
-    let mut finished = summary.skipped;
-    let mut progress = Progress::new("sync", total);
-    loop {
-        let next = tokio::select! {
-            next = rx.recv() => next,
-            _ = interrupt.recv(), if !stop.load(Ordering::SeqCst) => {
-                stop.store(true, Ordering::SeqCst);
-                tracing::info!("sync: interrupted; rows in flight finish, the rest are not sent");
-                continue;
-            }
-        };
-        let Some((rows, result)) = next else { break };
-        for row in &rows {
-            finished += 1;
-            let line = match &result {
-                None => {
-                    summary.not_sent += 1;
-                    row_line(row, "not-sent", json!({ "reason": "interrupted" }))
-                }
-                Some(Ok(outputs)) => outcome_line(row, outputs, &mut summary),
-                Some(Err(failure)) => {
-                    summary.failed += 1;
-                    summary.worst = summary.worst.max(failure.exit_code());
-                    row_line(row, "failed", failure.to_json())
-                }
-            };
-            emit(&mut journal, &line)?;
-        }
-        progress.show(finished, || summary.counts());
-    }
-    progress.done();
-    state.save()?;
-    journal
+    run.progress.done();
+    run.state.prune()?;
+    run.journal
         .sync_data()
         .map_err(|e| Failure::Internal(format!("writing the journal: {e}")))?;
-    Ok(summary)
+    Ok(run.summary)
+}
+
+impl Run<'_> {
+    /// A row's outcome: to the journal (written at once, synced at the end: a
+    /// row lost by a power cut is only run again, and its identifier makes
+    /// that harmless) and to stdout.
+    fn emit(&mut self, line: &Value) -> Result<(), Failure> {
+        let text = self.config.credentials.redact(&line.to_string());
+        writeln!(self.journal, "{text}")
+            .map_err(|e| Failure::Internal(format!("writing the journal: {e}")))?;
+        let _ = writeln!(std::io::stdout().lock(), "{text}");
+        Ok(())
+    }
+
+    /// One part's rows: its state read, its ledgers run, its state saved.
+    async fn part(&mut self, rows: Vec<Row>) -> Result<(), Failure> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        if self.stop.load(Ordering::SeqCst) {
+            for row in &rows {
+                self.summary.not_sent += 1;
+                self.finished += 1;
+                self.emit(&row_line(
+                    row,
+                    "not-sent",
+                    json!({ "reason": "interrupted" }),
+                ))?;
+            }
+            return Ok(());
+        }
+        let state = self.state.clone();
+        state.load(&rows)?;
+        // Every source's place, before anything is sent: a source mapped to
+        // another Stripe customer than it was billed to stops the sync here.
+        let bounds = state.place(&rows)?;
+        // A ledger is synced whole: skipped only when the journal has every
+        // one of its rows as done.
+        let open: std::collections::HashSet<(&str, &str)> = rows
+            .iter()
+            .filter(|r| !self.done.contains(&key_digest(r)))
+            .map(|r| (r.stripe_customer.as_str(), r.stripe_event_name.as_str()))
+            .collect();
+        let todo_mask: Vec<bool> = rows
+            .iter()
+            .map(|r| open.contains(&(r.stripe_customer.as_str(), r.stripe_event_name.as_str())))
+            .collect();
+        drop(open);
+        let mut todo: Vec<(Row, Bounds)> = Vec::with_capacity(rows.len());
+        let mut skipped: Vec<Row> = Vec::new();
+        for ((row, bounds), todo_row) in rows.into_iter().zip(bounds).zip(todo_mask) {
+            match todo_row {
+                true => todo.push((row, bounds)),
+                false => skipped.push(row),
+            }
+        }
+        // One ledger's rows next to each other (in mapping order): grouping
+        // stays linear in the rows, whatever their number.
+        todo.sort_unstable_by(|(a, _), (b, _)| {
+            (
+                a.stripe_customer.as_str(),
+                a.stripe_event_name.as_str(),
+                a.line,
+            )
+                .cmp(&(
+                    b.stripe_customer.as_str(),
+                    b.stripe_event_name.as_str(),
+                    b.line,
+                ))
+        });
+        for row in &skipped {
+            self.summary.skipped += 1;
+            self.finished += 1;
+            let _ = writeln!(
+                std::io::stdout().lock(),
+                "{}",
+                row_line(row, "skipped", json!({ "reason": "done per the journal" }))
+            );
+        }
+        drop(skipped);
+
+        let plan = self.plan;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            sandbox: self.sandbox.clone(),
+            config: self.config.clone(),
+            permits: Semaphore::new(plan.concurrency.max(1)),
+            // Enough answers ahead to keep every row slot busy, no more.
+            batches: Semaphore::new(plan.concurrency.max(1) / plan.batch.max(1) + 2),
+            stop: self.stop.clone(),
+            tx,
+            start_time: plan.start_time.clone(),
+            end_time: plan.end_time.clone(),
+            state: state.clone(),
+        });
+        // Rows sharing a Stripe customer and event are one ledger. A ledger of
+        // one plain source goes the batched way; any other runs on its own.
+        let mut ledgers: Vec<Vec<(Row, Bounds)>> = Vec::new();
+        for (row, bounds) in todo {
+            match ledgers.last_mut() {
+                Some(ledger)
+                    if ledger[0].0.stripe_customer == row.stripe_customer
+                        && ledger[0].0.stripe_event_name == row.stripe_event_name =>
+                {
+                    ledger.push((row, bounds))
+                }
+                _ => ledgers.push(vec![(row, bounds)]),
+            }
+        }
+        let mut plain = Vec::new();
+        for sources in ledgers {
+            let first = &sources[0].0;
+            let departed = state.departed(
+                &first.stripe_customer,
+                &first.stripe_event_name,
+                sources.iter().map(|(r, _)| r),
+            );
+            let meter = self.meters[&first.stripe_event_name].clone();
+            // Stripe allows one call at a time per customer and meter: one job
+            // per ledger, and its lock.
+            let job = Job {
+                sources,
+                departed,
+                lock: Arc::default(),
+                meter,
+            };
+            if job.is_plain() {
+                plain.push(job);
+            } else {
+                let shared = shared.clone();
+                tokio::spawn(async move { shared.ledger(job).await });
+            }
+        }
+        plain.sort_unstable_by_key(|j: &Job| j.sources[0].0.line);
+        for batch in batches_of(plain, plan.batch, |j| &j.sources[0].0) {
+            let shared = shared.clone();
+            if plan.batch <= 1 {
+                tokio::spawn(async move {
+                    for job in batch {
+                        shared.row(job, None).await;
+                    }
+                });
+            } else {
+                tokio::spawn(async move { shared.batch(batch).await });
+            }
+        }
+        drop(shared);
+
+        loop {
+            let next = tokio::select! {
+                next = rx.recv() => next,
+                _ = self.interrupt.recv(), if !self.stop.load(Ordering::SeqCst) => {
+                    self.stop.store(true, Ordering::SeqCst);
+                    tracing::info!("sync: interrupted; rows in flight finish, the rest are not sent");
+                    continue;
+                }
+            };
+            let Some((rows, result)) = next else { break };
+            for row in &rows {
+                self.finished += 1;
+                let line = match &result {
+                    None => {
+                        self.summary.not_sent += 1;
+                        row_line(row, "not-sent", json!({ "reason": "interrupted" }))
+                    }
+                    Some(Ok(outputs)) => outcome_line(row, outputs, &mut self.summary),
+                    Some(Err(failure)) => {
+                        self.summary.failed += 1;
+                        self.summary.worst = self.summary.worst.max(failure.exit_code());
+                        row_line(row, "failed", failure.to_json())
+                    }
+                };
+                self.emit(&line)?;
+            }
+            let summary = &self.summary;
+            self.progress.show(self.finished, || summary.counts());
+        }
+        state.save()
+    }
 }
 
 /// One ledger to sync (a Stripe customer and meter): its rows with their
