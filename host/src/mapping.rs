@@ -119,7 +119,29 @@ pub fn read_mapping_kept(
     path: &Path,
     default_meter: Option<&str>,
     default_event: Option<&str>,
+    keep: impl FnMut(&Row) -> bool,
+) -> Result<Vec<Row>, String> {
+    read(path, default_meter, default_event, keep, true)
+}
+
+/// [`read_mapping_kept`] again, for a part of a mapping it has read whole:
+/// repeated rows are not looked for (a digest of every row, 50 MB a
+/// million), the rest is checked as before.
+pub fn read_mapping_part(
+    path: &Path,
+    default_meter: Option<&str>,
+    default_event: Option<&str>,
+    keep: impl FnMut(&Row) -> bool,
+) -> Result<Vec<Row>, String> {
+    read(path, default_meter, default_event, keep, false)
+}
+
+fn read(
+    path: &Path,
+    default_meter: Option<&str>,
+    default_event: Option<&str>,
     mut keep: impl FnMut(&Row) -> bool,
+    repeats: bool,
 ) -> Result<Vec<Row>, String> {
     let cannot =
         |e: &dyn std::fmt::Display| format!("cannot read the mapping {}: {e}", path.display());
@@ -158,7 +180,7 @@ pub fn read_mapping_kept(
         })();
         match row {
             Err(e) => errors(e),
-            Ok(row) => match seen.insert(key_digest(&row), line) {
+            Ok(row) => match repeats.then(|| seen.insert(key_digest(&row), line)).flatten() {
                 Some(first) => errors(format!(
                     "line {line}: repeats line {first} (same customerId, meterApiName and stripeEventName)"
                 )),

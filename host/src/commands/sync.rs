@@ -233,7 +233,7 @@ impl SyncArgs {
             total,
             events: events.into_iter().collect(),
             read: Box::new(move |part| {
-                crate::mapping::read_mapping_kept(
+                crate::mapping::read_mapping_part(
                     &self.mapping,
                     self.meter_api_name.as_deref(),
                     self.stripe_event_name.as_deref(),
