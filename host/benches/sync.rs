@@ -13,7 +13,7 @@ use usage_sync::{
     Credentials, Endpoint, Limits, Policy, Pool, RunConfig, Sandbox, Secret, default_options,
 };
 use usage_sync_emulators::{
-    Amberflo, LatencyProxy, MeterSpec, Presented, Stripe, TestCa, UsageRecord,
+    Amberflo, LatencyProxy, MeterSpec, Presented, Stripe, SubscriptionSpec, TestCa, UsageRecord,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_usage-sync");
@@ -261,6 +261,198 @@ fn requests(amberflo: &Amberflo, stripe: &Stripe) -> Requests {
         summary_reads: count(&|m, t| m == "GET" && t.contains("/event_summaries?")),
         writes: count(&|m, _| m == "POST"),
     }
+}
+
+/// Requests of each kind a command sent, per provider and route.
+#[derive(Clone, Copy, Default, Debug)]
+struct Budget {
+    amberflo: usize,
+    meters: usize,
+    subscriptions: usize,
+    invoices: usize,
+    summaries: usize,
+    writes: usize,
+}
+
+impl Budget {
+    fn now(amberflo: &Amberflo, stripe: &Stripe) -> Budget {
+        let stripe = stripe.requests();
+        let count = |f: &dyn Fn(&str, &str) -> bool| {
+            stripe.iter().filter(|r| f(&r.method, &r.target)).count()
+        };
+        Budget {
+            amberflo: amberflo.requests().len(),
+            meters: count(&|m, t| m == "GET" && t.starts_with("/v1/billing/meters?")),
+            subscriptions: count(&|m, t| m == "GET" && t.starts_with("/v1/subscriptions")),
+            invoices: count(&|m, t| m == "GET" && t.starts_with("/v1/invoices")),
+            summaries: count(&|m, t| m == "GET" && t.contains("/event_summaries?")),
+            writes: count(&|m, _| m == "POST"),
+        }
+    }
+
+    fn since(self, before: Budget) -> Budget {
+        Budget {
+            amberflo: self.amberflo - before.amberflo,
+            meters: self.meters - before.meters,
+            subscriptions: self.subscriptions - before.subscriptions,
+            invoices: self.invoices - before.invoices,
+            summaries: self.summaries - before.summaries,
+            writes: self.writes - before.writes,
+        }
+    }
+
+    fn total(self) -> usize {
+        self.amberflo
+            + self.meters
+            + self.subscriptions
+            + self.invoices
+            + self.summaries
+            + self.writes
+    }
+}
+
+/// `usage-sync SUBCOMMAND ARGS` against the emulators with the state
+/// directory `state`: its exit code.
+fn command(
+    subcommand: &str,
+    args: &[String],
+    amberflo: &Amberflo,
+    stripe: &Stripe,
+    state: &std::path::Path,
+) -> i32 {
+    let output = Command::new(BIN)
+        .arg(subcommand)
+        .args(args)
+        .args([
+            "--meter-api-name",
+            "api-calls",
+            "--stripe-event-name",
+            "api_calls",
+        ])
+        .args([
+            "--amberflo-url",
+            &amberflo.url(),
+            "--stripe-url",
+            &stripe.url(),
+        ])
+        .args([
+            "--concurrency",
+            "64",
+            "--cache-dir",
+            cache_dir().to_str().unwrap(),
+        ])
+        .env_clear()
+        .env("AMBERFLO_API_KEY", AMBERFLO_KEY)
+        .env("STRIPE_API_KEY", STRIPE_KEY)
+        .env("USAGE_SYNC_STATE_DIR", state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let code = output.status.code().unwrap_or(-1);
+    // What failed, said: a table of requests is no use without it.
+    if ![0, 5].contains(&code) {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        eprintln!(
+            "usage-sync {subcommand} exited {code}: {}",
+            stderr
+                .lines()
+                .filter(|l| l.starts_with("usage-sync:"))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        );
+    }
+    code
+}
+
+/// The requests of each command a billing engineer runs, for `customers`
+/// customers on monthly subscriptions whose anchors are spread over 30 days
+/// (a thirtieth renew on any day), each with one unit a day: the nightly
+/// job, a 30-day backfill and its rerun 25 hours later, `reconcile` and
+/// `reconcile --invoices` of those 30 days, and an hourly `close-periods`.
+fn budget(customers: usize) -> Vec<(&'static str, i32, Budget)> {
+    const DAYS: i64 = 30;
+    const MONTH: i64 = 30 * DAY;
+    let (yesterday_start, yesterday_end) = yesterday();
+    let end = yesterday_start - DAY;
+    let start = end - DAYS * DAY;
+    let records = (0..customers)
+        .flat_map(|i| {
+            // The backfill's 30 days, the day before yesterday, yesterday.
+            (0..DAYS + 2).map(move |d| UsageRecord {
+                customer_id: format!("cust-{i}"),
+                meter_api_name: "api-calls".into(),
+                time: start + d * DAY + 60,
+                value: 1.0,
+            })
+        })
+        .collect();
+    let amberflo = Amberflo::start(AMBERFLO_KEY, records).unwrap();
+    let stripe = Stripe::start(STRIPE_KEY).unwrap();
+    stripe.add_meter(MeterSpec::sum("api_calls"));
+    for i in 0..customers {
+        stripe.add_subscription(SubscriptionSpec {
+            customer: format!("cus_{i}"),
+            event_name: "api_calls".into(),
+            // Anchored at noon of one of the last 30 days, months back.
+            anchor: start - 3 * MONTH + (i as i64 % DAYS) * DAY + DAY / 2,
+            period: MONTH,
+            ended_at: None,
+        });
+    }
+    let dir = mapping_dir(customers);
+    let state = state_dir();
+    let mapping = dir.join("mapping.csv").to_str().unwrap().to_string();
+    let window = |from: i64, to: i64| {
+        vec![
+            "--mapping".to_string(),
+            mapping.clone(),
+            "--start-time".into(),
+            from.to_string(),
+            "--end-time".into(),
+            to.to_string(),
+        ]
+    };
+    let mut rows = Vec::new();
+    let mut measure = |name: &'static str, subcommand: &str, args: Vec<String>| {
+        let before = Budget::now(&amberflo, &stripe);
+        let code = command(subcommand, &args, &amberflo, &stripe, &state);
+        rows.push((name, code, Budget::now(&amberflo, &stripe).since(before)));
+    };
+    stripe.shift_clock(-25 * 3600);
+    measure("a 30-day backfill, first run", "sync", window(start, end));
+    stripe.shift_clock(25 * 3600);
+    let mut rerun = window(start, end);
+    rerun.extend([
+        "--journal".to_string(),
+        dir.join("rerun.jsonl").to_str().unwrap().into(),
+    ]);
+    measure("the same backfill rerun 25 h later", "sync", rerun);
+    measure(
+        "the nightly job (yesterday)",
+        "sync",
+        window(yesterday_start, yesterday_end),
+    );
+    measure(
+        "`reconcile` of the 30 days",
+        "reconcile",
+        window(start, end),
+    );
+    let mut invoices = window(start, end);
+    invoices.push("--invoices".into());
+    measure(
+        "`reconcile --invoices` of the 30 days",
+        "reconcile",
+        invoices,
+    );
+    measure(
+        "`close-periods` (hourly, default lookback)",
+        "close-periods",
+        vec!["--mapping".to_string(), mapping.clone()],
+    );
+    let _ = std::fs::remove_dir_all(&state);
+    let _ = std::fs::remove_dir_all(&dir);
+    rows
 }
 
 /// A 30-day backfill of `customers` customers, every day past Stripe's
@@ -686,6 +878,28 @@ fn main() {
             "| {rows} | 2 (history and recent writes of night 1) | {} MiB | | {second:.0} |",
             again >> 10
         );
+        let _ = std::fs::remove_dir_all(cache_dir());
+        return;
+    }
+    // `cargo bench --bench sync -- budget`: the requests of each command,
+    // per 1,000 customers.
+    if std::env::args().any(|arg| arg == "budget") {
+        println!(
+            "| per 1,000 customers | exit | Amberflo queries | meter lookups | subscription reads | invoice reads | summary reads | writes | all |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        for (name, code, b) in budget(1_000) {
+            println!(
+                "| {name} | {code} | {} | {} | {} | {} | {} | {} | {} |",
+                b.amberflo,
+                b.meters,
+                b.subscriptions,
+                b.invoices,
+                b.summaries,
+                b.writes,
+                b.total()
+            );
+        }
         let _ = std::fs::remove_dir_all(cache_dir());
         return;
     }

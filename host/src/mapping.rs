@@ -180,7 +180,10 @@ fn read(
         })();
         match row {
             Err(e) => errors(e),
-            Ok(row) => match repeats.then(|| seen.insert(key_digest(&row), line)).flatten() {
+            Ok(row) => match repeats
+                .then(|| seen.insert(key_digest(&row), line))
+                .flatten()
+            {
                 Some(first) => errors(format!(
                     "line {line}: repeats line {first} (same customerId, meterApiName and stripeEventName)"
                 )),
