@@ -320,9 +320,15 @@ fn command(
     stripe: &Stripe,
     state: &std::path::Path,
 ) -> i32 {
+    // Unpaced: the requests are counted, not timed.
+    let rate: &[&str] = match subcommand {
+        "reconcile" => &[],
+        _ => &["--stripe-rate", "1000000"],
+    };
     let output = Command::new(BIN)
         .arg(subcommand)
         .args(args)
+        .args(rate)
         .args([
             "--meter-api-name",
             "api-calls",

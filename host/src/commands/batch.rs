@@ -72,6 +72,24 @@ pub(crate) async fn query_batch(
         .collect())
 }
 
+/// Amberflo points one query's answer may hold: about 100 bytes each, so an
+/// answer stays near 2.5 MB, well under the response cap (8 MiB by default).
+const POINTS_PER_QUERY: i64 = 24_000;
+
+/// Customers per Amberflo query: `batch`, lowered so that one answer over
+/// `[start, end)` by `grid` seconds fits ([`POINTS_PER_QUERY`]). 100
+/// customers by hour over 30 days is 72,000 points, over the cap: every
+/// query of `reconcile --invoices` failed. Bounds that are not Unix seconds
+/// leave `batch` as it is.
+pub(crate) fn fitting(batch: usize, start: &str, end: &str, grid: i64) -> usize {
+    let (Ok(start), Ok(end)) = (start.parse::<i64>(), end.parse::<i64>()) else {
+        return batch;
+    };
+    let points = (end.saturating_sub(start).max(0) / grid.max(1)).max(1) + 1;
+    let most = (POINTS_PER_QUERY / points).max(1);
+    batch.min(usize::try_from(most).unwrap_or(usize::MAX))
+}
+
 /// Rows cut into batches of at most `size` customers of one meter, in order.
 pub(crate) fn batches(rows: Vec<Row>, size: usize) -> Vec<Vec<Row>> {
     batches_of(rows, size, |row| row)
@@ -106,4 +124,24 @@ pub(crate) fn batches_of<T>(
         batches.last_mut().expect("never empty").push(item);
     }
     by_meter.into_iter().flat_map(|(_, b, _)| b).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fitting;
+
+    #[test]
+    fn a_batch_is_lowered_until_one_answer_fits() {
+        const DAY: i64 = 86_400;
+        // Yesterday, by day or by hour: the flag stands.
+        assert_eq!(fitting(100, "0", &DAY.to_string(), DAY), 100);
+        assert_eq!(fitting(100, "0", &DAY.to_string(), 3600), 100);
+        // 30 days by hour: 721 points a customer, 33 customers a query.
+        assert_eq!(fitting(100, "0", &(30 * DAY).to_string(), 3600), 33);
+        // A year by hour: one customer a query, never none.
+        assert_eq!(fitting(100, "0", &(365 * DAY).to_string(), 3600), 2);
+        assert_eq!(fitting(100, "0", &(10_000 * DAY).to_string(), 3600), 1);
+        // Bounds it cannot read: the flag.
+        assert_eq!(fitting(100, "2026-11-01T00:00:00Z", "x", 3600), 100);
+    }
 }

@@ -173,11 +173,21 @@ impl ReconcileArgs {
             credentials,
             Some(concurrency),
         )?;
+        let batch = crate::commands::batch::fitting(
+            self.fan_out.amberflo_batch,
+            &start_time,
+            &end_time,
+            // Amberflo is read by hour for invoices, as a run cuts a renewal day.
+            match self.invoices {
+                true => 3600,
+                false => grid,
+            },
+        );
         let settings = compare::Settings {
             start_time,
             end_time,
             concurrency,
-            batch: self.fan_out.amberflo_batch,
+            batch,
             tolerance: self.tolerance.clone(),
             format: match self.format.as_str() {
                 "csv" => compare::Format::Csv,

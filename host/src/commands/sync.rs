@@ -302,6 +302,15 @@ impl SyncArgs {
                 path
             }
         };
+        let batch = crate::commands::batch::fitting(
+            self.fan_out.amberflo_batch,
+            &start_time,
+            &end_time,
+            match self.workflow.settings.interval {
+                usage_sync_report::Interval::Hour => 3600,
+                _ => 86_400,
+            },
+        );
         let plan = rows::Settings {
             mapping: self.mapping.clone(),
             journal,
@@ -309,7 +318,7 @@ impl SyncArgs {
             start_time,
             end_time,
             concurrency,
-            batch: self.fan_out.amberflo_batch,
+            batch,
         };
         tracing::info!(
             "sync: {} rows in {} part(s), up to {} at once",
