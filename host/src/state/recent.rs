@@ -6,7 +6,7 @@
 use super::state_dir::StateDir;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 
 const FILE: &str = "recent.jsonl";
 /// Appenders share it, `prune` holds it alone: a line appended while the
@@ -132,17 +132,10 @@ pub fn append(dir: &StateDir, marks: &[Mark]) -> Result<(), String> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(&path).map_err(fail)?;
-    // A crash mid-line leaves a torn tail: end it, or our first line would
-    // be glued to it and lost with it.
-    if file.seek(SeekFrom::End(0)).map_err(fail)? > 0 {
-        file.seek(SeekFrom::End(-1)).map_err(fail)?;
-        let mut last = [0u8];
-        file.read_exact(&mut last).map_err(fail)?;
-        if last[0] != b'\n'
-            && let Some(first) = lines.first_mut()
-        {
-            first.insert(0, b'\n');
-        }
+    if !super::state_dir::ends_a_line(&mut file).map_err(fail)?
+        && let Some(first) = lines.first_mut()
+    {
+        first.insert(0, b'\n');
     }
     for line in &lines {
         file.write_all(line).map_err(fail)?;

@@ -116,20 +116,9 @@ impl StateDir {
     /// is not a regular file is an error, as for [`Self::read`]. Lines longer
     /// than `max_line` bytes come as [`Line::TooLong`], never held whole.
     pub fn lines(&self, name: &str, max_line: usize) -> Result<Option<Lines>, String> {
-        check_name(name)?;
-        let path = self.file(name);
-        let shown = path.display();
-        match std::fs::symlink_metadata(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read {shown}: {e}")),
-            Ok(m) if !m.is_file() => {
-                return Err(format!(
-                    "{shown} is not a regular file (usage-sync only writes regular files there)"
-                ));
-            }
-            Ok(_) => {}
-        }
-        let file = File::open(&path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+        let Some((path, file)) = self.open_regular(name)? else {
+            return Ok(None);
+        };
         Ok(Some(Lines {
             reader: std::io::BufReader::with_capacity(1 << 16, file),
             max_line,
@@ -138,10 +127,10 @@ impl StateDir {
         }))
     }
 
-    /// Reads the file `name`, or `None` when there is none. A file larger than
-    /// `cap` bytes, or that is not a regular file (a symlink, a FIFO), is an
+    /// The file `name` opened for reading, with its path; `None` when there
+    /// is none. One that is not a regular file (a symlink, a FIFO) is an
     /// error naming it: usage-sync never writes such a thing there.
-    pub fn read(&self, name: &str, cap: u64) -> Result<Option<Vec<u8>>, String> {
+    fn open_regular(&self, name: &str) -> Result<Option<(PathBuf, File)>, String> {
         check_name(name)?;
         let path = self.file(name);
         let shown = path.display();
@@ -157,6 +146,17 @@ impl StateDir {
             Ok(_) => {}
         }
         let file = File::open(&path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+        Ok(Some((path, file)))
+    }
+
+    /// Reads the file `name`, or `None` when there is none. A file larger than
+    /// `cap` bytes, or that is not a regular file (a symlink, a FIFO), is an
+    /// error naming it: usage-sync never writes such a thing there.
+    pub fn read(&self, name: &str, cap: u64) -> Result<Option<Vec<u8>>, String> {
+        let Some((path, file)) = self.open_regular(name)? else {
+            return Ok(None);
+        };
+        let shown = path.display();
         let len = file
             .metadata()
             .map_err(|e| format!("cannot read {shown}: {e}"))?
@@ -203,6 +203,20 @@ impl StateDir {
         how(&file).map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
         Ok(Lock { _file: file })
     }
+}
+
+/// Whether `file` is empty or ends with a newline: a crash mid-line leaves
+/// a torn tail, which an appender must end before its first line, or that
+/// line would be glued to it and lost with it.
+pub fn ends_a_line(file: &mut File) -> std::io::Result<bool> {
+    use std::io::{Seek, SeekFrom};
+    if file.seek(SeekFrom::End(0))? == 0 {
+        return Ok(true);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8];
+    file.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
 }
 
 /// A state file read line by line, each line at most `max_line` bytes held.

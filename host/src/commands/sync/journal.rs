@@ -94,15 +94,8 @@ pub fn open_journal(
         .append(true)
         .open(path)
         .map_err(fail)?;
-    // A torn tail is ended, so the next line starts on its own.
-    use std::io::{Read, Seek, SeekFrom};
-    if file.seek(SeekFrom::End(0)).map_err(fail)? > 0 {
-        file.seek(SeekFrom::End(-1)).map_err(fail)?;
-        let mut last = [0u8];
-        file.read_exact(&mut last).map_err(fail)?;
-        if last[0] != b'\n' {
-            writeln!(file).map_err(fail)?;
-        }
+    if !crate::state::state_dir::ends_a_line(&mut file).map_err(fail)? {
+        writeln!(file).map_err(fail)?;
     }
     Ok((file, done))
 }
