@@ -205,8 +205,35 @@ fn sync_in(
         }
     }
     let started = Instant::now();
-    let mut child = Command::new(BIN)
-        .args(["sync", "--mapping", mapping.to_str().unwrap()])
+    let mut child = usage_sync("sync", amberflo, stripe, state)
+        .args(["--mapping", mapping.to_str().unwrap()])
+        .args([
+            "--stripe-rate",
+            "1000000",
+            "--concurrency",
+            &concurrency.to_string(),
+            "--amberflo-batch",
+            &batch.to_string(),
+        ])
+        .args(extra)
+        .spawn()
+        .unwrap();
+    let peak = watch_rss(&mut child);
+    assert!(child.wait().unwrap().success());
+    (started.elapsed(), peak)
+}
+
+/// `usage-sync SUBCOMMAND` against the emulators, with the bench's meter,
+/// keys, cache and state directory `state`; its output thrown away.
+fn usage_sync(
+    subcommand: &str,
+    amberflo: &Amberflo,
+    stripe: &Stripe,
+    state: &std::path::Path,
+) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .arg(subcommand)
         .args([
             "--meter-api-name",
             "api-calls",
@@ -219,27 +246,14 @@ fn sync_in(
             "--stripe-url",
             &stripe.url(),
         ])
-        .args([
-            "--stripe-rate",
-            "1000000",
-            "--concurrency",
-            &concurrency.to_string(),
-            "--amberflo-batch",
-            &batch.to_string(),
-        ])
-        .args(extra)
         .args(["--cache-dir", cache_dir().to_str().unwrap()])
         .env_clear()
         .env("AMBERFLO_API_KEY", AMBERFLO_KEY)
         .env("STRIPE_API_KEY", STRIPE_KEY)
         .env("USAGE_SYNC_STATE_DIR", state)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let peak = watch_rss(&mut child);
-    assert!(child.wait().unwrap().success());
-    (started.elapsed(), peak)
+        .stderr(Stdio::null());
+    command
 }
 
 /// What a sync asked of each provider.
@@ -325,33 +339,10 @@ fn command(
         "reconcile" => &[],
         _ => &["--stripe-rate", "1000000"],
     };
-    let output = Command::new(BIN)
-        .arg(subcommand)
+    let output = usage_sync(subcommand, amberflo, stripe, state)
         .args(args)
         .args(rate)
-        .args([
-            "--meter-api-name",
-            "api-calls",
-            "--stripe-event-name",
-            "api_calls",
-        ])
-        .args([
-            "--amberflo-url",
-            &amberflo.url(),
-            "--stripe-url",
-            &stripe.url(),
-        ])
-        .args([
-            "--concurrency",
-            "64",
-            "--cache-dir",
-            cache_dir().to_str().unwrap(),
-        ])
-        .env_clear()
-        .env("AMBERFLO_API_KEY", AMBERFLO_KEY)
-        .env("STRIPE_API_KEY", STRIPE_KEY)
-        .env("USAGE_SYNC_STATE_DIR", state)
-        .stdout(Stdio::null())
+        .args(["--concurrency", "64"])
         .stderr(Stdio::piped())
         .output()
         .unwrap();
@@ -505,24 +496,8 @@ fn backfill(customers: usize) -> (f64, Requests, f64, Requests, f64, Requests) {
     );
     let before_reconcile = requests(&amberflo, &stripe);
     let started = Instant::now();
-    let status = Command::new(BIN)
-        .args([
-            "reconcile",
-            "--mapping",
-            dir.join("mapping.csv").to_str().unwrap(),
-        ])
-        .args([
-            "--meter-api-name",
-            "api-calls",
-            "--stripe-event-name",
-            "api_calls",
-        ])
-        .args([
-            "--amberflo-url",
-            &amberflo.url(),
-            "--stripe-url",
-            &stripe.url(),
-        ])
+    let status = usage_sync("reconcile", &amberflo, &stripe, &state_dir())
+        .args(["--mapping", dir.join("mapping.csv").to_str().unwrap()])
         .args([
             "--concurrency",
             "64",
@@ -530,13 +505,6 @@ fn backfill(customers: usize) -> (f64, Requests, f64, Requests, f64, Requests) {
             &BATCH.to_string(),
         ])
         .args(&window)
-        .args(["--cache-dir", cache_dir().to_str().unwrap()])
-        .env_clear()
-        .env("AMBERFLO_API_KEY", AMBERFLO_KEY)
-        .env("STRIPE_API_KEY", STRIPE_KEY)
-        .env("USAGE_SYNC_STATE_DIR", state_dir())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .status()
         .unwrap();
     assert!(status.success(), "everything matches");
