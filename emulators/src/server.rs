@@ -175,12 +175,67 @@ impl Faults {
 
 pub(crate) type Handler = dyn Fn(&Recorded) -> Reply + Send + Sync;
 
+/// Requests answered at once, and the cap past which the provider pushes
+/// back (Stripe's concurrency limiter answers 429 before anything is done).
+#[derive(Default)]
+pub(crate) struct Gate {
+    in_flight: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+    refused: std::sync::atomic::AtomicUsize,
+    /// The cap, and the answer past it.
+    cap: Mutex<Option<(usize, Arc<Handler>)>>,
+}
+
+impl Gate {
+    /// At most `cap` requests at once; past it, `busy`'s answer.
+    pub fn set(&self, cap: Option<(usize, Arc<Handler>)>) {
+        *self.cap.lock().unwrap_or_else(|p| p.into_inner()) = cap;
+    }
+
+    /// The most requests answered at once so far (refused ones included).
+    pub fn peak(&self) -> usize {
+        self.peak.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Requests refused for being past the cap.
+    pub fn refused(&self) -> usize {
+        self.refused.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Counts a request in; the busy answer when it is past the cap.
+    fn enter(self: &Arc<Self>, request: &Recorded) -> (InFlight, Option<Reply>) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.peak.fetch_max(now, SeqCst);
+        let busy = match &*self.cap.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((cap, busy)) if now > *cap => {
+                self.refused.fetch_add(1, SeqCst);
+                Some(busy(request))
+            }
+            _ => None,
+        };
+        (InFlight(self.clone()), busy)
+    }
+}
+
+/// One request being answered.
+struct InFlight(Arc<Gate>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// A running server; stops when dropped.
 pub(crate) struct Server {
     addr: SocketAddr,
     https: bool,
     connections: Arc<std::sync::atomic::AtomicUsize>,
     requests: Arc<Mutex<Vec<Recorded>>>,
+    gate: Arc<Gate>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -200,19 +255,22 @@ impl Server {
         let accepted = connections.clone();
         let (stop, stopped) = oneshot::channel();
         let log = requests.clone();
+        let gate = Arc::new(Gate::default());
+        let counted = gate.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let thread = std::thread::Builder::new()
             .name(format!("emulator-{}", addr.port()))
             .spawn(move || {
-                runtime.block_on(serve(listener, handler, log, stopped, tls, accepted))
+                runtime.block_on(serve(listener, handler, log, stopped, tls, accepted, counted))
             })?;
         Ok(Server {
             addr,
             https,
             connections,
             requests,
+            gate,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -234,6 +292,11 @@ impl Server {
     /// Connections accepted so far (over HTTPS, handshakes completed).
     pub fn connections(&self) -> usize {
         self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Requests at once, and the cap on them.
+    pub fn gate(&self) -> &Gate {
+        &self.gate
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -262,6 +325,7 @@ async fn serve(
     mut stopped: oneshot::Receiver<()>,
     tls: Option<Arc<rustls::ServerConfig>>,
     accepted: Arc<std::sync::atomic::AtomicUsize>,
+    gate: Arc<Gate>,
 ) {
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let listener = tokio::net::TcpListener::from_std(listener).expect("inside a runtime");
@@ -274,10 +338,10 @@ async fn serve(
             },
         };
         let (handler, log, tls) = (handler.clone(), log.clone(), tls.clone());
-        let accepted = accepted.clone();
+        let (accepted, gate) = (accepted.clone(), gate.clone());
         tokio::spawn(async move {
             let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                let (handler, log) = (handler.clone(), log.clone());
+                let (handler, log, gate) = (handler.clone(), log.clone(), gate.clone());
                 async move {
                     let (parts, body) = request.into_parts();
                     let body = body
@@ -308,7 +372,11 @@ async fn serve(
                     log.lock()
                         .unwrap_or_else(|poisoned| poisoned.into_inner())
                         .push(recorded.clone());
-                    let reply = handler(&recorded);
+                    let (_in_flight, busy) = gate.enter(&recorded);
+                    let reply = match busy {
+                        Some(busy) => busy,
+                        None => handler(&recorded),
+                    };
                     tokio::time::sleep(reply.delay).await;
                     if reply.reset {
                         // An error from the service makes hyper drop the connection unanswered.

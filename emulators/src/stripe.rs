@@ -179,6 +179,23 @@ impl Stripe {
         self.server.address()
     }
 
+    /// At most `cap` requests answered at once; past it, 429 before anything
+    /// is done (Stripe's concurrency limiter; no `Retry-After`). `None`: no cap.
+    pub fn set_concurrency_cap(&self, cap: Option<usize>) {
+        let busy: Arc<crate::server::Handler> = Arc::new(|_: &Recorded| canned(429));
+        self.server.gate().set(cap.map(|cap| (cap, busy)));
+    }
+
+    /// The most requests it answered at once so far.
+    pub fn peak_in_flight(&self) -> usize {
+        self.server.gate().peak()
+    }
+
+    /// Requests refused with 429 for being past the concurrency cap.
+    pub fn refused_busy(&self) -> usize {
+        self.server.gate().refused()
+    }
+
     /// Every meter event accepted so far, counted or not.
     pub fn events(&self) -> Vec<MeterEvent> {
         lock(&self.state).events.clone()

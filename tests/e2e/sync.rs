@@ -164,6 +164,49 @@ fn ten_thousand_rows_in_one_command() {
     eprintln!("10,000 rows in {:?}", started.elapsed());
 }
 
+/// Stripe's concurrency limiter answers 429 past a cap. The rows at once
+/// start at 16 and would double up to `--concurrency` while latency holds;
+/// each push-back halves them, so the 429s stay a few per cycle instead of one
+/// per row past the cap, and every row is still billed once.
+#[test]
+fn rows_at_once_adapt_to_a_provider_that_pushes_back() {
+    let (p, mapping) = customers(200, "adapt");
+    let slow = Fault::Delay(std::time::Duration::from_millis(20));
+    p.stripe.set_fault(Some(slow));
+    p.stripe.set_read_fault(Some(slow));
+    p.stripe.set_concurrency_cap(Some(6));
+    let run = p.sync(&sync_args(
+        &mapping,
+        &["--concurrency", "128", "--max-retries", "10"],
+    ));
+    run.expect(0);
+    assert_eq!(lines(&run).last().unwrap()["summary"]["recorded"], 200);
+    let mut customers: Vec<String> = p
+        .stripe
+        .events()
+        .iter()
+        .map(|e| e.payload["stripe_customer_id"].clone())
+        .collect();
+    customers.sort();
+    customers.dedup();
+    assert_eq!(customers.len(), 200, "each row billed");
+    assert_eq!(p.stripe.events().len(), 200, "and once");
+    let (requests, refused) = (p.stripe.requests().len(), p.stripe.refused_busy());
+    eprintln!(
+        "{refused} of {requests} refused; at most {} at once at Stripe",
+        p.stripe.peak_in_flight()
+    );
+    assert!(
+        refused * 10 <= requests,
+        "{refused} of {requests} requests were refused as too many at once"
+    );
+    assert!(
+        run.stderr.contains("at most"),
+        "the log says how many ran at once: {}",
+        run.stderr
+    );
+}
+
 #[test]
 fn ctrl_c_finishes_rows_in_flight_and_records_the_rest_as_not_sent() {
     interrupted_by("-INT", "interrupt");

@@ -110,8 +110,9 @@ const MAX_BATCH: usize = usage_sync_report::defaults::MAX_CUSTOMERS_PER_QUERY;
 /// How many rows run at once, and how many customers share an Amberflo query.
 #[derive(Args)]
 pub(crate) struct FanOutArgs {
-    /// Rows running at once.
-    #[arg(long, default_value_t = 16, value_name = "N")]
+    /// The most rows running at once: `sync` starts at 16 and adapts up to
+    /// this, growing while latency holds and halving on a 429, 503 or timeout.
+    #[arg(long, default_value_t = 256, value_name = "N")]
     pub(crate) concurrency: usize,
     /// Customers per Amberflo query (`groupBy` customerId); 1 queries once per row.
     #[arg(long, default_value_t = 100, value_name = "N")]

@@ -27,7 +27,7 @@ use usage_sync_report::Interval;
     mut_arg("settle_hours", |a| a.help("A differing interval that ended less than this many hours ago is `settling`")),
     mut_arg("scale", |a| a.help("Multiply Amberflo's totals by this, as for `sync`")),
     mut_arg("round", |a| a.help("Round Amberflo's totals as `sync` would before sending")),
-    mut_arg("concurrency", |a| a.help("Rows read at once")),
+    mut_arg("concurrency", |a| a.help("Rows read at once").default_value("16")),
     mut_arg("amberflo_batch", |a| a.help("Customers per Amberflo query")),
 )]
 pub(crate) struct ReconcileArgs {

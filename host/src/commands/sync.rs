@@ -65,6 +65,10 @@ pub(crate) struct SyncArgs {
 /// live-mode limit (the emulator tests run fast).
 const STRIPE_RATE: std::ops::RangeInclusive<f64> = 1e-5..=1e6;
 
+/// Rows at once when a sync starts (the fixed default of earlier releases):
+/// the adaptive limit grows from here, up to `--concurrency`.
+const INITIAL_CONCURRENCY: usize = 16;
+
 /// What `close-periods` narrows a sync to: the ledgers whose billing period
 /// ended within `lookback` seconds, from that day's start to the last full hour.
 pub(crate) struct Closing {
@@ -258,9 +262,17 @@ impl SyncArgs {
             credentials,
             Some(concurrency),
         )?;
-        let config = config.paced(Arc::new(crate::egress::RateLimiter::per_second(
-            stripe_rate,
-        )));
+        // Rows at once start where they always did and adapt up to the
+        // ceiling: grow while latency holds, halve on a push-back.
+        let limit = Arc::new(crate::egress::Concurrency::new(
+            INITIAL_CONCURRENCY,
+            concurrency,
+        ));
+        let config = config
+            .paced(Arc::new(crate::egress::RateLimiter::per_second(
+                stripe_rate,
+            )))
+            .adapting(limit.clone());
         // One journal per window by default, so the same command runs every night
         // and a rerun of any night resumes that night.
         // A true-up compares with what Amberflo says today: its journal resumes
@@ -317,16 +329,24 @@ impl SyncArgs {
             journal_is_default: self.journal.is_none(),
             start_time,
             end_time,
-            concurrency,
+            concurrency: limit.clone(),
+            ceiling: concurrency,
             batch,
         };
         tracing::info!(
-            "sync: {} rows in {} part(s), up to {} at once",
+            "sync: {} rows in {} part(s), {} at once at first, adapting up to {}",
             parts.total,
             parts.count,
+            limit.limit(),
             concurrency
         );
-        rows::sync(Arc::new(sandbox), config, parts, &plan, Arc::new(state)).await
+        let summary = rows::sync(Arc::new(sandbox), config, parts, &plan, Arc::new(state)).await;
+        tracing::info!(
+            "sync: at most {} rows at once (now {})",
+            limit.peak(),
+            limit.limit()
+        );
+        summary
     }
 }
 

@@ -2,6 +2,7 @@
 //! decides where it may go, the host attaches the key, and what comes back is
 //! capped and scrubbed of keys before the guest sees it.
 
+use crate::egress::concurrency::Concurrency;
 use crate::egress::policy::{Policy, Provider, Refusal, is_credential_header};
 use crate::egress::transport::Transport;
 use crate::secrets::{Credentials, Redactor};
@@ -131,6 +132,8 @@ pub struct Egress {
     pub in_flight: Arc<AtomicUsize>,
     /// Paces Stripe requests across runs (`usage-sync sync`).
     pub stripe_pace: Option<Arc<RateLimiter>>,
+    /// Told of every push-back (`usage-sync sync`).
+    pub concurrency: Option<Arc<Concurrency>>,
     /// The pooled connections, shared by the runs of one configuration.
     pub transport: Transport,
     /// The Amberflo customer of the run, for its log lines (empty: many, or none).
@@ -217,6 +220,7 @@ impl WasiHttpHooks for Egress {
                 .clone()
                 .filter(|_| admitted.provider == Provider::Stripe),
             observer: self.observer.clone(),
+            concurrency: self.concurrency.clone(),
             redactor: Redactor::new(&self.credentials),
             max_bytes: self.caps.max_response_bytes,
             log: self.log.clone(),
@@ -315,6 +319,7 @@ fn bounded(options: Option<RequestOptions>, cap: Duration) -> RequestOptions {
 struct Outbound {
     pace: Option<Arc<RateLimiter>>,
     observer: Option<Observer>,
+    concurrency: Option<Arc<Concurrency>>,
     redactor: Redactor,
     max_bytes: u64,
     log: Arc<Mutex<RunLog>>,
@@ -361,6 +366,11 @@ impl Outbound {
             && response.status() == http::StatusCode::TOO_MANY_REQUESTS
         {
             pace.back_off().await;
+        }
+        if let Some(concurrency) = &self.concurrency
+            && pushed_back(&sent)
+        {
+            concurrency.congested();
         }
         if let Some(observe) = &self.observer {
             observe(&Exchange {
@@ -496,5 +506,24 @@ impl Body for Inbound {
     fn size_hint(&self) -> SizeHint {
         // Redaction changes lengths: promise nothing.
         SizeHint::default()
+    }
+}
+
+/// The provider asked for less at once: too many requests, unavailable, or
+/// no answer in time.
+fn pushed_back<T>(sent: &Result<http::Response<T>, wasmtime_wasi_http::Error>) -> bool {
+    use wasmtime_wasi_http::Error as E;
+    match sent {
+        Ok(response) => matches!(
+            response.status(),
+            http::StatusCode::TOO_MANY_REQUESTS | http::StatusCode::SERVICE_UNAVAILABLE
+        ),
+        Err(error) => matches!(
+            error,
+            E::ConnectionTimeout
+                | E::ConnectionReadTimeout
+                | E::ConnectionWriteTimeout
+                | E::HttpResponseTimeout
+        ),
     }
 }

@@ -4,7 +4,7 @@
 use crate::bindings::{Endpoints, Options};
 use crate::egress::policy::Policy;
 use crate::egress::transport::{Transport, Trust};
-use crate::egress::{Observer, RateLimiter};
+use crate::egress::{Concurrency, Observer, RateLimiter};
 use crate::sandbox::Limits;
 use crate::secrets::Credentials;
 use std::sync::Arc;
@@ -26,6 +26,8 @@ pub struct RunConfig {
     pub observer: Option<Observer>,
     /// Shared pace of Stripe requests, for many runs at once.
     pub stripe_pace: Option<Arc<RateLimiter>>,
+    /// Told of every push-back (429, 503, a timeout), for many runs at once.
+    pub concurrency: Option<Arc<Concurrency>>,
     /// The pooled connections every run of this configuration shares.
     pub transport: Transport,
 }
@@ -47,6 +49,7 @@ impl RunConfig {
             limits,
             observer: None,
             stripe_pace: None,
+            concurrency: None,
             transport: Transport::new(&Trust::default(), limits.request_timeout)
                 .expect("the built-in roots make a TLS configuration"),
         }
@@ -70,6 +73,14 @@ impl RunConfig {
     pub fn paced(self, pace: Arc<RateLimiter>) -> RunConfig {
         RunConfig {
             stripe_pace: Some(pace),
+            ..self
+        }
+    }
+
+    /// The same, telling `concurrency` of every push-back.
+    pub fn adapting(self, concurrency: Arc<Concurrency>) -> RunConfig {
+        RunConfig {
+            concurrency: Some(concurrency),
             ..self
         }
     }

@@ -158,6 +158,7 @@ impl Sandbox {
                 observer: config.observer.clone(),
                 in_flight: Default::default(),
                 stripe_pace: config.stripe_pace.clone(),
+                concurrency: config.concurrency.clone(),
                 transport: config.transport.clone(),
                 customer: customer.into(),
             },

@@ -9,6 +9,7 @@ use super::journal::{Header, open_journal};
 use crate::bindings::{Inputs, Meter, Source};
 use crate::commands::batch::{batches_of, meters_for, query_batch};
 use crate::commands::ledger::{Bounds, LedgerState};
+use crate::egress::Concurrency;
 use crate::interrupt::Interrupt;
 use crate::mapping::{Row, key_digest};
 use crate::outcome::{EventJson, ExitStatus, Failure, Outputs};
@@ -119,8 +120,10 @@ pub struct Settings {
     pub start_time: String,
     /// The window's end.
     pub end_time: String,
-    /// Rows running at once.
-    pub concurrency: usize,
+    /// Rows running at once: where the adaptive limit starts, and its ceiling.
+    pub concurrency: Arc<Concurrency>,
+    /// The ceiling (`--concurrency`).
+    pub ceiling: usize,
     /// Customers per Amberflo query; 1 runs the whole workflow per row.
     pub batch: usize,
 }
@@ -296,9 +299,9 @@ impl Run<'_> {
         let shared = Arc::new(Shared {
             sandbox: self.sandbox.clone(),
             config: self.config.clone(),
-            permits: Semaphore::new(plan.concurrency.max(1)),
+            permits: plan.concurrency.clone(),
             // Enough answers ahead to keep every row slot busy, no more.
-            batches: Semaphore::new(plan.concurrency.max(1) / plan.batch.max(1) + 2),
+            batches: Semaphore::new(plan.ceiling.max(1) / plan.batch.max(1) + 2),
             stop: self.stop.clone(),
             tx,
             start_time: plan.start_time.clone(),
@@ -420,7 +423,8 @@ type Answer = (Vec<Row>, Option<Result<Outputs, Failure>>);
 struct Shared {
     sandbox: Arc<Sandbox>,
     config: RunConfig,
-    permits: Semaphore,
+    /// Rows and queries at once: adapts to how the providers answer.
+    permits: Arc<Concurrency>,
     /// Batches whose answer is held until their rows are done: without a
     /// bound, every batch would query Amberflo before the first row ran and
     /// hold every customer's answer at once (7 KB a row, measured).
