@@ -207,14 +207,13 @@ fn sync_in(
     let started = Instant::now();
     let mut child = usage_sync("sync", amberflo, stripe, state)
         .args(["--mapping", mapping.to_str().unwrap()])
-        .args([
-            "--stripe-rate",
-            "1000000",
-            "--concurrency",
-            &concurrency.to_string(),
-            "--amberflo-batch",
-            &batch.to_string(),
-        ])
+        .args(["--stripe-rate", "1000000"])
+        .args(["--amberflo-batch", &batch.to_string()])
+        // 0: the default (adaptive, up to 256).
+        .args(match concurrency {
+            0 => vec![],
+            n => vec!["--concurrency".to_string(), n.to_string()],
+        })
         .args(extra)
         .spawn()
         .unwrap();
@@ -557,9 +556,18 @@ fn far_emulators(
     (amberflo, stripe, a, s)
 }
 
-/// `sync` of `rows` rows over TLS, `one_way` away, `--concurrency 64`:
-/// rows/s, and TLS handshakes with Stripe.
-fn far_sync(rows: usize, one_way: Duration) -> (f64, usize) {
+/// What a far sync did: rows/s, TLS handshakes with Stripe, and the
+/// requests each provider received (for the native replay).
+struct Far {
+    rate: f64,
+    handshakes: usize,
+    amberflo: Vec<usage_sync_emulators::Recorded>,
+    stripe: Vec<usage_sync_emulators::Recorded>,
+}
+
+/// `sync` of `rows` rows over TLS, `one_way` away: with `--concurrency N`
+/// (`None`: the default), otherwise the bench's flags.
+fn far_sync(rows: usize, one_way: Duration, concurrency: Option<usize>) -> Far {
     let ca = TestCa::new("bench CA");
     let dir = mapping_dir(rows);
     let ca_file = dir.join("ca.pem");
@@ -574,16 +582,34 @@ fn far_sync(rows: usize, one_way: Duration) -> (f64, usize) {
         "--ca-file".to_string(),
         ca_file.to_str().unwrap().to_string(),
     ];
-    let (elapsed, _) = sync(&amberflo, &stripe, &dir, 64, BATCH, &extra);
+    let (elapsed, _) = sync(&amberflo, &stripe, &dir, concurrency.unwrap_or(0), BATCH, &extra);
     assert_eq!(stripe.events().len(), rows);
     let _ = std::fs::remove_dir_all(&dir);
-    (rows as f64 / elapsed.as_secs_f64(), stripe.connections())
+    Far {
+        rate: rows as f64 / elapsed.as_secs_f64(),
+        handshakes: stripe.connections(),
+        amberflo: amberflo.requests(),
+        stripe: stripe.requests(),
+    }
 }
 
-/// The same requests natively with a pooled client (hyper-util's, on
-/// hyper-rustls, trusting the same CA) at the same concurrency: one Amberflo
-/// query per 100 customers, one Stripe write per row. Rows/s.
-async fn far_native(rows: usize, one_way: Duration) -> f64 {
+/// The Stripe customer a request is for (`cus_N` in its target or body).
+fn customer_of(request: &usage_sync_emulators::Recorded) -> Option<String> {
+    let text = format!("{} {}", request.target, request.body_text());
+    let at = text.find("cus_")?;
+    let id: String = text[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    Some(id)
+}
+
+/// The requests `sync` sent, replayed natively with a pooled client
+/// (hyper-util's, on hyper-rustls, trusting the same CA) to fresh emulators
+/// as far away, `concurrency` at once: the requests without a customer first
+/// (the meter lookup), then per batch its Amberflo query and its rows, each
+/// row's requests in order, one slot per row as `sync` holds. Rows/s.
+async fn far_native(rows: usize, one_way: Duration, concurrency: usize, sent: &Far) -> f64 {
     use hyper_util::client::legacy::Client;
     let ca = TestCa::new("bench CA");
     let (_amberflo, stripe, a, s) = far_emulators(rows, &ca, one_way);
@@ -610,61 +636,62 @@ async fn far_native(rows: usize, one_way: Duration) -> f64 {
         .build();
     let client: Client<_, Full<bytes::Bytes>> =
         Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(concurrency)
             .build(https);
-    let (start, end) = yesterday();
-    let permits = Arc::new(tokio::sync::Semaphore::new(64));
+    type Sent = usage_sync_emulators::Recorded;
+    let replay = move |client: Client<_, Full<bytes::Bytes>>, base: String, r: Sent| async move {
+        let mut request = http::Request::builder()
+            .method(r.method.as_str())
+            .uri(format!("{base}{}", r.target));
+        for (name, value) in &r.headers {
+            if !["host", "content-length", "connection"].contains(&name.as_str()) {
+                request = request.header(name.as_str(), value.as_str());
+            }
+        }
+        let answer = client
+            .request(request.body(Full::new(bytes::Bytes::from(r.body))).unwrap())
+            .await
+            .unwrap();
+        let status = answer.status();
+        let body = answer.into_body().collect().await.unwrap().to_bytes();
+        assert!(status.is_success(), "{status}: {}", String::from_utf8_lossy(&body));
+    };
+    let mut per_customer: std::collections::HashMap<String, Vec<Sent>> = Default::default();
+    let mut once = Vec::new();
+    for r in &sent.stripe {
+        match customer_of(r) {
+            Some(customer) => per_customer.entry(customer).or_default().push(r.clone()),
+            None => once.push(r.clone()),
+        }
+    }
+    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let started = Instant::now();
+    for r in once {
+        replay(client.clone(), s.https_url(), r).await;
+    }
     let mut tasks = tokio::task::JoinSet::new();
-    for batch in 0..rows.div_ceil(BATCH) {
-        let (client, url, permits) = (client.clone(), a.https_url(), permits.clone());
-        let ids: Vec<String> = (batch * BATCH..((batch + 1) * BATCH).min(rows))
-            .map(|i| format!("\"cust-{i}\""))
+    for (batch, query) in sent.amberflo.iter().enumerate() {
+        let (client, permits, query) = (client.clone(), permits.clone(), query.clone());
+        let (amberflo_url, stripe_url) = (a.https_url(), s.https_url());
+        let rows_of_batch: Vec<Vec<Sent>> = (batch * BATCH..((batch + 1) * BATCH).min(rows))
+            .map(|i| per_customer.remove(&format!("cus_{i}")).unwrap_or_default())
             .collect();
-        let query = format!(
-            r#"{{"meterApiName":"api-calls","aggregation":"SUM","timeGroupingInterval":"DAY","timeRange":{{"startTimeInSeconds":{start},"endTimeInSeconds":{end}}},"groupBy":["customerId"],"filter":{{"customerId":[{}]}},"take":{{"limit":{}}}}}"#,
-            ids.join(","),
-            ids.len()
-        );
-        let rows_of_batch: Vec<usize> = (batch * BATCH..((batch + 1) * BATCH).min(rows)).collect();
-        let stripe_url = s.https_url();
         tasks.spawn(async move {
             {
                 let _permit = permits.acquire().await.unwrap();
-                let request = http::Request::post(format!("{url}/usage"))
-                    .header("content-type", "application/json")
-                    .header("accept", "application/json")
-                    .header("user-agent", "usage-sync/0.1.0")
-                    .header("x-api-key", AMBERFLO_KEY)
-                    .body(Full::new(bytes::Bytes::from(query)))
-                    .unwrap();
-                let answer = client.request(request).await.unwrap();
-                let body = answer.into_body().collect().await.unwrap().to_bytes();
-                assert!(String::from_utf8_lossy(&body).contains("clientMeters"));
+                replay(client.clone(), amberflo_url, query).await;
             }
-            let mut writes = tokio::task::JoinSet::new();
-            for i in rows_of_batch {
+            let mut row_tasks = tokio::task::JoinSet::new();
+            for requests in rows_of_batch {
                 let (client, url, permits) = (client.clone(), stripe_url.clone(), permits.clone());
-                writes.spawn(async move {
+                row_tasks.spawn(async move {
                     let _permit = permits.acquire().await.unwrap();
-                    let form = format!(
-                        "event_name=api_calls&payload[stripe_customer_id]=cus_{i}&payload[value]=1&identifier=native-{i}&timestamp={}",
-                        end - 1
-                    );
-                    let request = http::Request::post(format!("{url}/v1/billing/meter_events"))
-                        .header("content-type", "application/x-www-form-urlencoded")
-                        .header("idempotency-key", format!("00000000-0000-4000-8000-{i:012}"))
-                        .header("stripe-version", "2026-10-28.endive")
-                        .header("user-agent", "usage-sync/0.1.0")
-                        .header("authorization", format!("Bearer {STRIPE_KEY}"))
-                        .body(Full::new(bytes::Bytes::from(form)))
-                        .unwrap();
-                    let answer = client.request(request).await.unwrap();
-                    let body = answer.into_body().collect().await.unwrap().to_bytes();
-                    assert!(String::from_utf8_lossy(&body).contains("billing.meter_event"));
+                    for r in requests {
+                        replay(client.clone(), url.clone(), r).await;
+                    }
                 });
             }
-            while writes.join_next().await.is_some() {}
+            while row_tasks.join_next().await.is_some() {}
         });
     }
     while tasks.join_next().await.is_some() {}
@@ -895,31 +922,35 @@ fn main() {
     }
     println!();
     println!(
-        "| one-way delay | sync rows/s (TLS, --concurrency 64) | native pooled rows/s | ratio | TLS handshakes with Stripe per 1,000 rows |"
+        "| one-way delay | native pooled rows/s (64 at once) | sync, --concurrency 64 | ratio | sync, default flags | ratio | TLS handshakes with Stripe (64 / default) | Stripe requests per row |"
     );
-    println!("| --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     let rows = 1_000;
-    for ms in [0u64, 10, 25] {
+    let med = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    for ms in [0u64, 10, 25, 50] {
         let one_way = Duration::from_millis(ms);
-        let mut ours = Vec::new();
-        let mut native = Vec::new();
-        let mut handshakes = Vec::new();
+        let (mut at_64, mut default, mut native) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut shakes_64, mut shakes_default, mut per_row) = (Vec::new(), Vec::new(), 0.0);
         for _ in 0..3 {
-            let (rate, shakes) = far_sync(rows, one_way);
-            ours.push(rate);
-            handshakes.push(shakes);
-            native.push(runtime.block_on(far_native(rows, one_way)));
+            let far = far_sync(rows, one_way, Some(64));
+            native.push(runtime.block_on(far_native(rows, one_way, 64, &far)));
+            at_64.push(far.rate);
+            shakes_64.push(far.handshakes as f64);
+            per_row = far.stripe.len() as f64 / rows as f64;
+            let far = far_sync(rows, one_way, None);
+            default.push(far.rate);
+            shakes_default.push(far.handshakes as f64);
         }
-        let med = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
-        handshakes.sort();
-        let (ours, native) = (med(ours), med(native));
+        let (at_64, default, native) = (med(at_64), med(default), med(native));
         println!(
-            "| {ms} ms | {ours:.0} | {native:.0} | {:.2} | {} |",
-            ours / native,
-            handshakes[1]
+            "| {ms} ms | {native:.0} | {at_64:.0} | {:.2} | {default:.0} | {:.2} | {:.0} / {:.0} | {per_row:.2} |",
+            at_64 / native,
+            default / native,
+            med(shakes_64),
+            med(shakes_default)
         );
     }
     let _ = std::fs::remove_dir_all(cache_dir());
