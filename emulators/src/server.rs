@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http_body::Frame;
 use http_body_util::{BodyExt, Either, Full};
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::collections::VecDeque;
@@ -28,6 +28,8 @@ pub struct Recorded {
     pub headers: Vec<(String, String)>,
     /// The body, byte for byte.
     pub body: Vec<u8>,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
 }
 
 impl Recorded {
@@ -351,6 +353,7 @@ async fn serve(
                         .to_bytes()
                         .to_vec();
                     let recorded = Recorded {
+                        version: format!("{:?}", parts.version),
                         method: parts.method.to_string(),
                         target: parts
                             .uri
@@ -399,9 +402,19 @@ async fn serve(
                 Some(tls) => {
                     if let Ok(stream) = tls.accept(stream).await {
                         accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        let _ = http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        let _ = match h2 {
+                            true => {
+                                http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await
+                            }
+                            false => {
+                                http1::Builder::new()
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await
+                            }
+                        };
                     }
                 }
                 None => {

@@ -66,13 +66,15 @@ impl TestCa {
             self.issuer.der().clone(),
         ];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let config =
+        let mut config =
             ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_safe_default_protocol_versions()
                 .expect("ring supports TLS 1.2 and 1.3")
                 .with_no_client_auth()
                 .with_single_cert(chain, key)
                 .expect("a matching key");
+        // As Stripe's API does: HTTP/2 to a client that asks, else HTTP/1.1.
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Arc::new(config)
     }
 }

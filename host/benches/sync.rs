@@ -566,15 +566,15 @@ struct Far {
 }
 
 /// `sync` of `rows` rows over TLS, `one_way` away: with `--concurrency N`
-/// (`None`: the default), otherwise the bench's flags.
-fn far_sync(rows: usize, one_way: Duration, concurrency: Option<usize>) -> Far {
+/// (`None`: the default), otherwise the bench's flags, and `more`.
+fn far_sync(rows: usize, one_way: Duration, concurrency: Option<usize>, more: &[&str]) -> Far {
     let ca = TestCa::new("bench CA");
     let dir = mapping_dir(rows);
     let ca_file = dir.join("ca.pem");
     std::fs::write(&ca_file, ca.pem()).unwrap();
     let (amberflo, stripe, a, s) = far_emulators(rows, &ca, one_way);
     // Later flags win: the proxies' URLs replace the emulators' own.
-    let extra = [
+    let mut extra = vec![
         "--amberflo-url".to_string(),
         a.https_url(),
         "--stripe-url".to_string(),
@@ -582,6 +582,7 @@ fn far_sync(rows: usize, one_way: Duration, concurrency: Option<usize>) -> Far {
         "--ca-file".to_string(),
         ca_file.to_str().unwrap().to_string(),
     ];
+    extra.extend(more.iter().map(|m| m.to_string()));
     let (elapsed, _) = sync(&amberflo, &stripe, &dir, concurrency.unwrap_or(0), BATCH, &extra);
     assert_eq!(stripe.events().len(), rows);
     let _ = std::fs::remove_dir_all(&dir);
@@ -922,9 +923,9 @@ fn main() {
     }
     println!();
     println!(
-        "| one-way delay | native pooled rows/s (64 at once) | sync, --concurrency 64 | ratio | sync, default flags | ratio | TLS handshakes with Stripe (64 / default) | Stripe requests per row |"
+        "| one-way delay | native pooled rows/s (HTTP/1.1, 64 at once) | sync, --concurrency 64 | ratio | sync, default flags (HTTP/2) | ratio | sync, default flags, --http1 | ratio | TLS handshakes with Stripe (64 / default / --http1) | Stripe requests per row |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let rows = 1_000;
     let med = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -932,25 +933,28 @@ fn main() {
     };
     for ms in [0u64, 10, 25, 50] {
         let one_way = Duration::from_millis(ms);
-        let (mut at_64, mut default, mut native) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut shakes_64, mut shakes_default, mut per_row) = (Vec::new(), Vec::new(), 0.0);
+        let mut rates: [Vec<f64>; 4] = Default::default();
+        let mut shakes: [Vec<f64>; 3] = Default::default();
+        let mut per_row = 0.0;
         for _ in 0..3 {
-            let far = far_sync(rows, one_way, Some(64));
-            native.push(runtime.block_on(far_native(rows, one_way, 64, &far)));
-            at_64.push(far.rate);
-            shakes_64.push(far.handshakes as f64);
+            let far = far_sync(rows, one_way, Some(64), &[]);
+            rates[0].push(runtime.block_on(far_native(rows, one_way, 64, &far)));
+            rates[1].push(far.rate);
+            shakes[0].push(far.handshakes as f64);
             per_row = far.stripe.len() as f64 / rows as f64;
-            let far = far_sync(rows, one_way, None);
-            default.push(far.rate);
-            shakes_default.push(far.handshakes as f64);
+            for (i, more) in [(2, &[][..]), (3, &["--http1"][..])] {
+                let far = far_sync(rows, one_way, None, more);
+                rates[i].push(far.rate);
+                shakes[i - 1].push(far.handshakes as f64);
+            }
         }
-        let (at_64, default, native) = (med(at_64), med(default), med(native));
+        let [native, at_64, h2, h1] = rates.map(med);
+        let [s64, sh2, sh1] = shakes.map(med);
         println!(
-            "| {ms} ms | {native:.0} | {at_64:.0} | {:.2} | {default:.0} | {:.2} | {:.0} / {:.0} | {per_row:.2} |",
+            "| {ms} ms | {native:.0} | {at_64:.0} | {:.2} | {h2:.0} | {:.2} | {h1:.0} | {:.2} | {s64:.0} / {sh2:.0} / {sh1:.0} | {per_row:.2} |",
             at_64 / native,
-            default / native,
-            med(shakes_64),
-            med(shakes_default)
+            h2 / native,
+            h1 / native,
         );
     }
     let _ = std::fs::remove_dir_all(cache_dir());

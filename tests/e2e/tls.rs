@@ -84,14 +84,53 @@ fn sync_runs_over_tls_on_pooled_connections() {
     ));
     run.expect(0);
     assert_eq!(p.stripe.events().len(), 50);
-    // Keep-alive connections pooled per origin: about one handshake per row
-    // in flight (8; under load a connection may be opened while another is on
-    // its way back to the pool), far from one per request (151 reached
-    // Stripe: the meter, then per row its subscriptions, its summary and a
-    // write).
+    // The emulators offer HTTP/2 by ALPN, as Stripe does: every request
+    // rides one connection per provider, but for those opened at the very
+    // start, before the first handshake said h2 (at most one per row in
+    // flight).
     assert_eq!(p.stripe_all().len(), 151);
+    let versions = |p: &Providers| {
+        let mut v: Vec<String> = p.stripe_all().into_iter().map(|r| r.version).collect();
+        v.extend(p.amberflo.requests().into_iter().map(|r| r.version));
+        v.dedup();
+        v
+    };
+    assert_eq!(versions(&p), ["HTTP/2.0"]);
     let handshakes = p.stripe.connections();
-    eprintln!("{handshakes} TLS handshakes for 151 Stripe requests");
+    eprintln!("HTTP/2: {handshakes} TLS handshakes for 151 Stripe requests");
+    assert!(handshakes <= 8, "{handshakes} handshakes");
+    assert_eq!(p.amberflo.connections(), 1);
+
+    // `--http1`: keep-alive connections pooled per origin, about one
+    // handshake per row in flight (8; under load a connection may be opened
+    // while another is on its way back to the pool), far from one per request
+    // (151 reached Stripe: the meter, then per row its subscriptions, its
+    // summary and a write).
+    let (start, _) = yesterday();
+    let records = (0..50)
+        .map(|i| usage(&format!("cust-{i}"), "api-calls", start + 5, 1.0))
+        .collect();
+    let p = Providers::over_tls(records, &ca, Presented::Good);
+    let run = p.sync(&mapping_args(
+        &mapping,
+        &[
+            "--stripe-rate",
+            "100000",
+            "--concurrency",
+            "8",
+            "--ca-file",
+            &file,
+            "--http1",
+            "--journal",
+            &mapping.with_extension("http1.jsonl").to_string_lossy(),
+        ],
+    ));
+    run.expect(0);
+    assert_eq!(p.stripe.events().len(), 50);
+    assert_eq!(p.stripe_all().len(), 151);
+    assert_eq!(versions(&p), ["HTTP/1.1"]);
+    let handshakes = p.stripe.connections();
+    eprintln!("HTTP/1.1: {handshakes} TLS handshakes for 151 Stripe requests");
     assert!(handshakes < 151 / 6, "{handshakes} handshakes");
     assert_eq!(p.amberflo.connections(), 1);
 }

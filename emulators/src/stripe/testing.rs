@@ -20,6 +20,7 @@ pub(super) fn post(state: &mut State, key: &str, body: &str) -> Reply {
             ("idempotency-key".into(), key.into()),
         ],
         body: body.as_bytes().to_vec(),
+        version: "HTTP/1.1".into(),
     };
     handle(state, &request, None)
 }
@@ -31,6 +32,7 @@ pub(super) fn get(state: &mut State, target: &str) -> (u16, Value) {
         target: target.into(),
         headers: vec![("authorization".into(), "Bearer sk_test_x".into())],
         body: Vec::new(),
+        version: "HTTP/1.1".into(),
     };
     let reply = handle(state, &request, None);
     (reply.status, serde_json::from_slice(&reply.body).unwrap())

@@ -30,6 +30,9 @@ pub(crate) struct EndpointArgs {
     /// Trust only the authorities in --ca-file, not the built-in roots.
     #[arg(long)]
     pub(crate) ca_file_only: bool,
+    /// Speak only HTTP/1.1, even to a server that offers HTTP/2.
+    #[arg(long)]
+    pub(crate) http1: bool,
     /// Refuse a Stripe key of the other mode before any request.
     #[arg(long, value_name = "MODE", value_parser = ["live", "test"])]
     pub(crate) expect_mode: Option<String>,
@@ -42,6 +45,14 @@ impl EndpointArgs {
             Some("live") => Some(crate::secrets::Mode::Live),
             Some("test") => Some(crate::secrets::Mode::Test),
             _ => None,
+        }
+    }
+
+    /// Which HTTP versions HTTPS offers.
+    pub(crate) fn versions(&self) -> crate::egress::transport::Versions {
+        match self.http1 {
+            true => crate::egress::transport::Versions::Http1,
+            false => crate::egress::transport::Versions::Negotiated,
         }
     }
 

@@ -75,7 +75,7 @@ pub(crate) fn prepare(
     let (policy, resolved) = endpoints.resolve()?;
     let limits = sandbox.limits()?;
     let config = RunConfig::new(policy, resolved, options()?, credentials, limits)
-        .trusting(&endpoints.trust()?)
+        .trusting(&endpoints.trust()?, endpoints.versions())
         .map_err(Failure::BadInput)?;
     Ok((sandbox.sandbox(pool, &limits)?, config))
 }

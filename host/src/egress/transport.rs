@@ -34,8 +34,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
 
-/// Idle keep-alive connections kept per origin.
-const MAX_IDLE_PER_ORIGIN: usize = 64;
+/// Idle keep-alive connections kept per origin: as many as requests can be
+/// in flight (`--concurrency` is at most 4,096). Fewer, and every request
+/// past them found its connection closed for being one too many idle and
+/// opened another: at 256 rows at once, a TLS handshake a request (measured).
+/// Idle ones still close after [`IDLE_TIMEOUT`].
+const MAX_IDLE_PER_ORIGIN: usize = 4096;
 /// An idle connection older than this is closed (providers close theirs
 /// after a minute or so; a stale one would only fail the next request).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -99,6 +103,17 @@ impl Trust {
     }
 }
 
+/// Which HTTP versions HTTPS offers the server (ALPN).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Versions {
+    /// HTTP/2 where the server offers it, else HTTP/1.1: one connection per
+    /// origin carries every request at once, so one handshake.
+    #[default]
+    Negotiated,
+    /// Only HTTP/1.1 (`--http1`): a connection per request in flight.
+    Http1,
+}
+
 /// A request that did not get an answer: what the guest is told, and for
 /// a certificate refused, why in words (the sandbox reports it).
 pub struct NotSent {
@@ -157,8 +172,13 @@ impl tower_service::Service<http::Uri> for Connect {
 }
 
 impl Transport {
-    /// A pool trusting `trust`; connecting gives up after `connect_timeout`.
-    pub fn new(trust: &Trust, connect_timeout: Duration) -> Result<Transport, String> {
+    /// A pool trusting `trust` and offering `versions`; connecting gives up
+    /// after `connect_timeout`.
+    pub fn new(
+        trust: &Trust,
+        versions: Versions,
+        connect_timeout: Duration,
+    ) -> Result<Transport, String> {
         let mut http = HttpConnector::new();
         // The connector must also take https:// URIs, which it hands to rustls.
         http.enforce_http(false);
@@ -170,9 +190,12 @@ impl Transport {
         };
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(trust.client_config()?)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connect);
+            .https_or_http();
+        // Plain HTTP (loopback tests) stays HTTP/1.1: h2 only by ALPN.
+        let https = match versions {
+            Versions::Negotiated => https.enable_all_versions().wrap_connector(connect),
+            Versions::Http1 => https.enable_http1().wrap_connector(connect),
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(MAX_IDLE_PER_ORIGIN)
             .pool_idle_timeout(IDLE_TIMEOUT)

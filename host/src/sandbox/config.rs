@@ -3,7 +3,7 @@
 
 use crate::bindings::{Endpoints, Options};
 use crate::egress::policy::Policy;
-use crate::egress::transport::{Transport, Trust};
+use crate::egress::transport::{Transport, Trust, Versions};
 use crate::egress::{Concurrency, Observer, RateLimiter};
 use crate::sandbox::Limits;
 use crate::secrets::Credentials;
@@ -50,14 +50,14 @@ impl RunConfig {
             observer: None,
             stripe_pace: None,
             concurrency: None,
-            transport: Transport::new(&Trust::default(), limits.request_timeout)
+            transport: Transport::new(&Trust::default(), Versions::default(), limits.request_timeout)
                 .expect("the built-in roots make a TLS configuration"),
         }
     }
 
-    /// The same, with HTTPS trusting `trust`.
-    pub fn trusting(self, trust: &Trust) -> Result<RunConfig, String> {
-        let transport = Transport::new(trust, self.limits.request_timeout)?;
+    /// The same, with HTTPS trusting `trust` and offering `versions`.
+    pub fn trusting(self, trust: &Trust, versions: Versions) -> Result<RunConfig, String> {
+        let transport = Transport::new(trust, versions, self.limits.request_timeout)?;
         Ok(RunConfig { transport, ..self })
     }
 
