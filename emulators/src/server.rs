@@ -265,7 +265,9 @@ impl Server {
         let thread = std::thread::Builder::new()
             .name(format!("emulator-{}", addr.port()))
             .spawn(move || {
-                runtime.block_on(serve(listener, handler, log, stopped, tls, accepted, counted))
+                runtime.block_on(serve(
+                    listener, handler, log, stopped, tls, accepted, counted,
+                ))
             })?;
         Ok(Server {
             addr,

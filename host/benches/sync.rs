@@ -251,7 +251,11 @@ fn usage_sync(
         .env("STRIPE_API_KEY", STRIPE_KEY)
         .env("USAGE_SYNC_STATE_DIR", state)
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        // USAGE_SYNC_BENCH_LOG=1 shows the children's logs (how many ran at once).
+        .stderr(match std::env::var_os("USAGE_SYNC_BENCH_LOG") {
+            Some(_) => Stdio::inherit(),
+            None => Stdio::null(),
+        });
     command
 }
 
@@ -583,7 +587,14 @@ fn far_sync(rows: usize, one_way: Duration, concurrency: Option<usize>, more: &[
         ca_file.to_str().unwrap().to_string(),
     ];
     extra.extend(more.iter().map(|m| m.to_string()));
-    let (elapsed, _) = sync(&amberflo, &stripe, &dir, concurrency.unwrap_or(0), BATCH, &extra);
+    let (elapsed, _) = sync(
+        &amberflo,
+        &stripe,
+        &dir,
+        concurrency.unwrap_or(0),
+        BATCH,
+        &extra,
+    );
     assert_eq!(stripe.events().len(), rows);
     let _ = std::fs::remove_dir_all(&dir);
     Far {
@@ -655,7 +666,11 @@ async fn far_native(rows: usize, one_way: Duration, concurrency: usize, sent: &F
             .unwrap();
         let status = answer.status();
         let body = answer.into_body().collect().await.unwrap().to_bytes();
-        assert!(status.is_success(), "{status}: {}", String::from_utf8_lossy(&body));
+        assert!(
+            status.is_success(),
+            "{status}: {}",
+            String::from_utf8_lossy(&body)
+        );
     };
     let mut per_customer: std::collections::HashMap<String, Vec<Sent>> = Default::default();
     let mut once = Vec::new();
@@ -926,12 +941,18 @@ fn main() {
         "| one-way delay | native pooled rows/s (HTTP/1.1, 64 at once) | sync, --concurrency 64 | ratio | sync, default flags (HTTP/2) | ratio | sync, default flags, --http1 | ratio | TLS handshakes with Stripe (64 / default / --http1) | Stripe requests per row |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    let rows = 1_000;
+    // USAGE_SYNC_BENCH_FAR_ROWS: rows of each far sync (default 1,000).
+    let rows = std::env::var("USAGE_SYNC_BENCH_FAR_ROWS").map_or(1_000, |n| n.parse().unwrap());
     let med = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    for ms in [0u64, 10, 25, 50] {
+    // USAGE_SYNC_BENCH_DELAYS=25,50 measures only those.
+    let delays: Vec<u64> = std::env::var("USAGE_SYNC_BENCH_DELAYS")
+        .map_or(vec![0, 10, 25, 50], |d| {
+            d.split(',').map(|ms| ms.trim().parse().unwrap()).collect()
+        });
+    for ms in delays {
         let one_way = Duration::from_millis(ms);
         let mut rates: [Vec<f64>; 4] = Default::default();
         let mut shakes: [Vec<f64>; 3] = Default::default();

@@ -50,8 +50,12 @@ impl RunConfig {
             observer: None,
             stripe_pace: None,
             concurrency: None,
-            transport: Transport::new(&Trust::default(), Versions::default(), limits.request_timeout)
-                .expect("the built-in roots make a TLS configuration"),
+            transport: Transport::new(
+                &Trust::default(),
+                Versions::default(),
+                limits.request_timeout,
+            )
+            .expect("the built-in roots make a TLS configuration"),
         }
     }
 
