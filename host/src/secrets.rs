@@ -306,11 +306,15 @@ impl Redactor {
     }
 }
 
+/// Where `needle` first occurs in `haystack`. memchr's SIMD search: a
+/// window compared at every offset made a `memcmp` call per byte of every
+/// response, the hottest host function of a sync (5 % of its CPU, measured
+/// with `perf`).
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     if needle.is_empty() {
         return None;
     }
-    haystack.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(haystack, needle)
 }
 
 #[cfg(test)]
