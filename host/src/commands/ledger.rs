@@ -247,9 +247,10 @@ impl LedgerState {
         Ok(())
     }
 
-    /// Writes the history back (merged with what other shards saved), with
-    /// the period ends seen.
+    /// Makes the recent writes durable, then writes the history back (merged
+    /// with what other shards saved), with the period ends seen.
     pub(crate) fn save(&self) -> Result<(), Failure> {
+        recent::sync(&self.dir).map_err(Failure::Internal)?;
         let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
         history.save(&self.dir).map_err(Failure::Internal)?;
         let mut ends = self.period_ends.lock().unwrap_or_else(|p| p.into_inner());
