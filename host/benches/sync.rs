@@ -114,12 +114,22 @@ fn state_dir() -> std::path::PathBuf {
 
 /// `usage-sync sync` of `rows` rows as a child process: rows per second, peak RSS.
 fn sync_rows(rows: usize, concurrency: usize, batch: usize) -> (f64, u64) {
+    let (rate, peak, _) = sync_rows_sent(rows, concurrency, batch);
+    (rate, peak)
+}
+
+/// [`sync_rows`], and what it sent.
+fn sync_rows_sent(rows: usize, concurrency: usize, batch: usize) -> (f64, u64, Sent) {
     let (amberflo, stripe) = emulators(rows);
     let dir = mapping_dir(rows);
     let (elapsed, peak) = sync(&amberflo, &stripe, &dir, concurrency, batch, &[]);
     assert_eq!(stripe.events().len(), rows);
     let _ = std::fs::remove_dir_all(&dir);
-    (rows as f64 / elapsed.as_secs_f64(), peak)
+    let sent = Sent {
+        amberflo: amberflo.requests(),
+        stripe: stripe.requests(),
+    };
+    (rows as f64 / elapsed.as_secs_f64(), peak, sent)
 }
 
 /// Two nights of `sync` over `rows` rows with one state directory (the
@@ -246,7 +256,15 @@ fn usage_sync(
             &stripe.url(),
         ])
         .args(["--cache-dir", cache_dir().to_str().unwrap()])
+        // USAGE_SYNC_BENCH_COMPONENT=FILE runs another build (one with names, for `perf`).
+        .args(
+            std::env::var("USAGE_SYNC_BENCH_COMPONENT")
+                .map(|file| vec!["--component".to_string(), file])
+                .unwrap_or_default(),
+        )
         .env_clear()
+        // USAGE_SYNC_PERF_MAP=1 names the guest's functions for `perf`.
+        .envs(std::env::var_os("USAGE_SYNC_PERF_MAP").map(|v| ("USAGE_SYNC_PERF_MAP", v)))
         .env("AMBERFLO_API_KEY", AMBERFLO_KEY)
         .env("STRIPE_API_KEY", STRIPE_KEY)
         .env("USAGE_SYNC_STATE_DIR", state)
@@ -565,6 +583,11 @@ fn far_emulators(
 struct Far {
     rate: f64,
     handshakes: usize,
+    sent: Sent,
+}
+
+/// The requests a sync sent to each provider, in arrival order.
+struct Sent {
     amberflo: Vec<usage_sync_emulators::Recorded>,
     stripe: Vec<usage_sync_emulators::Recorded>,
 }
@@ -600,8 +623,10 @@ fn far_sync(rows: usize, one_way: Duration, concurrency: Option<usize>, more: &[
     Far {
         rate: rows as f64 / elapsed.as_secs_f64(),
         handshakes: stripe.connections(),
-        amberflo: amberflo.requests(),
-        stripe: stripe.requests(),
+        sent: Sent {
+            amberflo: amberflo.requests(),
+            stripe: stripe.requests(),
+        },
     }
 }
 
@@ -617,11 +642,9 @@ fn customer_of(request: &usage_sync_emulators::Recorded) -> Option<String> {
 }
 
 /// The requests `sync` sent, replayed natively with a pooled client
-/// (hyper-util's, on hyper-rustls, trusting the same CA) to fresh emulators
-/// as far away, `concurrency` at once: the requests without a customer first
-/// (the meter lookup), then per batch its Amberflo query and its rows, each
-/// row's requests in order, one slot per row as `sync` holds. Rows/s.
-async fn far_native(rows: usize, one_way: Duration, concurrency: usize, sent: &Far) -> f64 {
+/// (hyper-util's, on hyper-rustls, HTTP/1.1, trusting the same CA) to fresh
+/// emulators as far away, `concurrency` at once (see [`replay`]). Rows/s.
+async fn far_native(rows: usize, one_way: Duration, concurrency: usize, sent: &Sent) -> f64 {
     use hyper_util::client::legacy::Client;
     let ca = TestCa::new("bench CA");
     let (_amberflo, stripe, a, s) = far_emulators(rows, &ca, one_way);
@@ -646,12 +669,63 @@ async fn far_native(rows: usize, one_way: Duration, concurrency: usize, sent: &F
         .https_only()
         .enable_http1()
         .build();
-    let client: Client<_, Full<bytes::Bytes>> =
-        Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_max_idle_per_host(concurrency)
-            .build(https);
-    type Sent = usage_sync_emulators::Recorded;
-    let replay = move |client: Client<_, Full<bytes::Bytes>>, base: String, r: Sent| async move {
+    let client = Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(concurrency)
+        .build(https);
+    let rate = replay(
+        client,
+        rows,
+        concurrency,
+        sent,
+        &a.https_url(),
+        &s.https_url(),
+    )
+    .await;
+    assert_eq!(stripe.events().len(), rows);
+    rate
+}
+
+/// The requests `sync` sent on loopback, replayed natively over plain HTTP
+/// with hyper-util's pooled client to fresh emulators (see [`replay`]): the
+/// baseline, and the emulators' ceiling. Rows/s.
+async fn native_rows(rows: usize, concurrency: usize, sent: &Sent) -> f64 {
+    use hyper_util::client::legacy::Client;
+    let (amberflo, stripe) = emulators(rows);
+    let client = Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(concurrency)
+        .build_http();
+    let rate = replay(
+        client,
+        rows,
+        concurrency,
+        sent,
+        &amberflo.url(),
+        &stripe.url(),
+    )
+    .await;
+    assert_eq!(stripe.events().len(), rows);
+    rate
+}
+
+/// Replays `sent` with `client` to the emulators at `amberflo` and `stripe`,
+/// `concurrency` at once, as `sync` orders its work: the requests without a
+/// customer first (the meter lookup), then per batch its Amberflo query and
+/// its rows, each row's Stripe requests in order in one slot. Rows/s.
+async fn replay<C>(
+    client: hyper_util::client::legacy::Client<C, Full<bytes::Bytes>>,
+    rows: usize,
+    concurrency: usize,
+    sent: &Sent,
+    amberflo: &str,
+    stripe: &str,
+) -> f64
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    type Request = usage_sync_emulators::Recorded;
+    let one = move |client: hyper_util::client::legacy::Client<C, Full<bytes::Bytes>>,
+                    base: String,
+                    r: Request| async move {
         let mut request = http::Request::builder()
             .method(r.method.as_str())
             .uri(format!("{base}{}", r.target));
@@ -672,7 +746,7 @@ async fn far_native(rows: usize, one_way: Duration, concurrency: usize, sent: &F
             String::from_utf8_lossy(&body)
         );
     };
-    let mut per_customer: std::collections::HashMap<String, Vec<Sent>> = Default::default();
+    let mut per_customer: std::collections::HashMap<String, Vec<Request>> = Default::default();
     let mut once = Vec::new();
     for r in &sent.stripe {
         match customer_of(r) {
@@ -680,22 +754,24 @@ async fn far_native(rows: usize, one_way: Duration, concurrency: usize, sent: &F
             None => once.push(r.clone()),
         }
     }
+    let per_query = rows.div_ceil(sent.amberflo.len().max(1));
     let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let started = Instant::now();
     for r in once {
-        replay(client.clone(), s.https_url(), r).await;
+        one(client.clone(), stripe.to_string(), r).await;
     }
     let mut tasks = tokio::task::JoinSet::new();
     for (batch, query) in sent.amberflo.iter().enumerate() {
         let (client, permits, query) = (client.clone(), permits.clone(), query.clone());
-        let (amberflo_url, stripe_url) = (a.https_url(), s.https_url());
-        let rows_of_batch: Vec<Vec<Sent>> = (batch * BATCH..((batch + 1) * BATCH).min(rows))
+        let (amberflo_url, stripe_url) = (amberflo.to_string(), stripe.to_string());
+        let rows_of_batch: Vec<Vec<Request>> = (batch * per_query
+            ..((batch + 1) * per_query).min(rows))
             .map(|i| per_customer.remove(&format!("cus_{i}")).unwrap_or_default())
             .collect();
         tasks.spawn(async move {
             {
                 let _permit = permits.acquire().await.unwrap();
-                replay(client.clone(), amberflo_url, query).await;
+                one(client.clone(), amberflo_url, query).await;
             }
             let mut row_tasks = tokio::task::JoinSet::new();
             for requests in rows_of_batch {
@@ -703,7 +779,7 @@ async fn far_native(rows: usize, one_way: Duration, concurrency: usize, sent: &F
                 row_tasks.spawn(async move {
                     let _permit = permits.acquire().await.unwrap();
                     for r in requests {
-                        replay(client.clone(), url.clone(), r).await;
+                        one(client.clone(), url.clone(), r).await;
                     }
                 });
             }
@@ -711,9 +787,7 @@ async fn far_native(rows: usize, one_way: Duration, concurrency: usize, sent: &F
         });
     }
     while tasks.join_next().await.is_some() {}
-    let rate = rows as f64 / started.elapsed().as_secs_f64();
-    assert_eq!(stripe.events().len(), rows);
-    rate
+    rows as f64 / started.elapsed().as_secs_f64()
 }
 
 /// The child's peak resident set, in KiB, sampled until it exits.
@@ -731,72 +805,6 @@ fn watch_rss(child: &mut std::process::Child) -> u64 {
         std::thread::sleep(Duration::from_millis(20));
     }
     peak
-}
-
-/// The same two requests per row, natively, with the host's HTTP stack and the
-/// same concurrency: the baseline, and the emulators' ceiling.
-async fn native_rows(rows: usize, concurrency: usize) -> f64 {
-    let (amberflo, stripe) = emulators(rows);
-    let (start, end) = yesterday();
-    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..rows {
-        let (a, s, permits) = (amberflo.url(), stripe.url(), permits.clone());
-        tasks.spawn(async move {
-            let _permit = permits.acquire().await.unwrap();
-            let query = format!(
-                r#"{{"meterApiName":"api-calls","aggregation":"SUM","timeGroupingInterval":"DAY","timeRange":{{"startTimeInSeconds":{start},"endTimeInSeconds":{end}}},"filter":{{"customerId":["cust-{i}"]}}}}"#
-            );
-            let amberflo_headers = [
-                ("content-type", "application/json".to_string()),
-                ("accept", "application/json".to_string()),
-                ("user-agent", "usage-sync/0.1.0".to_string()),
-                ("x-api-key", AMBERFLO_KEY.to_string()),
-            ];
-            let answer = post(&format!("{a}/usage"), &amberflo_headers, query).await;
-            assert!(answer.contains("clientMeters"));
-            let form = format!(
-                "event_name=api_calls&payload[stripe_customer_id]=cus_{i}&payload[value]=1&identifier=native-{i}&timestamp={}",
-                end - 1
-            );
-            // The headers the component sends, so the emulator does the same work
-            // (it stores each idempotency key, as Stripe does).
-            let stripe_headers = [
-                ("content-type", "application/x-www-form-urlencoded".to_string()),
-                ("idempotency-key", format!("00000000-0000-4000-8000-{i:012}")),
-                ("stripe-version", "2026-10-28.endive".to_string()),
-                ("user-agent", "usage-sync/0.1.0".to_string()),
-                ("authorization", format!("Bearer {STRIPE_KEY}")),
-            ];
-            let answer = post(&format!("{s}/v1/billing/meter_events"), &stripe_headers, form).await;
-            assert!(answer.contains("billing.meter_event"), "{answer}");
-        });
-    }
-    while tasks.join_next().await.is_some() {}
-    rows as f64 / started.elapsed().as_secs_f64()
-}
-
-async fn post(url: &str, headers: &[(&str, String)], body: String) -> String {
-    let mut request = http::Request::post(url);
-    for (name, value) in headers {
-        request = request.header(*name, value);
-    }
-    let request = request
-        .header("content-length", body.len())
-        .header("host", url.split('/').nth(2).unwrap())
-        .body(
-            Full::new(bytes::Bytes::from(body))
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        )
-        .unwrap();
-    let (response, io) = wasmtime_wasi_http::default_send_request(request, None)
-        .await
-        .unwrap();
-    tokio::spawn(io);
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    String::from_utf8_lossy(&body).into_owned()
 }
 
 /// `usage-sync run` from process start to its first request (a closed port).
@@ -923,8 +931,8 @@ fn main() {
     // `cargo bench --bench sync -- throughput`: only 10,000 rows (for profiling).
     if std::env::args().any(|arg| arg == "throughput") {
         let (per_row, _) = sync_rows(10_000, 64, 1);
-        let (batched, _) = sync_rows(10_000, 64, BATCH);
-        let native = runtime.block_on(native_rows(10_000, 64));
+        let (batched, _, sent) = sync_rows_sent(10_000, 64, BATCH);
+        let native = runtime.block_on(native_rows(10_000, 64, &sent));
         println!(
             "10,000 rows: sync {per_row:.0} rows/s per-row query, {batched:.0} rows/s batched, native {native:.0} rows/s"
         );
@@ -935,6 +943,11 @@ fn main() {
     let latency_only = std::env::args().any(|arg| arg == "latency");
     if !latency_only {
         print_main_tables(&runtime, per_run, per_run_on_demand);
+    }
+    // `cargo bench --bench sync -- main`: only the loopback tables.
+    if std::env::args().any(|arg| arg == "main") {
+        let _ = std::fs::remove_dir_all(cache_dir());
+        return;
     }
     println!();
     println!(
@@ -959,10 +972,10 @@ fn main() {
         let mut per_row = 0.0;
         for _ in 0..3 {
             let far = far_sync(rows, one_way, Some(64), &[]);
-            rates[0].push(runtime.block_on(far_native(rows, one_way, 64, &far)));
+            rates[0].push(runtime.block_on(far_native(rows, one_way, 64, &far.sent)));
             rates[1].push(far.rate);
             shakes[0].push(far.handshakes as f64);
-            per_row = far.stripe.len() as f64 / rows as f64;
+            per_row = far.sent.stripe.len() as f64 / rows as f64;
             for (i, more) in [(2, &[][..]), (3, &["--http1"][..])] {
                 let far = far_sync(rows, one_way, None, more);
                 rates[i].push(far.rate);
@@ -1016,9 +1029,9 @@ fn print_main_tables(
     );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     for rows in [100, 1_000, 10_000] {
-        let native = runtime.block_on(native_rows(rows, 64));
+        let (batched, rss, sent) = sync_rows_sent(rows, 64, BATCH);
+        let native = runtime.block_on(native_rows(rows, 64, &sent));
         let (per_row, _) = sync_rows(rows, 64, 1);
-        let (batched, rss) = sync_rows(rows, 64, BATCH);
         println!(
             "| {rows} | {native:.0} | {per_row:.0} | {:.2} | {batched:.0} | {:.2} | {} MiB |",
             per_row / native,

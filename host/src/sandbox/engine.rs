@@ -90,6 +90,10 @@ impl Sandbox {
     ) -> wasmtime::Result<(Sandbox, cache::Source)> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        // For `perf`: the guest's functions by name in /tmp/perf-PID.map.
+        if std::env::var_os("USAGE_SYNC_PERF_MAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         if let Some(pool) = pool {
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool.config()));
         }
