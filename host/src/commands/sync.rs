@@ -330,7 +330,6 @@ impl SyncArgs {
             start_time,
             end_time,
             concurrency: limit.clone(),
-            ceiling: concurrency,
             batch,
         };
         tracing::info!(

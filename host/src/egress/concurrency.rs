@@ -167,6 +167,11 @@ impl Concurrency {
         self.lock().control.limit()
     }
 
+    /// The most it may ever allow at once (`--concurrency`).
+    pub fn ceiling(&self) -> usize {
+        self.lock().control.ceiling
+    }
+
     /// The highest the limit reached.
     pub fn peak(&self) -> usize {
         self.lock().peak

@@ -120,10 +120,8 @@ pub struct Settings {
     pub start_time: String,
     /// The window's end.
     pub end_time: String,
-    /// Rows running at once: where the adaptive limit starts, and its ceiling.
+    /// Rows running at once: the adaptive limit, up to its ceiling.
     pub concurrency: Arc<Concurrency>,
-    /// The ceiling (`--concurrency`).
-    pub ceiling: usize,
     /// Customers per Amberflo query; 1 runs the whole workflow per row.
     pub batch: usize,
 }
@@ -301,7 +299,7 @@ impl Run<'_> {
             config: self.config.clone(),
             permits: plan.concurrency.clone(),
             // Enough answers ahead to keep every row slot busy, no more.
-            batches: Semaphore::new(plan.ceiling.max(1) / plan.batch.max(1) + 2),
+            batches: Semaphore::new(plan.concurrency.ceiling() / plan.batch.max(1) + 2),
             stop: self.stop.clone(),
             tx,
             start_time: plan.start_time.clone(),
