@@ -65,36 +65,50 @@ fn the_workflow_runs_over_tls_trusting_a_private_ca() {
 fn sync_runs_over_tls_on_pooled_connections() {
     let ca = TestCa::new("usage-sync test CA");
     let file = ca_file(&ca, "sync");
-    let (start, _) = yesterday();
-    let records = (0..50)
-        .map(|i| usage(&format!("cust-{i}"), "api-calls", start + 5, 1.0))
-        .collect();
-    let p = Providers::over_tls(records, &ca, Presented::Good);
     let mapping = write_mapping("tls-mapping", 50);
-    let run = p.sync(&mapping_args(
-        &mapping,
-        &[
+    // 50 rows over TLS, 8 at once, with `extra` flags and a journal of their
+    // own: 151 requests reach Stripe (the meter, then per row its
+    // subscriptions, its summary and a write).
+    let synced = |extra: &[&str], journal: &str| {
+        let (start, _) = yesterday();
+        let records = (0..50)
+            .map(|i| usage(&format!("cust-{i}"), "api-calls", start + 5, 1.0))
+            .collect();
+        let p = Providers::over_tls(records, &ca, Presented::Good);
+        let journal = mapping
+            .with_extension(journal)
+            .to_string_lossy()
+            .into_owned();
+        let mut args = vec![
             "--stripe-rate",
             "100000",
             "--concurrency",
             "8",
             "--ca-file",
             &file,
-        ],
-    ));
-    run.expect(0);
-    assert_eq!(p.stripe.events().len(), 50);
+            "--journal",
+            &journal,
+        ];
+        args.extend(extra);
+        p.sync(&mapping_args(&mapping, &args)).expect(0);
+        assert_eq!(p.stripe.events().len(), 50);
+        assert_eq!(p.stripe_all().len(), 151);
+        p
+    };
+    // Every HTTP version both providers were spoken to in.
+    let versions = |p: &Providers| {
+        let mut v: Vec<String> = p.stripe_all().into_iter().map(|r| r.version).collect();
+        v.extend(p.amberflo.requests().into_iter().map(|r| r.version));
+        v.sort();
+        v.dedup();
+        v
+    };
+
     // The emulators offer HTTP/2 by ALPN, as Stripe does: every request
     // rides one connection per provider, but for those opened at the very
     // start, before the first handshake said h2 (at most one per row in
     // flight).
-    assert_eq!(p.stripe_all().len(), 151);
-    let versions = |p: &Providers| {
-        let mut v: Vec<String> = p.stripe_all().into_iter().map(|r| r.version).collect();
-        v.extend(p.amberflo.requests().into_iter().map(|r| r.version));
-        v.dedup();
-        v
-    };
+    let p = synced(&[], "h2.jsonl");
     assert_eq!(versions(&p), ["HTTP/2.0"]);
     let handshakes = p.stripe.connections();
     eprintln!("HTTP/2: {handshakes} TLS handshakes for 151 Stripe requests");
@@ -103,31 +117,9 @@ fn sync_runs_over_tls_on_pooled_connections() {
 
     // `--http1`: keep-alive connections pooled per origin, about one
     // handshake per row in flight (8; under load a connection may be opened
-    // while another is on its way back to the pool), far from one per request
-    // (151 reached Stripe: the meter, then per row its subscriptions, its
-    // summary and a write).
-    let (start, _) = yesterday();
-    let records = (0..50)
-        .map(|i| usage(&format!("cust-{i}"), "api-calls", start + 5, 1.0))
-        .collect();
-    let p = Providers::over_tls(records, &ca, Presented::Good);
-    let run = p.sync(&mapping_args(
-        &mapping,
-        &[
-            "--stripe-rate",
-            "100000",
-            "--concurrency",
-            "8",
-            "--ca-file",
-            &file,
-            "--http1",
-            "--journal",
-            &mapping.with_extension("http1.jsonl").to_string_lossy(),
-        ],
-    ));
-    run.expect(0);
-    assert_eq!(p.stripe.events().len(), 50);
-    assert_eq!(p.stripe_all().len(), 151);
+    // while another is on its way back to the pool), far from one per
+    // request.
+    let p = synced(&["--http1"], "http1.jsonl");
     assert_eq!(versions(&p), ["HTTP/1.1"]);
     let handshakes = p.stripe.connections();
     eprintln!("HTTP/1.1: {handshakes} TLS handshakes for 151 Stripe requests");
