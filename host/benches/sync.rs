@@ -37,16 +37,24 @@ fn yesterday() -> (i64, i64) {
     (today - DAY, today)
 }
 
+/// One unit of `api-calls` a day for customers `cust-0` to `cust-{n-1}`, a
+/// minute into each of the `days` UTC days from `first_day`.
+fn daily_usage(customers: usize, first_day: i64, days: i64) -> Vec<UsageRecord> {
+    (0..customers)
+        .flat_map(|i| {
+            (0..days).map(move |d| UsageRecord {
+                customer_id: format!("cust-{i}"),
+                meter_api_name: "api-calls".into(),
+                time: first_day + d * DAY + 60,
+                value: 1.0,
+            })
+        })
+        .collect()
+}
+
 fn emulators(rows: usize) -> (Amberflo, Stripe) {
     let (start, _) = yesterday();
-    let records = (0..rows)
-        .map(|i| UsageRecord {
-            customer_id: format!("cust-{i}"),
-            meter_api_name: "api-calls".into(),
-            time: start + 60,
-            value: 1.0,
-        })
-        .collect();
+    let records = daily_usage(rows, start, 1);
     let stripe = Stripe::start(STRIPE_KEY).unwrap();
     stripe.add_meter(MeterSpec::sum("api_calls"));
     (Amberflo::start(AMBERFLO_KEY, records).unwrap(), stripe)
@@ -137,16 +145,7 @@ fn sync_rows_sent(rows: usize, concurrency: usize, batch: usize) -> (f64, u64, S
 /// second and peak RSS (KiB) of each.
 fn two_nights(rows: usize) -> [(f64, u64); 2] {
     let (start, end) = yesterday();
-    let records = (0..rows)
-        .flat_map(|i| {
-            [start - DAY, start].map(|day| UsageRecord {
-                customer_id: format!("cust-{i}"),
-                meter_api_name: "api-calls".into(),
-                time: day + 60,
-                value: 1.0,
-            })
-        })
-        .collect();
+    let records = daily_usage(rows, start - DAY, 2);
     let stripe = Stripe::start(STRIPE_KEY).unwrap();
     stripe.add_meter(MeterSpec::sum("api_calls"));
     let amberflo = Amberflo::start(AMBERFLO_KEY, records).unwrap();
@@ -394,17 +393,8 @@ fn budget(customers: usize) -> Vec<(&'static str, i32, Budget)> {
     let (yesterday_start, yesterday_end) = yesterday();
     let end = yesterday_start - DAY;
     let start = end - DAYS * DAY;
-    let records = (0..customers)
-        .flat_map(|i| {
-            // The backfill's 30 days, the day before yesterday, yesterday.
-            (0..DAYS + 2).map(move |d| UsageRecord {
-                customer_id: format!("cust-{i}"),
-                meter_api_name: "api-calls".into(),
-                time: start + d * DAY + 60,
-                value: 1.0,
-            })
-        })
-        .collect();
+    // The backfill's 30 days, the day before yesterday, yesterday.
+    let records = daily_usage(customers, start, DAYS + 2);
     let amberflo = Amberflo::start(AMBERFLO_KEY, records).unwrap();
     let stripe = Stripe::start(STRIPE_KEY).unwrap();
     stripe.add_meter(MeterSpec::sum("api_calls"));
@@ -483,16 +473,7 @@ fn backfill(customers: usize) -> (f64, Requests, f64, Requests, f64, Requests) {
     let (_, yesterday_end) = yesterday();
     let end = yesterday_end - 2 * DAY;
     let start = end - DAYS * DAY;
-    let records = (0..customers)
-        .flat_map(|i| {
-            (0..DAYS).map(move |d| UsageRecord {
-                customer_id: format!("cust-{i}"),
-                meter_api_name: "api-calls".into(),
-                time: start + d * DAY + 60,
-                value: 1.0,
-            })
-        })
-        .collect();
+    let records = daily_usage(customers, start, DAYS);
     let amberflo = Amberflo::start(AMBERFLO_KEY, records).unwrap();
     let stripe = Stripe::start(STRIPE_KEY).unwrap();
     stripe.add_meter(MeterSpec::sum("api_calls"));
@@ -561,14 +542,7 @@ fn far_emulators(
     one_way: Duration,
 ) -> (Amberflo, Stripe, LatencyProxy, LatencyProxy) {
     let (start, _) = yesterday();
-    let records = (0..rows)
-        .map(|i| UsageRecord {
-            customer_id: format!("cust-{i}"),
-            meter_api_name: "api-calls".into(),
-            time: start + 60,
-            value: 1.0,
-        })
-        .collect();
+    let records = daily_usage(rows, start, 1);
     let tls = ca.server_config(Presented::Good);
     let amberflo = Amberflo::start_with(AMBERFLO_KEY, records, Some(tls.clone())).unwrap();
     let stripe = Stripe::start_with(STRIPE_KEY, Some(tls)).unwrap();
