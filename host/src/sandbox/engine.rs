@@ -2,16 +2,16 @@
 //! and instantiated afresh in its own store for every run, under the run's
 //! memory cap and deadline.
 
-use crate::bindings::exports::usage_sync::workflow::workflow::Guest as Workflow;
-use crate::bindings::{UsageSyncPre, WorkflowError};
+use crate::bindings::WorkflowError;
 use crate::egress::{Egress, RunLog};
 use crate::outcome::Failure;
+use crate::sandbox::exports::Exports;
 use crate::sandbox::verdict::classify;
 use crate::sandbox::{Pool, RunConfig, cache};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::component::{Instance, InstancePre, Linker, ResourceTable};
 use wasmtime::error::Context as _;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -70,7 +70,9 @@ const TICK: Duration = Duration::from_millis(10);
 /// ```
 pub struct Sandbox {
     engine: Engine,
-    pre: UsageSyncPre<RunState>,
+    pre: InstancePre<RunState>,
+    /// Where the workflow's exports are, found once.
+    exports: Exports,
     /// The component's `wasi:http/incoming-handler`, when it exports one.
     proxy: Option<ProxyPre<RunState>>,
 }
@@ -105,16 +107,21 @@ impl Sandbox {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         let instance_pre = linker.instantiate_pre(&component)?;
         let proxy = ProxyPre::new(instance_pre.clone()).ok();
-        let pre = UsageSyncPre::new(instance_pre)
+        let exports = Exports::find(&component)
             .context("the component does not export the usage-sync workflow")?;
         start_ticker(&engine);
-        Ok((Sandbox { engine, pre, proxy }, source))
+        let sandbox = Sandbox {
+            engine,
+            pre: instance_pre,
+            exports,
+            proxy,
+        };
+        Ok((sandbox, source))
     }
 
     /// The imports the component asks for, as `name` strings.
     pub fn imports(&self) -> Vec<String> {
         self.pre
-            .instance_pre()
             .component()
             .component_type()
             .imports(&self.engine)
@@ -186,7 +193,8 @@ impl Sandbox {
         config: &RunConfig,
         customer: &str,
         export: impl AsyncFnOnce(
-            &Workflow,
+            &Exports,
+            Instance,
             &mut Store<RunState>,
         ) -> wasmtime::Result<Result<T, WorkflowError>>,
     ) -> Result<T, Failure> {
@@ -194,7 +202,7 @@ impl Sandbox {
         let (mut store, log) = self.store(config, &[], customer);
         let call = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
-            export(instance.usage_sync_workflow_workflow(), &mut store).await
+            export(&self.exports, instance, &mut store).await
         };
         let result = tokio::time::timeout(limits.deadline, call).await;
         let memory_exceeded = store.data().memory_exceeded();

@@ -6,17 +6,90 @@ use crate::bindings::{
     UsageQuery, WorkflowError,
 };
 use crate::outcome::{Failure, Outputs};
+use crate::sandbox::engine::RunState;
 use crate::sandbox::{RunConfig, Sandbox};
+use wasmtime::Store;
+use wasmtime::component::{
+    Component, ComponentExportIndex, ComponentNamedList, Instance, Lift, Lower,
+};
+
+/// The interface the workflow exports.
+const INTERFACE: &str = "usage-sync:workflow/workflow@0.1.0";
+
+/// Where each of the workflow's exports sits in the component, found once.
+///
+/// The generated bindings type-check all eight exports on every
+/// instantiation, about a third of a pooled run's cost in the host; a run
+/// calls one, so it type-checks only that one.
+pub(crate) struct Exports {
+    run: ComponentExportIndex,
+    run_with_recent: ComponentExportIndex,
+    run_with_meter: ComponentExportIndex,
+    record_usage: ComponentExportIndex,
+    reconcile: ComponentExportIndex,
+    reconcile_invoices: ComponentExportIndex,
+    find_meter: ComponentExportIndex,
+    query_usage: ComponentExportIndex,
+}
+
+impl Exports {
+    /// Looks every export up by name, or names the first one missing.
+    pub(crate) fn find(component: &Component) -> wasmtime::Result<Exports> {
+        let interface = component
+            .get_export_index(None, INTERFACE)
+            .ok_or_else(|| wasmtime::format_err!("no exported instance named `{INTERFACE}`"))?;
+        let lookup = |name: &str| {
+            component
+                .get_export_index(Some(&interface), name)
+                .ok_or_else(|| wasmtime::format_err!("`{INTERFACE}` does not export `{name}`"))
+        };
+        Ok(Exports {
+            run: lookup("run")?,
+            run_with_recent: lookup("run-with-recent")?,
+            run_with_meter: lookup("run-with-meter")?,
+            record_usage: lookup("record-usage")?,
+            reconcile: lookup("reconcile")?,
+            reconcile_invoices: lookup("reconcile-invoices")?,
+            find_meter: lookup("find-meter")?,
+            query_usage: lookup("query-usage")?,
+        })
+    }
+}
+
+/// Calls the export at `index` of `instance` with `params`, checking its
+/// type against `P` and `R` first.
+async fn call<P, R>(
+    store: &mut Store<RunState>,
+    instance: Instance,
+    index: &ComponentExportIndex,
+    params: P,
+) -> wasmtime::Result<R>
+where
+    P: ComponentNamedList + Lower + Send + Sync,
+    (R,): ComponentNamedList + Lift + Send + Sync + 'static,
+{
+    let func = instance.get_typed_func::<P, (R,)>(&mut *store, index)?;
+    let (answer,) = func.call_async(&mut *store, params).await?;
+    Ok(answer)
+}
 
 impl Sandbox {
     /// Runs the workflow once, in a fresh instance.
     pub async fn run(&self, config: &RunConfig, inputs: Inputs) -> Result<Outputs, Failure> {
-        self.call(config, &inputs.customer_id, async |guest, store| {
-            let answer = guest
-                .call_run(store, &config.endpoints, &config.options, &inputs)
+        self.call(
+            config,
+            &inputs.customer_id,
+            async |exports, instance, store| {
+                let answer = call(
+                    store,
+                    instance,
+                    &exports.run,
+                    (&config.endpoints, &config.options, &inputs),
+                )
                 .await?;
-            outputs(answer)
-        })
+                outputs(answer)
+            },
+        )
         .await
     }
 
@@ -28,12 +101,20 @@ impl Sandbox {
         inputs: Inputs,
         recent: &[LedgerMark],
     ) -> Result<Outputs, Failure> {
-        self.call(config, &inputs.customer_id, async |guest, store| {
-            let answer = guest
-                .call_run_with_recent(store, &config.endpoints, &config.options, &inputs, recent)
+        self.call(
+            config,
+            &inputs.customer_id,
+            async |exports, instance, store| {
+                let answer = call(
+                    store,
+                    instance,
+                    &exports.run_with_recent,
+                    (&config.endpoints, &config.options, &inputs, recent),
+                )
                 .await?;
-            outputs(answer)
-        })
+                outputs(answer)
+            },
+        )
         .await
     }
 
@@ -45,19 +126,20 @@ impl Sandbox {
         meter: &Meter,
         recent: &[LedgerMark],
     ) -> Result<Outputs, Failure> {
-        self.call(config, &inputs.customer_id, async |guest, store| {
-            let answer = guest
-                .call_run_with_meter(
+        self.call(
+            config,
+            &inputs.customer_id,
+            async |exports, instance, store| {
+                let answer = call(
                     store,
-                    &config.endpoints,
-                    &config.options,
-                    &inputs,
-                    meter,
-                    recent,
+                    instance,
+                    &exports.run_with_meter,
+                    (&config.endpoints, &config.options, &inputs, meter, recent),
                 )
                 .await?;
-            outputs(answer)
-        })
+                outputs(answer)
+            },
+        )
         .await
     }
 
@@ -72,20 +154,27 @@ impl Sandbox {
         meter: &Meter,
         recent: &[LedgerMark],
     ) -> Result<Outputs, Failure> {
-        self.call(config, &inputs.customer_id, async |guest, store| {
-            let answer = guest
-                .call_record_usage(
+        self.call(
+            config,
+            &inputs.customer_id,
+            async |exports, instance, store| {
+                let answer = call(
                     store,
-                    &config.endpoints,
-                    &config.options,
-                    &inputs,
-                    &sources,
-                    meter,
-                    recent,
+                    instance,
+                    &exports.record_usage,
+                    (
+                        &config.endpoints,
+                        &config.options,
+                        &inputs,
+                        sources.as_slice(),
+                        meter,
+                        recent,
+                    ),
                 )
                 .await?;
-            outputs(answer)
-        })
+                outputs(answer)
+            },
+        )
         .await
     }
 
@@ -99,19 +188,26 @@ impl Sandbox {
         meter: &Meter,
         tolerance: &str,
     ) -> Result<Reconciliation, Failure> {
-        self.call(config, &inputs.customer_id, async |guest, store| {
-            guest
-                .call_reconcile(
+        self.call(
+            config,
+            &inputs.customer_id,
+            async |exports, instance, store| {
+                call(
                     store,
-                    &config.endpoints,
-                    &config.options,
-                    &inputs,
-                    &usage_result,
-                    meter,
-                    tolerance,
+                    instance,
+                    &exports.reconcile,
+                    (
+                        &config.endpoints,
+                        &config.options,
+                        &inputs,
+                        usage_result.as_str(),
+                        meter,
+                        tolerance,
+                    ),
                 )
                 .await
-        })
+            },
+        )
         .await
     }
 
@@ -124,28 +220,39 @@ impl Sandbox {
         usage_result: String,
         meter: &Meter,
     ) -> Result<InvoiceReconciliation, Failure> {
-        self.call(config, &inputs.customer_id, async |guest, store| {
-            guest
-                .call_reconcile_invoices(
+        self.call(
+            config,
+            &inputs.customer_id,
+            async |exports, instance, store| {
+                call(
                     store,
-                    &config.endpoints,
-                    &config.options,
-                    &inputs,
-                    &usage_result,
-                    meter,
+                    instance,
+                    &exports.reconcile_invoices,
+                    (
+                        &config.endpoints,
+                        &config.options,
+                        &inputs,
+                        usage_result.as_str(),
+                        meter,
+                    ),
                 )
                 .await
-        })
+            },
+        )
         .await
     }
 
     /// The Stripe meter of `event_name`, checked for the run's interval, in a
     /// fresh instance.
     pub async fn find_meter(&self, config: &RunConfig, event_name: &str) -> Result<Meter, Failure> {
-        self.call(config, "", async |guest, store| {
-            guest
-                .call_find_meter(store, &config.endpoints, &config.options, event_name)
-                .await
+        self.call(config, "", async |exports, instance, store| {
+            call(
+                store,
+                instance,
+                &exports.find_meter,
+                (&config.endpoints, &config.options, event_name),
+            )
+            .await
         })
         .await
     }
@@ -156,10 +263,14 @@ impl Sandbox {
         config: &RunConfig,
         query: UsageQuery,
     ) -> Result<Vec<CustomerUsage>, Failure> {
-        self.call(config, "", async |guest, store| {
-            guest
-                .call_query_usage(store, &config.endpoints, &config.options, &query)
-                .await
+        self.call(config, "", async |exports, instance, store| {
+            call(
+                store,
+                instance,
+                &exports.query_usage,
+                (&config.endpoints, &config.options, &query),
+            )
+            .await
         })
         .await
     }
@@ -174,5 +285,30 @@ fn outputs(
             usage_sync_report::from_wit(&o).map_err(wasmtime::Error::msg)?
         )),
         Err(e) => Ok(Err(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::sandbox::Sandbox;
+
+    /// A component with nothing in it: the header alone.
+    const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\x00\x01\x00";
+
+    #[test]
+    fn a_component_without_the_workflow_is_refused_at_load_naming_what_is_missing() {
+        let Err(error) = Sandbox::new(EMPTY_COMPONENT) else {
+            panic!("an empty component loaded");
+        };
+        assert_eq!(
+            format!("{error:#}"),
+            "the component does not export the usage-sync workflow: \
+             no exported instance named `usage-sync:workflow/workflow@0.1.0`"
+        );
+    }
+
+    #[test]
+    fn the_shipped_component_exports_every_workflow_function() {
+        assert!(Sandbox::new(crate::DEFAULT_COMPONENT).is_ok());
     }
 }
