@@ -123,6 +123,14 @@ impl Providers {
         )
     }
 
+    /// As [`Self::over_tls`], serving with `config` as it is.
+    pub fn over_tls_as(
+        records: Vec<UsageRecord>,
+        config: std::sync::Arc<rustls::ServerConfig>,
+    ) -> Providers {
+        Providers::serving(records, [MeterSpec::sum("api_calls")], Some(config))
+    }
+
     fn serving(
         records: Vec<UsageRecord>,
         meters: impl IntoIterator<Item = MeterSpec>,

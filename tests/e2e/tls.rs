@@ -69,12 +69,14 @@ fn sync_runs_over_tls_on_pooled_connections() {
     // 50 rows over TLS, 8 at once, with `extra` flags and a journal of their
     // own: 151 requests reach Stripe (the meter, then per row its
     // subscriptions, its summary and a write).
-    let synced = |extra: &[&str], journal: &str| {
+    let synced = |offered: &[&[u8]], extra: &[&str], journal: &str| {
         let (start, _) = yesterday();
         let records = (0..50)
             .map(|i| usage(&format!("cust-{i}"), "api-calls", start + 5, 1.0))
             .collect();
-        let p = Providers::over_tls(records, &ca, Presented::Good);
+        let mut config = (*ca.server_config(Presented::Good)).clone();
+        config.alpn_protocols = offered.iter().map(|p| p.to_vec()).collect();
+        let p = Providers::over_tls_as(records, std::sync::Arc::new(config));
         let journal = mapping
             .with_extension(journal)
             .to_string_lossy()
@@ -108,7 +110,8 @@ fn sync_runs_over_tls_on_pooled_connections() {
     // rides one connection per provider, but for those opened at the very
     // start, before the first handshake said h2 (at most one per row in
     // flight).
-    let p = synced(&[], "h2.jsonl");
+    let both: &[&[u8]] = &[b"h2", b"http/1.1"];
+    let p = synced(both, &[], "h2.jsonl");
     assert_eq!(versions(&p), ["HTTP/2.0"]);
     let handshakes = p.stripe.connections();
     eprintln!("HTTP/2: {handshakes} TLS handshakes for 151 Stripe requests");
@@ -119,12 +122,25 @@ fn sync_runs_over_tls_on_pooled_connections() {
     // handshake per row in flight (8; under load a connection may be opened
     // while another is on its way back to the pool), far from one per
     // request.
-    let p = synced(&["--http1"], "http1.jsonl");
+    let p = synced(both, &["--http1"], "http1.jsonl");
     assert_eq!(versions(&p), ["HTTP/1.1"]);
     let handshakes = p.stripe.connections();
     eprintln!("HTTP/1.1: {handshakes} TLS handshakes for 151 Stripe requests");
     assert!(handshakes < 151 / 6, "{handshakes} handshakes");
     assert_eq!(p.amberflo.connections(), 1);
+
+    // A server that offers HTTP/1.1 alone (a proxy that re-signs TLS, say):
+    // the default flags fall back to it, on pooled connections; and so does
+    // one that names no protocol at all.
+    for (offered, journal) in [
+        (&[&b"http/1.1"[..]][..], "fallback.jsonl"),
+        (&[][..], "none.jsonl"),
+    ] {
+        let p = synced(offered, &[], journal);
+        assert_eq!(versions(&p), ["HTTP/1.1"], "offered {offered:?}");
+        let handshakes = p.stripe.connections();
+        assert!(handshakes < 151 / 6, "{handshakes} handshakes");
+    }
 }
 
 #[test]
