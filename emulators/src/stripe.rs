@@ -73,6 +73,12 @@ struct State {
     subscriptions: Vec<Subscription>,
     /// The invoice finalization grace period for usage, in seconds.
     grace: i64,
+    /// How long a meter event takes to answer (see [`Stripe::set_meter_event_time`]).
+    meter_event_time: std::time::Duration,
+    /// Until when each (event name, customer) has a meter event call in flight.
+    writing: HashMap<(String, String), std::time::Instant>,
+    /// Meter event calls refused for overlapping another of their customer and meter.
+    refused_overlapping: usize,
 }
 
 impl State {
@@ -90,6 +96,9 @@ impl State {
             counter: 0,
             clock_offset: 0,
             processing_lag: DEFAULT_PROCESSING_LAG,
+            meter_event_time: std::time::Duration::ZERO,
+            writing: HashMap::new(),
+            refused_overlapping: 0,
             subscriptions: Vec::new(),
             grace: DEFAULT_GRACE,
         }
@@ -194,6 +203,20 @@ impl Stripe {
     /// Requests refused with 429 for being past the concurrency cap.
     pub fn refused_busy(&self) -> usize {
         self.server.gate().refused()
+    }
+
+    /// Each meter event call takes `time` to answer, as Stripe's do: a second
+    /// call for the same customer and meter while one is in flight is refused
+    /// with 429 before anything is done (live mode allows "one concurrent call
+    /// per customer per meter"). Zero, the default, answers at once.
+    pub fn set_meter_event_time(&self, time: std::time::Duration) {
+        lock(&self.state).meter_event_time = time;
+    }
+
+    /// Meter event calls refused for overlapping another of the same customer
+    /// and meter.
+    pub fn refused_overlapping(&self) -> usize {
+        lock(&self.state).refused_overlapping
     }
 
     /// Every meter event accepted so far, counted or not.
@@ -331,7 +354,9 @@ fn handle(state: &mut State, request: &Recorded, fault: Option<Fault>) -> Reply 
         return invalid("", "Invalid request: the query is not valid form encoding.");
     };
     match route {
-        Route::RecordEvent => events::record_event(state, request, fault),
+        Route::RecordEvent => events::one_at_a_time(state, request, |state| {
+            events::record_event(state, request, fault)
+        }),
         Route::ListMeters => meters::list_meters(state, &params),
         Route::Meter(id) => meters::retrieve_meter(state, id, &params),
         Route::Summaries(id) => summaries::summaries(state, id, &params),
@@ -379,5 +404,47 @@ mod tests {
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(answer.contains("api_calls"), "{answer}");
         assert!(stripe.events().is_empty());
+    }
+
+    /// A meter event for `customer` over the wire: the status line's code.
+    fn post_event(address: &str, customer: &str, identifier: &str) -> u16 {
+        use std::io::{Read, Write};
+        let body = format!(
+            "event_name=api_calls&identifier={identifier}&payload[stripe_customer_id]={customer}&payload[value]=1"
+        );
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        write!(
+            stream,
+            "POST /v1/billing/meter_events HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer sk_test_x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer[9..12].parse().unwrap()
+    }
+
+    #[test]
+    fn a_second_meter_event_call_for_a_customer_and_meter_in_flight_gets_429() {
+        let stripe = Stripe::start("sk_test_x").unwrap();
+        stripe.add_meter(MeterSpec::sum("api_calls"));
+        stripe.set_meter_event_time(std::time::Duration::from_millis(400));
+        let address = stripe.url().trim_start_matches("http://").to_string();
+        let first = {
+            let address = address.clone();
+            std::thread::spawn(move || post_event(&address, "cus_1", "e1"))
+        };
+        // Until the first call is recorded and in flight.
+        while stripe.events().is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(post_event(&address, "cus_1", "e2"), 429);
+        assert_eq!(post_event(&address, "cus_2", "e3"), 200);
+        assert_eq!(first.join().unwrap(), 200);
+        // Once answered, the next call for the same customer and meter goes.
+        assert_eq!(post_event(&address, "cus_1", "e4"), 200);
+        let recorded: Vec<String> = stripe.events().into_iter().map(|e| e.identifier).collect();
+        assert_eq!(recorded, ["e1", "e3", "e4"]);
+        assert_eq!(stripe.refused_overlapping(), 1);
     }
 }

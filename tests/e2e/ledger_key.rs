@@ -176,6 +176,45 @@ fn two_rows_of_one_stripe_customer_bill_their_sum() {
 }
 
 #[test]
+fn a_ledger_never_has_two_meter_event_calls_at_once() {
+    // Stripe allows one meter event call at a time per customer and meter.
+    // Twelve rows feed four Stripe customers, three days each, with Stripe's
+    // answers taking 40 ms: the rows run many at once, but a ledger's writes
+    // go one after another, whatever the concurrency.
+    let first = days_ago(3).0;
+    let mut records = Vec::new();
+    let mut rows = Vec::new();
+    for i in 0..12 {
+        let customer = format!("co-{i}");
+        for day in 0..3 {
+            records.push(usage(
+                &customer,
+                "api-calls",
+                first + day * 86_400 + 60,
+                1.0,
+            ));
+        }
+        rows.push((customer, format!("cus_{}", i % 4)));
+    }
+    let rows: Vec<(&str, &str)> = rows.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let shared = mapping("ledger-one-at-a-time", &rows);
+    let p = Providers::start(records);
+    p.stripe
+        .set_meter_event_time(std::time::Duration::from_millis(40));
+    let window = (first, first + 3 * 86_400);
+    p.sync(&sync_args(&shared, window, &["--concurrency", "64"]))
+        .expect(0);
+    assert_eq!(p.stripe.refused_overlapping(), 0);
+    assert_eq!(p.stripe.events().len(), 4 * 3, "one event a ledger a day");
+    for customer in 0..4 {
+        let billed = p
+            .stripe
+            .billed("api_calls", &format!("cus_{customer}"), window.0, window.1);
+        assert_eq!(billed, 9.0, "cus_{customer}: three rows, three days");
+    }
+}
+
+#[test]
 fn two_rows_on_a_pre_aggregated_meter_send_one_event_with_their_sum() {
     let day = days_ago(3);
     let both = mapping(

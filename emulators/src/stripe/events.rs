@@ -56,6 +56,38 @@ pub(super) struct Saved {
     created: i64,
 }
 
+/// A meter event call, one at a time per customer and meter: the call is in
+/// flight for the state's `meter_event_time`, and another for the same
+/// customer and meter arriving meanwhile gets 429, before validation and the
+/// idempotency layer (nothing is recorded or saved).
+pub(super) fn one_at_a_time(
+    state: &mut State,
+    request: &Recorded,
+    record: impl FnOnce(&mut State) -> Reply,
+) -> Reply {
+    let time = state.meter_event_time;
+    let ledger = decode_form(&request.body).and_then(|params| {
+        let event_name = params.get("event_name")?.clone();
+        let (customer_key, _) = state.payload_keys(&event_name);
+        let customer = params.get(&format!("payload[{customer_key}]"))?.clone();
+        Some((event_name, customer))
+    });
+    let Some(ledger) = ledger.filter(|_| !time.is_zero()) else {
+        return record(state);
+    };
+    let now = std::time::Instant::now();
+    if state.writing.get(&ledger).is_some_and(|until| now < *until) {
+        state.refused_overlapping += 1;
+        return canned(429);
+    }
+    state.writing.insert(ledger, now + time);
+    let mut reply = record(state);
+    // Answered once the call's time is up: a client that waits for the
+    // answer before its next call never overlaps.
+    reply.delay = reply.delay.max(time);
+    reply
+}
+
 /// `POST /v1/billing/meter_events`: validated, then saved under its
 /// `Idempotency-Key` and replayed for 24 hours; `fault` may record the event
 /// and answer otherwise.
