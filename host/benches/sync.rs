@@ -557,6 +557,8 @@ fn far_emulators(
 struct Far {
     rate: f64,
     handshakes: usize,
+    /// The sync's peak RSS, KiB.
+    peak: u64,
     sent: Sent,
 }
 
@@ -584,7 +586,7 @@ fn far_sync(rows: usize, one_way: Duration, concurrency: Option<usize>, more: &[
         ca_file.to_str().unwrap().to_string(),
     ];
     extra.extend(more.iter().map(|m| m.to_string()));
-    let (elapsed, _) = sync(
+    let (elapsed, peak) = sync(
         &amberflo,
         &stripe,
         &dir,
@@ -597,6 +599,7 @@ fn far_sync(rows: usize, one_way: Duration, concurrency: Option<usize>, more: &[
     Far {
         rate: rows as f64 / elapsed.as_secs_f64(),
         handshakes: stripe.connections(),
+        peak,
         sent: Sent {
             amberflo: amberflo.requests(),
             stripe: stripe.requests(),
@@ -925,9 +928,9 @@ fn main() {
     }
     println!();
     println!(
-        "| one-way delay | native pooled rows/s (HTTP/1.1, 64 at once) | sync, --concurrency 64 | ratio | sync, default flags (HTTP/2) | ratio | sync, default flags, --http1 | ratio | TLS handshakes with Stripe (64 / default / --http1) | Stripe requests per row |"
+        "| one-way delay | native pooled rows/s (HTTP/1.1, 64 at once) | sync, --concurrency 64 | ratio | sync, default flags (HTTP/2) | ratio | sync, default flags, --http1 | ratio | TLS handshakes with Stripe (64 / default / --http1) | Stripe requests per row | peak RSS, default flags |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     // USAGE_SYNC_BENCH_FAR_ROWS: rows of each far sync (default 1,000).
     let rows = std::env::var("USAGE_SYNC_BENCH_FAR_ROWS").map_or(1_000, |n| n.parse().unwrap());
     let med = |mut v: Vec<f64>| {
@@ -944,6 +947,7 @@ fn main() {
         let mut rates: [Vec<f64>; 4] = Default::default();
         let mut shakes: [Vec<f64>; 3] = Default::default();
         let mut per_row = 0.0;
+        let mut peaks = Vec::new();
         for _ in 0..3 {
             let far = far_sync(rows, one_way, Some(64), &[]);
             rates[0].push(runtime.block_on(far_native(rows, one_way, 64, &far.sent)));
@@ -954,15 +958,19 @@ fn main() {
                 let far = far_sync(rows, one_way, None, more);
                 rates[i].push(far.rate);
                 shakes[i - 1].push(far.handshakes as f64);
+                if i == 2 {
+                    peaks.push(far.peak as f64);
+                }
             }
         }
         let [native, at_64, h2, h1] = rates.map(med);
         let [s64, sh2, sh1] = shakes.map(med);
         println!(
-            "| {ms} ms | {native:.0} | {at_64:.0} | {:.2} | {h2:.0} | {:.2} | {h1:.0} | {:.2} | {s64:.0} / {sh2:.0} / {sh1:.0} | {per_row:.2} |",
+            "| {ms} ms | {native:.0} | {at_64:.0} | {:.2} | {h2:.0} | {:.2} | {h1:.0} | {:.2} | {s64:.0} / {sh2:.0} / {sh1:.0} | {per_row:.2} | {:.0} MiB |",
             at_64 / native,
             h2 / native,
             h1 / native,
+            med(peaks) / 1024.0,
         );
     }
     let _ = std::fs::remove_dir_all(cache_dir());
