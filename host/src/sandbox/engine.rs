@@ -11,7 +11,9 @@ use crate::sandbox::{Pool, RunConfig, cache};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use wasmtime::component::{Instance, InstancePre, Linker, ResourceTable};
+use wasmtime::component::{
+    ComponentExportIndex, ComponentNamedList, InstancePre, Lift, Linker, Lower, ResourceTable,
+};
 use wasmtime::error::Context as _;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -186,23 +188,29 @@ impl Sandbox {
         (store, log)
     }
 
-    /// One export of the workflow, called in a fresh instance under the run's
-    /// limits, and the verdict on what happened.
-    pub(super) async fn call<T>(
+    /// One export of the workflow, called with `params` in a fresh instance
+    /// under the run's limits; its answer made into `T` by `answer`, and the
+    /// verdict on what happened. Only that export is type-checked (against
+    /// `P` and `R`): the generated bindings would check all eight.
+    pub(super) async fn call<P, R, T>(
         &self,
         config: &RunConfig,
         customer: &str,
-        export: impl AsyncFnOnce(
-            &Exports,
-            Instance,
-            &mut Store<RunState>,
-        ) -> wasmtime::Result<Result<T, WorkflowError>>,
-    ) -> Result<T, Failure> {
+        export: impl FnOnce(&Exports) -> &ComponentExportIndex,
+        params: P,
+        answer: impl FnOnce(R) -> wasmtime::Result<Result<T, WorkflowError>>,
+    ) -> Result<T, Failure>
+    where
+        P: ComponentNamedList + Lower + Send + Sync,
+        (R,): ComponentNamedList + Lift + Send + Sync + 'static,
+    {
         let limits = config.limits;
         let (mut store, log) = self.store(config, &[], customer);
         let call = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
-            export(&self.exports, instance, &mut store).await
+            let func = instance.get_typed_func::<P, (R,)>(&mut store, export(&self.exports))?;
+            let (result,) = func.call_async(&mut store, params).await?;
+            answer(result)
         };
         let result = tokio::time::timeout(limits.deadline, call).await;
         let memory_exceeded = store.data().memory_exceeded();

@@ -6,12 +6,8 @@ use crate::bindings::{
     UsageQuery, WorkflowError,
 };
 use crate::outcome::{Failure, Outputs};
-use crate::sandbox::engine::RunState;
 use crate::sandbox::{RunConfig, Sandbox};
-use wasmtime::Store;
-use wasmtime::component::{
-    Component, ComponentExportIndex, ComponentNamedList, Instance, Lift, Lower,
-};
+use wasmtime::component::{Component, ComponentExportIndex};
 
 /// The interface the workflow exports.
 const INTERFACE: &str = "usage-sync:workflow/workflow@0.1.0";
@@ -20,7 +16,7 @@ const INTERFACE: &str = "usage-sync:workflow/workflow@0.1.0";
 ///
 /// The generated bindings type-check all eight exports on every
 /// instantiation, about a third of a pooled run's cost in the host; a run
-/// calls one, so it type-checks only that one.
+/// calls one, so it type-checks only that one ([`Sandbox::call`]).
 pub(crate) struct Exports {
     run: ComponentExportIndex,
     run_with_recent: ComponentExportIndex,
@@ -56,39 +52,15 @@ impl Exports {
     }
 }
 
-/// Calls the export at `index` of `instance` with `params`, checking its
-/// type against `P` and `R` first.
-async fn call<P, R>(
-    store: &mut Store<RunState>,
-    instance: Instance,
-    index: &ComponentExportIndex,
-    params: P,
-) -> wasmtime::Result<R>
-where
-    P: ComponentNamedList + Lower + Send + Sync,
-    (R,): ComponentNamedList + Lift + Send + Sync + 'static,
-{
-    let func = instance.get_typed_func::<P, (R,)>(&mut *store, index)?;
-    let (answer,) = func.call_async(&mut *store, params).await?;
-    Ok(answer)
-}
-
 impl Sandbox {
     /// Runs the workflow once, in a fresh instance.
     pub async fn run(&self, config: &RunConfig, inputs: Inputs) -> Result<Outputs, Failure> {
         self.call(
             config,
             &inputs.customer_id,
-            async |exports, instance, store| {
-                let answer = call(
-                    store,
-                    instance,
-                    &exports.run,
-                    (&config.endpoints, &config.options, &inputs),
-                )
-                .await?;
-                outputs(answer)
-            },
+            |e| &e.run,
+            (&config.endpoints, &config.options, &inputs),
+            outputs,
         )
         .await
     }
@@ -104,16 +76,9 @@ impl Sandbox {
         self.call(
             config,
             &inputs.customer_id,
-            async |exports, instance, store| {
-                let answer = call(
-                    store,
-                    instance,
-                    &exports.run_with_recent,
-                    (&config.endpoints, &config.options, &inputs, recent),
-                )
-                .await?;
-                outputs(answer)
-            },
+            |e| &e.run_with_recent,
+            (&config.endpoints, &config.options, &inputs, recent),
+            outputs,
         )
         .await
     }
@@ -129,16 +94,9 @@ impl Sandbox {
         self.call(
             config,
             &inputs.customer_id,
-            async |exports, instance, store| {
-                let answer = call(
-                    store,
-                    instance,
-                    &exports.run_with_meter,
-                    (&config.endpoints, &config.options, &inputs, meter, recent),
-                )
-                .await?;
-                outputs(answer)
-            },
+            |e| &e.run_with_meter,
+            (&config.endpoints, &config.options, &inputs, meter, recent),
+            outputs,
         )
         .await
     }
@@ -157,23 +115,16 @@ impl Sandbox {
         self.call(
             config,
             &inputs.customer_id,
-            async |exports, instance, store| {
-                let answer = call(
-                    store,
-                    instance,
-                    &exports.record_usage,
-                    (
-                        &config.endpoints,
-                        &config.options,
-                        &inputs,
-                        sources.as_slice(),
-                        meter,
-                        recent,
-                    ),
-                )
-                .await?;
-                outputs(answer)
-            },
+            |e| &e.record_usage,
+            (
+                &config.endpoints,
+                &config.options,
+                &inputs,
+                sources.as_slice(),
+                meter,
+                recent,
+            ),
+            outputs,
         )
         .await
     }
@@ -191,22 +142,16 @@ impl Sandbox {
         self.call(
             config,
             &inputs.customer_id,
-            async |exports, instance, store| {
-                call(
-                    store,
-                    instance,
-                    &exports.reconcile,
-                    (
-                        &config.endpoints,
-                        &config.options,
-                        &inputs,
-                        usage_result.as_str(),
-                        meter,
-                        tolerance,
-                    ),
-                )
-                .await
-            },
+            |e| &e.reconcile,
+            (
+                &config.endpoints,
+                &config.options,
+                &inputs,
+                usage_result.as_str(),
+                meter,
+                tolerance,
+            ),
+            Ok,
         )
         .await
     }
@@ -223,21 +168,15 @@ impl Sandbox {
         self.call(
             config,
             &inputs.customer_id,
-            async |exports, instance, store| {
-                call(
-                    store,
-                    instance,
-                    &exports.reconcile_invoices,
-                    (
-                        &config.endpoints,
-                        &config.options,
-                        &inputs,
-                        usage_result.as_str(),
-                        meter,
-                    ),
-                )
-                .await
-            },
+            |e| &e.reconcile_invoices,
+            (
+                &config.endpoints,
+                &config.options,
+                &inputs,
+                usage_result.as_str(),
+                meter,
+            ),
+            Ok,
         )
         .await
     }
@@ -245,15 +184,13 @@ impl Sandbox {
     /// The Stripe meter of `event_name`, checked for the run's interval, in a
     /// fresh instance.
     pub async fn find_meter(&self, config: &RunConfig, event_name: &str) -> Result<Meter, Failure> {
-        self.call(config, "", async |exports, instance, store| {
-            call(
-                store,
-                instance,
-                &exports.find_meter,
-                (&config.endpoints, &config.options, event_name),
-            )
-            .await
-        })
+        self.call(
+            config,
+            "",
+            |e| &e.find_meter,
+            (&config.endpoints, &config.options, event_name),
+            Ok,
+        )
         .await
     }
 
@@ -263,15 +200,13 @@ impl Sandbox {
         config: &RunConfig,
         query: UsageQuery,
     ) -> Result<Vec<CustomerUsage>, Failure> {
-        self.call(config, "", async |exports, instance, store| {
-            call(
-                store,
-                instance,
-                &exports.query_usage,
-                (&config.endpoints, &config.options, &query),
-            )
-            .await
-        })
+        self.call(
+            config,
+            "",
+            |e| &e.query_usage,
+            (&config.endpoints, &config.options, &query),
+            Ok,
+        )
         .await
     }
 }
