@@ -134,3 +134,95 @@ fn a_cache_directory_or_file_others_may_write_is_never_trusted() {
     assert_eq!(std::fs::read(&files[0]).unwrap().len(), good.len());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `command`, run twice inside a mount namespace of its own with `dir` a
+/// fresh `noexec` tmpfs (as a hardened host mounts /tmp or /var): the two
+/// runs' stderr, or `None` when this machine lets no one make such a mount.
+fn twice_on_a_noexec_mount(command: &std::process::Command, dir: &Path) -> Option<[Run; 2]> {
+    let mut unshare = std::process::Command::new("unshare");
+    // Root needs only a mount namespace; anyone else maps itself to root in
+    // a user namespace of its own, where the kernel allows that.
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if !root {
+        unshare.arg("--map-root-user");
+    }
+    let probe = std::process::Command::new("unshare")
+        .args(if root {
+            &[][..]
+        } else {
+            &["--map-root-user"][..]
+        })
+        .args([
+            "--mount",
+            "sh",
+            "-c",
+            "mount -t tmpfs -o noexec tmpfs \"$0\"",
+        ])
+        .arg(dir)
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        return None;
+    }
+    let err = |n: u8| dir.with_extension(format!("stderr{n}"));
+    unshare
+        .args(["--mount", "sh", "-c"])
+        .arg(
+            "mount -t tmpfs -o noexec tmpfs \"$0\" && shift && \
+             \"$@\" 2>\"$ERR1\" >\"$ERR1.out\"; echo $? >\"$ERR1.code\"; \
+             \"$@\" 2>\"$ERR2\" >\"$ERR2.out\"; echo $? >\"$ERR2.code\"",
+        )
+        .arg(dir)
+        .arg("--")
+        .arg(command.get_program())
+        .args(command.get_args())
+        .env("ERR1", err(1))
+        .env("ERR2", err(2));
+    for (name, value) in command.get_envs() {
+        match value {
+            Some(value) => unshare.env(name, value),
+            None => unshare.env_remove(name),
+        };
+    }
+    let status = unshare.status().expect("unshare runs");
+    assert!(status.success(), "{status}");
+    let run = |n: u8| {
+        let path = err(n);
+        let read = |ext: &str| {
+            std::fs::read_to_string(path.with_extension(format!("stderr{n}.{ext}"))).unwrap()
+        };
+        Run {
+            code: read("code").trim().parse().unwrap(),
+            stdout: read("out"),
+            stderr: std::fs::read_to_string(&path).unwrap(),
+        }
+    };
+    Some([run(1), run(2)])
+}
+
+#[test]
+fn a_cache_on_a_noexec_mount_is_loaded_not_rebuilt_every_run() {
+    // Compiled code cannot be mapped executable from a `noexec` mount; it is
+    // read instead, not compiled again and again as if corrupt.
+    let (start, _) = yesterday();
+    let p = Providers::start(vec![usage("acme", "api-calls", start + 5, 3.0)]);
+    let dir = cache_dir("noexec");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut command = p.command(&with_inputs(&["--dry-run"]));
+    command.env("USAGE_SYNC_CACHE_DIR", dir.join("cache"));
+    let Some([first, second]) = twice_on_a_noexec_mount(&command, &dir) else {
+        eprintln!("skipped: this machine allows no noexec tmpfs in a mount namespace");
+        return;
+    };
+    first.expect(0);
+    let second = second.expect(0);
+    assert!(
+        !second.stderr.contains("rebuilt"),
+        "the second run found its cache unusable: {}",
+        second.stderr
+    );
+    p.assert_no_leak(second);
+    let _ = std::fs::remove_dir_all(&dir);
+}

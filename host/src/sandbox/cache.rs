@@ -86,25 +86,44 @@ pub fn load(
         source = Source::Rebuilt;
     }
     if trusted {
-        if !file_verified(&path) {
-            source = Source::Rebuilt;
-        } else {
-            // SAFETY: the file is ours: this user's, in a directory only this
-            // user may write (checked by `open_dir` and `trusted_file`),
-            // written whole by `store` (then renamed, so a later `store`
-            // never changes the pages mapped here) and checked against its
-            // digest for truncation. Mapped rather than read: no copy of
-            // the code (a third of a warm start went to reading and copying it).
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(component) => return Ok((component, Source::Cached)),
-                Err(_) => source = Source::Rebuilt,
-            }
+        match cached(engine, &path) {
+            Some(component) => return Ok((component, Source::Cached)),
+            None => source = Source::Rebuilt,
         }
     }
     let component = Component::new(engine, wasm)?;
     // A cache that cannot be written only costs the next run the compile.
     let _ = store(dir, &path, &component.serialize()?);
     Ok((component, source))
+}
+
+/// The component compiled in the trusted file at `path`, when its digest
+/// matches and this wasmtime can load it.
+///
+/// Safety of the `deserialize` calls: the file is ours: this user's, in a
+/// directory only this user may write (checked by `open_dir` and
+/// `trusted_file`), written whole by `store` (then renamed, so a later `store`
+/// never changes the pages mapped here) and checked against its digest for
+/// truncation.
+fn cached(engine: &Engine, path: &Path) -> Option<Component> {
+    if !file_verified(path) {
+        return None;
+    }
+    // Mapped rather than read: no copy of the code (reading and copying it
+    // was half of a warm start).
+    // SAFETY: as above.
+    if let Ok(component) = unsafe { Component::deserialize_file(engine, path) } {
+        return Some(component);
+    }
+    // On a `noexec` mount the mapped file cannot be made executable: read it
+    // into memory of our own, and check the digest of what was read.
+    let bytes = std::fs::read(path).ok()?;
+    if !verified(&bytes[..]).unwrap_or(false) {
+        return None;
+    }
+    let code = &bytes[..bytes.len() - DIGEST];
+    // SAFETY: as above, for the bytes just read and checked.
+    unsafe { Component::deserialize(engine, code) }.ok()
 }
 
 fn file_name(engine: &Engine, wasm: &[u8]) -> String {
@@ -122,9 +141,11 @@ fn file_verified(path: &Path) -> bool {
     std::fs::File::open(path).is_ok_and(|file| verified(file).unwrap_or(false))
 }
 
+/// The length of the digest that ends a cached file (SHA-256).
+const DIGEST: usize = 32;
+
 /// Whether `reader` ends with the SHA-256 of what comes before it.
 fn verified(mut reader: impl std::io::Read) -> std::io::Result<bool> {
-    const DIGEST: usize = 32;
     let mut hasher = Sha256::new();
     // The last DIGEST bytes seen are held back until more arrive.
     let mut buf = vec![0u8; 64 << 10];
