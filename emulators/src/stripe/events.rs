@@ -66,13 +66,16 @@ pub(super) fn one_at_a_time(
     record: impl FnOnce(&mut State) -> Reply,
 ) -> Reply {
     let time = state.meter_event_time;
+    if time.is_zero() {
+        return record(state);
+    }
     let ledger = decode_form(&request.body).and_then(|params| {
         let event_name = params.get("event_name")?.clone();
         let (customer_key, _) = state.payload_keys(&event_name);
         let customer = params.get(&format!("payload[{customer_key}]"))?.clone();
         Some((event_name, customer))
     });
-    let Some(ledger) = ledger.filter(|_| !time.is_zero()) else {
+    let Some(ledger) = ledger else {
         return record(state);
     };
     let now = std::time::Instant::now();
