@@ -137,38 +137,32 @@ fn a_cache_directory_or_file_others_may_write_is_never_trusted() {
 
 /// `command`, run twice inside a mount namespace of its own with `dir` a
 /// fresh `noexec` tmpfs (as a hardened host mounts /tmp or /var): the two
-/// runs' stderr, or `None` when this machine lets no one make such a mount.
+/// runs, or `None` when this machine lets no one make such a mount.
 fn twice_on_a_noexec_mount(command: &std::process::Command, dir: &Path) -> Option<[Run; 2]> {
-    let mut unshare = std::process::Command::new("unshare");
     // Root needs only a mount namespace; anyone else maps itself to root in
     // a user namespace of its own, where the kernel allows that.
     let root = std::process::Command::new("id")
         .arg("-u")
         .output()
         .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    if !root {
-        unshare.arg("--map-root-user");
-    }
+    let namespaces: &[&str] = if root {
+        &["--mount"]
+    } else {
+        &["--map-root-user", "--mount"]
+    };
     let probe = std::process::Command::new("unshare")
-        .args(if root {
-            &[][..]
-        } else {
-            &["--map-root-user"][..]
-        })
-        .args([
-            "--mount",
-            "sh",
-            "-c",
-            "mount -t tmpfs -o noexec tmpfs \"$0\"",
-        ])
+        .args(namespaces)
+        .args(["sh", "-c", "mount -t tmpfs -o noexec tmpfs \"$0\""])
         .arg(dir)
         .output();
     if !probe.is_ok_and(|o| o.status.success()) {
         return None;
     }
     let err = |n: u8| dir.with_extension(format!("stderr{n}"));
+    let mut unshare = std::process::Command::new("unshare");
     unshare
-        .args(["--mount", "sh", "-c"])
+        .args(namespaces)
+        .args(["sh", "-c"])
         .arg(
             "mount -t tmpfs -o noexec tmpfs \"$0\" && shift && \
              \"$@\" 2>\"$ERR1\" >\"$ERR1.out\"; echo $? >\"$ERR1.code\"; \
