@@ -131,13 +131,32 @@ impl Providers {
         Providers::serving(records, [MeterSpec::sum("api_calls")], Some(config))
     }
 
+    /// As [`Self::start`], with a live-mode restricted key (`rk_live_`).
+    pub fn live(records: Vec<UsageRecord>) -> Providers {
+        Providers::keyed(
+            records,
+            [MeterSpec::sum("api_calls")],
+            None,
+            "rk_live_canary_",
+        )
+    }
+
     fn serving(
         records: Vec<UsageRecord>,
         meters: impl IntoIterator<Item = MeterSpec>,
         tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     ) -> Providers {
+        Providers::keyed(records, meters, tls, "sk_test_canary_")
+    }
+
+    fn keyed(
+        records: Vec<UsageRecord>,
+        meters: impl IntoIterator<Item = MeterSpec>,
+        tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+        stripe_key_prefix: &str,
+    ) -> Providers {
         let amberflo_key = canary("amb_canary_");
-        let stripe_key = canary("sk_test_canary_");
+        let stripe_key = canary(stripe_key_prefix);
         let stripe = Stripe::start_with(&stripe_key, tls.clone()).unwrap();
         for meter in meters {
             stripe.add_meter(meter);

@@ -10,6 +10,15 @@ const PROVIDER: i32 = 3;
 
 /// `n` customers with `i + 1` units of usage yesterday, and their mapping file.
 fn customers(n: usize, name: &str) -> (Providers, PathBuf) {
+    customers_of(n, name, Providers::start)
+}
+
+/// `n` rows with usage yesterday, on providers `start` serves.
+fn customers_of(
+    n: usize,
+    name: &str,
+    start_providers: fn(Vec<usage_sync_emulators::UsageRecord>) -> Providers,
+) -> (Providers, PathBuf) {
     let (start, _) = yesterday();
     let records = (0..n)
         .map(|i| {
@@ -22,7 +31,7 @@ fn customers(n: usize, name: &str) -> (Providers, PathBuf) {
         })
         .collect();
     let mapping = write_mapping(&format!("sync-{name}"), n);
-    (Providers::start(records), mapping)
+    (start_providers(records), mapping)
 }
 
 fn sync_args(mapping: &Path, extra: &[&str]) -> Vec<String> {
@@ -105,15 +114,18 @@ fn a_bad_row_is_named_and_nothing_is_sent() {
 fn a_rate_out_of_bounds_is_refused_before_anything_is_sent() {
     let (p, mapping) = customers(2, "rate");
     // 1e-20 per second panicked in Duration::from_secs_f64.
-    for rate in ["1e-20", "0", "NaN", "1e300"] {
-        let run = p.sync(&sync_args(&mapping, &["--stripe-rate", rate]));
-        run.expect(BAD_INPUT);
-        assert!(
-            run.error_message()
-                .contains("--stripe-rate must be between 0.00001 and 1000000 requests per second"),
-            "{rate}: {}",
-            run.error_message()
-        );
+    for flag in ["--stripe-rate", "--stripe-meter-event-rate"] {
+        for rate in ["1e-20", "0", "NaN", "1e300"] {
+            let run = p.sync(&sync_args(&mapping, &[flag, rate]));
+            run.expect(BAD_INPUT);
+            let expected =
+                format!("{flag} must be between 0.00001 and 1000000 requests per second");
+            assert!(
+                run.error_message().contains(&expected),
+                "{flag} {rate}: {}",
+                run.error_message()
+            );
+        }
     }
     assert!(p.amberflo_requests().is_empty());
     assert!(p.stripe_all().is_empty());
@@ -537,6 +549,59 @@ fn three_shards_at_once_sync_every_row_exactly_once_within_the_rate() {
     );
     p.sync(&sync_args(&mapping, &["--shard", "2/3"])).expect(0);
     assert_eq!(p.stripe.events().len(), 30);
+}
+
+/// A live key's meter events keep to their own limit (live mode's 1,000 a
+/// second), paced by `--stripe-meter-event-rate` apart from the reads'
+/// `--stripe-rate`; a test key's count against `--stripe-rate`, as in test
+/// mode they count against Stripe's basic limit. How fast is for the
+/// benchmark; here, that the writes' pace holds (a lower bound on the time,
+/// which a slow machine only lengthens) and which pace each key gets.
+#[test]
+fn a_live_key_paces_meter_events_apart_from_reads() {
+    let (p, mapping) = customers_of(9, "live-pace", Providers::live);
+    let started = std::time::Instant::now();
+    let run = p.sync(&sync_args(
+        &mapping,
+        &["--stripe-rate", "1000000", "--stripe-meter-event-rate", "4"],
+    ));
+    let elapsed = started.elapsed();
+    p.assert_no_leak(&run);
+    run.expect(0);
+    assert!(
+        run.stderr.contains(
+            "Stripe paced at 1000000 requests a second, and apart from them (a live key) 4 meter events a second"
+        ),
+        "{}",
+        run.stderr
+    );
+    let writes = p.stripe_writes().len();
+    assert_eq!(writes, 9, "a write per row");
+    assert!(
+        elapsed.as_secs_f64() >= (writes - 1) as f64 / 4.0,
+        "{writes} meter events in {elapsed:?}, at 4 a second"
+    );
+    for i in 0..9 {
+        let (start, end) = yesterday();
+        let billed = p
+            .stripe
+            .billed("api_calls", &format!("cus_{i}"), start, end);
+        assert_eq!(billed, (i + 1) as f64, "customer {i}");
+    }
+    // The same rows with a test key: one pace, meter events included.
+    let (p, mapping) = customers_of(2, "test-pace", Providers::start);
+    let run = p.sync(&sync_args(
+        &mapping,
+        &["--stripe-rate", "1000000", "--stripe-meter-event-rate", "4"],
+    ));
+    run.expect(0);
+    assert!(
+        run.stderr.contains(
+            "Stripe paced at 1000000 requests a second, meter events included (not a live key)"
+        ),
+        "{}",
+        run.stderr
+    );
 }
 
 /// Shard 0 of 2 ran; then 1 of 3 is started: refused, naming the rows no

@@ -41,10 +41,16 @@ pub(crate) struct SyncArgs {
     /// paces Stripe at --stripe-rate / N: Stripe's limits are per account.
     #[arg(long, value_name = "K/N")]
     pub(crate) shard: Option<String>,
-    /// Stripe requests per second across all rows: Stripe's test-mode budget is 25;
-    /// live mode allows 1000 meter-event calls per second.
+    /// Stripe requests per second across all rows (Stripe's basic limit: 25 in
+    /// test mode, 100 live), except a live key's meter events (see
+    /// --stripe-meter-event-rate). A test key's meter events count here too.
     #[arg(long, default_value_t = 25.0, value_name = "PER_SEC")]
     pub(crate) stripe_rate: f64,
+    /// Meter events per second across all rows with a live key (rk_live_,
+    /// sk_live_), paced apart from --stripe-rate: live mode has a separate
+    /// limit of 1000 per second for them. Ignored for a test key.
+    #[arg(long, default_value_t = 250.0, value_name = "PER_SEC")]
+    pub(crate) stripe_meter_event_rate: f64,
     /// Journal of row outcomes, for resuming [default: one per mapping and window
     /// in the state directory, STATE_DIR/journals/MAPPING.DIGEST.START-END.jsonl].
     #[arg(long, value_name = "FILE")]
@@ -147,17 +153,27 @@ impl SyncArgs {
                 "--dry-run and --reconcile are for `run`".into(),
             ));
         }
-        if !STRIPE_RATE.contains(&self.stripe_rate) {
-            return Err(Failure::BadInput(format!(
-                "--stripe-rate must be between {} and {} requests per second",
-                STRIPE_RATE.start(),
-                STRIPE_RATE.end()
-            )));
+        for (flag, rate) in [
+            ("--stripe-rate", self.stripe_rate),
+            ("--stripe-meter-event-rate", self.stripe_meter_event_rate),
+        ] {
+            if !STRIPE_RATE.contains(&rate) {
+                return Err(Failure::BadInput(format!(
+                    "{flag} must be between {} and {} requests per second",
+                    STRIPE_RATE.start(),
+                    STRIPE_RATE.end()
+                )));
+            }
         }
         self.fan_out.check()?;
         let shard = self.shard().map_err(Failure::BadInput)?;
-        // Stripe's limits are per account: the shards share the rate.
-        let stripe_rate = self.stripe_rate / shard.map_or(1.0, |s| s.count as f64);
+        // Stripe's limits are per account: the shards share the rates.
+        let shards = shard.map_or(1.0, |s| s.count as f64);
+        let pace = Arc::new(crate::egress::StripePace::new(
+            credentials.stripe_mode(),
+            self.stripe_rate / shards,
+            self.stripe_meter_event_rate / shards,
+        ));
         let state = super::ledger::LedgerState::open(
             self.workflow.state_dir.clone(),
             self.workflow.move_customers,
@@ -268,11 +284,19 @@ impl SyncArgs {
             INITIAL_CONCURRENCY,
             concurrency,
         ));
-        let config = config
-            .paced(Arc::new(crate::egress::RateLimiter::per_second(
-                stripe_rate,
-            )))
-            .adapting(limit.clone());
+        if pace.meter_events_apart() {
+            tracing::info!(
+                "sync: Stripe paced at {} requests a second, and apart from them (a live key) {} meter events a second",
+                self.stripe_rate / shards,
+                self.stripe_meter_event_rate / shards
+            );
+        } else {
+            tracing::info!(
+                "sync: Stripe paced at {} requests a second, meter events included (not a live key)",
+                self.stripe_rate / shards
+            );
+        }
+        let config = config.paced(pace).adapting(limit.clone());
         // One journal per window by default, so the same command runs every night
         // and a rerun of any night resumes that night.
         // A true-up compares with what Amberflo says today: its journal resumes

@@ -3,7 +3,9 @@
 //! capped and scrubbed of keys before the guest sees it.
 
 use crate::egress::concurrency::Concurrency;
+use crate::egress::pace::StripePace;
 use crate::egress::policy::{Policy, Provider, Refusal, is_credential_header};
+use crate::egress::routes::Route;
 use crate::egress::transport::Transport;
 use crate::secrets::{Credentials, Redactor};
 use bytes::Bytes;
@@ -71,39 +73,6 @@ pub struct Exchange {
 /// Called for each request as it completes (for progress lines).
 pub type Observer = Arc<dyn Fn(&Exchange) + Send + Sync>;
 
-/// An account-wide pace for Stripe requests, shared by concurrent runs. A 429
-/// anywhere slows everyone down for a second.
-pub struct RateLimiter {
-    interval: Duration,
-    next: tokio::sync::Mutex<tokio::time::Instant>,
-}
-
-impl RateLimiter {
-    /// A pace of `rate` requests per second (positive).
-    pub fn per_second(rate: f64) -> RateLimiter {
-        RateLimiter {
-            interval: Duration::from_secs_f64(1.0 / rate),
-            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
-        }
-    }
-
-    /// Waits for this request's slot.
-    async fn acquire(&self) {
-        let slot = {
-            let mut next = self.next.lock().await;
-            let slot = (*next).max(tokio::time::Instant::now());
-            *next = slot + self.interval;
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
-    }
-
-    async fn back_off(&self) {
-        let mut next = self.next.lock().await;
-        *next = (*next).max(tokio::time::Instant::now() + Duration::from_secs(1));
-    }
-}
-
 /// The caps the hook enforces on one run's requests: the part of the
 /// sandbox's limits that only the HTTP boundary can see.
 #[derive(Clone, Copy, Debug)]
@@ -131,7 +100,7 @@ pub struct Egress {
     /// Requests of this run waiting for an answer right now.
     pub in_flight: Arc<AtomicUsize>,
     /// Paces Stripe requests across runs (`usage-sync sync`).
-    pub stripe_pace: Option<Arc<RateLimiter>>,
+    pub stripe_pace: Option<Arc<StripePace>>,
     /// Told of every push-back (`usage-sync sync`).
     pub concurrency: Option<Arc<Concurrency>>,
     /// The pooled connections, shared by the runs of one configuration.
@@ -219,6 +188,7 @@ impl WasiHttpHooks for Egress {
                 .stripe_pace
                 .clone()
                 .filter(|_| admitted.provider == Provider::Stripe),
+
             observer: self.observer.clone(),
             concurrency: self.concurrency.clone(),
             redactor: Redactor::new(&self.credentials),
@@ -234,7 +204,7 @@ impl WasiHttpHooks for Egress {
 /// A request the policy and the caps let through.
 struct Admitted {
     provider: Provider,
-    route: &'static str,
+    route: &'static Route,
     attempt: u32,
     target: String,
     /// Holds its place among the requests waiting at once.
@@ -276,7 +246,7 @@ impl Egress {
         }
         Ok(Admitted {
             provider,
-            route: route.step,
+            route,
             attempt,
             target,
             _in_flight: in_flight,
@@ -317,7 +287,7 @@ fn bounded(options: Option<RequestOptions>, cap: Duration) -> RequestOptions {
 
 /// What sending an admitted request needs, moved into its future.
 struct Outbound {
-    pace: Option<Arc<RateLimiter>>,
+    pace: Option<Arc<StripePace>>,
     observer: Option<Observer>,
     concurrency: Option<Arc<Concurrency>>,
     redactor: Redactor,
@@ -339,7 +309,8 @@ impl Outbound {
         http::Response<WasiBody>,
         Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     )> {
-        if let Some(pace) = &self.pace {
+        let pace = self.pace.as_ref().map(|pace| pace.of(admitted.route));
+        if let Some(pace) = pace {
             pace.acquire().await;
         }
         let method = request.method().to_string();
@@ -362,10 +333,10 @@ impl Outbound {
                 Err(not_sent.error)
             }
         };
-        if let (Some(pace), Ok(response)) = (&self.pace, &sent)
+        if let (Some(pace), Ok(response)) = (pace, &sent)
             && response.status() == http::StatusCode::TOO_MANY_REQUESTS
         {
-            pace.back_off().await;
+            pace.back_off(Instant::now());
         }
         if let Some(concurrency) = &self.concurrency
             && pushed_back(&sent)
@@ -375,7 +346,7 @@ impl Outbound {
         if let Some(observe) = &self.observer {
             observe(&Exchange {
                 provider: admitted.provider,
-                route: admitted.route,
+                route: admitted.route.step,
                 customer: self.customer.clone(),
                 attempt: admitted.attempt,
                 method,

@@ -4,7 +4,7 @@
 use crate::bindings::{Endpoints, Options};
 use crate::egress::policy::Policy;
 use crate::egress::transport::{Transport, Trust, Versions};
-use crate::egress::{Concurrency, Observer, RateLimiter};
+use crate::egress::{Concurrency, Observer, StripePace};
 use crate::sandbox::Limits;
 use crate::secrets::Credentials;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ pub struct RunConfig {
     /// Called for each request as it completes (progress lines).
     pub observer: Option<Observer>,
     /// Shared pace of Stripe requests, for many runs at once.
-    pub stripe_pace: Option<Arc<RateLimiter>>,
+    pub stripe_pace: Option<Arc<StripePace>>,
     /// Told of every push-back (429, 503, a timeout), for many runs at once.
     pub concurrency: Option<Arc<Concurrency>>,
     /// The pooled connections every run of this configuration shares.
@@ -74,7 +74,7 @@ impl RunConfig {
     }
 
     /// The same, with Stripe requests paced by `pace` (shared by many runs).
-    pub fn paced(self, pace: Arc<RateLimiter>) -> RunConfig {
+    pub fn paced(self, pace: Arc<StripePace>) -> RunConfig {
         RunConfig {
             stripe_pace: Some(pace),
             ..self
