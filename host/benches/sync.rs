@@ -355,13 +355,9 @@ fn command(
     state: &std::path::Path,
 ) -> i32 {
     // Unpaced: the requests are counted, not timed.
-    let rate: &[&str] = match subcommand {
-        "reconcile" => &[],
-        _ => &["--stripe-rate", "1000000"],
-    };
     let output = usage_sync(subcommand, amberflo, stripe, state)
         .args(args)
-        .args(rate)
+        .args(["--stripe-rate", "1000000"])
         .args(["--concurrency", "64"])
         .stderr(Stdio::piped())
         .output()
@@ -505,6 +501,8 @@ fn backfill(customers: usize) -> (f64, Requests, f64, Requests, f64, Requests) {
             "64",
             "--amberflo-batch",
             &BATCH.to_string(),
+            "--stripe-rate",
+            "1000000",
         ])
         .args(&window)
         .status()

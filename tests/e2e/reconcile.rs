@@ -132,7 +132,11 @@ fn reconcile_over_1000_customers_and_35_days_finds_exactly_the_planted_drift() {
     let planted = plant_drift(&p);
     let mapping = mapping("thousand", 1000);
     let started = std::time::Instant::now();
-    let run = p.reconcile(&mapping_args(&mapping, &["--concurrency", "16"]));
+    // Unpaced here (the default pace is the next test's).
+    let run = p.reconcile(&mapping_args(
+        &mapping,
+        &["--concurrency", "16", "--stripe-rate", "1000000"],
+    ));
     eprintln!("reconcile of 1000 x 35 cells in {:?}", started.elapsed());
     run.expect(5);
     let out = lines(&run);
@@ -167,6 +171,35 @@ fn reconcile_over_1000_customers_and_35_days_finds_exactly_the_planted_drift() {
             .all(|q| q.method == "POST" && q.target == "/usage")
     );
     assert_eq!(p.stripe_all().len(), 1 + 1000);
+}
+
+/// Reconcile's reads count against Stripe's basic limit like a sync's: one
+/// account-wide pace, `--stripe-rate`, however many rows read at once (a
+/// lower bound on the time, which a slow machine only lengthens).
+#[test]
+fn reconcile_keeps_to_the_stripe_rate() {
+    let p = in_step(10);
+    let mapping = mapping("paced", 10);
+    let started = std::time::Instant::now();
+    let run = p.reconcile(&mapping_args(
+        &mapping,
+        &["--concurrency", "16", "--stripe-rate", "5"],
+    ));
+    let elapsed = started.elapsed();
+    run.expect(0);
+    assert!(
+        run.stderr.contains(
+            "reconcile: Stripe paced at 5 requests a second, meter events included (not a live key)"
+        ),
+        "{}",
+        run.stderr
+    );
+    let requests = p.stripe_all().len();
+    assert_eq!(requests, 1 + 10, "the meter, then a summaries read a row");
+    assert!(
+        elapsed.as_secs_f64() >= (requests - 1) as f64 / 5.0,
+        "{requests} requests in {elapsed:?}, at 5 a second"
+    );
 }
 
 #[test]

@@ -6,10 +6,12 @@
 //! say) rewords it with `mut_arg`; its meaning and parsing stay here.
 
 use crate::bindings::{self, Endpoints, Options};
+use crate::egress::StripePace;
 use crate::egress::policy::{DEFAULT_AMBERFLO_URL, DEFAULT_STRIPE_URL, Endpoint, Policy};
 use crate::options::default_options;
 use crate::outcome::Failure;
 use crate::sandbox::{Limits, Pool, Sandbox};
+use crate::secrets::Mode;
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -144,6 +146,65 @@ impl FanOutArgs {
             )));
         }
         Ok(())
+    }
+}
+
+/// Stripe requests per second: from one a day and a bit, to far above any
+/// live-mode limit (the emulator tests run fast).
+const STRIPE_RATE: std::ops::RangeInclusive<f64> = 1e-5..=1e6;
+
+/// The account-wide paces of Stripe requests (`egress::pace`), for the
+/// commands that run many rows at once.
+#[derive(Args)]
+pub(crate) struct PaceArgs {
+    /// Stripe requests per second across all rows (Stripe's basic limit: 25 in
+    /// test mode, 100 live), except a live key's meter events (see
+    /// --stripe-meter-event-rate). A test key's meter events count here too.
+    #[arg(long, default_value_t = 25.0, value_name = "PER_SEC")]
+    pub(crate) stripe_rate: f64,
+    /// Meter events per second across all rows with a live key (rk_live_,
+    /// sk_live_), paced apart from --stripe-rate: live mode has a separate
+    /// limit of 1000 per second for them. Ignored for a test key.
+    #[arg(long, default_value_t = 250.0, value_name = "PER_SEC")]
+    pub(crate) stripe_meter_event_rate: f64,
+}
+
+impl PaceArgs {
+    /// Both rates, checked.
+    pub(crate) fn check(&self) -> Result<(), Failure> {
+        for (flag, rate) in [
+            ("--stripe-rate", self.stripe_rate),
+            ("--stripe-meter-event-rate", self.stripe_meter_event_rate),
+        ] {
+            if !STRIPE_RATE.contains(&rate) {
+                return Err(Failure::BadInput(format!(
+                    "{flag} must be between {} and {} requests per second",
+                    STRIPE_RATE.start(),
+                    STRIPE_RATE.end()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The paces for a key of `mode`, when `shares` processes (shards)
+    /// divide the account's limits; said in the log.
+    pub(crate) fn pace(&self, mode: Option<Mode>, shares: f64, command: &str) -> StripePace {
+        let (basic, meter_events) = (
+            self.stripe_rate / shares,
+            self.stripe_meter_event_rate / shares,
+        );
+        let pace = StripePace::new(mode, basic, meter_events);
+        if pace.meter_events_apart() {
+            tracing::info!(
+                "{command}: Stripe paced at {basic} requests a second, and apart from them (a live key) {meter_events} meter events a second"
+            );
+        } else {
+            tracing::info!(
+                "{command}: Stripe paced at {basic} requests a second, meter events included (not a live key)"
+            );
+        }
+        pace
     }
 }
 

@@ -6,7 +6,7 @@ pub(crate) mod compare;
 pub(crate) mod invoices;
 
 use super::flags::{
-    EndpointArgs, FanOutArgs, LateUsage, SandboxArgs, WindowArgs, WorkflowSettings,
+    EndpointArgs, FanOutArgs, LateUsage, PaceArgs, SandboxArgs, WindowArgs, WorkflowSettings,
 };
 use crate::bindings::Options;
 use crate::mapping::Row;
@@ -29,6 +29,9 @@ use usage_sync_report::Interval;
     mut_arg("round", |a| a.help("Round Amberflo's totals as `sync` would before sending")),
     mut_arg("concurrency", |a| a.help("Rows read at once").default_value("16")),
     mut_arg("amberflo_batch", |a| a.help("Customers per Amberflo query")),
+    mut_arg("stripe_rate", |a| a.help("Stripe reads per second across all rows (Stripe's basic limit: 25 in test mode, 100 live)")),
+    // Reconcile writes nothing.
+    mut_arg("stripe_meter_event_rate", |a| a.hide(true)),
 )]
 pub(crate) struct ReconcileArgs {
     /// Rows to compare: the `sync` mapping. Without it, one row from the flags below.
@@ -75,6 +78,8 @@ pub(crate) struct ReconcileArgs {
     pub(crate) metrics_file: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) fan_out: FanOutArgs,
+    #[command(flatten)]
+    pub(crate) pace: PaceArgs,
     #[command(flatten)]
     pub(crate) endpoints: EndpointArgs,
     #[command(flatten)]
@@ -156,6 +161,7 @@ impl ReconcileArgs {
         credentials: Arc<Credentials>,
     ) -> Result<compare::Summary, Failure> {
         self.fan_out.check()?;
+        self.pace.check()?;
         let options = self.options()?;
         let rows = self.rows()?;
         let grid = match options.interval {
@@ -173,6 +179,11 @@ impl ReconcileArgs {
             credentials,
             Some(concurrency),
         )?;
+        // Its reads count against the account's basic limit, as a sync's do.
+        let pace = self
+            .pace
+            .pace(config.credentials.stripe_mode(), 1.0, "reconcile");
+        let config = config.paced(Arc::new(pace));
         let batch = crate::commands::batch::fitting(
             self.fan_out.amberflo_batch,
             &start_time,

@@ -5,7 +5,7 @@
 pub(crate) mod journal;
 pub(crate) mod rows;
 
-use super::flags::{EndpointArgs, FanOutArgs, SandboxArgs, WindowArgs, WorkflowArgs};
+use super::flags::{EndpointArgs, FanOutArgs, PaceArgs, SandboxArgs, WindowArgs, WorkflowArgs};
 use crate::inputs;
 use crate::metrics::Tally;
 use crate::outcome::{Failure, exit, print_failure};
@@ -38,19 +38,12 @@ pub(crate) struct SyncArgs {
     /// Take only shard K of N of the mapping's rows (a stable hash of customer,
     /// meter and event name), for N machines or an Indexed Job [default:
     /// JOB_COMPLETION_INDEX of USAGE_SYNC_SHARDS, when both are set]. Each shard
-    /// paces Stripe at --stripe-rate / N: Stripe's limits are per account.
+    /// paces Stripe at --stripe-rate / N (and --stripe-meter-event-rate / N):
+    /// Stripe's limits are per account.
     #[arg(long, value_name = "K/N")]
     pub(crate) shard: Option<String>,
-    /// Stripe requests per second across all rows (Stripe's basic limit: 25 in
-    /// test mode, 100 live), except a live key's meter events (see
-    /// --stripe-meter-event-rate). A test key's meter events count here too.
-    #[arg(long, default_value_t = 25.0, value_name = "PER_SEC")]
-    pub(crate) stripe_rate: f64,
-    /// Meter events per second across all rows with a live key (rk_live_,
-    /// sk_live_), paced apart from --stripe-rate: live mode has a separate
-    /// limit of 1000 per second for them. Ignored for a test key.
-    #[arg(long, default_value_t = 250.0, value_name = "PER_SEC")]
-    pub(crate) stripe_meter_event_rate: f64,
+    #[command(flatten)]
+    pub(crate) pace: PaceArgs,
     /// Journal of row outcomes, for resuming [default: one per mapping and window
     /// in the state directory, STATE_DIR/journals/MAPPING.DIGEST.START-END.jsonl].
     #[arg(long, value_name = "FILE")]
@@ -66,10 +59,6 @@ pub(crate) struct SyncArgs {
     #[command(flatten)]
     pub(crate) sandbox: SandboxArgs,
 }
-
-/// Stripe requests per second: from one a day and a bit, to far above any
-/// live-mode limit (the emulator tests run fast).
-const STRIPE_RATE: std::ops::RangeInclusive<f64> = 1e-5..=1e6;
 
 /// Rows at once when a sync starts (the fixed default of earlier releases):
 /// the adaptive limit grows from here, up to `--concurrency`.
@@ -153,27 +142,11 @@ impl SyncArgs {
                 "--dry-run and --reconcile are for `run`".into(),
             ));
         }
-        for (flag, rate) in [
-            ("--stripe-rate", self.stripe_rate),
-            ("--stripe-meter-event-rate", self.stripe_meter_event_rate),
-        ] {
-            if !STRIPE_RATE.contains(&rate) {
-                return Err(Failure::BadInput(format!(
-                    "{flag} must be between {} and {} requests per second",
-                    STRIPE_RATE.start(),
-                    STRIPE_RATE.end()
-                )));
-            }
-        }
+        self.pace.check()?;
         self.fan_out.check()?;
         let shard = self.shard().map_err(Failure::BadInput)?;
         // Stripe's limits are per account: the shards share the rates.
-        let shards = shard.map_or(1.0, |s| s.count as f64);
-        let pace = Arc::new(crate::egress::StripePace::new(
-            credentials.stripe_mode(),
-            self.stripe_rate / shards,
-            self.stripe_meter_event_rate / shards,
-        ));
+        let shares = shard.map_or(1.0, |s| s.count as f64);
         let state = super::ledger::LedgerState::open(
             self.workflow.state_dir.clone(),
             self.workflow.move_customers,
@@ -284,19 +257,10 @@ impl SyncArgs {
             INITIAL_CONCURRENCY,
             concurrency,
         ));
-        if pace.meter_events_apart() {
-            tracing::info!(
-                "sync: Stripe paced at {} requests a second, and apart from them (a live key) {} meter events a second",
-                self.stripe_rate / shards,
-                self.stripe_meter_event_rate / shards
-            );
-        } else {
-            tracing::info!(
-                "sync: Stripe paced at {} requests a second, meter events included (not a live key)",
-                self.stripe_rate / shards
-            );
-        }
-        let config = config.paced(pace).adapting(limit.clone());
+        let pace = self
+            .pace
+            .pace(config.credentials.stripe_mode(), shares, "sync");
+        let config = config.paced(Arc::new(pace)).adapting(limit.clone());
         // One journal per window by default, so the same command runs every night
         // and a rerun of any night resumes that night.
         // A true-up compares with what Amberflo says today: its journal resumes
