@@ -267,7 +267,10 @@ fn usage_sync(
         .env("AMBERFLO_API_KEY", AMBERFLO_KEY)
         .env("STRIPE_API_KEY", STRIPE_KEY)
         .env("USAGE_SYNC_STATE_DIR", state)
-        .stdout(Stdio::null())
+        .stdout(match std::env::var_os("USAGE_SYNC_BENCH_STDOUT") {
+            Some(_) => Stdio::inherit(),
+            None => Stdio::null(),
+        })
         // USAGE_SYNC_BENCH_LOG=1 shows the children's logs (how many ran at once).
         .stderr(match std::env::var_os("USAGE_SYNC_BENCH_LOG") {
             Some(_) => Stdio::inherit(),

@@ -339,6 +339,30 @@ fn one_amberflo_query_serves_a_batch_and_stripe_gets_what_per_row_queries_send()
     );
 }
 
+/// The next batches' Amberflo queries run beside the rows, not queued behind
+/// them (so the row slots never idle while an answer is fetched): each in an
+/// instance of its own. Twenty batches of two at a ceiling of four keep
+/// queries and rows at once all through the sync; none is refused an
+/// instance, and every row is billed once.
+#[test]
+fn batched_queries_run_beside_the_rows_and_every_row_is_billed_once() {
+    let (p, mapping) = customers(40, "batch-beside");
+    let run = p.sync(&sync_args(
+        &mapping,
+        &["--amberflo-batch", "2", "--concurrency", "4"],
+    ));
+    run.expect(0);
+    assert_eq!(lines(&run).last().unwrap()["summary"]["recorded"], 40);
+    assert_eq!(p.amberflo_requests().len(), 20);
+    let (start, end) = yesterday();
+    for i in 0..40 {
+        let billed = p
+            .stripe
+            .billed("api_calls", &format!("cus_{i}"), start, end);
+        assert_eq!(billed, (i + 1) as f64, "customer {i}");
+    }
+}
+
 #[test]
 fn a_failed_batch_query_fails_its_rows_and_sends_nothing_for_them() {
     let (p, mapping) = customers(4, "batch-fail");

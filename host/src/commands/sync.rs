@@ -236,6 +236,15 @@ impl SyncArgs {
             }),
         };
         let concurrency = self.fan_out.concurrency;
+        let batch = crate::commands::batch::fitting(
+            self.fan_out.amberflo_batch,
+            &start_time,
+            &end_time,
+            match self.workflow.settings.interval {
+                usage_sync_report::Interval::Hour => 3600,
+                _ => 86_400,
+            },
+        );
         let (sandbox, config) = super::prepare(
             &self.endpoints,
             &self.sandbox,
@@ -249,7 +258,8 @@ impl SyncArgs {
                 Ok(options)
             },
             credentials,
-            Some(concurrency),
+            // An instance for every row at once, and one for every batched query.
+            Some(concurrency + rows::query_places(concurrency, batch)),
         )?;
         // Rows at once start where they always did and adapt up to the
         // ceiling: grow while latency holds, halve on a push-back.
@@ -302,15 +312,6 @@ impl SyncArgs {
                 path
             }
         };
-        let batch = crate::commands::batch::fitting(
-            self.fan_out.amberflo_batch,
-            &start_time,
-            &end_time,
-            match self.workflow.settings.interval {
-                usage_sync_report::Interval::Hour => 3600,
-                _ => 86_400,
-            },
-        );
         let plan = rows::Settings {
             mapping: self.mapping.clone(),
             journal,

@@ -24,7 +24,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tokio::sync::{Mutex, Semaphore, mpsc};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc};
 
 /// A row's outcome, in the journal and on stdout.
 fn row_line(row: &Row, status: &str, detail: Value) -> Value {
@@ -298,8 +298,9 @@ impl Run<'_> {
             sandbox: self.sandbox.clone(),
             config: self.config.clone(),
             permits: plan.concurrency.clone(),
-            // Enough answers ahead to keep every row slot busy, no more.
-            batches: Semaphore::new(plan.concurrency.ceiling() / plan.batch.max(1) + 2),
+            batches: Arc::new(Semaphore::new(
+                query_places(plan.concurrency.ceiling(), plan.batch).max(1),
+            )),
             stop: self.stop.clone(),
             tx,
             start_time: plan.start_time.clone(),
@@ -350,7 +351,7 @@ impl Run<'_> {
             if plan.batch <= 1 {
                 tokio::spawn(async move {
                     for job in batch {
-                        shared.row(job, None).await;
+                        shared.row(job, None, None).await;
                     }
                 });
             } else {
@@ -392,6 +393,17 @@ impl Run<'_> {
     }
 }
 
+/// Batched Amberflo queries at once, with their answers waiting for their
+/// rows: enough answers ahead to keep every row slot busy, no more. A query
+/// takes an instance of its own, beside the rows' (`--amberflo-batch 1`
+/// makes none).
+pub(crate) fn query_places(ceiling: usize, batch: usize) -> usize {
+    match batch {
+        0 | 1 => 0,
+        batch => ceiling / batch + 2,
+    }
+}
+
 /// One ledger to sync (a Stripe customer and meter): its rows with their
 /// bounds, the sources that have moved away from it, and what it shares with
 /// other ledgers: Stripe's one call at a time per customer and meter, and the
@@ -423,10 +435,10 @@ struct Shared {
     config: RunConfig,
     /// Rows and queries at once: adapts to how the providers answer.
     permits: Arc<Concurrency>,
-    /// Batches whose answer is held until their rows are done: without a
-    /// bound, every batch would query Amberflo before the first row ran and
-    /// hold every customer's answer at once (7 KB a row, measured).
-    batches: Semaphore,
+    /// Batches whose answer is held until all their rows have started:
+    /// without a bound, every batch would query Amberflo before the first row
+    /// ran and hold every customer's answer at once (7 KB a row, measured).
+    batches: Arc<Semaphore>,
     stop: Arc<AtomicBool>,
     tx: mpsc::UnboundedSender<Answer>,
     start_time: String,
@@ -437,10 +449,15 @@ struct Shared {
 impl Shared {
     /// One Amberflo query for the batch's customers, then each ledger's step 2
     /// in its own instance. A failed query fails its rows: nothing was sent.
+    /// The query waits for a batch's place, not behind the rows for a row's:
+    /// queued behind the rows, the next batch's answer came only once they
+    /// had all started, and the row slots idled while it was fetched.
     async fn batch(self: Arc<Self>, jobs: Vec<Job>) {
-        let _held = self.batches.acquire().await;
+        let Ok(place) = self.batches.clone().acquire_owned().await else {
+            return;
+        };
+        let place = Arc::new(place);
         let usage = {
-            let _permit = self.permits.acquire().await;
             if self.stop.load(Ordering::SeqCst) {
                 for job in jobs {
                     let _ = self.tx.send((job.rows(), None));
@@ -466,18 +483,13 @@ impl Shared {
                 return;
             }
         };
-        let rows: Vec<_> = jobs
-            .into_iter()
-            .map(|job| {
-                let this = self.clone();
-                // Two rows of one customer (to two ledgers) share its answer.
-                let usage = usage.get(&job.sources[0].0.customer_id).cloned();
-                tokio::spawn(async move { this.row(job, usage).await })
-            })
-            .collect();
-        // The batch's place is freed once its rows are done.
-        for row in rows {
-            let _ = row.await;
+        // The batch's place is freed once all its rows have started.
+        for job in jobs {
+            let this = self.clone();
+            // Two rows of one customer (to two ledgers) share its answer.
+            let usage = usage.get(&job.sources[0].0.customer_id).cloned();
+            let place = Some(place.clone());
+            tokio::spawn(async move { this.row(job, usage, place).await });
         }
     }
 
@@ -579,12 +591,12 @@ impl Shared {
                     billed_until: Some(*until),
                 }),
         );
-        self.record(job, Some(sources)).await;
+        self.record(job, Some(sources), None).await;
     }
 
     /// One plain ledger in its own instance: the whole workflow, or step 2
     /// with `usage`.
-    async fn row(&self, job: Job, usage: Option<String>) {
+    async fn row(&self, job: Job, usage: Option<String>, place: Option<Arc<OwnedSemaphorePermit>>) {
         match usage {
             Some(usage) => {
                 let (row, _) = &job.sources[0];
@@ -595,9 +607,9 @@ impl Shared {
                     billed_from: None,
                     billed_until: None,
                 };
-                self.record(job, Some(vec![source])).await
+                self.record(job, Some(vec![source]), place).await
             }
-            None => self.record(job, None).await,
+            None => self.record(job, None, place).await,
         }
     }
 
@@ -609,8 +621,15 @@ impl Shared {
     /// Step 2 for a ledger with its sources' usage (`None`: the whole
     /// workflow, for a plain ledger with no batched query), one call at a time
     /// per customer and meter; then its writes and sources are remembered.
-    async fn record(&self, job: Job, sources: Option<Vec<Source>>) {
+    async fn record(
+        &self,
+        job: Job,
+        sources: Option<Vec<Source>>,
+        place: Option<Arc<OwnedSemaphorePermit>>,
+    ) {
         let _permit = self.permits.acquire().await;
+        // Started: the next batch may fetch its answer.
+        drop(place);
         let lock = Arc::clone(&job.lock);
         let _one_at_a_time = lock.lock().await;
         if self.stop.load(Ordering::SeqCst) {
