@@ -433,7 +433,8 @@ type Answer = (Vec<Row>, Option<Result<Outputs, Failure>>);
 struct Shared {
     sandbox: Arc<Sandbox>,
     config: RunConfig,
-    /// Rows and queries at once: adapts to how the providers answer.
+    /// Rows (and a several-source ledger's queries) at once: adapts to how
+    /// the providers answer. Batched queries are bounded by `batches` instead.
     permits: Arc<Concurrency>,
     /// Batches whose answer is held until all their rows have started:
     /// without a bound, every batch would query Amberflo before the first row
