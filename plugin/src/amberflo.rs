@@ -152,7 +152,7 @@ fn parse_body(body: &[u8]) -> Result<(&RawValue, Option<HashSet<i64>>), String> 
     let intervals = response
         .intervals
         .map(|listed| {
-            serde_json::from_str::<Option<HashSet<i64>>>(listed.get()).map_err(|_| {
+            serde_json::from_slice::<Option<HashSet<i64>>>(listed.get().as_bytes()).map_err(|_| {
                 format!(
                     "`secondsSinceEpochIntervals` is not an array of Unix seconds: {}",
                     crate::http::snippet(listed.get().as_bytes())
@@ -220,7 +220,7 @@ fn checked(
     grid: i64,
     intervals: Option<&HashSet<i64>>,
 ) -> Result<Usage, String> {
-    let groups: Vec<Group> = serde_json::from_str(raw)
+    let groups: Vec<Group> = serde_json::from_slice(raw.as_bytes())
         .map_err(|e| format!("`clientMeters` is not an array of groups: {e}"))?;
     if groups.len() > 1 {
         return Err(format!(
@@ -390,11 +390,11 @@ pub fn split_by_customer(
         group: Option<GroupInfo>,
     }
     let (raw, intervals) = parse_body(body)?;
-    let groups: Vec<&RawValue> = serde_json::from_str(raw.get())
+    let groups: Vec<&RawValue> = serde_json::from_slice(raw.get().as_bytes())
         .map_err(|_| "`clientMeters` is not an array of groups".to_string())?;
     let mut by_customer = HashMap::new();
     for (g, group) in groups.into_iter().enumerate() {
-        let customer = serde_json::from_str::<Tagged>(group.get())
+        let customer = serde_json::from_slice::<Tagged>(group.get().as_bytes())
             .ok()
             .and_then(|t| t.group)
             .and_then(|mut g| g.group_info.remove("customerId"))
@@ -420,7 +420,7 @@ pub fn split_by_customer(
         ));
     }
     for (customer, g, group) in checks {
-        let group: Group = serde_json::from_str(group.get())
+        let group: Group = serde_json::from_slice(group.get().as_bytes())
             .map_err(|e| format!("`clientMeters[{g}]` is not a group: {e}"))?;
         check_group(g, group, customer, window, grid, intervals.as_ref())?;
     }

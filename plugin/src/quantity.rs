@@ -41,17 +41,6 @@ pub fn from_total(total: Decimal, rounding: Option<Rounding>) -> Result<String, 
     whole_number(&whole.to_string()).map_err(|why| format!("the Amberflo total {why}"))
 }
 
-/// A number as text: whole numbers without a fraction.
-pub fn format_number(n: f64) -> String {
-    // -0.0 (an empty float sum, or a provider's "-0.0") is zero.
-    let n = if n == 0.0 { 0.0 } else { n };
-    if n.fract() == 0.0 && n.abs() < 1e17 {
-        format!("{n:.0}")
-    } else {
-        n.to_string()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +85,5 @@ mod tests {
             "-13"
         );
         assert!(from_total(d("1e16"), None).is_err());
-        assert_eq!(format_number(-0.0), "0");
     }
 }

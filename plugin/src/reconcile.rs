@@ -5,7 +5,6 @@
 use crate::decimal::Decimal;
 use crate::exports::usage_sync::workflow::workflow::{Cell, CellStatus};
 use crate::inputs::Window;
-use crate::quantity;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
@@ -19,19 +18,12 @@ pub struct Rules {
     pub tolerance: Decimal,
 }
 
-/// Stripe's float as the exact decimal it prints as (values of at most 15
-/// significant digits are exact in a double).
-pub fn stripe_decimal(value: f64) -> Result<Decimal, String> {
-    Decimal::parse(&quantity::format_number(value))
-        .map_err(|why| format!("Stripe's aggregated value {value} {why}"))
-}
-
 /// One cell per interval: `expected` is Amberflo's (scaled) total per
 /// interval, `held` Stripe's value keyed by the interval's start.
 pub fn cells(
     intervals: &[Window],
     expected: &[Decimal],
-    held: &HashMap<i64, (i64, f64)>,
+    held: &HashMap<i64, (i64, Decimal)>,
     rules: &Rules,
 ) -> Result<Vec<Cell>, String> {
     let too_large = || "a difference is too large".to_string();
@@ -40,7 +32,7 @@ pub fn cells(
         .zip(expected)
         .map(|(interval, &amberflo)| {
             let stripe = match held.get(&interval.start) {
-                Some(&(_, value)) => stripe_decimal(value)?,
+                Some(&(_, value)) => value,
                 None => Decimal::ZERO,
             };
             let difference = amberflo.checked_sub(stripe).ok_or_else(too_large)?;
@@ -78,14 +70,14 @@ mod tests {
 
     const DAY: i64 = 86_400;
 
-    fn status(amberflo: &str, stripe: Option<f64>, ended_ago: i64, tolerance: &str) -> CellStatus {
+    fn status(amberflo: &str, stripe: Option<&str>, ended_ago: i64, tolerance: &str) -> CellStatus {
         let now = 100 * DAY;
         let interval = Window {
             start: now - ended_ago - DAY,
             end: now - ended_ago,
         };
-        let held: HashMap<i64, (i64, f64)> = stripe
-            .map(|v| (interval.start, (interval.end, v)))
+        let held: HashMap<i64, (i64, Decimal)> = stripe
+            .map(|v| (interval.start, (interval.end, Decimal::parse(v).unwrap())))
             .into_iter()
             .collect();
         let rules = Rules {
@@ -100,14 +92,14 @@ mod tests {
     #[test]
     fn every_status() {
         let settled = 4 * DAY;
-        assert_eq!(status("42", Some(42.0), settled, "0"), CellStatus::Match);
+        assert_eq!(status("42", Some("42.0"), settled, "0"), CellStatus::Match);
         assert_eq!(status("42", None, settled, "0"), CellStatus::Missing);
-        assert_eq!(status("42", Some(40.0), settled, "0"), CellStatus::Under);
-        assert_eq!(status("42", Some(45.0), settled, "0"), CellStatus::Over);
-        assert_eq!(status("42", Some(40.0), DAY, "0"), CellStatus::Settling);
-        assert_eq!(status("42", Some(40.0), settled, "2"), CellStatus::Match);
-        assert_eq!(status("42", Some(39.0), settled, "2"), CellStatus::Under);
+        assert_eq!(status("42", Some("40.0"), settled, "0"), CellStatus::Under);
+        assert_eq!(status("42", Some("45.0"), settled, "0"), CellStatus::Over);
+        assert_eq!(status("42", Some("40.0"), DAY, "0"), CellStatus::Settling);
+        assert_eq!(status("42", Some("40.0"), settled, "2"), CellStatus::Match);
+        assert_eq!(status("42", Some("39.0"), settled, "2"), CellStatus::Under);
         assert_eq!(status("0", None, settled, "0"), CellStatus::Match);
-        assert_eq!(status("0.5", Some(0.25), settled, "0"), CellStatus::Under);
+        assert_eq!(status("0.5", Some("0.25"), settled, "0"), CellStatus::Under);
     }
 }

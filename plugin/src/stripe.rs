@@ -3,6 +3,7 @@
 //! (`GET /v1/billing/meters`) and what it already holds
 //! (`GET /v1/billing/meters/{id}/event_summaries`).
 
+use crate::decimal::Decimal;
 use crate::exports::usage_sync::workflow::workflow::{Interval, Meter};
 use crate::form;
 use crate::http::USER_AGENT;
@@ -244,8 +245,17 @@ pub struct Summary {
     pub start_time: i64,
     /// The window's end, Unix seconds (exclusive).
     pub end_time: i64,
-    /// What Stripe aggregated for the window.
-    pub aggregated_value: f64,
+    /// What Stripe aggregated for the window, exactly as Stripe wrote it.
+    #[serde(deserialize_with = "exact_number")]
+    pub aggregated_value: Decimal,
+}
+
+/// A JSON number read from its text, not through a float: Stripe's value as
+/// it prints it (`0.1` stays `0.1`), and sums of them exact. Also spares the
+/// component the float formatting it took to turn a float back into text.
+fn exact_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+    let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
+    Decimal::parse(raw.get()).map_err(serde::de::Error::custom)
 }
 
 /// The URL of one page of a customer's summaries over `range`, grouped by
@@ -548,6 +558,39 @@ mod tests {
             meters_url("http://127.0.0.1:9", None),
             "http://127.0.0.1:9/v1/billing/meters?limit=100"
         );
+    }
+
+    #[test]
+    fn summaries_keep_stripes_numbers_exactly() {
+        let page = |value: &str| {
+            format!(
+                r#"{{"object":"list","has_more":false,"data":[{{"id":"mtrusg_1","start_time":0,"end_time":86400,"aggregated_value":{value}}}]}}"#
+            )
+        };
+        for (value, exact) in [
+            ("42.0", "42"),
+            ("0.1", "0.1"),
+            ("1.0e-05", "0.00001"),
+            ("9007199254740993", "9007199254740993"),
+            ("-0.0", "0"),
+        ] {
+            let list = parse_summaries(page(value).as_bytes()).unwrap();
+            assert_eq!(list.data[0].aggregated_value.to_string(), exact, "{value}");
+        }
+        // Through a float, 2^53 + 1 came back as 2^53.
+        let sum = ["0.1", "0.2"]
+            .iter()
+            .map(|v| parse_summaries(page(v).as_bytes()).unwrap().data[0].aggregated_value)
+            .try_fold(Decimal::ZERO, |s, v| s.checked_add(v))
+            .unwrap();
+        assert_eq!(sum.to_string(), "0.3");
+        for bad in [r#""42""#, "null", "1e400"] {
+            let err = parse_summaries(page(bad).as_bytes()).unwrap_err();
+            assert!(
+                err.contains("not with a list of billing.meter_event_summary"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -59,7 +59,8 @@ pub struct Scalar(Box<RawValue>);
 impl Scalar {
     /// The value as text: a string's contents, or a number as written.
     pub fn text(&self) -> String {
-        serde_json::from_str::<String>(self.0.get()).unwrap_or_else(|_| self.0.get().to_string())
+        serde_json::from_slice::<String>(self.0.get().as_bytes())
+            .unwrap_or_else(|_| self.0.get().to_string())
     }
 }
 

@@ -202,7 +202,19 @@ pub fn reconcile(
         )?;
         for (day, (into, out_of)) in carried {
             if let Some((_, value)) = held.get_mut(&day) {
-                *value += out_of.to_f64() - into.to_f64();
+                *value = value
+                    .checked_add(out_of)
+                    .and_then(|v| v.checked_sub(into))
+                    .ok_or_else(|| {
+                        step_failed(
+                            Step::ReadSummaries,
+                            plan.window,
+                            Some(200),
+                            "Stripe's summaries add up to more than usage-sync can hold".into(),
+                            None,
+                            1,
+                        )
+                    })?;
             }
         }
     }

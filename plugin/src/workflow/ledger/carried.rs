@@ -12,8 +12,8 @@ use crate::exports::usage_sync::workflow::workflow::{
     Endpoints, Meter, Step, StripeRead, WorkflowError,
 };
 use crate::inputs::{Plan, Window};
+use crate::retry;
 use crate::time::DAY;
-use crate::{reconcile, retry};
 
 /// The carry ranges that hold anything, per period start.
 #[derive(Debug, Default)]
@@ -44,7 +44,6 @@ impl Reader<'_> {
         buckets
             .into_iter()
             .try_fold(Decimal::ZERO, |sum, (_, _, v)| {
-                let v = reconcile::stripe_decimal(v)?;
                 sum.checked_add(v)
                     .ok_or_else(|| "a total is too large".into())
             })

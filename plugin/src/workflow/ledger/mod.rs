@@ -23,7 +23,7 @@ use crate::exports::usage_sync::workflow::workflow::{
 };
 use crate::inputs::{self, Plan, Window};
 use crate::time::{self, DAY};
-use crate::{amberflo, quantity, reconcile, retry, stripe};
+use crate::{amberflo, quantity, retry, stripe};
 use day::{Day, Held, Measured, Piece, Rules};
 use late::{Carry, Late};
 use std::collections::{BTreeMap, HashMap};
@@ -610,8 +610,10 @@ fn usage_result(sources: &[Source]) -> String {
     let groups: Vec<Box<serde_json::value::RawValue>> = sources
         .iter()
         .flat_map(|s| {
-            serde_json::from_str::<Vec<Box<serde_json::value::RawValue>>>(&s.usage.client_meters)
-                .unwrap_or_default()
+            serde_json::from_slice::<Vec<Box<serde_json::value::RawValue>>>(
+                s.usage.client_meters.as_bytes(),
+            )
+            .unwrap_or_default()
         })
         .collect();
     serde_json::to_string(&groups).unwrap_or_else(|_| "[]".into())
@@ -675,8 +677,6 @@ fn read_held(
     let buckets = read_buckets(endpoints, plan, meter, range, Some(grouping), retry, reads)?;
     let mut held: Vec<Held> = days.iter().map(|_| Held::default()).collect();
     for (start, end, value) in buckets {
-        let value = reconcile::stripe_decimal(value)
-            .map_err(|m| step_failed(Step::ReadSummaries, range, Some(200), m, None, 1))?;
         if let Some(at) = days.iter().position(|d| d.start <= start && end <= d.end) {
             held[at].buckets.push((start, end, value));
         }
@@ -697,7 +697,7 @@ fn read_buckets(
     grouping: Option<(&str, i64)>,
     retry: &retry::Policy,
     reads: &mut Vec<StripeRead>,
-) -> Result<Vec<(i64, i64, f64)>, WorkflowError> {
+) -> Result<Vec<(i64, i64, Decimal)>, WorkflowError> {
     let base = endpoints.stripe_url.trim_end_matches('/');
     let mut found = Vec::new();
     read_pages(
@@ -741,11 +741,11 @@ fn read_buckets(
                     summary.end_time,
                     summary.aggregated_value,
                 ));
-                if summary.aggregated_value != 0.0 {
+                if !summary.aggregated_value.is_zero() {
                     answer.push(format!(
                         "{}: {}",
                         time::format(summary.start_time),
-                        quantity::format_number(summary.aggregated_value)
+                        summary.aggregated_value
                     ));
                 }
             }
@@ -848,7 +848,7 @@ pub(in crate::workflow) fn read_summaries(
     intervals: &[Window],
     retry: &retry::Policy,
     reads: &mut Vec<StripeRead>,
-) -> Result<HashMap<i64, (i64, f64)>, WorkflowError> {
+) -> Result<HashMap<i64, (i64, Decimal)>, WorkflowError> {
     let (Some(first), Some(last)) = (intervals.first(), intervals.last()) else {
         return Ok(HashMap::new());
     };
@@ -856,8 +856,10 @@ pub(in crate::workflow) fn read_summaries(
         start: first.start,
         end: last.end,
     };
-    let mut held: HashMap<i64, (i64, f64)> =
-        intervals.iter().map(|p| (p.start, (p.end, 0.0))).collect();
+    let mut held: HashMap<i64, (i64, Decimal)> = intervals
+        .iter()
+        .map(|p| (p.start, (p.end, Decimal::ZERO)))
+        .collect();
     let grouping = match interval {
         Interval::Day => ("day", DAY),
         Interval::Hour | Interval::Window => ("hour", 3600),
@@ -865,7 +867,16 @@ pub(in crate::workflow) fn read_summaries(
     let mut buckets = read_buckets(endpoints, plan, meter, range, Some(grouping), retry, reads)?;
     if interval == Interval::Window {
         // One interval, the whole window: hours summed.
-        let sum = buckets.iter().map(|b| b.2).sum();
+        let sum = Decimal::sum(buckets.iter().map(|b| &b.2)).ok_or_else(|| {
+            step_failed(
+                Step::ReadSummaries,
+                range,
+                Some(200),
+                "Stripe's summaries add up to more than usage-sync can hold".into(),
+                None,
+                1,
+            )
+        })?;
         buckets = vec![(range.start, range.end, sum)];
     }
     for (start, end, value) in buckets {
