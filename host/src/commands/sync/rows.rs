@@ -454,12 +454,17 @@ impl Shared {
     /// queued behind the rows, the next batch's answer came only once they
     /// had all started, and the row slots idled while it was fetched.
     async fn batch(self: Arc<Self>, jobs: Vec<Job>) {
-        let Ok(place) = self.batches.clone().acquire_owned().await else {
-            return;
-        };
-        let place = Arc::new(place);
+        // The places are never closed; were they, the rows would be answered
+        // as not run, as on a stop, rather than never answered.
+        let place = self
+            .batches
+            .clone()
+            .acquire_owned()
+            .await
+            .ok()
+            .map(Arc::new);
         let usage = {
-            if self.stop.load(Ordering::SeqCst) {
+            if self.stop.load(Ordering::SeqCst) || place.is_none() {
                 for job in jobs {
                     let _ = self.tx.send((job.rows(), None));
                 }
@@ -489,7 +494,7 @@ impl Shared {
             let this = self.clone();
             // Two rows of one customer (to two ledgers) share its answer.
             let usage = usage.get(&job.sources[0].0.customer_id).cloned();
-            let place = Some(place.clone());
+            let place = place.clone();
             tokio::spawn(async move { this.row(job, usage, place).await });
         }
     }
