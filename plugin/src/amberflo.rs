@@ -385,21 +385,25 @@ pub fn split_by_customer(
     window: Window,
     grid: i64,
 ) -> Result<Vec<String>, String> {
-    #[derive(Deserialize)]
-    struct Tagged {
-        group: Option<GroupInfo>,
-    }
     let (raw, intervals) = parse_body(body)?;
     let groups: Vec<&RawValue> = serde_json::from_slice(raw.get().as_bytes())
         .map_err(|_| "`clientMeters` is not an array of groups".to_string())?;
     let mut by_customer = HashMap::new();
-    for (g, group) in groups.into_iter().enumerate() {
-        let customer = serde_json::from_slice::<Tagged>(group.get().as_bytes())
-            .ok()
-            .and_then(|t| t.group)
-            .and_then(|mut g| g.group_info.remove("customerId"))
+    for (g, text) in groups.into_iter().enumerate() {
+        // Read once, whole: reading only its customer first, then the whole
+        // group again, skipped over its values twice.
+        let group: Group = serde_json::from_slice(text.get().as_bytes())
+            .map_err(|e| format!("`clientMeters[{g}]` is not a group: {e}"))?;
+        let customer = group
+            .group
+            .as_ref()
+            .and_then(|info| info.group_info.get("customerId"))
+            .cloned()
             .ok_or("a group of `clientMeters` names no customerId")?;
-        if by_customer.insert(customer.clone(), (g, group)).is_some() {
+        if by_customer
+            .insert(customer.clone(), (g, text, group))
+            .is_some()
+        {
             return Err(format!("customer `{customer}` has two groups"));
         }
     }
@@ -407,8 +411,8 @@ pub fn split_by_customer(
     let mut checks = Vec::new();
     for id in customer_ids {
         match by_customer.remove(*id) {
-            Some((g, group)) => {
-                usage.push(format!("[{}]", group.get()));
+            Some((g, text, group)) => {
+                usage.push(format!("[{}]", text.get()));
                 checks.push((*id, g, group));
             }
             None => usage.push("[]".to_string()),
@@ -420,8 +424,6 @@ pub fn split_by_customer(
         ));
     }
     for (customer, g, group) in checks {
-        let group: Group = serde_json::from_slice(group.get().as_bytes())
-            .map_err(|e| format!("`clientMeters[{g}]` is not a group: {e}"))?;
         check_group(g, group, customer, window, grid, intervals.as_ref())?;
     }
     Ok(usage)
@@ -780,6 +782,19 @@ mod tests {
             split_by_customer(body, &["a"], DAY, DAY.end)
                 .unwrap_err()
                 .contains("not asked for")
+        );
+        let twice = br#"{"clientMeters":[{"group":{"groupInfo":{"customerId":"b"}},"values":[]},{"group":{"groupInfo":{"customerId":"b"}},"values":[]}]}"#;
+        assert!(
+            split_by_customer(twice, &["b"], DAY, DAY.end)
+                .unwrap_err()
+                .contains("customer `b` has two groups")
+        );
+        let broken =
+            br#"{"clientMeters":[{"group":{"groupInfo":{"customerId":"b"}},"values":{}}]}"#;
+        assert!(
+            split_by_customer(broken, &["b"], DAY, DAY.end)
+                .unwrap_err()
+                .contains("`clientMeters[0]` is not a group")
         );
         let ungrouped = br#"{"clientMeters":[{"group":null,"values":[]}]}"#;
         assert!(
