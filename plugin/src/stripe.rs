@@ -251,8 +251,7 @@ pub struct Summary {
 }
 
 /// A JSON number read from its text, not through a float: Stripe's value as
-/// it prints it (`0.1` stays `0.1`), and sums of them exact. Also spares the
-/// component the float formatting it took to turn a float back into text.
+/// it prints it (`0.1` stays `0.1`), and sums of them exact.
 fn exact_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
     let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
     Decimal::parse(raw.get()).map_err(serde::de::Error::custom)
@@ -571,13 +570,14 @@ mod tests {
             ("42.0", "42"),
             ("0.1", "0.1"),
             ("1.0e-05", "0.00001"),
+            // Through a float, 2^53 + 1 came back as 2^53.
             ("9007199254740993", "9007199254740993"),
             ("-0.0", "0"),
         ] {
             let list = parse_summaries(page(value).as_bytes()).unwrap();
             assert_eq!(list.data[0].aggregated_value.to_string(), exact, "{value}");
         }
-        // Through a float, 2^53 + 1 came back as 2^53.
+        // Through floats, 0.1 + 0.2 is 0.30000000000000004.
         let sum = ["0.1", "0.2"]
             .iter()
             .map(|v| parse_summaries(page(v).as_bytes()).unwrap().data[0].aggregated_value)
