@@ -71,10 +71,14 @@ pub enum Source {
 }
 
 /// The component compiled for `engine`, from `dir` when it holds a good copy.
+/// `map`: whether a good copy may be mapped from its file rather than read
+/// into memory of our own (`perf` names guest functions from a perf map only
+/// in memory of our own, so profiling turns it off).
 pub fn load(
     engine: &Engine,
     wasm: &[u8],
     dir: Option<&Path>,
+    map: bool,
 ) -> wasmtime::Result<(Component, Source)> {
     let Some(dir) = dir else {
         return Ok((Component::new(engine, wasm)?, Source::Compiled));
@@ -86,7 +90,7 @@ pub fn load(
         source = Source::Rebuilt;
     }
     if trusted {
-        match cached(engine, &path) {
+        match cached(engine, &path, map) {
             Some(component) => return Ok((component, Source::Cached)),
             None => source = Source::Rebuilt,
         }
@@ -105,18 +109,21 @@ pub fn load(
 /// `trusted_file`), written whole by `store` (then renamed, so a later `store`
 /// never changes the pages mapped here) and checked against its digest for
 /// truncation.
-fn cached(engine: &Engine, path: &Path) -> Option<Component> {
-    if !file_verified(path) {
-        return None;
+fn cached(engine: &Engine, path: &Path, map: bool) -> Option<Component> {
+    if map {
+        if !file_verified(path) {
+            return None;
+        }
+        // Mapped rather than read: no copy of the code (reading and copying
+        // it was half of a warm start).
+        // SAFETY: as above.
+        if let Ok(component) = unsafe { Component::deserialize_file(engine, path) } {
+            return Some(component);
+        }
     }
-    // Mapped rather than read: no copy of the code (reading and copying it
-    // was half of a warm start).
-    // SAFETY: as above.
-    if let Ok(component) = unsafe { Component::deserialize_file(engine, path) } {
-        return Some(component);
-    }
-    // On a `noexec` mount the mapped file cannot be made executable: read it
-    // into memory of our own, and check the digest of what was read.
+    // Read into memory of our own, and the digest checked of what was read:
+    // on a `noexec` mount the mapped file cannot be made executable, and
+    // `perf` names code from a perf map only outside files.
     let bytes = std::fs::read(path).ok()?;
     if !verified(&bytes[..]).unwrap_or(false) {
         return None;
@@ -183,6 +190,30 @@ mod tests {
         let mut file = code.to_vec();
         file.extend_from_slice(&Sha256::digest(code));
         file
+    }
+
+    #[test]
+    fn a_good_copy_is_used_mapped_or_read_and_a_bad_one_rebuilt() {
+        // The smallest component: a header and nothing else.
+        let wasm = b"\0asm\x0d\0\x01\0";
+        let engine = Engine::default();
+        let dir =
+            std::env::temp_dir().join(format!("usage-sync-cache-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let source = |map| load(&engine, wasm, Some(&dir), map).unwrap().1;
+        assert_eq!(source(true), Source::Compiled);
+        assert_eq!(source(true), Source::Cached);
+        assert_eq!(source(false), Source::Cached);
+        let file = dir.join(file_name(&engine, wasm));
+        for map in [true, false] {
+            let mut bytes = std::fs::read(&file).unwrap();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 1;
+            std::fs::write(&file, &bytes).unwrap();
+            assert_eq!(source(map), Source::Rebuilt, "map: {map}");
+            assert_eq!(source(map), Source::Cached, "map: {map}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

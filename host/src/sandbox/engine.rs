@@ -95,15 +95,16 @@ impl Sandbox {
         let mut config = Config::new();
         config.epoch_interruption(true);
         // For `perf`: the guest's functions by name in /tmp/perf-PID.map.
-        if std::env::var_os("USAGE_SYNC_PERF_MAP").is_some() {
+        let perf_map = std::env::var_os("USAGE_SYNC_PERF_MAP").is_some();
+        if perf_map {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
         if let Some(pool) = pool {
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool.config()));
         }
         let engine = Engine::new(&config)?;
-        let (component, source) =
-            cache::load(&engine, wasm, cache_dir).context("the file is not a valid component")?;
+        let (component, source) = cache::load(&engine, wasm, cache_dir, !perf_map)
+            .context("the file is not a valid component")?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
