@@ -57,13 +57,7 @@ impl Decimal {
         {
             return Err(bad());
         }
-        let digits = format!("{int}{frac}");
-        let digits = digits.trim_start_matches('0');
-        let mut units: i128 = if digits.is_empty() {
-            0
-        } else {
-            digits.parse().map_err(|_| out_of_range(text))?
-        };
+        let mut units = digits_value(int, frac).ok_or_else(|| out_of_range(text))?;
         if negative {
             units = -units;
         }
@@ -194,6 +188,27 @@ impl Decimal {
     pub fn to_f64(self) -> f64 {
         self.to_string().parse().unwrap_or(f64::NAN)
     }
+}
+
+/// The value of the ASCII digits of `int` then `frac`, if it fits: read 18 at
+/// a time in a `u64`, since each `i128` multiplication is a call on wasm
+/// (`Decimal::parse` was 8 % of the guest's samples in `-- throughput`).
+fn digits_value(int: &str, frac: &str) -> Option<i128> {
+    const CHUNK: u32 = 18;
+    let (mut value, mut chunk, mut len) = (0i128, 0u64, 0u32);
+    for b in int.bytes().chain(frac.bytes()) {
+        chunk = chunk * 10 + u64::from(b - b'0');
+        len += 1;
+        if len == CHUNK {
+            value = value
+                .checked_mul(10i128.pow(CHUNK))?
+                .checked_add(i128::from(chunk))?;
+            (chunk, len) = (0, 0);
+        }
+    }
+    value
+        .checked_mul(10i128.pow(len))?
+        .checked_add(i128::from(chunk))
 }
 
 fn out_of_range(text: &str) -> String {

@@ -70,6 +70,65 @@ fn options(interval: Interval) -> Options {
 proptest! {
     #![proptest_config(config())]
 
+    /// Exact decimals: the digits read as the standard library reads them,
+    /// then normalized and shown by hand, against `Decimal`'s reading.
+    #[test]
+    fn decimals_read_their_digits_exactly(
+        negative in any::<bool>(),
+        int in "[0-9]{1,45}",
+        frac in proptest::option::of("[0-9]{1,20}"),
+        exp in proptest::option::of(-25i32..25),
+    ) {
+        let mut text = format!("{}{int}", if negative { "-" } else { "" });
+        if let Some(frac) = &frac {
+            text.push('.');
+            text.push_str(frac);
+        }
+        if let Some(exp) = exp {
+            text.push_str(&format!("e{exp}"));
+        }
+        let frac = frac.unwrap_or_default();
+        let digits = format!("{int}{frac}");
+        let digits = digits.trim_start_matches('0');
+        let mut scale = frac.len() as i64 - i64::from(exp.unwrap_or(0));
+        // What the text should read as: Ok(shown), or Err(part of the error).
+        let expected: Result<String, &str> = match digits.parse::<i128>() {
+            _ if digits.is_empty() => Ok("0".into()),
+            Err(_) => Err("out of range"),
+            Ok(mut units) => {
+                while scale > 0 && units % 10 == 0 {
+                    units /= 10;
+                    scale -= 1;
+                }
+                let units = match scale {
+                    0.. => Some(units),
+                    _ => 10i128.checked_pow((-scale) as u32).and_then(|f| units.checked_mul(f)),
+                };
+                match units {
+                    None => Err("out of range"),
+                    Some(_) if scale > 18 => Err("digits after the point"),
+                    Some(units) => {
+                        let scale = scale.max(0) as usize;
+                        let mut shown = format!("{units:0>width$}", width = scale + 1);
+                        if scale > 0 {
+                            shown.insert(shown.len() - scale, '.');
+                        }
+                        Ok(format!("{}{shown}", if negative { "-" } else { "" }))
+                    }
+                }
+            }
+        };
+        match (decimal::Decimal::parse(&text), expected) {
+            (Ok(value), Ok(shown)) => prop_assert_eq!(value.to_string(), shown, "{}", text),
+            (Err(why), Err(part)) => prop_assert!(why.contains(part), "{}: {}", text, why),
+            (got, want) => prop_assert!(false, "{}: {:?}, expected {:?}", text, got, want),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
     #[test]
     fn form_encoding_decodes_back_to_the_fields(fields in prop::collection::vec((any::<String>(), any::<String>()), 0..6)) {
         let body = form::encode(&fields);
