@@ -30,6 +30,19 @@ pub(super) fn step_failed(
     })
 }
 
+/// Stripe's summaries over `window`, added up exactly, overflowed: Stripe
+/// answered 200 with more than usage-sync can hold.
+pub(super) fn summaries_too_large(window: Window) -> WorkflowError {
+    step_failed(
+        Step::ReadSummaries,
+        window,
+        Some(200),
+        "Stripe's summaries add up to more than usage-sync can hold".into(),
+        None,
+        1,
+    )
+}
+
 /// A meter event's write failed: which step, what came back, and whether
 /// the event may be recorded all the same.
 pub(super) fn write_failed(

@@ -16,7 +16,7 @@ use crate::retry;
 use crate::{amberflo, credentials, reconcile, time};
 use ambient::now;
 use calls::query_amberflo;
-use failure::step_failed;
+use failure::{step_failed, summaries_too_large};
 use ledger::{
     Source, carried_by_day, carried_through, read_invoice_lines, read_summaries, record_all,
 };
@@ -205,16 +205,7 @@ pub fn reconcile(
                 *value = value
                     .checked_add(out_of)
                     .and_then(|v| v.checked_sub(into))
-                    .ok_or_else(|| {
-                        step_failed(
-                            Step::ReadSummaries,
-                            plan.window,
-                            Some(200),
-                            "Stripe's summaries add up to more than usage-sync can hold".into(),
-                            None,
-                            1,
-                        )
-                    })?;
+                    .ok_or_else(|| summaries_too_large(plan.window))?;
             }
         }
     }

@@ -13,7 +13,7 @@ pub(in crate::workflow) use periods::read_invoice_lines;
 
 use super::ambient::{idempotency_key, now};
 use super::calls::{Page, Paging, join, read_pages, read_record, record};
-use super::failure::step_failed;
+use super::failure::{step_failed, summaries_too_large};
 use super::values::{scaled, values};
 use crate::billing::{Billed, Periods};
 use crate::decimal::Decimal;
@@ -867,16 +867,8 @@ pub(in crate::workflow) fn read_summaries(
     let mut buckets = read_buckets(endpoints, plan, meter, range, Some(grouping), retry, reads)?;
     if interval == Interval::Window {
         // One interval, the whole window: hours summed.
-        let sum = Decimal::sum(buckets.iter().map(|b| &b.2)).ok_or_else(|| {
-            step_failed(
-                Step::ReadSummaries,
-                range,
-                Some(200),
-                "Stripe's summaries add up to more than usage-sync can hold".into(),
-                None,
-                1,
-            )
-        })?;
+        let sum =
+            Decimal::sum(buckets.iter().map(|b| &b.2)).ok_or_else(|| summaries_too_large(range))?;
         buckets = vec![(range.start, range.end, sum)];
     }
     for (start, end, value) in buckets {
