@@ -81,10 +81,12 @@ fn a_settled_day_rerun_by_hour_25_hours_later_is_billed_once() {
 
 #[test]
 fn a_window_over_two_synced_days_bills_nothing_more() {
-    let mut records = hourly(3);
-    records.extend(hourly(2));
+    // Days that had ended 25 hours ago at any time of day: the day before
+    // yesterday had not, in the first hour after midnight (UTC).
+    let mut records = hourly(4);
+    records.extend(hourly(3));
     let p = Providers::start(records);
-    let days = (days_ago(3).0, days_ago(2).1);
+    let days = (days_ago(4).0, days_ago(3).1);
     a_day_ago(&p, || p.run(&window_of(days, "day"))).expect(0);
     assert_eq!(p.billed(days), 48.0);
     let out = p.run(&window_of(days, "window")).expect(0).json();
@@ -271,17 +273,18 @@ fn a_row_added_later_is_drift_and_a_true_up_bills_only_the_rest() {
 
 #[test]
 fn a_repointed_customer_is_refused_then_moved_without_billing_twice() {
-    let (d2, d1) = (days_ago(2), days_ago(1));
-    let mut records = vec![usage("acme", "api-calls", d2.0 + 60, 10.0)];
-    records.push(usage("acme", "api-calls", d1.0 + 60, 7.0));
+    // The first day had ended 25 hours ago at any time of day.
+    let (before, after) = (days_ago(3), days_ago(2));
+    let mut records = vec![usage("acme", "api-calls", before.0 + 60, 10.0)];
+    records.push(usage("acme", "api-calls", after.0 + 60, 7.0));
     let p = Providers::start(records);
     let old = mapping("ledger-move-old", &[("acme", "cus_OLD")]);
-    a_day_ago(&p, || p.sync(&sync_args(&old, d2, &[]))).expect(0);
-    let billed = |customer: &str| p.stripe.billed("api_calls", customer, d2.0, d1.1);
+    a_day_ago(&p, || p.sync(&sync_args(&old, before, &[]))).expect(0);
+    let billed = |customer: &str| p.stripe.billed("api_calls", customer, before.0, after.1);
     assert_eq!(billed("cus_OLD"), 10.0);
 
     let new = mapping("ledger-move-new", &[("acme", "cus_NEW")]);
-    let both_days = (d2.0, d1.1);
+    let both_days = (before.0, after.1);
     let run = p.sync(&sync_args(&new, both_days, &[]));
     run.expect(BAD_INPUT);
     for needle in ["cus_OLD", "cus_NEW", "--move-customers"] {
@@ -363,16 +366,18 @@ fn losing_the_state_directory_costs_what_readme_says() {
 
     // A move made while the history was lost cannot be seen: the new
     // customer is billed for what the old one was.
-    let d2 = days_ago(2);
-    let q = Providers::start(vec![usage("acme", "api-calls", d2.0 + 60, 10.0)]);
+    // A day that had ended 25 hours ago at any time of day.
+    let old_day = days_ago(3);
+    let q = Providers::start(vec![usage("acme", "api-calls", old_day.0 + 60, 10.0)]);
     let old = mapping("ledger-lost-old", &[("acme", "cus_OLD")]);
-    a_day_ago(&q, || q.sync(&sync_args(&old, d2, &[]))).expect(0);
+    a_day_ago(&q, || q.sync(&sync_args(&old, old_day, &[]))).expect(0);
     let new = mapping("ledger-lost-new", &[("acme", "cus_NEW")]);
-    q.elsewhere("sync", &sync_args(&new, d2, &[])).expect(0);
-    let billed = |customer: &str| q.stripe.billed("api_calls", customer, d2.0, d2.1);
+    q.elsewhere("sync", &sync_args(&new, old_day, &[]))
+        .expect(0);
+    let billed = |customer: &str| q.stripe.billed("api_calls", customer, old_day.0, old_day.1);
     assert_eq!((billed("cus_OLD"), billed("cus_NEW")), (10.0, 10.0));
     // With the history, the same move is refused.
-    let kept = q.sync(&sync_args(&new, d2, &[]));
+    let kept = q.sync(&sync_args(&new, old_day, &[]));
     kept.expect(BAD_INPUT);
 }
 
