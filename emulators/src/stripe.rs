@@ -64,6 +64,7 @@ struct State {
     /// aims at one without counting the other.
     faults: Faults,
     read_faults: Faults,
+    summary_faults: Faults,
     ids: RandomState,
     counter: u64,
     /// Added to the real clock.
@@ -92,6 +93,7 @@ impl State {
             meters: Vec::new(),
             faults: Faults::default(),
             read_faults: Faults::default(),
+            summary_faults: Faults::default(),
             ids: RandomState::new(),
             counter: 0,
             clock_offset: 0,
@@ -157,6 +159,11 @@ impl Stripe {
             let request_id = state.random("req_", 14);
             let fault = if r.method == "POST" {
                 state.faults.next()
+            } else if r.target.contains("/event_summaries") {
+                state
+                    .summary_faults
+                    .next()
+                    .or_else(|| state.read_faults.next())
             } else {
                 state.read_faults.next()
             };
@@ -303,6 +310,13 @@ impl Stripe {
     /// Injects these faults into the next reads (GET), one each.
     pub fn push_read_faults(&self, faults: impl IntoIterator<Item = Fault>) {
         lock(&self.state).read_faults.push(faults);
+    }
+
+    /// Injects these faults into the next summaries reads, one each, whatever
+    /// other reads arrive between them (a run sends its summaries read beside
+    /// its subscriptions read, so their order is not fixed).
+    pub fn push_summary_faults(&self, faults: impl IntoIterator<Item = Fault>) {
+        lock(&self.state).summary_faults.push(faults);
     }
 }
 

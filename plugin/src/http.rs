@@ -8,7 +8,8 @@
 
 use wasip2::http::outgoing_handler;
 use wasip2::http::types::{
-    ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, Scheme,
+    ErrorCode, Fields, FutureIncomingResponse, IncomingBody, Method, OutgoingBody, OutgoingRequest,
+    Scheme,
 };
 use wasip2::io::streams::StreamError;
 
@@ -82,6 +83,27 @@ fn send(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Result<Reply, NoAnswer> {
+    start(method, url, headers, body)?.wait()
+}
+
+/// A request on its way, its answer not yet taken: the host carries it on
+/// while the component does something else, so two reads that do not depend
+/// on each other take one round trip, not two.
+pub struct Pending {
+    future: FutureIncomingResponse,
+}
+
+/// GETs `url` without waiting for the answer: [`Pending::wait`] takes it.
+pub fn start_get(url: &str, headers: &[(&str, &str)]) -> Result<Pending, NoAnswer> {
+    start(Method::Get, url, headers, None)
+}
+
+fn start(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<Pending, NoAnswer> {
     let (scheme, authority, path) = split_url(url)
         .ok_or_else(|| NoAnswer::not_sent(format!("`{url}` is not an http(s) URL")))?;
     let fields = Fields::new();
@@ -116,42 +138,49 @@ fn send(
         // A body cut short by the peer makes `finish` fail; the response says why.
         let _ = OutgoingBody::finish(outgoing, None);
     }
+    Ok(Pending { future })
+}
 
-    let response = loop {
-        match future.get() {
-            Some(result) => break result,
-            None => future.subscribe().block(),
-        }
-    };
-    let response = response
-        .map_err(|()| NoAnswer::not_sent("the response was already taken"))?
-        .map_err(|code| failure(&code))?;
-    let status = response.status();
-    let headers = response
-        .headers()
-        .entries()
-        .into_iter()
-        .map(|(name, value)| {
-            (
-                name.to_ascii_lowercase(),
-                String::from_utf8_lossy(&value).into_owned(),
-            )
+impl Pending {
+    /// Waits for the answer and reads it whole.
+    pub fn wait(self) -> Result<Reply, NoAnswer> {
+        let future = self.future;
+        let response = loop {
+            match future.get() {
+                Some(result) => break result,
+                None => future.subscribe().block(),
+            }
+        };
+        let response = response
+            .map_err(|()| NoAnswer::not_sent("the response was already taken"))?
+            .map_err(|code| failure(&code))?;
+        let status = response.status();
+        let headers = response
+            .headers()
+            .entries()
+            .into_iter()
+            .map(|(name, value)| {
+                (
+                    name.to_ascii_lowercase(),
+                    String::from_utf8_lossy(&value).into_owned(),
+                )
+            })
+            .collect();
+        let lost_body = |(message, retryable): (String, bool)| NoAnswer {
+            message: format!("HTTP {status}, then the body could not be read: {message}"),
+            maybe_sent: true,
+            retryable,
+        };
+        let incoming = response
+            .consume()
+            .map_err(|()| lost_body(("no body".into(), true)))?;
+        let body = read_body(incoming).map_err(lost_body)?;
+        Ok(Reply {
+            status,
+            headers,
+            body,
         })
-        .collect();
-    let lost_body = |(message, retryable): (String, bool)| NoAnswer {
-        message: format!("HTTP {status}, then the body could not be read: {message}"),
-        maybe_sent: true,
-        retryable,
-    };
-    let incoming = response
-        .consume()
-        .map_err(|()| lost_body(("no body".into(), true)))?;
-    let body = read_body(incoming).map_err(lost_body)?;
-    Ok(Reply {
-        status,
-        headers,
-        body,
-    })
+    }
 }
 
 /// Writes as much of `body` as the stream takes; stops quietly when it closes.

@@ -175,9 +175,7 @@ fn a_summary_read_that_keeps_failing_writes_nothing() {
     ] {
         let p = old_days(vec![MeterSpec::sum("api_calls")]);
         // The meter and subscriptions reads go through; every summary read fails.
-        p.stripe
-            .push_read_faults([Fault::Delay(std::time::Duration::ZERO); 2]);
-        p.stripe.push_read_faults([fault; 3]);
+        p.stripe.push_summary_faults([fault; 3]);
         let run = p.run(&window(days_ago(3)));
         let error = run.expect(PROVIDER).json()["error"].clone();
         assert_eq!(error["step"], "read-summaries", "{name}: {error}");

@@ -455,6 +455,30 @@ fn a_nightly_sync_looks_the_meter_up_once_and_reads_each_ledger_once() {
     assert_eq!(p.amberflo_requests().len(), 10);
 }
 
+/// A ledger's summaries read does not depend on its subscriptions read: it is
+/// sent beside it, so a row waits two round trips for Stripe, not three. Each
+/// read is held at Stripe for a while, so a row's two reads are seen in flight
+/// at once; the requests themselves are the same as before, one of each.
+#[test]
+fn a_ledgers_summaries_are_read_beside_its_subscriptions() {
+    let (p, mapping) = customers(1, "beside");
+    p.stripe
+        .set_read_fault(Some(Fault::Delay(std::time::Duration::from_millis(500))));
+    p.sync(&sync_args(&mapping, &[])).expect(0);
+    assert_eq!(
+        p.stripe.peak_in_flight(),
+        2,
+        "the summaries and subscriptions reads overlap: {:#?}",
+        p.stripe_reads()
+    );
+    let reads = p.stripe_reads();
+    let count = |what: &str| reads.iter().filter(|r| r.contains(what)).count();
+    assert_eq!(count("/event_summaries"), 1, "{reads:#?}");
+    assert_eq!(count("/v1/subscriptions"), 1, "{reads:#?}");
+    assert_eq!(reads.len(), 3, "with the meter lookup: {reads:#?}");
+    assert_eq!(p.stripe.events().len(), 1);
+}
+
 #[test]
 fn the_same_nightly_sync_runs_every_night_and_a_rerun_resumes_its_night() {
     // Three nights, each syncing its previous day; then the second night again.

@@ -58,13 +58,45 @@ pub(super) fn retrying(
     }
 }
 
+/// A Stripe read's first attempt, sent before the step that reads it: its
+/// answer is taken by the read of the same URL, or dropped unread.
+pub(super) struct Ahead {
+    url: String,
+    sent: Result<http::Pending, NoAnswer>,
+}
+
+impl Ahead {
+    /// Sends `url`'s first attempt now, as [`read`] would send it.
+    pub(super) fn send(url: String, retry: &retry::Policy) -> Ahead {
+        let auth = credentials::stripe_header();
+        let headers = stripe::read_headers(auth.as_ref());
+        let sent = http::start_get(&url, &[first_attempt(retry), &headers].concat());
+        Ahead { url, sent }
+    }
+
+    /// Its first attempt, when it was sent for `url`.
+    fn for_url(self, url: &str) -> Option<Result<http::Pending, NoAnswer>> {
+        (self.url == url).then_some(self.sent)
+    }
+}
+
+/// The attempt header of a first try, as [`retrying`] sends it.
+fn first_attempt(retry: &retry::Policy) -> &'static [(&'static str, &'static str)] {
+    match retry.attempt_header {
+        true => &[(ATTEMPT_HEADER, "1")],
+        false => &[],
+    }
+}
+
 /// GETs a Stripe read, retrying as Stripe's clients do (a read is safe to
-/// repeat); anything but a 200 fails `step`, and nothing is written.
+/// repeat); anything but a 200 fails `step`, and nothing is written. `first`:
+/// its first attempt, already sent ([`Ahead`]).
 pub(super) fn read(
     url: &str,
     step: Step,
     window: Window,
     retry: &retry::Policy,
+    mut first: Option<Result<http::Pending, NoAnswer>>,
 ) -> Result<(Reply, u32), WorkflowError> {
     let auth = credentials::stripe_header();
     let headers = stripe::read_headers(auth.as_ref());
@@ -72,8 +104,11 @@ pub(super) fn read(
         Step::FindMeter => "find-meter",
         _ => "read-summaries",
     };
-    let (result, attempts) = retrying(label, retry, retry::stripe, false, |attempt, _| {
-        http::get(url, &[attempt, &headers].concat())
+    let (result, attempts) = retrying(label, retry, retry::stripe, false, |attempt, _| match first
+        .take()
+    {
+        Some(sent) => sent.and_then(http::Pending::wait),
+        None => http::get(url, &[attempt, &headers].concat()),
     });
     let failed = |(status, message, request_id)| {
         step_failed(step, window, status, message, request_id, attempts)
@@ -252,11 +287,13 @@ pub(super) enum Paging {
 
 /// Reads a Stripe list page by page (`starting_after` the last id of the
 /// page before) until `page` has its answer. `page` gets the page's URL, the
-/// reply and how to fail the step on an answer it cannot take.
+/// reply and how to fail the step on an answer it cannot take. `ahead`: the
+/// first page's first attempt, when it was sent early.
 pub(super) fn read_pages<T>(
     step: Step,
     window: Window,
     retry: &retry::Policy,
+    mut ahead: Option<Ahead>,
     url_of: impl Fn(Option<&str>) -> String,
     mut page: impl FnMut(
         String,
@@ -267,7 +304,8 @@ pub(super) fn read_pages<T>(
     let mut after: Option<String> = None;
     for _ in 0..stripe::MAX_PAGES {
         let url = url_of(after.as_deref());
-        let (reply, attempts) = read(&url, step, window, retry).map_err(Paging::Failed)?;
+        let first = ahead.take().and_then(|a| a.for_url(&url));
+        let (reply, attempts) = read(&url, step, window, retry, first).map_err(Paging::Failed)?;
         let bad_answer =
             |m: String| step_failed(step, window, Some(200), m, reply.request_id(), attempts);
         match page(url, &reply, &bad_answer).map_err(Paging::Failed)? {

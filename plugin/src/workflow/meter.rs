@@ -26,6 +26,7 @@ pub(super) fn lookup(
         Step::FindMeter,
         window,
         retry,
+        None,
         |after| stripe::meters_url(base, after),
         |url, reply, bad_answer| {
             let list = stripe::parse_meters(&reply.body).map_err(bad_answer)?;

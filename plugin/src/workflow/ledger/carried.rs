@@ -39,6 +39,7 @@ impl Reader<'_> {
             range,
             None,
             self.retry,
+            None,
             reads,
         )?;
         buckets

@@ -12,7 +12,7 @@ mod periods;
 pub(in crate::workflow) use periods::read_invoice_lines;
 
 use super::ambient::{idempotency_key, now};
-use super::calls::{Page, Paging, join, read_pages, read_record, record};
+use super::calls::{Ahead, Page, Paging, join, read_pages, read_record, record};
 use super::failure::{step_failed, summaries_too_large};
 use super::values::{scaled, values};
 use crate::billing::{Billed, Periods};
@@ -85,19 +85,33 @@ pub(in crate::workflow) fn record_all(
         // A given quantity is checked as before (`--reconcile`).
         values(plan, options, scale, &[unscaled]).map_err(invalid)?;
     }
+    // What Stripe holds is read beside what bills it: the summaries' read does
+    // not depend on the periods unless a renewal can cut a day measured by day.
+    let uncut = plan.window.from_day_start().split(Some(DAY));
+    let ahead = match meter.pre_aggregated.is_some() || grid != DAY {
+        true => held_range(plan, meter, &uncut, grid).map(|(range, grouping)| {
+            let base = endpoints.stripe_url.trim_end_matches('/');
+            let customer = &plan.stripe_customer;
+            let url = stripe::summaries_url(base, meter, customer, range, Some(grouping.0), None);
+            Ahead::send(url, retry)
+        }),
+        false => None,
+    };
     // What bills the ledger: periods cut the window, closed ones take nothing.
     let periods = periods::read_periods(endpoints, plan, meter, retry, now, &mut reads)?;
     let (cuts, blurred) = cuts_of(plan, meter, &periods, grid).map_err(invalid)?;
     let intervals = cut(&plan.intervals, &cuts);
     // The ledger's unit: a UTC day, or its part in one billing period.
-    let days: Vec<Window> = cut(&plan.window.from_day_start().split(Some(DAY)), &cuts);
+    let days: Vec<Window> = cut(&uncut, &cuts);
     let mut measured = Vec::with_capacity(days.len());
     for day in &days {
         measured.push(
             cumulative(plan, &intervals, options, scale, &buckets, *day, grid).map_err(invalid)?,
         );
     }
-    let mut held = read_held(endpoints, plan, meter, &days, grid, retry, &mut reads)?;
+    let mut held = read_held(
+        endpoints, plan, meter, &days, grid, retry, ahead, &mut reads,
+    )?;
     // Carried usage sits in its own minutes: the ledger's days without it.
     let reader = carried::Reader {
         endpoints,
@@ -642,6 +656,7 @@ fn apply_marks(held: &mut Held, recent: &[LedgerMark], meter_id: &str, day: Wind
 /// What Stripe holds for each day, from one paginated summaries read over
 /// them all: by hour (so a day's reach is known to the hour), by day where
 /// the run and the meter are whole days.
+#[allow(clippy::too_many_arguments)]
 fn read_held(
     endpoints: &Endpoints,
     plan: &Plan,
@@ -649,11 +664,42 @@ fn read_held(
     days: &[Window],
     grid: i64,
     retry: &retry::Policy,
+    ahead: Option<Ahead>,
     reads: &mut Vec<StripeRead>,
 ) -> Result<Vec<Held>, WorkflowError> {
-    let (Some(first), Some(last)) = (days.first(), days.last()) else {
+    let Some((range, grouping)) = held_range(plan, meter, days, grid) else {
         return Ok(Vec::new());
     };
+    let buckets = read_buckets(
+        endpoints,
+        plan,
+        meter,
+        range,
+        Some(grouping),
+        retry,
+        ahead,
+        reads,
+    )?;
+    let mut held: Vec<Held> = days.iter().map(|_| Held::default()).collect();
+    for (start, end, value) in buckets {
+        if let Some(at) = days.iter().position(|d| d.start <= start && end <= d.end) {
+            held[at].buckets.push((start, end, value));
+        }
+    }
+    for h in &mut held {
+        h.buckets.sort_by_key(|b| b.0);
+    }
+    Ok(held)
+}
+
+/// What [`read_held`] reads for `days`: the range and its buckets.
+fn held_range(
+    plan: &Plan,
+    meter: &Meter,
+    days: &[Window],
+    grid: i64,
+) -> Option<(Window, (&'static str, i64))> {
+    let (first, last) = (days.first()?, days.last()?);
     // By hour, so a day's reach is known to the hour, unless that takes more
     // than one page (100 buckets): a window measured by day (longer than
     // `inputs::HOURLY_DAYS`) reads by day where its days are whole.
@@ -674,21 +720,12 @@ fn read_held(
         end,
     };
     let grouping = if by_day { ("day", DAY) } else { ("hour", 3600) };
-    let buckets = read_buckets(endpoints, plan, meter, range, Some(grouping), retry, reads)?;
-    let mut held: Vec<Held> = days.iter().map(|_| Held::default()).collect();
-    for (start, end, value) in buckets {
-        if let Some(at) = days.iter().position(|d| d.start <= start && end <= d.end) {
-            held[at].buckets.push((start, end, value));
-        }
-    }
-    for h in &mut held {
-        h.buckets.sort_by_key(|b| b.0);
-    }
-    Ok(held)
+    Some((range, grouping))
 }
 
 /// Every summary Stripe lists for `range` in buckets of `grouping`, each
 /// checked to be one of them: `(start, end, aggregated value)`.
+#[allow(clippy::too_many_arguments)]
 fn read_buckets(
     endpoints: &Endpoints,
     plan: &Plan,
@@ -696,6 +733,7 @@ fn read_buckets(
     range: Window,
     grouping: Option<(&str, i64)>,
     retry: &retry::Policy,
+    ahead: Option<Ahead>,
     reads: &mut Vec<StripeRead>,
 ) -> Result<Vec<(i64, i64, Decimal)>, WorkflowError> {
     let base = endpoints.stripe_url.trim_end_matches('/');
@@ -704,6 +742,7 @@ fn read_buckets(
         Step::ReadSummaries,
         range,
         retry,
+        ahead,
         |after| {
             stripe::summaries_url(
                 base,
@@ -864,7 +903,16 @@ pub(in crate::workflow) fn read_summaries(
         Interval::Day => ("day", DAY),
         Interval::Hour | Interval::Window => ("hour", 3600),
     };
-    let mut buckets = read_buckets(endpoints, plan, meter, range, Some(grouping), retry, reads)?;
+    let mut buckets = read_buckets(
+        endpoints,
+        plan,
+        meter,
+        range,
+        Some(grouping),
+        retry,
+        None,
+        reads,
+    )?;
     if interval == Interval::Window {
         // One interval, the whole window: hours summed.
         let sum =

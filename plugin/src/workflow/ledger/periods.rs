@@ -112,16 +112,23 @@ fn list<T>(
     reads: &mut Vec<StripeRead>,
 ) -> Result<Vec<T>, WorkflowError> {
     let mut found = Vec::new();
-    read_pages(step, window, retry, url_of, |url, reply, bad_answer| {
-        let page = parse(&reply.body).map_err(bad_answer)?;
-        reads.push(read_record(url, describe(&page.data)));
-        let last = page.data.last().map(&id_of);
-        found.extend(page.data);
-        Ok(match page.has_more {
-            false => Page::Done(()),
-            true => Page::After(last),
-        })
-    })
+    read_pages(
+        step,
+        window,
+        retry,
+        None,
+        url_of,
+        |url, reply, bad_answer| {
+            let page = parse(&reply.body).map_err(bad_answer)?;
+            reads.push(read_record(url, describe(&page.data)));
+            let last = page.data.last().map(&id_of);
+            found.extend(page.data);
+            Ok(match page.has_more {
+                false => Page::Done(()),
+                true => Page::After(last),
+            })
+        },
+    )
     .map_err(|e| match e {
         Paging::Failed(e) => e,
         Paging::TooMany => step_failed(
