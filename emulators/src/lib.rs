@@ -14,7 +14,7 @@ mod tls;
 
 pub use amberflo::{Amberflo, UsageRecord};
 pub use latency::LatencyProxy;
-pub use server::{Fault, Recorded};
+pub use server::{Fault, MAX_STREAMS, Recorded};
 pub use stripe::{
     DEDUPE_WINDOW, DEFAULT_GRACE, Formula, Invoice, MeterEvent, MeterSpec, Stripe, SubscriptionSpec,
 };

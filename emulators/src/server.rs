@@ -154,6 +154,9 @@ pub enum Fault {
     EndlessBody,
 }
 
+/// Requests one HTTP/2 connection carries at once.
+pub const MAX_STREAMS: u32 = 100;
+
 /// Which fault, if any, the next request gets: queued ones first, one each.
 #[derive(Debug, Default)]
 pub(crate) struct Faults {
@@ -408,6 +411,10 @@ async fn serve(
                         let _ = match h2 {
                             true => {
                                 http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                                    // The fewest streams a server should allow
+                                    // at once (RFC 9113, 6.5.2); hyper's 200
+                                    // would be kinder than some servers.
+                                    .max_concurrent_streams(MAX_STREAMS)
                                     .serve_connection(TokioIo::new(stream), service)
                                     .await
                             }

@@ -143,6 +143,39 @@ fn sync_runs_over_tls_on_pooled_connections() {
     }
 }
 
+/// The emulators allow 100 requests at once on an HTTP/2 connection (the
+/// fewest a server should, RFC 9113), as a provider may. One connection then
+/// held every row past that waiting for a stream; now, past 100 in flight,
+/// the next request opens another connection, alone, and the rest follow on
+/// it once it answers: Stripe sees more than 100 at once, on a few
+/// connections, and every row is billed once.
+#[test]
+fn past_a_connections_streams_http2_opens_another_connection() {
+    let ca = TestCa::new("usage-sync test CA");
+    let file = ca_file(&ca, "lanes");
+    let mapping = write_mapping("lanes-mapping", 300);
+    let (start, _) = yesterday();
+    let records = (0..300)
+        .map(|i| usage(&format!("cust-{i}"), "api-calls", start + 5, 1.0))
+        .collect();
+    let p = Providers::over_tls_as(records, ca.server_config(Presented::Good));
+    // Each read held a while, so the rows' reads pile up at Stripe.
+    p.stripe
+        .set_read_fault(Some(Fault::Delay(std::time::Duration::from_millis(300))));
+    let args = ["--stripe-rate", "100000", "--ca-file", &file];
+    p.sync(&mapping_args(&mapping, &args)).expect(0);
+    assert_eq!(p.stripe.events().len(), 300, "every row billed once");
+    let (peak, handshakes) = (p.stripe.peak_in_flight(), p.stripe.connections());
+    eprintln!("{peak} requests at once at Stripe on {handshakes} connections");
+    assert!(
+        peak > usage_sync_emulators::MAX_STREAMS as usize,
+        "{peak} at once"
+    );
+    assert!((2..=8).contains(&handshakes), "{handshakes} connections");
+    let versions: Vec<String> = p.stripe_all().into_iter().map(|r| r.version).collect();
+    assert!(versions.iter().all(|v| v == "HTTP/2.0"));
+}
+
 #[test]
 fn an_untrusted_certificate_is_refused_before_sending_and_never_retried() {
     let ca = TestCa::new("usage-sync test CA");

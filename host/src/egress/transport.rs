@@ -30,6 +30,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
@@ -43,6 +44,15 @@ const MAX_IDLE_PER_ORIGIN: usize = 4096;
 /// An idle connection older than this is closed (providers close theirs
 /// after a minute or so; a stale one would only fail the next request).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Requests one HTTP/2 connection carries at once before the next request
+/// takes another: the fewest a server should allow (RFC 9113, 6.5.2, the
+/// `SETTINGS_MAX_CONCURRENT_STREAMS` it advertises). Past a server's limit,
+/// hyper-util's pool queues a request on the one connection it has per
+/// origin instead of opening another, and rows wait for streams.
+const STREAMS_PER_LANE: usize = 100;
+/// Connections per origin over HTTP/2, at most: 4,096 rows at once (the
+/// highest `--concurrency`) sending two reads each is 8,192 streams.
+const MAX_LANES: usize = 82;
 
 /// Which certificate authorities HTTPS trusts.
 #[derive(Clone, Debug, Default)]
@@ -107,7 +117,8 @@ impl Trust {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Versions {
     /// HTTP/2 where the server offers it, else HTTP/1.1: one connection per
-    /// origin carries every request at once, so one handshake.
+    /// origin carries up to [`STREAMS_PER_LANE`] requests at once, so one
+    /// handshake, and a few past that.
     #[default]
     Negotiated,
     /// Only HTTP/1.1 (`--http1`): a connection per request in flight.
@@ -128,7 +139,21 @@ pub struct NotSent {
 /// The pooled client of one configuration.
 #[derive(Clone)]
 pub struct Transport {
+    /// Over HTTP/2, each lane's pool keeps one connection per origin: a
+    /// request takes the first lane with fewer than [`STREAMS_PER_LANE`] in
+    /// flight, so a quiet run uses one connection and a busy one a few. Over
+    /// HTTP/1.1 one lane, whose pool holds a connection per request at once.
+    lanes: Arc<[Lane]>,
+}
+
+struct Lane {
     client: Client<HttpsConnector<Connect>, WasiBody>,
+    /// Requests sent on it whose answer is not yet read to the end.
+    in_flight: Arc<AtomicUsize>,
+    /// It has answered: its connection is open and its version known. Until
+    /// then it takes one request at a time, since the pool, not knowing the
+    /// connection will be HTTP/2, would open one per request waiting.
+    warm: AtomicBool,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -196,13 +221,49 @@ impl Transport {
             Versions::Negotiated => https.enable_all_versions().wrap_connector(connect),
             Versions::Http1 => https.enable_http1().wrap_connector(connect),
         };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(MAX_IDLE_PER_ORIGIN)
-            .pool_idle_timeout(IDLE_TIMEOUT)
-            // A request is resent only by the workflow, under its own rules.
-            .retry_canceled_requests(false)
-            .build(https);
-        Ok(Transport { client })
+        let lanes = match versions {
+            Versions::Negotiated => MAX_LANES,
+            Versions::Http1 => 1,
+        };
+        let lanes = (0..lanes)
+            .map(|_| Lane {
+                client: Client::builder(TokioExecutor::new())
+                    .pool_max_idle_per_host(MAX_IDLE_PER_ORIGIN)
+                    .pool_idle_timeout(IDLE_TIMEOUT)
+                    // A request is resent only by the workflow, under its own rules.
+                    .retry_canceled_requests(false)
+                    .build(https.clone()),
+                in_flight: Arc::default(),
+                warm: AtomicBool::new(false),
+            })
+            .collect();
+        Ok(Transport { lanes })
+    }
+
+    /// The first open lane with room for another stream, else the next lane
+    /// if no other is opening, else the least busy open one; counted as busy
+    /// until the answer is read to the end or dropped.
+    fn lane(&self) -> (&Lane, Busy) {
+        let load = |lane: &Lane| lane.in_flight.load(Ordering::Relaxed);
+        let warm = |lane: &Lane| lane.warm.load(Ordering::Relaxed);
+        let mut chosen = None;
+        for lane in self.lanes.iter() {
+            if !warm(lane) {
+                // Lanes open in order: this is the next connection.
+                chosen = (load(lane) == 0).then_some(lane);
+                break;
+            }
+            if load(lane) < STREAMS_PER_LANE {
+                chosen = Some(lane);
+                break;
+            }
+        }
+        let lane = chosen.unwrap_or_else(|| {
+            let open = self.lanes.iter().filter(|lane| warm(lane));
+            open.min_by_key(|lane| load(lane)).unwrap_or(&self.lanes[0])
+        });
+        lane.in_flight.fetch_add(1, Ordering::Relaxed);
+        (lane, Busy(lane.in_flight.clone()))
     }
 
     /// Sends `request` over a pooled connection: its timeouts from `options`.
@@ -219,7 +280,8 @@ impl Transport {
             .unwrap_or(Duration::from_secs(600))
             .max(Duration::from_nanos(1));
         let host = request.uri().host().unwrap_or_default().to_string();
-        let response = match tokio::time::timeout(first_byte, self.client.request(request)).await {
+        let (lane, busy) = self.lane();
+        let response = match tokio::time::timeout(first_byte, lane.client.request(request)).await {
             Err(_) => {
                 return Err(NotSent {
                     error: Error::ConnectionReadTimeout,
@@ -230,9 +292,17 @@ impl Transport {
             Ok(Err(e)) => return Err(not_sent(&e, &host)),
             Ok(Ok(response)) => response,
         };
+        lane.warm.store(true, Ordering::Relaxed);
         let mut timeout = tokio::time::interval(between);
         timeout.reset();
-        Ok(response.map(|incoming| BetweenBytes { incoming, timeout }.boxed_unsync()))
+        Ok(response.map(|incoming| {
+            BetweenBytes {
+                incoming,
+                timeout,
+                _busy: busy,
+            }
+            .boxed_unsync()
+        }))
     }
 }
 
@@ -299,10 +369,21 @@ fn certificate_reason(why: &rustls::CertificateError) -> String {
     }
 }
 
+/// A request counted on its lane until dropped.
+struct Busy(Arc<AtomicUsize>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The response body, failing the read when no byte arrives for too long.
 struct BetweenBytes {
     incoming: hyper::body::Incoming,
     timeout: tokio::time::Interval,
+    /// Its stream is busy until the body is read or dropped.
+    _busy: Busy,
 }
 
 impl Body for BetweenBytes {
@@ -336,5 +417,62 @@ impl Body for BetweenBytes {
 
     fn size_hint(&self) -> SizeHint {
         self.incoming.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transport(versions: Versions) -> Transport {
+        Transport::new(&Trust::default(), versions, Duration::from_secs(1)).unwrap()
+    }
+
+    /// Takes a lane as `send` does, and says which; the busy count stays.
+    fn take(t: &Transport, held: &mut Vec<Busy>) -> usize {
+        let (lane, busy) = t.lane();
+        held.push(busy);
+        let index = t.lanes.iter().position(|l| std::ptr::eq(l, lane));
+        index.unwrap()
+    }
+
+    #[test]
+    fn a_connection_carries_a_hundred_requests_then_the_next_opens_alone() {
+        let t = transport(Versions::Negotiated);
+        let mut held = Vec::new();
+        // Until the first answer, everything waits on the first connection.
+        assert!((0..5).all(|_| take(&t, &mut held) == 0));
+        t.lanes[0].warm.store(true, Ordering::Relaxed);
+        assert!((5..STREAMS_PER_LANE).all(|_| take(&t, &mut held) == 0));
+        // Full: the next lane opens with one request, and while it opens the
+        // others go to the least busy open lane rather than open a third.
+        assert_eq!(take(&t, &mut held), 1);
+        assert_eq!(take(&t, &mut held), 0);
+        assert_eq!(take(&t, &mut held), 0);
+        t.lanes[1].warm.store(true, Ordering::Relaxed);
+        assert_eq!(take(&t, &mut held), 1);
+        // Requests done free their places on their lane (the first three
+        // held are the first lane's: 102 there, then 99).
+        held.drain(..3);
+        assert_eq!(take(&t, &mut held), 0);
+        assert_eq!(
+            t.lanes[0].in_flight.load(Ordering::Relaxed),
+            STREAMS_PER_LANE
+        );
+        assert_eq!(t.lanes[1].in_flight.load(Ordering::Relaxed), 2);
+        drop(held);
+        assert!(
+            t.lanes
+                .iter()
+                .all(|l| l.in_flight.load(Ordering::Relaxed) == 0)
+        );
+    }
+
+    #[test]
+    fn http1_has_one_lane_whose_pool_holds_a_connection_per_request() {
+        let t = transport(Versions::Http1);
+        let mut held = Vec::new();
+        t.lanes[0].warm.store(true, Ordering::Relaxed);
+        assert!((0..300).all(|_| take(&t, &mut held) == 0));
     }
 }
