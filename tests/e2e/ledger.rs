@@ -33,13 +33,9 @@ fn window((start, end): (i64, i64)) -> Vec<String> {
     with_inputs(&window_args(start, end))
 }
 
-/// Runs as it would have run 25 hours ago: Stripe's clock is set back for the
-/// run, so by now it has forgotten the identifiers and idempotency keys.
-fn run_a_day_ago(p: &Providers, args: &[String]) -> Run {
-    p.stripe.shift_clock(-DAY_AND_AN_HOUR);
-    let run = p.run(args);
-    p.stripe.shift_clock(DAY_AND_AN_HOUR);
-    run
+/// Runs `days` as it would have run 25 hours ago (see [`as_25_hours_ago`]).
+fn run_a_day_ago(p: &Providers, days: (i64, i64)) -> Run {
+    as_25_hours_ago(&p.stripe, days, || p.run(&window(days)))
 }
 
 fn events(out: &Value) -> Vec<Value> {
@@ -50,7 +46,7 @@ fn events(out: &Value) -> Vec<Value> {
 fn a_day_rerun_25_hours_later_is_not_billed_again() {
     let p = old_days(vec![MeterSpec::sum("api_calls")]);
     let day = days_ago(3);
-    run_a_day_ago(&p, &window(day)).expect(0);
+    run_a_day_ago(&p, day).expect(0);
     assert_eq!(p.stripe_writes().len(), 1);
 
     let out = p.run(&window(day)).expect(0).json();
@@ -68,7 +64,7 @@ fn the_emulator_forgets_identifiers_after_24_hours() {
     // Stripe takes the same identifier again and bills it twice.
     let p = old_days(vec![MeterSpec::sum("api_calls")]);
     let day = days_ago(3);
-    run_a_day_ago(&p, &window(day)).expect(0);
+    run_a_day_ago(&p, day).expect(0);
     let body = p.stripe_writes()[0].body_text();
     let status = post_form(&p, &body);
     assert_eq!(status, 200, "a forgotten identifier is a new event");
@@ -96,7 +92,7 @@ fn post_form(p: &Providers, body: &str) -> u16 {
 fn a_three_day_backfill_rerun_25_hours_later_stays_three_events() {
     let p = old_days(vec![MeterSpec::sum("api_calls")]);
     let days = three_old_days();
-    run_a_day_ago(&p, &window(days)).expect(0);
+    run_a_day_ago(&p, days).expect(0);
     assert_eq!(p.stripe_writes().len(), 3);
 
     let out = p.run(&window(days)).expect(0).json();
@@ -131,7 +127,7 @@ fn a_three_day_backfill_rerun_25_hours_later_stays_three_events() {
 #[test]
 fn late_usage_is_drift_reported_with_both_values_and_never_written() {
     let p = old_days(vec![MeterSpec::sum("api_calls")]);
-    run_a_day_ago(&p, &window(three_old_days())).expect(0);
+    run_a_day_ago(&p, three_old_days()).expect(0);
     // Amberflo learns of 5 more units on day 4, and day 2 is new.
     let (day4, day2) = (days_ago(4), days_ago(2));
     p.amberflo
@@ -319,7 +315,7 @@ fn a_pre_aggregated_meter_rerun_25_hours_later_bills_the_same() {
     };
     let p = old_days(vec![daily]);
     let days = three_old_days();
-    let first = run_a_day_ago(&p, &window(days)).expect(0).json();
+    let first = run_a_day_ago(&p, days).expect(0).json();
     assert_eq!(first["meter"]["preAggregated"], "day");
     let out = p.run(&window(days)).expect(0).json();
     assert!(
@@ -336,7 +332,7 @@ fn a_pre_aggregated_meter_rerun_25_hours_later_bills_the_same() {
 #[test]
 fn a_dry_run_shows_the_reads_and_their_answers() {
     let p = old_days(vec![MeterSpec::sum("api_calls")]);
-    run_a_day_ago(&p, &window(days_ago(5))).expect(0);
+    run_a_day_ago(&p, days_ago(5)).expect(0);
     let mut args = window(three_old_days());
     args.push("--dry-run".into());
     let run = p.run(&args);

@@ -28,13 +28,9 @@ fn window_of((start, end): (i64, i64), interval: &str) -> Vec<String> {
     args
 }
 
-/// Runs as it would have run 25 hours ago (Stripe's clock set back), so by
-/// now Stripe has forgotten its identifiers and idempotency keys.
-fn a_day_ago(p: &Providers, run: impl FnOnce() -> Run) -> Run {
-    p.stripe.shift_clock(-DAY_AND_AN_HOUR);
-    let run = run();
-    p.stripe.shift_clock(DAY_AND_AN_HOUR);
-    run
+/// Runs as it would have run 25 hours ago (see [`as_25_hours_ago`]).
+fn a_day_ago(p: &Providers, days: (i64, i64), run: impl FnOnce() -> Run) -> Run {
+    as_25_hours_ago(&p.stripe, days, run)
 }
 
 fn written(out: &Value) -> Vec<Value> {
@@ -66,13 +62,13 @@ fn a_day_synced_by_day_then_by_hour_at_once_is_billed_once() {
 fn a_settled_day_rerun_by_hour_25_hours_later_is_billed_once() {
     let p = Providers::start(hourly(3));
     let day = days_ago(3);
-    a_day_ago(&p, || p.run(&window_of(day, "day"))).expect(0);
+    a_day_ago(&p, day, || p.run(&window_of(day, "day"))).expect(0);
     let out = p.run(&window_of(day, "hour")).expect(0).json();
     assert!(written(&out).is_empty(), "{out}");
     assert_eq!(p.billed(day), 24.0, "not 47");
     // And the other way round: by hour, then by day.
     let q = Providers::start(hourly(3));
-    a_day_ago(&q, || q.run(&window_of(day, "hour"))).expect(0);
+    a_day_ago(&q, day, || q.run(&window_of(day, "hour"))).expect(0);
     assert_eq!(q.billed(day), 24.0);
     let out = q.run(&window_of(day, "day")).expect(0).json();
     assert!(written(&out).is_empty(), "{out}");
@@ -87,7 +83,7 @@ fn a_window_over_two_synced_days_bills_nothing_more() {
     records.extend(hourly(3));
     let p = Providers::start(records);
     let days = (days_ago(4).0, days_ago(3).1);
-    a_day_ago(&p, || p.run(&window_of(days, "day"))).expect(0);
+    a_day_ago(&p, days, || p.run(&window_of(days, "day"))).expect(0);
     assert_eq!(p.billed(days), 48.0);
     let out = p.run(&window_of(days, "window")).expect(0).json();
     assert!(written(&out).is_empty(), "{out}");
@@ -101,7 +97,7 @@ fn a_true_up_by_hour_over_synced_days_bills_nothing_more() {
     records.extend(hourly(3));
     let p = Providers::start(records);
     let days = (days_ago(5).0, days_ago(3).1);
-    a_day_ago(&p, || p.run(&window_of(days, "day"))).expect(0);
+    a_day_ago(&p, days, || p.run(&window_of(days, "day"))).expect(0);
     let mut args = window_of(days, "hour");
     args.push("--true-up".into());
     let out = p.run(&args).expect(0).json();
@@ -241,7 +237,7 @@ fn a_row_added_later_is_drift_and_a_true_up_bills_only_the_rest() {
     let day = days_ago(4);
     let first = mapping("ledger-added-first", &[("acme-eu", "cus_Acme")]);
     let p = Providers::start(two_companies(4));
-    a_day_ago(&p, || p.sync(&sync_args(&first, day, &[]))).expect(0);
+    a_day_ago(&p, day, || p.sync(&sync_args(&first, day, &[]))).expect(0);
     assert_eq!(p.billed(day), 10.0);
     let both = [("acme-eu", "cus_Acme"), ("acme-us", "cus_Acme")];
     let run = p.sync(&sync_args(&mapping("ledger-added-both", &both), day, &[]));
@@ -279,7 +275,7 @@ fn a_repointed_customer_is_refused_then_moved_without_billing_twice() {
     records.push(usage("acme", "api-calls", after.0 + 60, 7.0));
     let p = Providers::start(records);
     let old = mapping("ledger-move-old", &[("acme", "cus_OLD")]);
-    a_day_ago(&p, || p.sync(&sync_args(&old, before, &[]))).expect(0);
+    a_day_ago(&p, before, || p.sync(&sync_args(&old, before, &[]))).expect(0);
     let billed = |customer: &str| p.stripe.billed("api_calls", customer, before.0, after.1);
     assert_eq!(billed("cus_OLD"), 10.0);
 
@@ -370,7 +366,7 @@ fn losing_the_state_directory_costs_what_readme_says() {
     let old_day = days_ago(3);
     let q = Providers::start(vec![usage("acme", "api-calls", old_day.0 + 60, 10.0)]);
     let old = mapping("ledger-lost-old", &[("acme", "cus_OLD")]);
-    a_day_ago(&q, || q.sync(&sync_args(&old, old_day, &[]))).expect(0);
+    a_day_ago(&q, old_day, || q.sync(&sync_args(&old, old_day, &[]))).expect(0);
     let new = mapping("ledger-lost-new", &[("acme", "cus_NEW")]);
     q.elsewhere("sync", &sync_args(&new, old_day, &[]))
         .expect(0);
@@ -414,7 +410,9 @@ fn a_mapping_synced_in_parts_bills_each_ledger_once_and_checks_every_move_first(
         mapping(name, &refs)
     };
     let night1 = file("ledger-parts-1", &as_refs(&rows));
-    let run = a_day_ago(&p, || sync_in_parts(&p, 2, &sync_args(&night1, d3, &[])));
+    let run = a_day_ago(&p, d3, || {
+        sync_in_parts(&p, 2, &sync_args(&night1, d3, &[]))
+    });
     run.expect(0);
     assert!(
         run.stderr.contains("12 rows in 6 part(s)"),

@@ -52,6 +52,25 @@ pub fn days_ago(n: i64) -> (i64, i64) {
 /// 25 hours: past Stripe's identifier and idempotency-key memory.
 pub const DAY_AND_AN_HOUR: i64 = 25 * 3600;
 
+/// Runs `run` as it would have run 25 hours ago: Stripe's clock is set back
+/// for it, so by now Stripe has forgotten its identifiers and idempotency
+/// keys. `days`, what it writes, must have ended 25 hours before any hour of
+/// today (three days back or older): Stripe, its clock set back, refuses an
+/// event from the future, and two days back had not ended 25 hours earlier
+/// during the first hour after midnight UTC. Checked at every hour, so such a
+/// test fails where it is written, not only when CI runs after midnight.
+pub fn as_25_hours_ago<T>(stripe: &Stripe, days: (i64, i64), run: impl FnOnce() -> T) -> T {
+    assert!(
+        days.1 <= days_ago(3).1,
+        "a run 25 hours ago must write days three days back or older, not up to {}",
+        days.1
+    );
+    stripe.shift_clock(-DAY_AND_AN_HOUR);
+    let ran = run();
+    stripe.shift_clock(DAY_AND_AN_HOUR);
+    ran
+}
+
 pub fn usage(customer: &str, meter: &str, time: i64, value: f64) -> UsageRecord {
     UsageRecord {
         customer_id: customer.into(),
