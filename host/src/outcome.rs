@@ -4,7 +4,7 @@
 //! (both built by `usage-sync-report`, which the component's own HTTP entry
 //! point shares). stderr carries short human lines. Keys are scrubbed from both.
 
-pub use usage_sync_report::{EventJson, Failure, Outputs, render_outputs, summary};
+pub use usage_sync_report::{Failure, Outputs, event_json, render_outputs, summary};
 
 use crate::egress::Exchange;
 use crate::secrets::Credentials;

@@ -4,9 +4,8 @@ use crate::decimal::Decimal;
 use crate::http::USER_AGENT;
 use crate::inputs::{Plan, Window};
 use crate::time;
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use std::collections::{HashMap, HashSet};
+use usage_sync_report::json::{self, Json, Out};
 
 /// Amberflo's usage query endpoint.
 pub const PATH: &str = "/usage";
@@ -21,43 +20,6 @@ pub fn headers<'a>(credential: Option<&'a (&'static str, String)>) -> Vec<(&'sta
     ];
     headers.extend(credential.map(|(n, v)| (*n, v.as_str())));
     headers
-}
-
-/// The query body: the Arazzo payload plus the `timeRange` the real API requires.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Query<'a> {
-    meter_api_name: &'a str,
-    aggregation: &'static str,
-    time_grouping_interval: &'static str,
-    time_range: TimeRange,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    group_by: Option<[&'static str; 1]>,
-    filter: Filter<'a>,
-    /// With `groupBy`: Amberflo returns only the top `limit` groups, and its
-    /// default is undocumented, so a customer cut from the answer would look
-    /// like zero usage. Ask for every customer of the batch.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    take: Option<Take>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Take {
-    limit: usize,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct TimeRange {
-    start_time_in_seconds: i64,
-    end_time_in_seconds: i64,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Filter<'a> {
-    customer_id: &'a [&'a str],
 }
 
 /// The query for the whole window; buckets of `grouping` (`DAY` or `HOUR`)
@@ -89,23 +51,29 @@ fn body(
     grouping: &'static str,
     by_customer: bool,
 ) -> Vec<u8> {
-    let query = Query {
-        meter_api_name,
-        aggregation: "SUM",
-        time_grouping_interval: grouping,
-        time_range: TimeRange {
-            start_time_in_seconds: window.start,
-            end_time_in_seconds: window.end,
-        },
-        group_by: by_customer.then_some(["customerId"]),
-        filter: Filter {
-            customer_id: customer_ids,
-        },
-        take: by_customer.then_some(Take {
-            limit: customer_ids.len(),
-        }),
-    };
-    serde_json::to_vec(&query).expect("plain structs always serialize")
+    let ids: Vec<Out> = customer_ids.iter().map(|&id| id.into()).collect();
+    Out::object()
+        .with("meterApiName", meter_api_name)
+        .with("aggregation", "SUM")
+        .with("timeGroupingInterval", grouping)
+        // The real API requires it; the Arazzo payload has none.
+        .with(
+            "timeRange",
+            Out::object()
+                .with("startTimeInSeconds", window.start)
+                .with("endTimeInSeconds", window.end),
+        )
+        .with_some("groupBy", by_customer.then(|| vec!["customerId"]))
+        .with("filter", Out::object().with("customerId", ids))
+        // With `groupBy`: Amberflo returns only the top `limit` groups, and
+        // its default is undocumented, so a customer cut from the answer
+        // would look like zero usage. Ask for every customer of the batch.
+        .with_some(
+            "take",
+            by_customer.then(|| Out::object().with("limit", customer_ids.len())),
+        )
+        .compact()
+        .into_bytes()
 }
 
 /// What step 1 yields: Amberflo's answer for one customer, checked.
@@ -133,59 +101,69 @@ impl Usage {
     }
 }
 
-#[derive(Deserialize)]
-struct Response<'a> {
-    #[serde(rename = "clientMeters", borrow)]
-    client_meters: Option<&'a RawValue>,
-    #[serde(rename = "secondsSinceEpochIntervals", borrow, default)]
-    intervals: Option<&'a RawValue>,
-}
-
 /// An answer's `clientMeters` and, when it lists them, its
 /// `secondsSinceEpochIntervals`: the buckets every group's values belong to.
-fn parse_body(body: &[u8]) -> Result<(&RawValue, Option<HashSet<i64>>), String> {
-    let response: Response =
-        serde_json::from_slice(body).map_err(|e| format!("the response is not valid JSON: {e}"))?;
+fn parse_body<'j, 'a>(doc: &'j Json<'a>) -> Result<(&'j Json<'a>, Option<HashSet<i64>>), String> {
+    let response = doc
+        .object()
+        .map_err(|e| format!("the response is not a JSON object: {e}"))?;
     let raw = response
-        .client_meters
+        .get("clientMeters")
         .ok_or("the response has no `clientMeters`")?;
     let intervals = response
-        .intervals
+        .get("secondsSinceEpochIntervals")
         .map(|listed| {
-            serde_json::from_slice::<Option<HashSet<i64>>>(listed.get().as_bytes()).map_err(|_| {
-                format!(
-                    "`secondsSinceEpochIntervals` is not an array of Unix seconds: {}",
-                    crate::http::snippet(listed.get().as_bytes())
-                )
-            })
+            listed
+                .array()
+                .and_then(|seconds| seconds.iter().map(Json::integer).collect())
+                .map_err(|_| {
+                    format!(
+                        "`secondsSinceEpochIntervals` is not an array of Unix seconds: {}",
+                        crate::http::snippet(listed.raw().as_bytes())
+                    )
+                })
         })
-        .transpose()?
-        .flatten();
+        .transpose()?;
     Ok((raw, intervals))
 }
 
-#[derive(Deserialize)]
-struct Group<'a> {
-    #[serde(default)]
-    group: Option<GroupInfo>,
-    #[serde(rename = "groupValue", borrow, default)]
-    group_value: Option<&'a RawValue>,
-    #[serde(borrow)]
-    values: Option<Vec<Point<'a>>>,
+/// A group of `clientMeters`: whose usage it is, its values, and the sum
+/// Amberflo states for them.
+struct Group<'j, 'a> {
+    customer: Option<String>,
+    group_value: Option<&'j Json<'a>>,
+    values: Option<&'j [Json<'a>]>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct GroupInfo {
-    group_info: HashMap<String, String>,
+impl<'j, 'a> Group<'j, 'a> {
+    fn read(value: &'j Json<'a>) -> Result<Group<'j, 'a>, String> {
+        let group = value.object()?;
+        // `group.groupInfo`: names and values, every value a string.
+        let mut customer = None;
+        if let Some(info) = group.opt_object("group")? {
+            let names = info
+                .object("groupInfo")
+                .map_err(|w| json::named("group", w))?;
+            for (name, value) in names.members() {
+                let value = value
+                    .str()
+                    .map_err(|w| format!("`group`: `groupInfo`: `{name}`: {w}"))?;
+                if name == "customerId" {
+                    customer = Some(value.to_owned());
+                }
+            }
+        }
+        Ok(Group {
+            customer,
+            group_value: group.get("groupValue"),
+            values: group.opt_array("values")?,
+        })
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Point<'a> {
-    #[serde(borrow)]
-    value: Option<&'a RawValue>,
-    seconds_since_epoch_utc: Option<i64>,
+/// The groups of `clientMeters`.
+fn groups<'j, 'a>(client_meters: &'j Json<'a>) -> Result<Vec<Group<'j, 'a>>, String> {
+    json::items(client_meters.array()?, Group::read)
 }
 
 /// Step 1's answer for `customer` over `window` in buckets of `grid` seconds.
@@ -195,8 +173,9 @@ pub fn parse_response(
     window: Window,
     grid: i64,
 ) -> Result<Usage, String> {
-    let (raw, intervals) = parse_body(body)?;
-    checked(raw.get(), customer, window, grid, intervals.as_ref())
+    let doc = json::parse(body).map_err(|e| format!("the response is not valid JSON: {e}"))?;
+    let (raw, intervals) = parse_body(&doc)?;
+    checked(raw, customer, window, grid, intervals.as_ref())
 }
 
 /// `clientMeters` for `customer`, believed only as far as it proves itself: at
@@ -210,18 +189,20 @@ pub fn client_meters(
     window: Window,
     grid: i64,
 ) -> Result<Usage, String> {
-    checked(raw, customer, window, grid, None)
+    let doc = json::parse(raw.as_bytes())
+        .map_err(|e| format!("`clientMeters` is not an array of groups: {e}"))?;
+    checked(&doc, customer, window, grid, None)
 }
 
 fn checked(
-    raw: &str,
+    raw: &Json,
     customer: &str,
     window: Window,
     grid: i64,
     intervals: Option<&HashSet<i64>>,
 ) -> Result<Usage, String> {
-    let groups: Vec<Group> = serde_json::from_slice(raw.as_bytes())
-        .map_err(|e| format!("`clientMeters` is not an array of groups: {e}"))?;
+    let groups =
+        groups(raw).map_err(|e| format!("`clientMeters` is not an array of groups: {e}"))?;
     if groups.len() > 1 {
         return Err(format!(
             "`clientMeters` has {} groups for the one customer `{customer}`",
@@ -230,12 +211,7 @@ fn checked(
     }
     let mut points = Vec::new();
     for (g, group) in groups.into_iter().enumerate() {
-        if let Some(other) = group
-            .group
-            .as_ref()
-            .and_then(|info| info.group_info.get("customerId"))
-            .filter(|id| *id != customer)
-        {
+        if let Some(other) = group.customer.as_ref().filter(|id| *id != customer) {
             return Err(format!(
                 "`clientMeters[{g}]` is the usage of customer `{other}`, not of `{customer}`"
             ));
@@ -243,7 +219,7 @@ fn checked(
         points.extend(check_group(g, group, customer, window, grid, intervals)?);
     }
     Ok(Usage {
-        client_meters: raw.to_string(),
+        client_meters: raw.raw().to_string(),
         points,
     })
 }
@@ -276,10 +252,12 @@ fn check_group(
         .ok_or_else(|| format!("`clientMeters[{g}]` has no `values`"))?;
     let mut points: Vec<(i64, Decimal)> = Vec::with_capacity(values.len());
     let mut seen: HashMap<i64, usize> = HashMap::with_capacity(values.len());
-    for (i, point) in values.into_iter().enumerate() {
+    for (i, point) in values.iter().enumerate() {
         let here = format!("`clientMeters[{g}].values[{i}]`");
+        let point = point.object().map_err(|e| format!("{here}: {e}"))?;
         let t = point
-            .seconds_since_epoch_utc
+            .opt_integer::<i64>("secondsSinceEpochUtc")
+            .map_err(|e| format!("{here}: {e}"))?
             .ok_or_else(|| format!("{here} has no `secondsSinceEpochUtc`"))?;
         if t < window.start || t >= window.end {
             return Err(format!(
@@ -301,9 +279,9 @@ fn check_group(
             ));
         }
         let value = point
-            .value
+            .get("value")
             .ok_or_else(|| format!("{here} has no `value`"))?;
-        let value = Decimal::parse(value.get()).map_err(|why| format!("{here}.value {why}"))?;
+        let value = Decimal::parse(value.raw()).map_err(|why| format!("{here}.value {why}"))?;
         // Summed, two entries for one bucket would bill its usage twice.
         if let Some(&first) = seen.get(&t) {
             return Err(format!(
@@ -328,7 +306,7 @@ fn check_group(
         ));
     }
     if let Some(stated) = group.group_value {
-        group_value_agrees(g, stated.get(), &points, customer)?;
+        group_value_agrees(g, stated.raw(), &points, customer)?;
     }
     Ok(points)
 }
@@ -385,20 +363,18 @@ pub fn split_by_customer(
     window: Window,
     grid: i64,
 ) -> Result<Vec<String>, String> {
-    let (raw, intervals) = parse_body(body)?;
-    let groups: Vec<&RawValue> = serde_json::from_slice(raw.get().as_bytes())
+    let doc = json::parse(body).map_err(|e| format!("the response is not valid JSON: {e}"))?;
+    let (raw, intervals) = parse_body(&doc)?;
+    let groups = raw
+        .array()
         .map_err(|_| "`clientMeters` is not an array of groups".to_string())?;
     let mut by_customer = HashMap::new();
-    for (g, text) in groups.into_iter().enumerate() {
-        // Read once, whole: reading only its customer first, then the whole
-        // group again, skipped over its values twice.
-        let group: Group = serde_json::from_slice(text.get().as_bytes())
-            .map_err(|e| format!("`clientMeters[{g}]` is not a group: {e}"))?;
+    for (g, text) in groups.iter().enumerate() {
+        let group =
+            Group::read(text).map_err(|e| format!("`clientMeters[{g}]` is not a group: {e}"))?;
         let customer = group
-            .group
-            .as_ref()
-            .and_then(|info| info.group_info.get("customerId"))
-            .cloned()
+            .customer
+            .clone()
             .ok_or("a group of `clientMeters` names no customerId")?;
         if by_customer
             .insert(customer.clone(), (g, text, group))
@@ -412,7 +388,7 @@ pub fn split_by_customer(
     for id in customer_ids {
         match by_customer.remove(*id) {
             Some((g, text, group)) => {
-                usage.push(format!("[{}]", text.get()));
+                usage.push(format!("[{}]", text.raw()));
                 checks.push((*id, g, group));
             }
             None => usage.push("[]".to_string()),
@@ -431,14 +407,9 @@ pub fn split_by_customer(
 
 /// A short message from an error body: Amberflo documents no error schema.
 pub fn error_message(body: &[u8]) -> String {
-    #[derive(Deserialize)]
-    struct Message {
-        message: String,
-    }
-    match serde_json::from_slice::<Message>(body) {
-        Ok(m) => m.message,
-        Err(_) => crate::http::snippet(body),
-    }
+    json::parse(body)
+        .and_then(|doc| doc.object()?.string("message"))
+        .unwrap_or_else(|_| crate::http::snippet(body))
 }
 
 #[cfg(test)]

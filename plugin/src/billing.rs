@@ -7,7 +7,7 @@
 use crate::form;
 use crate::inputs::Window;
 use crate::time;
-use serde::Deserialize;
+use usage_sync_report::json::{self, Object};
 
 /// Where subscriptions are listed.
 pub const SUBSCRIPTIONS_PATH: &str = "/v1/subscriptions";
@@ -41,17 +41,10 @@ pub fn invoices_url(
     format!("{stripe_url}{INVOICES_PATH}?{}", form::encode(&query))
 }
 
-/// A list page.
-#[derive(Debug, Deserialize)]
-pub struct List<T> {
-    /// This page's objects.
-    pub data: Vec<T>,
-    /// Whether more pages follow.
-    pub has_more: bool,
-}
+pub use crate::stripe::List;
 
 /// The parts of a subscription the workflow reads.
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct Subscription {
     /// `sub_...`
     pub id: String,
@@ -62,7 +55,7 @@ pub struct Subscription {
 }
 
 /// A subscription item: its price and its current period.
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct Item {
     /// `si_...`
     pub id: String,
@@ -86,7 +79,7 @@ impl Item {
 }
 
 /// The parts of a price that tie it to a meter.
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct Price {
     /// `price_...`
     pub id: String,
@@ -95,14 +88,14 @@ pub struct Price {
 }
 
 /// A recurring price's meter, when usage-based.
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct Recurring {
     /// The meter's id, for a metered price.
     pub meter: Option<String>,
 }
 
 /// The parts of an invoice the workflow reads.
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct Invoice {
     /// `in_...`
     pub id: String,
@@ -115,7 +108,7 @@ pub struct Invoice {
 }
 
 /// An invoice line: its period and price.
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct Line {
     /// The period it bills.
     pub period: LinePeriod,
@@ -136,7 +129,7 @@ impl Line {
 }
 
 /// A line's period (Stripe documents both ends as inclusive).
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct LinePeriod {
     /// Start.
     pub start: i64,
@@ -145,37 +138,112 @@ pub struct LinePeriod {
 }
 
 /// A line's pricing.
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct Pricing {
     /// The price, when the line bills one.
     pub price_details: Option<PriceDetails>,
 }
 
 /// The price of a line.
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct PriceDetails {
     /// `price_...`
     pub price: String,
 }
 
+impl Subscription {
+    fn read(o: Object) -> Result<Subscription, String> {
+        Ok(Subscription {
+            id: o.string("id")?,
+            ended_at: o.opt_integer("ended_at")?,
+            items: List::read(o.required("items")?, Item::read)
+                .map_err(|why| json::named("items", why))?,
+        })
+    }
+}
+
+impl Item {
+    fn read(o: Object) -> Result<Item, String> {
+        let price = o.object("price")?;
+        let price = (|| {
+            Ok(Price {
+                id: price.string("id")?,
+                recurring: match price.opt_object("recurring")? {
+                    Some(r) => Some(Recurring {
+                        meter: r
+                            .opt_string("meter")
+                            .map_err(|w| json::named("recurring", w))?,
+                    }),
+                    None => None,
+                },
+            })
+        })()
+        .map_err(|why: String| json::named("price", why))?;
+        Ok(Item {
+            id: o.string("id")?,
+            current_period_start: o.integer("current_period_start")?,
+            current_period_end: o.integer("current_period_end")?,
+            price,
+        })
+    }
+}
+
+impl Invoice {
+    fn read(o: Object) -> Result<Invoice, String> {
+        Ok(Invoice {
+            id: o.string("id")?,
+            status: o.opt_string("status")?,
+            automatically_finalizes_at: o.opt_integer("automatically_finalizes_at")?,
+            lines: List::read(o.required("lines")?, Line::read)
+                .map_err(|why| json::named("lines", why))?,
+        })
+    }
+}
+
+impl Line {
+    fn read(o: Object) -> Result<Line, String> {
+        let period = o.object("period")?;
+        let period = (|| {
+            Ok(LinePeriod {
+                start: period.integer("start")?,
+                end: period.integer("end")?,
+            })
+        })()
+        .map_err(|why: String| json::named("period", why))?;
+        let pricing = match o.opt_object("pricing")? {
+            None => None,
+            Some(pricing) => {
+                let details = (|| match pricing.opt_object("price_details")? {
+                    None => Ok(None),
+                    Some(d) => d
+                        .string("price")
+                        .map(|price| Some(PriceDetails { price }))
+                        .map_err(|why| json::named("price_details", why)),
+                })()
+                .map_err(|why: String| json::named("pricing", why))?;
+                Some(Pricing {
+                    price_details: details,
+                })
+            }
+        };
+        Ok(Line {
+            period,
+            quantity: o.opt_integer("quantity")?,
+            pricing,
+        })
+    }
+}
+
 /// Parses one page of `GET /v1/subscriptions`.
 pub fn parse_subscriptions(body: &[u8]) -> Result<List<Subscription>, String> {
-    serde_json::from_slice(body).map_err(|e| {
-        format!(
-            "Stripe answered 200 but not with a list of subscriptions ({e}): {}",
-            crate::http::snippet(body)
-        )
+    crate::stripe::parse_body(body, "a list of subscriptions", |v| {
+        List::read(v, Subscription::read)
     })
 }
 
 /// Parses one page of `GET /v1/invoices`.
 pub fn parse_invoices(body: &[u8]) -> Result<List<Invoice>, String> {
-    serde_json::from_slice(body).map_err(|e| {
-        format!(
-            "Stripe answered 200 but not with a list of invoices ({e}): {}",
-            crate::http::snippet(body)
-        )
-    })
+    crate::stripe::parse_body(body, "a list of invoices", |v| List::read(v, Invoice::read))
 }
 
 /// A billing period of an item on the meter, `[start, end)`, and its
@@ -376,31 +444,40 @@ mod tests {
 
     const D: i64 = 86_400;
 
+    fn read<T>(value: serde_json::Value, read: fn(Object) -> Result<T, String>) -> T {
+        let text = serde_json::to_vec(&value).unwrap();
+        read(json::parse(&text).unwrap().object().unwrap()).unwrap()
+    }
+
     fn subscription(start: i64, end: i64, meter: &str) -> Subscription {
-        serde_json::from_value(serde_json::json!({
-            "id": "sub_1",
-            "ended_at": null,
-            "items": { "object": "list", "has_more": false, "data": [{
-                "id": "si_1",
-                "current_period_start": start,
-                "current_period_end": end,
-                "price": { "id": "price_1", "recurring": { "meter": meter } },
-            }]},
-        }))
-        .unwrap()
+        read(
+            serde_json::json!({
+                "id": "sub_1",
+                "ended_at": null,
+                "items": { "object": "list", "has_more": false, "data": [{
+                    "id": "si_1",
+                    "current_period_start": start,
+                    "current_period_end": end,
+                    "price": { "id": "price_1", "recurring": { "meter": meter } },
+                }]},
+            }),
+            Subscription::read,
+        )
     }
 
     fn invoice(status: &str, finalizes: Option<i64>, start: i64, end: i64) -> Invoice {
-        serde_json::from_value(serde_json::json!({
-            "id": "in_1",
-            "status": status,
-            "automatically_finalizes_at": finalizes,
-            "lines": { "object": "list", "has_more": false, "data": [{
-                "period": { "start": start, "end": end },
-                "pricing": { "price_details": { "price": "price_1" } },
-            }]},
-        }))
-        .unwrap()
+        read(
+            serde_json::json!({
+                "id": "in_1",
+                "status": status,
+                "automatically_finalizes_at": finalizes,
+                "lines": { "object": "list", "has_more": false, "data": [{
+                    "period": { "start": start, "end": end },
+                    "pricing": { "price_details": { "price": "price_1" } },
+                }]},
+            }),
+            Invoice::read,
+        )
     }
 
     #[test]

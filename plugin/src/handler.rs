@@ -20,6 +20,7 @@ use crate::exports::usage_sync::workflow::workflow::{
     StepFailure, Verification, WorkflowError,
 };
 use crate::workflow;
+use usage_sync_report::json::Out;
 use usage_sync_report::keys::{self, SERVE_TOKEN_ENV};
 use usage_sync_report::{self as report, Failure, RunRequest, Scalar, defaults, render_outputs};
 use wasip2::http::types::{
@@ -296,8 +297,8 @@ fn bad_input(message: String) -> String {
 }
 
 fn error(kind: &str, message: &str) -> String {
-    let error = serde_json::json!({ "error": { "kind": kind, "message": message } });
-    serde_json::to_string_pretty(&error).expect("JSON values serialize")
+    let error = Out::object().with("kind", kind).with("message", message);
+    Out::object().with("error", error).pretty()
 }
 
 fn read_body(request: IncomingRequest) -> Result<Vec<u8>, String> {

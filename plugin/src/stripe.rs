@@ -8,8 +8,8 @@ use crate::exports::usage_sync::workflow::workflow::{Interval, Meter};
 use crate::form;
 use crate::http::USER_AGENT;
 use crate::inputs::{Plan, Window};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use usage_sync_report::json::{self, Json, Object};
 
 /// Where meter events are recorded.
 pub const PATH: &str = "/v1/billing/meter_events";
@@ -112,7 +112,7 @@ pub fn request_body(
 }
 
 /// A page of a Stripe list (`{"object":"list","data":[...],"has_more":..}`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct List<T> {
     /// This page's objects.
     pub data: Vec<T>,
@@ -120,8 +120,37 @@ pub struct List<T> {
     pub has_more: bool,
 }
 
+impl<T> List<T> {
+    /// Reads a list page, each object of `data` with `item`.
+    pub fn read(
+        value: &Json,
+        mut item: impl FnMut(Object) -> Result<T, String>,
+    ) -> Result<List<T>, String> {
+        let page = value.object()?;
+        Ok(List {
+            data: json::items(page.array("data")?, |object| item(object.object()?))
+                .map_err(|why| json::named("data", why))?,
+            has_more: page.bool("has_more")?,
+        })
+    }
+}
+
+/// Parses a body with `read`; the error names what Stripe should have sent.
+pub fn parse_body<T>(
+    body: &[u8],
+    what: &str,
+    read: impl FnOnce(&Json) -> Result<T, String>,
+) -> Result<T, String> {
+    json::parse(body).and_then(|doc| read(&doc)).map_err(|e| {
+        format!(
+            "Stripe answered 200 but not with {what} ({e}): {}",
+            crate::http::snippet(body)
+        )
+    })
+}
+
 /// The parts of a `billing.meter` that decide how events must look.
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct ApiMeter {
     /// `mtr_...`
     pub id: String,
@@ -130,33 +159,56 @@ pub struct ApiMeter {
     /// `active` or `inactive`.
     pub status: String,
     /// The name shown in Stripe's dashboard.
-    #[serde(default)]
     pub display_name: Option<String>,
     /// How it aggregates events.
     pub default_aggregation: Aggregation,
     /// Which payload key names the customer (default `stripe_customer_id`).
-    #[serde(default)]
     pub customer_mapping: Option<PayloadKey>,
     /// Which payload key holds the value (default `value`).
-    #[serde(default)]
     pub value_settings: Option<PayloadKey>,
     /// `day` or `hour` for a pre-aggregated meter; absent for raw events.
-    #[serde(default)]
     pub event_time_window: Option<String>,
 }
 
 /// `default_aggregation`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct Aggregation {
     /// `sum`, `count` or `last`.
     pub formula: String,
 }
 
 /// A payload key setting.
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct PayloadKey {
     /// The key in an event's `payload`.
     pub event_payload_key: String,
+}
+
+impl ApiMeter {
+    fn read(o: Object) -> Result<ApiMeter, String> {
+        let payload_key = |name| -> Result<Option<PayloadKey>, String> {
+            o.opt_object(name)?
+                .map(|k| {
+                    let key = k.string("event_payload_key");
+                    key.map(|event_payload_key| PayloadKey { event_payload_key })
+                        .map_err(|why| json::named(name, why))
+                })
+                .transpose()
+        };
+        let formula = o.object("default_aggregation")?.string("formula");
+        Ok(ApiMeter {
+            id: o.string("id")?,
+            event_name: o.string("event_name")?,
+            status: o.string("status")?,
+            display_name: o.opt_string("display_name")?,
+            default_aggregation: Aggregation {
+                formula: formula.map_err(|why| json::named("default_aggregation", why))?,
+            },
+            customer_mapping: payload_key("customer_mapping")?,
+            value_settings: payload_key("value_settings")?,
+            event_time_window: o.opt_string("event_time_window")?,
+        })
+    }
 }
 
 /// The URL of one page of meters, after the meter `starting_after`.
@@ -169,11 +221,8 @@ pub fn meters_url(stripe_url: &str, starting_after: Option<&str>) -> String {
 
 /// Parses one page of `GET /v1/billing/meters`.
 pub fn parse_meters(body: &[u8]) -> Result<List<ApiMeter>, String> {
-    serde_json::from_slice(body).map_err(|e| {
-        format!(
-            "Stripe answered 200 but not with a list of billing.meter ({e}): {}",
-            crate::http::snippet(body)
-        )
+    parse_body(body, "a list of billing.meter", |v| {
+        List::read(v, ApiMeter::read)
     })
 }
 
@@ -237,7 +286,7 @@ impl ApiMeter {
 }
 
 /// One `billing.meter_event_summary`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct Summary {
     /// `mtrusg_...`
     pub id: String,
@@ -246,16 +295,28 @@ pub struct Summary {
     /// The window's end, Unix seconds (exclusive).
     pub end_time: i64,
     /// What Stripe aggregated for the window, exactly as Stripe wrote it.
-    #[serde(deserialize_with = "exact_number")]
     pub aggregated_value: Decimal,
+}
+
+impl Summary {
+    fn read(o: Object) -> Result<Summary, String> {
+        Ok(Summary {
+            id: o.string("id")?,
+            start_time: o.integer("start_time")?,
+            end_time: o.integer("end_time")?,
+            aggregated_value: exact_number(o.required("aggregated_value")?)
+                .map_err(|why| json::named("aggregated_value", why))?,
+        })
+    }
 }
 
 /// A JSON number read from its text, not through a float: Stripe's value as
 /// it prints it (`0.1` stays `0.1`), and sums of them exact.
-fn exact_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
-    // Borrowed from the body: no copy per summary.
-    let raw = <&serde_json::value::RawValue>::deserialize(d)?;
-    Decimal::parse(raw.get()).map_err(serde::de::Error::custom)
+pub fn exact_number(value: &Json) -> Result<Decimal, String> {
+    match value.value() {
+        json::Value::Number => Decimal::parse(value.raw()),
+        _ => Err(format!("expected a number, found {}", value.found())),
+    }
 }
 
 /// The URL of one page of a customer's summaries over `range`, grouped by
@@ -290,16 +351,13 @@ pub fn summaries_url(
 
 /// Parses one page of `GET /v1/billing/meters/{id}/event_summaries`.
 pub fn parse_summaries(body: &[u8]) -> Result<List<Summary>, String> {
-    serde_json::from_slice(body).map_err(|e| {
-        format!(
-            "Stripe answered 200 but not with a list of billing.meter_event_summary ({e}): {}",
-            crate::http::snippet(body)
-        )
+    parse_body(body, "a list of billing.meter_event_summary", |v| {
+        List::read(v, Summary::read)
     })
 }
 
 /// The parts of a `billing.meter_event` the workflow outputs.
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct MeterEvent {
     /// The identifier Stripe recorded.
     pub identifier: String,
@@ -309,19 +367,19 @@ pub struct MeterEvent {
 
 /// Parses a `billing.meter_event`.
 pub fn parse_event(body: &[u8]) -> Result<MeterEvent, String> {
-    serde_json::from_slice(body).map_err(|e| {
-        format!(
-            "Stripe answered 200 but not with a billing.meter_event ({e}): {}",
-            crate::http::snippet(body)
-        )
+    parse_body(body, "a billing.meter_event", |v| {
+        let o = v.object()?;
+        Ok(MeterEvent {
+            identifier: o.string("identifier")?,
+            event_name: o.string("event_name")?,
+        })
     })
 }
 
 /// Stripe's `{"error": {...}}` body.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 pub struct ApiError {
     /// `type`: `invalid_request_error`, `api_error`, ...
-    #[serde(rename = "type")]
     pub kind: Option<String>,
     /// `code`, when given.
     pub code: Option<String>,
@@ -333,13 +391,17 @@ pub struct ApiError {
 
 /// Stripe's `{"error": {...}}`, when the body is one.
 pub fn parse_error(body: &[u8]) -> Option<ApiError> {
-    #[derive(Deserialize)]
-    struct Envelope {
-        error: ApiError,
-    }
-    serde_json::from_slice::<Envelope>(body)
-        .ok()
-        .map(|e| e.error)
+    let doc = json::parse(body).ok()?;
+    let read = || -> Result<ApiError, String> {
+        let error = doc.object()?.required("error")?.object()?;
+        Ok(ApiError {
+            kind: error.opt_string("type")?,
+            code: error.opt_string("code")?,
+            message: error.opt_string("message")?,
+            param: error.opt_string("param")?,
+        })
+    };
+    read().ok()
 }
 
 impl ApiError {
@@ -502,8 +564,8 @@ mod tests {
         );
     }
 
-    fn api_meter(json: &str) -> ApiMeter {
-        serde_json::from_str(json).unwrap()
+    fn api_meter(text: &str) -> ApiMeter {
+        ApiMeter::read(json::parse(text.as_bytes()).unwrap().object().unwrap()).unwrap()
     }
 
     #[test]

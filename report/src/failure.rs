@@ -1,9 +1,10 @@
 //! Why a run did not produce outputs, and how that is told: the error object
 //! `{"error": {...}}`, the `POST /run` status, and one line for a person.
 
-use crate::render::EventJson;
+use crate::json::Out;
+use crate::render::event_json;
 use crate::wit::{Delivery, Step, StepFailure, WorkflowError};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Why a run did not produce outputs.
 #[derive(Clone, Debug)]
@@ -48,7 +49,7 @@ impl Failure {
 
     /// The error object as pretty JSON text.
     pub fn render(&self) -> String {
-        serde_json::to_string_pretty(&self.to_json()).expect("JSON values serialize")
+        self.out().pretty()
     }
 
     /// One line for a person.
@@ -107,9 +108,58 @@ impl Failure {
         }
     }
 
-    /// The error object, `{"error": {...}}`.
+    /// The error object, `{"error": {...}}`, for the host's own JSON.
     pub fn to_json(&self) -> Value {
-        let (kind, extra) = match self {
+        serde_json::to_value(self.out()).unwrap_or_default()
+    }
+
+    /// The error object, its keys sorted at every level (as printed since
+    /// the first release, when it was a `serde_json::Value`).
+    fn out(&self) -> Out {
+        let error = Out::object()
+            .with("kind", self.kind())
+            .with("message", self.message());
+        let error = match self {
+            Failure::BadInput(_) | Failure::Internal(_) => error,
+            Failure::Provider(f) => error
+                .with("step", f.step.name())
+                .with("status", f.status)
+                .with("requestId", f.request_id.as_deref())
+                .with("delivery", delivery_name(f.delivery))
+                .with("attempts", f.attempts)
+                .with("startTime", f.window_start)
+                .with("endTime", f.window_end)
+                .with(
+                    "recorded",
+                    f.recorded.iter().map(event_json).collect::<Vec<_>>(),
+                ),
+            Failure::Sandbox(_, delivery) => error.with("delivery", delivery_name(*delivery)),
+        };
+        Out::object().with("error", error).sorted()
+    }
+
+    /// The error's `kind`.
+    fn kind(&self) -> &'static str {
+        match self {
+            Failure::BadInput(_) => "invalid-input",
+            Failure::Provider(_) => "step-failed",
+            Failure::Sandbox(..) => "sandbox",
+            Failure::Internal(_) => "internal",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::serde_reference::EventJson;
+    use crate::render::tests::event;
+    use serde_json::json;
+
+    /// What the error object was built as before it was written by
+    /// [`Out`]: a `serde_json::Value`, so every object's keys sorted.
+    fn reference(failure: &Failure) -> String {
+        let (kind, extra) = match failure {
             Failure::BadInput(_) => ("invalid-input", json!({})),
             Failure::Provider(f) => (
                 "step-failed",
@@ -129,10 +179,42 @@ impl Failure {
             }
             Failure::Internal(_) => ("internal", json!({})),
         };
-        let mut error = json!({ "kind": kind, "message": self.message() });
+        let mut error = json!({ "kind": kind, "message": failure.message() });
         if let (Value::Object(error), Value::Object(extra)) = (&mut error, extra) {
             error.extend(extra);
         }
-        json!({ "error": error })
+        serde_json::to_string_pretty(&json!({ "error": error })).unwrap()
+    }
+
+    #[test]
+    fn the_error_object_is_printed_as_before() {
+        let step = |status, request_id: Option<&str>, recorded| {
+            Failure::Provider(Box::new(StepFailure {
+                step: Step::RecordStripeMeter,
+                status,
+                message: "the \"card\"\nwas declined".into(),
+                request_id: request_id.map(Into::into),
+                delivery: Delivery::Unknown,
+                attempts: 3,
+                window_start: 0,
+                window_end: 86_400,
+                recorded,
+            }))
+        };
+        for failure in [
+            Failure::BadInput("`customerId` is \u{1} missing".into()),
+            Failure::Internal("boom".into()),
+            Failure::Sandbox("limit".into(), Delivery::NotSent),
+            step(None, None, Vec::new()),
+            step(
+                Some(429),
+                Some("req_1"),
+                vec![event(1, true), event(2, false)],
+            ),
+        ] {
+            assert_eq!(failure.render(), reference(&failure), "{failure:?}");
+            let value: Value = serde_json::from_str(&failure.render()).unwrap();
+            assert_eq!(failure.to_json(), value);
+        }
     }
 }

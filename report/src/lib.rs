@@ -22,6 +22,7 @@ pub mod keys;
 mod civil;
 mod failure;
 mod hex;
+pub mod json;
 mod render;
 mod request;
 mod wit;
@@ -29,7 +30,7 @@ mod wit;
 pub use civil::civil;
 pub use failure::Failure;
 pub use hex::hex;
-pub use render::{EventJson, render_outputs, summary};
+pub use render::{event_json, render_outputs, summary};
 pub use request::{Rounding, RunRequest, Scalar};
 pub use wit::{
     Delivery, Interval, LedgerMark, Meter, MeterEvent, Outputs, PlannedRequest, Step, StepFailure,

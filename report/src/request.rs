@@ -3,14 +3,12 @@
 //! options `run` takes as flags. One parser, so the two cannot drift apart.
 
 use crate::Interval;
-use serde::Deserialize;
-use serde_json::value::RawValue;
+use crate::json::{self, Json};
 
 /// The inputs JSON. Every field may be left out: the component names a
 /// missing input, and an option left out takes its [`crate::defaults`].
 /// Unknown keys are an error.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug, Default)]
 pub struct RunRequest {
     /// `customerId`: the Amberflo customer.
     pub customer_id: Option<String>,
@@ -51,23 +49,86 @@ pub struct RunRequest {
 }
 
 /// A string, or a JSON number taken exactly as written (`1.50` stays `1.50`).
-/// Read from the raw JSON: an untagged enum costs the component far more code.
-#[derive(Debug, Deserialize)]
-#[serde(transparent)]
-pub struct Scalar(Box<RawValue>);
+#[derive(Debug)]
+pub struct Scalar(String);
 
 impl Scalar {
     /// The value as text: a string's contents, or a number as written.
     pub fn text(&self) -> String {
-        serde_json::from_slice::<String>(self.0.get().as_bytes())
-            .unwrap_or_else(|_| self.0.get().to_string())
+        self.0.clone()
+    }
+
+    fn read(value: &Json) -> Scalar {
+        Scalar(match value.str() {
+            Ok(text) => text.to_owned(),
+            // Anything else is kept as written, for the component to refuse
+            // by name, as it refuses a bad string.
+            Err(_) => value.raw().to_owned(),
+        })
     }
 }
 
+/// The inputs JSON's names, in the order of [`RunRequest`]'s fields.
+const FIELDS: [&str; 18] = [
+    "customerId",
+    "meterApiName",
+    "stripeCustomer",
+    "stripeEventName",
+    "usageQuantity",
+    "startTime",
+    "endTime",
+    "interval",
+    "rounding",
+    "reconcile",
+    "dryRun",
+    "maxRetries",
+    "retryBudgetMs",
+    "scale",
+    "trueUp",
+    "allowDecrease",
+    "settleHours",
+    "lateUsage",
+];
+
 impl RunRequest {
     /// Parses the inputs JSON; the error says what is wrong with it.
-    pub fn parse(json: &[u8]) -> Result<RunRequest, String> {
-        serde_json::from_slice(json).map_err(|e| e.to_string())
+    pub fn parse(text: &[u8]) -> Result<RunRequest, String> {
+        let doc = json::parse(text)?;
+        let o = doc
+            .object()
+            .map_err(|why| format!("the inputs JSON is one object: {why}"))?;
+        if let Some((unknown, _)) = o
+            .members()
+            .iter()
+            .find(|(name, _)| !FIELDS.contains(&name.as_ref()))
+        {
+            let known: Vec<String> = FIELDS.iter().map(|f| format!("`{f}`")).collect();
+            return Err(format!(
+                "unknown field `{unknown}`, expected one of {}",
+                known.join(", ")
+            ));
+        }
+        let scalar = |name| o.get(name).map(Scalar::read);
+        Ok(RunRequest {
+            customer_id: o.opt_string("customerId")?,
+            meter_api_name: o.opt_string("meterApiName")?,
+            stripe_customer: o.opt_string("stripeCustomer")?,
+            stripe_event_name: o.opt_string("stripeEventName")?,
+            usage_quantity: scalar("usageQuantity"),
+            start_time: scalar("startTime"),
+            end_time: scalar("endTime"),
+            interval: o.opt_string("interval")?,
+            rounding: o.opt_string("rounding")?,
+            reconcile: o.opt_bool("reconcile")?,
+            dry_run: o.opt_bool("dryRun")?,
+            max_retries: o.opt_integer("maxRetries")?,
+            retry_budget_ms: o.opt_integer("retryBudgetMs")?,
+            scale: scalar("scale"),
+            true_up: o.opt_bool("trueUp")?,
+            allow_decrease: o.opt_bool("allowDecrease")?,
+            settle_hours: o.opt_integer("settleHours")?,
+            late_usage: o.opt_string("lateUsage")?,
+        })
     }
 
     /// The JSON names of the options given, for a reader that takes inputs only.
@@ -184,6 +245,16 @@ mod tests {
     fn unknown_keys_and_names_are_refused() {
         let err = RunRequest::parse(br#"{"customerID":"acme"}"#).unwrap_err();
         assert!(err.contains("unknown field `customerID`"), "{err}");
+        assert_eq!(
+            RunRequest::parse(br#"{"maxRetries":-1}"#).unwrap_err(),
+            "`maxRetries`: the number -1 is out of range"
+        );
+        assert_eq!(
+            RunRequest::parse(br#"{"dryRun":"yes"}"#).unwrap_err(),
+            "`dryRun`: expected a boolean, found a string"
+        );
+        assert!(RunRequest::parse(br#"{"dryRun":true,"dryRun":false}"#).is_err());
+        assert!(RunRequest::parse(b"[]").unwrap_err().contains("one object"));
         let run = RunRequest::parse(br#"{"interval":"week","rounding":"up"}"#).unwrap();
         assert_eq!(
             run.interval().unwrap_err(),

@@ -12,7 +12,7 @@ use crate::commands::ledger::{Bounds, LedgerState};
 use crate::egress::Concurrency;
 use crate::interrupt::Interrupt;
 use crate::mapping::{Row, key_digest};
-use crate::outcome::{EventJson, ExitStatus, Failure, Outputs};
+use crate::outcome::{ExitStatus, Failure, Outputs, event_json};
 use crate::progress::Progress;
 use crate::sandbox::{RunConfig, Sandbox};
 use crate::state::SourceKey;
@@ -684,7 +684,7 @@ fn outcome_line(row: &Row, outputs: &Outputs, summary: &mut Summary) -> Value {
         summary.recorded += 1;
         "recorded"
     };
-    let events: Vec<EventJson> = outputs.events.iter().map(EventJson::from).collect();
+    let events: Vec<_> = outputs.events.iter().map(event_json).collect();
     match outputs.sources.len() > 1 {
         // The ledger's sources, when several feed it.
         true => row_line(

@@ -27,6 +27,7 @@ use crate::{amberflo, quantity, retry, stripe};
 use day::{Day, Held, Measured, Piece, Rules};
 use late::{Carry, Late};
 use std::collections::{BTreeMap, HashMap};
+use usage_sync_report::json;
 
 /// An unbilled piece's status when a renewal falls inside a day measured by
 /// day: rerun that day in a window of up to four days, measured by hour.
@@ -621,16 +622,17 @@ fn usage_result(sources: &[Source]) -> String {
     if let [one] = sources {
         return one.usage.client_meters.clone();
     }
-    let groups: Vec<Box<serde_json::value::RawValue>> = sources
+    // Each was read and checked as an array of groups: its items' text is
+    // copied as it came.
+    let mut groups: Vec<&str> = Vec::new();
+    let docs: Vec<_> = sources
         .iter()
-        .flat_map(|s| {
-            serde_json::from_slice::<Vec<Box<serde_json::value::RawValue>>>(
-                s.usage.client_meters.as_bytes(),
-            )
-            .unwrap_or_default()
-        })
+        .filter_map(|s| json::parse(s.usage.client_meters.as_bytes()).ok())
         .collect();
-    serde_json::to_string(&groups).unwrap_or_else(|_| "[]".into())
+    for doc in &docs {
+        groups.extend(doc.array().unwrap_or_default().iter().map(json::Json::raw));
+    }
+    format!("[{}]", groups.join(","))
 }
 
 /// Counts our own recent write to `day` as held where Stripe's summary does
