@@ -254,7 +254,13 @@ fn trace(
         Err(f) => f.message.clone(),
     };
     let next = match wait {
-        Some(wait) => format!("retrying in {:.2} s{how}", wait.as_secs_f64()),
+        Some(wait) => {
+            // Hundredths by integers: formatting a float costs the
+            // component 20 KB of float printing (twiggy).
+            let hundredths = wait.as_millis().saturating_add(5) / 10;
+            let (s, cs) = (hundredths / 100, hundredths % 100);
+            format!("retrying in {s}.{cs:02} s{how}")
+        }
         None => format!("giving up after {attempt} attempts"),
     };
     eprintln!(
