@@ -887,6 +887,26 @@ fn main() {
             per_run.as_secs_f64() * 1e6,
             per_run_on_demand.as_secs_f64() * 1e6
         );
+        // USAGE_SYNC_BENCH_BASELINE=FILE: another build (an older one) against
+        // this one, pooled, in alternating rounds of this process.
+        if let Some(file) = std::env::var_os("USAGE_SYNC_BENCH_BASELINE") {
+            let wasm = std::fs::read(&file).unwrap();
+            let baseline = Sandbox::load(&wasm, None, Some(pool)).unwrap().0;
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            for _ in 0..7 {
+                ours.push(runtime.block_on(overhead(&pooled, &cfg)));
+                theirs.push(runtime.block_on(overhead(&baseline, &cfg)));
+            }
+            let (ours, theirs) = (median(ours), median(theirs));
+            println!(
+                "pooled, medians of 7 alternating rounds: this build {:.1} µs ({} bytes), baseline {:.1} µs ({} bytes): {:.2} x",
+                ours.as_secs_f64() * 1e6,
+                usage_sync::DEFAULT_COMPONENT.len(),
+                theirs.as_secs_f64() * 1e6,
+                wasm.len(),
+                ours.as_secs_f64() / theirs.as_secs_f64()
+            );
+        }
         return;
     }
     sync_rows(10, 8, 1); // warms the cache
