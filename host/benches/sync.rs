@@ -239,7 +239,8 @@ fn usage_sync(
     stripe: &Stripe,
     state: &std::path::Path,
 ) -> Command {
-    let mut command = Command::new(BIN);
+    // USAGE_SYNC_BENCH_BIN=FILE runs another build of the CLI (an A/B of the host).
+    let mut command = Command::new(std::env::var_os("USAGE_SYNC_BENCH_BIN").unwrap_or(BIN.into()));
     command
         .arg(subcommand)
         .args([
