@@ -34,8 +34,11 @@ fn main() {
         .parent()
         .expect("host/ lies inside the workspace")
         .to_path_buf();
+    // Everything the components are built from: `report` is the contract
+    // the component shares with the host.
     for input in [
         "plugin",
+        "report",
         "wit",
         "tests/components",
         "Cargo.toml",
