@@ -161,11 +161,6 @@ impl<'j, 'a> Group<'j, 'a> {
     }
 }
 
-/// The groups of `clientMeters`.
-fn groups<'j, 'a>(client_meters: &'j Json<'a>) -> Result<Vec<Group<'j, 'a>>, String> {
-    json::items(client_meters.array()?, Group::read)
-}
-
 /// Step 1's answer for `customer` over `window` in buckets of `grid` seconds.
 pub fn parse_response(
     body: &[u8],
@@ -201,14 +196,16 @@ fn checked(
     grid: i64,
     intervals: Option<&HashSet<i64>>,
 ) -> Result<Usage, String> {
-    let groups =
-        groups(raw).map_err(|e| format!("`clientMeters` is not an array of groups: {e}"))?;
+    let not_groups = |e| format!("`clientMeters` is not an array of groups: {e}");
+    let groups = raw.array().map_err(not_groups)?;
+    // Counted before any is read: a million empty groups would not fit.
     if groups.len() > 1 {
         return Err(format!(
             "`clientMeters` has {} groups for the one customer `{customer}`",
             groups.len()
         ));
     }
+    let groups = json::items(groups, Group::read).map_err(not_groups)?;
     let mut points = Vec::new();
     for (g, group) in groups.into_iter().enumerate() {
         if let Some(other) = group.customer.as_ref().filter(|id| *id != customer) {

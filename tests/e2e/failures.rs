@@ -400,3 +400,39 @@ fn a_provider_that_does_not_answer_in_time_is_a_clear_failure() {
     );
     assert!(p.stripe_writes().is_empty());
 }
+
+/// Answers under the response cap (8 MiB) made of as many small values as
+/// fit, in the shapes that cost the reader most memory a value: each is a
+/// step failure that names the answer, never the component running out of
+/// its 64 MiB. Past a million values the answer is refused unread; under it,
+/// read and refused for what it is.
+#[test]
+fn answers_of_millions_of_tiny_values_are_refused_by_name() {
+    let over = "more than 1048576 values";
+    for (items, item, why) in [
+        (3_500_000, "0", over),
+        (1_500_000, "[0]", over),
+        (1_100_000, r#"{"":0}"#, over),
+        (1_100_000, "[]", over),
+        // Under the budget: one value each, read whole, then refused.
+        (1_000_000, "{}", "groups for the one customer"),
+        (500_000, r#"{"":0}"#, "groups for the one customer"),
+        (500_000, "[0]", "groups for the one customer"),
+    ] {
+        let p = providers();
+        let many = vec![item; items].join(",");
+        p.amberflo
+            .answer_next_with(&format!(r#"{{"metadata":{{}},"clientMeters":[{many}]}}"#));
+        let run = p.run(&inputs());
+        assert_eq!(run.code, PROVIDER, "{items} x {item}: {run:?}");
+        assert!(p.stripe_writes().is_empty());
+        let error = run.json()["error"].clone();
+        assert_eq!(error["step"], "query-usage", "{items} x {item}");
+        assert_eq!(error["delivery"], "not-sent");
+        assert!(
+            run.error_message().contains(why),
+            "{items} x {item}: {}",
+            run.error_message()
+        );
+    }
+}
