@@ -676,3 +676,41 @@ fn a_shard_of_another_count_is_refused_naming_the_rows_left_uncovered() {
         "the refused shard wrote nothing"
     );
 }
+
+/// The next sync against the same Stripe starts at half of where the last
+/// one ended (at least 16), read from the state directory, instead of
+/// climbing from 16 again every night.
+#[test]
+fn the_next_sync_starts_from_where_the_last_one_ended() {
+    let (p, mapping) = customers(300, "warm");
+    let args = sync_args(&mapping, &["--concurrency", "128"]);
+    let first = p.sync(&args);
+    first.expect(0);
+    assert!(
+        first
+            .stderr
+            .contains("16 at once at first, adapting up to 128"),
+        "{}",
+        first.stderr
+    );
+    let ended: usize = first
+        .stderr
+        .split("rows at once (now ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the log says where the limit ended: {}", first.stderr));
+    // The next night (the same window again here: its rows are found
+    // recorded, but the start is what is checked).
+    let second = p.sync(&args);
+    second.expect(0);
+    let start = (ended / 2).clamp(16, 128);
+    assert!(
+        second.stderr.contains(&format!(
+            "{start} at once at first (half of the {ended} the last sync against this Stripe ended with), adapting up to 128"
+        )),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(p.stripe.events().len(), 300, "each row billed once");
+}

@@ -274,6 +274,11 @@ impl LedgerState {
         PeriodEnds::ending_within(&self.dir, from, to).map_err(Failure::BadInput)
     }
 
+    /// The state directory.
+    pub(crate) fn dir(&self) -> &StateDir {
+        &self.dir
+    }
+
     /// Where `sync` keeps a journal named `name` by default: the state
     /// directory's `journals/` (created private), since a mapping may sit on a
     /// read-only mount.

@@ -10,6 +10,7 @@ use crate::inputs;
 use crate::metrics::Tally;
 use crate::outcome::{Failure, exit, print_failure};
 use crate::secrets::Credentials;
+use crate::state::warm_start;
 use clap::Args;
 use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
@@ -261,10 +262,13 @@ impl SyncArgs {
             // An instance for every row at once, and one for every batched query.
             Some(concurrency + rows::query_places(concurrency, batch)),
         )?;
-        // Rows at once start where they always did and adapt up to the
-        // ceiling: grow while latency holds, halve on a push-back.
+        // Rows at once start from what the last sync against this Stripe
+        // learned (else the default) and adapt up to the ceiling: grow while
+        // latency holds, halve on a push-back.
+        let stripe_url = config.endpoints.stripe_url.clone();
+        let learned = warm_start::read(state.dir(), &stripe_url, super::ledger::now());
         let limit = Arc::new(crate::egress::Concurrency::new(
-            INITIAL_CONCURRENCY,
+            warm_start::initial(learned, INITIAL_CONCURRENCY, concurrency),
             concurrency,
         ));
         let pace = self
@@ -321,19 +325,38 @@ impl SyncArgs {
             concurrency: limit.clone(),
             batch,
         };
+        let from = match learned {
+            Some(l) => format!(
+                " (half of the {} the last sync against this Stripe ended with)",
+                l.settled
+            ),
+            None => String::new(),
+        };
         tracing::info!(
-            "sync: {} rows in {} part(s), {} at once at first, adapting up to {}",
+            "sync: {} rows in {} part(s), {} at once at first{from}, adapting up to {}",
             parts.total,
             parts.count,
             limit.limit(),
             concurrency
         );
-        let summary = rows::sync(Arc::new(sandbox), config, parts, &plan, Arc::new(state)).await;
+        let state = Arc::new(state);
+        let summary = rows::sync(Arc::new(sandbox), config, parts, &plan, state.clone()).await;
         tracing::info!(
             "sync: at most {} rows at once (now {})",
             limit.peak(),
             limit.limit()
         );
+        // For the next sync's start; what it failed to keep costs only speed.
+        if limit.judged()
+            && let Err(e) = warm_start::remember(
+                state.dir(),
+                &stripe_url,
+                limit.limit(),
+                super::ledger::now(),
+            )
+        {
+            tracing::warn!("sync: the limit learned is not kept for the next sync: {e}");
+        }
         summary
     }
 }

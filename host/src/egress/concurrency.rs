@@ -42,6 +42,8 @@ pub struct Control {
     window: Vec<Duration>,
     /// A congestion signal already halved the limit in this window.
     halved: bool,
+    /// A window was judged or a push-back heard: the limit says something.
+    judged: bool,
 }
 
 impl Control {
@@ -55,6 +57,7 @@ impl Control {
             best: None,
             window: Vec::new(),
             halved: false,
+            judged: false,
         }
     }
 
@@ -74,6 +77,7 @@ impl Control {
         let median = self.window[self.window.len() / 2];
         self.window.clear();
         self.halved = false;
+        self.judged = true;
         let best = *self.best.get_or_insert(median);
         if median < best {
             self.best = Some(median);
@@ -100,6 +104,7 @@ impl Control {
     pub fn congested(&mut self) -> usize {
         if !self.halved {
             self.halved = true;
+            self.judged = true;
             self.slow_start = false;
             self.limit = (self.limit / 2).max(1);
             self.window.clear();
@@ -175,6 +180,12 @@ impl Concurrency {
     /// The highest the limit reached.
     pub fn peak(&self) -> usize {
         self.lock().peak
+    }
+
+    /// Whether the limit now says something learned (a window of work was
+    /// judged, or the provider pushed back), not only where it started.
+    pub fn judged(&self) -> bool {
+        self.lock().control.judged
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {

@@ -7,6 +7,7 @@ pub mod lined;
 pub mod periods;
 pub mod recent;
 pub mod state_dir;
+pub mod warm_start;
 
 pub use history::{History, Placement, SourceKey};
 pub use periods::PeriodEnds;
