@@ -619,6 +619,51 @@ fn far_sync(rows: usize, one_way: Duration, concurrency: Option<usize>, more: &[
     }
 }
 
+/// Two nights of the same nightly job on one state directory, `one_way`
+/// from both providers, default flags: the first starts its rows at once
+/// from the default, the second from where the first ended. Rows/s of each.
+fn far_nights(rows: usize, one_way: Duration) -> (f64, f64) {
+    let ca = TestCa::new("bench CA");
+    let dir = mapping_dir(rows);
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let (yesterday, _) = yesterday();
+    let before = yesterday - DAY;
+    let tls = ca.server_config(Presented::Good);
+    let amberflo = Amberflo::start_with(
+        AMBERFLO_KEY,
+        daily_usage(rows, before, 2),
+        Some(tls.clone()),
+    )
+    .unwrap();
+    let stripe = Stripe::start_with(STRIPE_KEY, Some(tls)).unwrap();
+    stripe.add_meter(MeterSpec::sum("api_calls"));
+    let a = LatencyProxy::start(amberflo.address(), one_way).unwrap();
+    let s = LatencyProxy::start(stripe.address(), one_way).unwrap();
+    let far = vec![
+        "--amberflo-url".to_string(),
+        a.https_url(),
+        "--stripe-url".to_string(),
+        s.https_url(),
+        "--ca-file".to_string(),
+        ca_file.to_str().unwrap().to_string(),
+    ];
+    let state = state_dir();
+    let mut night = |start: i64| {
+        let mut extra = far.clone();
+        extra.extend(["--start-time".to_string(), start.to_string()]);
+        extra.extend(["--end-time".to_string(), (start + DAY).to_string()]);
+        let (elapsed, _) = sync_in(&state, &amberflo, &stripe, &dir, 0, BATCH, &extra);
+        rows as f64 / elapsed.as_secs_f64()
+    };
+    let first = night(before);
+    let second = night(yesterday);
+    assert_eq!(stripe.events().len(), 2 * rows);
+    let _ = std::fs::remove_dir_all(&state);
+    let _ = std::fs::remove_dir_all(&dir);
+    (first, second)
+}
+
 /// The Stripe customer a request is for (`cus_N` in its target or body).
 fn customer_of(request: &usage_sync_emulators::Recorded) -> Option<String> {
     let text = format!("{} {}", request.target, request.body_text());
@@ -966,6 +1011,34 @@ fn main() {
         println!(
             "10,000 rows: sync {per_row:.0} rows/s per-row query, {batched:.0} rows/s batched, native {native:.0} rows/s"
         );
+        let _ = std::fs::remove_dir_all(cache_dir());
+        return;
+    }
+    // `cargo bench --bench sync -- warm`: two nights of the nightly job on one
+    // state directory, default flags, at USAGE_SYNC_BENCH_DELAYS (default 25 ms).
+    if std::env::args().any(|arg| arg == "warm") {
+        let rows = std::env::var("USAGE_SYNC_BENCH_FAR_ROWS").map_or(1_000, |n| n.parse().unwrap());
+        let delays: Vec<u64> = std::env::var("USAGE_SYNC_BENCH_DELAYS").map_or(vec![25], |d| {
+            d.split(',').map(|ms| ms.trim().parse().unwrap()).collect()
+        });
+        println!(
+            "| one-way delay | {rows} rows, night 1 (from 16 at once) | night 2 (from where night 1 ended) | ratio |"
+        );
+        println!("| --- | --- | --- | --- |");
+        for ms in delays {
+            let (mut first, mut second) = (Vec::new(), Vec::new());
+            for _ in 0..3 {
+                let (one, two) = far_nights(rows, Duration::from_millis(ms));
+                first.push(one);
+                second.push(two);
+            }
+            let med = |mut v: Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let (one, two) = (med(first), med(second));
+            println!("| {ms} ms | {one:.0} | {two:.0} | {:.2} |", two / one);
+        }
         let _ = std::fs::remove_dir_all(cache_dir());
         return;
     }
