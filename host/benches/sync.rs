@@ -649,7 +649,7 @@ fn far_nights(rows: usize, one_way: Duration) -> (f64, f64) {
         ca_file.to_str().unwrap().to_string(),
     ];
     let state = state_dir();
-    let mut night = |start: i64| {
+    let night = |start: i64| {
         let mut extra = far.clone();
         extra.extend(["--start-time".to_string(), start.to_string()]);
         extra.extend(["--end-time".to_string(), (start + DAY).to_string()]);
