@@ -379,3 +379,36 @@ fn https_tunnels_through_the_environments_proxy_which_sees_only_tls() {
     run.expect(0);
     assert_eq!(proxy.heads.lock().unwrap().len(), before);
 }
+
+/// A run asks Stripe for the meter, then Amberflo for the usage: Amberflo's
+/// connection (TCP and TLS, two round trips on a real network) is opened
+/// while Stripe answers, and Amberflo's request then goes on it: one
+/// handshake, made before the request was asked for. Stripe's meter answer
+/// is held 3 s, far longer than a loopback handshake takes.
+#[test]
+fn amberflos_connection_opens_while_stripe_answers_the_meter_lookup() {
+    let ca = TestCa::new("usage-sync test CA");
+    let file = ca_file(&ca, "ahead");
+    let p = providers(&ca, Presented::Good);
+    p.stripe
+        .push_read_faults([Fault::Delay(std::time::Duration::from_secs(3))]);
+    let opened_ahead = std::thread::scope(|s| {
+        let run = s.spawn(|| p.run(&with_inputs(&["--ca-file", &file])));
+        let mut opened_ahead = false;
+        while !run.is_finished() && p.amberflo_requests().is_empty() {
+            // Read in this order: a connection seen before any request.
+            let connected = p.amberflo.connections() > 0;
+            opened_ahead |= connected && p.amberflo_requests().is_empty();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        run.join().unwrap().expect(0);
+        opened_ahead
+    });
+    assert!(
+        opened_ahead,
+        "Amberflo's connection was open while Stripe held the meter lookup"
+    );
+    assert_eq!(p.amberflo.connections(), 1, "and the request took it");
+    assert_eq!(p.amberflo_requests().len(), 1);
+    assert_eq!(p.billed(yesterday()), 42.0);
+}

@@ -30,6 +30,8 @@ pub(crate) async fn meters_for(
     config: &RunConfig,
     events: impl Iterator<Item = &str>,
 ) -> Result<HashMap<String, Arc<Meter>>, Failure> {
+    // Amberflo comes next: its connection opens while Stripe answers.
+    config.transport.open_ahead(&config.endpoints.amberflo_url);
     let mut meters: HashMap<String, Arc<Meter>> = HashMap::new();
     for event in events {
         if !meters.contains_key(event) {

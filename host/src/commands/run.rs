@@ -145,6 +145,11 @@ impl RunArgs {
             }
         }
         let recent = state.marks(&row.stripe_customer, None);
+        // The workflow asks Stripe for the meter first, then Amberflo (unless
+        // the quantity is given): Amberflo's connection opens meanwhile.
+        if inputs.usage_quantity.is_none() {
+            config.transport.open_ahead(&config.endpoints.amberflo_url);
+        }
         let outputs = sandbox.run_with_recent(config, inputs, &recent).await?;
         state.record(
             &[(row, bounds)],

@@ -14,6 +14,13 @@
 //! pooled client with hyper-rustls, keeping its timeouts. A certificate the
 //! trust refuses fails before any byte of the request is sent, and says why
 //! in words.
+//!
+//! A connection can be opened ahead of its first request
+//! ([`Transport::open_ahead`]): a run asks Stripe for its meter first and
+//! Amberflo second, so Amberflo's TCP and TLS handshakes (two round trips on
+//! a real network) are made while Stripe answers, and Amberflo's first
+//! request finds its connection ready. Only a configured origin is opened,
+//! and nothing is sent on it before a request the policy admitted.
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -29,10 +36,10 @@ use rustls::pki_types::pem::PemObject;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
 
 /// Idle keep-alive connections kept per origin: as many as requests can be
@@ -53,6 +60,9 @@ const STREAMS_PER_LANE: usize = 100;
 /// Connections per origin over HTTP/2, at most: 4,096 rows at once (the
 /// highest `--concurrency`) sending two reads each is 8,192 streams.
 const MAX_LANES: usize = 82;
+/// A connection opened ahead and not taken within this long is dropped
+/// unused, well before the providers' idle timeouts could have closed it.
+const AHEAD_FRESH: Duration = Duration::from_secs(20);
 
 /// Which certificate authorities HTTPS trusts.
 #[derive(Clone, Debug, Default)]
@@ -144,10 +154,12 @@ pub struct Transport {
     /// flight, so a quiet run uses one connection and a busy one a few. Over
     /// HTTP/1.1 one lane, whose pool holds a connection per request at once.
     lanes: Arc<[Lane]>,
+    /// How every lane connects, with the connections opened ahead.
+    connect: Ahead,
 }
 
 struct Lane {
-    client: Client<HttpsConnector<Connect>, WasiBody>,
+    client: Client<Ahead, WasiBody>,
     /// Requests sent on it whose answer is not yet read to the end.
     in_flight: Arc<AtomicUsize>,
     /// It has answered: its connection is open and its version known. Until
@@ -196,6 +208,54 @@ impl tower_service::Service<http::Uri> for Connect {
     }
 }
 
+/// A TLS (or, to loopback, plain) connection as the pools take it.
+type Connection = hyper_rustls::MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
+
+/// The lanes' connector: it hands out a connection opened ahead to the
+/// origin asked for, when one is ready and fresh, else opens one.
+#[derive(Clone)]
+pub struct Ahead {
+    connect: HttpsConnector<Connect>,
+    ready: Arc<Mutex<Vec<(String, Instant, Connection)>>>,
+}
+
+/// `scheme://authority`: what a connection is opened to.
+fn origin_of(uri: &http::Uri) -> String {
+    format!(
+        "{}://{}",
+        uri.scheme_str().unwrap_or_default(),
+        uri.authority().map_or("", |a| a.as_str())
+    )
+}
+
+impl Ahead {
+    /// A fresh connection opened ahead to `origin`, if there is one; stale
+    /// ones are dropped on the way.
+    fn take(&self, origin: &str) -> Option<Connection> {
+        let mut ready = self.ready.lock().unwrap_or_else(PoisonError::into_inner);
+        ready.retain(|(_, opened, _)| opened.elapsed() < AHEAD_FRESH);
+        let at = ready.iter().position(|(o, _, _)| o == origin)?;
+        Some(ready.swap_remove(at).2)
+    }
+}
+
+impl tower_service::Service<http::Uri> for Ahead {
+    type Response = Connection;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Connection, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.connect.poll_ready(cx)
+    }
+
+    fn call(&mut self, destination: http::Uri) -> Self::Future {
+        match self.take(&origin_of(&destination)) {
+            Some(connection) => Box::pin(std::future::ready(Ok(connection))),
+            None => Box::pin(self.connect.call(destination)),
+        }
+    }
+}
+
 impl Transport {
     /// A pool trusting `trust` and offering `versions`; connecting gives up
     /// after `connect_timeout`.
@@ -221,6 +281,10 @@ impl Transport {
             Versions::Negotiated => https.enable_all_versions().wrap_connector(connect),
             Versions::Http1 => https.enable_http1().wrap_connector(connect),
         };
+        let connect = Ahead {
+            connect: https,
+            ready: Arc::default(),
+        };
         let lanes = match versions {
             Versions::Negotiated => MAX_LANES,
             Versions::Http1 => 1,
@@ -232,12 +296,29 @@ impl Transport {
                     .pool_idle_timeout(IDLE_TIMEOUT)
                     // A request is resent only by the workflow, under its own rules.
                     .retry_canceled_requests(false)
-                    .build(https.clone()),
+                    .build(connect.clone()),
                 in_flight: Arc::default(),
                 warm: AtomicBool::new(false),
             })
             .collect();
-        Ok(Transport { lanes })
+        Ok(Transport { lanes, connect })
+    }
+
+    /// Opens a connection to `origin` (a configured provider's base URL) in
+    /// the background, for the first request to it to take. A failure is
+    /// left for that request to meet and report; nothing is sent.
+    pub fn open_ahead(&self, origin: &str) {
+        let Ok(uri) = origin.parse::<http::Uri>() else {
+            return;
+        };
+        let mut ahead = self.connect.clone();
+        tokio::spawn(async move {
+            let opening = tower_service::Service::call(&mut ahead.connect, uri.clone());
+            if let Ok(connection) = opening.await {
+                let mut ready = ahead.ready.lock().unwrap_or_else(PoisonError::into_inner);
+                ready.push((origin_of(&uri), Instant::now(), connection));
+            }
+        });
     }
 
     /// The first open lane with room for another stream, else the next lane
