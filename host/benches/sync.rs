@@ -664,6 +664,40 @@ fn far_nights(rows: usize, one_way: Duration) -> (f64, f64) {
     (first, second)
 }
 
+/// `usage-sync run` of one customer's yesterday, `one_way` from both
+/// providers over HTTPS, fresh emulators and state each time: median seconds
+/// of `runs`.
+fn far_run(one_way: Duration, runs: usize) -> Duration {
+    let samples = (0..runs)
+        .map(|_| {
+            let ca = TestCa::new("bench CA");
+            let dir = mapping_dir(1);
+            let ca_file = dir.join("ca.pem");
+            std::fs::write(&ca_file, ca.pem()).unwrap();
+            let (amberflo, stripe, a, s) = far_emulators(1, &ca, one_way);
+            let state = state_dir();
+            let mut command = usage_sync("run", &amberflo, &stripe, &state);
+            command
+                .args([
+                    "--amberflo-url",
+                    &a.https_url(),
+                    "--stripe-url",
+                    &s.https_url(),
+                ])
+                .args(["--ca-file", ca_file.to_str().unwrap()])
+                .args(["--customer-id", "cust-0", "--stripe-customer", "cus_0"]);
+            let started = Instant::now();
+            assert!(command.status().unwrap().success());
+            let took = started.elapsed();
+            assert_eq!(stripe.events().len(), 1);
+            let _ = std::fs::remove_dir_all(&state);
+            let _ = std::fs::remove_dir_all(&dir);
+            took
+        })
+        .collect();
+    median(samples)
+}
+
 /// The Stripe customer a request is for (`cus_N` in its target or body).
 fn customer_of(request: &usage_sync_emulators::Recorded) -> Option<String> {
     let text = format!("{} {}", request.target, request.body_text());
@@ -1011,6 +1045,21 @@ fn main() {
         println!(
             "10,000 rows: sync {per_row:.0} rows/s per-row query, {batched:.0} rows/s batched, native {native:.0} rows/s"
         );
+        let _ = std::fs::remove_dir_all(cache_dir());
+        return;
+    }
+    // `cargo bench --bench sync -- run`: one `usage-sync run` at
+    // USAGE_SYNC_BENCH_DELAYS (default 25 ms), with the warm cache.
+    if std::env::args().any(|arg| arg == "run") {
+        let delays: Vec<u64> = std::env::var("USAGE_SYNC_BENCH_DELAYS").map_or(vec![25], |d| {
+            d.split(',').map(|ms| ms.trim().parse().unwrap()).collect()
+        });
+        println!("| one-way delay | `usage-sync run`, median of 9 |");
+        println!("| --- | --- |");
+        for ms in delays {
+            let took = far_run(Duration::from_millis(ms), 9);
+            println!("| {ms} ms | {:.0} ms |", took.as_secs_f64() * 1e3);
+        }
         let _ = std::fs::remove_dir_all(cache_dir());
         return;
     }
