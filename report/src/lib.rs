@@ -15,6 +15,8 @@
 //!   stdout, the component's `POST /run` answer) and one line for a person.
 //! - [`Failure`]: the error object `{"error": {...}}` and its one line.
 //! - [`civil`] and [`hex`]: the UTC dates and lowercase hex both sides write.
+//! - [`json`]: JSON text read ([`json::parse`]) and written ([`json::Out`])
+//!   without serde's derives, for the component's size.
 
 pub mod defaults;
 pub mod keys;

@@ -1,6 +1,7 @@
 //! What usage-sync remembers between runs, in its state directory: where
 //! each source was billed (the mapping history), this tool's recent writes
-//! (Stripe's summaries lag behind them), and `sync`'s journals.
+//! (Stripe's summaries lag behind them), `sync`'s journals, and where the
+//! last sync's rows at once ended (the next one's start).
 
 pub mod history;
 pub mod lined;
