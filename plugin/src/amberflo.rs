@@ -231,6 +231,16 @@ fn checked(
 /// summed exactly; `groupValue` is only the check.
 const GROUP_VALUE_SLACK: f64 = 1e-9;
 
+/// `clientMeters[g].values[i]`, as a message names it.
+#[derive(Clone, Copy)]
+struct Here(usize, usize);
+
+impl std::fmt::Display for Here {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`clientMeters[{}].values[{}]`", self.0, self.1)
+    }
+}
+
 /// The buckets of `clientMeters[g]`, the group of `customer`,
 /// believed only as far as they prove themselves: every bucket inside
 /// `window`, on the `grid` and listed once; every value a number; every
@@ -250,7 +260,9 @@ fn check_group(
     let mut points: Vec<(i64, Decimal)> = Vec::with_capacity(values.len());
     let mut seen: HashMap<i64, usize> = HashMap::with_capacity(values.len());
     for (i, point) in values.iter().enumerate() {
-        let here = format!("`clientMeters[{g}].values[{i}]`");
+        // Named only when something is wrong: formatted per point, it was a
+        // third of the time spent checking an answer (perf).
+        let here = Here(g, i);
         let point = point.object().map_err(|e| format!("{here}: {e}"))?;
         let t = point
             .opt_integer::<i64>("secondsSinceEpochUtc")
@@ -385,7 +397,11 @@ pub fn split_by_customer(
     for id in customer_ids {
         match by_customer.remove(*id) {
             Some((g, text, group)) => {
-                usage.push(format!("[{}]", text.raw()));
+                let mut one = String::with_capacity(text.raw().len() + 2);
+                one.push('[');
+                one.push_str(text.raw());
+                one.push(']');
+                usage.push(one);
                 checks.push((*id, g, group));
             }
             None => usage.push("[]".to_string()),
