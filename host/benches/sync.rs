@@ -1161,7 +1161,7 @@ fn print_main_tables(
     println!("| measure | median | goal |");
     println!("| --- | --- | --- |");
     println!(
-        "| sandbox overhead per run (instantiate + call, no HTTP), pooled as in `sync` | {:.1} µs | ≤ 20 µs |",
+        "| sandbox overhead per run (instantiate + call, no HTTP), pooled as in `sync` | {:.1} µs | ≤ 15 µs |",
         per_run.as_secs_f64() * 1e6
     );
     println!(
