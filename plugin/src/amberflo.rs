@@ -141,17 +141,18 @@ impl<'j, 'a> Group<'j, 'a> {
         // `group.groupInfo`: names and values, every value a string.
         let mut customer = None;
         if let Some(info) = group.opt_object("group")? {
-            let names = info
-                .object("groupInfo")
-                .map_err(|w| json::named("group", w))?;
-            for (name, value) in names.members() {
-                let value = value
-                    .str()
-                    .map_err(|w| format!("`group`: `groupInfo`: `{name}`: {w}"))?;
-                if name == "customerId" {
-                    customer = Some(value.to_owned());
-                }
-            }
+            json::within("group", || {
+                let names = info.object("groupInfo")?;
+                json::within("groupInfo", || {
+                    for (name, value) in names.members() {
+                        let value = value.str().map_err(|why| json::named(name, why))?;
+                        if name == "customerId" {
+                            customer = Some(value.to_owned());
+                        }
+                    }
+                    Ok(())
+                })
+            })?;
         }
         Ok(Group {
             customer,

@@ -165,20 +165,20 @@ impl Subscription {
 impl Item {
     fn read(o: Object) -> Result<Item, String> {
         let price = o.object("price")?;
-        let price = (|| {
+        let price = json::within("price", || {
+            let recurring = price.opt_object("recurring")?;
             Ok(Price {
                 id: price.string("id")?,
-                recurring: match price.opt_object("recurring")? {
-                    Some(r) => Some(Recurring {
-                        meter: r
-                            .opt_string("meter")
-                            .map_err(|w| json::named("recurring", w))?,
-                    }),
+                recurring: match recurring {
+                    Some(r) => Some(json::within("recurring", || {
+                        Ok(Recurring {
+                            meter: r.opt_string("meter")?,
+                        })
+                    })?),
                     None => None,
                 },
             })
-        })()
-        .map_err(|why: String| json::named("price", why))?;
+        })?;
         Ok(Item {
             id: o.string("id")?,
             current_period_start: o.integer("current_period_start")?,
@@ -203,28 +203,25 @@ impl Invoice {
 impl Line {
     fn read(o: Object) -> Result<Line, String> {
         let period = o.object("period")?;
-        let period = (|| {
+        let period = json::within("period", || {
             Ok(LinePeriod {
                 start: period.integer("start")?,
                 end: period.integer("end")?,
             })
-        })()
-        .map_err(|why: String| json::named("period", why))?;
+        })?;
         let pricing = match o.opt_object("pricing")? {
             None => None,
-            Some(pricing) => {
-                let details = (|| match pricing.opt_object("price_details")? {
-                    None => Ok(None),
-                    Some(d) => d
-                        .string("price")
-                        .map(|price| Some(PriceDetails { price }))
-                        .map_err(|why| json::named("price_details", why)),
-                })()
-                .map_err(|why: String| json::named("pricing", why))?;
-                Some(Pricing {
-                    price_details: details,
-                })
-            }
+            Some(pricing) => Some(json::within("pricing", || {
+                let price_details = match pricing.opt_object("price_details")? {
+                    None => None,
+                    Some(d) => Some(json::within("price_details", || {
+                        Ok(PriceDetails {
+                            price: d.string("price")?,
+                        })
+                    })?),
+                };
+                Ok(Pricing { price_details })
+            })?),
         };
         Ok(Line {
             period,

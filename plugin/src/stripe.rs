@@ -189,21 +189,25 @@ impl ApiMeter {
         let payload_key = |name| -> Result<Option<PayloadKey>, String> {
             o.opt_object(name)?
                 .map(|k| {
-                    let key = k.string("event_payload_key");
-                    key.map(|event_payload_key| PayloadKey { event_payload_key })
-                        .map_err(|why| json::named(name, why))
+                    json::within(name, || {
+                        Ok(PayloadKey {
+                            event_payload_key: k.string("event_payload_key")?,
+                        })
+                    })
                 })
                 .transpose()
         };
-        let formula = o.object("default_aggregation")?.string("formula");
+        let aggregation = o.object("default_aggregation")?;
         Ok(ApiMeter {
             id: o.string("id")?,
             event_name: o.string("event_name")?,
             status: o.string("status")?,
             display_name: o.opt_string("display_name")?,
-            default_aggregation: Aggregation {
-                formula: formula.map_err(|why| json::named("default_aggregation", why))?,
-            },
+            default_aggregation: json::within("default_aggregation", || {
+                Ok(Aggregation {
+                    formula: aggregation.string("formula")?,
+                })
+            })?,
             customer_mapping: payload_key("customer_mapping")?,
             value_settings: payload_key("value_settings")?,
             event_time_window: o.opt_string("event_time_window")?,

@@ -182,75 +182,85 @@ impl<'j, 'a> Object<'j, 'a> {
             .ok_or_else(|| format!("missing field `{name}`"))
     }
 
+    /// The member `name` read with `read`, naming it in the error.
+    fn member<T>(&self, name: &str, read: ReadMember<'j, 'a, T>) -> Result<T, String> {
+        read(self.required(name)?).map_err(|why| named(name, why))
+    }
+
+    /// [`Self::member`], when the member is there.
+    fn opt_member<T>(&self, name: &str, read: ReadMember<'j, 'a, T>) -> Result<Option<T>, String> {
+        self.get(name)
+            .map(|v| read(v).map_err(|why| named(name, why)))
+            .transpose()
+    }
+
     /// The object member `name`.
     pub fn object(&self, name: &str) -> Result<Object<'j, 'a>, String> {
-        self.required(name)?
-            .object()
-            .map_err(|why| named(name, why))
+        self.member(name, Json::object)
     }
 
     /// The object member `name`, when there.
     pub fn opt_object(&self, name: &str) -> Result<Option<Object<'j, 'a>>, String> {
-        self.get(name)
-            .map(|v| v.object().map_err(|why| named(name, why)))
-            .transpose()
+        self.opt_member(name, Json::object)
     }
 
     /// The array member `name`.
     pub fn array(&self, name: &str) -> Result<&'j [Json<'a>], String> {
-        self.required(name)?.array().map_err(|why| named(name, why))
+        self.member(name, Json::array)
     }
 
     /// The array member `name`, when there.
     pub fn opt_array(&self, name: &str) -> Result<Option<&'j [Json<'a>]>, String> {
-        self.get(name)
-            .map(|v| v.array().map_err(|why| named(name, why)))
-            .transpose()
+        self.opt_member(name, Json::array)
     }
 
     /// The string member `name`.
     pub fn string(&self, name: &str) -> Result<String, String> {
-        self.opt_string(name)?
-            .ok_or_else(|| format!("missing field `{name}`"))
+        self.member(name, owned_str)
     }
 
     /// The string member `name`, when there.
     pub fn opt_string(&self, name: &str) -> Result<Option<String>, String> {
-        self.get(name)
-            .map(|v| v.str().map(str::to_owned).map_err(|why| named(name, why)))
-            .transpose()
+        self.opt_member(name, owned_str)
     }
 
     /// The whole-number member `name`.
     pub fn integer<T: std::str::FromStr>(&self, name: &str) -> Result<T, String> {
-        self.opt_integer(name)?
-            .ok_or_else(|| format!("missing field `{name}`"))
+        self.member(name, Json::integer)
     }
 
     /// The whole-number member `name`, when there.
     pub fn opt_integer<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, String> {
-        self.get(name)
-            .map(|v| v.integer().map_err(|why| named(name, why)))
-            .transpose()
+        self.opt_member(name, Json::integer)
     }
 
     /// The boolean member `name`.
     pub fn bool(&self, name: &str) -> Result<bool, String> {
-        self.opt_bool(name)?
-            .ok_or_else(|| format!("missing field `{name}`"))
+        self.member(name, Json::bool)
     }
 
     /// The boolean member `name`, when there.
     pub fn opt_bool(&self, name: &str) -> Result<Option<bool>, String> {
-        self.get(name)
-            .map(|v| v.bool().map_err(|why| named(name, why)))
-            .transpose()
+        self.opt_member(name, Json::bool)
     }
+}
+
+/// How a member is read: a plain function, so each type read costs the
+/// component one copy of [`Object::member`], not one per call.
+type ReadMember<'j, 'a, T> = fn(&'j Json<'a>) -> Result<T, String>;
+
+fn owned_str(value: &Json) -> Result<String, String> {
+    value.str().map(str::to_owned)
 }
 
 /// `why`, in the member `name`.
 pub fn named(name: &str, why: String) -> String {
     format!("`{name}`: {why}")
+}
+
+/// What `read` reads inside the member `name`, its error named so.
+pub fn within<T>(name: &str, read: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    read().map_err(|why| named(name, why))
 }
 
 /// Reads each item of an array with `read`, naming the item in the error
@@ -390,62 +400,60 @@ impl<'a> Reader<'a> {
         Ok(Value::Number)
     }
 
-    fn string(&mut self) -> Result<Cow<'a, str>, String> {
-        self.at += 1; // the opening quote
-        let start = self.at;
-        let bytes = self.text.as_bytes();
-        // Most strings have no escapes: borrowed.
+    /// Moves to the next quote or backslash of a string: what lies between
+    /// needs no unescaping.
+    fn plain(&mut self) -> Result<u8, String> {
         loop {
-            match bytes.get(self.at) {
+            match self.peek() {
                 None => return Err(self.error("EOF while parsing a string")),
-                Some(b'"') => {
-                    self.at += 1;
-                    return Ok(Cow::Borrowed(&self.text[start..self.at - 1]));
-                }
-                Some(b'\\') => break,
-                Some(0..=0x1f) => {
-                    return Err(self.error("control character in a string"));
-                }
+                Some(stop @ (b'"' | b'\\')) => return Ok(stop),
+                Some(0..=0x1f) => return Err(self.error("control character in a string")),
                 Some(_) => self.at += 1,
             }
         }
-        let mut out = String::from(&self.text[start..self.at]);
+    }
+
+    fn string(&mut self) -> Result<Cow<'a, str>, String> {
+        self.at += 1; // the opening quote
+        let mut plain = self.at;
+        // Most strings have no escapes: borrowed.
+        if self.plain()? == b'"' {
+            self.at += 1;
+            return Ok(Cow::Borrowed(&self.text[plain..self.at - 1]));
+        }
+        let mut out = String::new();
         loop {
-            let plain = self.at;
-            loop {
-                match bytes.get(self.at) {
-                    None => return Err(self.error("EOF while parsing a string")),
-                    Some(b'"' | b'\\') => break,
-                    Some(0..=0x1f) => {
-                        return Err(self.error("control character in a string"));
-                    }
-                    Some(_) => self.at += 1,
-                }
-            }
             out.push_str(&self.text[plain..self.at]);
-            if bytes[self.at] == b'"' {
+            if self.peek() == Some(b'"') {
                 self.at += 1;
                 return Ok(Cow::Owned(out));
             }
             self.at += 1; // the backslash
             let escaped = match self.peek() {
-                Some(b'"') => '"',
-                Some(b'\\') => '\\',
-                Some(b'/') => '/',
-                Some(b'b') => '\u{8}',
-                Some(b'f') => '\u{c}',
-                Some(b'n') => '\n',
-                Some(b'r') => '\r',
-                Some(b't') => '\t',
                 Some(b'u') => {
                     self.at += 1;
-                    out.push(self.unicode()?);
-                    continue;
+                    self.unicode()?
                 }
-                _ => return Err(self.error("invalid escape")),
+                Some(letter) => {
+                    let escaped = match letter {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        _ => return Err(self.error("invalid escape")),
+                    };
+                    self.at += 1;
+                    escaped
+                }
+                None => return Err(self.error("invalid escape")),
             };
-            self.at += 1;
             out.push(escaped);
+            plain = self.at;
+            self.plain()?;
         }
     }
 
