@@ -42,8 +42,6 @@ pub struct Control {
     window: Vec<Duration>,
     /// A congestion signal already halved the limit in this window.
     halved: bool,
-    /// A window was judged or a push-back heard: the limit says something.
-    judged: bool,
 }
 
 impl Control {
@@ -57,7 +55,6 @@ impl Control {
             best: None,
             window: Vec::new(),
             halved: false,
-            judged: false,
         }
     }
 
@@ -77,7 +74,6 @@ impl Control {
         let median = self.window[self.window.len() / 2];
         self.window.clear();
         self.halved = false;
-        self.judged = true;
         let best = *self.best.get_or_insert(median);
         if median < best {
             self.best = Some(median);
@@ -98,13 +94,19 @@ impl Control {
         self.limit
     }
 
+    /// Whether the limit says something learned: a window of work was judged
+    /// (it set the lowest latency) or the provider pushed back (it ended the
+    /// slow start), not only where the limit started.
+    pub fn judged(&self) -> bool {
+        self.best.is_some() || !self.slow_start
+    }
+
     /// The provider pushed back (429, 503, a timeout): half as much at once,
     /// once per window (the rest of a burst is the same signal). Returns the
     /// new limit.
     pub fn congested(&mut self) -> usize {
         if !self.halved {
             self.halved = true;
-            self.judged = true;
             self.slow_start = false;
             self.limit = (self.limit / 2).max(1);
             self.window.clear();
@@ -185,7 +187,7 @@ impl Concurrency {
     /// Whether the limit now says something learned (a window of work was
     /// judged, or the provider pushed back), not only where it started.
     pub fn judged(&self) -> bool {
-        self.lock().control.judged
+        self.lock().control.judged()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {

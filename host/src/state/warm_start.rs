@@ -41,20 +41,21 @@ fn file_name(stripe_url: &str) -> String {
 /// any; why one could not be read is logged, not returned.
 pub fn read(state: &StateDir, stripe_url: &str, now: i64) -> Option<Learned> {
     let name = file_name(stripe_url);
-    let learned = match state.read(&name, 4096) {
-        Ok(Some(bytes)) => match serde_json::from_slice::<Learned>(&bytes) {
-            Ok(learned) => learned,
-            Err(e) => {
-                tracing::warn!(
-                    "sync: {} is not a learned limit ({e}); starting from the default",
-                    state.file(&name).display()
-                );
-                return None;
-            }
-        },
+    let bytes = match state.read(&name, 4096) {
+        Ok(Some(bytes)) => bytes,
         Ok(None) => return None,
         Err(e) => {
             tracing::warn!("sync: {e}; starting from the default");
+            return None;
+        }
+    };
+    let learned = match serde_json::from_slice::<Learned>(&bytes) {
+        Ok(learned) => learned,
+        Err(e) => {
+            tracing::warn!(
+                "sync: {} is not a learned limit ({e}); starting from the default",
+                state.file(&name).display()
+            );
             return None;
         }
     };
