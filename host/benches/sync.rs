@@ -553,8 +553,18 @@ fn far_emulators(
     ca: &TestCa,
     one_way: Duration,
 ) -> (Amberflo, Stripe, LatencyProxy, LatencyProxy) {
-    let (start, _) = yesterday();
-    let records = daily_usage(rows, start, 1);
+    far_emulators_of(rows, 1, ca, one_way)
+}
+
+/// [`far_emulators`] with usage on the `days` UTC days up to yesterday.
+fn far_emulators_of(
+    rows: usize,
+    days: i64,
+    ca: &TestCa,
+    one_way: Duration,
+) -> (Amberflo, Stripe, LatencyProxy, LatencyProxy) {
+    let (yesterday, _) = yesterday();
+    let records = daily_usage(rows, yesterday - (days - 1) * DAY, days);
     let tls = ca.server_config(Presented::Good);
     let amberflo = Amberflo::start_with(AMBERFLO_KEY, records, Some(tls.clone())).unwrap();
     let stripe = Stripe::start_with(STRIPE_KEY, Some(tls)).unwrap();
@@ -562,6 +572,27 @@ fn far_emulators(
     let a = LatencyProxy::start(amberflo.address(), one_way).unwrap();
     let s = LatencyProxy::start(stripe.address(), one_way).unwrap();
     (amberflo, stripe, a, s)
+}
+
+/// The flags that send usage-sync through the proxies `a` (Amberflo) and `s`
+/// (Stripe), trusting `ca`, whose certificate is written into `dir`. Later
+/// flags win: the proxies' URLs replace the emulators' own.
+fn far_flags(
+    ca: &TestCa,
+    dir: &std::path::Path,
+    a: &LatencyProxy,
+    s: &LatencyProxy,
+) -> Vec<String> {
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    vec![
+        "--amberflo-url".to_string(),
+        a.https_url(),
+        "--stripe-url".to_string(),
+        s.https_url(),
+        "--ca-file".to_string(),
+        ca_file.to_str().unwrap().to_string(),
+    ]
 }
 
 /// What a far sync did: rows/s, TLS handshakes with Stripe, and the
@@ -585,18 +616,8 @@ struct Sent {
 fn far_sync(rows: usize, one_way: Duration, concurrency: Option<usize>, more: &[&str]) -> Far {
     let ca = TestCa::new("bench CA");
     let dir = mapping_dir(rows);
-    let ca_file = dir.join("ca.pem");
-    std::fs::write(&ca_file, ca.pem()).unwrap();
     let (amberflo, stripe, a, s) = far_emulators(rows, &ca, one_way);
-    // Later flags win: the proxies' URLs replace the emulators' own.
-    let mut extra = vec![
-        "--amberflo-url".to_string(),
-        a.https_url(),
-        "--stripe-url".to_string(),
-        s.https_url(),
-        "--ca-file".to_string(),
-        ca_file.to_str().unwrap().to_string(),
-    ];
+    let mut extra = far_flags(&ca, &dir, &a, &s);
     extra.extend(more.iter().map(|m| m.to_string()));
     let (elapsed, peak) = sync(
         &amberflo,
@@ -625,29 +646,10 @@ fn far_sync(rows: usize, one_way: Duration, concurrency: Option<usize>, more: &[
 fn far_nights(rows: usize, one_way: Duration) -> (f64, f64) {
     let ca = TestCa::new("bench CA");
     let dir = mapping_dir(rows);
-    let ca_file = dir.join("ca.pem");
-    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let (amberflo, stripe, a, s) = far_emulators_of(rows, 2, &ca, one_way);
+    let far = far_flags(&ca, &dir, &a, &s);
     let (yesterday, _) = yesterday();
     let before = yesterday - DAY;
-    let tls = ca.server_config(Presented::Good);
-    let amberflo = Amberflo::start_with(
-        AMBERFLO_KEY,
-        daily_usage(rows, before, 2),
-        Some(tls.clone()),
-    )
-    .unwrap();
-    let stripe = Stripe::start_with(STRIPE_KEY, Some(tls)).unwrap();
-    stripe.add_meter(MeterSpec::sum("api_calls"));
-    let a = LatencyProxy::start(amberflo.address(), one_way).unwrap();
-    let s = LatencyProxy::start(stripe.address(), one_way).unwrap();
-    let far = vec![
-        "--amberflo-url".to_string(),
-        a.https_url(),
-        "--stripe-url".to_string(),
-        s.https_url(),
-        "--ca-file".to_string(),
-        ca_file.to_str().unwrap().to_string(),
-    ];
     let state = state_dir();
     let night = |start: i64| {
         let mut extra = far.clone();
@@ -672,20 +674,15 @@ fn far_run(one_way: Duration, runs: usize) -> Duration {
         .map(|_| {
             let ca = TestCa::new("bench CA");
             let dir = mapping_dir(1);
-            let ca_file = dir.join("ca.pem");
-            std::fs::write(&ca_file, ca.pem()).unwrap();
             let (amberflo, stripe, a, s) = far_emulators(1, &ca, one_way);
             let state = state_dir();
             let mut command = usage_sync("run", &amberflo, &stripe, &state);
-            command
-                .args([
-                    "--amberflo-url",
-                    &a.https_url(),
-                    "--stripe-url",
-                    &s.https_url(),
-                ])
-                .args(["--ca-file", ca_file.to_str().unwrap()])
-                .args(["--customer-id", "cust-0", "--stripe-customer", "cus_0"]);
+            command.args(far_flags(&ca, &dir, &a, &s)).args([
+                "--customer-id",
+                "cust-0",
+                "--stripe-customer",
+                "cus_0",
+            ]);
             let started = Instant::now();
             assert!(command.status().unwrap().success());
             let took = started.elapsed();
