@@ -423,16 +423,7 @@ fn answers_of_millions_of_tiny_values_are_refused_by_name() {
         let many = vec![item; items].join(",");
         p.amberflo
             .answer_next_with(&format!(r#"{{"metadata":{{}},"clientMeters":[{many}]}}"#));
-        let run = p.run(&inputs());
-        assert_eq!(run.code, PROVIDER, "{items} x {item}: {run:?}");
-        assert!(p.stripe_writes().is_empty());
-        let error = run.json()["error"].clone();
-        assert_eq!(error["step"], "query-usage", "{items} x {item}");
-        assert_eq!(error["delivery"], "not-sent");
-        assert!(
-            run.error_message().contains(why),
-            "{items} x {item}: {}",
-            run.error_message()
-        );
+        eprintln!("{items} x {item}");
+        refused(&p, why);
     }
 }

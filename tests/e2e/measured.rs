@@ -31,24 +31,6 @@ fn group(customer: Option<&str>, points: &[(i64, Value)]) -> Value {
     })
 }
 
-/// The run refuses Amberflo's answer as a provider error naming `expected`,
-/// and nothing reaches Stripe's write endpoint.
-fn refused(p: &Providers, expected: &str) {
-    let run = p.run(&INPUTS);
-    let error = run.expect(PROVIDER).json()["error"].clone();
-    assert_eq!(error["step"], "query-usage", "{error}");
-    assert_eq!(error["delivery"], "not-sent");
-    assert!(
-        run.error_message().contains(expected),
-        "{}",
-        run.error_message()
-    );
-    assert!(
-        p.stripe_writes().is_empty(),
-        "nothing is sent for that customer"
-    );
-}
-
 #[test]
 fn another_customers_usage_is_refused() {
     let p = providers();

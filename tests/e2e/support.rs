@@ -20,6 +20,24 @@ pub const INPUTS: [&str; 8] = [
     "api_calls",
 ];
 
+/// `usage-sync run` refuses Amberflo's answer as a provider error naming
+/// `expected`, and nothing reaches Stripe's write endpoint.
+pub fn refused(p: &Providers, expected: &str) {
+    let run = p.run(&INPUTS);
+    let error = run.expect(3 /* a provider error */).json()["error"].clone();
+    assert_eq!(error["step"], "query-usage", "{error}");
+    assert_eq!(error["delivery"], "not-sent");
+    assert!(
+        run.error_message().contains(expected),
+        "{}",
+        run.error_message()
+    );
+    assert!(
+        p.stripe_writes().is_empty(),
+        "nothing is sent for that customer"
+    );
+}
+
 /// [`INPUTS`] followed by `extra`.
 pub fn with_inputs<S: AsRef<str>>(extra: &[S]) -> Vec<String> {
     INPUTS
