@@ -5,14 +5,14 @@
 use crate::bindings::WorkflowError;
 use crate::egress::{Egress, RunLog};
 use crate::outcome::Failure;
-use crate::sandbox::exports::Exports;
+use crate::sandbox::exports::{Export, Exports};
 use crate::sandbox::verdict::classify;
 use crate::sandbox::{Pool, RunConfig, cache};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use wasmtime::component::{
-    ComponentExportIndex, ComponentNamedList, InstancePre, Lift, Linker, Lower, ResourceTable,
+    ComponentNamedList, InstancePre, Lift, Linker, Lower, ResourceTable, TypedFunc,
 };
 use wasmtime::error::Context as _;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, ResourceLimiter, Store};
@@ -74,7 +74,7 @@ pub struct Sandbox {
     engine: Engine,
     pre: InstancePre<RunState>,
     /// Where the workflow's exports are, found once.
-    exports: Exports,
+    pub(crate) exports: Exports,
     /// The component's `wasi:http/incoming-handler`, when it exports one.
     proxy: Option<ProxyPre<RunState>>,
 }
@@ -192,12 +192,13 @@ impl Sandbox {
     /// One export of the workflow, called with `params` in a fresh instance
     /// under the run's limits; its answer made into `T` by `answer`, and the
     /// verdict on what happened. Only that export is type-checked (against
-    /// `P` and `R`): the generated bindings would check all eight.
+    /// `P` and `R`), once per sandbox: the generated bindings would check all
+    /// eight in every run.
     pub(super) async fn call<P, R, T>(
         &self,
         config: &RunConfig,
         customer: &str,
-        export: impl FnOnce(&Exports) -> &ComponentExportIndex,
+        export: impl FnOnce(&Exports) -> &Export,
         params: P,
         answer: impl FnOnce(R) -> wasmtime::Result<Result<T, WorkflowError>>,
     ) -> Result<T, Failure>
@@ -209,7 +210,23 @@ impl Sandbox {
         let (mut store, log) = self.store(config, &[], customer);
         let call = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
-            let func = instance.get_typed_func::<P, (R,)>(&mut store, export(&self.exports))?;
+            let export = export(&self.exports);
+            let func = instance
+                .get_func(&mut store, export.index)
+                .ok_or_else(|| wasmtime::format_err!("the component lost an export"))?;
+            let types = std::any::type_name::<(P, R)>();
+            let func = if export.checked.get() == Some(&types) {
+                // SAFETY: an earlier instance of this very component checked
+                // this export against these Rust types (the same name in one
+                // binary: the same types). A component's export types are
+                // the same in each of its instances; only resource types
+                // differ per instance, and the workflow's exports take none.
+                unsafe { TypedFunc::<P, (R,)>::new_unchecked(func) }
+            } else {
+                let typed = func.typed::<P, (R,)>(&store)?;
+                let _ = export.checked.set(types);
+                typed
+            };
             let (result,) = func.call_async(&mut store, params).await?;
             answer(result)
         };

@@ -7,6 +7,7 @@ use crate::bindings::{
 };
 use crate::outcome::{Failure, Outputs};
 use crate::sandbox::{RunConfig, Sandbox};
+use std::sync::OnceLock;
 use wasmtime::component::{Component, ComponentExportIndex};
 
 /// The interface the workflow exports.
@@ -16,16 +17,25 @@ const INTERFACE: &str = "usage-sync:workflow/workflow@0.1.0";
 ///
 /// The generated bindings type-check all eight exports on every
 /// instantiation, about a third of a pooled run's cost in the host; a run
-/// calls one, so it type-checks only that one ([`Sandbox::call`]).
+/// calls one, and type-checks it only the first time ([`Sandbox::call`]).
 pub(crate) struct Exports {
-    run: ComponentExportIndex,
-    run_with_recent: ComponentExportIndex,
-    run_with_meter: ComponentExportIndex,
-    record_usage: ComponentExportIndex,
-    reconcile: ComponentExportIndex,
-    reconcile_invoices: ComponentExportIndex,
-    find_meter: ComponentExportIndex,
-    query_usage: ComponentExportIndex,
+    run: Export,
+    run_with_recent: Export,
+    run_with_meter: Export,
+    record_usage: Export,
+    reconcile: Export,
+    reconcile_invoices: Export,
+    find_meter: Export,
+    query_usage: Export,
+}
+
+/// One export of the workflow, and the Rust types it was type-checked
+/// against once: a component's export types are the same in every one of
+/// its instances, so the check need not be repeated per run.
+pub(crate) struct Export {
+    pub(crate) index: ComponentExportIndex,
+    /// `type_name` of the `(params, results)` the check passed for.
+    pub(crate) checked: OnceLock<&'static str>,
 }
 
 impl Exports {
@@ -35,9 +45,13 @@ impl Exports {
             .get_export_index(None, INTERFACE)
             .ok_or_else(|| wasmtime::format_err!("no exported instance named `{INTERFACE}`"))?;
         let lookup = |name: &str| {
-            component
+            let index = component
                 .get_export_index(Some(&interface), name)
-                .ok_or_else(|| wasmtime::format_err!("`{INTERFACE}` does not export `{name}`"))
+                .ok_or_else(|| wasmtime::format_err!("`{INTERFACE}` does not export `{name}`"))?;
+            Ok::<_, wasmtime::Error>(Export {
+                index,
+                checked: OnceLock::new(),
+            })
         };
         Ok(Exports {
             run: lookup("run")?,
@@ -245,5 +259,50 @@ mod tests {
     #[test]
     fn the_shipped_component_exports_every_workflow_function() {
         assert!(Sandbox::new(crate::DEFAULT_COMPONENT).is_ok());
+    }
+
+    /// The second run of an export skips the type check the first one did,
+    /// and answers as the first did.
+    #[tokio::test]
+    async fn an_export_is_type_checked_once_and_answers_the_same_after() {
+        use crate::bindings::{Endpoints, Inputs};
+        use crate::{Credentials, Endpoint, Limits, Policy, RunConfig, Secret, default_options};
+        use std::sync::Arc;
+
+        let sandbox = Sandbox::new(crate::DEFAULT_COMPONENT).unwrap();
+        // Never reached: the run stops at input validation.
+        let amberflo = Endpoint::parse("https://amberflo.invalid").unwrap();
+        let stripe = Endpoint::parse("https://stripe.invalid").unwrap();
+        let config = RunConfig::new(
+            Policy::new(&amberflo, &stripe).unwrap(),
+            Endpoints {
+                amberflo_url: amberflo.base_url,
+                stripe_url: stripe.base_url,
+            },
+            default_options(),
+            Arc::new(Credentials {
+                amberflo: Secret::new("A", "amberflo-test-key-0001".into()).unwrap(),
+                stripe: Secret::new("S", "sk_test_0000000000000001".into()).unwrap(),
+            }),
+            Limits::default(),
+        );
+        let inputs = Inputs {
+            customer_id: " padded ".into(),
+            meter_api_name: "m".into(),
+            stripe_customer: "cus_1".into(),
+            stripe_event_name: "e".into(),
+            usage_quantity: None,
+            start_time: None,
+            end_time: None,
+        };
+        assert!(sandbox.exports.run.checked.get().is_none());
+        let first = sandbox.run(&config, inputs.clone()).await.unwrap_err();
+        assert!(sandbox.exports.run.checked.get().is_some());
+        let second = sandbox.run(&config, inputs).await.unwrap_err();
+        assert_eq!(first.render(), second.render());
+        let crate::Failure::BadInput(message) = first else {
+            panic!("{}", first.render());
+        };
+        assert!(message.contains("leading or trailing spaces"), "{message}");
     }
 }
