@@ -32,6 +32,12 @@ pub const MAX_DEPTH: usize = 128;
 /// it is refused by name instead. An honest answer at the cap holds about
 /// 560,000 (Amberflo's points, 15 bytes a value).
 pub const MAX_VALUES: usize = 1 << 20;
+/// How many keys one object may have. Every object either provider sends
+/// has a few dozen at most (Stripe caps `metadata` at 50). An object's
+/// members take 36 bytes each in the component, and growing one list of
+/// 600,000 of them (7 MB of text, under [`MAX_VALUES`]) ran the component
+/// out of its 64 MiB: refused by name instead.
+pub const MAX_KEYS: usize = 10_000;
 
 /// A JSON value and its exact text.
 #[derive(Clone, Debug, PartialEq)]
@@ -537,6 +543,10 @@ impl<'a> Reader<'a> {
                 self.at = key_at;
                 return Err(self.error(&format!("the key `{key}` appears twice")));
             }
+            if members.len() == MAX_KEYS {
+                self.at = key_at;
+                return Err(self.error(&format!("an object has more than {MAX_KEYS} keys")));
+            }
             members.push((key, value));
             self.space();
             match self.peek() {
@@ -882,6 +892,17 @@ mod tests {
         assert!(got.contains("the key `k0` appears twice"), "{got}");
         let distinct: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
         assert!(parse(format!("{{{}}}", distinct.join(",")).as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn an_object_of_more_keys_than_the_limit_is_refused_by_name() {
+        let keys = |n: usize| {
+            let members: Vec<String> = (0..n).map(|i| format!("\"k{i}\":0")).collect();
+            format!("{{{}}}", members.join(","))
+        };
+        assert!(parse(keys(MAX_KEYS).as_bytes()).is_ok());
+        let got = err(&keys(MAX_KEYS + 1));
+        assert!(got.contains("an object has more than 10000 keys"), "{got}");
     }
 
     #[test]

@@ -426,4 +426,13 @@ fn answers_of_millions_of_tiny_values_are_refused_by_name() {
         eprintln!("{items} x {item}");
         refused(&p, why);
     }
+    // One object of 600,000 keys (7 MB, under the value limit) ran the
+    // component out of memory too.
+    let p = providers();
+    let keys: Vec<String> = (0..600_000).map(|i| format!(r#""k{i}":0"#)).collect();
+    p.amberflo.answer_next_with(&format!(
+        r#"{{"metadata":{{}},"clientMeters":[{{{}}}]}}"#,
+        keys.join(",")
+    ));
+    refused(&p, "an object has more than 10000 keys");
 }
