@@ -217,10 +217,13 @@ impl Sandbox {
             let types = std::any::type_name::<(P, R)>();
             let func = if export.checked.get() == Some(&types) {
                 // SAFETY: an earlier instance of this very component checked
-                // this export against these Rust types (the same name in one
-                // binary: the same types). A component's export types are
-                // the same in each of its instances; only resource types
-                // differ per instance, and the workflow's exports take none.
+                // this export against Rust types of this name. `type_name`
+                // is not unique among all types, but each export is called
+                // from one place in `exports.rs`, always with one tuple of
+                // the bindings' types, which have distinct names. A
+                // component's export types are the same in each of its
+                // instances; only resource types differ per instance, and
+                // the workflow's exports take none.
                 unsafe { TypedFunc::<P, (R,)>::new_unchecked(func) }
             } else {
                 let typed = func.typed::<P, (R,)>(&store)?;
