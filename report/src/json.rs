@@ -32,6 +32,11 @@ pub const MAX_DEPTH: usize = 128;
 /// it is refused by name instead. An honest answer at the cap holds about
 /// 560,000 (Amberflo's points, 15 bytes a value).
 pub const MAX_VALUES: usize = 1 << 20;
+/// A string with escapes is unescaped into an allocation of its own, which
+/// counts against [`MAX_VALUES`] as one value more, and one more for each
+/// 24 bytes it holds (a value's size): 900,000 strings of `"\u0041"` (8 MB,
+/// under the value limit) ran the component out of its 64 MiB.
+const OWNED_BYTES_PER_VALUE: usize = 24;
 /// How many keys one object may have. Every object either provider sends
 /// has a few dozen at most (Stripe caps `metadata` at 50). An object's
 /// members take 36 bytes each in the component, and growing one list of
@@ -432,6 +437,13 @@ impl<'a> Reader<'a> {
             out.push_str(&self.text[plain..self.at]);
             if self.peek() == Some(b'"') {
                 self.at += 1;
+                // Its own allocation: counted as values of what it holds.
+                self.values += out.len() / OWNED_BYTES_PER_VALUE + 1;
+                if self.values > MAX_VALUES {
+                    return Err(
+                        self.error(&format!("the document holds more than {MAX_VALUES} values"))
+                    );
+                }
                 return Ok(Cow::Owned(out));
             }
             self.at += 1; // the backslash
@@ -892,6 +904,20 @@ mod tests {
         assert!(got.contains("the key `k0` appears twice"), "{got}");
         let distinct: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
         assert!(parse(format!("{{{}}}", distinct.join(",")).as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn an_escaped_string_counts_as_the_values_its_allocation_costs() {
+        let strings = |item: &str, n: usize| format!("[{}]", vec![item; n].join(","));
+        // Borrowed, one value each: under the limit.
+        assert!(parse(strings(r#""A""#, 600_000).as_bytes()).is_ok());
+        // Unescaped into allocations of their own: two values each.
+        let got = err(&strings(r#""\u0041""#, 600_000));
+        assert!(got.contains("more than 1048576 values"), "{got}");
+        // A long one counts a value for each 24 bytes it holds.
+        let long = format!(r#""\n{}""#, "x".repeat(240));
+        assert!(parse(strings(&long, 80_000).as_bytes()).is_ok());
+        assert!(err(&strings(&long, 90_000)).contains("more than 1048576 values"));
     }
 
     #[test]

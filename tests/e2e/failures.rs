@@ -414,6 +414,8 @@ fn answers_of_millions_of_tiny_values_are_refused_by_name() {
         (1_500_000, "[0]", over),
         (1_100_000, r#"{"":0}"#, over),
         (1_100_000, "[]", over),
+        // Each unescaped into an allocation of its own.
+        (900_000, r#""\u0041""#, over),
         // Under the budget: one value each, read whole, then refused.
         (1_000_000, "{}", "groups for the one customer"),
         (500_000, r#"{"":0}"#, "groups for the one customer"),
