@@ -11,11 +11,13 @@ use usage_sync_report::{RunRequest, Scalar};
 #[derive(Debug, Default)]
 pub struct InputsFile(RunRequest);
 
+/// An inputs file is a few hundred bytes (`POST /run` takes 64 KiB).
+const MAX_INPUTS_FILE: u64 = 1 << 20;
+
 impl InputsFile {
     /// Reads and checks an inputs file; unknown keys, and options, are an error.
     pub fn read(path: &Path) -> Result<InputsFile, String> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| format!("cannot read the inputs file {}: {e}", path.display()))?;
+        let bytes = crate::capped::read(path, MAX_INPUTS_FILE, "inputs file")?;
         let invalid = |e: String| format!("the inputs file {} is not valid: {e}", path.display());
         let run = RunRequest::parse(&bytes).map_err(invalid)?;
         if let Some(option) = run.options_given().first() {

@@ -23,11 +23,13 @@
 //!   provider's key, and the transport (pooled connections, TLS, proxy);
 //! - the ground floor, used from above: `secrets` (keys and scrubbing),
 //!   `logging`, `metrics`, `outcome` (what a run prints, exit statuses),
-//!   `inputs`, `options`, `mapping` (rows), `progress` and `interrupt`.
+//!   `inputs`, `options`, `mapping` (rows), `progress`, `interrupt` and
+//!   `capped` (reading a file the user names, never past a cap).
 //!
 //! The modules are private; what the binary, the benches and the tests use
 //! is re-exported here.
 
+mod capped;
 mod cli;
 mod commands;
 mod egress;

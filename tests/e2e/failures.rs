@@ -327,6 +327,20 @@ fn bad_configuration_sends_nothing() {
             vec!["--component", "/nonexistent/x.wasm"],
             "cannot read the component",
         ),
+        // Files that never end: refused at their cap, not read until the
+        // memory runs out.
+        (
+            vec!["--inputs", "/dev/zero"],
+            "the inputs file /dev/zero is over 1048576 bytes",
+        ),
+        (
+            vec!["--ca-file", "/dev/zero"],
+            "the CA file /dev/zero is over 16777216 bytes",
+        ),
+        (
+            vec!["--component", "/dev/zero"],
+            "the component /dev/zero is over 268435456 bytes",
+        ),
         (
             vec!["--timeout", "0"],
             "--timeout must be a positive number of seconds",

@@ -444,9 +444,10 @@ impl SandboxArgs {
     /// within `limits`.
     pub(crate) fn sandbox(&self, pool: Option<usize>, limits: &Limits) -> Result<Sandbox, Failure> {
         let wasm = match &self.component {
-            Some(path) => std::fs::read(path).map_err(|e| {
-                Failure::BadInput(format!("cannot read the component {}: {e}", path.display()))
-            })?,
+            // The workflow is half a megabyte; a debug build, tens.
+            Some(path) => {
+                crate::capped::read(path, 256 << 20, "component").map_err(Failure::BadInput)?
+            }
             None => crate::DEFAULT_COMPONENT.to_vec(),
         };
         let cache_dir = match (self.no_cache, &self.cache_dir) {

@@ -85,8 +85,8 @@ impl Trust {
             }
             return Ok(Trust::default());
         };
-        let bytes = std::fs::read(file)
-            .map_err(|e| format!("cannot read the CA file {}: {e}", file.display()))?;
+        // A system's whole bundle is about 200 KB.
+        let bytes = crate::capped::read(file, 16 << 20, "CA file")?;
         let extra = CertificateDer::pem_slice_iter(&bytes)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("the CA file {} is not PEM: {e}", file.display()))?;

@@ -1,0 +1,63 @@
+//! Reading a file the user names, never past a cap: the path may be
+//! `/dev/zero`, a FIFO or a file still growing, and reading it whole would
+//! take the process's memory (a pod's limit, then the OOM killer) before any
+//! error could be printed.
+
+use std::io::Read;
+use std::path::Path;
+
+/// The file at `path` (the `what` of the messages), up to `cap` bytes; more
+/// is an error naming the file and the cap.
+pub(crate) fn read(path: &Path, cap: u64, what: &str) -> Result<Vec<u8>, String> {
+    let shown = path.display();
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read the {what} {shown}: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(cap.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read the {what} {shown}: {e}"))?;
+    if bytes.len() as u64 > cap {
+        return Err(format!(
+            "the {what} {shown} is over {cap} bytes: is it the right file?"
+        ));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read;
+    use std::path::Path;
+
+    #[test]
+    fn a_file_past_the_cap_is_refused_without_reading_it_whole() {
+        assert_eq!(
+            read(Path::new("/dev/zero"), 1024, "inputs file").unwrap_err(),
+            "the inputs file /dev/zero is over 1024 bytes: is it the right file?"
+        );
+    }
+
+    #[test]
+    fn a_file_within_the_cap_is_read_whole() {
+        let dir = std::env::temp_dir().join(format!("usage-sync-capped-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("f");
+        std::fs::write(&file, b"0123456789").unwrap();
+        assert_eq!(read(&file, 10, "file").unwrap(), b"0123456789");
+        assert!(
+            read(&file, 9, "file")
+                .unwrap_err()
+                .contains("is over 9 bytes")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let got = read(Path::new("/nonexistent/usage-sync"), 10, "CA file").unwrap_err();
+        assert!(
+            got.starts_with("cannot read the CA file /nonexistent/usage-sync: "),
+            "{got}"
+        );
+    }
+}
