@@ -111,6 +111,22 @@ fn a_bad_row_is_named_and_nothing_is_sent() {
 }
 
 #[test]
+fn a_mapping_with_no_line_end_is_refused_not_read_until_memory_runs_out() {
+    let (p, _) = customers(1, "endless");
+    // `/dev/zero` took every byte of memory there was, then aborted.
+    let run = p.sync(&sync_args(Path::new("/dev/zero"), &[]));
+    run.expect(BAD_INPUT);
+    assert!(
+        run.error_message()
+            .contains("a line is over 65536 bytes: is it a CSV mapping?"),
+        "{}",
+        run.error_message()
+    );
+    assert!(p.amberflo_requests().is_empty());
+    assert!(p.stripe_all().is_empty());
+}
+
+#[test]
 fn a_rate_out_of_bounds_is_refused_before_anything_is_sent() {
     let (p, mapping) = customers(2, "rate");
     // 1e-20 per second panicked in Duration::from_secs_f64.
