@@ -1,7 +1,9 @@
 //! Reading a file the user names, never past a cap: the path may be
 //! `/dev/zero`, a FIFO or a file still growing, and reading it whole would
 //! take the process's memory (a pod's limit, then the OOM killer) before any
-//! error could be printed.
+//! error could be printed. A file read whole ([`read`]) is capped in bytes; a
+//! file streamed by lines (the mapping, the journal) in bytes a line
+//! ([`LineCap`]).
 
 use std::io::Read;
 use std::path::Path;
@@ -22,6 +24,47 @@ pub(crate) fn read(path: &Path, cap: u64, what: &str) -> Result<Vec<u8>, String>
         ));
     }
     Ok(bytes)
+}
+
+/// A reader that fails on a line longer than its cap: the csv crate and
+/// `BufRead::split` hold a line whole, so a file with no line end
+/// (`/dev/zero`, a binary given by mistake) took all the memory there was.
+pub(crate) struct LineCap<R> {
+    inner: R,
+    /// The longest line allowed, in bytes.
+    max: usize,
+    /// Bytes since the last line end.
+    line: usize,
+}
+
+impl<R> LineCap<R> {
+    /// `inner`, failing on a line over `max` bytes.
+    pub(crate) fn new(inner: R, max: usize) -> LineCap<R> {
+        LineCap {
+            inner,
+            max,
+            line: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for LineCap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut longest = 0;
+        for (i, piece) in buf[..n].split(|&b| b == b'\n').enumerate() {
+            // The first piece goes on the line before; each after starts one.
+            self.line = if i == 0 { self.line } else { 0 } + piece.len();
+            longest = longest.max(self.line);
+        }
+        if longest > self.max {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("a line is over {} bytes", self.max),
+            ));
+        }
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

@@ -218,7 +218,10 @@ fn read(
             .map_err(|e| format!("the mapping {} is not valid: {e}", path.display()))?;
     } else {
         let file = std::fs::File::open(path).map_err(|e| cannot(&e))?;
-        csv_rows(std::io::BufReader::new(LineCap::new(file)), &mut take)?;
+        csv_rows(
+            std::io::BufReader::new(crate::capped::LineCap::new(file, MAX_LINE)),
+            &mut take,
+        )?;
     }
     if !any {
         errors.push("the mapping has no rows".into());
@@ -289,42 +292,8 @@ pub(crate) fn digest(parts: &[&str]) -> [u8; 32] {
     hash.finalize().into()
 }
 
-/// The longest line a CSV mapping may have: a row is well under a kilobyte.
+/// The longest line of a CSV mapping: a row is well under a kilobyte.
 const MAX_LINE: usize = 64 << 10;
-
-/// A reader that fails on a line longer than [`MAX_LINE`]: the csv crate
-/// holds a record whole, so a file with no line end (`/dev/zero`, a binary
-/// given by mistake) took all the memory there was before any error.
-struct LineCap<R> {
-    inner: R,
-    /// Bytes since the last line end.
-    line: usize,
-}
-
-impl<R> LineCap<R> {
-    fn new(inner: R) -> LineCap<R> {
-        LineCap { inner, line: 0 }
-    }
-}
-
-impl<R: std::io::Read> std::io::Read for LineCap<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        let mut longest = 0;
-        for (i, piece) in buf[..n].split(|&b| b == b'\n').enumerate() {
-            // The first piece goes on the line before; each after starts one.
-            self.line = if i == 0 { self.line } else { 0 } + piece.len();
-            longest = longest.max(self.line);
-        }
-        if longest > MAX_LINE {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("a line is over {MAX_LINE} bytes: is it a CSV mapping?"),
-            ));
-        }
-        Ok(n)
-    }
-}
 
 /// Each CSV record, as it is read, to `take` with its line.
 fn csv_rows(input: impl std::io::Read, take: &mut impl FnMut(usize, RawRow)) -> Result<(), String> {
@@ -402,10 +371,11 @@ mod tests {
 
     #[test]
     fn a_line_past_the_cap_fails_the_read_wherever_the_reads_cut_it() {
-        use super::{LineCap, MAX_LINE};
+        use super::MAX_LINE;
+        use crate::capped::LineCap;
         use std::io::Read;
         let read_all = |text: &[u8], chunk: usize| {
-            let mut reader = LineCap::new(text);
+            let mut reader = LineCap::new(text, MAX_LINE);
             let mut buf = vec![0; chunk];
             loop {
                 match reader.read(&mut buf) {
@@ -422,7 +392,7 @@ mod tests {
         for chunk in [7, 8 << 10, 1 << 20] {
             assert_eq!(read_all(short_lines.as_bytes(), chunk), Ok(()));
             let got = read_all(&long, chunk).unwrap_err();
-            assert_eq!(got, "a line is over 65536 bytes: is it a CSV mapping?");
+            assert_eq!(got, "a line is over 65536 bytes");
         }
     }
 

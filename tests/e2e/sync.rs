@@ -118,7 +118,7 @@ fn a_mapping_with_no_line_end_is_refused_not_read_until_memory_runs_out() {
     run.expect(BAD_INPUT);
     assert!(
         run.error_message()
-            .contains("a line is over 65536 bytes: is it a CSV mapping?"),
+            .contains("the mapping's header: a line is over 65536 bytes"),
         "{}",
         run.error_message()
     );

@@ -20,6 +20,10 @@ pub struct Header {
     pub end_time: String,
 }
 
+/// The longest journal line: a row of a thousand events, with a source's
+/// and a piece's details each, is a few hundred kilobytes.
+const MAX_LINE: usize = 16 << 20;
+
 /// Opens (or starts) the journal; returns it and the rows it says are done
 /// (each key's digest, [`crate::mapping::key_digest`]: a million-row journal
 /// is streamed and costs 16 bytes a done row). A journal of another mapping
@@ -35,7 +39,8 @@ pub fn open_journal(
     let Ok(file) = std::fs::File::open(path) else {
         return start_journal(path, header).map(|file| (file, done));
     };
-    let mut lines = std::io::BufReader::new(file).split(b'\n');
+    let mut lines =
+        std::io::BufReader::new(crate::capped::LineCap::new(file, MAX_LINE)).split(b'\n');
     let Some(first) = lines.next() else {
         return start_journal(path, header).map(|file| (file, done));
     };
@@ -115,6 +120,23 @@ fn start_journal(path: &Path, header: &Header) -> Result<std::fs::File, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_journal_line_past_the_cap_is_an_error_not_an_exhausted_memory() {
+        let header = Header {
+            journal: 1,
+            mapping: "00".into(),
+            start_time: "1".into(),
+            end_time: "2".into(),
+        };
+        let Err(error) = open_journal(Path::new("/dev/zero"), &header, false) else {
+            panic!("/dev/zero opened as a journal");
+        };
+        assert_eq!(
+            error,
+            "the journal /dev/zero: a line is over 16777216 bytes"
+        );
+    }
 
     #[test]
     fn a_torn_line_is_skipped_and_the_next_entry_starts_on_its_own_line() {
