@@ -160,9 +160,11 @@ fn prefixed(registry: &Registry) -> Result<String, String> {
     Ok(out)
 }
 
-/// `usage_sync_last_success_timestamp_seconds` in the file at `path`, if any.
+/// `usage_sync_last_success_timestamp_seconds` in the file at `path`, if any
+/// (the file this tool wrote, a few kilobytes: one past a megabyte is not it).
 fn previous_success(path: &Path) -> Option<f64> {
-    let text = std::fs::read_to_string(path).ok()?;
+    let bytes = crate::capped::read(path, 1 << 20, "metrics file").ok()?;
+    let text = String::from_utf8(bytes).ok()?;
     text.lines().find_map(|line| {
         let rest = line.strip_prefix(LAST_SUCCESS)?;
         // After the labels, if any.
@@ -320,6 +322,8 @@ mod tests {
         )
         .unwrap();
         let first = previous_success(&path).unwrap();
+        // Not a file this tool wrote, and endless: none, at once.
+        assert_eq!(previous_success(Path::new("/dev/zero")), None);
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(
             text.contains("usage_sync_last_run_rows{step=\"sync\",outcome=\"recorded\"} 3"),
