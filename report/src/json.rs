@@ -323,12 +323,18 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn value(&mut self) -> Result<Json<'a>, String> {
-        self.space();
-        self.values += 1;
+    /// Counts `n` values against [`MAX_VALUES`].
+    fn count(&mut self, n: usize) -> Result<(), String> {
+        self.values += n;
         if self.values > MAX_VALUES {
             return Err(self.error(&format!("the document holds more than {MAX_VALUES} values")));
         }
+        Ok(())
+    }
+
+    fn value(&mut self) -> Result<Json<'a>, String> {
+        self.space();
+        self.count(1)?;
         let start = self.at;
         let value = match self.peek() {
             None => return Err(self.error("EOF while parsing a value")),
@@ -438,12 +444,7 @@ impl<'a> Reader<'a> {
             if self.peek() == Some(b'"') {
                 self.at += 1;
                 // Its own allocation: counted as values of what it holds.
-                self.values += out.len() / OWNED_BYTES_PER_VALUE + 1;
-                if self.values > MAX_VALUES {
-                    return Err(
-                        self.error(&format!("the document holds more than {MAX_VALUES} values"))
-                    );
-                }
+                self.count(out.len() / OWNED_BYTES_PER_VALUE + 1)?;
                 return Ok(Cow::Owned(out));
             }
             self.at += 1; // the backslash
