@@ -12,18 +12,19 @@ use std::path::Path;
 /// is an error naming the file and the cap.
 pub(crate) fn read(path: &Path, cap: u64, what: &str) -> Result<Vec<u8>, String> {
     let shown = path.display();
-    let file =
-        std::fs::File::open(path).map_err(|e| format!("cannot read the {what} {shown}: {e}"))?;
+    let cannot = |e: std::io::Error| format!("cannot read the {what} {shown}: {e}");
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    read_to_cap(file, cap)
+        .map_err(cannot)?
+        .ok_or_else(|| format!("the {what} {shown} is over {cap} bytes: is it the right file?"))
+}
+
+/// All of `reader` when it holds at most `cap` bytes, else `None`; never
+/// more than one byte past the cap is read.
+pub(crate) fn read_to_cap(reader: impl Read, cap: u64) -> std::io::Result<Option<Vec<u8>>> {
     let mut bytes = Vec::new();
-    file.take(cap.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read the {what} {shown}: {e}"))?;
-    if bytes.len() as u64 > cap {
-        return Err(format!(
-            "the {what} {shown} is over {cap} bytes: is it the right file?"
-        ));
-    }
-    Ok(bytes)
+    reader.take(cap.saturating_add(1)).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= cap).then_some(bytes))
 }
 
 /// A reader that fails on a line longer than its cap: the csv crate and

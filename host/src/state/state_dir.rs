@@ -167,13 +167,9 @@ impl StateDir {
             return Err(too_big(len));
         }
         // The file may grow while we read: never read past the cap.
-        let mut bytes = Vec::new();
-        file.take(cap.saturating_add(1))
-            .read_to_end(&mut bytes)
-            .map_err(|e| format!("cannot read {shown}: {e}"))?;
-        if bytes.len() as u64 > cap {
-            return Err(too_big(bytes.len() as u64));
-        }
+        let bytes = crate::capped::read_to_cap(file, cap)
+            .map_err(|e| format!("cannot read {shown}: {e}"))?
+            .ok_or_else(|| too_big(cap.saturating_add(1)))?;
         Ok(Some(bytes))
     }
 
