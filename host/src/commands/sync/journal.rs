@@ -121,14 +121,18 @@ fn start_journal(path: &Path, header: &Header) -> Result<std::fs::File, String> 
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_journal_line_past_the_cap_is_an_error_not_an_exhausted_memory() {
-        let header = Header {
+    fn header() -> Header {
+        Header {
             journal: 1,
             mapping: "00".into(),
             start_time: "1".into(),
             end_time: "2".into(),
-        };
+        }
+    }
+
+    #[test]
+    fn a_journal_line_past_the_cap_is_an_error_not_an_exhausted_memory() {
+        let header = header();
         let Err(error) = open_journal(Path::new("/dev/zero"), &header, false) else {
             panic!("/dev/zero opened as a journal");
         };
@@ -143,12 +147,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("usage-sync-journal-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("torn.jsonl");
-        let header = Header {
-            journal: 1,
-            mapping: "00".into(),
-            start_time: "1".into(),
-            end_time: "2".into(),
-        };
+        let header = header();
         let entry = |customer: &str| {
             serde_json::json!({
                 "customerId": customer, "meterApiName": "m",
