@@ -72,6 +72,9 @@ struct State {
     processing_lag: i64,
     /// Oldest first; listed newest first.
     subscriptions: Vec<Subscription>,
+    /// Customers on a test clock: their subscriptions are listed only when
+    /// the listing names the customer.
+    test_clocks: std::collections::HashSet<String>,
     /// The invoice finalization grace period for usage, in seconds.
     grace: i64,
     /// How long a meter event takes to answer (see [`Stripe::set_meter_event_time`]).
@@ -102,6 +105,7 @@ impl State {
             writing: HashMap::new(),
             refused_overlapping: 0,
             subscriptions: Vec::new(),
+            test_clocks: Default::default(),
             grace: DEFAULT_GRACE,
         }
     }
@@ -284,6 +288,12 @@ impl Stripe {
     /// meter (add the meter first); returns its id.
     pub fn add_subscription(&self, spec: SubscriptionSpec) -> String {
         lock(&self.state).add_subscription(spec)
+    }
+
+    /// Puts `customer` on a test clock: as at Stripe, a listing of
+    /// subscriptions leaves theirs out unless it names the customer.
+    pub fn attach_test_clock(&self, customer: &str) {
+        lock(&self.state).test_clocks.insert(customer.into());
     }
 
     /// The invoice finalization grace period for usage (1 hour by default).

@@ -67,9 +67,9 @@ pub mod bindings {
 
     pub use exports::usage_sync::workflow::workflow::{
         Cell, CellStatus, CustomerUsage, Delivery, Endpoints, Inputs, Interval, InvoiceCheck,
-        InvoiceReconciliation, LedgerMark, Meter, MeterEvent, Options, Outputs, PlannedRequest,
-        Reconciliation, Rounding, Source, Step, StepFailure, StripeRead, UsageQuery, Verification,
-        WorkflowError,
+        InvoiceReconciliation, LedgerMark, ListedItem, ListedSubscription, Listing, Meter,
+        MeterEvent, Options, Outputs, PlannedRequest, Reconciliation, Rounding, Source, Step,
+        StepFailure, StripeRead, SubscriptionPage, UsageQuery, Verification, WorkflowError,
     };
 }
 

@@ -25,6 +25,15 @@ pub fn subscriptions_url(stripe_url: &str, customer: &str, starting_after: Optio
     format!("{stripe_url}{SUBSCRIPTIONS_PATH}?{}", form::encode(&query))
 }
 
+/// `GET /v1/subscriptions` of the whole account, every status, one page.
+/// Stripe leaves out subscriptions on a test clock unless `customer` or
+/// `test_clock` is given (`specs/README.md`, "One listing per sync").
+pub fn account_subscriptions_url(stripe_url: &str, starting_after: Option<&str>) -> String {
+    let mut query = vec![("status", "all"), ("limit", "100")];
+    query.extend(starting_after.map(|id| ("starting_after", id)));
+    format!("{stripe_url}{SUBSCRIPTIONS_PATH}?{}", form::encode(&query))
+}
+
 /// `GET /v1/invoices` of `customer`'s `subscription`, newest first, one page.
 pub fn invoices_url(
     stripe_url: &str,
@@ -48,6 +57,8 @@ pub use crate::stripe::List;
 pub struct Subscription {
     /// `sub_...`
     pub id: String,
+    /// `cus_...` (an account's listing groups by it).
+    pub customer: Option<String>,
     /// When it ended, if it did: usage after is billed nowhere.
     pub ended_at: Option<i64>,
     /// Its items (a subscription holds at most 20: one page).
@@ -155,6 +166,7 @@ impl Subscription {
     fn read(o: Object) -> Result<Subscription, String> {
         Ok(Subscription {
             id: o.string("id")?,
+            customer: o.opt_string("customer")?,
             ended_at: o.opt_integer("ended_at")?,
             items: List::read(o.required("items")?, Item::read)
                 .map_err(|why| json::named("items", why))?,

@@ -53,8 +53,8 @@ mod bindings {
 pub use bindings::*;
 
 use exports::usage_sync::workflow::workflow::{
-    CustomerUsage, Endpoints, Guest, Inputs, InvoiceReconciliation, LedgerMark, Meter, Options,
-    Outputs, Reconciliation, Source, UsageQuery, WorkflowError,
+    CustomerUsage, Endpoints, Guest, Inputs, InvoiceReconciliation, LedgerMark, Listing, Meter,
+    Options, Outputs, Reconciliation, Source, SubscriptionPage, UsageQuery, WorkflowError,
 };
 
 #[allow(dead_code)]
@@ -100,8 +100,18 @@ impl Guest for Component {
         inputs: Inputs,
         meter: Meter,
         recent: Vec<LedgerMark>,
+        listed: Option<Listing>,
     ) -> Result<Outputs, WorkflowError> {
-        workflow::run_with_meter(&endpoints, options, inputs, meter, &recent)
+        workflow::run_with_meter(&endpoints, options, inputs, meter, &recent, listed.as_ref())
+    }
+
+    fn list_subscriptions(
+        endpoints: Endpoints,
+        options: Options,
+        meter_ids: Vec<String>,
+        starting_after: Option<String>,
+    ) -> Result<SubscriptionPage, WorkflowError> {
+        workflow::list_subscriptions(&endpoints, options, meter_ids, starting_after)
     }
 
     fn record_usage(
@@ -111,8 +121,10 @@ impl Guest for Component {
         sources: Vec<Source>,
         meter: Meter,
         recent: Vec<LedgerMark>,
+        listed: Option<Listing>,
     ) -> Result<Outputs, WorkflowError> {
-        workflow::record_usage(&endpoints, options, inputs, sources, meter, &recent)
+        let listed = listed.as_ref();
+        workflow::record_usage(&endpoints, options, inputs, sources, meter, &recent, listed)
     }
 
     fn reconcile_invoices(

@@ -12,6 +12,7 @@ mod happy_path;
 mod hostile;
 mod ledger;
 mod ledger_key;
+mod listing;
 mod measured;
 mod node;
 mod operate;

@@ -241,7 +241,7 @@ fn a_daily_pre_aggregated_meter_cannot_be_cut_and_says_what_to_use() {
 }
 
 #[test]
-fn a_nightly_sync_reads_subscriptions_once_per_customer_and_invoices_only_on_renewal_days() {
+fn a_nightly_sync_lists_subscriptions_once_and_reads_invoices_only_on_renewal_days() {
     let day = yesterday();
     let records: Vec<_> = (0..10)
         .map(|i| usage(&format!("cust-{i}"), "api-calls", day.0 + 60, 1.0))
@@ -265,7 +265,8 @@ fn a_nightly_sync_reads_subscriptions_once_per_customer_and_invoices_only_on_ren
     }
     let mapping = write_mapping("periods-nightly", 10);
     p.sync(&mapping_args(&mapping, &[])).expect(0);
-    assert_eq!(reads_of(&p, "/v1/subscriptions"), 10);
+    // One listing of the account for the ten rows (`listing.rs`).
+    assert_eq!(reads_of(&p, "/v1/subscriptions"), 1);
     assert_eq!(reads_of(&p, "/v1/invoices"), 1);
     // Customer 0's day is cut at its renewal: two events, the second of 0.
     assert_eq!(p.stripe_writes().len(), 11);

@@ -277,7 +277,12 @@ pub(super) fn list_subscriptions(state: &State, params: &BTreeMap<String, String
         .subscriptions
         .iter()
         .rev()
-        .filter(|s| params.get("customer").is_none_or(|c| *c == s.spec.customer))
+        .filter(|s| match params.get("customer") {
+            Some(c) => *c == s.spec.customer,
+            // Stripe: "The response will not include subscriptions with test
+            // clocks if this and the customer parameter is not set."
+            None => !state.test_clocks.contains(&s.spec.customer),
+        })
         .filter(|s| params.get("price").is_none_or(|p| *p == s.price))
         .filter(|s| match status {
             Some("all") => true,
@@ -392,5 +397,37 @@ mod tests {
         assert_eq!(invoices[0].0.quantity, 5.0);
         let (status, _) = get(&mut state, "/v1/invoices?customer=cus_1&period=1");
         assert_eq!(status, 400, "no period filter on invoices");
+    }
+
+    #[test]
+    fn an_account_listing_leaves_out_customers_on_a_test_clock() {
+        let mut state = State::new("sk_test_x");
+        add_meter(&mut state, MeterSpec::sum("calls"));
+        for customer in ["cus_1", "cus_2"] {
+            state.add_subscription(SubscriptionSpec {
+                customer: customer.into(),
+                event_name: "calls".into(),
+                anchor: crate::unix_now() - DAY,
+                period: 30 * DAY,
+                ended_at: None,
+            });
+        }
+        state.test_clocks.insert("cus_2".into());
+        let customers = |state: &mut State, url: &str| -> Vec<String> {
+            let (status, list) = get(state, url);
+            assert_eq!(status, 200);
+            let data = list["data"].as_array().unwrap();
+            data.iter()
+                .map(|s| s["customer"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(
+            customers(&mut state, "/v1/subscriptions?status=all"),
+            ["cus_1"]
+        );
+        assert_eq!(
+            customers(&mut state, "/v1/subscriptions?customer=cus_2&status=all"),
+            ["cus_2"]
+        );
     }
 }

@@ -2,8 +2,8 @@
 //! a fresh instance under the run's configuration, and the verdict on it.
 
 use crate::bindings::{
-    CustomerUsage, Inputs, InvoiceReconciliation, LedgerMark, Meter, Reconciliation, Source,
-    UsageQuery, WorkflowError,
+    CustomerUsage, Inputs, InvoiceReconciliation, LedgerMark, Listing, Meter, Reconciliation,
+    Source, SubscriptionPage, UsageQuery, WorkflowError,
 };
 use crate::outcome::{Failure, Outputs};
 use crate::sandbox::{RunConfig, Sandbox};
@@ -15,7 +15,7 @@ const INTERFACE: &str = "usage-sync:workflow/workflow@0.1.0";
 
 /// Where each of the workflow's exports sits in the component, found once.
 ///
-/// The generated bindings type-check all eight exports on every
+/// The generated bindings type-check all nine exports on every
 /// instantiation, about a third of a pooled run's cost in the host; a run
 /// calls one, and type-checks it only the first time ([`Sandbox::call`]).
 pub(crate) struct Exports {
@@ -27,6 +27,7 @@ pub(crate) struct Exports {
     reconcile_invoices: Export,
     find_meter: Export,
     query_usage: Export,
+    list_subscriptions: Export,
 }
 
 /// One export of the workflow, and the Rust types it was type-checked
@@ -62,6 +63,7 @@ impl Exports {
             reconcile_invoices: lookup("reconcile-invoices")?,
             find_meter: lookup("find-meter")?,
             query_usage: lookup("query-usage")?,
+            list_subscriptions: lookup("list-subscriptions")?,
         })
     }
 }
@@ -104,12 +106,20 @@ impl Sandbox {
         inputs: Inputs,
         meter: &Meter,
         recent: &[LedgerMark],
+        listed: Option<&Listing>,
     ) -> Result<Outputs, Failure> {
         self.call(
             config,
             &inputs.customer_id,
             |e| &e.run_with_meter,
-            (&config.endpoints, &config.options, &inputs, meter, recent),
+            (
+                &config.endpoints,
+                &config.options,
+                &inputs,
+                meter,
+                recent,
+                listed,
+            ),
             outputs,
         )
         .await
@@ -125,6 +135,7 @@ impl Sandbox {
         sources: Vec<Source>,
         meter: &Meter,
         recent: &[LedgerMark],
+        listed: Option<&Listing>,
     ) -> Result<Outputs, Failure> {
         self.call(
             config,
@@ -137,6 +148,7 @@ impl Sandbox {
                 sources.as_slice(),
                 meter,
                 recent,
+                listed,
             ),
             outputs,
         )
@@ -203,6 +215,29 @@ impl Sandbox {
             "",
             |e| &e.find_meter,
             (&config.endpoints, &config.options, event_name),
+            Ok,
+        )
+        .await
+    }
+
+    /// One page of the account's subscriptions with an item on `meter_ids`,
+    /// in a fresh instance.
+    pub async fn list_subscriptions(
+        &self,
+        config: &RunConfig,
+        meter_ids: &[String],
+        starting_after: Option<&str>,
+    ) -> Result<SubscriptionPage, Failure> {
+        self.call(
+            config,
+            "",
+            |e| &e.list_subscriptions,
+            (
+                &config.endpoints,
+                &config.options,
+                meter_ids,
+                starting_after,
+            ),
             Ok,
         )
         .await

@@ -8,8 +8,8 @@ use crate::credentials::Needed;
 use crate::decimal::Decimal;
 use crate::exports::usage_sync::workflow::workflow::{
     CustomerUsage, Endpoints, Inputs, Interval, InvoiceCheck, InvoiceReconciliation, LedgerMark,
-    Meter, Options, Outputs, Reconciliation, Source as WitSource, Step, StripeRead, UsageQuery,
-    WorkflowError,
+    Listing, Meter, Options, Outputs, Reconciliation, Source as WitSource, Step, StripeRead,
+    SubscriptionPage, UsageQuery, WorkflowError,
 };
 use crate::inputs::{self, Plan, Window};
 use crate::retry;
@@ -28,6 +28,7 @@ mod ambient;
 mod calls;
 mod failure;
 mod ledger;
+mod listing;
 mod meter;
 mod values;
 
@@ -51,17 +52,21 @@ pub fn run(
         &retry,
         &mut reads,
     )?;
-    query_and_record(endpoints, &options, &plan, &retry, &meter, recent, reads)
+    query_and_record(
+        endpoints, &options, &plan, &retry, &meter, recent, None, reads,
+    )
 }
 
-/// [`run`] with the meter already found (by [`find_meter`]), and this tool's
-/// recent writes to the ledger.
+/// [`run`] with the meter already found (by [`find_meter`]), this tool's
+/// recent writes to the ledger, and the customer's subscriptions from the
+/// sync's listing, if any.
 pub fn run_with_meter(
     endpoints: &Endpoints,
     options: Options,
     inputs: Inputs,
     meter: Meter,
     recent: &[LedgerMark],
+    listed: Option<&Listing>,
 ) -> Result<Outputs, WorkflowError> {
     let (plan, retry) = prepare(&options, &[Needed::Amberflo, Needed::Stripe], |o| {
         inputs::validate(inputs, o, now())
@@ -73,10 +78,12 @@ pub fn run_with_meter(
         &retry,
         &meter,
         recent,
+        listed,
         Vec::new(),
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn query_and_record(
     endpoints: &Endpoints,
     options: &Options,
@@ -84,6 +91,7 @@ fn query_and_record(
     retry: &retry::Policy,
     meter: &Meter,
     recent: &[LedgerMark],
+    listed: Option<&Listing>,
     reads: Vec<StripeRead>,
 ) -> Result<Outputs, WorkflowError> {
     // From the first day's start: the ledger compares whole days' prefixes.
@@ -116,6 +124,7 @@ fn query_and_record(
         vec![source],
         meter,
         recent,
+        listed,
         reads,
     )
 }
@@ -129,6 +138,7 @@ pub fn record_usage(
     sources: Vec<WitSource>,
     meter: Meter,
     recent: &[LedgerMark],
+    listed: Option<&Listing>,
 ) -> Result<Outputs, WorkflowError> {
     let (plan, retry) = prepare(&options, &[Needed::Stripe], |o| {
         if sources.is_empty() {
@@ -154,6 +164,7 @@ pub fn record_usage(
         checked,
         &meter,
         recent,
+        listed,
         Vec::new(),
     )
 }
@@ -241,6 +252,22 @@ pub fn find_meter(
         &retry,
         &mut Vec::new(),
     )
+}
+
+/// One page of the account's subscriptions with an item on `meter_ids`.
+pub fn list_subscriptions(
+    endpoints: &Endpoints,
+    options: Options,
+    meter_ids: Vec<String>,
+    after: Option<String>,
+) -> Result<SubscriptionPage, WorkflowError> {
+    let ((), retry) = prepare(&options, &[Needed::Stripe], |_| {
+        match meter_ids.is_empty() {
+            true => Err("a listing of subscriptions needs at least one meter".into()),
+            false => Ok(()),
+        }
+    })?;
+    listing::page(endpoints, &retry, &meter_ids, after.as_deref())
 }
 
 /// Step 1 for many customers of one meter: one query, grouped by customer.

@@ -6,6 +6,7 @@
 //! harmless.
 
 use super::journal::{Header, open_journal};
+use super::listing::{self, Listed};
 use crate::bindings::{Inputs, Meter, Source};
 use crate::commands::batch::{batches_of, meters_for, query_batch};
 use crate::commands::ledger::{Bounds, LedgerState};
@@ -148,6 +149,7 @@ struct Run<'a> {
     plan: &'a Settings,
     state: Arc<LedgerState>,
     meters: HashMap<String, Arc<Meter>>,
+    listed: Option<Arc<Listed>>,
     journal: std::fs::File,
     done: std::collections::HashSet<u128>,
     summary: Summary,
@@ -183,6 +185,11 @@ pub async fn sync(
     // Each event name's meter, looked up once for the whole sync, before any
     // write: a missing or unusable meter stops the sync with nothing written.
     let meters = meters_for(&sandbox, &config, parts.events.iter().map(String::as_str)).await?;
+    // The account's subscriptions, listed once for every row.
+    let budget = listing::page_budget(parts.total);
+    let listed = Listed::list(&sandbox, &config, &meters, budget)
+        .await
+        .map(Arc::new);
     // Listen before the first row starts, and once for the whole sync, so no
     // Ctrl-C or SIGTERM kills the process mid-request or falls between two polls.
     let interrupt = Interrupt::listen()
@@ -193,6 +200,7 @@ pub async fn sync(
         plan,
         state,
         meters,
+        listed,
         journal,
         done,
         summary: Summary::default(),
@@ -306,6 +314,7 @@ impl Run<'_> {
             start_time: plan.start_time.clone(),
             end_time: plan.end_time.clone(),
             state: state.clone(),
+            listed: self.listed.clone(),
         });
         // Rows sharing a Stripe customer and event are one ledger. A ledger of
         // one plain source goes the batched way; any other runs on its own.
@@ -445,6 +454,8 @@ struct Shared {
     start_time: String,
     end_time: String,
     state: Arc<LedgerState>,
+    /// The sync's listing of the account's subscriptions, if it has one.
+    listed: Option<Arc<Listed>>,
 }
 
 impl Shared {
@@ -645,15 +656,21 @@ impl Shared {
         let row = &job.sources[0].0;
         let recent = self.state.marks(&row.stripe_customer, Some(&job.meter.id));
         let inputs = self.inputs(row);
+        let listed = self
+            .listed
+            .as_ref()
+            .and_then(|l| l.of(&row.stripe_customer));
+        let listed = listed.as_ref();
+        let (config, meter) = (&self.config, &job.meter);
         let result = match sources {
             Some(sources) => {
                 self.sandbox
-                    .record_usage(&self.config, inputs, sources, &job.meter, &recent)
+                    .record_usage(config, inputs, sources, meter, &recent, listed)
                     .await
             }
             None => {
                 self.sandbox
-                    .run_with_meter(&self.config, inputs, &job.meter, &recent)
+                    .run_with_meter(config, inputs, meter, &recent, listed)
                     .await
             }
         };

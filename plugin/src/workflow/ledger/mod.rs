@@ -18,8 +18,8 @@ use super::values::{scaled, values};
 use crate::billing::{Billed, Periods};
 use crate::decimal::Decimal;
 use crate::exports::usage_sync::workflow::workflow::{
-    Endpoints, Interval, LedgerMark, Meter, MeterEvent, Options, Outputs, PlannedRequest, Step,
-    StripeRead, Unbilled, Verification, WorkflowError,
+    Endpoints, Interval, LedgerMark, Listing, Meter, MeterEvent, Options, Outputs, PlannedRequest,
+    Step, StripeRead, Unbilled, Verification, WorkflowError,
 };
 use crate::inputs::{self, Plan, Window};
 use crate::time::{self, DAY};
@@ -64,6 +64,7 @@ pub(in crate::workflow) fn record_all(
     sources: Vec<Source>,
     meter: &Meter,
     recent: &[LedgerMark],
+    listed: Option<&Listing>,
     mut reads: Vec<StripeRead>,
 ) -> Result<Outputs, WorkflowError> {
     let invalid = WorkflowError::InvalidInput;
@@ -99,7 +100,7 @@ pub(in crate::workflow) fn record_all(
         false => None,
     };
     // What bills the ledger: periods cut the window, closed ones take nothing.
-    let periods = periods::read_periods(endpoints, plan, meter, retry, now, &mut reads)?;
+    let periods = periods::read_periods(endpoints, plan, meter, retry, now, listed, &mut reads)?;
     let (cuts, blurred) = cuts_of(plan, meter, &periods, grid).map_err(invalid)?;
     let intervals = cut(&plan.intervals, &cuts);
     // The ledger's unit: a UTC day, or its part in one billing period.
@@ -857,7 +858,7 @@ pub(in crate::workflow) fn carried_by_day(
         return Ok(BTreeMap::new());
     };
     let now = now();
-    let periods = periods::read_periods(endpoints, plan, meter, retry, now, reads)?;
+    let periods = periods::read_periods(endpoints, plan, meter, retry, now, None, reads)?;
     let reader = carried::Reader {
         endpoints,
         plan,

@@ -4,25 +4,55 @@
 
 use super::super::calls::{Page, Paging, read_pages, read_record};
 use super::super::failure::step_failed;
+use super::super::listing;
 use crate::billing::{self, Invoice, Periods, Subscription};
 use crate::exports::usage_sync::workflow::workflow::{
-    Endpoints, Meter, Step, StripeRead, WorkflowError,
+    Endpoints, Listing, Meter, Step, StripeRead, WorkflowError,
 };
 use crate::inputs::{Plan, Window};
 use crate::{retry, stripe, time};
 
-/// The periods of the items priced on `meter` for the plan's Stripe customer.
+/// The periods of the items priced on `meter` for the plan's Stripe customer:
+/// from the sync's listing of its subscriptions when it may be trusted, else
+/// from a read of its own.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn read_periods(
     endpoints: &Endpoints,
     plan: &Plan,
     meter: &Meter,
     retry: &retry::Policy,
     now: i64,
+    listed: Option<&Listing>,
     reads: &mut Vec<StripeRead>,
 ) -> Result<Periods, WorkflowError> {
     let base = endpoints.stripe_url.trim_end_matches('/');
     let window = plan.window;
-    let subscriptions = subscriptions(base, plan, meter, retry, reads)?;
+    let trusted = listed.map(|l| {
+        (
+            l,
+            listing::trusted(l, &meter.id, &plan.stripe_customer, now),
+        )
+    });
+    let subscriptions = match trusted {
+        Some((l, Ok(subscriptions))) => {
+            let url = billing::account_subscriptions_url(base, None);
+            let answer = format!(
+                "the sync's listing of {}: {}",
+                time::format(l.listed_at),
+                on_meter(&subscriptions, meter)
+            );
+            reads.push(read_record(url, answer));
+            subscriptions
+        }
+        Some((_, Err(why))) => {
+            eprintln!(
+                "usage-sync: reading the subscriptions of {}: {why}",
+                plan.stripe_customer
+            );
+            subscriptions(base, plan, meter, retry, reads)?
+        }
+        None => subscriptions(base, plan, meter, retry, reads)?,
+    };
     let mut invoice_reads = Vec::new();
     let periods = billing::periods(&subscriptions, &meter.id, window, now, |subscription| {
         invoices(base, plan, subscription, retry, &mut invoice_reads).map_err(|e| match e {
@@ -51,27 +81,30 @@ fn subscriptions(
         |after| billing::subscriptions_url(base, &plan.stripe_customer, after),
         billing::parse_subscriptions,
         |s: &Subscription| s.id.clone(),
-        |page: &[Subscription]| {
-            let on_meter = page
-                .iter()
-                .flat_map(|s| &s.items.data)
-                .filter(|i| i.on_meter(&meter.id))
-                .map(|i| {
-                    format!(
-                        "{} {} to {}",
-                        i.id,
-                        time::format(i.current_period_start),
-                        time::format(i.current_period_end)
-                    )
-                })
-                .collect::<Vec<_>>();
-            match on_meter.is_empty() {
-                true => format!("no subscription item on {}", meter.id),
-                false => on_meter.join(", "),
-            }
-        },
+        |page: &[Subscription]| on_meter(page, meter),
         reads,
     )
+}
+
+/// The items on `meter` and their current periods, for the trace.
+fn on_meter(subscriptions: &[Subscription], meter: &Meter) -> String {
+    let on_meter = subscriptions
+        .iter()
+        .flat_map(|s| &s.items.data)
+        .filter(|i| i.on_meter(&meter.id))
+        .map(|i| {
+            format!(
+                "{} {} to {}",
+                i.id,
+                time::format(i.current_period_start),
+                time::format(i.current_period_end)
+            )
+        })
+        .collect::<Vec<_>>();
+    match on_meter.is_empty() {
+        true => format!("no subscription item on {}", meter.id),
+        false => on_meter.join(", "),
+    }
 }
 
 /// The invoices of `subscription`, newest first, each page traced.

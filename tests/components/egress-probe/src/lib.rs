@@ -26,8 +26,9 @@ wit_bindgen::generate!({
 });
 
 use exports::usage_sync::workflow::workflow::{
-    CustomerUsage, Delivery, Endpoints, Guest, Inputs, InvoiceReconciliation, LedgerMark, Meter,
-    Options, Outputs, Reconciliation, Source, Step, StepFailure, UsageQuery, WorkflowError,
+    CustomerUsage, Delivery, Endpoints, Guest, Inputs, InvoiceReconciliation, LedgerMark, Listing,
+    Meter, Options, Outputs, Reconciliation, Source, Step, StepFailure, SubscriptionPage,
+    UsageQuery, WorkflowError,
 };
 use serde_json::{Value, json};
 use wasip2::http::outgoing_handler;
@@ -110,8 +111,22 @@ impl Guest for Probe {
         inputs: Inputs,
         _: Meter,
         _: Vec<LedgerMark>,
+        _: Option<Listing>,
     ) -> Result<Outputs, WorkflowError> {
         Probe::run(endpoints, options, inputs)
+    }
+
+    // An empty, complete listing: every row then reads (and attacks) alone.
+    fn list_subscriptions(
+        _: Endpoints,
+        _: Options,
+        _: Vec<String>,
+        _: Option<String>,
+    ) -> Result<SubscriptionPage, WorkflowError> {
+        Ok(SubscriptionPage {
+            subscriptions: Vec::new(),
+            next: None,
+        })
     }
 
     fn record_usage(
@@ -121,6 +136,7 @@ impl Guest for Probe {
         _: Vec<Source>,
         _: Meter,
         _: Vec<LedgerMark>,
+        _: Option<Listing>,
     ) -> Result<Outputs, WorkflowError> {
         Probe::run(endpoints, options, inputs)
     }

@@ -1,0 +1,199 @@
+//! One listing of the account's subscriptions per sync (README, "One listing
+//! per sync"): a sync of ten or more rows lists `GET /v1/subscriptions` for
+//! the whole account, a hundred a page, instead of reading each customer's;
+//! and every case where the listing may be wrong or incomplete falls back to
+//! the customer's own read, billing exactly as before.
+
+use crate::support::*;
+use usage_sync_emulators::{Fault, SubscriptionSpec};
+
+const PERIOD: i64 = 30 * DAY;
+const CUSTOMERS: usize = 10;
+
+/// `CUSTOMERS` customers with one unit each at yesterday 00:01, each on a
+/// 30-day subscription that renewed ten days ago.
+fn providers() -> Providers {
+    let day = yesterday();
+    let records: Vec<_> = (0..CUSTOMERS)
+        .map(|i| usage(&format!("cust-{i}"), "api-calls", day.0 + 60, 1.0))
+        .collect();
+    let p = Providers::start(records);
+    p.stripe.set_grace(72 * 3600);
+    p
+}
+
+fn subscribe(p: &Providers, customer: &str, renewal: i64) {
+    p.stripe.add_subscription(SubscriptionSpec {
+        customer: customer.into(),
+        event_name: "api_calls".into(),
+        anchor: renewal - PERIOD,
+        period: PERIOD,
+        ended_at: None,
+    });
+}
+
+fn subscribe_all(p: &Providers) {
+    for i in 0..CUSTOMERS {
+        subscribe(p, &format!("cus_{i}"), days_ago(10).0);
+    }
+}
+
+/// The subscriptions reads Stripe received, as `GET path?query`.
+fn subscription_reads(p: &Providers) -> Vec<String> {
+    p.stripe_reads()
+        .into_iter()
+        .filter(|r| r.starts_with("GET /v1/subscriptions?"))
+        .collect()
+}
+
+const LISTING: &str = "GET /v1/subscriptions?status=all&limit=100";
+
+fn own_read(customer: &str) -> String {
+    format!("GET /v1/subscriptions?customer={customer}&status=all&limit=100")
+}
+
+/// Each customer's events: `(timestamp, value)`.
+fn billed(p: &Providers, customer: &str) -> Vec<(i64, String)> {
+    let mut events: Vec<_> = p
+        .stripe
+        .events()
+        .into_iter()
+        .filter(|e| e.payload["stripe_customer_id"] == customer)
+        .map(|e| (e.timestamp, e.payload["value"].clone()))
+        .collect();
+    events.sort();
+    events
+}
+
+/// Every customer billed its one unit, stamped in its open period.
+fn assert_each_billed_once(p: &Providers) {
+    let day = yesterday();
+    for i in 0..CUSTOMERS {
+        let customer = format!("cus_{i}");
+        assert_eq!(
+            billed(p, &customer),
+            [(day.1 - 1, "1".to_string())],
+            "{customer}"
+        );
+    }
+}
+
+#[test]
+fn a_nightly_sync_lists_the_accounts_subscriptions_once_and_bills_as_each_read_would() {
+    let p = providers();
+    subscribe_all(&p);
+    let mapping = write_mapping("listing-nightly", CUSTOMERS);
+    p.sync(&mapping_args(&mapping, &[])).expect(0);
+    // The bytes on the wire: one page of the whole account, no customer.
+    assert_eq!(subscription_reads(&p), [LISTING]);
+    assert_each_billed_once(&p);
+}
+
+#[test]
+fn a_customer_on_a_test_clock_is_not_listed_and_is_read_on_its_own() {
+    let p = providers();
+    subscribe_all(&p);
+    p.stripe.attach_test_clock("cus_3");
+    let mapping = write_mapping("listing-test-clock", CUSTOMERS);
+    let run = p.sync(&mapping_args(&mapping, &[]));
+    run.expect(0);
+    assert_eq!(
+        subscription_reads(&p),
+        [LISTING.to_string(), own_read("cus_3")]
+    );
+    // Had the listing been taken as the whole truth, cus_3 would have had no
+    // subscription: its usage reported `no-subscription`, no renewal cut and
+    // no final invoice seen.
+    assert!(!run.stdout.contains("no-subscription"), "{}", run.stdout);
+    assert_eq!(
+        run.stdout.matches("\"status\":\"recorded\"").count(),
+        CUSTOMERS
+    );
+    assert_each_billed_once(&p);
+}
+
+#[test]
+fn a_period_ending_within_the_finalization_margin_sends_its_customer_to_its_own_read() {
+    let p = providers();
+    for i in 0..CUSTOMERS {
+        let renewal = match i {
+            // Renews in ten minutes: a renewal before the rows run (or
+            // before Stripe processes their events) would leave the listing
+            // showing a period whose invoice is about to freeze.
+            5 => now() + 600,
+            _ => days_ago(10).0,
+        };
+        subscribe(&p, &format!("cus_{i}"), renewal);
+    }
+    let mapping = write_mapping("listing-margin", CUSTOMERS);
+    let run = p.sync(&mapping_args(&mapping, &[]));
+    run.expect(0);
+    assert_eq!(
+        subscription_reads(&p),
+        [LISTING.to_string(), own_read("cus_5")]
+    );
+    assert!(
+        run.stderr
+            .contains("reading the subscriptions of cus_5: the period of si_"),
+        "{}",
+        run.stderr
+    );
+    assert_each_billed_once(&p);
+}
+
+#[test]
+fn an_account_with_more_pages_than_a_tenth_of_the_rows_is_read_customer_by_customer() {
+    let p = providers();
+    subscribe_all(&p);
+    // 150 subscriptions of customers the mapping does not bill: two pages,
+    // past the budget of one page for ten rows.
+    for i in 0..150 {
+        subscribe(&p, &format!("cus_other{i}"), days_ago(10).0);
+    }
+    let mapping = write_mapping("listing-budget", CUSTOMERS);
+    let run = p.sync(&mapping_args(&mapping, &[]));
+    run.expect(0);
+    let mut expected = vec![LISTING.to_string()];
+    expected.extend((0..CUSTOMERS).map(|i| own_read(&format!("cus_{i}"))));
+    let mut reads = subscription_reads(&p);
+    reads.sort();
+    expected.sort();
+    assert_eq!(reads, expected);
+    assert!(run.stderr.contains("run past 1 page(s)"), "{}", run.stderr);
+    assert_each_billed_once(&p);
+}
+
+#[test]
+fn a_failed_listing_falls_back_to_each_customers_own_read() {
+    let p = providers();
+    subscribe_all(&p);
+    // The meter lookup is answered; the listing gets a body that is not JSON.
+    p.stripe.push_read_faults([
+        Fault::Delay(std::time::Duration::ZERO),
+        Fault::MalformedJson,
+    ]);
+    let mapping = write_mapping("listing-failed", CUSTOMERS);
+    let run = p.sync(&mapping_args(&mapping, &[]));
+    run.expect(0);
+    assert_eq!(subscription_reads(&p).len(), 1 + CUSTOMERS);
+    assert!(
+        run.stderr
+            .contains("listing the account's subscriptions failed"),
+        "{}",
+        run.stderr
+    );
+    assert_each_billed_once(&p);
+}
+
+#[test]
+fn fewer_than_ten_rows_read_each_customer_as_before() {
+    let p = providers();
+    subscribe_all(&p);
+    let mapping = write_mapping("listing-few", 9);
+    p.sync(&mapping_args(&mapping, &[])).expect(0);
+    let mut reads = subscription_reads(&p);
+    reads.sort();
+    let mut expected: Vec<_> = (0..9).map(|i| own_read(&format!("cus_{i}"))).collect();
+    expected.sort();
+    assert_eq!(reads, expected);
+}
