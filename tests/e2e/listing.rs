@@ -197,3 +197,34 @@ fn fewer_than_ten_rows_read_each_customer_as_before() {
     expected.sort();
     assert_eq!(reads, expected);
 }
+
+#[test]
+fn a_sync_longer_than_the_refresh_lists_again_while_it_runs() {
+    let p = providers();
+    subscribe_all(&p);
+    // One row at a time, each write taking 400 ms: about 4 s, against a
+    // refresh every second (5 minutes by default, half of what a row trusts).
+    p.stripe
+        .set_meter_event_time(std::time::Duration::from_millis(400));
+    let mapping = write_mapping("listing-refresh", CUSTOMERS);
+    let args = mapping_args(&mapping, &["--concurrency", "1"]);
+    let mut command = p.command_for("sync", &args);
+    command.env("USAGE_SYNC_LISTING_REFRESH_SECS", "1");
+    let run = Run::exec(&mut command);
+    p.assert_no_leak(&run);
+    run.expect(0);
+    // Listed at the start and again while the writes ran; no row read its own.
+    // (A listing in flight when the sync ends is dropped unlogged.)
+    let reads = subscription_reads(&p);
+    assert!(reads.iter().all(|r| r == LISTING), "{reads:?}");
+    let listed = run
+        .stderr
+        .matches("sync: listed the account's subscriptions")
+        .count();
+    assert!(
+        listed >= 3 && reads.len() >= listed,
+        "{listed} listed\n{}",
+        run.stderr
+    );
+    assert_each_billed_once(&p);
+}

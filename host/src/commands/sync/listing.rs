@@ -5,8 +5,14 @@
 use crate::bindings::{ListedSubscription, Listing, Meter};
 use crate::sandbox::{RunConfig, Sandbox};
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::task::JoinHandle;
+
+/// How often a sync lists again while it runs: half the 10 minutes a row
+/// trusts a listing for (the component's `listing::MAX_AGE`), so a sync
+/// longer than that keeps one (`USAGE_SYNC_LISTING_REFRESH_SECS` overrides).
+const REFRESH: Duration = Duration::from_secs(5 * 60);
 
 /// The most pages a listing reads (100 subscriptions each): what the host
 /// then holds stays a few megabytes.
@@ -17,6 +23,67 @@ pub(crate) const MAX_PAGES: usize = 1_000;
 /// has customers costs at most a tenth more than reading each customer's.
 pub(crate) fn page_budget(rows: usize) -> usize {
     (rows / 10).min(MAX_PAGES)
+}
+
+/// The sync's current listing, listed again every [`REFRESH`] while the
+/// sync runs; none when the first listing was not made.
+pub(crate) struct Listings {
+    current: Arc<RwLock<Option<Arc<Listed>>>>,
+    /// The task listing again (aborted when the sync's listings are dropped).
+    refresh: Option<JoinHandle<()>>,
+}
+
+impl Listings {
+    /// Lists once, then again every [`REFRESH`] in the background while the
+    /// returned value lives. A later listing that fails or runs past the
+    /// budget leaves the previous one, which the rows stop trusting once it
+    /// is 10 minutes old.
+    pub(crate) async fn start(
+        sandbox: Arc<Sandbox>,
+        config: RunConfig,
+        meters: HashMap<String, Arc<Meter>>,
+        budget: usize,
+    ) -> Arc<Listings> {
+        let Some(first) = Listed::list(&sandbox, &config, &meters, budget).await else {
+            return Arc::new(Listings {
+                current: Arc::default(),
+                refresh: None,
+            });
+        };
+        let every = std::env::var("USAGE_SYNC_LISTING_REFRESH_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map_or(REFRESH, Duration::from_secs)
+            .max(Duration::from_secs(1));
+        let current = Arc::new(RwLock::new(Some(Arc::new(first))));
+        let shared = Arc::clone(&current);
+        let refresh = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Some(next) = Listed::list(&sandbox, &config, &meters, budget).await {
+                    *shared.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(next));
+                }
+            }
+        });
+        Arc::new(Listings {
+            current,
+            refresh: Some(refresh),
+        })
+    }
+
+    /// What the current listing holds for `customer` (see [`Listed::of`]).
+    pub(crate) fn of(&self, customer: &str) -> Option<Listing> {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        current.as_ref().and_then(|l| l.of(customer))
+    }
+}
+
+impl Drop for Listings {
+    fn drop(&mut self) {
+        if let Some(refresh) = &self.refresh {
+            refresh.abort();
+        }
+    }
 }
 
 /// A complete listing of the account's subscriptions on the sync's meters,

@@ -6,7 +6,7 @@
 //! harmless.
 
 use super::journal::{Header, open_journal};
-use super::listing::{self, Listed};
+use super::listing::{self, Listings};
 use crate::bindings::{Inputs, Meter, Source};
 use crate::commands::batch::{batches_of, meters_for, query_batch};
 use crate::commands::ledger::{Bounds, LedgerState};
@@ -149,7 +149,7 @@ struct Run<'a> {
     plan: &'a Settings,
     state: Arc<LedgerState>,
     meters: HashMap<String, Arc<Meter>>,
-    listed: Option<Arc<Listed>>,
+    listed: Arc<Listings>,
     journal: std::fs::File,
     done: std::collections::HashSet<u128>,
     summary: Summary,
@@ -187,9 +187,7 @@ pub async fn sync(
     let meters = meters_for(&sandbox, &config, parts.events.iter().map(String::as_str)).await?;
     // The account's subscriptions, listed once for every row.
     let budget = listing::page_budget(parts.total);
-    let listed = Listed::list(&sandbox, &config, &meters, budget)
-        .await
-        .map(Arc::new);
+    let listed = Listings::start(sandbox.clone(), config.clone(), meters.clone(), budget).await;
     // Listen before the first row starts, and once for the whole sync, so no
     // Ctrl-C or SIGTERM kills the process mid-request or falls between two polls.
     let interrupt = Interrupt::listen()
@@ -454,8 +452,8 @@ struct Shared {
     start_time: String,
     end_time: String,
     state: Arc<LedgerState>,
-    /// The sync's listing of the account's subscriptions, if it has one.
-    listed: Option<Arc<Listed>>,
+    /// The sync's listing of the account's subscriptions.
+    listed: Arc<Listings>,
 }
 
 impl Shared {
@@ -656,10 +654,7 @@ impl Shared {
         let row = &job.sources[0].0;
         let recent = self.state.marks(&row.stripe_customer, Some(&job.meter.id));
         let inputs = self.inputs(row);
-        let listed = self
-            .listed
-            .as_ref()
-            .and_then(|l| l.of(&row.stripe_customer));
+        let listed = self.listed.of(&row.stripe_customer);
         let listed = listed.as_ref();
         let (config, meter) = (&self.config, &job.meter);
         let result = match sources {
