@@ -18,6 +18,12 @@ const REFRESH: Duration = Duration::from_secs(5 * 60);
 /// then holds stays a few megabytes.
 pub(crate) const MAX_PAGES: usize = 1_000;
 
+/// The most subscription items a listing holds: 1,000 pages of subscriptions
+/// with one item on the meter each. A subscription may hold 20 items, so an
+/// answer past this (a provider that lies, or an account of many-item
+/// subscriptions on one meter) ends the listing instead of filling memory.
+pub(crate) const MAX_ITEMS: usize = 100_000;
+
 /// The pages a sync of `rows` rows may spend on the listing: a tenth of a
 /// read per row, so an account with many more subscriptions than the mapping
 /// has customers costs at most a tenth more than reading each customer's.
@@ -115,6 +121,7 @@ impl Listed {
             .map_or(0, |d| d.as_secs() as i64);
         let mut by_customer: HashMap<String, Vec<ListedSubscription>> = HashMap::new();
         let mut after = None;
+        let mut items = 0;
         for pages in 1..=budget {
             let page = match sandbox
                 .list_subscriptions(config, &meter_ids, after.as_deref())
@@ -129,11 +136,11 @@ impl Listed {
                     return None;
                 }
             };
-            for sub in page.subscriptions {
-                by_customer
-                    .entry(sub.customer.clone())
-                    .or_default()
-                    .push(sub);
+            if !gather(&mut by_customer, &mut items, page.subscriptions, MAX_ITEMS) {
+                tracing::info!(
+                    "sync: the account's subscriptions hold more than {MAX_ITEMS} items on the sync's meters; each customer's are read on their own"
+                );
+                return None;
             }
             match page.next {
                 None => {
@@ -164,9 +171,72 @@ impl Listed {
     }
 }
 
+/// Adds a page's subscriptions by customer, counting their items into
+/// `items`; false once they are more than `max_items`.
+fn gather(
+    by_customer: &mut HashMap<String, Vec<ListedSubscription>>,
+    items: &mut usize,
+    page: Vec<ListedSubscription>,
+    max_items: usize,
+) -> bool {
+    for sub in page {
+        *items += sub.items.len();
+        if *items > max_items {
+            return false;
+        }
+        by_customer
+            .entry(sub.customer.clone())
+            .or_default()
+            .push(sub);
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bindings::ListedItem;
+
+    fn sub(customer: &str, items: usize) -> ListedSubscription {
+        let item = ListedItem {
+            id: "si_1".into(),
+            price: "price_1".into(),
+            meter: "mtr_1".into(),
+            current_period_start: 0,
+            current_period_end: 1,
+        };
+        ListedSubscription {
+            id: "sub_1".into(),
+            customer: customer.into(),
+            ended_at: None,
+            items: vec![item; items],
+        }
+    }
+
+    #[test]
+    fn pages_are_gathered_by_customer_until_the_items_run_past_the_cap() {
+        let (mut by_customer, mut items) = (HashMap::new(), 0);
+        assert!(gather(
+            &mut by_customer,
+            &mut items,
+            vec![sub("cus_1", 2), sub("cus_2", 1)],
+            5
+        ));
+        assert!(gather(
+            &mut by_customer,
+            &mut items,
+            vec![sub("cus_1", 2)],
+            5
+        ));
+        assert_eq!(by_customer["cus_1"].len(), 2);
+        assert_eq!(items, 5);
+        assert!(!gather(
+            &mut by_customer,
+            &mut items,
+            vec![sub("cus_3", 1)],
+            5
+        ));
+    }
 
     #[test]
     fn the_budget_is_a_tenth_of_a_read_per_row_up_to_a_cap() {
