@@ -133,8 +133,10 @@ impl Guest for Component {
         inputs: Inputs,
         usage_result: String,
         meter: Meter,
+        listed: Option<Listing>,
     ) -> Result<InvoiceReconciliation, WorkflowError> {
-        workflow::reconcile_invoices(&endpoints, options, inputs, &usage_result, meter)
+        let listed = listed.as_ref();
+        workflow::reconcile_invoices(&endpoints, options, inputs, &usage_result, meter, listed)
     }
 
     fn reconcile(

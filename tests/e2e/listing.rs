@@ -219,7 +219,7 @@ fn a_sync_longer_than_the_refresh_lists_again_while_it_runs() {
     assert!(reads.iter().all(|r| r == LISTING), "{reads:?}");
     let listed = run
         .stderr
-        .matches("sync: listed the account's subscriptions")
+        .matches("listed the account's subscriptions")
         .count();
     assert!(
         listed >= 3 && reads.len() >= listed,
@@ -227,4 +227,39 @@ fn a_sync_longer_than_the_refresh_lists_again_while_it_runs() {
         run.stderr
     );
     assert_each_billed_once(&p);
+}
+
+#[test]
+fn reconcile_invoices_lists_the_subscriptions_once_and_checks_every_invoice() {
+    // Each customer used 1 unit three days ago, in a period that renewed two
+    // days ago and whose invoice is final; nothing was synced: each bills 0.
+    let day = days_ago(3);
+    let renewal = days_ago(2).0 + 15 * 3600;
+    let records: Vec<_> = (0..CUSTOMERS)
+        .map(|i| usage(&format!("cust-{i}"), "api-calls", day.0 + 60, 1.0))
+        .collect();
+    let p = Providers::start(records);
+    for i in 0..CUSTOMERS {
+        subscribe(&p, &format!("cus_{i}"), renewal);
+    }
+    p.stripe.shift_clock(3 * DAY);
+    let mapping = write_mapping("listing-reconcile", CUSTOMERS);
+    let run = p.reconcile(&mapping_args(&mapping, &["--invoices"]));
+    run.expect(5);
+    assert_eq!(subscription_reads(&p), [LISTING]);
+    let lines: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l: &serde_json::Value| l.get("invoice").is_some())
+        .collect();
+    assert_eq!(lines.len(), CUSTOMERS, "{}", run.stdout);
+    for line in &lines {
+        assert_eq!(line["status"], "under", "{line}");
+        assert_eq!(
+            (line["billed"].as_str(), line["expected"].as_str()),
+            (Some("0"), Some("1"))
+        );
+        assert_eq!(line["periodEnd"], renewal);
+    }
 }

@@ -9,6 +9,7 @@ pub(crate) mod close_periods;
 pub(crate) mod demo;
 pub(crate) mod flags;
 pub(crate) mod ledger;
+pub(crate) mod listing;
 pub(crate) mod reconcile;
 pub(crate) mod run;
 pub(crate) mod serve;

@@ -3,7 +3,6 @@
 //! rows, [`journal`] remembers which are done.
 
 pub(crate) mod journal;
-pub(crate) mod listing;
 pub(crate) mod rows;
 
 use super::flags::{EndpointArgs, FanOutArgs, PaceArgs, SandboxArgs, WindowArgs, WorkflowArgs};

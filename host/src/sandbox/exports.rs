@@ -183,13 +183,15 @@ impl Sandbox {
     }
 
     /// One row's finalized invoices against Amberflo's totals for their
-    /// periods, read-only, in a fresh instance.
+    /// periods, read-only, in a fresh instance; `listed`: the customer's
+    /// subscriptions from the command's listing.
     pub async fn reconcile_invoices(
         &self,
         config: &RunConfig,
         inputs: Inputs,
         usage_result: String,
         meter: &Meter,
+        listed: Option<&Listing>,
     ) -> Result<InvoiceReconciliation, Failure> {
         self.call(
             config,
@@ -201,6 +203,7 @@ impl Sandbox {
                 &inputs,
                 usage_result.as_str(),
                 meter,
+                listed,
             ),
             Ok,
         )

@@ -384,6 +384,7 @@ pub fn reconcile_invoices(
     inputs: Inputs,
     usage_result: &str,
     meter: Meter,
+    listed: Option<&Listing>,
 ) -> Result<InvoiceReconciliation, WorkflowError> {
     let (plan, retry) = prepare(&options, &[Needed::Stripe], |o| {
         inputs::validate(inputs, o, now())
@@ -397,7 +398,8 @@ pub fn reconcile_invoices(
     let usage = given_usage(&options, &plan, &plan.customer_id, usage_result)?;
     let scale = inputs::scale(&options).map_err(invalid)?;
     let mut reads = Vec::new();
-    let (lines, current) = read_invoice_lines(endpoints, &plan, &meter, &retry, &mut reads)?;
+    let (lines, current) =
+        read_invoice_lines(endpoints, &plan, &meter, &retry, now(), listed, &mut reads)?;
     let hour = |t: i64| t.div_euclid(3600) * 3600;
     let starts: Vec<i64> = lines.iter().map(|l| l.start).chain(current).collect();
     let lines: Vec<_> = lines

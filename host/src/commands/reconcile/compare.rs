@@ -7,7 +7,8 @@
 //! the drifted cells on a terminal; and optionally a self-contained HTML page
 //! with a chart per customer.
 
-use crate::bindings::{Cell, CellStatus, Inputs, Meter, Reconciliation};
+use crate::bindings::{Cell, CellStatus, Inputs, Listing, Meter, Reconciliation};
+use crate::commands::listing::{self, Listings};
 use crate::mapping::Row;
 use crate::outcome::{ExitStatus, Failure};
 use crate::progress::Progress;
@@ -134,7 +135,8 @@ pub async fn reconcile(
         config,
         rows,
         settings,
-        move |sandbox, config, inputs, usage, meter| {
+        false,
+        move |sandbox, config, inputs, usage, meter, _| {
             let tolerance = tolerance.clone();
             async move {
                 sandbox
@@ -156,18 +158,22 @@ pub async fn reconcile(
 
 /// Every row's answer, in the mapping's order: Amberflo queried per batch of
 /// customers as `sync` does, then `call` per row (each in its own sandboxed
-/// instance), `drifted` counting what the progress line shows.
+/// instance), `drifted` counting what the progress line shows. With `list`,
+/// the account's subscriptions are listed once, as `sync` does, and each row
+/// is given its customer's.
+#[allow(clippy::too_many_arguments)]
 pub async fn gather<T, F, Fut>(
     sandbox: Arc<Sandbox>,
     config: RunConfig,
     rows: Vec<Row>,
     settings: &Settings,
+    list: bool,
     call: F,
     drifted: impl Fn(&T) -> usize,
 ) -> Result<(Vec<(Row, Result<T, Failure>)>, Arc<RunConfig>), Failure>
 where
     T: Send + 'static,
-    F: Fn(Arc<Sandbox>, Arc<RunConfig>, Inputs, String, Arc<Meter>) -> Fut
+    F: Fn(Arc<Sandbox>, Arc<RunConfig>, Inputs, String, Arc<Meter>, Option<Listing>) -> Fut
         + Clone
         + Send
         + Sync
@@ -175,13 +181,21 @@ where
     Fut: std::future::Future<Output = Result<T, Failure>> + Send + 'static,
 {
     let meters = crate::commands::batch::meters_of(&sandbox, &config, &rows).await?;
+    let listings = match list {
+        true => {
+            let budget = listing::page_budget(rows.len());
+            let (sandbox, config) = (sandbox.clone(), config.clone());
+            Some(Listings::start(sandbox, config, meters.clone(), budget).await)
+        }
+        false => None,
+    };
     let config = Arc::new(config);
     let permits = Arc::new(Semaphore::new(settings.concurrency.max(1)));
     let total = rows.len();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Row, Result<T, Failure>)>();
     for batch in crate::commands::batch::batches(rows, settings.batch) {
         let (sandbox, config, permits) = (sandbox.clone(), config.clone(), permits.clone());
-        let meters = meters.clone();
+        let (meters, listings) = (meters.clone(), listings.clone());
         let (start, end) = (settings.start_time.clone(), settings.end_time.clone());
         let tx = tx.clone();
         let call = call.clone();
@@ -207,9 +221,11 @@ where
                 let inputs = row.inputs(start.clone(), end.clone());
                 let tx = tx.clone();
                 let call = call.clone();
+                let listings = listings.clone();
                 tokio::spawn(async move {
                     let _permit = permits.acquire().await;
-                    let answer = call(sandbox, config, inputs, usage, meter).await;
+                    let listed = listings.and_then(|l| l.of(&row.stripe_customer));
+                    let answer = call(sandbox, config, inputs, usage, meter, listed).await;
                     let _ = tx.send((row, answer));
                 });
             }

@@ -30,9 +30,10 @@ pub async fn reconcile(
         config,
         rows,
         settings,
-        |sandbox, config, inputs, usage, meter| async move {
+        true,
+        |sandbox, config, inputs, usage, meter, listed| async move {
             sandbox
-                .reconcile_invoices(&config, inputs, usage, &meter)
+                .reconcile_invoices(&config, inputs, usage, &meter, listed.as_ref())
                 .await
         },
         |r: &InvoiceReconciliation| r.checks.iter().filter(|c| c.outcome != "match").count(),

@@ -6,10 +6,10 @@
 //! harmless.
 
 use super::journal::{Header, open_journal};
-use super::listing::{self, Listings};
 use crate::bindings::{Inputs, Meter, Source};
 use crate::commands::batch::{batches_of, meters_for, query_batch};
 use crate::commands::ledger::{Bounds, LedgerState};
+use crate::commands::listing::{self, Listings};
 use crate::egress::Concurrency;
 use crate::interrupt::Interrupt;
 use crate::mapping::{Row, key_digest};

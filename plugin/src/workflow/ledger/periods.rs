@@ -27,17 +27,42 @@ pub(super) fn read_periods(
 ) -> Result<Periods, WorkflowError> {
     let base = endpoints.stripe_url.trim_end_matches('/');
     let window = plan.window;
+    let subscriptions = of_customer(base, plan, meter, retry, now, listed, reads)?;
+    let mut invoice_reads = Vec::new();
+    let periods = billing::periods(&subscriptions, &meter.id, window, now, |subscription| {
+        invoices(base, plan, subscription, retry, &mut invoice_reads).map_err(|e| match e {
+            WorkflowError::StepFailed(f) => f.message,
+            WorkflowError::InvalidInput(m) => m,
+        })
+    })
+    .map_err(|m| step_failed(Step::ReadInvoices, window, Some(200), m, None, 1))?;
+    reads.extend(invoice_reads);
+    Ok(periods)
+}
+
+/// The customer's subscriptions: from the sync's listing when it may be
+/// trusted (`listing::trusted`), else from a read of its own.
+#[allow(clippy::too_many_arguments)]
+fn of_customer(
+    base: &str,
+    plan: &Plan,
+    meter: &Meter,
+    retry: &retry::Policy,
+    now: i64,
+    listed: Option<&Listing>,
+    reads: &mut Vec<StripeRead>,
+) -> Result<Vec<Subscription>, WorkflowError> {
     let trusted = listed.map(|l| {
         (
             l,
             listing::trusted(l, &meter.id, &plan.stripe_customer, now),
         )
     });
-    let subscriptions = match trusted {
+    Ok(match trusted {
         Some((l, Ok(subscriptions))) => {
             let url = billing::account_subscriptions_url(base, None);
             let answer = format!(
-                "the sync's listing of {}: {}",
+                "the account's listing of {}: {}",
                 time::format(l.listed_at),
                 on_meter(&subscriptions, meter)
             );
@@ -52,17 +77,7 @@ pub(super) fn read_periods(
             subscriptions(base, plan, meter, retry, reads)?
         }
         None => subscriptions(base, plan, meter, retry, reads)?,
-    };
-    let mut invoice_reads = Vec::new();
-    let periods = billing::periods(&subscriptions, &meter.id, window, now, |subscription| {
-        invoices(base, plan, subscription, retry, &mut invoice_reads).map_err(|e| match e {
-            WorkflowError::StepFailed(f) => f.message,
-            WorkflowError::InvalidInput(m) => m,
-        })
     })
-    .map_err(|m| step_failed(Step::ReadInvoices, window, Some(200), m, None, 1))?;
-    reads.extend(invoice_reads);
-    Ok(periods)
 }
 
 /// The plan's Stripe customer's subscriptions, every status, each page
@@ -189,15 +204,18 @@ pub(in crate::workflow) struct InvoiceLine {
 /// Every invoice line billing `meter` for the plan's Stripe customer: the
 /// subscriptions, then each one's invoices (for `reconcile-invoices`); and
 /// the starts of the items' current periods.
+#[allow(clippy::too_many_arguments)]
 pub(in crate::workflow) fn read_invoice_lines(
     endpoints: &Endpoints,
     plan: &Plan,
     meter: &Meter,
     retry: &retry::Policy,
+    now: i64,
+    listed: Option<&Listing>,
     reads: &mut Vec<StripeRead>,
 ) -> Result<(Vec<InvoiceLine>, Vec<i64>), WorkflowError> {
     let base = endpoints.stripe_url.trim_end_matches('/');
-    let subscriptions = subscriptions(base, plan, meter, retry, reads)?;
+    let subscriptions = of_customer(base, plan, meter, retry, now, listed, reads)?;
     let mut lines = Vec::new();
     let current = subscriptions
         .iter()

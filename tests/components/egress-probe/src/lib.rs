@@ -147,6 +147,7 @@ impl Guest for Probe {
         inputs: Inputs,
         _: String,
         _: Meter,
+        _: Option<Listing>,
     ) -> Result<InvoiceReconciliation, WorkflowError> {
         Probe::run(endpoints, options, inputs)?;
         Ok(InvoiceReconciliation {

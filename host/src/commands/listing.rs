@@ -1,6 +1,7 @@
-//! One listing of the account's subscriptions for the whole sync, so a row
-//! need not read its customer's (README, "One listing per sync"): about one
-//! read per hundred customers instead of one per customer.
+//! One listing of the account's subscriptions for a whole `sync` (or
+//! `reconcile --invoices`), so a row need not read its customer's (README,
+//! "One listing per sync"): about one read per hundred customers instead of
+//! one per customer.
 
 use crate::bindings::{ListedSubscription, Listing, Meter};
 use crate::sandbox::{RunConfig, Sandbox};
@@ -130,7 +131,7 @@ impl Listed {
                 Ok(page) => page,
                 Err(failure) => {
                     tracing::warn!(
-                        "sync: listing the account's subscriptions failed; each customer's are read on their own: {}",
+                        "listing the account's subscriptions failed; each customer's are read on their own: {}",
                         config.credentials.redact(&failure.to_json().to_string())
                     );
                     return None;
@@ -138,14 +139,14 @@ impl Listed {
             };
             if !gather(&mut by_customer, &mut items, page.subscriptions, MAX_ITEMS) {
                 tracing::info!(
-                    "sync: the account's subscriptions hold more than {MAX_ITEMS} items on the sync's meters; each customer's are read on their own"
+                    "the account's subscriptions hold more than {MAX_ITEMS} items on the meters; each customer's are read on their own"
                 );
                 return None;
             }
             match page.next {
                 None => {
                     tracing::info!(
-                        "sync: listed the account's subscriptions on {} meter(s) in {pages} page(s): {} customer(s)",
+                        "listed the account's subscriptions on {} meter(s) in {pages} page(s): {} customer(s)",
                         meter_ids.len(),
                         by_customer.len()
                     );
@@ -155,7 +156,7 @@ impl Listed {
             }
         }
         tracing::info!(
-            "sync: the account's subscriptions run past {budget} page(s) (a tenth of the rows); each customer's are read on their own"
+            "the account's subscriptions run past {budget} page(s) (a tenth of the rows); each customer's are read on their own"
         );
         None
     }
