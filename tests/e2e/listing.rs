@@ -263,3 +263,16 @@ fn reconcile_invoices_lists_the_subscriptions_once_and_checks_every_invoice() {
         assert_eq!(line["periodEnd"], renewal);
     }
 }
+
+#[test]
+fn a_sync_without_batched_queries_uses_the_listing_too() {
+    // `--amberflo-batch 1`: each row runs the whole workflow (`run-with-meter`).
+    let p = providers();
+    subscribe_all(&p);
+    let mapping = write_mapping("listing-unbatched", CUSTOMERS);
+    p.sync(&mapping_args(&mapping, &["--amberflo-batch", "1"]))
+        .expect(0);
+    assert_eq!(subscription_reads(&p), [LISTING]);
+    assert_eq!(p.amberflo.requests().len(), CUSTOMERS);
+    assert_each_billed_once(&p);
+}
