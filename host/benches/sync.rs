@@ -57,7 +57,29 @@ fn emulators(rows: usize) -> (Amberflo, Stripe) {
     let records = daily_usage(rows, start, 1);
     let stripe = Stripe::start(STRIPE_KEY).unwrap();
     stripe.add_meter(MeterSpec::sum("api_calls"));
+    subscribe(&stripe, rows);
     (Amberflo::start(AMBERFLO_KEY, records).unwrap(), stripe)
+}
+
+/// `cus_0` to `cus_{n-1}` each on a 30-day subscription to the meter that
+/// renewed ten days ago, as a real account's customers are: a sync then lists
+/// them once (README, "One listing per sync") and no period ends in the window.
+/// `USAGE_SYNC_BENCH_NO_SUBSCRIPTIONS=1`: none, so every row reads its own
+/// (the three-request row of before 2026-12-04, for A/B runs).
+fn subscribe(stripe: &Stripe, customers: usize) {
+    if std::env::var_os("USAGE_SYNC_BENCH_NO_SUBSCRIPTIONS").is_some() {
+        return;
+    }
+    let (start, _) = yesterday();
+    for i in 0..customers {
+        stripe.add_subscription(SubscriptionSpec {
+            customer: format!("cus_{i}"),
+            event_name: "api_calls".into(),
+            anchor: start - 10 * DAY,
+            period: 30 * DAY,
+            ended_at: None,
+        });
+    }
 }
 
 fn config(amberflo: &Amberflo, stripe: &Stripe) -> RunConfig {
@@ -569,6 +591,7 @@ fn far_emulators_of(
     let amberflo = Amberflo::start_with(AMBERFLO_KEY, records, Some(tls.clone())).unwrap();
     let stripe = Stripe::start_with(STRIPE_KEY, Some(tls)).unwrap();
     stripe.add_meter(MeterSpec::sum("api_calls"));
+    subscribe(&stripe, rows);
     let a = LatencyProxy::start(amberflo.address(), one_way).unwrap();
     let s = LatencyProxy::start(stripe.address(), one_way).unwrap();
     (amberflo, stripe, a, s)
@@ -812,6 +835,7 @@ where
             "{status}: {}",
             String::from_utf8_lossy(&body)
         );
+        body
     };
     let mut per_customer: std::collections::HashMap<String, Vec<Request>> = Default::default();
     let mut once = Vec::new();
@@ -824,8 +848,26 @@ where
     let per_query = rows.div_ceil(sent.amberflo.len().max(1));
     let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let started = Instant::now();
-    for r in once {
-        one(client.clone(), stripe.to_string(), r).await;
+    // The listing's pages go on after the last subscription of the page
+    // before, whose id these emulators drew afresh.
+    let mut last_listed: Option<String> = None;
+    for mut r in once {
+        let listing = r.target.starts_with("/v1/subscriptions?");
+        if let (true, Some(last)) = (listing, &last_listed)
+            && let Some((head, tail)) = r.target.split_once("starting_after=")
+        {
+            let rest = tail.find('&').map_or("", |i| &tail[i..]);
+            r.target = format!("{head}starting_after={last}{rest}");
+        }
+        let body = one(client.clone(), stripe.to_string(), r).await;
+        if listing {
+            let page: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            last_listed = page["data"]
+                .as_array()
+                .and_then(|d| d.last())
+                .and_then(|s| s["id"].as_str())
+                .map(String::from);
+        }
     }
     let mut tasks = tokio::task::JoinSet::new();
     for (batch, query) in sent.amberflo.iter().enumerate() {

@@ -11,7 +11,7 @@
 //! the anchor-to-the-second facts need.
 
 use super::errors::invalid;
-use super::pagination::page;
+use super::pagination::{page, page_of};
 use super::{State, summaries};
 use crate::server::Reply;
 use serde_json::{Value, json};
@@ -273,7 +273,7 @@ pub(super) fn list_subscriptions(state: &State, params: &BTreeMap<String, String
     {
         return invalid("status", &format!("Invalid status: {s}"));
     }
-    let items: Vec<(String, Value)> = state
+    let items: Vec<(String, &Subscription)> = state
         .subscriptions
         .iter()
         .rev()
@@ -289,9 +289,9 @@ pub(super) fn list_subscriptions(state: &State, params: &BTreeMap<String, String
             None => s.status(now) != "canceled",
             Some(wanted) => s.status(now) == wanted,
         })
-        .map(|s| (s.id.clone(), s.to_json(now)))
+        .map(|s| (s.id.clone(), s))
         .collect();
-    page(items, params, SUBSCRIPTIONS)
+    page_of(items, |s| s.to_json(now), params, SUBSCRIPTIONS)
 }
 
 /// `GET /v1/invoices`: `customer`, `subscription`, `status`, paged newest

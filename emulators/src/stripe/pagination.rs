@@ -26,6 +26,17 @@ pub(super) fn page(
     params: &BTreeMap<String, String>,
     url: &str,
 ) -> Reply {
+    page_of(items, |v| v.clone(), params, url)
+}
+
+/// [`page`], with only the page's items rendered: a listing of a whole
+/// account renders a hundred objects a page, not the account's every one.
+pub(super) fn page_of<T>(
+    items: Vec<(String, T)>,
+    render: impl Fn(&T) -> Value,
+    params: &BTreeMap<String, String>,
+    url: &str,
+) -> Reply {
     let limit = match limit(params) {
         Ok(l) => l,
         Err(reply) => return reply,
@@ -43,7 +54,7 @@ pub(super) fn page(
         },
     };
     let rest = &items[from.min(items.len())..];
-    let data: Vec<Value> = rest.iter().take(limit).map(|(_, v)| v.clone()).collect();
+    let data: Vec<Value> = rest.iter().take(limit).map(|(_, v)| render(v)).collect();
     Reply::json(
         200,
         &json!({
