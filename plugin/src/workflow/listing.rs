@@ -2,7 +2,7 @@
 //! per customer, and when a run may trust what it holds for its customer
 //! (README, "One listing per sync").
 
-use super::calls::{Page, Paging, read_pages};
+use super::calls::read;
 use super::failure::step_failed;
 use crate::billing::{self, FINALIZATION_MARGIN, Item, List, Price, Recurring, Subscription};
 use crate::exports::usage_sync::workflow::workflow::{
@@ -27,57 +27,47 @@ pub fn page(
     let base = endpoints.stripe_url.trim_end_matches('/');
     let step = Step::ReadSubscriptions;
     let no_window = Window { start: 0, end: 0 };
-    read_pages(
-        step,
-        no_window,
-        retry,
-        None,
-        |_| billing::account_subscriptions_url(base, after),
-        |_, reply, bad_answer| {
-            let page = billing::parse_subscriptions(&reply.body).map_err(bad_answer)?;
-            let next = match (page.has_more, page.data.last()) {
-                (false, _) => None,
-                (true, Some(last)) => Some(last.id.clone()),
-                (true, None) => {
-                    return Err(bad_answer(
-                        "Stripe said more follow, but the page was empty".into(),
-                    ));
-                }
-            };
-            let mut subscriptions = Vec::new();
-            for sub in page.data {
-                let items: Vec<ListedItem> = sub
-                    .items
-                    .data
-                    .into_iter()
-                    .filter_map(|i| listed_item(i, meter_ids))
-                    .collect();
-                if items.is_empty() {
-                    continue;
-                }
-                let Some(customer) = sub.customer else {
-                    return Err(bad_answer(format!(
-                        "Stripe's subscription {} names no customer",
-                        sub.id
-                    )));
-                };
-                subscriptions.push(ListedSubscription {
-                    id: sub.id,
-                    customer,
-                    ended_at: sub.ended_at,
-                    items,
-                });
-            }
-            Ok(Page::Done(SubscriptionPage {
-                subscriptions,
-                next,
-            }))
-        },
-    )
-    .map_err(|e| match e {
-        Paging::Failed(e) => e,
-        // One page is read, and answered `Done`.
-        Paging::TooMany => step_failed(step, no_window, None, "no page".into(), None, 0),
+    let url = billing::account_subscriptions_url(base, after);
+    let (reply, attempts) = read(&url, step, no_window, retry, None)?;
+    let bad_answer =
+        |m: String| step_failed(step, no_window, Some(200), m, reply.request_id(), attempts);
+    let page = billing::parse_subscriptions(&reply.body).map_err(bad_answer)?;
+    let next = match (page.has_more, page.data.last()) {
+        (false, _) => None,
+        (true, Some(last)) => Some(last.id.clone()),
+        (true, None) => {
+            return Err(bad_answer(
+                "Stripe said more follow, but the page was empty".into(),
+            ));
+        }
+    };
+    let mut subscriptions = Vec::new();
+    for sub in page.data {
+        let items: Vec<ListedItem> = sub
+            .items
+            .data
+            .into_iter()
+            .filter_map(|i| listed_item(i, meter_ids))
+            .collect();
+        if items.is_empty() {
+            continue;
+        }
+        let Some(customer) = sub.customer else {
+            return Err(bad_answer(format!(
+                "Stripe's subscription {} names no customer",
+                sub.id
+            )));
+        };
+        subscriptions.push(ListedSubscription {
+            id: sub.id,
+            customer,
+            ended_at: sub.ended_at,
+            items,
+        });
+    }
+    Ok(SubscriptionPage {
+        subscriptions,
+        next,
     })
 }
 

@@ -52,32 +52,25 @@ fn of_customer(
     listed: Option<&Listing>,
     reads: &mut Vec<StripeRead>,
 ) -> Result<Vec<Subscription>, WorkflowError> {
-    let trusted = listed.map(|l| {
-        (
-            l,
-            listing::trusted(l, &meter.id, &plan.stripe_customer, now),
-        )
-    });
-    Ok(match trusted {
-        Some((l, Ok(subscriptions))) => {
-            let url = billing::account_subscriptions_url(base, None);
-            let answer = format!(
-                "the account's listing of {}: {}",
-                time::format(l.listed_at),
-                on_meter(&subscriptions, meter)
-            );
-            reads.push(read_record(url, answer));
-            subscriptions
-        }
-        Some((_, Err(why))) => {
-            eprintln!(
+    if let Some(listed) = listed {
+        match listing::trusted(listed, &meter.id, &plan.stripe_customer, now) {
+            Ok(subscriptions) => {
+                let url = billing::account_subscriptions_url(base, None);
+                let answer = format!(
+                    "the account's listing of {}: {}",
+                    time::format(listed.listed_at),
+                    on_meter(&subscriptions, meter)
+                );
+                reads.push(read_record(url, answer));
+                return Ok(subscriptions);
+            }
+            Err(why) => eprintln!(
                 "usage-sync: reading the subscriptions of {}: {why}",
                 plan.stripe_customer
-            );
-            subscriptions(base, plan, meter, retry, reads)?
+            ),
         }
-        None => subscriptions(base, plan, meter, retry, reads)?,
-    })
+    }
+    subscriptions(base, plan, meter, retry, reads)
 }
 
 /// The plan's Stripe customer's subscriptions, every status, each page
