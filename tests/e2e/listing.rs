@@ -5,9 +5,8 @@
 //! the customer's own read, billing exactly as before.
 
 use crate::support::*;
-use usage_sync_emulators::{Fault, SubscriptionSpec};
+use usage_sync_emulators::Fault;
 
-const PERIOD: i64 = 30 * DAY;
 const CUSTOMERS: usize = 10;
 
 /// `CUSTOMERS` customers with one unit each at yesterday 00:01, each on a
@@ -20,16 +19,6 @@ fn providers() -> Providers {
     let p = Providers::start(records);
     p.stripe.set_grace(72 * 3600);
     p
-}
-
-fn subscribe(p: &Providers, customer: &str, renewal: i64) {
-    p.stripe.add_subscription(SubscriptionSpec {
-        customer: customer.into(),
-        event_name: "api_calls".into(),
-        anchor: renewal - PERIOD,
-        period: PERIOD,
-        ended_at: None,
-    });
 }
 
 fn subscribe_all(p: &Providers) {

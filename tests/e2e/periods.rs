@@ -9,11 +9,10 @@
 
 use crate::support::*;
 use serde_json::Value;
-use usage_sync_emulators::{MeterSpec, SubscriptionSpec};
+use usage_sync_emulators::MeterSpec;
 
 const BAD_INPUT: i32 = 2;
 const UNBILLED: i32 = 5;
-const PERIOD: i64 = 30 * DAY;
 
 /// One unit an hour for `acme` over `day`.
 fn hourly((start, _): (i64, i64)) -> Vec<usage_sync_emulators::UsageRecord> {
@@ -24,13 +23,7 @@ fn hourly((start, _): (i64, i64)) -> Vec<usage_sync_emulators::UsageRecord> {
 
 /// A 30-day subscription of `cus_Acme` on `api_calls` that renews at `renewal`.
 fn renewing_at(p: &Providers, renewal: i64) {
-    p.stripe.add_subscription(SubscriptionSpec {
-        customer: "cus_Acme".into(),
-        event_name: "api_calls".into(),
-        anchor: renewal - PERIOD,
-        period: PERIOD,
-        ended_at: None,
-    });
+    subscribe(p, "cus_Acme", renewal);
 }
 
 fn day_args(day: (i64, i64)) -> Vec<String> {
@@ -255,13 +248,7 @@ fn a_nightly_sync_lists_subscriptions_once_and_reads_invoices_only_on_renewal_da
         } else {
             days_ago(10).0
         };
-        p.stripe.add_subscription(SubscriptionSpec {
-            customer: format!("cus_{i}"),
-            event_name: "api_calls".into(),
-            anchor: renewal - PERIOD,
-            period: PERIOD,
-            ended_at: None,
-        });
+        subscribe(&p, &format!("cus_{i}"), renewal);
     }
     let mapping = write_mapping("periods-nightly", 10);
     p.sync(&mapping_args(&mapping, &[])).expect(0);
@@ -287,13 +274,7 @@ fn close_periods_puts_the_last_piece_of_a_period_on_its_draft_invoice() {
     let p = Providers::start(records);
     p.stripe.set_grace(t - renewal + 50 * 60);
     renewing_at(&p, renewal);
-    p.stripe.add_subscription(SubscriptionSpec {
-        customer: "cus_Other".into(),
-        event_name: "api_calls".into(),
-        anchor: days_ago(20).0,
-        period: PERIOD,
-        ended_at: None,
-    });
+    subscribe(&p, "cus_Other", days_ago(20).0 + PERIOD);
     let dir = std::env::temp_dir().join(format!("usage-sync-close-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -378,13 +359,7 @@ fn reconcile_invoices_finds_an_invoice_that_froze_before_the_usage_arrived() {
     records.extend((0..24).map(|h| usage("bravo", "api-calls", day.0 + h * 3600 + 60, 1.0)));
     let p = Providers::start(records);
     for customer in ["cus_Acme", "cus_Bravo"] {
-        p.stripe.add_subscription(SubscriptionSpec {
-            customer: customer.into(),
-            event_name: "api_calls".into(),
-            anchor: renewal - PERIOD,
-            period: PERIOD,
-            ended_at: None,
-        });
+        subscribe(&p, customer, renewal);
     }
     // acme's day, synced while the invoice was a draft (the longest grace);
     // then the grace ends and the invoice freezes.

@@ -4,7 +4,7 @@
 use serde_json::Value;
 use std::hash::{BuildHasher, RandomState};
 use std::process::Command;
-use usage_sync_emulators::{Amberflo, MeterSpec, Recorded, Stripe, UsageRecord};
+use usage_sync_emulators::{Amberflo, MeterSpec, Recorded, Stripe, SubscriptionSpec, UsageRecord};
 
 pub const DAY: i64 = 86_400;
 
@@ -69,6 +69,20 @@ pub fn days_ago(n: i64) -> (i64, i64) {
 
 /// 25 hours: past Stripe's identifier and idempotency-key memory.
 pub const DAY_AND_AN_HOUR: i64 = 25 * 3600;
+
+/// The length of the tests' monthly billing periods.
+pub const PERIOD: i64 = 30 * DAY;
+
+/// A 30-day subscription of `customer` on `api_calls` that renews at `renewal`.
+pub fn subscribe(p: &Providers, customer: &str, renewal: i64) {
+    p.stripe.add_subscription(SubscriptionSpec {
+        customer: customer.into(),
+        event_name: "api_calls".into(),
+        anchor: renewal - PERIOD,
+        period: PERIOD,
+        ended_at: None,
+    });
+}
 
 /// Runs `run` as it would have run 25 hours ago: Stripe's clock is set back
 /// for it, so by now Stripe has forgotten its identifiers and idempotency
