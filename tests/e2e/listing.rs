@@ -175,6 +175,31 @@ fn a_failed_listing_falls_back_to_each_customers_own_read() {
 }
 
 #[test]
+fn a_listing_page_retried_after_a_500_is_traced_as_read_subscriptions() {
+    let p = providers();
+    subscribe_all(&p);
+    // The meter lookup is answered; the listing's first attempt gets a 500.
+    p.stripe
+        .push_read_faults([Fault::Delay(std::time::Duration::ZERO), Fault::Status(500)]);
+    let mapping = write_mapping("listing-retried", CUSTOMERS);
+    let run = p.sync(&mapping_args(&mapping, &[]));
+    run.expect(0);
+    // The same page again, then trusted: no customer read on its own.
+    assert_eq!(subscription_reads(&p), [LISTING, LISTING]);
+    assert!(
+        run.stderr.contains("read-subscriptions attempt 1/3: 500 ("),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("read-summaries attempt"),
+        "{}",
+        run.stderr
+    );
+    assert_each_billed_once(&p);
+}
+
+#[test]
 fn fewer_than_ten_rows_read_each_customer_as_before() {
     let p = providers();
     subscribe_all(&p);

@@ -102,6 +102,8 @@ pub(super) fn read(
     let headers = stripe::read_headers(auth.as_ref());
     let label = match step {
         Step::FindMeter => "find-meter",
+        Step::ReadSubscriptions => "read-subscriptions",
+        Step::ReadInvoices => "read-invoices",
         _ => "read-summaries",
     };
     let (result, attempts) = retrying(label, retry, retry::stripe, false, |attempt, _| match first
