@@ -74,6 +74,10 @@ pub fn generate(root: &Path, out_dir: &Path) {
 }
 
 /// The method, path template and query parameter names of `operation_id`.
+/// A range filter (a `deepObject` parameter whose object form has properties,
+/// like `created`) is declared as its bracketed names too, `created[gte]`
+/// and its siblings, as Stripe's clients send them; other bracketed names
+/// (`expand[]`) stay undeclared.
 fn find_operation(openapi: &Value, operation_id: &str) -> Option<(String, String, Vec<String>)> {
     let paths = openapi["paths"].as_mapping()?;
     for (path, operations) in paths {
@@ -87,7 +91,12 @@ fn find_operation(openapi: &Value, operation_id: &str) -> Option<(String, String
                     parameters
                         .iter()
                         .filter(|p| p["in"].as_str() == Some("query"))
-                        .map(|p| text(&p["name"]))
+                        .flat_map(|p| {
+                            let name = text(&p["name"]);
+                            let mut names = range_names(p, &name);
+                            names.insert(0, name);
+                            names
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -95,6 +104,22 @@ fn find_operation(openapi: &Value, operation_id: &str) -> Option<(String, String
         }
     }
     None
+}
+
+/// `name[gt]`, `name[gte]`, ... for a deepObject parameter whose schema may be
+/// an object with those properties; nothing for any other.
+fn range_names(parameter: &Value, name: &str) -> Vec<String> {
+    if parameter["style"].as_str() != Some("deepObject") {
+        return Vec::new();
+    }
+    parameter["schema"]["anyOf"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(|form| form["properties"].as_mapping())
+        .flat_map(|properties| properties.keys())
+        .map(|key| format!("{name}[{}]", text(key)))
+        .collect()
 }
 
 fn read_yaml(path: &Path) -> Value {

@@ -169,6 +169,26 @@ mod tests {
             Some("limit=100&starting_after=mtr_1")
         ));
         assert!(!meters.matches("GET", "/v1/billing/meters", Some("limit=100&expand[]=x")));
+        // A range filter's bracketed names, as Stripe's clients send them;
+        // nothing else in brackets.
+        let invoices = find(Provider::Stripe, "GET", "/v1/invoices", None).unwrap();
+        for query in ["created[gte]=1&limit=100", "created[lt]=1", "created=1"] {
+            assert!(
+                invoices.matches("GET", "/v1/invoices", Some(query)),
+                "{query}"
+            );
+        }
+        for query in [
+            "created[gte][x]=1",
+            "created[eq]=1",
+            "customer[gte]=1",
+            "expand[]=lines",
+        ] {
+            assert!(
+                !invoices.matches("GET", "/v1/invoices", Some(query)),
+                "{query}"
+            );
+        }
         let events = find(Provider::Stripe, "POST", "/v1/billing/meter_events", None).unwrap();
         assert!(!events.matches("POST", "/v1/billing/meter_events", Some("amount=1")));
     }
