@@ -11,7 +11,7 @@
 //! the anchor-to-the-second facts need.
 
 use super::errors::invalid;
-use super::pagination::{page, page_of};
+use super::pagination::page_of;
 use super::{State, summaries};
 use crate::server::Reply;
 use serde_json::{Value, json};
@@ -221,6 +221,9 @@ fn invoice_json(invoice: &Invoice, sub: &Subscription) -> Value {
         "object": "invoice",
         "customer": invoice.customer,
         "status": invoice.status,
+        // Created when its period ends (renewal invoices are created at the
+        // new period's start).
+        "created": invoice.period_end,
         "billing_reason": "subscription_cycle",
         "period_start": invoice.period_start,
         "period_end": invoice.period_end,
@@ -294,17 +297,46 @@ pub(super) fn list_subscriptions(state: &State, params: &BTreeMap<String, String
     page_of(items, |s| s.to_json(now), params, SUBSCRIPTIONS)
 }
 
-/// `GET /v1/invoices`: `customer`, `subscription`, `status`, paged newest
-/// first.
+/// `GET /v1/invoices`: `customer`, `subscription`, `status`, `created` (a
+/// Unix time, or the range `created[gt]`, `[gte]`, `[lt]`, `[lte]`), paged
+/// newest created first. Without `customer`, the whole account's; this
+/// emulator leaves out the invoices of customers on a test clock there, as
+/// a subscriptions listing does (Stripe does not say; usage-sync relies on
+/// neither).
 pub(super) fn list_invoices(state: &State, params: &BTreeMap<String, String>) -> Reply {
     if let Some(key) = params.keys().find(|k| {
         !matches!(
             k.as_str(),
-            "customer" | "subscription" | "status" | "limit" | "starting_after"
+            "customer"
+                | "subscription"
+                | "status"
+                | "limit"
+                | "starting_after"
+                | "created"
+                | "created[gt]"
+                | "created[gte]"
+                | "created[lt]"
+                | "created[lte]"
         )
     }) {
         return invalid(key, &format!("Received unknown parameter: {key}"));
     }
+    let mut bounds = Vec::new();
+    for (key, value) in params.iter().filter(|(k, _)| k.starts_with("created")) {
+        let Ok(t) = value.parse::<i64>() else {
+            return invalid(key, &format!("Invalid integer: {value}"));
+        };
+        bounds.push((key.as_str(), t));
+    }
+    let created_in = |created: i64| {
+        bounds.iter().all(|&(key, t)| match key {
+            "created[gt]" => created > t,
+            "created[gte]" => created >= t,
+            "created[lt]" => created < t,
+            "created[lte]" => created <= t,
+            _ => created == t,
+        })
+    };
     let customers: Vec<String> = match params.get("customer") {
         Some(c) => vec![c.clone()],
         None => {
@@ -312,6 +344,7 @@ pub(super) fn list_invoices(state: &State, params: &BTreeMap<String, String>) ->
                 .subscriptions
                 .iter()
                 .map(|s| s.spec.customer.clone())
+                .filter(|c| !state.test_clocks.contains(c))
                 .collect();
             all.sort();
             all.dedup();
@@ -327,10 +360,19 @@ pub(super) fn list_invoices(state: &State, params: &BTreeMap<String, String>) ->
             if params.get("status").is_some_and(|s| *s != invoice.status) {
                 continue;
             }
-            items.push((invoice.id.clone(), invoice_json(&invoice, sub)));
+            if !created_in(invoice.period_end) {
+                continue;
+            }
+            items.push((invoice, sub));
         }
     }
-    page(items, params, INVOICES)
+    // Newest created first, across the account.
+    items.sort_by(|(a, _), (b, _)| (b.period_end, &b.id).cmp(&(a.period_end, &a.id)));
+    let items = items
+        .into_iter()
+        .map(|(invoice, sub)| (invoice.id.clone(), (invoice, sub)))
+        .collect();
+    page_of(items, |(i, s)| invoice_json(i, s), params, INVOICES)
 }
 
 #[cfg(test)]
@@ -429,5 +471,80 @@ mod tests {
             customers(&mut state, "/v1/subscriptions?customer=cus_2&status=all"),
             ["cus_2"]
         );
+    }
+
+    #[test]
+    fn the_accounts_invoices_are_listed_newest_created_first_from_a_time_without_test_clocks() {
+        let mut state = State::new("sk_test_x");
+        add_meter(&mut state, MeterSpec::sum("calls"));
+        let today = crate::unix_now().div_euclid(DAY) * DAY;
+        // cus_1 renews every 10 days from 35 days ago, cus_2 from 32, cus_3
+        // (on a test clock) from 31.
+        for (customer, back) in [("cus_1", 35), ("cus_2", 32), ("cus_3", 31)] {
+            state.add_subscription(SubscriptionSpec {
+                customer: customer.into(),
+                event_name: "calls".into(),
+                anchor: today - back * DAY,
+                period: 10 * DAY,
+                ended_at: None,
+            });
+        }
+        state.test_clocks.insert("cus_3".into());
+        let from = today - 20 * DAY;
+        let (status, page) = get(
+            &mut state,
+            &format!("/v1/invoices?created[gte]={from}&limit=2"),
+        );
+        assert_eq!(status, 200);
+        let listed = |page: &Value| -> Vec<(String, i64)> {
+            page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| {
+                    (
+                        i["customer"].as_str().unwrap().to_string(),
+                        i["created"].as_i64().unwrap(),
+                    )
+                })
+                .collect()
+        };
+        // Created since -20 days: -5 and -15 (cus_1), -2 and -12 (cus_2);
+        // cus_3's -1 and -11 are on a test clock.
+        assert_eq!(
+            listed(&page),
+            [
+                ("cus_2".to_string(), today - 2 * DAY),
+                ("cus_1".to_string(), today - 5 * DAY)
+            ]
+        );
+        assert_eq!(page["has_more"], true);
+        assert_eq!(
+            page["data"][0]["parent"]["subscription_details"]["subscription"]
+                .as_str()
+                .unwrap()
+                .len(),
+            18
+        );
+        let last = page["data"][1]["id"].as_str().unwrap().to_string();
+        let (_, rest) = get(
+            &mut state,
+            &format!("/v1/invoices?created[gte]={from}&limit=2&starting_after={last}"),
+        );
+        assert_eq!(
+            listed(&rest),
+            [
+                ("cus_2".to_string(), today - 12 * DAY),
+                ("cus_1".to_string(), today - 15 * DAY)
+            ]
+        );
+        assert_eq!(rest["has_more"], false);
+        // A customer's own listing still holds its test-clock invoices.
+        let (_, own) = get(&mut state, "/v1/invoices?customer=cus_3");
+        assert_eq!(own["data"].as_array().unwrap().len(), 3);
+        let (status, _) = get(&mut state, "/v1/invoices?created[gte]=soon");
+        assert_eq!(status, 400);
+        let (status, _) = get(&mut state, "/v1/invoices?created[eq]=1");
+        assert_eq!(status, 400);
     }
 }
