@@ -848,25 +848,31 @@ where
     let per_query = rows.div_ceil(sent.amberflo.len().max(1));
     let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let started = Instant::now();
-    // The listing's pages go on after the last subscription of the page
-    // before, whose id these emulators drew afresh.
-    let mut last_listed: Option<String> = None;
+    // A listing's pages (subscriptions, then invoices) go on after the last
+    // object of the page before, whose id these emulators drew afresh.
+    let mut last_listed: std::collections::HashMap<String, String> = Default::default();
     for mut r in once {
-        let listing = r.target.starts_with("/v1/subscriptions?");
-        if let (true, Some(last)) = (listing, &last_listed)
+        let path = r.target.split_once('?').map(|(path, _)| path.to_string());
+        let listing = path
+            .as_deref()
+            .filter(|p| ["/v1/subscriptions", "/v1/invoices"].contains(p));
+        if let Some(last) = listing.and_then(|p| last_listed.get(p))
             && let Some((head, tail)) = r.target.split_once("starting_after=")
         {
             let rest = tail.find('&').map_or("", |i| &tail[i..]);
             r.target = format!("{head}starting_after={last}{rest}");
         }
+        let listing = listing.map(String::from);
         let body = one(client.clone(), stripe.to_string(), r).await;
-        if listing {
+        if let Some(path) = listing {
             let page: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            last_listed = page["data"]
+            if let Some(last) = page["data"]
                 .as_array()
                 .and_then(|d| d.last())
                 .and_then(|s| s["id"].as_str())
-                .map(String::from);
+            {
+                last_listed.insert(path, last.to_string());
+            }
         }
     }
     let mut tasks = tokio::task::JoinSet::new();

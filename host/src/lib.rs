@@ -67,9 +67,10 @@ pub mod bindings {
 
     pub use exports::usage_sync::workflow::workflow::{
         Cell, CellStatus, CustomerUsage, Delivery, Endpoints, Inputs, Interval, InvoiceCheck,
-        InvoiceReconciliation, LedgerMark, ListedItem, ListedSubscription, Listing, Meter,
-        MeterEvent, Options, Outputs, PlannedRequest, Reconciliation, Rounding, Source, Step,
-        StepFailure, StripeRead, SubscriptionPage, UsageQuery, Verification, WorkflowError,
+        InvoicePage, InvoiceReconciliation, LedgerMark, ListedInvoice, ListedInvoices, ListedItem,
+        ListedLine, ListedSubscription, Listing, Meter, MeterEvent, Options, Outputs,
+        PlannedRequest, Reconciliation, Rounding, Source, Step, StepFailure, StripeRead,
+        SubscriptionPage, UsageQuery, Verification, WorkflowError,
     };
 }
 

@@ -50,6 +50,19 @@ pub fn invoices_url(
     format!("{stripe_url}{INVOICES_PATH}?{}", form::encode(&query))
 }
 
+/// `GET /v1/invoices` of the whole account created from `created_from` on,
+/// newest first, one page.
+pub fn account_invoices_url(
+    stripe_url: &str,
+    created_from: i64,
+    starting_after: Option<&str>,
+) -> String {
+    let from = created_from.to_string();
+    let mut query = vec![("created[gte]", from.as_str()), ("limit", "100")];
+    query.extend(starting_after.map(|id| ("starting_after", id)));
+    format!("{stripe_url}{INVOICES_PATH}?{}", form::encode(&query))
+}
+
 pub use crate::stripe::List;
 
 /// The parts of a subscription the workflow reads.
@@ -110,6 +123,10 @@ pub struct Recurring {
 pub struct Invoice {
     /// `in_...`
     pub id: String,
+    /// `cus_...` (an account's listing groups by it).
+    pub customer: Option<String>,
+    /// `parent.subscription_details.subscription`: the subscription it bills.
+    pub subscription: Option<String>,
     /// `draft` until it finalizes; anything else is final.
     pub status: Option<String>,
     /// When a draft finalizes on its own.
@@ -202,8 +219,21 @@ impl Item {
 
 impl Invoice {
     fn read(o: Object) -> Result<Invoice, String> {
+        let subscription = match o.opt_object("parent")? {
+            None => None,
+            Some(parent) => json::within("parent", || {
+                match parent.opt_object("subscription_details")? {
+                    None => Ok(None),
+                    Some(d) => {
+                        json::within("subscription_details", || d.opt_string("subscription"))
+                    }
+                }
+            })?,
+        };
         Ok(Invoice {
             id: o.string("id")?,
+            customer: o.opt_string("customer")?,
+            subscription,
             status: o.opt_string("status")?,
             automatically_finalizes_at: o.opt_integer("automatically_finalizes_at")?,
             lines: List::read(o.required("lines")?, Line::read)
@@ -334,14 +364,14 @@ impl Periods {
 
 /// Builds the periods of the items priced on `meter_id` from the customer's
 /// subscriptions, and, for the periods before each item's current one, from
-/// its invoices' lines (`invoices(subscription)` reads them, only when the
+/// its invoices' lines (`invoices(subscription)` gives them, only when the
 /// window reaches before the current period).
 pub fn periods(
     subscriptions: &[Subscription],
     meter_id: &str,
     window: Window,
     now: i64,
-    mut invoices: impl FnMut(&str) -> Result<Vec<Invoice>, String>,
+    mut invoices: impl FnMut(&Subscription) -> Result<Vec<Invoice>, String>,
 ) -> Result<Periods, String> {
     let mut out = Periods::default();
     for sub in subscriptions {
@@ -390,7 +420,7 @@ pub fn periods(
             continue;
         }
         let known = out.periods.len();
-        for invoice in invoices(&sub.id)? {
+        for invoice in invoices(sub)? {
             let status = invoice.status.clone().unwrap_or_default();
             let closed = status != "draft"
                 || invoice

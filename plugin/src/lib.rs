@@ -53,8 +53,9 @@ mod bindings {
 pub use bindings::*;
 
 use exports::usage_sync::workflow::workflow::{
-    CustomerUsage, Endpoints, Guest, Inputs, InvoiceReconciliation, LedgerMark, Listing, Meter,
-    Options, Outputs, Reconciliation, Source, SubscriptionPage, UsageQuery, WorkflowError,
+    CustomerUsage, Endpoints, Guest, Inputs, InvoicePage, InvoiceReconciliation, LedgerMark,
+    Listing, Meter, Options, Outputs, Reconciliation, Source, SubscriptionPage, UsageQuery,
+    WorkflowError,
 };
 
 #[allow(dead_code)]
@@ -112,6 +113,16 @@ impl Guest for Component {
         starting_after: Option<String>,
     ) -> Result<SubscriptionPage, WorkflowError> {
         workflow::list_subscriptions(&endpoints, options, meter_ids, starting_after)
+    }
+
+    fn list_invoices(
+        endpoints: Endpoints,
+        options: Options,
+        created_from: i64,
+        prices: Vec<String>,
+        starting_after: Option<String>,
+    ) -> Result<InvoicePage, WorkflowError> {
+        workflow::list_invoices(&endpoints, options, created_from, prices, starting_after)
     }
 
     fn record_usage(

@@ -290,3 +290,143 @@ fn a_sync_without_batched_queries_uses_the_listing_too() {
     assert_eq!(p.amberflo.requests().len(), CUSTOMERS);
     assert_each_billed_once(&p);
 }
+
+// The account's invoices, listed once for a window that reaches before the
+// customers' renewals (a backfill, the nightly true-up).
+
+/// The invoices reads Stripe received, as `GET path?query`.
+fn invoice_reads(p: &Providers) -> Vec<String> {
+    p.stripe_reads()
+        .into_iter()
+        .filter(|r| r.starts_with("GET /v1/invoices?"))
+        .collect()
+}
+
+fn is_invoices_listing(read: &str) -> bool {
+    read.starts_with("GET /v1/invoices?created[gte]=") && read.ends_with("&limit=100")
+}
+
+/// The ten customers of [`providers`] with a unit more 12 days back, in the
+/// period before their renewal 10 days back, whose invoice is final; and a
+/// sync of the last 14 days.
+fn backfill(name: &str) -> (Providers, Vec<String>) {
+    let p = providers();
+    for i in 0..CUSTOMERS {
+        p.amberflo.ingest(usage(
+            &format!("cust-{i}"),
+            "api-calls",
+            days_ago(12).0 + 60,
+            1.0,
+        ));
+    }
+    let mapping = write_mapping(name, CUSTOMERS);
+    let window = window_args(days_ago(14).0, yesterday().1);
+    let window: Vec<&str> = window.iter().map(String::as_str).collect();
+    (p, mapping_args(&mapping, &window))
+}
+
+/// What each customer is billed: every unit since its renewal 10 days back,
+/// and nothing before it (its invoice is final; reported, exit 5).
+fn assert_billed_in_the_open_period_only(p: &Providers, customers: std::ops::Range<usize>) {
+    let renewal = days_ago(10).0;
+    for i in customers {
+        let customer = format!("cus_{i}");
+        let events = billed(p, &customer);
+        assert!(
+            events.iter().all(|(t, _)| *t >= renewal),
+            "{customer}: {events:?}"
+        );
+        let total: i64 = events.iter().map(|(_, v)| v.parse::<i64>().unwrap()).sum();
+        assert_eq!(total, 1, "{customer}: {events:?}");
+    }
+}
+
+#[test]
+fn a_backfill_lists_the_accounts_invoices_once_instead_of_each_subscriptions() {
+    let (p, args) = backfill("listing-invoices");
+    subscribe_all(&p);
+    let run = p.sync(&args);
+    run.expect(5);
+    // The bytes on the wire: one page of the account's recent invoices.
+    let reads = invoice_reads(&p);
+    assert_eq!(reads.len(), 1, "{reads:?}");
+    assert!(is_invoices_listing(&reads[0]), "{reads:?}");
+    assert!(
+        run.stderr.contains(
+            "listed the account's invoices of the last 37 days in 1 page(s): 10 invoice(s)"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("reading the invoices of"),
+        "{}",
+        run.stderr
+    );
+    assert_billed_in_the_open_period_only(&p, 0..CUSTOMERS);
+    // Each customer's unit of 12 days back is reported, never written.
+    assert!(run.stderr.contains(", 10 unbilled,"), "{}", run.stderr);
+}
+
+#[test]
+fn a_subscription_begun_inside_the_window_reads_its_own_invoices() {
+    let (p, args) = backfill("listing-invoices-new");
+    for i in 1..CUSTOMERS {
+        subscribe(&p, &format!("cus_{i}"), days_ago(10).0);
+    }
+    // cus_0 subscribed 5 days back: the listing holds no invoice before it,
+    // which proves nothing, so its run reads its own.
+    let sub = p
+        .stripe
+        .add_subscription(usage_sync_emulators::SubscriptionSpec {
+            customer: "cus_0".into(),
+            event_name: "api_calls".into(),
+            anchor: days_ago(5).0,
+            period: PERIOD,
+            ended_at: None,
+        });
+    let run = p.sync(&args);
+    let mut reads = invoice_reads(&p);
+    reads.sort();
+    assert_eq!(
+        reads.iter().filter(|r| is_invoices_listing(r)).count(),
+        1,
+        "{reads:?}"
+    );
+    let own = format!("GET /v1/invoices?customer=cus_0&subscription={sub}&limit=100");
+    assert_eq!(reads.iter().filter(|r| **r == own).count(), 1, "{reads:?}");
+    assert_eq!(reads.len(), 2, "{reads:?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "reading the invoices of {sub}: the invoices listing holds no invoice of"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert_billed_in_the_open_period_only(&p, 1..CUSTOMERS);
+    assert!(billed(&p, "cus_0").contains(&(yesterday().1 - 1, "1".to_string())));
+}
+
+#[test]
+fn a_failed_invoices_listing_falls_back_to_each_subscriptions_own_read() {
+    let (p, args) = backfill("listing-invoices-failed");
+    subscribe_all(&p);
+    // The meter lookup and the subscriptions listing are answered; the
+    // invoices listing gets a body that is not JSON.
+    p.stripe.push_read_faults([
+        Fault::Delay(std::time::Duration::ZERO),
+        Fault::Delay(std::time::Duration::ZERO),
+        Fault::MalformedJson,
+    ]);
+    let run = p.sync(&args);
+    run.expect(5);
+    let reads = invoice_reads(&p);
+    assert_eq!(reads.len(), 1 + CUSTOMERS, "{reads:?}");
+    assert!(is_invoices_listing(&reads[0]), "{reads:?}");
+    assert!(
+        run.stderr.contains("listing the account's invoices failed"),
+        "{}",
+        run.stderr
+    );
+    assert_billed_in_the_open_period_only(&p, 0..CUSTOMERS);
+}

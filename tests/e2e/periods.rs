@@ -252,9 +252,17 @@ fn a_nightly_sync_lists_subscriptions_once_and_reads_invoices_only_on_renewal_da
     }
     let mapping = write_mapping("periods-nightly", 10);
     p.sync(&mapping_args(&mapping, &[])).expect(0);
-    // One listing of the account for the ten rows (`listing.rs`).
+    // One listing of the account for the ten rows (`listing.rs`), and one
+    // of its recent invoices, which holds customer 0's renewal invoice.
     assert_eq!(reads_of(&p, "/v1/subscriptions"), 1);
     assert_eq!(reads_of(&p, "/v1/invoices"), 1);
+    assert!(
+        p.stripe_reads()
+            .iter()
+            .any(|r| r.starts_with("GET /v1/invoices?created[gte]=")),
+        "{:?}",
+        p.stripe_reads()
+    );
     // Customer 0's day is cut at its renewal: two events, the second of 0.
     assert_eq!(p.stripe_writes().len(), 11);
 }

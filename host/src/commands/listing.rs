@@ -1,9 +1,11 @@
 //! One listing of the account's subscriptions for a whole `sync` (or
 //! `reconcile --invoices`), so a row need not read its customer's (README,
 //! "One listing per sync"): about one read per hundred customers instead of
-//! one per customer.
+//! one per customer. Then one listing of the account's recent invoices, so a
+//! row whose window reaches before its current period (a backfill, the
+//! nightly true-up) need not read its subscription's.
 
-use crate::bindings::{ListedSubscription, Listing, Meter};
+use crate::bindings::{ListedInvoice, ListedInvoices, ListedSubscription, Listing, Meter};
 use crate::sandbox::{RunConfig, Sandbox};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -24,6 +26,12 @@ pub(crate) const MAX_PAGES: usize = 1_000;
 /// answer past this (a provider that lies, or an account of many-item
 /// subscriptions on one meter) ends the listing instead of filling memory.
 pub(crate) const MAX_ITEMS: usize = 100_000;
+
+/// How far back the account's invoices are listed: Stripe refuses meter
+/// events older than 35 days, and a ledger's window reaches back to its
+/// first UTC day's start; a run whose window starts earlier reads its own
+/// (the component's `listing::INVOICES_REACH`).
+pub(crate) const INVOICES_BACK: i64 = 37 * 86_400;
 
 /// The pages a sync of `rows` rows may spend on the listing: a tenth of a
 /// read per row, so an account with many more subscriptions than the mapping
@@ -99,6 +107,17 @@ pub(crate) struct Listed {
     /// When its first page was asked for (Unix seconds).
     at: i64,
     by_customer: HashMap<String, Vec<ListedSubscription>>,
+    /// The account's recent invoices, when they were listed too.
+    invoices: Option<Invoices>,
+}
+
+/// A complete listing of the account's invoices created from a time on,
+/// with their lines on the listed subscriptions' prices, by Stripe customer.
+struct Invoices {
+    /// When its first page was asked for (Unix seconds).
+    at: i64,
+    created_from: i64,
+    by_customer: HashMap<String, Vec<ListedInvoice>>,
 }
 
 impl Listed {
@@ -150,7 +169,12 @@ impl Listed {
                         meter_ids.len(),
                         by_customer.len()
                     );
-                    return Some(Listed { at, by_customer });
+                    let invoices = Invoices::list(sandbox, config, &by_customer, budget).await;
+                    return Some(Listed {
+                        at,
+                        by_customer,
+                        invoices,
+                    });
                 }
                 Some(next) => after = Some(next),
             }
@@ -168,7 +192,91 @@ impl Listed {
         self.by_customer.get(customer).map(|subscriptions| Listing {
             listed_at: self.at,
             subscriptions: subscriptions.clone(),
+            invoices: self.invoices.as_ref().map(|i| ListedInvoices {
+                listed_at: i.at,
+                created_from: i.created_from,
+                invoices: i.by_customer.get(customer).cloned().unwrap_or_default(),
+            }),
         })
+    }
+}
+
+impl Invoices {
+    /// Lists the account's invoices of the last [`INVOICES_BACK`] with a line
+    /// on one of the listed subscriptions' prices, page by page, each in a
+    /// fresh instance. `None`: no listing (nothing to list, more pages than
+    /// the budget, or a failed read); each row then reads the invoices it
+    /// needs on its own, as it would without a listing.
+    async fn list(
+        sandbox: &Sandbox,
+        config: &RunConfig,
+        subscriptions: &HashMap<String, Vec<ListedSubscription>>,
+        budget: usize,
+    ) -> Option<Invoices> {
+        let mut prices: Vec<String> = subscriptions
+            .values()
+            .flatten()
+            .flat_map(|s| &s.items)
+            .map(|i| i.price.clone())
+            .collect();
+        prices.sort_unstable();
+        prices.dedup();
+        if budget == 0 || prices.is_empty() {
+            return None;
+        }
+        let at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let created_from = at - INVOICES_BACK;
+        let mut by_customer: HashMap<String, Vec<ListedInvoice>> = HashMap::new();
+        let (mut after, mut lines, mut count) = (None, 0, 0);
+        for pages in 1..=budget {
+            let page = match sandbox
+                .list_invoices(config, created_from, &prices, after.as_deref())
+                .await
+            {
+                Ok(page) => page,
+                Err(failure) => {
+                    tracing::warn!(
+                        "listing the account's invoices failed; each subscription's are read on their own: {}",
+                        config.credentials.redact(&failure.to_json().to_string())
+                    );
+                    return None;
+                }
+            };
+            for invoice in page.invoices {
+                lines += invoice.lines.len();
+                count += 1;
+                if lines > MAX_ITEMS {
+                    tracing::info!(
+                        "the account's invoices hold more than {MAX_ITEMS} lines on the meters; each subscription's are read on their own"
+                    );
+                    return None;
+                }
+                by_customer
+                    .entry(invoice.customer.clone())
+                    .or_default()
+                    .push(invoice);
+            }
+            match page.next {
+                None => {
+                    tracing::info!(
+                        "listed the account's invoices of the last {} days in {pages} page(s): {count} invoice(s)",
+                        INVOICES_BACK / 86_400
+                    );
+                    return Some(Invoices {
+                        at,
+                        created_from,
+                        by_customer,
+                    });
+                }
+                Some(next) => after = Some(next),
+            }
+        }
+        tracing::info!(
+            "the account's invoices run past {budget} page(s) (a tenth of the rows); each subscription's are read on their own"
+        );
+        None
     }
 }
 

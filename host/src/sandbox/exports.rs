@@ -2,8 +2,8 @@
 //! a fresh instance under the run's configuration, and the verdict on it.
 
 use crate::bindings::{
-    CustomerUsage, Inputs, InvoiceReconciliation, LedgerMark, Listing, Meter, Reconciliation,
-    Source, SubscriptionPage, UsageQuery, WorkflowError,
+    CustomerUsage, Inputs, InvoicePage, InvoiceReconciliation, LedgerMark, Listing, Meter,
+    Reconciliation, Source, SubscriptionPage, UsageQuery, WorkflowError,
 };
 use crate::outcome::{Failure, Outputs};
 use crate::sandbox::{RunConfig, Sandbox};
@@ -28,6 +28,7 @@ pub(crate) struct Exports {
     find_meter: Export,
     query_usage: Export,
     list_subscriptions: Export,
+    list_invoices: Export,
 }
 
 /// One export of the workflow, and the Rust types it was type-checked
@@ -64,6 +65,7 @@ impl Exports {
             find_meter: lookup("find-meter")?,
             query_usage: lookup("query-usage")?,
             list_subscriptions: lookup("list-subscriptions")?,
+            list_invoices: lookup("list-invoices")?,
         })
     }
 }
@@ -239,6 +241,32 @@ impl Sandbox {
                 &config.endpoints,
                 &config.options,
                 meter_ids,
+                starting_after,
+            ),
+            Ok,
+        )
+        .await
+    }
+
+    /// One page of the account's invoices created from `created_from` on,
+    /// kept to subscriptions' invoices with a line on `prices`, in a fresh
+    /// instance.
+    pub async fn list_invoices(
+        &self,
+        config: &RunConfig,
+        created_from: i64,
+        prices: &[String],
+        starting_after: Option<&str>,
+    ) -> Result<InvoicePage, Failure> {
+        self.call(
+            config,
+            "",
+            |e| &e.list_invoices,
+            (
+                &config.endpoints,
+                &config.options,
+                created_from,
+                prices,
                 starting_after,
             ),
             Ok,

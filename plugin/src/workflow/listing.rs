@@ -4,9 +4,13 @@
 
 use super::calls::read;
 use super::failure::step_failed;
-use crate::billing::{self, FINALIZATION_MARGIN, Item, List, Price, Recurring, Subscription};
+use crate::billing::{
+    self, FINALIZATION_MARGIN, Invoice, Item, Line, LinePeriod, List, Price, PriceDetails, Pricing,
+    Recurring, Subscription,
+};
 use crate::exports::usage_sync::workflow::workflow::{
-    Endpoints, ListedItem, ListedSubscription, Listing, Step, SubscriptionPage, WorkflowError,
+    Endpoints, InvoicePage, ListedInvoice, ListedItem, ListedLine, ListedSubscription, Listing,
+    Step, SubscriptionPage, WorkflowError,
 };
 use crate::inputs::Window;
 use crate::{retry, time};
@@ -15,6 +19,13 @@ use crate::{retry, time};
 /// Stripe takes to process a meter event once written, the staleness a read
 /// just before a write already has.
 pub const MAX_AGE: i64 = 10 * 60;
+
+/// How far before a run's window the account's invoices must have been
+/// listed from: a ledger's days begin at the start of the UTC day holding
+/// the window's start, and a period ending there is billed by an invoice
+/// created at its end ([I] a metered line's period ends by the time its
+/// invoice is created: `specs/README.md`, "One listing per sync").
+pub const INVOICES_REACH: i64 = 86_400;
 
 /// One page of the account's subscriptions (every status), each kept only
 /// with its items on `meter_ids`, and only if it has one.
@@ -68,6 +79,75 @@ pub fn page(
     Ok(SubscriptionPage {
         subscriptions,
         next,
+    })
+}
+
+/// One page of the account's invoices created from `created_from` on, each
+/// kept only with its lines on `prices`, and only if it bills a subscription
+/// and has one.
+pub fn invoice_page(
+    endpoints: &Endpoints,
+    retry: &retry::Policy,
+    created_from: i64,
+    prices: &[String],
+    after: Option<&str>,
+) -> Result<InvoicePage, WorkflowError> {
+    let base = endpoints.stripe_url.trim_end_matches('/');
+    let step = Step::ReadInvoices;
+    let no_window = Window { start: 0, end: 0 };
+    let url = billing::account_invoices_url(base, created_from, after);
+    let (reply, attempts) = read(&url, step, no_window, retry, None)?;
+    let bad_answer =
+        |m: String| step_failed(step, no_window, Some(200), m, reply.request_id(), attempts);
+    let page = billing::parse_invoices(&reply.body).map_err(bad_answer)?;
+    let next = match (page.has_more, page.data.last()) {
+        (false, _) => None,
+        (true, Some(last)) => Some(last.id.clone()),
+        (true, None) => {
+            return Err(bad_answer(
+                "Stripe said more follow, but the page was empty".into(),
+            ));
+        }
+    };
+    let mut invoices = Vec::new();
+    for invoice in page.data {
+        let Some(subscription) = invoice.subscription else {
+            continue;
+        };
+        let lines: Vec<ListedLine> = invoice
+            .lines
+            .data
+            .into_iter()
+            .filter_map(|line| listed_line(line, prices))
+            .collect();
+        if lines.is_empty() {
+            continue;
+        }
+        let Some(customer) = invoice.customer else {
+            return Err(bad_answer(format!(
+                "Stripe's invoice {} names no customer",
+                invoice.id
+            )));
+        };
+        invoices.push(ListedInvoice {
+            id: invoice.id,
+            customer,
+            subscription,
+            status: invoice.status,
+            automatically_finalizes_at: invoice.automatically_finalizes_at,
+            lines,
+        });
+    }
+    Ok(InvoicePage { invoices, next })
+}
+
+fn listed_line(line: Line, prices: &[String]) -> Option<ListedLine> {
+    let price = line.pricing?.price_details?.price;
+    prices.contains(&price).then_some(ListedLine {
+        start: line.period.start,
+        end: line.period.end,
+        price,
+        quantity: line.quantity,
     })
 }
 
@@ -127,6 +207,99 @@ pub fn trusted(
     Ok(listed.subscriptions.iter().map(subscription).collect())
 }
 
+/// The invoices of `subscription` from `listed`, when a run at `now` whose
+/// window starts at `window_start` may use them instead of its own read:
+/// `Ok(None)` when the sync listed no invoices, `Err(why)` when the listing
+/// may be wrong for it.
+///
+/// They serve while the listing is younger than [`MAX_AGE`], reaches back
+/// [`INVOICES_REACH`] before the window, and holds, for each of the
+/// subscription's items on `meter_id`, the invoice of the period that ended
+/// last (the one before the current period; the last one, once it ended).
+/// So an invoice created since the listing, or one Stripe left out of it,
+/// sends the run to its own read.
+pub fn trusted_invoices(
+    listed: &Listing,
+    subscription: &Subscription,
+    meter_id: &str,
+    window_start: i64,
+    now: i64,
+) -> Result<Option<Vec<Invoice>>, String> {
+    let Some(invoices) = &listed.invoices else {
+        return Ok(None);
+    };
+    let age = now.saturating_sub(invoices.listed_at);
+    if !(0..=MAX_AGE).contains(&age) {
+        return Err(format!(
+            "the invoices listing began at {}, {age} s before this run",
+            time::format(invoices.listed_at)
+        ));
+    }
+    if invoices.created_from > window_start.saturating_sub(INVOICES_REACH) {
+        return Err(format!(
+            "the invoices listing holds those created from {}, less than a day before the window",
+            time::format(invoices.created_from)
+        ));
+    }
+    let held: Vec<&ListedInvoice> = invoices
+        .invoices
+        .iter()
+        .filter(|i| i.subscription == subscription.id)
+        .collect();
+    for item in subscription
+        .items
+        .data
+        .iter()
+        .filter(|i| i.on_meter(meter_id))
+    {
+        let last_end = match item.current_period_end <= now {
+            true => item.current_period_end,
+            false => item.current_period_start,
+        };
+        let invoiced = held
+            .iter()
+            .flat_map(|i| &i.lines)
+            .any(|l| l.price == item.price.id && l.end == last_end);
+        if !invoiced {
+            return Err(format!(
+                "the invoices listing holds no invoice of {} for the period ending at {}",
+                item.id,
+                time::format(last_end)
+            ));
+        }
+    }
+    Ok(Some(held.into_iter().map(invoice).collect()))
+}
+
+fn invoice(listed: &ListedInvoice) -> Invoice {
+    Invoice {
+        id: listed.id.clone(),
+        customer: Some(listed.customer.clone()),
+        subscription: Some(listed.subscription.clone()),
+        status: listed.status.clone(),
+        automatically_finalizes_at: listed.automatically_finalizes_at,
+        lines: List {
+            data: listed
+                .lines
+                .iter()
+                .map(|l| Line {
+                    period: LinePeriod {
+                        start: l.start,
+                        end: l.end,
+                    },
+                    quantity: l.quantity,
+                    pricing: Some(Pricing {
+                        price_details: Some(PriceDetails {
+                            price: l.price.clone(),
+                        }),
+                    }),
+                })
+                .collect(),
+            has_more: false,
+        },
+    }
+}
+
 fn subscription(listed: &ListedSubscription) -> Subscription {
     Subscription {
         id: listed.id.clone(),
@@ -156,6 +329,7 @@ fn subscription(listed: &ListedSubscription) -> Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exports::usage_sync::workflow::workflow::ListedInvoices;
 
     const NOW: i64 = 1_790_000_000;
     const D: i64 = 86_400;
@@ -164,6 +338,7 @@ mod tests {
         Listing {
             listed_at: at,
             subscriptions: subs,
+            invoices: None,
         }
     }
 
@@ -232,5 +407,98 @@ mod tests {
         assert!(trusted(&listing(NOW, vec![]), "mtr_1", "cus_1", NOW).is_err());
         let other = listing(NOW, vec![sub("cus_2", NOW + 10 * D, None)]);
         assert!(trusted(&other, "mtr_1", "cus_1", NOW).is_err());
+    }
+
+    /// A listing of invoices from `from`, at `at`, for `sub_1`: one invoice
+    /// a period ending at each of `ends`.
+    fn with_invoices(at: i64, from: i64, ends: &[i64]) -> Listing {
+        let invoices = ends
+            .iter()
+            .map(|&end| ListedInvoice {
+                id: format!("in_{end}"),
+                customer: "cus_1".into(),
+                subscription: "sub_1".into(),
+                status: Some("paid".into()),
+                automatically_finalizes_at: None,
+                lines: vec![ListedLine {
+                    start: end - 30 * D,
+                    end,
+                    price: "price_1".into(),
+                    quantity: Some(3),
+                }],
+            })
+            .collect();
+        Listing {
+            invoices: Some(ListedInvoices {
+                listed_at: at,
+                created_from: from,
+                invoices,
+            }),
+            ..listing(at, vec![sub("cus_1", NOW + 10 * D, None)])
+        }
+    }
+
+    /// `sub_1` as read: its item's period ends at `end`.
+    fn read_sub(end: i64, ended: bool) -> Subscription {
+        let l = listing(NOW, vec![sub("cus_1", end, ended.then_some(end))]);
+        subscription(&l.subscriptions[0])
+    }
+
+    const WINDOW: i64 = NOW - 30 * D;
+
+    #[test]
+    fn listed_invoices_serve_when_they_hold_the_last_renewals_invoice() {
+        let renewal = NOW - 20 * D;
+        let l = with_invoices(NOW - 60, WINDOW - INVOICES_REACH, &[renewal]);
+        let held = trusted_invoices(&l, &read_sub(renewal + 30 * D, false), "mtr_1", WINDOW, NOW)
+            .unwrap()
+            .unwrap();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].id, format!("in_{renewal}"));
+        assert_eq!(held[0].lines.data[0].price(), Some("price_1"));
+        assert_eq!(held[0].lines.data[0].period.end, renewal);
+        assert_eq!(held[0].lines.data[0].quantity, Some(3));
+        // Another meter's items are not this ledger's to check.
+        let no_item = read_sub(NOW + 5 * D, false);
+        assert!(trusted_invoices(&l, &no_item, "mtr_2", WINDOW, NOW).is_ok());
+    }
+
+    #[test]
+    fn no_listing_of_invoices_means_the_runs_own_read_without_a_word() {
+        let l = listing(NOW - 60, vec![sub("cus_1", NOW + 10 * D, None)]);
+        let read = read_sub(NOW + 10 * D, false);
+        assert!(
+            trusted_invoices(&l, &read, "mtr_1", WINDOW, NOW)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn listed_invoices_missing_the_last_renewals_invoice_do_not_serve() {
+        let renewal = NOW - 20 * D;
+        // Renewed since the listing (or Stripe left the invoice out).
+        let l = with_invoices(NOW - 60, WINDOW - INVOICES_REACH, &[renewal - 30 * D]);
+        let why = trusted_invoices(&l, &read_sub(renewal + 30 * D, false), "mtr_1", WINDOW, NOW)
+            .unwrap_err();
+        assert!(why.contains("holds no invoice of si_1"), "{why}");
+        // An ended subscription needs its last period's invoice.
+        let ended = read_sub(NOW - 2 * D, true);
+        let l = with_invoices(NOW - 60, WINDOW - INVOICES_REACH, &[NOW - 32 * D]);
+        assert!(trusted_invoices(&l, &ended, "mtr_1", WINDOW, NOW).is_err());
+        let l = with_invoices(NOW - 60, WINDOW - INVOICES_REACH, &[NOW - 2 * D]);
+        assert!(trusted_invoices(&l, &ended, "mtr_1", WINDOW, NOW).is_ok());
+    }
+
+    #[test]
+    fn listed_invoices_too_old_or_not_reaching_a_day_before_the_window_do_not_serve() {
+        let renewal = NOW - 20 * D;
+        let read = read_sub(renewal + 30 * D, false);
+        let reach = WINDOW - INVOICES_REACH;
+        let old = with_invoices(NOW - MAX_AGE - 1, reach, &[renewal]);
+        assert!(trusted_invoices(&old, &read, "mtr_1", WINDOW, NOW).is_err());
+        let short = with_invoices(NOW - 60, reach + 1, &[renewal]);
+        let why = trusted_invoices(&short, &read, "mtr_1", WINDOW, NOW).unwrap_err();
+        assert!(why.contains("less than a day before the window"), "{why}");
     }
 }

@@ -7,9 +7,9 @@
 use crate::credentials::Needed;
 use crate::decimal::Decimal;
 use crate::exports::usage_sync::workflow::workflow::{
-    CustomerUsage, Endpoints, Inputs, Interval, InvoiceCheck, InvoiceReconciliation, LedgerMark,
-    Listing, Meter, Options, Outputs, Reconciliation, Source as WitSource, Step, StripeRead,
-    SubscriptionPage, UsageQuery, WorkflowError,
+    CustomerUsage, Endpoints, Inputs, Interval, InvoiceCheck, InvoicePage, InvoiceReconciliation,
+    LedgerMark, Listing, Meter, Options, Outputs, Reconciliation, Source as WitSource, Step,
+    StripeRead, SubscriptionPage, UsageQuery, WorkflowError,
 };
 use crate::inputs::{self, Plan, Window};
 use crate::retry;
@@ -268,6 +268,27 @@ pub fn list_subscriptions(
         }
     })?;
     listing::page(endpoints, &retry, &meter_ids, after.as_deref())
+}
+
+/// One page of the account's invoices created from `created_from` on, kept
+/// to subscriptions' invoices with a line on `prices`.
+pub fn list_invoices(
+    endpoints: &Endpoints,
+    options: Options,
+    created_from: i64,
+    prices: Vec<String>,
+    after: Option<String>,
+) -> Result<InvoicePage, WorkflowError> {
+    let ((), retry) = prepare(&options, &[Needed::Stripe], |_| {
+        match (prices.is_empty(), created_from < 0) {
+            (true, _) => Err("a listing of invoices needs at least one price".into()),
+            (_, true) => Err(format!(
+                "a listing of invoices from {created_from}: before 1970"
+            )),
+            _ => Ok(()),
+        }
+    })?;
+    listing::invoice_page(endpoints, &retry, created_from, &prices, after.as_deref())
 }
 
 /// Step 1 for many customers of one meter: one query, grouped by customer.

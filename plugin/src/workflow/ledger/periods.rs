@@ -30,7 +30,11 @@ pub(super) fn read_periods(
     let subscriptions = of_customer(base, plan, meter, retry, now, listed, reads)?;
     let mut invoice_reads = Vec::new();
     let periods = billing::periods(&subscriptions, &meter.id, window, now, |subscription| {
-        invoices(base, plan, subscription, retry, &mut invoice_reads).map_err(|e| match e {
+        if let Some(invoices) = listed_invoices(base, plan, meter, subscription, now, listed) {
+            invoice_reads.push(invoices.0);
+            return Ok(invoices.1);
+        }
+        invoices(base, plan, &subscription.id, retry, &mut invoice_reads).map_err(|e| match e {
             WorkflowError::StepFailed(f) => f.message,
             WorkflowError::InvalidInput(m) => m,
         })
@@ -71,6 +75,50 @@ fn of_customer(
         }
     }
     subscriptions(base, plan, meter, retry, reads)
+}
+
+/// The invoices of `subscription` from the sync's listing of the account's
+/// invoices, with the trace of what it held, when they may be trusted
+/// (`listing::trusted_invoices`); else `None`, and the run reads its own.
+fn listed_invoices(
+    base: &str,
+    plan: &Plan,
+    meter: &Meter,
+    subscription: &Subscription,
+    now: i64,
+    listed: Option<&Listing>,
+) -> Option<(StripeRead, Vec<Invoice>)> {
+    let listed = listed?;
+    match listing::trusted_invoices(listed, subscription, &meter.id, plan.window.start, now) {
+        Ok(None) => None,
+        Ok(Some(invoices)) => {
+            let from = listed.invoices.as_ref().map_or(0, |i| i.created_from);
+            let at = listed.invoices.as_ref().map_or(0, |i| i.listed_at);
+            let url = billing::account_invoices_url(base, from, None);
+            let answer = format!(
+                "the account's listing of {} for {}: {}",
+                time::format(at),
+                subscription.id,
+                statuses(&invoices)
+            );
+            Some((read_record(url, answer), invoices))
+        }
+        Err(why) => {
+            eprintln!(
+                "usage-sync: reading the invoices of {}: {why}",
+                subscription.id
+            );
+            None
+        }
+    }
+}
+
+/// Each invoice and its status, for the trace.
+fn statuses(page: &[Invoice]) -> String {
+    page.iter()
+        .map(|i| format!("{} {}", i.id, i.status.as_deref().unwrap_or("?")))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The plan's Stripe customer's subscriptions, every status, each page
@@ -130,12 +178,7 @@ fn invoices(
         |after| billing::invoices_url(base, &plan.stripe_customer, subscription, after),
         billing::parse_invoices,
         |i: &Invoice| i.id.clone(),
-        |page: &[Invoice]| {
-            page.iter()
-                .map(|i| format!("{} {}", i.id, i.status.as_deref().unwrap_or("?")))
-                .collect::<Vec<_>>()
-                .join(", ")
-        },
+        |page: &[Invoice]| statuses(page),
         reads,
     )
 }

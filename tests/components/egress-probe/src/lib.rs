@@ -26,9 +26,9 @@ wit_bindgen::generate!({
 });
 
 use exports::usage_sync::workflow::workflow::{
-    CustomerUsage, Delivery, Endpoints, Guest, Inputs, InvoiceReconciliation, LedgerMark, Listing,
-    Meter, Options, Outputs, Reconciliation, Source, Step, StepFailure, SubscriptionPage,
-    UsageQuery, WorkflowError,
+    CustomerUsage, Delivery, Endpoints, Guest, Inputs, InvoicePage, InvoiceReconciliation,
+    LedgerMark, Listing, Meter, Options, Outputs, Reconciliation, Source, Step, StepFailure,
+    SubscriptionPage, UsageQuery, WorkflowError,
 };
 use serde_json::{Value, json};
 use wasip2::http::outgoing_handler;
@@ -125,6 +125,20 @@ impl Guest for Probe {
     ) -> Result<SubscriptionPage, WorkflowError> {
         Ok(SubscriptionPage {
             subscriptions: Vec::new(),
+            next: None,
+        })
+    }
+
+    // An empty, complete listing of invoices, likewise.
+    fn list_invoices(
+        _: Endpoints,
+        _: Options,
+        _: i64,
+        _: Vec<String>,
+        _: Option<String>,
+    ) -> Result<InvoicePage, WorkflowError> {
+        Ok(InvoicePage {
+            invoices: Vec::new(),
             next: None,
         })
     }
