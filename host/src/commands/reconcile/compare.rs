@@ -185,7 +185,9 @@ where
         true => {
             let budget = listing::page_budget(rows.len());
             let (sandbox, config) = (sandbox.clone(), config.clone());
-            Some(Listings::start(sandbox, config, meters.clone(), budget).await)
+            // Its runs read each subscription's invoices: every one in the
+            // window is checked, so none is taken from a listing.
+            Some(Listings::start(sandbox, config, meters.clone(), budget, false).await)
         }
         false => None,
     };

@@ -185,9 +185,16 @@ pub async fn sync(
     // Each event name's meter, looked up once for the whole sync, before any
     // write: a missing or unusable meter stops the sync with nothing written.
     let meters = meters_for(&sandbox, &config, parts.events.iter().map(String::as_str)).await?;
-    // The account's subscriptions, listed once for every row.
+    // The account's subscriptions and recent invoices, listed once for every row.
     let budget = listing::page_budget(parts.total);
-    let listed = Listings::start(sandbox.clone(), config.clone(), meters.clone(), budget).await;
+    let listed = Listings::start(
+        sandbox.clone(),
+        config.clone(),
+        meters.clone(),
+        budget,
+        true,
+    )
+    .await;
     // Listen before the first row starts, and once for the whole sync, so no
     // Ctrl-C or SIGTERM kills the process mid-request or falls between two polls.
     let interrupt = Interrupt::listen()
