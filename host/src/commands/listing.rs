@@ -52,16 +52,14 @@ impl Listings {
     /// Lists once, then again every [`REFRESH`] in the background while the
     /// returned value lives. A later listing that fails or runs past the
     /// budget leaves the previous one, which the rows stop trusting once it
-    /// is 10 minutes old. `invoices`: list the account's recent invoices too
-    /// (a sync's runs use them; `reconcile --invoices` reads its own).
+    /// is 10 minutes old.
     pub(crate) async fn start(
         sandbox: Arc<Sandbox>,
         config: RunConfig,
         meters: HashMap<String, Arc<Meter>>,
         budget: usize,
-        invoices: bool,
     ) -> Arc<Listings> {
-        let Some(first) = Listed::list(&sandbox, &config, &meters, budget, invoices).await else {
+        let Some(first) = Listed::list(&sandbox, &config, &meters, budget).await else {
             return Arc::new(Listings {
                 current: Arc::default(),
                 refresh: None,
@@ -77,8 +75,7 @@ impl Listings {
         let refresh = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                if let Some(next) = Listed::list(&sandbox, &config, &meters, budget, invoices).await
-                {
+                if let Some(next) = Listed::list(&sandbox, &config, &meters, budget).await {
                     *shared.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(next));
                 }
             }
@@ -133,7 +130,6 @@ impl Listed {
         config: &RunConfig,
         meters: &HashMap<String, Arc<Meter>>,
         budget: usize,
-        invoices: bool,
     ) -> Option<Listed> {
         if budget == 0 || meters.is_empty() {
             return None;
@@ -173,10 +169,7 @@ impl Listed {
                         meter_ids.len(),
                         by_customer.len()
                     );
-                    let invoices = match invoices {
-                        true => Invoices::list(sandbox, config, &by_customer, budget).await,
-                        false => None,
-                    };
+                    let invoices = Invoices::list(sandbox, config, &by_customer, budget).await;
                     return Some(Listed {
                         at,
                         by_customer,

@@ -185,9 +185,7 @@ where
         true => {
             let budget = listing::page_budget(rows.len());
             let (sandbox, config) = (sandbox.clone(), config.clone());
-            // Its runs read each subscription's invoices: every one in the
-            // window is checked, so none is taken from a listing.
-            Some(Listings::start(sandbox, config, meters.clone(), budget, false).await)
+            Some(Listings::start(sandbox, config, meters.clone(), budget).await)
         }
         false => None,
     };

@@ -187,14 +187,7 @@ pub async fn sync(
     let meters = meters_for(&sandbox, &config, parts.events.iter().map(String::as_str)).await?;
     // The account's subscriptions and recent invoices, listed once for every row.
     let budget = listing::page_budget(parts.total);
-    let listed = Listings::start(
-        sandbox.clone(),
-        config.clone(),
-        meters.clone(),
-        budget,
-        true,
-    )
-    .await;
+    let listed = Listings::start(sandbox.clone(), config.clone(), meters.clone(), budget).await;
     // Listen before the first row starts, and once for the whole sync, so no
     // Ctrl-C or SIGTERM kills the process mid-request or falls between two polls.
     let interrupt = Interrupt::listen()

@@ -239,7 +239,9 @@ pub(in crate::workflow) struct InvoiceLine {
 
 /// Every invoice line billing `meter` for the plan's Stripe customer: the
 /// subscriptions, then each one's invoices (for `reconcile-invoices`); and
-/// the starts of the items' current periods.
+/// the starts of the items' current periods. From the sync's listings when
+/// they may be trusted: the invoices listing then holds only the lines of
+/// the last 37 days, every one that ends inside the window.
 #[allow(clippy::too_many_arguments)]
 pub(in crate::workflow) fn read_invoice_lines(
     endpoints: &Endpoints,
@@ -270,7 +272,14 @@ pub(in crate::workflow) fn read_invoice_lines(
         if prices.is_empty() {
             continue;
         }
-        for invoice in invoices(base, plan, &sub.id, retry, reads)? {
+        let invoices = match listed_invoices(base, plan, meter, sub, now, listed) {
+            Some((read, invoices)) => {
+                reads.push(read);
+                invoices
+            }
+            None => invoices(base, plan, &sub.id, retry, reads)?,
+        };
+        for invoice in invoices {
             for line in &invoice.lines.data {
                 if line.price().is_some_and(|p| prices.contains(&p)) {
                     lines.push(InvoiceLine {
