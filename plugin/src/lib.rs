@@ -119,10 +119,9 @@ impl Guest for Component {
         endpoints: Endpoints,
         options: Options,
         created_from: i64,
-        prices: Vec<String>,
         starting_after: Option<String>,
     ) -> Result<InvoicePage, WorkflowError> {
-        workflow::list_invoices(&endpoints, options, created_from, prices, starting_after)
+        workflow::list_invoices(&endpoints, options, created_from, starting_after)
     }
 
     fn record_usage(

@@ -7,7 +7,7 @@
 
 use crate::bindings::{ListedInvoice, ListedInvoices, ListedSubscription, Listing, Meter};
 use crate::sandbox::{RunConfig, Sandbox};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinHandle;
@@ -213,14 +213,12 @@ impl Invoices {
         subscriptions: &HashMap<String, Vec<ListedSubscription>>,
         budget: usize,
     ) -> Option<Invoices> {
-        let mut prices: Vec<String> = subscriptions
+        let prices: HashSet<&str> = subscriptions
             .values()
             .flatten()
             .flat_map(|s| &s.items)
-            .map(|i| i.price.clone())
+            .map(|i| i.price.as_str())
             .collect();
-        prices.sort_unstable();
-        prices.dedup();
         if budget == 0 || prices.is_empty() {
             return None;
         }
@@ -232,7 +230,7 @@ impl Invoices {
         let (mut after, mut lines, mut count) = (None, 0, 0);
         for pages in 1..=budget {
             let page = match sandbox
-                .list_invoices(config, created_from, &prices, after.as_deref())
+                .list_invoices(config, created_from, after.as_deref())
                 .await
             {
                 Ok(page) => page,
@@ -244,7 +242,11 @@ impl Invoices {
                     return None;
                 }
             };
-            for invoice in page.invoices {
+            for mut invoice in page.invoices {
+                invoice.lines.retain(|l| prices.contains(l.price.as_str()));
+                if invoice.lines.is_empty() {
+                    continue;
+                }
                 lines += invoice.lines.len();
                 count += 1;
                 if lines > MAX_ITEMS {

@@ -249,13 +249,12 @@ impl Sandbox {
     }
 
     /// One page of the account's invoices created from `created_from` on,
-    /// kept to subscriptions' invoices with a line on `prices`, in a fresh
+    /// kept to subscriptions' invoices with a priced line, in a fresh
     /// instance.
     pub async fn list_invoices(
         &self,
         config: &RunConfig,
         created_from: i64,
-        prices: &[String],
         starting_after: Option<&str>,
     ) -> Result<InvoicePage, Failure> {
         self.call(
@@ -266,7 +265,6 @@ impl Sandbox {
                 &config.endpoints,
                 &config.options,
                 created_from,
-                prices,
                 starting_after,
             ),
             Ok,

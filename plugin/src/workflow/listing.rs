@@ -83,13 +83,13 @@ pub fn page(
 }
 
 /// One page of the account's invoices created from `created_from` on, each
-/// kept only with its lines on `prices`, and only if it bills a subscription
-/// and has one.
+/// kept only with its priced lines, and only if it bills a subscription and
+/// has one. The host keeps the lines on its listed subscriptions' prices: a
+/// set it holds once, where each page would take it in and search it again.
 pub fn invoice_page(
     endpoints: &Endpoints,
     retry: &retry::Policy,
     created_from: i64,
-    prices: &[String],
     after: Option<&str>,
 ) -> Result<InvoicePage, WorkflowError> {
     let base = endpoints.stripe_url.trim_end_matches('/');
@@ -118,7 +118,7 @@ pub fn invoice_page(
             .lines
             .data
             .into_iter()
-            .filter_map(|line| listed_line(line, prices))
+            .filter_map(listed_line)
             .collect();
         if lines.is_empty() {
             continue;
@@ -141,9 +141,9 @@ pub fn invoice_page(
     Ok(InvoicePage { invoices, next })
 }
 
-fn listed_line(line: Line, prices: &[String]) -> Option<ListedLine> {
+fn listed_line(line: Line) -> Option<ListedLine> {
     let price = line.pricing?.price_details?.price;
-    prices.contains(&price).then_some(ListedLine {
+    Some(ListedLine {
         start: line.period.start,
         end: line.period.end,
         price,

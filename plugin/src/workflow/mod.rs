@@ -271,24 +271,20 @@ pub fn list_subscriptions(
 }
 
 /// One page of the account's invoices created from `created_from` on, kept
-/// to subscriptions' invoices with a line on `prices`.
+/// to subscriptions' invoices with a priced line.
 pub fn list_invoices(
     endpoints: &Endpoints,
     options: Options,
     created_from: i64,
-    prices: Vec<String>,
     after: Option<String>,
 ) -> Result<InvoicePage, WorkflowError> {
-    let ((), retry) = prepare(&options, &[Needed::Stripe], |_| {
-        match (prices.is_empty(), created_from < 0) {
-            (true, _) => Err("a listing of invoices needs at least one price".into()),
-            (_, true) => Err(format!(
-                "a listing of invoices from {created_from}: before 1970"
-            )),
-            _ => Ok(()),
-        }
+    let ((), retry) = prepare(&options, &[Needed::Stripe], |_| match created_from < 0 {
+        true => Err(format!(
+            "a listing of invoices from {created_from}: before 1970"
+        )),
+        false => Ok(()),
     })?;
-    listing::invoice_page(endpoints, &retry, created_from, &prices, after.as_deref())
+    listing::invoice_page(endpoints, &retry, created_from, after.as_deref())
 }
 
 /// Step 1 for many customers of one meter: one query, grouped by customer.

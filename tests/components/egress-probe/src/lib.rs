@@ -134,7 +134,6 @@ impl Guest for Probe {
         _: Endpoints,
         _: Options,
         _: i64,
-        _: Vec<String>,
         _: Option<String>,
     ) -> Result<InvoicePage, WorkflowError> {
         Ok(InvoicePage {
