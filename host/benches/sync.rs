@@ -390,9 +390,11 @@ fn command(
     stripe: &Stripe,
     state: &std::path::Path,
 ) -> i32 {
-    // Unpaced: the requests are counted, not timed.
+    // Unpaced: the requests are counted, not timed; listed as at the default
+    // pace, where a listing always pays (README, "One listing per sync").
     let output = usage_sync(subcommand, amberflo, stripe, state)
         .args(args)
+        .env("USAGE_SYNC_LISTING", "always")
         .args(["--stripe-rate", "1000000"])
         .args(["--concurrency", "64"])
         .stderr(Stdio::piped())

@@ -153,6 +153,47 @@ fn an_account_with_more_pages_than_a_tenth_of_the_rows_is_read_customer_by_custo
 }
 
 #[test]
+fn an_unpaced_sync_gives_the_listing_up_when_its_pages_take_longer_than_the_reads() {
+    let p = providers();
+    subscribe_all(&p);
+    // Two pages of subscriptions, within the budget only at Stripe's pace.
+    for i in 0..95 {
+        subscribe(&p, &format!("cus_other{i}"), days_ago(10).0);
+    }
+    let mapping = write_mapping("listing-unpaced", CUSTOMERS);
+    // A pace far above Stripe's: ten reads sent at once take a round trip,
+    // the listing's two pages two, one after the other.
+    let run = p.sync(&mapping_args(&mapping, &["--stripe-rate", "1000000"]));
+    run.expect(0);
+    let mut expected = vec![LISTING.to_string()];
+    expected.extend((0..CUSTOMERS).map(|i| own_read(&format!("cus_{i}"))));
+    let mut reads = subscription_reads(&p);
+    reads.sort();
+    expected.sort();
+    assert_eq!(reads, expected);
+    assert!(
+        run.stderr
+            .contains("longer than their reads take at the pace"),
+        "{}",
+        run.stderr
+    );
+    assert_each_billed_once(&p);
+    // At the default pace the same account is listed: both pages, no own read.
+    let p = providers();
+    for i in 0..20 {
+        subscribe(&p, &format!("cus_{i}"), days_ago(10).0);
+    }
+    for i in 0..95 {
+        subscribe(&p, &format!("cus_other{i}"), days_ago(10).0);
+    }
+    let mapping = write_mapping("listing-paced", 20);
+    p.sync(&mapping_args(&mapping, &[])).expect(0);
+    let reads = subscription_reads(&p);
+    assert_eq!(reads.len(), 2, "{reads:?}");
+    assert!(reads.iter().all(|r| r.starts_with(LISTING)), "{reads:?}");
+}
+
+#[test]
 fn a_failed_listing_falls_back_to_each_customers_own_read() {
     let p = providers();
     subscribe_all(&p);

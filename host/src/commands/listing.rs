@@ -40,6 +40,18 @@ pub(crate) fn page_budget(rows: usize) -> usize {
     (rows / 10).min(MAX_PAGES)
 }
 
+/// Whether a listing of at least `rows / 100` pages, each taking about
+/// `page`, one after another, ends sooner than the `rows` reads it saves take
+/// at the pace of one every `read`. It saves requests because Stripe limits
+/// them; where the pace does not (a raised `--stripe-rate`), each row's own
+/// read, sent beside the others, is the quicker. `USAGE_SYNC_LISTING=always`
+/// lists whatever the pace (the request-budget bench).
+pub(crate) fn pays(rows: usize, page: Duration, read: Duration) -> bool {
+    let pages = rows.div_ceil(100) as f64;
+    let always = std::env::var("USAGE_SYNC_LISTING").is_ok_and(|v| v == "always");
+    always || page.as_secs_f64() * pages <= read.as_secs_f64() * rows as f64
+}
+
 /// The sync's current listing, listed again every [`REFRESH`] while the
 /// sync runs; none when the first listing was not made.
 pub(crate) struct Listings {
@@ -57,9 +69,10 @@ impl Listings {
         sandbox: Arc<Sandbox>,
         config: RunConfig,
         meters: HashMap<String, Arc<Meter>>,
-        budget: usize,
+        rows: usize,
     ) -> Arc<Listings> {
-        let Some(first) = Listed::list(&sandbox, &config, &meters, budget).await else {
+        let budget = page_budget(rows);
+        let Some(first) = Listed::list(&sandbox, &config, &meters, budget, Some(rows)).await else {
             return Arc::new(Listings {
                 current: Arc::default(),
                 refresh: None,
@@ -75,7 +88,7 @@ impl Listings {
         let refresh = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                if let Some(next) = Listed::list(&sandbox, &config, &meters, budget).await {
+                if let Some(next) = Listed::list(&sandbox, &config, &meters, budget, None).await {
                     *shared.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(next));
                 }
             }
@@ -125,11 +138,15 @@ impl Listed {
     /// fresh instance. `None`: no listing (budget of zero pages, more pages
     /// than the budget, or a failed read); every row then reads its own, as
     /// it would without a listing, so nothing is lost but the saving.
+    /// `Some(rows)`: a sync's first listing, given up after its first page
+    /// when it would take longer than the reads of `rows` rows at the pace
+    /// ([`pays`]).
     pub(crate) async fn list(
         sandbox: &Sandbox,
         config: &RunConfig,
         meters: &HashMap<String, Arc<Meter>>,
         budget: usize,
+        first_for: Option<usize>,
     ) -> Option<Listed> {
         if budget == 0 || meters.is_empty() {
             return None;
@@ -143,6 +160,7 @@ impl Listed {
         let mut after = None;
         let mut items = 0;
         for pages in 1..=budget {
+            let began = std::time::Instant::now();
             let page = match sandbox
                 .list_subscriptions(config, &meter_ids, after.as_deref())
                 .await
@@ -159,6 +177,20 @@ impl Listed {
             if !gather(&mut by_customer, &mut items, page.subscriptions, MAX_ITEMS) {
                 tracing::info!(
                     "the account's subscriptions hold more than {MAX_ITEMS} items on the meters; each customer's are read on their own"
+                );
+                return None;
+            }
+            let read = config
+                .stripe_pace
+                .as_ref()
+                .map_or(Duration::ZERO, |p| p.read_interval());
+            if let (1, Some(rows), Some(_)) = (pages, first_for, &page.next)
+                && !pays(rows, began.elapsed(), read)
+            {
+                tracing::info!(
+                    "the account's subscriptions take a page ({} ms) per 100 rows, longer than their reads take at the pace ({} ms a read); each customer's are read on their own",
+                    began.elapsed().as_millis(),
+                    read.as_millis()
                 );
                 return None;
             }
@@ -347,6 +379,20 @@ mod tests {
             vec![sub("cus_3", 1)],
             5
         ));
+    }
+
+    #[test]
+    fn a_listing_pays_when_its_pages_take_less_than_the_reads_at_the_pace() {
+        let ms = Duration::from_millis;
+        // The default pace (25 reads a second): even a page of 2 s pays.
+        assert!(pays(1_000, ms(2_000), ms(40)));
+        assert!(pays(10, ms(300), ms(40)));
+        // Unpaced: the rows' own reads, sent at once, are quicker.
+        assert!(!pays(5_000, ms(60), Duration::from_micros(1)));
+        assert!(!pays(10, ms(1), Duration::ZERO));
+        // At the edge: 10 pages of 100 ms against 1,000 reads of 1 ms.
+        assert!(pays(1_000, ms(100), ms(1)));
+        assert!(!pays(1_000, ms(101), ms(1)));
     }
 
     #[test]

@@ -69,6 +69,12 @@ impl StripePace {
         }
     }
 
+    /// The time a read waits for at this pace, one after another: what a
+    /// read the sync does not send saves it.
+    pub fn read_interval(&self) -> Duration {
+        self.basic.interval
+    }
+
     /// Whether meter events have a pace of their own.
     pub fn meter_events_apart(&self) -> bool {
         self.meter_events.is_some()

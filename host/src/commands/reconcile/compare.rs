@@ -8,7 +8,7 @@
 //! with a chart per customer.
 
 use crate::bindings::{Cell, CellStatus, Inputs, Listing, Meter, Reconciliation};
-use crate::commands::listing::{self, Listings};
+use crate::commands::listing::Listings;
 use crate::mapping::Row;
 use crate::outcome::{ExitStatus, Failure};
 use crate::progress::Progress;
@@ -183,9 +183,8 @@ where
     let meters = crate::commands::batch::meters_of(&sandbox, &config, &rows).await?;
     let listings = match list {
         true => {
-            let budget = listing::page_budget(rows.len());
             let (sandbox, config) = (sandbox.clone(), config.clone());
-            Some(Listings::start(sandbox, config, meters.clone(), budget).await)
+            Some(Listings::start(sandbox, config, meters.clone(), rows.len()).await)
         }
         false => None,
     };

@@ -9,7 +9,7 @@ use super::journal::{Header, open_journal};
 use crate::bindings::{Inputs, Meter, Source};
 use crate::commands::batch::{batches_of, meters_for, query_batch};
 use crate::commands::ledger::{Bounds, LedgerState};
-use crate::commands::listing::{self, Listings};
+use crate::commands::listing::Listings;
 use crate::egress::Concurrency;
 use crate::interrupt::Interrupt;
 use crate::mapping::{Row, key_digest};
@@ -186,8 +186,8 @@ pub async fn sync(
     // write: a missing or unusable meter stops the sync with nothing written.
     let meters = meters_for(&sandbox, &config, parts.events.iter().map(String::as_str)).await?;
     // The account's subscriptions and recent invoices, listed once for every row.
-    let budget = listing::page_budget(parts.total);
-    let listed = Listings::start(sandbox.clone(), config.clone(), meters.clone(), budget).await;
+    let listed =
+        Listings::start(sandbox.clone(), config.clone(), meters.clone(), parts.total).await;
     // Listen before the first row starts, and once for the whole sync, so no
     // Ctrl-C or SIGTERM kills the process mid-request or falls between two polls.
     let interrupt = Interrupt::listen()
