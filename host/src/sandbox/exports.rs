@@ -20,6 +20,8 @@ const INTERFACE: &str = "usage-sync:workflow/workflow@0.1.0";
 /// calls one, and type-checks it only the first time ([`Sandbox::call`]).
 pub(crate) struct Exports {
     run: Export,
+    run_with_recent: Export,
+    run_with_meter: Export,
     record_usage: Export,
     reconcile: Export,
     reconcile_invoices: Export,
@@ -55,6 +57,8 @@ impl Exports {
         };
         Ok(Exports {
             run: lookup("run")?,
+            run_with_recent: lookup("run-with-recent")?,
+            run_with_meter: lookup("run-with-meter")?,
             record_usage: lookup("record-usage")?,
             reconcile: lookup("reconcile")?,
             reconcile_invoices: lookup("reconcile-invoices")?,
@@ -80,8 +84,7 @@ impl Sandbox {
     }
 
     /// The whole workflow, knowing this tool's recent writes to the Stripe
-    /// customer (Stripe's summaries may not show them yet): `record-usage`
-    /// with neither sources nor meter.
+    /// customer (Stripe's summaries may not show them yet).
     pub async fn run_with_recent(
         &self,
         config: &RunConfig,
@@ -91,23 +94,14 @@ impl Sandbox {
         self.call(
             config,
             &inputs.customer_id,
-            |e| &e.record_usage,
-            (
-                &config.endpoints,
-                &config.options,
-                &inputs,
-                None::<&[Source]>,
-                None::<&Meter>,
-                recent,
-                None::<&Listing>,
-            ),
+            |e| &e.run_with_recent,
+            (&config.endpoints, &config.options, &inputs, recent),
             outputs,
         )
         .await
     }
 
-    /// The workflow with the meter already found by [`Self::find_meter`]:
-    /// `record-usage` without sources.
+    /// The workflow with the meter already found by [`Self::find_meter`].
     pub async fn run_with_meter(
         &self,
         config: &RunConfig,
@@ -119,13 +113,12 @@ impl Sandbox {
         self.call(
             config,
             &inputs.customer_id,
-            |e| &e.record_usage,
+            |e| &e.run_with_meter,
             (
                 &config.endpoints,
                 &config.options,
                 &inputs,
-                None::<&[Source]>,
-                Some(meter),
+                meter,
                 recent,
                 listed,
             ),
@@ -154,8 +147,8 @@ impl Sandbox {
                 &config.endpoints,
                 &config.options,
                 &inputs,
-                Some(sources.as_slice()),
-                Some(meter),
+                sources.as_slice(),
+                meter,
                 recent,
                 listed,
             ),
