@@ -36,24 +36,16 @@ pub fn page(
     after: Option<&str>,
 ) -> Result<SubscriptionPage, WorkflowError> {
     let base = endpoints.stripe_url.trim_end_matches('/');
-    let step = Step::ReadSubscriptions;
-    let no_window = Window { start: 0, end: 0 };
     let url = billing::account_subscriptions_url(base, after);
-    let (reply, attempts) = read(&url, step, no_window, retry, None)?;
-    let bad_answer =
-        |m: String| step_failed(step, no_window, Some(200), m, reply.request_id(), attempts);
-    let page = billing::parse_subscriptions(&reply.body).map_err(bad_answer)?;
-    let next = match (page.has_more, page.data.last()) {
-        (false, _) => None,
-        (true, Some(last)) => Some(last.id.clone()),
-        (true, None) => {
-            return Err(bad_answer(
-                "Stripe said more follow, but the page was empty".into(),
-            ));
-        }
-    };
+    let (data, next, bad_answer) = account_page(
+        &url,
+        Step::ReadSubscriptions,
+        retry,
+        billing::parse_subscriptions,
+        |s| &s.id,
+    )?;
     let mut subscriptions = Vec::new();
-    for sub in page.data {
+    for sub in data {
         let items: Vec<ListedItem> = sub
             .items
             .data
@@ -64,7 +56,7 @@ pub fn page(
             continue;
         }
         let Some(customer) = sub.customer else {
-            return Err(bad_answer(format!(
+            return Err(bad_answer.fail(format!(
                 "Stripe's subscription {} names no customer",
                 sub.id
             )));
@@ -93,24 +85,16 @@ pub fn invoice_page(
     after: Option<&str>,
 ) -> Result<InvoicePage, WorkflowError> {
     let base = endpoints.stripe_url.trim_end_matches('/');
-    let step = Step::ReadInvoices;
-    let no_window = Window { start: 0, end: 0 };
     let url = billing::account_invoices_url(base, created_from, after);
-    let (reply, attempts) = read(&url, step, no_window, retry, None)?;
-    let bad_answer =
-        |m: String| step_failed(step, no_window, Some(200), m, reply.request_id(), attempts);
-    let page = billing::parse_invoices(&reply.body).map_err(bad_answer)?;
-    let next = match (page.has_more, page.data.last()) {
-        (false, _) => None,
-        (true, Some(last)) => Some(last.id.clone()),
-        (true, None) => {
-            return Err(bad_answer(
-                "Stripe said more follow, but the page was empty".into(),
-            ));
-        }
-    };
+    let (data, next, bad_answer) = account_page(
+        &url,
+        Step::ReadInvoices,
+        retry,
+        billing::parse_invoices,
+        |i| &i.id,
+    )?;
     let mut invoices = Vec::new();
-    for invoice in page.data {
+    for invoice in data {
         let Some(subscription) = invoice.subscription else {
             continue;
         };
@@ -124,10 +108,9 @@ pub fn invoice_page(
             continue;
         }
         let Some(customer) = invoice.customer else {
-            return Err(bad_answer(format!(
-                "Stripe's invoice {} names no customer",
-                invoice.id
-            )));
+            return Err(
+                bad_answer.fail(format!("Stripe's invoice {} names no customer", invoice.id))
+            );
         };
         invoices.push(ListedInvoice {
             id: invoice.id,
@@ -139,6 +122,56 @@ pub fn invoice_page(
         });
     }
     Ok(InvoicePage { invoices, next })
+}
+
+/// One page of an account-wide list at `url` (no window: it serves every
+/// row): its objects, the id to list after (`None`: the list is complete),
+/// and how to fail the step for a bad answer, naming Stripe's request.
+fn account_page<T>(
+    url: &str,
+    step: Step,
+    retry: &retry::Policy,
+    parse: fn(&[u8]) -> Result<List<T>, String>,
+    id: fn(&T) -> &String,
+) -> Result<(Vec<T>, Option<String>, BadAnswer), WorkflowError> {
+    let (reply, attempts) = read(url, step, NO_WINDOW, retry, None)?;
+    let bad_answer = BadAnswer {
+        step,
+        request_id: reply.request_id(),
+        attempts,
+    };
+    let page = parse(&reply.body).map_err(|m| bad_answer.fail(m))?;
+    let next = match (page.has_more, page.data.last()) {
+        (false, _) => None,
+        (true, Some(last)) => Some(id(last).clone()),
+        (true, None) => {
+            return Err(bad_answer.fail("Stripe said more follow, but the page was empty".into()));
+        }
+    };
+    Ok((page.data, next, bad_answer))
+}
+
+/// An account-wide list's window: none.
+const NO_WINDOW: Window = Window { start: 0, end: 0 };
+
+/// A page's read, for failing its step on what the answer held.
+struct BadAnswer {
+    step: Step,
+    request_id: Option<String>,
+    attempts: u32,
+}
+
+impl BadAnswer {
+    fn fail(&self, message: String) -> WorkflowError {
+        step_failed(
+            self.step,
+            NO_WINDOW,
+            Some(200),
+            message,
+            self.request_id.clone(),
+            self.attempts,
+        )
+    }
 }
 
 fn listed_line(line: Line) -> Option<ListedLine> {
