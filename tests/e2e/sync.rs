@@ -194,7 +194,8 @@ fn ten_thousand_rows_in_one_command() {
 
 /// Stripe's concurrency limiter answers 429 past a cap. The rows at once
 /// start at 16 and would double up to `--concurrency` while latency holds;
-/// each push-back halves them, so the 429s stay a few per cycle instead of one
+/// each push-back halves them, and the rows' requests (retries included)
+/// follow the halved limit, so the 429s stay a few per cycle instead of one
 /// per row past the cap, and every row is still billed once.
 #[test]
 fn rows_at_once_adapt_to_a_provider_that_pushes_back() {

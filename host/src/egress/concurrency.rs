@@ -13,6 +13,10 @@
 //! once per window. It never exceeds the ceiling (`--concurrency`) and never
 //! falls below one.
 //!
+//! The egress hook holds a [`RequestSlot`] for each request under the same
+//! limit, so the retries of work that holds its slot through a push-back do
+//! not go out above the limit.
+//!
 //! The decisions are in [`Control`], a plain state machine the tests drive
 //! with made-up latencies; [`Concurrency`] wraps it around a semaphore.
 
@@ -40,8 +44,10 @@ pub struct Control {
     /// The lowest window median seen: the latency with no queue.
     best: Option<Duration>,
     window: Vec<Duration>,
-    /// A congestion signal already halved the limit in this window.
-    halved: bool,
+    /// Halvings so far: a push-back halves only if its request left after
+    /// the last one (the rest of a burst is the same signal, as TCP halves
+    /// once per round trip).
+    round: u64,
 }
 
 impl Control {
@@ -54,7 +60,7 @@ impl Control {
             slow_start: true,
             best: None,
             window: Vec::new(),
-            halved: false,
+            round: 0,
         }
     }
 
@@ -73,7 +79,6 @@ impl Control {
         self.window.sort_unstable();
         let median = self.window[self.window.len() / 2];
         self.window.clear();
-        self.halved = false;
         let best = *self.best.get_or_insert(median);
         if median < best {
             self.best = Some(median);
@@ -101,12 +106,17 @@ impl Control {
         self.best.is_some() || !self.slow_start
     }
 
-    /// The provider pushed back (429, 503, a timeout): half as much at once,
-    /// once per window (the rest of a burst is the same signal). Returns the
-    /// new limit.
-    pub fn congested(&mut self) -> usize {
-        if !self.halved {
-            self.halved = true;
+    /// The round a request leaving now belongs to.
+    pub fn round(&self) -> u64 {
+        self.round
+    }
+
+    /// The provider pushed back (429, 503, a timeout) on a request that left
+    /// in `round`: half as much at once, unless the limit already halved
+    /// since that request left. Returns the new limit.
+    pub fn congested(&mut self, round: u64) -> usize {
+        if round == self.round {
+            self.round += 1;
             self.slow_start = false;
             self.limit = (self.limit / 2).max(1);
             self.window.clear();
@@ -116,22 +126,79 @@ impl Control {
 }
 
 /// The limit shared by every run of a command: acquire a [`Slot`] per unit
-/// of work.
+/// of work, and the egress hook a [`RequestSlot`] per request it sends.
+///
+/// Both follow the same limit. A unit of work holds its slot through its
+/// retries, so after a push-back the work already running stays above the
+/// new limit until it ends; its requests do not: the retries of a refused
+/// burst go out at most `limit` at once instead of all together again.
 #[derive(Debug)]
 pub struct Concurrency {
-    permits: Semaphore,
+    work: Semaphore,
+    requests: Semaphore,
     state: Mutex<Shared>,
 }
 
 #[derive(Debug)]
 struct Shared {
     control: Control,
-    /// Slots handed out or free: the semaphore's permits plus those held.
-    granted: usize,
-    /// Slots to retire as they come back, after the limit fell.
-    debt: usize,
+    work: Places,
+    requests: Places,
     /// The highest the limit reached, for the log.
     peak: usize,
+}
+
+/// A semaphore's bookkeeping under a limit that moves.
+#[derive(Debug)]
+struct Places {
+    /// Places handed out or free: the semaphore's permits plus those held.
+    granted: usize,
+    /// Places to retire as they come back, after the limit fell.
+    debt: usize,
+}
+
+impl Places {
+    /// Brings the places granted to `limit`: new ones at once, fewer by
+    /// retiring free ones now and held ones as they come back.
+    fn fit(&mut self, permits: &Semaphore, limit: usize) {
+        let effective = self.granted - self.debt;
+        if effective < limit {
+            let more = limit - effective;
+            let repaid = more.min(self.debt);
+            self.debt -= repaid;
+            self.granted += more - repaid;
+            permits.add_permits(more - repaid);
+        } else if effective > limit {
+            let mut excess = effective - limit;
+            while excess > 0 {
+                match permits.try_acquire() {
+                    Ok(permit) => permit.forget(),
+                    Err(_) => break,
+                }
+                excess -= 1;
+                self.granted -= 1;
+            }
+            self.debt += excess;
+        }
+    }
+
+    /// A held place comes back: retired if the limit fell, else free again.
+    fn give_back(&mut self, permits: &Semaphore) {
+        if self.debt > 0 {
+            self.debt -= 1;
+            self.granted -= 1;
+        } else {
+            permits.add_permits(1);
+        }
+    }
+}
+
+/// Takes a permit for good; the owner's bookkeeping gives it back.
+async fn take(permits: &Semaphore) {
+    // The semaphores are never closed.
+    if let Ok(permit) = permits.acquire().await {
+        permit.forget();
+    }
 }
 
 impl Concurrency {
@@ -139,33 +206,44 @@ impl Concurrency {
     pub fn new(initial: usize, ceiling: usize) -> Concurrency {
         let control = Control::new(initial, ceiling);
         let limit = control.limit();
+        let places = || Places {
+            granted: limit,
+            debt: 0,
+        };
         Concurrency {
-            permits: Semaphore::new(limit),
+            work: Semaphore::new(limit),
+            requests: Semaphore::new(limit),
             state: Mutex::new(Shared {
                 control,
-                granted: limit,
-                debt: 0,
+                work: places(),
+                requests: places(),
                 peak: limit,
             }),
         }
     }
 
-    /// Waits for a place.
+    /// Waits for a place for a unit of work.
     pub async fn acquire(&self) -> Slot<'_> {
-        // The semaphore is never closed.
-        if let Ok(permit) = self.permits.acquire().await {
-            permit.forget();
-        }
+        take(&self.work).await;
         Slot {
             owner: self,
             started: Instant::now(),
         }
     }
 
-    /// The provider pushed back.
-    pub fn congested(&self) {
+    /// Waits for a place for one request on its way to a provider.
+    pub async fn request(&self) -> RequestSlot<'_> {
+        take(&self.requests).await;
+        RequestSlot {
+            owner: self,
+            round: self.lock().control.round(),
+        }
+    }
+
+    /// The provider pushed back on a request that left in `round`.
+    fn congested(&self, round: u64) {
         let mut state = self.lock();
-        let limit = state.control.congested();
+        let limit = state.control.congested(round);
         self.steer(&mut state, limit);
     }
 
@@ -194,39 +272,15 @@ impl Concurrency {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Brings the slots granted to `limit`: new ones at once, fewer by
-    /// retiring free ones now and held ones as they come back.
     fn steer(&self, state: &mut Shared, limit: usize) {
         state.peak = state.peak.max(limit);
-        let effective = state.granted - state.debt;
-        if effective < limit {
-            let more = limit - effective;
-            let repaid = more.min(state.debt);
-            state.debt -= repaid;
-            state.granted += more - repaid;
-            self.permits.add_permits(more - repaid);
-        } else if effective > limit {
-            let mut excess = effective - limit;
-            while excess > 0 {
-                match self.permits.try_acquire() {
-                    Ok(permit) => permit.forget(),
-                    Err(_) => break,
-                }
-                excess -= 1;
-                state.granted -= 1;
-            }
-            state.debt += excess;
-        }
+        state.work.fit(&self.work, limit);
+        state.requests.fit(&self.requests, limit);
     }
 
     fn release(&self, latency: Duration) {
         let mut state = self.lock();
-        if state.debt > 0 {
-            state.debt -= 1;
-            state.granted -= 1;
-        } else {
-            self.permits.add_permits(1);
-        }
+        state.work.give_back(&self.work);
         let limit = state.control.completed(latency);
         self.steer(&mut state, limit);
     }
@@ -243,6 +297,27 @@ pub struct Slot<'a> {
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         self.owner.release(self.started.elapsed());
+    }
+}
+
+/// A place among the requests in flight, given back on drop.
+#[derive(Debug)]
+pub struct RequestSlot<'a> {
+    owner: &'a Concurrency,
+    round: u64,
+}
+
+impl RequestSlot<'_> {
+    /// The provider pushed back on this request (429, 503, a timeout).
+    pub fn pushed_back(&self) {
+        self.owner.congested(self.round);
+    }
+}
+
+impl Drop for RequestSlot<'_> {
+    fn drop(&mut self) {
+        let owner = self.owner;
+        owner.lock().requests.give_back(&owner.requests);
     }
 }
 
@@ -292,19 +367,50 @@ mod tests {
     }
 
     #[test]
-    fn a_push_back_halves_once_per_window_and_never_below_one() {
+    fn a_push_back_halves_once_per_burst_and_never_below_one() {
         let mut control = Control::new(64, 256);
-        assert_eq!(control.congested(), 32);
-        assert_eq!(control.congested(), 32, "the same burst halves once");
+        let burst = control.round();
+        assert_eq!(control.congested(burst), 32);
+        assert_eq!(control.congested(burst), 32, "the same burst halves once");
         assert_eq!(
             window(&mut control, ms(50)),
             33,
             "additive after a push-back"
         );
-        assert_eq!(control.congested(), 16);
+        assert_eq!(
+            control.congested(burst),
+            33,
+            "a request that left before the halving is the same burst"
+        );
+        assert_eq!(control.congested(control.round()), 16);
+        // Sent after that halving: a new signal, however soon.
+        assert_eq!(control.congested(control.round()), 8);
         let mut one = Control::new(1, 1);
-        assert_eq!(one.congested(), 1);
+        assert_eq!(one.congested(one.round()), 1);
         assert_eq!(window(&mut one, ms(5)), 1);
+    }
+
+    #[tokio::test]
+    async fn requests_follow_the_limit_even_while_the_work_holds_its_slots() {
+        let concurrency = Concurrency::new(4, 8);
+        let work: Vec<_> = vec![
+            concurrency.acquire().await,
+            concurrency.acquire().await,
+            concurrency.acquire().await,
+            concurrency.acquire().await,
+        ];
+        // A push-back: the four keep their slots (they are retrying), but
+        // only two of their requests go out at once.
+        concurrency.request().await.pushed_back();
+        assert_eq!(concurrency.limit(), 2);
+        let a = concurrency.request().await;
+        let b = concurrency.request().await;
+        assert!(concurrency.requests.try_acquire().is_err(), "two at once");
+        drop(a);
+        let c = concurrency.request().await;
+        assert!(concurrency.requests.try_acquire().is_err(), "still two");
+        drop((b, c));
+        drop(work);
     }
 
     #[test]
@@ -321,18 +427,18 @@ mod tests {
         let concurrency = Concurrency::new(2, 8);
         let a = concurrency.acquire().await;
         let b = concurrency.acquire().await;
-        assert!(concurrency.permits.try_acquire().is_err(), "two at once");
+        assert!(concurrency.work.try_acquire().is_err(), "two at once");
         // A push-back to 1: one of the held slots is retired on return.
-        concurrency.congested();
+        concurrency.request().await.pushed_back();
         assert_eq!(concurrency.limit(), 1);
         drop(a);
         assert!(
-            concurrency.permits.try_acquire().is_err(),
+            concurrency.work.try_acquire().is_err(),
             "b still holds the one"
         );
         drop(b);
         let c = concurrency.acquire().await;
-        assert!(concurrency.permits.try_acquire().is_err(), "one at once");
+        assert!(concurrency.work.try_acquire().is_err(), "one at once");
         drop(c);
         // Fast completions grow it again, additively after a push-back.
         for _ in 0..MIN_WINDOW {
@@ -340,7 +446,7 @@ mod tests {
         }
         assert_eq!(concurrency.limit(), 2);
         let held: Vec<_> = vec![concurrency.acquire().await, concurrency.acquire().await];
-        assert!(concurrency.permits.try_acquire().is_err(), "two at once");
+        assert!(concurrency.work.try_acquire().is_err(), "two at once");
         drop(held);
     }
 }

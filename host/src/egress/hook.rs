@@ -309,6 +309,13 @@ impl Outbound {
         http::Response<WasiBody>,
         Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     )> {
+        // A place among the requests at once first, so the pace's slots go
+        // to requests that can leave.
+        let concurrency = self.concurrency.clone();
+        let place = match &concurrency {
+            Some(concurrency) => Some(concurrency.request().await),
+            None => None,
+        };
         let pace = self.pace.as_ref().map(|pace| pace.of(admitted.route));
         if let Some(pace) = pace {
             pace.acquire().await;
@@ -338,10 +345,10 @@ impl Outbound {
         {
             pace.back_off(Instant::now());
         }
-        if let Some(concurrency) = &self.concurrency
+        if let Some(place) = &place
             && pushed_back(&sent)
         {
-            concurrency.congested();
+            place.pushed_back();
         }
         if let Some(observe) = &self.observer {
             observe(&Exchange {
