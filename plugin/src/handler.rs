@@ -85,7 +85,7 @@ fn respond(request: IncomingRequest) -> (u16, String) {
         amberflo_url: env_or("AMBERFLO_BASE_URL", defaults::AMBERFLO_URL),
         stripe_url: env_or("STRIPE_BASE_URL", defaults::STRIPE_URL),
     };
-    match workflow::run(&endpoints, options, inputs, &[]) {
+    match workflow::run(&endpoints, options, inputs, &[], None) {
         Ok(outputs) => (200, render_outputs(&outputs_of(outputs))),
         Err(error) => {
             let failure = failure_of(error);

@@ -67,16 +67,7 @@ impl Guest for Component {
         options: Options,
         inputs: Inputs,
     ) -> Result<Outputs, WorkflowError> {
-        workflow::run(&endpoints, options, inputs, &[])
-    }
-
-    fn run_with_recent(
-        endpoints: Endpoints,
-        options: Options,
-        inputs: Inputs,
-        recent: Vec<LedgerMark>,
-    ) -> Result<Outputs, WorkflowError> {
-        workflow::run(&endpoints, options, inputs, &recent)
+        workflow::run(&endpoints, options, inputs, &[], None)
     }
 
     fn query_usage(
@@ -93,17 +84,6 @@ impl Guest for Component {
         event_name: String,
     ) -> Result<Meter, WorkflowError> {
         workflow::find_meter(&endpoints, options, event_name)
-    }
-
-    fn run_with_meter(
-        endpoints: Endpoints,
-        options: Options,
-        inputs: Inputs,
-        meter: Meter,
-        recent: Vec<LedgerMark>,
-        listed: Option<Listing>,
-    ) -> Result<Outputs, WorkflowError> {
-        workflow::run_with_meter(&endpoints, options, inputs, meter, &recent, listed.as_ref())
     }
 
     fn list_subscriptions(
@@ -128,13 +108,24 @@ impl Guest for Component {
         endpoints: Endpoints,
         options: Options,
         inputs: Inputs,
-        sources: Vec<Source>,
-        meter: Meter,
+        sources: Option<Vec<Source>>,
+        meter: Option<Meter>,
         recent: Vec<LedgerMark>,
         listed: Option<Listing>,
     ) -> Result<Outputs, WorkflowError> {
-        let listed = listed.as_ref();
-        workflow::record_usage(&endpoints, options, inputs, sources, meter, &recent, listed)
+        let (endpoints, listed) = (&endpoints, listed.as_ref());
+        match (sources, meter) {
+            (None, None) => workflow::run(endpoints, options, inputs, &recent, listed),
+            (None, Some(meter)) => {
+                workflow::run_with_meter(endpoints, options, inputs, meter, &recent, listed)
+            }
+            (Some(sources), Some(meter)) => {
+                workflow::record_usage(endpoints, options, inputs, sources, meter, &recent, listed)
+            }
+            (Some(_), None) => Err(WorkflowError::InvalidInput(
+                "record-usage: sources were given without the meter they were queried for (from find-meter)".into(),
+            )),
+        }
     }
 
     fn reconcile_invoices(
@@ -175,3 +166,47 @@ export!(Component);
 use handler::Handler;
 #[cfg(target_arch = "wasm32")]
 wasip2::http::proxy::export!(Handler);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use exports::usage_sync::workflow::workflow::Interval;
+
+    #[test]
+    fn record_usage_refuses_sources_without_their_meter_before_sending_anything() {
+        let endpoints = Endpoints {
+            amberflo_url: "https://amberflo.invalid".into(),
+            stripe_url: "https://stripe.invalid".into(),
+        };
+        let options = Options {
+            max_retries: 0,
+            retry_budget_ms: 0,
+            rounding: None,
+            reconcile: false,
+            dry_run: false,
+            interval: Interval::Day,
+            scale: None,
+            true_up: false,
+            allow_decrease: false,
+            settle_hours: 72,
+            attempt_header: false,
+            carry_late_usage: false,
+        };
+        let inputs = Inputs {
+            customer_id: "acme".into(),
+            meter_api_name: "api-calls".into(),
+            stripe_customer: "cus_1".into(),
+            stripe_event_name: "api_calls".into(),
+            usage_quantity: None,
+            start_time: None,
+            end_time: None,
+        };
+        let sources = Some(Vec::new());
+        match Component::record_usage(endpoints, options, inputs, sources, None, vec![], None) {
+            Err(WorkflowError::InvalidInput(why)) => {
+                assert!(why.contains("without the meter"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -326,7 +326,8 @@ fn reconcile_invoices_lists_the_subscriptions_once_and_checks_every_invoice() {
 
 #[test]
 fn a_sync_without_batched_queries_uses_the_listing_too() {
-    // `--amberflo-batch 1`: each row runs the whole workflow (`run-with-meter`).
+    // `--amberflo-batch 1`: each row runs the whole workflow (`record-usage`
+    // with the meter and no sources).
     let p = providers();
     subscribe_all(&p);
     let mapping = write_mapping("listing-unbatched", CUSTOMERS);

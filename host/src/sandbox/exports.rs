@@ -20,8 +20,6 @@ const INTERFACE: &str = "usage-sync:workflow/workflow@0.1.0";
 /// calls one, and type-checks it only the first time ([`Sandbox::call`]).
 pub(crate) struct Exports {
     run: Export,
-    run_with_recent: Export,
-    run_with_meter: Export,
     record_usage: Export,
     reconcile: Export,
     reconcile_invoices: Export,
@@ -57,8 +55,6 @@ impl Exports {
         };
         Ok(Exports {
             run: lookup("run")?,
-            run_with_recent: lookup("run-with-recent")?,
-            run_with_meter: lookup("run-with-meter")?,
             record_usage: lookup("record-usage")?,
             reconcile: lookup("reconcile")?,
             reconcile_invoices: lookup("reconcile-invoices")?,
@@ -84,7 +80,8 @@ impl Sandbox {
     }
 
     /// The whole workflow, knowing this tool's recent writes to the Stripe
-    /// customer (Stripe's summaries may not show them yet).
+    /// customer (Stripe's summaries may not show them yet): `record-usage`
+    /// with neither sources nor meter.
     pub async fn run_with_recent(
         &self,
         config: &RunConfig,
@@ -94,14 +91,23 @@ impl Sandbox {
         self.call(
             config,
             &inputs.customer_id,
-            |e| &e.run_with_recent,
-            (&config.endpoints, &config.options, &inputs, recent),
+            |e| &e.record_usage,
+            (
+                &config.endpoints,
+                &config.options,
+                &inputs,
+                None::<&[Source]>,
+                None::<&Meter>,
+                recent,
+                None::<&Listing>,
+            ),
             outputs,
         )
         .await
     }
 
-    /// The workflow with the meter already found by [`Self::find_meter`].
+    /// The workflow with the meter already found by [`Self::find_meter`]:
+    /// `record-usage` without sources.
     pub async fn run_with_meter(
         &self,
         config: &RunConfig,
@@ -113,12 +119,13 @@ impl Sandbox {
         self.call(
             config,
             &inputs.customer_id,
-            |e| &e.run_with_meter,
+            |e| &e.record_usage,
             (
                 &config.endpoints,
                 &config.options,
                 &inputs,
-                meter,
+                None::<&[Source]>,
+                Some(meter),
                 recent,
                 listed,
             ),
@@ -147,8 +154,8 @@ impl Sandbox {
                 &config.endpoints,
                 &config.options,
                 &inputs,
-                sources.as_slice(),
-                meter,
+                Some(sources.as_slice()),
+                Some(meter),
                 recent,
                 listed,
             ),

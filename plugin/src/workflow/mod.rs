@@ -33,12 +33,14 @@ mod meter;
 mod values;
 
 /// The whole workflow: the meter, step 1, step 2; `recent` is this tool's
-/// recent writes to the Stripe customer (on any meter).
+/// recent writes to the Stripe customer (on any meter); `listed`, the sync's
+/// listing for the customer, if any.
 pub fn run(
     endpoints: &Endpoints,
     options: Options,
     inputs: Inputs,
     recent: &[LedgerMark],
+    listed: Option<&Listing>,
 ) -> Result<Outputs, WorkflowError> {
     let (plan, retry) = prepare(&options, &[Needed::Amberflo, Needed::Stripe], |o| {
         inputs::validate(inputs, o, now())
@@ -53,7 +55,7 @@ pub fn run(
         &mut reads,
     )?;
     query_and_record(
-        endpoints, &options, &plan, &retry, &meter, recent, None, reads,
+        endpoints, &options, &plan, &retry, &meter, recent, listed, reads,
     )
 }
 

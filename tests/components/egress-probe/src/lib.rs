@@ -96,26 +96,6 @@ impl Guest for Probe {
         Ok(meter(event_name))
     }
 
-    fn run_with_recent(
-        endpoints: Endpoints,
-        options: Options,
-        inputs: Inputs,
-        _: Vec<LedgerMark>,
-    ) -> Result<Outputs, WorkflowError> {
-        Probe::run(endpoints, options, inputs)
-    }
-
-    fn run_with_meter(
-        endpoints: Endpoints,
-        options: Options,
-        inputs: Inputs,
-        _: Meter,
-        _: Vec<LedgerMark>,
-        _: Option<Listing>,
-    ) -> Result<Outputs, WorkflowError> {
-        Probe::run(endpoints, options, inputs)
-    }
-
     // An empty, complete listing: every row then reads (and attacks) alone.
     fn list_subscriptions(
         _: Endpoints,
@@ -146,8 +126,8 @@ impl Guest for Probe {
         endpoints: Endpoints,
         options: Options,
         inputs: Inputs,
-        _: Vec<Source>,
-        _: Meter,
+        _: Option<Vec<Source>>,
+        _: Option<Meter>,
         _: Vec<LedgerMark>,
         _: Option<Listing>,
     ) -> Result<Outputs, WorkflowError> {
