@@ -65,6 +65,8 @@ struct State {
     faults: Faults,
     read_faults: Faults,
     summary_faults: Faults,
+    /// Faults for the reads whose path and query start with a prefix.
+    prefixed_faults: Vec<(String, Faults)>,
     ids: RandomState,
     counter: u64,
     /// Added to the real clock.
@@ -97,6 +99,7 @@ impl State {
             faults: Faults::default(),
             read_faults: Faults::default(),
             summary_faults: Faults::default(),
+            prefixed_faults: Vec::new(),
             ids: RandomState::new(),
             counter: 0,
             clock_offset: 0,
@@ -161,7 +164,14 @@ impl Stripe {
         let handler = Arc::new(move |r: &Recorded| {
             let mut state = lock(&shared);
             let request_id = state.random("req_", 14);
-            let fault = if r.method == "POST" {
+            let prefixed = state
+                .prefixed_faults
+                .iter_mut()
+                .filter(|(prefix, _)| r.method == "GET" && r.target.starts_with(prefix.as_str()))
+                .find_map(|(_, faults)| faults.next());
+            let fault = if prefixed.is_some() {
+                prefixed
+            } else if r.method == "POST" {
                 state.faults.next()
             } else if r.target.contains("/event_summaries") {
                 state
@@ -327,6 +337,21 @@ impl Stripe {
     /// its subscriptions read, so their order is not fixed).
     pub fn push_summary_faults(&self, faults: impl IntoIterator<Item = Fault>) {
         lock(&self.state).summary_faults.push(faults);
+    }
+
+    /// Injects these faults into the next reads whose path and query start
+    /// with `prefix`, one each, whatever other reads arrive between them (a
+    /// sync lists the subscriptions and the invoices at once).
+    pub fn push_faults_on(&self, prefix: &str, faults: impl IntoIterator<Item = Fault>) {
+        let mut state = lock(&self.state);
+        match state.prefixed_faults.iter_mut().find(|(p, _)| p == prefix) {
+            Some((_, queue)) => queue.push(faults),
+            None => {
+                let mut queue = Faults::default();
+                queue.push(faults);
+                state.prefixed_faults.push((prefix.to_string(), queue));
+            }
+        }
     }
 }
 

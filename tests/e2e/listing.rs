@@ -37,6 +37,10 @@ fn subscription_reads(p: &Providers) -> Vec<String> {
 
 const LISTING: &str = "GET /v1/subscriptions?status=all&limit=100";
 
+/// The subscriptions listing's target, for faults on it alone (the invoices
+/// listing goes beside it).
+const SUBSCRIPTIONS_LISTING: &str = "/v1/subscriptions?status=all";
+
 fn own_read(customer: &str) -> String {
     format!("GET /v1/subscriptions?customer={customer}&status=all&limit=100")
 }
@@ -197,11 +201,9 @@ fn an_unpaced_sync_gives_the_listing_up_when_its_pages_take_longer_than_the_read
 fn a_failed_listing_falls_back_to_each_customers_own_read() {
     let p = providers();
     subscribe_all(&p);
-    // The meter lookup is answered; the listing gets a body that is not JSON.
-    p.stripe.push_read_faults([
-        Fault::Delay(std::time::Duration::ZERO),
-        Fault::MalformedJson,
-    ]);
+    // The listing gets a body that is not JSON.
+    p.stripe
+        .push_faults_on(SUBSCRIPTIONS_LISTING, [Fault::MalformedJson]);
     let mapping = write_mapping("listing-failed", CUSTOMERS);
     let run = p.sync(&mapping_args(&mapping, &[]));
     run.expect(0);
@@ -219,9 +221,9 @@ fn a_failed_listing_falls_back_to_each_customers_own_read() {
 fn a_listing_page_retried_after_a_500_is_traced_as_read_subscriptions() {
     let p = providers();
     subscribe_all(&p);
-    // The meter lookup is answered; the listing's first attempt gets a 500.
+    // The listing's first attempt gets a 500.
     p.stripe
-        .push_read_faults([Fault::Delay(std::time::Duration::ZERO), Fault::Status(500)]);
+        .push_faults_on(SUBSCRIPTIONS_LISTING, [Fault::Status(500)]);
     let mapping = write_mapping("listing-retried", CUSTOMERS);
     let run = p.sync(&mapping_args(&mapping, &[]));
     run.expect(0);
@@ -458,13 +460,9 @@ fn a_subscription_begun_inside_the_window_reads_its_own_invoices() {
 fn a_failed_invoices_listing_falls_back_to_each_subscriptions_own_read() {
     let (p, args) = backfill("listing-invoices-failed");
     subscribe_all(&p);
-    // The meter lookup and the subscriptions listing are answered; the
-    // invoices listing gets a body that is not JSON.
-    p.stripe.push_read_faults([
-        Fault::Delay(std::time::Duration::ZERO),
-        Fault::Delay(std::time::Duration::ZERO),
-        Fault::MalformedJson,
-    ]);
+    // The invoices listing gets a body that is not JSON.
+    p.stripe
+        .push_faults_on("/v1/invoices?created", [Fault::MalformedJson]);
     let run = p.sync(&args);
     run.expect(5);
     let reads = invoice_reads(&p);
@@ -476,4 +474,44 @@ fn a_failed_invoices_listing_falls_back_to_each_subscriptions_own_read() {
         run.stderr
     );
     assert_billed_in_the_open_period_only(&p, 0..CUSTOMERS);
+}
+
+/// The invoices listing does not wait for the subscriptions listing: its
+/// first page is asked for before the subscriptions' second.
+#[test]
+fn the_invoices_are_listed_beside_the_subscriptions() {
+    let p = providers();
+    for i in 0..20 {
+        subscribe(&p, &format!("cus_{i}"), days_ago(10).0);
+    }
+    for i in 0..95 {
+        subscribe(&p, &format!("cus_other{i}"), days_ago(10).0);
+    }
+    // Each read takes a while, so the order of arrival shows what waited.
+    p.stripe
+        .set_read_fault(Some(Fault::Delay(std::time::Duration::from_millis(200))));
+    let mapping = write_mapping("listing-beside", 20);
+    let run = p.sync(&mapping_args(&mapping, &[]));
+    run.expect(0);
+    let reads = p.stripe_reads();
+    let second_page = reads
+        .iter()
+        .position(|r| r.starts_with(LISTING) && r.contains("starting_after="))
+        .unwrap_or_else(|| panic!("two pages of subscriptions: {reads:?}"));
+    let invoices = reads
+        .iter()
+        .position(|r| is_invoices_listing(r))
+        .unwrap_or_else(|| panic!("the invoices listed: {reads:?}"));
+    assert!(invoices < second_page, "{reads:?}");
+    assert!(
+        subscription_reads(&p)
+            .iter()
+            .all(|r| r.starts_with(LISTING)),
+        "no customer read on its own: {reads:?}"
+    );
+    assert!(
+        run.stderr.contains("listed the account's invoices"),
+        "{}",
+        run.stderr
+    );
 }

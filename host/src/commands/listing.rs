@@ -1,8 +1,8 @@
 //! One listing of the account's subscriptions for a whole `sync` (or
 //! `reconcile --invoices`), so a row need not read its customer's (README,
 //! "One listing per sync"): about one read per hundred customers instead of
-//! one per customer. Then one listing of the account's recent invoices, so a
-//! row whose window reaches before its current period (a backfill, the
+//! one per customer. Beside it, one listing of the account's recent invoices,
+//! so a row whose window reaches before its current period (a backfill, the
 //! nightly true-up) need not read its subscription's.
 
 use crate::bindings::{ListedInvoice, ListedInvoices, ListedSubscription, Listing, Meter};
@@ -10,6 +10,7 @@ use crate::sandbox::{RunConfig, Sandbox};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// How often a sync lists again while it runs: half the 10 minutes a row
@@ -135,12 +136,13 @@ struct Invoices {
 
 impl Listed {
     /// Lists the account's subscriptions on `meters`, page by page, each in a
-    /// fresh instance. `None`: no listing (budget of zero pages, more pages
-    /// than the budget, or a failed read); every row then reads its own, as
-    /// it would without a listing, so nothing is lost but the saving.
-    /// `Some(rows)`: a sync's first listing, given up after its first page
-    /// when it would take longer than the reads of `rows` rows at the pace
-    /// ([`pays`]).
+    /// fresh instance, and beside them the account's recent invoices
+    /// ([`Invoices::list`]): the two listings do not wait for each other.
+    /// `None`: no listing (budget of zero pages, more pages than the budget,
+    /// or a failed read); every row then reads its own, as it would without a
+    /// listing, so nothing is lost but the saving. `Some(rows)`: a sync's
+    /// first listing, given up after its first page when it would take
+    /// longer than the reads of `rows` rows at the pace ([`pays`]).
     pub(crate) async fn list(
         sandbox: &Sandbox,
         config: &RunConfig,
@@ -151,11 +153,53 @@ impl Listed {
         if budget == 0 || meters.is_empty() {
             return None;
         }
+        let at = unix_now();
+        // The invoices listing keeps the lines on the listed subscriptions'
+        // prices: told them once the subscriptions are listed.
+        let (prices, known) = watch::channel(None);
+        let subscriptions = async {
+            let by_customer =
+                Self::subscriptions(sandbox, config, meters, budget, first_for).await?;
+            let listed = by_customer
+                .values()
+                .flatten()
+                .flat_map(|s| &s.items)
+                .map(|i| i.price.clone())
+                .collect();
+            let _ = prices.send(Some(Arc::new(listed)));
+            Some(by_customer)
+        };
+        let invoices = Invoices::list(sandbox, config, known, budget);
+        tokio::pin!(subscriptions, invoices);
+        let mut invoices_done = None;
+        // A subscriptions listing given up ends the invoices one too (dropped).
+        let by_customer = loop {
+            tokio::select! {
+                listed = &mut subscriptions => break listed?,
+                listed = &mut invoices, if invoices_done.is_none() => invoices_done = Some(listed),
+            }
+        };
+        let invoices = match invoices_done {
+            Some(listed) => listed,
+            None => invoices.await,
+        };
+        Some(Listed {
+            at,
+            by_customer,
+            invoices,
+        })
+    }
+
+    /// The subscriptions part of [`Listed::list`].
+    async fn subscriptions(
+        sandbox: &Sandbox,
+        config: &RunConfig,
+        meters: &HashMap<String, Arc<Meter>>,
+        budget: usize,
+        first_for: Option<usize>,
+    ) -> Option<HashMap<String, Vec<ListedSubscription>>> {
         let mut meter_ids: Vec<String> = meters.values().map(|m| m.id.clone()).collect();
         meter_ids.sort_unstable();
-        let at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
         let mut by_customer: HashMap<String, Vec<ListedSubscription>> = HashMap::new();
         let mut after = None;
         let mut items = 0;
@@ -201,12 +245,7 @@ impl Listed {
                         meter_ids.len(),
                         by_customer.len()
                     );
-                    let invoices = Invoices::list(sandbox, config, &by_customer, budget).await;
-                    return Some(Listed {
-                        at,
-                        by_customer,
-                        invoices,
-                    });
+                    return Some(by_customer);
                 }
                 Some(next) => after = Some(next),
             }
@@ -233,33 +272,31 @@ impl Listed {
     }
 }
 
+/// The listed subscriptions' prices, once they are listed.
+type Prices = watch::Receiver<Option<Arc<HashSet<String>>>>;
+
 impl Invoices {
     /// Lists the account's invoices of the last [`INVOICES_BACK`] with a line
-    /// on one of the listed subscriptions' prices, page by page, each in a
-    /// fresh instance. `None`: no listing (nothing to list, more pages than
-    /// the budget, or a failed read); each row then reads the invoices it
-    /// needs on its own, as it would without a listing.
+    /// on one of the listed subscriptions' `prices`, page by page, each in a
+    /// fresh instance. The pages that come before the prices are known are
+    /// held as they are, up to [`MAX_ITEMS`] lines, then the listing waits
+    /// for the prices. `None`: no listing (nothing to list, more pages than
+    /// the budget, a failed read, or no subscriptions listing); each row then
+    /// reads the invoices it needs on its own, as it would without a listing.
     async fn list(
         sandbox: &Sandbox,
         config: &RunConfig,
-        subscriptions: &HashMap<String, Vec<ListedSubscription>>,
+        mut prices: Prices,
         budget: usize,
     ) -> Option<Invoices> {
-        let prices: HashSet<&str> = subscriptions
-            .values()
-            .flatten()
-            .flat_map(|s| &s.items)
-            .map(|i| i.price.as_str())
-            .collect();
-        if budget == 0 || prices.is_empty() {
+        if budget == 0 {
             return None;
         }
-        let at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let at = unix_now();
         let created_from = at - INVOICES_BACK;
-        let mut by_customer: HashMap<String, Vec<ListedInvoice>> = HashMap::new();
-        let (mut after, mut lines, mut count) = (None, 0, 0);
+        let mut kept = Kept::default();
+        let (mut held, mut held_lines) = (Vec::new(), 0);
+        let mut after = None;
         for pages in 1..=budget {
             let page = match sandbox
                 .list_invoices(config, created_from, after.as_deref())
@@ -274,34 +311,31 @@ impl Invoices {
                     return None;
                 }
             };
-            for mut invoice in page.invoices {
-                invoice.lines.retain(|l| prices.contains(l.price.as_str()));
-                if invoice.lines.is_empty() {
-                    continue;
-                }
-                lines += invoice.lines.len();
-                count += 1;
-                if lines > MAX_ITEMS {
-                    tracing::info!(
-                        "the account's invoices hold more than {MAX_ITEMS} lines on the meters; each subscription's are read on their own"
-                    );
+            held_lines += page.invoices.iter().map(|i| i.lines.len()).sum::<usize>();
+            held.extend(page.invoices);
+            let last = page.next.is_none();
+            let known = match last || held_lines > MAX_ITEMS {
+                true => Some(prices.wait_for(Option::is_some).await.ok()?.clone()?),
+                false => prices.borrow().clone(),
+            };
+            if let Some(known) = known {
+                if known.is_empty() {
                     return None;
                 }
-                by_customer
-                    .entry(invoice.customer.clone())
-                    .or_default()
-                    .push(invoice);
+                kept.add(held.drain(..), &known)?;
+                held_lines = 0;
             }
             match page.next {
                 None => {
                     tracing::info!(
-                        "listed the account's invoices of the last {} days in {pages} page(s): {count} invoice(s)",
-                        INVOICES_BACK / 86_400
+                        "listed the account's invoices of the last {} days in {pages} page(s): {} invoice(s)",
+                        INVOICES_BACK / 86_400,
+                        kept.count
                     );
                     return Some(Invoices {
                         at,
                         created_from,
-                        by_customer,
+                        by_customer: kept.by_customer,
                     });
                 }
                 Some(next) => after = Some(next),
@@ -312,6 +346,51 @@ impl Invoices {
         );
         None
     }
+}
+
+/// The listed invoices kept so far, with their lines on the listed prices.
+#[derive(Default)]
+struct Kept {
+    by_customer: HashMap<String, Vec<ListedInvoice>>,
+    lines: usize,
+    count: usize,
+}
+
+impl Kept {
+    /// Keeps `invoices`' lines on `prices`, and the invoices that have one;
+    /// `None` once they are more than [`MAX_ITEMS`] lines.
+    fn add(
+        &mut self,
+        invoices: impl Iterator<Item = ListedInvoice>,
+        prices: &HashSet<String>,
+    ) -> Option<()> {
+        for mut invoice in invoices {
+            invoice.lines.retain(|l| prices.contains(&l.price));
+            if invoice.lines.is_empty() {
+                continue;
+            }
+            self.lines += invoice.lines.len();
+            self.count += 1;
+            if self.lines > MAX_ITEMS {
+                tracing::info!(
+                    "the account's invoices hold more than {MAX_ITEMS} lines on the meters; each subscription's are read on their own"
+                );
+                return None;
+            }
+            self.by_customer
+                .entry(invoice.customer.clone())
+                .or_default()
+                .push(invoice);
+        }
+        Some(())
+    }
+}
+
+/// Now, in Unix seconds.
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Adds a page's subscriptions by customer, counting their items into
