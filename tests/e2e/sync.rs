@@ -225,8 +225,12 @@ fn rows_at_once_adapt_to_a_provider_that_pushes_back() {
         "{refused} of {requests} refused; at most {} at once at Stripe",
         p.stripe.peak_in_flight()
     );
+    // Most of them are the first burst: 16 rows send 32 requests at once (a
+    // row's summaries read goes beside its subscriptions read) against a cap
+    // of 6. Measured: about 50 of 650; a limit that never backs off has 1,200
+    // of 1,700 refused and fails the sync.
     assert!(
-        refused * 10 <= requests,
+        refused * 5 <= requests,
         "{refused} of {requests} requests were refused as too many at once"
     );
     assert!(

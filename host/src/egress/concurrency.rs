@@ -13,9 +13,9 @@
 //! once per window. It never exceeds the ceiling (`--concurrency`) and never
 //! falls below one.
 //!
-//! The egress hook holds a [`RequestSlot`] for each request under the same
-//! limit, so the retries of work that holds its slot through a push-back do
-//! not go out above the limit.
+//! The egress hook holds a [`RequestSlot`] for each request, two per unit
+//! the limit allows, so the retries of work that holds its slot through a
+//! push-back do not go out above the limit.
 //!
 //! The decisions are in [`Control`], a plain state machine the tests drive
 //! with made-up latencies; [`Concurrency`] wraps it around a semaphore.
@@ -30,6 +30,11 @@ pub const TOLERANCE: f64 = 1.5;
 const QUEUEING: f64 = 2.0;
 /// The shrink factor when latency shows queueing (not congestion).
 const EASE: f64 = 0.9;
+/// The most requests a unit of work sends at once: a row's summaries read
+/// goes beside its subscriptions read. Requests in flight are held to this
+/// many per unit the limit allows, so they never exceed what the limit's
+/// units would send, and do not slow the units down while no push-back came.
+pub const REQUESTS_PER_UNIT: usize = 2;
 /// The fewest completions a window judges on, so a limit of 1 or 2 is not
 /// steered by a single slow run.
 const MIN_WINDOW: usize = 8;
@@ -128,10 +133,11 @@ impl Control {
 /// The limit shared by every run of a command: acquire a [`Slot`] per unit
 /// of work, and the egress hook a [`RequestSlot`] per request it sends.
 ///
-/// Both follow the same limit. A unit of work holds its slot through its
-/// retries, so after a push-back the work already running stays above the
-/// new limit until it ends; its requests do not: the retries of a refused
-/// burst go out at most `limit` at once instead of all together again.
+/// Both follow the same limit ([`REQUESTS_PER_UNIT`] requests a unit). A
+/// unit of work holds its slot through its retries, so after a push-back the
+/// work already running stays above the new limit until it ends; its
+/// requests do not: the retries of a refused burst go out within the new
+/// limit instead of all together again.
 #[derive(Debug)]
 pub struct Concurrency {
     work: Semaphore,
@@ -206,17 +212,14 @@ impl Concurrency {
     pub fn new(initial: usize, ceiling: usize) -> Concurrency {
         let control = Control::new(initial, ceiling);
         let limit = control.limit();
-        let places = || Places {
-            granted: limit,
-            debt: 0,
-        };
+        let places = |granted| Places { granted, debt: 0 };
         Concurrency {
             work: Semaphore::new(limit),
-            requests: Semaphore::new(limit),
+            requests: Semaphore::new(limit * REQUESTS_PER_UNIT),
             state: Mutex::new(Shared {
                 control,
-                work: places(),
-                requests: places(),
+                work: places(limit),
+                requests: places(limit * REQUESTS_PER_UNIT),
                 peak: limit,
             }),
         }
@@ -275,7 +278,9 @@ impl Concurrency {
     fn steer(&self, state: &mut Shared, limit: usize) {
         state.peak = state.peak.max(limit);
         state.work.fit(&self.work, limit);
-        state.requests.fit(&self.requests, limit);
+        state
+            .requests
+            .fit(&self.requests, limit.saturating_mul(REQUESTS_PER_UNIT));
     }
 
     fn release(&self, latency: Duration) {
@@ -400,16 +405,18 @@ mod tests {
             concurrency.acquire().await,
         ];
         // A push-back: the four keep their slots (they are retrying), but
-        // only two of their requests go out at once.
+        // only what two units send goes out at once.
         concurrency.request().await.pushed_back();
         assert_eq!(concurrency.limit(), 2);
-        let a = concurrency.request().await;
-        let b = concurrency.request().await;
-        assert!(concurrency.requests.try_acquire().is_err(), "two at once");
-        drop(a);
-        let c = concurrency.request().await;
-        assert!(concurrency.requests.try_acquire().is_err(), "still two");
-        drop((b, c));
+        let mut held = Vec::new();
+        for _ in 0..2 * REQUESTS_PER_UNIT {
+            held.push(concurrency.request().await);
+        }
+        assert!(concurrency.requests.try_acquire().is_err(), "four at once");
+        held.pop();
+        held.push(concurrency.request().await);
+        assert!(concurrency.requests.try_acquire().is_err(), "still four");
+        drop(held);
         drop(work);
     }
 
