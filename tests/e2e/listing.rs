@@ -27,6 +27,13 @@ fn subscribe_all(p: &Providers) {
     }
 }
 
+/// `n` subscriptions of customers the mapping does not bill.
+fn subscribe_others(p: &Providers, n: usize) {
+    for i in 0..n {
+        subscribe(p, &format!("cus_other{i}"), days_ago(10).0);
+    }
+}
+
 /// The subscriptions reads Stripe received, as `GET path?query`.
 fn subscription_reads(p: &Providers) -> Vec<String> {
     p.stripe_reads()
@@ -140,9 +147,7 @@ fn an_account_with_more_pages_than_a_tenth_of_the_rows_is_read_customer_by_custo
     subscribe_all(&p);
     // 150 subscriptions of customers the mapping does not bill: two pages,
     // past the budget of one page for ten rows.
-    for i in 0..150 {
-        subscribe(&p, &format!("cus_other{i}"), days_ago(10).0);
-    }
+    subscribe_others(&p, 150);
     let mapping = write_mapping("listing-budget", CUSTOMERS);
     let run = p.sync(&mapping_args(&mapping, &[]));
     run.expect(0);
@@ -161,9 +166,7 @@ fn an_unpaced_sync_gives_the_listing_up_when_its_pages_take_longer_than_the_read
     let p = providers();
     subscribe_all(&p);
     // Two pages of subscriptions, within the budget only at Stripe's pace.
-    for i in 0..95 {
-        subscribe(&p, &format!("cus_other{i}"), days_ago(10).0);
-    }
+    subscribe_others(&p, 95);
     let mapping = write_mapping("listing-unpaced", CUSTOMERS);
     // A pace far above Stripe's: ten reads sent at once take a round trip,
     // the listing's two pages two, one after the other.
@@ -187,9 +190,7 @@ fn an_unpaced_sync_gives_the_listing_up_when_its_pages_take_longer_than_the_read
     for i in 0..20 {
         subscribe(&p, &format!("cus_{i}"), days_ago(10).0);
     }
-    for i in 0..95 {
-        subscribe(&p, &format!("cus_other{i}"), days_ago(10).0);
-    }
+    subscribe_others(&p, 95);
     let mapping = write_mapping("listing-paced", 20);
     p.sync(&mapping_args(&mapping, &[])).expect(0);
     let reads = subscription_reads(&p);
@@ -484,9 +485,7 @@ fn the_invoices_are_listed_beside_the_subscriptions() {
     for i in 0..20 {
         subscribe(&p, &format!("cus_{i}"), days_ago(10).0);
     }
-    for i in 0..95 {
-        subscribe(&p, &format!("cus_other{i}"), days_ago(10).0);
-    }
+    subscribe_others(&p, 95);
     // Each read takes a while, so the order of arrival shows what waited.
     p.stripe
         .set_read_fault(Some(Fault::Delay(std::time::Duration::from_millis(200))));
