@@ -154,19 +154,20 @@ impl Listed {
             return None;
         }
         let at = unix_now();
-        // The invoices listing keeps the lines on the listed subscriptions'
-        // prices: told them once the subscriptions are listed.
-        let (prices, known) = watch::channel(None);
+        // The invoices listing starts once the subscriptions listing has a
+        // page worth going on with, and keeps the lines on the listed
+        // subscriptions' prices, told them once they are all listed.
+        let (prices, known) = watch::channel(Prices::Unknown);
         let subscriptions = async {
             let by_customer =
-                Self::subscriptions(sandbox, config, meters, budget, first_for).await?;
+                Self::subscriptions(sandbox, config, meters, budget, first_for, &prices).await?;
             let listed = by_customer
                 .values()
                 .flatten()
                 .flat_map(|s| &s.items)
                 .map(|i| i.price.clone())
                 .collect();
-            let _ = prices.send(Some(Arc::new(listed)));
+            let _ = prices.send(Prices::Known(Arc::new(listed)));
             Some(by_customer)
         };
         let invoices = Invoices::list(sandbox, config, known, budget);
@@ -190,13 +191,16 @@ impl Listed {
         })
     }
 
-    /// The subscriptions part of [`Listed::list`].
+    /// The subscriptions part of [`Listed::list`]; `prices` is told
+    /// [`Prices::Coming`] once a page that is not the last held an item and
+    /// the listing goes on.
     async fn subscriptions(
         sandbox: &Sandbox,
         config: &RunConfig,
         meters: &HashMap<String, Arc<Meter>>,
         budget: usize,
         first_for: Option<usize>,
+        prices: &watch::Sender<Prices>,
     ) -> Option<HashMap<String, Vec<ListedSubscription>>> {
         let mut meter_ids: Vec<String> = meters.values().map(|m| m.id.clone()).collect();
         meter_ids.sort_unstable();
@@ -247,7 +251,18 @@ impl Listed {
                     );
                     return Some(by_customer);
                 }
-                Some(next) => after = Some(next),
+                Some(next) => {
+                    if items > 0 && pages < budget {
+                        prices.send_if_modified(|p| match p {
+                            Prices::Unknown => {
+                                *p = Prices::Coming;
+                                true
+                            }
+                            _ => false,
+                        });
+                    }
+                    after = Some(next)
+                }
             }
         }
         tracing::info!(
@@ -272,13 +287,33 @@ impl Listed {
     }
 }
 
-/// The listed subscriptions' prices, once they are listed.
-type Prices = watch::Receiver<Option<Arc<HashSet<String>>>>;
+/// What the invoices listing knows of the subscriptions listing's prices.
+#[derive(Clone, Debug)]
+enum Prices {
+    /// Nothing yet: the invoices listing waits, so an account with no
+    /// subscription on the meters, or a listing given up after its first
+    /// page, costs no invoice page.
+    Unknown,
+    /// Some are listed and more pages are coming: the invoices listing goes.
+    Coming,
+    /// All of them.
+    Known(Arc<HashSet<String>>),
+}
+
+impl Prices {
+    fn known(&self) -> Option<Arc<HashSet<String>>> {
+        match self {
+            Prices::Known(prices) => Some(prices.clone()),
+            _ => None,
+        }
+    }
+}
 
 impl Invoices {
     /// Lists the account's invoices of the last [`INVOICES_BACK`] with a line
     /// on one of the listed subscriptions' `prices`, page by page, each in a
-    /// fresh instance. The pages that come before the prices are known are
+    /// fresh instance, from when the subscriptions listing has a page worth
+    /// going on with. The pages that come before the prices are known are
     /// held as they are, up to [`MAX_ITEMS`] lines, then the listing waits
     /// for the prices. `None`: no listing (nothing to list, more pages than
     /// the budget, a failed read, or no subscriptions listing); each row then
@@ -286,10 +321,15 @@ impl Invoices {
     async fn list(
         sandbox: &Sandbox,
         config: &RunConfig,
-        mut prices: Prices,
+        mut prices: watch::Receiver<Prices>,
         budget: usize,
     ) -> Option<Invoices> {
-        if budget == 0 {
+        let start = prices
+            .wait_for(|p| !matches!(p, Prices::Unknown))
+            .await
+            .ok()?
+            .known();
+        if budget == 0 || start.is_some_and(|p| p.is_empty()) {
             return None;
         }
         let at = unix_now();
@@ -315,8 +355,14 @@ impl Invoices {
             held.extend(page.invoices);
             let last = page.next.is_none();
             let known = match last || held_lines > MAX_ITEMS {
-                true => Some(prices.wait_for(Option::is_some).await.ok()?.clone()?),
-                false => prices.borrow().clone(),
+                true => Some(
+                    prices
+                        .wait_for(|p| matches!(p, Prices::Known(_)))
+                        .await
+                        .ok()?
+                        .known()?,
+                ),
+                false => prices.borrow().known(),
             };
             if let Some(known) = known {
                 if known.is_empty() {
