@@ -287,6 +287,8 @@ fn usage_sync(
         .env_clear()
         // USAGE_SYNC_PERF_MAP=1 names the guest's functions for `perf`.
         .envs(std::env::var_os("USAGE_SYNC_PERF_MAP").map(|v| ("USAGE_SYNC_PERF_MAP", v)))
+        // USAGE_SYNC_LISTING=always lists whatever the pace (an A/B of the pace rule).
+        .envs(std::env::var_os("USAGE_SYNC_LISTING").map(|v| ("USAGE_SYNC_LISTING", v)))
         .env("AMBERFLO_API_KEY", AMBERFLO_KEY)
         .env("STRIPE_API_KEY", STRIPE_KEY)
         .env("USAGE_SYNC_STATE_DIR", state)
