@@ -262,13 +262,14 @@ fn window(start: Option<String>, end: Option<String>, now: i64) -> Result<Window
     Ok(window)
 }
 
+/// Valid inputs and options, for the component's unit tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const NOW: i64 = 1_732_540_000; // 2024-11-25T13:06:40Z
 
-    fn inputs() -> Inputs {
+    pub fn inputs() -> Inputs {
         Inputs {
             customer_id: "acme".into(),
             meter_api_name: "api-calls".into(),

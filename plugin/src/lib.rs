@@ -178,29 +178,8 @@ mod tests {
             amberflo_url: "https://amberflo.invalid".into(),
             stripe_url: "https://stripe.invalid".into(),
         };
-        let options = Options {
-            max_retries: 0,
-            retry_budget_ms: 0,
-            rounding: None,
-            reconcile: false,
-            dry_run: false,
-            interval: Interval::Day,
-            scale: None,
-            true_up: false,
-            allow_decrease: false,
-            settle_hours: 72,
-            attempt_header: false,
-            carry_late_usage: false,
-        };
-        let inputs = Inputs {
-            customer_id: "acme".into(),
-            meter_api_name: "api-calls".into(),
-            stripe_customer: "cus_1".into(),
-            stripe_event_name: "api_calls".into(),
-            usage_quantity: None,
-            start_time: None,
-            end_time: None,
-        };
+        let options = inputs::tests::options(Interval::Day);
+        let inputs = inputs::tests::inputs();
         let sources = Some(Vec::new());
         match Component::record_usage(endpoints, options, inputs, sources, None, vec![], None) {
             Err(WorkflowError::InvalidInput(why)) => {

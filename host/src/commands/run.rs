@@ -150,7 +150,9 @@ impl RunArgs {
         if inputs.usage_quantity.is_none() {
             config.transport.open_ahead(&config.endpoints.amberflo_url);
         }
-        let outputs = sandbox.run_with_recent(config, inputs, &recent).await?;
+        let outputs = sandbox
+            .record_usage(config, inputs, None, None, &recent, None)
+            .await?;
         state.record(
             &[(row, bounds)],
             &outputs.meter.id,

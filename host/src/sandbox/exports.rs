@@ -79,70 +79,18 @@ impl Sandbox {
         .await
     }
 
-    /// The whole workflow, knowing this tool's recent writes to the Stripe
-    /// customer (Stripe's summaries may not show them yet): `record-usage`
-    /// with neither sources nor meter.
-    pub async fn run_with_recent(
-        &self,
-        config: &RunConfig,
-        inputs: Inputs,
-        recent: &[LedgerMark],
-    ) -> Result<Outputs, Failure> {
-        self.call(
-            config,
-            &inputs.customer_id,
-            |e| &e.record_usage,
-            (
-                &config.endpoints,
-                &config.options,
-                &inputs,
-                None::<&[Source]>,
-                None::<&Meter>,
-                recent,
-                None::<&Listing>,
-            ),
-            outputs,
-        )
-        .await
-    }
-
-    /// The workflow with the meter already found by [`Self::find_meter`]:
-    /// `record-usage` without sources.
-    pub async fn run_with_meter(
-        &self,
-        config: &RunConfig,
-        inputs: Inputs,
-        meter: &Meter,
-        recent: &[LedgerMark],
-        listed: Option<&Listing>,
-    ) -> Result<Outputs, Failure> {
-        self.call(
-            config,
-            &inputs.customer_id,
-            |e| &e.record_usage,
-            (
-                &config.endpoints,
-                &config.options,
-                &inputs,
-                None::<&[Source]>,
-                Some(meter),
-                recent,
-                listed,
-            ),
-            outputs,
-        )
-        .await
-    }
-
-    /// Step 2 alone for one ledger, in a fresh instance, with the meter from
-    /// [`Self::find_meter`] and each source's step 1 answer from
-    /// [`Self::query_usage`].
+    /// The workflow for one ledger, in a fresh instance, knowing this tool's
+    /// recent writes to the Stripe customer (Stripe's summaries may not show
+    /// them yet). With `meter` (from [`Self::find_meter`]) it does not look
+    /// the meter up; with `sources` too (each source's step 1 answer from
+    /// [`Self::query_usage`]) it is step 2 alone. Sources without a meter are
+    /// refused by the component.
     pub async fn record_usage(
         &self,
         config: &RunConfig,
         inputs: Inputs,
-        sources: Vec<Source>,
-        meter: &Meter,
+        sources: Option<Vec<Source>>,
+        meter: Option<&Meter>,
         recent: &[LedgerMark],
         listed: Option<&Listing>,
     ) -> Result<Outputs, Failure> {
@@ -154,8 +102,8 @@ impl Sandbox {
                 &config.endpoints,
                 &config.options,
                 &inputs,
-                Some(sources.as_slice()),
-                Some(meter),
+                sources.as_deref(),
+                meter,
                 recent,
                 listed,
             ),

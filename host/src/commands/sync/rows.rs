@@ -657,18 +657,10 @@ impl Shared {
         let listed = self.listed.of(&row.stripe_customer);
         let listed = listed.as_ref();
         let (config, meter) = (&self.config, &job.meter);
-        let result = match sources {
-            Some(sources) => {
-                self.sandbox
-                    .record_usage(config, inputs, sources, meter, &recent, listed)
-                    .await
-            }
-            None => {
-                self.sandbox
-                    .run_with_meter(config, inputs, meter, &recent, listed)
-                    .await
-            }
-        };
+        let result = self
+            .sandbox
+            .record_usage(config, inputs, sources, Some(meter), &recent, listed)
+            .await;
         let result = result.and_then(|outputs| {
             self.state
                 .record(&job.sources, &job.meter.id, &outputs, outputs.window_end)?;
