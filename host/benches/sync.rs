@@ -1001,10 +1001,14 @@ fn main() {
         instances: 64,
         max_memory_bytes: Limits::default().max_memory_bytes,
     };
-    let pooled = Sandbox::load(usage_sync::DEFAULT_COMPONENT, None, Some(pool))
-        .unwrap()
-        .0;
-    let on_demand = Sandbox::new(usage_sync::DEFAULT_COMPONENT).unwrap();
+    // USAGE_SYNC_BENCH_COMPONENT=FILE: the overhead of another build (A/B with
+    // USAGE_SYNC_BENCH_BASELINE, without rebuilding the host).
+    let component = match std::env::var_os("USAGE_SYNC_BENCH_COMPONENT") {
+        Some(file) => std::fs::read(file).unwrap(),
+        None => usage_sync::DEFAULT_COMPONENT.to_vec(),
+    };
+    let pooled = Sandbox::load(&component, None, Some(pool)).unwrap().0;
+    let on_demand = Sandbox::new(&component).unwrap();
     let (amberflo, stripe) = emulators(1);
     let cfg = config(&amberflo, &stripe);
     let per_run = runtime.block_on(overhead(&pooled, &cfg));
@@ -1030,7 +1034,7 @@ fn main() {
             println!(
                 "pooled, medians of 7 alternating rounds: this build {:.1} µs ({} bytes), baseline {:.1} µs ({} bytes): {:.2} x",
                 ours.as_secs_f64() * 1e6,
-                usage_sync::DEFAULT_COMPONENT.len(),
+                component.len(),
                 theirs.as_secs_f64() * 1e6,
                 wasm.len(),
                 ours.as_secs_f64() / theirs.as_secs_f64()
