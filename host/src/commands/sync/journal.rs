@@ -108,12 +108,9 @@ pub fn open_journal(
 fn start_journal(path: &Path, header: &Header) -> Result<std::fs::File, String> {
     let fail = |e: std::io::Error| format!("the journal {}: {e}", path.display());
     let mut file = std::fs::File::create(path).map_err(fail)?;
-    writeln!(
-        file,
-        "{}",
-        serde_json::to_string(header).expect("serializes")
-    )
-    .map_err(fail)?;
+    let mut line = serde_json::to_string(header).expect("serializes");
+    line.push('\n');
+    file.write_all(line.as_bytes()).map_err(fail)?;
     Ok(file)
 }
 

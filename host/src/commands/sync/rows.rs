@@ -222,12 +222,15 @@ pub async fn sync(
 impl Run<'_> {
     /// A row's outcome: to the journal (written at once, synced at the end: a
     /// row lost by a power cut is only run again, and its identifier makes
-    /// that harmless) and to stdout.
+    /// that harmless) and to stdout. One `write` a line, newline included:
+    /// `writeln!` on a file makes two, and a kill between them tears the line.
     fn emit(&mut self, line: &Value) -> Result<(), Failure> {
-        let text = self.config.credentials.redact(&line.to_string());
-        writeln!(self.journal, "{text}")
+        let mut text = self.config.credentials.redact(&line.to_string());
+        text.push('\n');
+        self.journal
+            .write_all(text.as_bytes())
             .map_err(|e| Failure::Internal(format!("writing the journal: {e}")))?;
-        let _ = writeln!(std::io::stdout().lock(), "{text}");
+        let _ = std::io::stdout().lock().write_all(text.as_bytes());
         Ok(())
     }
 
