@@ -9,7 +9,7 @@ use crate::bindings::{ListedInvoice, ListedInvoices, ListedSubscription, Listing
 use crate::sandbox::{RunConfig, Sandbox};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -153,7 +153,7 @@ impl Listed {
         if budget == 0 || meters.is_empty() {
             return None;
         }
-        let at = unix_now();
+        let at = super::ledger::now();
         // The invoices listing starts once the subscriptions listing has a
         // page worth going on with, and keeps the lines on the listed
         // subscriptions' prices, told them once they are all listed.
@@ -332,7 +332,7 @@ impl Invoices {
         if budget == 0 || start.is_some_and(|p| p.is_empty()) {
             return None;
         }
-        let at = unix_now();
+        let at = super::ledger::now();
         let created_from = at - INVOICES_BACK;
         let mut kept = Kept::default();
         let (mut held, mut held_lines) = (Vec::new(), 0);
@@ -430,13 +430,6 @@ impl Kept {
         }
         Some(())
     }
-}
-
-/// Now, in Unix seconds.
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Adds a page's subscriptions by customer, counting their items into
