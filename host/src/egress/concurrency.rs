@@ -10,7 +10,8 @@
 //! start), then by one. When it rises, the extra work only queues (at the
 //! pace, the server or the CPU): the limit stops growing, and shrinks a
 //! little past twice the lowest. A 429, a 503 or a timeout halves it at once,
-//! once per window. It never exceeds the ceiling (`--concurrency`) and never
+//! once per burst (a push-back halves only if its request left after the
+//! last halving). It never exceeds the ceiling (`--concurrency`) and never
 //! falls below one.
 //!
 //! The egress hook holds a [`RequestSlot`] for each request, two per unit
