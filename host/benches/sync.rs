@@ -16,6 +16,12 @@ use usage_sync_emulators::{
     Amberflo, LatencyProxy, MeterSpec, Presented, Stripe, SubscriptionSpec, TestCa, UsageRecord,
 };
 
+// The allocator of the `usage-sync` binary, so the in-process sandbox
+// measures what the binary runs (the emulators and the native baseline use it
+// too).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BIN: &str = env!("CARGO_BIN_EXE_usage-sync");
 const AMBERFLO_KEY: &str = "amb_bench_key_0000000";
 const STRIPE_KEY: &str = "sk_test_bench_key_00000";
