@@ -241,7 +241,7 @@ fn sync_in(
             let _ = std::fs::remove_file(entry.path());
         }
     }
-    let (started, cpu_before) = (Instant::now(), children_cpu());
+    let started = Instant::now();
     let mut child = usage_sync("sync", amberflo, stripe, state)
         .args(["--mapping", mapping.to_str().unwrap()])
         .args(["--stripe-rate", "1000000"])
@@ -256,17 +256,11 @@ fn sync_in(
         .unwrap();
     let peak = watch_rss(&mut child);
     assert!(child.wait().unwrap().success());
-    LAST_SYNC_CPU.set(children_cpu().saturating_sub(cpu_before));
     (started.elapsed(), peak)
 }
 
-thread_local! {
-    /// The CPU (user + system) the last [`sync_in`] took: its child and what
-    /// that waited for, so a wrapper in `USAGE_SYNC_BENCH_BIN` counts too.
-    static LAST_SYNC_CPU: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
-}
-
-/// The CPU of every child this process has waited for, so far.
+/// The CPU (user + system) of every child this process has waited for, so
+/// far, and of what they waited for (a wrapper in `USAGE_SYNC_BENCH_BIN`).
 fn children_cpu() -> Duration {
     // SAFETY: `getrusage` only writes the struct it is given.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -1119,13 +1113,17 @@ fn main() {
     }
     // `cargo bench --bench sync -- throughput`: only 10,000 rows (for profiling).
     if std::env::args().any(|arg| arg == "throughput") {
-        // CPU a row (user + system, the child's): steadier than rows/s on a
-        // machine the emulators share, so what an A/B of builds compares.
-        let cpu_per_row = || LAST_SYNC_CPU.get().as_secs_f64() * 1e6 / 10_000.0;
+        // The sync's CPU a row (its one child's, the emulators run in this
+        // process): steadier than rows/s on a machine the emulators share, so
+        // what an A/B of builds compares.
+        let cpu_per_row =
+            |since: Duration| children_cpu().saturating_sub(since).as_secs_f64() * 1e6 / 10_000.0;
+        let before = children_cpu();
         let (per_row, _) = sync_rows(10_000, 64, 1);
-        let per_row_cpu = cpu_per_row();
+        let per_row_cpu = cpu_per_row(before);
+        let before = children_cpu();
         let (batched, _, sent) = sync_rows_sent(10_000, 64, BATCH);
-        let batched_cpu = cpu_per_row();
+        let batched_cpu = cpu_per_row(before);
         let native = runtime.block_on(native_rows(10_000, 64, &sent));
         println!(
             "10,000 rows: sync {per_row:.0} rows/s per-row query, {batched:.0} rows/s batched, native {native:.0} rows/s"
