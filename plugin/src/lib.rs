@@ -12,8 +12,9 @@ pub mod carry;
 pub mod credentials;
 pub mod decimal;
 pub mod form;
-// The HTTP entry point exists only in the component.
-#[cfg(target_arch = "wasm32")]
+// The HTTP entry point exists only in the component, and only in a build
+// with the `http-handler` feature (the default).
+#[cfg(all(target_arch = "wasm32", feature = "http-handler"))]
 mod handler;
 pub mod http;
 pub mod inputs;
@@ -162,9 +163,9 @@ impl Guest for Component {
 // Native builds (unit tests) link no component exports.
 #[cfg(target_arch = "wasm32")]
 export!(Component);
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "http-handler"))]
 use handler::Handler;
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "http-handler"))]
 wasip2::http::proxy::export!(Handler);
 
 #[cfg(test)]
