@@ -22,10 +22,25 @@ const COMPONENTS: [(&str, &str); 2] = [
     ("egress-probe", "USAGE_SYNC_PROBE_COMPONENT"),
 ];
 /// Builds of the workflow for platforms whose variables reach a component only
-/// through `wasi:config` (see `wit/usage-sync.wit`): (feature, env var).
-const VARIANTS: [(&str, &str); 2] = [
-    ("spin", "USAGE_SYNC_SPIN_COMPONENT"),
-    ("wasmcloud", "USAGE_SYNC_WASMCLOUD_COMPONENT"),
+/// through `wasi:config` (see `wit/usage-sync.wit`), and the one the host's
+/// batch commands run, without the HTTP entry point: (directory under
+/// `target/`, cargo's feature flags, env var).
+const VARIANTS: [(&str, &[&str], &str); 3] = [
+    (
+        "components-spin",
+        &["--features", "spin"],
+        "USAGE_SYNC_SPIN_COMPONENT",
+    ),
+    (
+        "components-wasmcloud",
+        &["--features", "wasmcloud"],
+        "USAGE_SYNC_WASMCLOUD_COMPONENT",
+    ),
+    (
+        "components-workflow",
+        &["--no-default-features"],
+        "USAGE_SYNC_WORKFLOW_COMPONENT",
+    ),
 ];
 
 fn main() {
@@ -50,7 +65,7 @@ fn main() {
     routes::generate(&root, &out_dir);
     ensure_target();
     let packages = COMPONENTS.map(|(package, _)| package);
-    let out = build(&root, "components", &packages, None);
+    let out = build(&root, "components", &packages, &[]);
     for (package, var) in COMPONENTS {
         let wasm = out.join(format!("{}.wasm", package.replace('-', "_")));
         assert!(wasm.exists(), "{} was not built", wasm.display());
@@ -58,22 +73,17 @@ fn main() {
     }
     // Each in its own target directory: the default build is never rebuilt
     // with other features, and the variants' paths stay fixed for deploy/.
-    for (feature, var) in VARIANTS {
-        let out = build(
-            &root,
-            &format!("components-{feature}"),
-            &["usage-sync-plugin"],
-            Some(feature),
-        );
+    for (dir, features, var) in VARIANTS {
+        let out = build(&root, dir, &["usage-sync-plugin"], features);
         let wasm = out.join("usage_sync_plugin.wasm");
         assert!(wasm.exists(), "{} was not built", wasm.display());
         println!("cargo:rustc-env={var}={}", wasm.display());
     }
 }
 
-/// `cargo build` of `packages` for the component target into `target/<dir>`;
-/// returns the folder holding the .wasm files.
-fn build(root: &Path, dir: &str, packages: &[&str], feature: Option<&str>) -> PathBuf {
+/// `cargo build` of `packages` for the component target into `target/<dir>`,
+/// with `features` (cargo's flags); returns the folder holding the .wasm files.
+fn build(root: &Path, dir: &str, packages: &[&str], features: &[&str]) -> PathBuf {
     let target_dir = root.join("target").join(dir);
     let mut cargo = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cargo
@@ -82,9 +92,7 @@ fn build(root: &Path, dir: &str, packages: &[&str], feature: Option<&str>) -> Pa
     for package in packages {
         cargo.args(["-p", package]);
     }
-    if let Some(feature) = feature {
-        cargo.args(["--features", feature]);
-    }
+    cargo.args(features);
     // The outer build's flags and wrappers (clippy, coverage) are for the host.
     for var in [
         "CARGO_ENCODED_RUSTFLAGS",

@@ -2,24 +2,85 @@
 
 use crate::support::*;
 use serde_json::Value;
-use usage_sync::DEFAULT_COMPONENT;
 use usage_sync::Sandbox;
+use usage_sync::{DEFAULT_COMPONENT, WORKFLOW_COMPONENT};
 
 const PROVIDER: i32 = 3;
 const SANDBOX: i32 = 4;
 
 #[test]
 fn the_component_imports_only_standard_wasi() {
-    let sandbox = Sandbox::new(DEFAULT_COMPONENT).unwrap();
-    let imports = sandbox.imports();
-    assert!(
-        imports
-            .iter()
-            .any(|i| i.starts_with("wasi:http/outgoing-handler@0.2"))
-    );
-    for import in &imports {
-        assert!(import.starts_with("wasi:"), "non-standard import {import}");
+    for wasm in [DEFAULT_COMPONENT, WORKFLOW_COMPONENT] {
+        let sandbox = Sandbox::new(wasm).unwrap();
+        let imports = sandbox.imports();
+        assert!(
+            imports
+                .iter()
+                .any(|i| i.starts_with("wasi:http/outgoing-handler@0.2"))
+        );
+        for import in &imports {
+            assert!(import.starts_with("wasi:"), "non-standard import {import}");
+        }
     }
+}
+
+/// What `run`, `sync` and `reconcile` run is the shipped component less its
+/// HTTP entry point: the same workflow exports, no import the shipped one
+/// lacks.
+#[test]
+fn the_batch_component_is_the_shipped_one_without_its_http_entry_point() {
+    let shipped = Sandbox::new(DEFAULT_COMPONENT).unwrap();
+    let batch = Sandbox::new(WORKFLOW_COMPONENT).unwrap();
+    assert_eq!(batch.exports(), ["usage-sync:workflow/workflow@0.1.0"]);
+    let mut exports = shipped.exports();
+    exports.sort();
+    assert_eq!(exports.len(), 2, "{exports:?}");
+    assert_eq!(exports[0], "usage-sync:workflow/workflow@0.1.0");
+    assert!(
+        exports[1].starts_with("wasi:http/incoming-handler@0.2"),
+        "{exports:?}"
+    );
+    let shipped_imports = shipped.imports();
+    let batch_imports = batch.imports();
+    for import in &batch_imports {
+        assert!(shipped_imports.contains(import), "{import}");
+    }
+    assert!(batch_imports.len() <= shipped_imports.len());
+}
+
+/// The batch commands compile the batch component: the cache names each
+/// compiled file by the digest of what it compiled.
+#[test]
+fn run_compiles_the_batch_component() {
+    use sha2::{Digest, Sha256};
+    let named = |wasm: &[u8]| {
+        Sha256::digest(wasm)[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let cache = std::env::temp_dir().join(format!("usage-sync-which-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let (start, end) = yesterday();
+    let p = Providers::start(vec![usage("acme", "api-calls", start + 60, 5.0)]);
+    let mut args = with_inputs(&window_args(start, end));
+    args.extend(["--cache-dir".into(), cache.to_str().unwrap().into()]);
+    p.run(&args).expect(0);
+    let files: Vec<String> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".cwasm"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(
+        files[0].starts_with(&named(WORKFLOW_COMPONENT)),
+        "{files:?}"
+    );
+    assert!(
+        !files[0].starts_with(&named(DEFAULT_COMPONENT)),
+        "{files:?}"
+    );
+    let _ = std::fs::remove_dir_all(&cache);
 }
 
 #[test]

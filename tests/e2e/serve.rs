@@ -370,6 +370,30 @@ fn usage_sync_serve_needs_a_token_to_start() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The batch commands' built-in component has no HTTP entry point: given to
+/// `serve`, it is refused before anything listens, naming what is missing.
+#[test]
+fn usage_sync_serve_refuses_a_component_without_the_http_entry_point() {
+    let p = Providers::start(vec![]);
+    let dir = std::env::temp_dir().join(format!("usage-sync-no-handler-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let component = dir.join("workflow.wasm");
+    std::fs::write(&component, usage_sync::WORKFLOW_COMPONENT).unwrap();
+    let mut command = serve_command(&p, &["--component", component.to_str().unwrap()]);
+    command.env("USAGE_SYNC_SERVE_TOKEN", TOKEN);
+    let run = Run::exec(&mut command);
+    run.expect(2);
+    assert!(
+        run.error_message().contains(
+            "the component does not export wasi:http/incoming-handler, which serve calls"
+        ),
+        "{}",
+        run.error_message()
+    );
+    assert!(!run.stderr.contains("serving POST /run"), "{}", run.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn usage_sync_serve_runs_only_for_the_token_holder() {
     let (start, end) = yesterday();

@@ -23,10 +23,12 @@ pub(crate) struct DemoArgs {
 impl DemoArgs {
     /// Runs the demo in a sandbox made from the flags, within their limits.
     pub(crate) async fn execute(self) -> u8 {
-        let sandbox = self
-            .sandbox
-            .limits()
-            .and_then(|limits| Ok((self.sandbox.sandbox(None, &limits)?, limits)));
+        let sandbox = self.sandbox.limits().and_then(|limits| {
+            let sandbox = self
+                .sandbox
+                .sandbox(None, &limits, crate::WORKFLOW_COMPONENT)?;
+            Ok((sandbox, limits))
+        });
         match demo(sandbox).await {
             Ok(code) => code,
             Err(failure) => print_failure(&failure, None),

@@ -366,7 +366,8 @@ fn rounding(rounding: Rounding) -> bindings::Rounding {
 
 #[derive(Args)]
 pub(crate) struct SandboxArgs {
-    /// Run another build of the workflow component (.wasm).
+    /// Run another build of the workflow component (.wasm) [default: the built-in one;
+    /// for `serve`, the built-in one with its HTTP entry point].
     #[arg(long, value_name = "PATH")]
     pub(crate) component: Option<PathBuf>,
     /// Where compiled components are kept between runs
@@ -441,14 +442,20 @@ impl SandboxArgs {
     }
 
     /// The sandbox for one run (`pool` None) or for `pool` runs at once, each
-    /// within `limits`.
-    pub(crate) fn sandbox(&self, pool: Option<usize>, limits: &Limits) -> Result<Sandbox, Failure> {
+    /// within `limits`, of `--component` or else of `built_in`
+    /// ([`crate::WORKFLOW_COMPONENT`] or [`crate::DEFAULT_COMPONENT`]).
+    pub(crate) fn sandbox(
+        &self,
+        pool: Option<usize>,
+        limits: &Limits,
+        built_in: &'static [u8],
+    ) -> Result<Sandbox, Failure> {
         let wasm = match &self.component {
             // The workflow is half a megabyte; a debug build, tens.
             Some(path) => {
                 crate::capped::read(path, 256 << 20, "component").map_err(Failure::BadInput)?
             }
-            None => crate::DEFAULT_COMPONENT.to_vec(),
+            None => built_in.to_vec(),
         };
         let cache_dir = match (self.no_cache, &self.cache_dir) {
             (true, _) => None,

@@ -65,18 +65,20 @@ pub(crate) fn credentials(endpoints: &EndpointArgs) -> Result<Arc<Credentials>, 
 /// A run's configuration and its sandbox, from the shared flags, checked in
 /// this order: endpoints, limits, `options`, trusted CAs, then the component
 /// (compiled last: the slowest step waits for every cheap check). `pool`
-/// preallocates that many instance slots for runs at once.
+/// preallocates that many instance slots for runs at once; `built_in` is the
+/// component run when `--component` names none.
 pub(crate) fn prepare(
     endpoints: &EndpointArgs,
     sandbox: &SandboxArgs,
     options: impl FnOnce() -> Result<Options, Failure>,
     credentials: Arc<Credentials>,
     pool: Option<usize>,
+    built_in: &'static [u8],
 ) -> Result<(Sandbox, RunConfig), Failure> {
     let (policy, resolved) = endpoints.resolve()?;
     let limits = sandbox.limits()?;
     let config = RunConfig::new(policy, resolved, options()?, credentials, limits)
         .trusting(&endpoints.trust()?, endpoints.versions())
         .map_err(Failure::BadInput)?;
-    Ok((sandbox.sandbox(pool, &limits)?, config))
+    Ok((sandbox.sandbox(pool, &limits, built_in)?, config))
 }

@@ -178,6 +178,7 @@ impl ReconcileArgs {
             || Ok(options),
             credentials,
             Some(concurrency),
+            crate::WORKFLOW_COMPONENT,
         )?;
         // Its reads count against the account's basic limit, as a sync's do.
         let pace = self

@@ -191,6 +191,7 @@ impl RunArgs {
             || self.workflow.options(),
             credentials.clone(),
             None,
+            crate::WORKFLOW_COMPONENT,
         )?;
         let config = config.observed(Arc::new(progress(credentials.clone())));
         Ok((sandbox, config, inputs))

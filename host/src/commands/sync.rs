@@ -261,6 +261,7 @@ impl SyncArgs {
             credentials,
             // An instance for every row at once, and one for every batched query.
             Some(concurrency + rows::query_places(concurrency, batch)),
+            crate::WORKFLOW_COMPONENT,
         )?;
         // Rows at once start from what the last sync against this Stripe
         // learned (else the default) and adapt up to the ceiling: grow while

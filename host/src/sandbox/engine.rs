@@ -132,6 +132,16 @@ impl Sandbox {
             .collect()
     }
 
+    /// The component's exports, as `name` strings.
+    pub fn exports(&self) -> Vec<String> {
+        self.pre
+            .component()
+            .component_type()
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect()
+    }
+
     /// The component's `wasi:http/incoming-handler`, when it exports one
     /// (for `serve`).
     pub(crate) fn proxy(&self) -> Option<ProxyPre<RunState>> {
