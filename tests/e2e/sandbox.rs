@@ -53,12 +53,8 @@ fn the_batch_component_is_the_shipped_one_without_its_http_entry_point() {
 #[test]
 fn run_compiles_the_batch_component() {
     use sha2::{Digest, Sha256};
-    let named = |wasm: &[u8]| {
-        Sha256::digest(wasm)[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
+    // As `sandbox::cache` names them.
+    let named = |wasm: &[u8]| usage_sync_report::hex(&Sha256::digest(wasm)[..16]);
     let cache = std::env::temp_dir().join(format!("usage-sync-which-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&cache);
     let (start, end) = yesterday();
