@@ -80,14 +80,8 @@ impl ServeArgs {
                 // The one command that calls the HTTP entry point.
                 crate::DEFAULT_COMPONENT,
             )?;
-            // Said before listening, not on every request.
-            if sandbox.proxy().is_none() {
-                return Err(Failure::BadInput(
-                    "the component does not export wasi:http/incoming-handler, which serve calls (a build without the default `http-handler` feature?)".into(),
-                ));
-            }
             let metrics = Arc::new(crate::metrics::ServeMetrics::default());
-            Ok::<_, Failure>(App::new(sandbox, config, token, door, metrics))
+            App::new(sandbox, config, token, door, metrics)
         })();
         let app = match prepared {
             Ok(app) => app,

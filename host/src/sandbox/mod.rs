@@ -17,6 +17,6 @@ pub(crate) mod verdict;
 
 pub use config::RunConfig;
 pub use engine::Sandbox;
-pub(crate) use engine::take_log;
+pub(crate) use engine::{RunState, take_log};
 pub use limits::Limits;
 pub use pool::Pool;

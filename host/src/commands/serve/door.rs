@@ -12,7 +12,8 @@
 //! passes SIGTERM and Ctrl-C; a test may pass anything).
 
 use crate::metrics::ServeMetrics;
-use crate::sandbox::{RunConfig, Sandbox};
+use crate::outcome::Failure;
+use crate::sandbox::{RunConfig, RunState, Sandbox};
 use crate::secrets::ServeToken;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
@@ -25,6 +26,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 /// The front door's limits.
@@ -44,6 +46,8 @@ pub struct Door {
 /// the front door.
 pub struct App {
     sandbox: Sandbox,
+    /// The component's `wasi:http/incoming-handler`, found once.
+    proxy: ProxyPre<RunState>,
     config: RunConfig,
     token: ServeToken,
     door: Door,
@@ -54,21 +58,29 @@ pub struct App {
 impl App {
     /// Runs in `sandbox` under `config`, for callers presenting `token`,
     /// within `door`'s limits; every provider request counted in `metrics`.
+    /// Refused, before anything listens, when the component has no HTTP
+    /// entry point.
     pub fn new(
         sandbox: Sandbox,
         config: RunConfig,
         token: ServeToken,
         door: Door,
         metrics: Arc<ServeMetrics>,
-    ) -> App {
-        App {
+    ) -> Result<App, Failure> {
+        let proxy = sandbox.proxy().ok_or_else(|| {
+            Failure::BadInput(
+                "the component does not export wasi:http/incoming-handler, which serve calls (a build without the default `http-handler` feature?)".into(),
+            )
+        })?;
+        Ok(App {
             sandbox,
+            proxy,
             config: config.observed(metrics.observer()),
             token,
             runs: Arc::new(Semaphore::new(door.max_runs)),
             door,
             metrics,
-        }
+        })
     }
 }
 
@@ -270,7 +282,8 @@ async fn guarded(app: &App, request: Request<Incoming>) -> Response<HyperOutgoin
         }
     };
     let _in_flight = app.metrics.run_started();
-    super::incoming::answer(&app.sandbox, &app.config, Request::from_parts(parts, body)).await
+    let request = Request::from_parts(parts, body);
+    super::incoming::answer(&app.sandbox, &app.proxy, &app.config, request).await
 }
 
 /// An answer of the front door: `{"error": {"kind", "message"}}`.

@@ -5,13 +5,14 @@
 use crate::bindings::WorkflowError;
 use crate::outcome::{ExitStatus, Failure};
 use crate::sandbox::verdict::classify;
-use crate::sandbox::{RunConfig, Sandbox, take_log};
+use crate::sandbox::{RunConfig, RunState, Sandbox, take_log};
 use crate::secrets::Credentials;
 use bytes::Bytes;
 use http::Response;
 use http_body_util::{BodyExt, Full};
 use usage_sync_report::{Delivery, keys};
 use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
@@ -27,10 +28,11 @@ pub(crate) struct HostFailure(pub(crate) u8);
 /// the `Authorization` header is removed).
 pub(crate) async fn answer(
     sandbox: &Sandbox,
+    proxy: &ProxyPre<RunState>,
     config: &RunConfig,
     request: hyper::Request<Bytes>,
 ) -> Response<HyperOutgoingBody> {
-    match handle(sandbox, config, request).await {
+    match handle(sandbox, proxy.clone(), config, request).await {
         Ok(response) => response,
         Err(failure) => {
             let mut response = failure_response(&failure, &config.credentials);
@@ -45,12 +47,10 @@ pub(crate) async fn answer(
 
 async fn handle(
     sandbox: &Sandbox,
+    proxy: ProxyPre<RunState>,
     config: &RunConfig,
     request: hyper::Request<Bytes>,
 ) -> Result<Response<HyperOutgoingBody>, Failure> {
-    let proxy = sandbox.proxy().ok_or_else(|| {
-        Failure::BadInput("the component does not export wasi:http/incoming-handler".into())
-    })?;
     let env = [
         ("AMBERFLO_BASE_URL", config.endpoints.amberflo_url.as_str()),
         ("STRIPE_BASE_URL", config.endpoints.stripe_url.as_str()),
