@@ -64,9 +64,11 @@ fn main() {
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     routes::generate(&root, &out_dir);
     ensure_target();
-    let packages = COMPONENTS.map(|(package, _)| package);
-    let out = build(&root, "components", &packages, &[]);
+    // One cargo each: built together, cargo would unify their dependencies'
+    // features, and the probe's `std` would reach the workflow, which is
+    // built without it.
     for (package, var) in COMPONENTS {
+        let out = build(&root, "components", package, &[]);
         let wasm = out.join(format!("{}.wasm", package.replace('-', "_")));
         assert!(wasm.exists(), "{} was not built", wasm.display());
         println!("cargo:rustc-env={var}={}", wasm.display());
@@ -74,24 +76,27 @@ fn main() {
     // Each in its own target directory: the default build is never rebuilt
     // with other features, and the variants' paths stay fixed for deploy/.
     for (dir, features, var) in VARIANTS {
-        let out = build(&root, dir, &["usage-sync-plugin"], features);
+        let out = build(&root, dir, "usage-sync-plugin", features);
         let wasm = out.join("usage_sync_plugin.wasm");
         assert!(wasm.exists(), "{} was not built", wasm.display());
         println!("cargo:rustc-env={var}={}", wasm.display());
     }
 }
 
-/// `cargo build` of `packages` for the component target into `target/<dir>`,
+/// `cargo build` of `package` for the component target into `target/<dir>`,
 /// with `features` (cargo's flags); returns the folder holding the .wasm files.
-fn build(root: &Path, dir: &str, packages: &[&str], features: &[&str]) -> PathBuf {
+fn build(root: &Path, dir: &str, package: &str, features: &[&str]) -> PathBuf {
     let target_dir = root.join("target").join(dir);
     let mut cargo = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cargo
-        .current_dir(root)
-        .args(["build", "--profile", PROFILE, "--target", TARGET]);
-    for package in packages {
-        cargo.args(["-p", package]);
-    }
+    cargo.current_dir(root).args([
+        "build",
+        "--profile",
+        PROFILE,
+        "--target",
+        TARGET,
+        "-p",
+        package,
+    ]);
     cargo.args(features);
     // The outer build's flags and wrappers (clippy, coverage) are for the host.
     for var in [

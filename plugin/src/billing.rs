@@ -4,6 +4,8 @@
 //! period its `timestamp` falls in; once that invoice is final, an event
 //! stamped there is accepted and billed on no invoice.
 
+use crate::prelude::*;
+
 use crate::form;
 use crate::inputs::Window;
 use crate::time;
@@ -581,7 +583,7 @@ mod tests {
         };
         let now = 41 * D;
         // The last period's invoice is still a draft, finalizing in a day.
-        let periods = periods(std::slice::from_ref(&ended), "mtr_1", window, now, |_| {
+        let periods = periods(core::slice::from_ref(&ended), "mtr_1", window, now, |_| {
             Ok(vec![invoice("draft", Some(42 * D), 5 * D, 35 * D)])
         })
         .unwrap();
@@ -589,7 +591,7 @@ mod tests {
         assert!(matches!(periods.billed_at(36 * D), Billed::Nowhere(_)));
         assert_eq!(periods.boundaries(window), vec![35 * D]);
         // No invoice yet for the ended period: nothing is stamped there.
-        let periods = super::periods(std::slice::from_ref(&ended), "mtr_1", window, now, |_| {
+        let periods = super::periods(core::slice::from_ref(&ended), "mtr_1", window, now, |_| {
             Ok(Vec::new())
         })
         .unwrap();

@@ -6,7 +6,9 @@
 //! host forbids the guest to set them, and gives it no environment): the
 //! component then sends no key of its own and leaves the key to the host.
 
-use std::sync::OnceLock;
+use crate::prelude::*;
+
+use once_cell::race::OnceBox;
 
 use usage_sync_report::keys::{
     AMBERFLO_ENV, AMBERFLO_HEADER, SERVE_AUTH_BY_HOST, SERVE_AUTH_ENV, SERVE_TOKEN_ENV, STRIPE_ENV,
@@ -17,7 +19,7 @@ use usage_sync_report::keys::{
 /// from the environment.
 fn key(name: &str) -> Option<String> {
     variable(&name.to_ascii_lowercase())
-        .or_else(|| std::env::var(name).ok())
+        .or_else(|| crate::ambient::var(name))
         .filter(|k| !k.trim().is_empty())
 }
 
@@ -63,13 +65,13 @@ fn source(header: &str, env: &str, value: impl FnOnce(String) -> String) -> KeyS
 }
 
 fn amberflo() -> &'static KeySource {
-    static SOURCE: OnceLock<KeySource> = OnceLock::new();
-    SOURCE.get_or_init(|| source(AMBERFLO_HEADER, AMBERFLO_ENV, |key| key))
+    static SOURCE: OnceBox<KeySource> = OnceBox::new();
+    SOURCE.get_or_init(|| Box::new(source(AMBERFLO_HEADER, AMBERFLO_ENV, |key| key)))
 }
 
 fn stripe() -> &'static KeySource {
-    static SOURCE: OnceLock<KeySource> = OnceLock::new();
-    SOURCE.get_or_init(|| source(STRIPE_HEADER, STRIPE_ENV, |key| stripe_bearer(&key)))
+    static SOURCE: OnceBox<KeySource> = OnceBox::new();
+    SOURCE.get_or_init(|| Box::new(source(STRIPE_HEADER, STRIPE_ENV, |key| stripe_bearer(&key))))
 }
 
 fn header(name: &'static str, source: &KeySource) -> Option<(&'static str, String)> {
@@ -102,7 +104,7 @@ pub enum Caller {
 /// The `POST /run` rule of this instance: the token from the platform's
 /// variable `usage_sync_serve_token` or the environment's `USAGE_SYNC_SERVE_TOKEN`.
 pub fn caller() -> Caller {
-    if std::env::var(SERVE_AUTH_ENV).as_deref() == Ok(SERVE_AUTH_BY_HOST) {
+    if crate::ambient::var(SERVE_AUTH_ENV).as_deref() == Some(SERVE_AUTH_BY_HOST) {
         return Caller::CheckedByHost;
     }
     match key(SERVE_TOKEN_ENV) {

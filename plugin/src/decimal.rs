@@ -2,8 +2,10 @@
 //! they are written in, summed and scaled without floating-point error
 //! (0.2 + 0.7 + 0.1 is 1, not 0.9999999999999999).
 
+use crate::prelude::*;
+
 use crate::exports::usage_sync::workflow::workflow::Rounding;
-use std::fmt;
+use core::fmt;
 
 /// Digits kept after the point; more is refused rather than cut.
 pub const MAX_SCALE: u32 = 18;
@@ -129,7 +131,7 @@ impl Decimal {
     }
 
     /// Orders two values exactly.
-    pub fn cmp_exact(self, other: Decimal) -> Option<std::cmp::Ordering> {
+    pub fn cmp_exact(self, other: Decimal) -> Option<core::cmp::Ordering> {
         let scale = self.scale.max(other.scale);
         Some(self.at_scale(scale)?.cmp(&other.at_scale(scale)?))
     }

@@ -4,6 +4,8 @@
 //! space as `+`, everything but `A-Za-z0-9_.-~` as `%XX`), then turns `%5B` and
 //! `%5D` back into `[` and `]`. Same fields in, same bytes out.
 
+use crate::prelude::*;
+
 /// Encodes `(key, value)` pairs in the order given.
 pub fn encode<K: AsRef<str>, V: AsRef<str>>(fields: &[(K, V)]) -> String {
     let mut out = String::new();

@@ -14,6 +14,8 @@
 //! `STRIPE_BASE_URL`, as for the `usage-sync` command; production by default),
 //! never from the request: a caller must not be able to send the keys elsewhere.
 
+use crate::prelude::*;
+
 use crate::credentials::{self, Caller};
 use crate::exports::usage_sync::workflow::workflow::{
     Delivery, Endpoints, Inputs, Interval, MeterEvent, Options, Outputs, Rounding, Step,
@@ -279,15 +281,14 @@ fn options(run: &RunRequest) -> Result<Options, String> {
         settle_hours: run.settle_hours.unwrap_or(defaults::SETTLE_HOURS),
         // Only `usage-sync serve` (which says so in this variable) strips the
         // attempt header; on any other host the requests go as they are.
-        attempt_header: std::env::var(report::keys::SERVE_AUTH_ENV)
-            .is_ok_and(|v| v == report::keys::SERVE_AUTH_BY_HOST),
+        attempt_header: crate::ambient::var(report::keys::SERVE_AUTH_ENV)
+            .is_some_and(|v| v == report::keys::SERVE_AUTH_BY_HOST),
         carry_late_usage: run.carry_late_usage()?,
     })
 }
 
 fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name)
-        .ok()
+    crate::ambient::var(name)
         .filter(|v| !v.trim().is_empty())
         .unwrap_or_else(|| default.to_string())
 }

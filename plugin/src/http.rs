@@ -6,6 +6,8 @@
 //! `check-write`, a race we hit on every host. Here a closed request stream
 //! only ends the write; the response, or the error the host gives, decides.
 
+use crate::prelude::*;
+
 use wasip2::http::outgoing_handler;
 use wasip2::http::types::{
     ErrorCode, Fields, FutureIncomingResponse, IncomingBody, Method, OutgoingBody, OutgoingRequest,

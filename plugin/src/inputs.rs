@@ -1,5 +1,7 @@
 //! Input validation: everything is checked before the first request.
 
+use crate::prelude::*;
+
 use crate::decimal::Decimal;
 use crate::exports::usage_sync::workflow::workflow::{Inputs, Interval, Options};
 use crate::quantity;

@@ -5,8 +5,20 @@
 //! variables (see [`credentials`]).
 //! Everything that decides what goes on the wire lives here, so any WASI host
 //! that runs this component sends the same bytes.
+//!
+//! The component is built without `std`: only `core` and `alloc`, WASI through
+//! the `wasip2` bindings ([`ambient`]), and the allocator and panic handler of
+//! `runtime`. `std` would link its runtime too: a panic hook that reads
+//! `RUST_BACKTRACE` and writes through wasi-libc's stdio, at `wasi:*@0.2.0`,
+//! a second set of imports beside the bindings' `@0.2.12` that every instance
+//! links when it starts. Native builds (the unit tests) use `std`.
+
+#![cfg_attr(target_arch = "wasm32", no_std)]
+
+extern crate alloc;
 
 pub mod amberflo;
+mod ambient;
 pub mod billing;
 pub mod carry;
 pub mod credentials;
@@ -21,9 +33,21 @@ pub mod inputs;
 pub mod quantity;
 pub mod reconcile;
 pub mod retry;
+#[cfg(target_arch = "wasm32")]
+mod runtime;
 pub mod stripe;
 pub mod time;
 mod workflow;
+
+mod prelude {
+    //! What `std`'s prelude holds beyond `core`'s, from `alloc`.
+    pub use alloc::borrow::ToOwned;
+    pub use alloc::boxed::Box;
+    pub use alloc::format;
+    pub use alloc::string::{String, ToString};
+    pub use alloc::vec;
+    pub use alloc::vec::Vec;
+}
 
 /// The bindings generated from `wit/usage-sync.wit` (which documents them),
 /// re-exported at the crate root where the code and the export macro use them.
@@ -52,6 +76,7 @@ mod bindings {
     });
 }
 pub use bindings::*;
+use prelude::*;
 
 use exports::usage_sync::workflow::workflow::{
     CustomerUsage, Endpoints, Guest, Inputs, InvoicePage, InvoiceReconciliation, LedgerMark,

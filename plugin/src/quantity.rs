@@ -1,5 +1,7 @@
 //! Usage values: Stripe takes whole numbers as plain digits, at most 15 of them.
 
+use crate::prelude::*;
+
 use crate::decimal::Decimal;
 use crate::exports::usage_sync::workflow::workflow::Rounding;
 

@@ -2,7 +2,7 @@
 //! rules (stripe-python `_should_retry` / `_sleep_time_seconds`), plus `Retry-After`.
 
 use crate::http::{NoAnswer, Reply};
-use std::time::Duration;
+use core::time::Duration;
 
 /// The first wait, and the cap on the exponential part, as in stripe-python.
 const INITIAL: Duration = Duration::from_millis(500);

@@ -3,6 +3,8 @@
 //! (`GET /v1/billing/meters`) and what it already holds
 //! (`GET /v1/billing/meters/{id}/event_summaries`).
 
+use crate::prelude::*;
+
 use crate::decimal::Decimal;
 use crate::exports::usage_sync::workflow::workflow::{Interval, Meter};
 use crate::form;

@@ -1,5 +1,7 @@
 //! Unix seconds and RFC 3339 timestamps, without a date library in the component.
 
+use crate::prelude::*;
+
 /// Seconds in a day; windows default to whole UTC days.
 pub const DAY: i64 = 86_400;
 
@@ -82,7 +84,7 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
     Some(days_from_civil(year, month, day) * DAY + hour * 3600 + minute * 60 + second - offset)
 }
 
-fn num_in(s: &str, r: std::ops::Range<usize>) -> Option<i64> {
+fn num_in(s: &str, r: core::ops::Range<usize>) -> Option<i64> {
     let part = s.get(r)?;
     part.bytes()
         .all(|c| c.is_ascii_digit())

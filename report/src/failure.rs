@@ -1,9 +1,12 @@
 //! Why a run did not produce outputs, and how that is told: the error object
 //! `{"error": {...}}`, the `POST /run` status, and one line for a person.
 
+use crate::prelude::*;
+
 use crate::json::Out;
 use crate::render::event_json;
 use crate::wit::{Delivery, Step, StepFailure, WorkflowError};
+#[cfg(feature = "serde")]
 use serde_json::Value;
 
 /// Why a run did not produce outputs.
@@ -109,6 +112,7 @@ impl Failure {
     }
 
     /// The error object, `{"error": {...}}`, for the host's own JSON.
+    #[cfg(feature = "serde")]
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self.out()).unwrap_or_default()
     }

@@ -1,5 +1,7 @@
 //! Lowercase hex, as both sides write digests and identifiers.
 
+use crate::prelude::*;
+
 /// Lowercase hex, for digests and identifiers.
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

@@ -21,7 +21,8 @@
 //! were another 60 KB of the component. The host, which does not count its
 //! bytes, turns an [`Out`] into a `serde_json::Value` through `Serialize`.
 
-use std::borrow::Cow;
+use crate::prelude::*;
+use alloc::borrow::Cow;
 
 /// How deep arrays and objects may nest (`serde_json`'s limit).
 pub const MAX_DEPTH: usize = 128;
@@ -70,7 +71,7 @@ pub enum Value<'a> {
 
 /// Reads one JSON value from `text`; the error says what is wrong and where.
 pub fn parse(text: &[u8]) -> Result<Json<'_>, String> {
-    let text = std::str::from_utf8(text).map_err(|e| {
+    let text = core::str::from_utf8(text).map_err(|e| {
         let (line, column) = position(text, e.valid_up_to());
         format!("invalid UTF-8 at line {line} column {column}")
     })?;
@@ -155,7 +156,7 @@ impl<'a> Json<'a> {
 
     /// The number, when it is a whole number written without a fraction or
     /// an exponent (`1.0` is not one, as for serde) and `T` holds it.
-    pub fn integer<T: std::str::FromStr>(&self) -> Result<T, String> {
+    pub fn integer<T: core::str::FromStr>(&self) -> Result<T, String> {
         let whole = matches!(self.value, Value::Number) && !self.raw.contains(['.', 'e', 'E']);
         if !whole {
             return Err(self.expected("a whole number"));
@@ -236,12 +237,12 @@ impl<'j, 'a> Object<'j, 'a> {
     }
 
     /// The whole-number member `name`.
-    pub fn integer<T: std::str::FromStr>(&self, name: &str) -> Result<T, String> {
+    pub fn integer<T: core::str::FromStr>(&self, name: &str) -> Result<T, String> {
         self.member(name, Json::integer)
     }
 
     /// The whole-number member `name`, when there.
-    pub fn opt_integer<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, String> {
+    pub fn opt_integer<T: core::str::FromStr>(&self, name: &str) -> Result<Option<T>, String> {
         self.opt_member(name, Json::integer)
     }
 
@@ -574,7 +575,7 @@ impl<'a> Reader<'a> {
         }
         members.shrink_to_fit();
         if members.len() > 16 {
-            let mut seen = std::collections::HashSet::with_capacity(members.len());
+            let mut seen = alloc::collections::BTreeSet::new();
             if let Some((twice, _)) = members.iter().find(|(k, _)| !seen.insert(k.as_ref())) {
                 return Err(self.error(&format!("the key `{twice}` appears twice")));
             }
@@ -669,7 +670,7 @@ impl Out {
         let newline = |text: &mut String, depth: Option<usize>| {
             if let Some(depth) = depth {
                 text.push('\n');
-                text.extend(std::iter::repeat_n("  ", depth));
+                text.extend(core::iter::repeat_n("  ", depth));
             }
         };
         match self {
@@ -803,6 +804,7 @@ impl<T: Into<Out>> From<Vec<T>> for Out {
 }
 
 /// For the host: an [`Out`] inside serde's data, or as a `serde_json::Value`.
+#[cfg(feature = "serde")]
 impl serde::Serialize for Out {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::{Error, SerializeMap, SerializeSeq};

@@ -1,6 +1,8 @@
 //! The providers' keys as the host and the component both name them: where
 //! they come from, the header each travels in, and how Stripe's is written.
 
+use crate::prelude::*;
+
 /// The environment variable holding Amberflo's key.
 pub const AMBERFLO_ENV: &str = "AMBERFLO_API_KEY";
 /// The environment variable holding Stripe's key.
@@ -46,5 +48,5 @@ pub fn bearer_matches(presented: Option<&[u8]>, token: &str) -> bool {
         .iter()
         .zip(presented.iter())
         .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    std::hint::black_box(differ) == 0
+    core::hint::black_box(differ) == 0
 }

@@ -18,6 +18,13 @@
 //! - [`json`]: JSON text read ([`json::parse`]) and written ([`json::Out`])
 //!   without serde's derives, for the component's size.
 
+// The component builds this crate without its `serde` feature, and then
+// without `std`: only `core` and `alloc`, so `std`'s runtime (its panic and
+// stderr machinery, wasi-libc's stdio) is not linked into the component.
+#![cfg_attr(not(any(feature = "serde", test)), no_std)]
+
+extern crate alloc;
+
 pub mod defaults;
 pub mod keys;
 
@@ -29,12 +36,23 @@ mod render;
 mod request;
 mod wit;
 
+mod prelude {
+    //! What `std`'s prelude holds beyond `core`'s, from `alloc`.
+    pub use alloc::borrow::ToOwned;
+    pub use alloc::boxed::Box;
+    pub use alloc::format;
+    pub use alloc::string::{String, ToString};
+    pub use alloc::vec::Vec;
+}
+
 pub use civil::civil;
 pub use failure::Failure;
 pub use hex::hex;
 pub use render::{event_json, render_outputs, summary};
 pub use request::{Rounding, RunRequest, Scalar};
+#[cfg(feature = "serde")]
+pub use wit::from_wit;
 pub use wit::{
     Delivery, Interval, LedgerMark, Meter, MeterEvent, Outputs, PlannedRequest, Step, StepFailure,
-    StripeRead, Unbilled, Verification, WorkflowError, from_wit,
+    StripeRead, Unbilled, Verification, WorkflowError,
 };

@@ -1,6 +1,8 @@
 //! The outputs object as printed (`usage-sync run`'s stdout, the component's
 //! `POST /run` answer), and the one line for stderr saying what a run did.
 
+use crate::prelude::*;
+
 use crate::json::{self, Out};
 use crate::keys;
 use crate::wit::{Interval, Meter, MeterEvent, Outputs, PlannedRequest, Unbilled, Verification};

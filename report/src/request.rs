@@ -2,6 +2,8 @@
 //! `POST /run` both read it: the Arazzo input names, and for `POST /run` the
 //! options `run` takes as flags. One parser, so the two cannot drift apart.
 
+use crate::prelude::*;
+
 use crate::Interval;
 use crate::json::{self, Json};
 

@@ -3,12 +3,16 @@
 //! `Serialize`, and [`from_wit`] carries a value across by field and case
 //! name, so this crate needs neither wasmtime nor wit-bindgen.
 
+use crate::prelude::*;
+#[cfg(feature = "serde")]
 use serde::de::DeserializeOwned;
+#[cfg(feature = "serde")]
 use serde::{Deserialize, Serialize};
 
 /// A generated WIT value as the mirror type here (same field and case names).
 /// An error means the mirror types no longer match `wit/usage-sync.wit`: a
 /// bug of ours, reported as such rather than a panic.
+#[cfg(feature = "serde")]
 pub fn from_wit<T: Serialize, U: DeserializeOwned>(value: &T) -> Result<U, String> {
     serde_json::to_value(value)
         .and_then(serde_json::from_value)
@@ -16,7 +20,8 @@ pub fn from_wit<T: Serialize, U: DeserializeOwned>(value: &T) -> Result<U, Strin
 }
 
 /// A step of the workflow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Deserialize))]
 pub enum Step {
     /// Amberflo `POST /usage`.
     QueryUsage,
@@ -33,7 +38,8 @@ pub enum Step {
 }
 
 /// How a window is cut into meter events.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Deserialize))]
 pub enum Interval {
     /// One event per UTC day.
     Day,
@@ -44,7 +50,8 @@ pub enum Interval {
 }
 
 /// How a run knew Stripe already held an interval's event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Deserialize))]
 pub enum Verification {
     /// Stripe refused the identifier as a duplicate.
     Identifier,
@@ -55,7 +62,8 @@ pub enum Verification {
 }
 
 /// The Stripe meter the events went to.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(Deserialize))]
 pub struct Meter {
     /// `mtr_...`
     pub id: String,
@@ -70,7 +78,8 @@ pub struct Meter {
 }
 
 /// A read of Stripe made before writing.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(Deserialize))]
 pub struct StripeRead {
     /// `GET`.
     pub method: String,
@@ -83,7 +92,8 @@ pub struct StripeRead {
 }
 
 /// What is known about a Stripe write when a step fails.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Deserialize))]
 pub enum Delivery {
     /// Nothing was sent, or the step does not write.
     NotSent,
@@ -94,7 +104,8 @@ pub enum Delivery {
 }
 
 /// One meter event of a run.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(Deserialize))]
 pub struct MeterEvent {
     /// Stripe's `identifier`.
     pub meter_event_id: String,
@@ -122,14 +133,15 @@ pub struct MeterEvent {
     pub corrected_to: Option<String>,
     /// Carried out of a period whose invoice is final: the start of the open
     /// period it was recorded in (the window is the closed interval it bills).
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub carried_into: Option<i64>,
     /// Requests made, retries included.
     pub attempts: u32,
 }
 
 /// A request a dry run would send.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(Deserialize))]
 pub struct PlannedRequest {
     /// The HTTP method.
     pub method: String,
@@ -142,7 +154,8 @@ pub struct PlannedRequest {
 }
 
 /// What a run returns.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(Deserialize))]
 pub struct Outputs {
     /// Amberflo's `clientMeters`, verbatim JSON.
     pub usage_result: String,
@@ -169,18 +182,19 @@ pub struct Outputs {
     /// What each UTC day written to now holds, for the next run's lag check.
     pub marks: Vec<LedgerMark>,
     /// Usage no invoice bills now.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub unbilled: Vec<Unbilled>,
     /// When the current periods of the items on the meter end.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub period_ends: Vec<i64>,
     /// Nothing was sent: a dry run.
     pub dry_run: bool,
 }
 
 /// Usage no invoice bills now.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(rename_all(serialize = "camelCase"))]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(Deserialize, Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all(serialize = "camelCase")))]
 pub struct Unbilled {
     /// The piece's start.
     pub window_start: i64,
@@ -201,7 +215,8 @@ pub struct Unbilled {
 }
 
 /// What one UTC day of a ledger holds after this tool wrote to it.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(Deserialize, Serialize))]
 pub struct LedgerMark {
     /// The Stripe meter's id.
     pub meter_id: String,
@@ -228,7 +243,8 @@ impl Outputs {
 }
 
 /// A step that failed, as the component tells it.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(Deserialize))]
 pub struct StepFailure {
     /// Which step.
     pub step: Step,
@@ -251,7 +267,8 @@ pub struct StepFailure {
 }
 
 /// The component's error.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(Deserialize))]
 pub enum WorkflowError {
     /// Bad input: nothing was sent.
     InvalidInput(String),

@@ -1,8 +1,10 @@
 //! Sending: the retry loop and its trace on stderr, Stripe's reads (one
 //! page or a whole list), Amberflo's query and the write of one meter event.
 
-use super::ambient::{idempotency_key, jitter};
+use crate::prelude::*;
+
 use super::failure::{describe, step_failed, write_failed};
+use crate::ambient::{self, Started, idempotency_key, jitter};
 use crate::exports::usage_sync::workflow::workflow::{
     Delivery, Endpoints, MeterEvent, Step, StepFailure, StripeRead, Verification, WorkflowError,
 };
@@ -10,7 +12,7 @@ use crate::http::{self, NoAnswer, Reply};
 use crate::inputs::Window;
 use crate::retry::{self, Next};
 use crate::{amberflo, credentials, stripe, time};
-use std::time::{Duration, Instant};
+use core::time::Duration;
 use usage_sync_report::keys::ATTEMPT_HEADER;
 
 /// Sends until the answer is final under `rule`, or the retry policy is spent.
@@ -25,7 +27,7 @@ pub(super) fn retrying(
     keyed: bool,
     mut send: impl FnMut(&[(&str, &str)], bool) -> Result<Reply, NoAnswer>,
 ) -> (Result<Reply, NoAnswer>, u32) {
-    let started = Instant::now();
+    let started = Started::now();
     let mut attempt = 0;
     let mut fresh_key = false;
     loop {
@@ -52,7 +54,7 @@ pub(super) fn retrying(
         };
         trace(label, attempt, retry, &result, wait, how);
         match wait {
-            Some(wait) => std::thread::sleep(wait),
+            Some(wait) => ambient::sleep(wait),
             None => return (result, attempt),
         }
     }
@@ -265,10 +267,10 @@ fn trace(
         }
         None => format!("giving up after {attempt} attempts"),
     };
-    eprintln!(
+    ambient::warn(format_args!(
         "usage-sync: {label} attempt {attempt}/{}: {what}; {next}",
         retry.max_retries + 1
-    );
+    ));
 }
 
 /// `base` may carry a path prefix; a trailing slash must not double up.

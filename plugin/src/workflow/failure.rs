@@ -1,6 +1,8 @@
 //! How a step fails: what the caller is told, and whether anything may have
 //! been written.
 
+use crate::prelude::*;
+
 use crate::exports::usage_sync::workflow::workflow::{
     Delivery, MeterEvent, Step, StepFailure, WorkflowError,
 };

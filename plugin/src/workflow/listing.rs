@@ -2,6 +2,8 @@
 //! per customer, and when a run may trust what it holds for its customer
 //! (README, "One listing per sync").
 
+use crate::prelude::*;
+
 use super::calls::read;
 use super::failure::step_failed;
 use crate::billing::{

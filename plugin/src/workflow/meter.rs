@@ -1,6 +1,8 @@
 //! The meter: found by paging through Stripe's meters (there is no filter by
 //! event name), then checked for the run's interval.
 
+use crate::prelude::*;
+
 use super::calls::{Page, Paging, read_pages, read_record};
 use super::failure::step_failed;
 use crate::exports::usage_sync::workflow::workflow::{

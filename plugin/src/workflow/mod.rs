@@ -4,6 +4,9 @@
 //! written when a step before the writes fails; a backfill stops at the first
 //! failed write.
 
+use crate::prelude::*;
+
+use crate::ambient::now;
 use crate::credentials::Needed;
 use crate::decimal::Decimal;
 use crate::exports::usage_sync::workflow::workflow::{
@@ -14,17 +17,15 @@ use crate::exports::usage_sync::workflow::workflow::{
 use crate::inputs::{self, Plan, Window};
 use crate::retry;
 use crate::{amberflo, credentials, reconcile, time};
-use ambient::now;
 use calls::query_amberflo;
+use core::time::Duration;
 use failure::{step_failed, summaries_too_large};
 use ledger::{
     Source, carried_by_day, carried_through, read_invoice_lines, read_summaries, record_all,
 };
-use std::time::Duration;
 use usage_sync_report::defaults::MAX_CUSTOMERS_PER_QUERY;
 use values::expected;
 
-mod ambient;
 mod calls;
 mod failure;
 mod ledger;
@@ -471,8 +472,8 @@ pub fn reconcile_invoices(
             .ok_or_else(|| invalid("Amberflo's total is too large".into()))?;
         let billed = Decimal::parse(&line.quantity.to_string()).map_err(invalid)?;
         let outcome = match billed.cmp_exact(expected) {
-            Some(std::cmp::Ordering::Equal) => "match",
-            Some(std::cmp::Ordering::Less) => "under",
+            Some(core::cmp::Ordering::Equal) => "match",
+            Some(core::cmp::Ordering::Less) => "under",
             _ => "over",
         };
         checks.push(InvoiceCheck {

@@ -1,6 +1,8 @@
 //! The arithmetic of values: a given quantity's checks, each interval's
 //! value, and what reconcile expects. Pure, so it is tested without a provider.
 
+use crate::prelude::*;
+
 use crate::decimal::Decimal;
 use crate::exports::usage_sync::workflow::workflow::{Options, Rounding};
 use crate::inputs::Plan;

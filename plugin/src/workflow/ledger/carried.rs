@@ -3,6 +3,8 @@
 //! so a rerun at any age carries nothing twice, and the days that hold carry
 //! minutes are compared without them.
 
+use crate::prelude::*;
+
 use super::day::Held;
 use super::read_buckets;
 use crate::billing::Periods;
@@ -134,7 +136,7 @@ impl Carried {
             .iter()
             .map(|&b| hour(b))
             .filter(|&t| first < t && t < last);
-        let mut origins: Vec<i64> = std::iter::once(first)
+        let mut origins: Vec<i64> = core::iter::once(first)
             .filter(|&t| t < last)
             .chain(midnights)
             .chain(renewals)

@@ -10,9 +10,11 @@
 //! of earlier runs (day, hour, window) does not matter: only the day's total
 //! and how far it reaches do.
 
+use crate::prelude::*;
+
 use crate::decimal::Decimal;
 use crate::inputs::Window;
-use std::collections::BTreeMap;
+use alloc::collections::BTreeMap;
 
 /// What the sources measured, as whole values to bill: the cumulative total
 /// from the day's start to each point of Amberflo's grid (rounded as a whole,
@@ -160,7 +162,7 @@ pub(crate) fn decide(day: &Day, rules: Rules) -> Result<Vec<Piece>, String> {
         // synced, or the day was corrected as a whole at its end). What lies
         // after the run's end may stand for usage before it, so nothing is
         // written from here: the day holds at least this prefix, or drift.
-        if me.cmp_exact(held_total) == Some(std::cmp::Ordering::Greater) {
+        if me.cmp_exact(held_total) == Some(core::cmp::Ordering::Greater) {
             pieces.push(Piece::Drift {
                 window: Window { start: d, end: e },
                 held: held_total,
@@ -182,7 +184,7 @@ pub(crate) fn decide(day: &Day, rules: Rules) -> Result<Vec<Piece>, String> {
         // assuming the part Stripe holds was synced from the same usage.
         let whole = Window { start: d, end: e };
         match me.cmp_exact(held_total) {
-            Some(std::cmp::Ordering::Equal) => {
+            Some(core::cmp::Ordering::Equal) => {
                 for i in day.intervals {
                     pieces.push(Piece::Held {
                         window: *i,
@@ -190,7 +192,7 @@ pub(crate) fn decide(day: &Day, rules: Rules) -> Result<Vec<Piece>, String> {
                     });
                 }
             }
-            Some(std::cmp::Ordering::Greater) => pieces.push(Piece::Write {
+            Some(core::cmp::Ordering::Greater) => pieces.push(Piece::Write {
                 window: Window {
                     start: reach.max(a),
                     end: e,

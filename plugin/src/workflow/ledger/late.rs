@@ -3,6 +3,8 @@
 //! `--late-usage carry` recorded in the open period's carry minute for its
 //! origin (see [`crate::carry`]), at most what was not carried before.
 
+use crate::prelude::*;
+
 use super::carried::{Carried, Reader};
 use super::{send, total, unbilled};
 use crate::billing::Period;
@@ -13,7 +15,7 @@ use crate::exports::usage_sync::workflow::workflow::{
 };
 use crate::inputs::{Plan, Window};
 use crate::{retry, stripe};
-use std::collections::BTreeMap;
+use alloc::collections::BTreeMap;
 
 /// One day (or its part in one period) of a closed period: the pieces the
 /// ledger would write there.

@@ -4,6 +4,8 @@
 //! sums what every source mapped to the ledger measured, and writes only the
 //! difference (`day` decides; this module reads, measures and writes).
 
+use crate::prelude::*;
+
 mod carried;
 mod day;
 mod late;
@@ -11,10 +13,10 @@ mod periods;
 
 pub(in crate::workflow) use periods::read_invoice_lines;
 
-use super::ambient::{idempotency_key, now};
 use super::calls::{Ahead, Page, Paging, join, read_pages, read_record, record};
 use super::failure::{step_failed, summaries_too_large};
 use super::values::{scaled, values};
+use crate::ambient::{idempotency_key, now};
 use crate::billing::{Billed, Periods};
 use crate::decimal::Decimal;
 use crate::exports::usage_sync::workflow::workflow::{
@@ -24,9 +26,9 @@ use crate::exports::usage_sync::workflow::workflow::{
 use crate::inputs::{self, Plan, Window};
 use crate::time::{self, DAY};
 use crate::{amberflo, quantity, retry, stripe};
+use alloc::collections::BTreeMap;
 use day::{Day, Held, Measured, Piece, Rules};
 use late::{Carry, Late};
-use std::collections::{BTreeMap, HashMap};
 use usage_sync_report::json;
 
 /// An unbilled piece's status when a renewal falls inside a day measured by
@@ -346,7 +348,7 @@ fn send(
             Ok(true)
         }
         Err(mut failure) => {
-            failure.recorded = std::mem::take(&mut outputs.events);
+            failure.recorded = core::mem::take(&mut outputs.events);
             Err(WorkflowError::StepFailed(failure))
         }
     }
@@ -890,15 +892,15 @@ pub(in crate::workflow) fn read_summaries(
     intervals: &[Window],
     retry: &retry::Policy,
     reads: &mut Vec<StripeRead>,
-) -> Result<HashMap<i64, (i64, Decimal)>, WorkflowError> {
+) -> Result<BTreeMap<i64, (i64, Decimal)>, WorkflowError> {
     let (Some(first), Some(last)) = (intervals.first(), intervals.last()) else {
-        return Ok(HashMap::new());
+        return Ok(BTreeMap::new());
     };
     let range = Window {
         start: first.start,
         end: last.end,
     };
-    let mut held: HashMap<i64, (i64, Decimal)> = intervals
+    let mut held: BTreeMap<i64, (i64, Decimal)> = intervals
         .iter()
         .map(|p| (p.start, (p.end, Decimal::ZERO)))
         .collect();

@@ -2,6 +2,8 @@
 //! almost every customer), and a subscription's invoices only when the window
 //! reaches before an item's current period.
 
+use crate::prelude::*;
+
 use super::super::calls::{Page, Paging, read_pages, read_record};
 use super::super::failure::step_failed;
 use super::super::listing;
@@ -68,10 +70,10 @@ fn of_customer(
                 reads.push(read_record(url, answer));
                 return Ok(subscriptions);
             }
-            Err(why) => eprintln!(
+            Err(why) => crate::ambient::warn(format_args!(
                 "usage-sync: reading the subscriptions of {}: {why}",
                 plan.stripe_customer
-            ),
+            )),
         }
     }
     subscriptions(base, plan, meter, retry, reads)
@@ -104,10 +106,10 @@ fn listed_invoices(
             Some((read_record(url, answer), invoices))
         }
         Err(why) => {
-            eprintln!(
+            crate::ambient::warn(format_args!(
                 "usage-sync: reading the invoices of {}: {why}",
                 subscription.id
-            );
+            ));
             None
         }
     }
