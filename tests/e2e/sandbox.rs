@@ -24,6 +24,35 @@ fn the_component_imports_only_standard_wasi() {
     }
 }
 
+/// The component asks for what the workflow uses and nothing else: no stdin,
+/// stdout, terminals or exit, which `std`'s runtime used to bring (and which
+/// every instance linked when it started).
+#[test]
+fn the_component_imports_only_what_the_workflow_uses() {
+    let mut expected = vec![
+        "wasi:cli/environment",
+        "wasi:cli/stderr",
+        "wasi:clocks/monotonic-clock",
+        "wasi:clocks/wall-clock",
+        "wasi:http/outgoing-handler",
+        "wasi:http/types",
+        "wasi:io/error",
+        "wasi:io/poll",
+        "wasi:io/streams",
+        "wasi:random/random",
+    ];
+    expected.sort_unstable();
+    for wasm in [DEFAULT_COMPONENT, WORKFLOW_COMPONENT] {
+        let imports = Sandbox::new(wasm).unwrap().imports();
+        let mut interfaces: Vec<&str> = imports
+            .iter()
+            .map(|i| i.split_once('@').map_or(i.as_str(), |(name, _)| name))
+            .collect();
+        interfaces.sort_unstable();
+        assert_eq!(interfaces, expected, "{imports:?}");
+    }
+}
+
 /// What `run`, `sync` and `reconcile` run is the shipped component less its
 /// HTTP entry point: the same workflow exports, no import the shipped one
 /// lacks.
