@@ -30,6 +30,9 @@ pub struct Recorded {
     pub body: Vec<u8>,
     /// `HTTP/1.1` or `HTTP/2.0`.
     pub version: String,
+    /// When it arrived (its body read): for the order of requests across
+    /// the two providers.
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
@@ -363,6 +366,7 @@ async fn serve(
                         .to_bytes()
                         .to_vec();
                     let recorded = Recorded {
+                        at: std::time::Instant::now(),
                         version: format!("{:?}", parts.version),
                         method: parts.method.to_string(),
                         target: parts

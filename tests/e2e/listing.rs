@@ -89,6 +89,37 @@ fn a_nightly_sync_lists_the_accounts_subscriptions_once_and_bills_as_each_read_w
     assert_each_billed_once(&p);
 }
 
+/// The rows wait for the listing; the sync's Amberflo query does not. On a
+/// real network that is a round trip (or a page's worth) sooner to the
+/// first row.
+#[test]
+fn amberflo_is_asked_while_the_listing_is_read() {
+    let p = providers();
+    subscribe_all(&p);
+    // Stripe holds the listing's answer: a query sent only after it would
+    // arrive after the hold.
+    let hold = std::time::Duration::from_secs(3);
+    p.stripe
+        .push_faults_on(SUBSCRIPTIONS_LISTING, [Fault::Delay(hold)]);
+    let mapping = write_mapping("listing-beside-amberflo", CUSTOMERS);
+    p.sync(&mapping_args(&mapping, &[])).expect(0);
+    let stripe = p.stripe_all();
+    let listing = stripe
+        .iter()
+        .find(|r| r.target.starts_with(SUBSCRIPTIONS_LISTING))
+        .expect("the listing was read");
+    let queries = p.amberflo_requests();
+    assert_eq!(queries.len(), 1, "one batch of ten customers");
+    assert!(
+        queries[0].at < listing.at + hold,
+        "Amberflo was asked {:?} after the listing, whose answer was held {hold:?}",
+        queries[0].at.duration_since(listing.at)
+    );
+    // And the rows used the listing, once it came.
+    assert_eq!(subscription_reads(&p), [LISTING]);
+    assert_each_billed_once(&p);
+}
+
 #[test]
 fn a_customer_on_a_test_clock_is_not_listed_and_is_read_on_its_own() {
     let p = providers();

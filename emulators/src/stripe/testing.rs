@@ -21,6 +21,7 @@ pub(super) fn post(state: &mut State, key: &str, body: &str) -> Reply {
         ],
         body: body.as_bytes().to_vec(),
         version: "HTTP/1.1".into(),
+        at: std::time::Instant::now(),
     };
     handle(state, &request, None)
 }
@@ -33,6 +34,7 @@ pub(super) fn get(state: &mut State, target: &str) -> (u16, Value) {
         headers: vec![("authorization".into(), "Bearer sk_test_x".into())],
         body: Vec::new(),
         version: "HTTP/1.1".into(),
+        at: std::time::Instant::now(),
     };
     let reply = handle(state, &request, None);
     (reply.status, serde_json::from_slice(&reply.body).unwrap())

@@ -57,36 +57,43 @@ pub(crate) fn pays(rows: usize, page: Duration, read: Duration) -> bool {
 /// sync runs; none when the first listing was not made.
 pub(crate) struct Listings {
     current: Arc<RwLock<Option<Arc<Listed>>>>,
-    /// The task listing again (aborted when the sync's listings are dropped).
-    refresh: Option<JoinHandle<()>>,
+    /// Whether the first listing has ended (made or not).
+    first: watch::Receiver<bool>,
+    /// The task listing (aborted when the sync's listings are dropped).
+    task: JoinHandle<()>,
 }
 
 impl Listings {
-    /// Lists once, then again every [`REFRESH`] in the background while the
-    /// returned value lives. A later listing that fails or runs past the
-    /// budget leaves the previous one, which the rows stop trusting once it
-    /// is 10 minutes old.
-    pub(crate) async fn start(
+    /// Starts listing in the background, and returns at once: the sync's
+    /// Amberflo queries go out while the listing's pages are read (a round
+    /// trip or more sooner to the first row), and each row waits for it in
+    /// [`Listings::of`]. Lists again every [`REFRESH`] while the returned
+    /// value lives. A later listing that fails or runs past the budget
+    /// leaves the previous one, which the rows stop trusting once it is 10
+    /// minutes old; when the first is not made, there is none.
+    pub(crate) fn start(
         sandbox: Arc<Sandbox>,
         config: RunConfig,
         meters: HashMap<String, Arc<Meter>>,
         rows: usize,
     ) -> Arc<Listings> {
         let budget = page_budget(rows);
-        let Some(first) = Listed::list(&sandbox, &config, &meters, budget, Some(rows)).await else {
-            return Arc::new(Listings {
-                current: Arc::default(),
-                refresh: None,
-            });
-        };
         let every = std::env::var("USAGE_SYNC_LISTING_REFRESH_SECS")
             .ok()
             .and_then(|s| s.parse().ok())
             .map_or(REFRESH, Duration::from_secs)
             .max(Duration::from_secs(1));
-        let current = Arc::new(RwLock::new(Some(Arc::new(first))));
+        let current: Arc<RwLock<Option<Arc<Listed>>>> = Arc::default();
+        let (done, first) = watch::channel(false);
         let shared = Arc::clone(&current);
-        let refresh = tokio::spawn(async move {
+        let task = tokio::spawn(async move {
+            let listed = Listed::list(&sandbox, &config, &meters, budget, Some(rows)).await;
+            let made = listed.is_some();
+            *shared.write().unwrap_or_else(|e| e.into_inner()) = listed.map(Arc::new);
+            let _ = done.send(true);
+            if !made {
+                return;
+            }
             loop {
                 tokio::time::sleep(every).await;
                 if let Some(next) = Listed::list(&sandbox, &config, &meters, budget, None).await {
@@ -96,12 +103,17 @@ impl Listings {
         });
         Arc::new(Listings {
             current,
-            refresh: Some(refresh),
+            first,
+            task,
         })
     }
 
-    /// What the current listing holds for `customer` (see [`Listed::of`]).
-    pub(crate) fn of(&self, customer: &str) -> Option<Listing> {
+    /// What the current listing holds for `customer` (see [`Listed::of`]),
+    /// once the first listing has ended.
+    pub(crate) async fn of(&self, customer: &str) -> Option<Listing> {
+        // An error: the task ended without saying (it cannot panic by
+        // design, and is aborted only on drop); there is then no listing.
+        let _ = self.first.clone().wait_for(|ended| *ended).await;
         let current = self.current.read().unwrap_or_else(|e| e.into_inner());
         current.as_ref().and_then(|l| l.of(customer))
     }
@@ -109,9 +121,7 @@ impl Listings {
 
 impl Drop for Listings {
     fn drop(&mut self) {
-        if let Some(refresh) = &self.refresh {
-            refresh.abort();
-        }
+        self.task.abort();
     }
 }
 

@@ -184,7 +184,7 @@ where
     let listings = match list {
         true => {
             let (sandbox, config) = (sandbox.clone(), config.clone());
-            Some(Listings::start(sandbox, config, meters.clone(), rows.len()).await)
+            Some(Listings::start(sandbox, config, meters.clone(), rows.len()))
         }
         false => None,
     };
@@ -223,7 +223,10 @@ where
                 let listings = listings.clone();
                 tokio::spawn(async move {
                     let _permit = permits.acquire().await;
-                    let listed = listings.and_then(|l| l.of(&row.stripe_customer));
+                    let listed = match listings {
+                        Some(listings) => listings.of(&row.stripe_customer).await,
+                        None => None,
+                    };
                     let answer = call(sandbox, config, inputs, usage, meter, listed).await;
                     let _ = tx.send((row, answer));
                 });

@@ -185,9 +185,9 @@ pub async fn sync(
     // Each event name's meter, looked up once for the whole sync, before any
     // write: a missing or unusable meter stops the sync with nothing written.
     let meters = meters_for(&sandbox, &config, parts.events.iter().map(String::as_str)).await?;
-    // The account's subscriptions and recent invoices, listed once for every row.
-    let listed =
-        Listings::start(sandbox.clone(), config.clone(), meters.clone(), parts.total).await;
+    // The account's subscriptions and recent invoices, listed once for every
+    // row, while the first Amberflo queries go out.
+    let listed = Listings::start(sandbox.clone(), config.clone(), meters.clone(), parts.total);
     // Listen before the first row starts, and once for the whole sync, so no
     // Ctrl-C or SIGTERM kills the process mid-request or falls between two polls.
     let interrupt = Interrupt::listen()
@@ -657,7 +657,7 @@ impl Shared {
         let row = &job.sources[0].0;
         let recent = self.state.marks(&row.stripe_customer, Some(&job.meter.id));
         let inputs = self.inputs(row);
-        let listed = self.listed.of(&row.stripe_customer);
+        let listed = self.listed.of(&row.stripe_customer).await;
         let listed = listed.as_ref();
         let (config, meter) = (&self.config, &job.meter);
         let result = self
