@@ -7,8 +7,8 @@ use crate::prelude::*;
 use crate::decimal::Decimal;
 use crate::exports::usage_sync::workflow::workflow::{Cell, CellStatus};
 use crate::inputs::Window;
-use alloc::collections::BTreeMap;
 use core::cmp::Ordering;
+use hashbrown::HashMap;
 
 /// What decides a cell's status besides its two values.
 pub struct Rules {
@@ -25,7 +25,7 @@ pub struct Rules {
 pub fn cells(
     intervals: &[Window],
     expected: &[Decimal],
-    held: &BTreeMap<i64, (i64, Decimal)>,
+    held: &HashMap<i64, (i64, Decimal)>,
     rules: &Rules,
 ) -> Result<Vec<Cell>, String> {
     let too_large = || "a difference is too large".to_string();
@@ -78,7 +78,7 @@ mod tests {
             start: now - ended_ago - DAY,
             end: now - ended_ago,
         };
-        let held: BTreeMap<i64, (i64, Decimal)> = stripe
+        let held: HashMap<i64, (i64, Decimal)> = stripe
             .map(|v| (interval.start, (interval.end, Decimal::parse(v).unwrap())))
             .into_iter()
             .collect();

@@ -28,6 +28,7 @@ use crate::time::{self, DAY};
 use crate::{amberflo, quantity, retry, stripe};
 use alloc::collections::BTreeMap;
 use day::{Day, Held, Measured, Piece, Rules};
+use hashbrown::HashMap;
 use late::{Carry, Late};
 use usage_sync_report::json;
 
@@ -892,15 +893,15 @@ pub(in crate::workflow) fn read_summaries(
     intervals: &[Window],
     retry: &retry::Policy,
     reads: &mut Vec<StripeRead>,
-) -> Result<BTreeMap<i64, (i64, Decimal)>, WorkflowError> {
+) -> Result<HashMap<i64, (i64, Decimal)>, WorkflowError> {
     let (Some(first), Some(last)) = (intervals.first(), intervals.last()) else {
-        return Ok(BTreeMap::new());
+        return Ok(HashMap::new());
     };
     let range = Window {
         start: first.start,
         end: last.end,
     };
-    let mut held: BTreeMap<i64, (i64, Decimal)> = intervals
+    let mut held: HashMap<i64, (i64, Decimal)> = intervals
         .iter()
         .map(|p| (p.start, (p.end, Decimal::ZERO)))
         .collect();
