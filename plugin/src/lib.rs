@@ -7,7 +7,7 @@
 //! that runs this component sends the same bytes.
 //!
 //! The component is built without `std`: only `core` and `alloc`, WASI through
-//! the `wasip2` bindings ([`ambient`]), and the allocator and panic handler of
+//! the `wasip2` bindings (`ambient`), and the allocator and panic handler of
 //! `runtime`. `std` would link its runtime too: a panic hook that reads
 //! `RUST_BACKTRACE` and writes through wasi-libc's stdio, at `wasi:*@0.2.0`,
 //! a second set of imports beside the bindings' `@0.2.12` that every instance
