@@ -90,9 +90,18 @@ pub fn idempotency_key() -> String {
 /// The environment variable `name`, when set and valid UTF-8.
 pub fn var(name: &str) -> Option<String> {
     #[cfg(target_arch = "wasm32")]
-    return wasip2::cli::environment::get_environment()
-        .into_iter()
-        .find_map(|(key, value)| (key == name).then_some(value));
+    {
+        // Asked for once per instance, as wasi-libc's `environ` was: the
+        // environment does not change while an instance lives.
+        static ENVIRONMENT: once_cell::race::OnceBox<Vec<(String, String)>> =
+            once_cell::race::OnceBox::new();
+        let environment =
+            ENVIRONMENT.get_or_init(|| Box::new(wasip2::cli::environment::get_environment()));
+        environment
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    }
     #[cfg(not(target_arch = "wasm32"))]
     return std::env::var(name).ok();
 }
