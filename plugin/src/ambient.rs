@@ -67,7 +67,15 @@ pub fn sleep(wait: Duration) {
 
 /// Uniform in [0, 1), for backoff jitter.
 pub fn jitter() -> f64 {
-    (wasip2::random::random::get_random_u64() >> 11) as f64 / (1u64 << 53) as f64
+    (random_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// 64 random bits.
+pub fn random_u64() -> u64 {
+    #[cfg(target_arch = "wasm32")]
+    return wasip2::random::random::get_random_u64();
+    #[cfg(not(target_arch = "wasm32"))]
+    return std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8);
 }
 
 /// A fresh UUID v4: a key belongs to one run and is never reused by a later

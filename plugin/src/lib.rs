@@ -24,6 +24,7 @@ pub mod carry;
 pub mod credentials;
 pub mod decimal;
 pub mod form;
+mod maps;
 // The HTTP entry point exists only in the component, and only in a build
 // with the `http-handler` feature (the default).
 #[cfg(all(target_arch = "wasm32", feature = "http-handler"))]

@@ -7,8 +7,8 @@ use crate::prelude::*;
 use crate::decimal::Decimal;
 use crate::exports::usage_sync::workflow::workflow::{Cell, CellStatus};
 use crate::inputs::Window;
+use crate::maps::HashMap;
 use core::cmp::Ordering;
-use hashbrown::HashMap;
 
 /// What decides a cell's status besides its two values.
 pub struct Rules {

@@ -24,11 +24,11 @@ use crate::exports::usage_sync::workflow::workflow::{
     Step, StripeRead, Unbilled, Verification, WorkflowError,
 };
 use crate::inputs::{self, Plan, Window};
+use crate::maps::HashMap;
 use crate::time::{self, DAY};
 use crate::{amberflo, quantity, retry, stripe};
 use alloc::collections::BTreeMap;
 use day::{Day, Held, Measured, Piece, Rules};
-use hashbrown::HashMap;
 use late::{Carry, Late};
 use usage_sync_report::json;
 
@@ -895,7 +895,7 @@ pub(in crate::workflow) fn read_summaries(
     reads: &mut Vec<StripeRead>,
 ) -> Result<HashMap<i64, (i64, Decimal)>, WorkflowError> {
     let (Some(first), Some(last)) = (intervals.first(), intervals.last()) else {
-        return Ok(HashMap::new());
+        return Ok(HashMap::default());
     };
     let range = Window {
         start: first.start,
