@@ -120,6 +120,53 @@ fn amberflo_is_asked_while_the_listing_is_read() {
     assert_each_billed_once(&p);
 }
 
+/// SIGTERM while the listing is read: the rows waiting for it have not
+/// started, so nothing is written and every row is not sent.
+#[test]
+fn an_interrupt_while_the_listing_is_read_sends_nothing() {
+    let p = providers();
+    subscribe_all(&p);
+    p.stripe.push_faults_on(
+        SUBSCRIPTIONS_LISTING,
+        [Fault::Delay(std::time::Duration::from_secs(3))],
+    );
+    let mapping = write_mapping("listing-interrupted", CUSTOMERS);
+    let mut command = std::process::Command::new(BIN);
+    command
+        .arg("sync")
+        .args(["--amberflo-url", &p.amberflo.url()])
+        .args(["--stripe-url", &p.stripe.url()])
+        .args(mapping_args(&mapping, &[]))
+        .env_clear()
+        .env("AMBERFLO_API_KEY", &p.amberflo_key)
+        .env("STRIPE_API_KEY", &p.stripe_key)
+        .env("USAGE_SYNC_STATE_DIR", &p.state_dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = command.spawn().unwrap();
+    // Amberflo asked: the rows have their usage and wait for the listing.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while p.amberflo_requests().is_empty() {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let run = Run::wait(child);
+    p.assert_no_leak(&run);
+    run.expect(130);
+    assert!(p.stripe_writes().is_empty(), "{}", run.stdout);
+    assert_eq!(
+        run.stdout.matches("\"status\":\"not-sent\"").count(),
+        CUSTOMERS,
+        "{}",
+        run.stdout
+    );
+}
+
 #[test]
 fn a_customer_on_a_test_clock_is_not_listed_and_is_read_on_its_own() {
     let p = providers();

@@ -650,15 +650,17 @@ impl Shared {
         drop(place);
         let lock = Arc::clone(&job.lock);
         let _one_at_a_time = lock.lock().await;
+        let row = &job.sources[0].0;
+        // The listing may still be read: a row starts once it is, and an
+        // interrupt while it waits stops it like a row not yet started.
+        let listed = self.listed.of(&row.stripe_customer).await;
+        let listed = listed.as_ref();
         if self.stop.load(Ordering::SeqCst) {
             let _ = self.tx.send((job.rows(), None));
             return;
         }
-        let row = &job.sources[0].0;
         let recent = self.state.marks(&row.stripe_customer, Some(&job.meter.id));
         let inputs = self.inputs(row);
-        let listed = self.listed.of(&row.stripe_customer).await;
-        let listed = listed.as_ref();
         let (config, meter) = (&self.config, &job.meter);
         let result = self
             .sandbox
