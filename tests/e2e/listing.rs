@@ -131,19 +131,12 @@ fn an_interrupt_while_the_listing_is_read_sends_nothing() {
         [Fault::Delay(std::time::Duration::from_secs(3))],
     );
     let mapping = write_mapping("listing-interrupted", CUSTOMERS);
-    let mut command = std::process::Command::new(BIN);
-    command
-        .arg("sync")
-        .args(["--amberflo-url", &p.amberflo.url()])
-        .args(["--stripe-url", &p.stripe.url()])
-        .args(mapping_args(&mapping, &[]))
-        .env_clear()
-        .env("AMBERFLO_API_KEY", &p.amberflo_key)
-        .env("STRIPE_API_KEY", &p.stripe_key)
-        .env("USAGE_SYNC_STATE_DIR", &p.state_dir)
+    let child = p
+        .command_for("sync", &mapping_args(&mapping, &[]))
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let child = command.spawn().unwrap();
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     // Amberflo asked: the rows have their usage and wait for the listing.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while p.amberflo_requests().is_empty() {

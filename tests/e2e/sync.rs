@@ -256,23 +256,12 @@ fn interrupted_by(signal: &str, name: &str) {
     // Each Stripe answer takes a while, so the interrupt lands mid-sync.
     p.stripe
         .set_fault(Some(Fault::Delay(std::time::Duration::from_millis(400))));
-    let mut command = std::process::Command::new(BIN);
-    command
-        .arg("sync")
-        .args([
-            "--amberflo-url",
-            &p.amberflo.url(),
-            "--stripe-url",
-            &p.stripe.url(),
-        ])
-        .args(sync_args(&mapping, &["--concurrency", "2"]))
-        .env_clear()
-        .env("AMBERFLO_API_KEY", &p.amberflo_key)
-        .env("STRIPE_API_KEY", &p.stripe_key)
-        .env("USAGE_SYNC_STATE_DIR", &p.state_dir)
+    let child = p
+        .command_for("sync", &sync_args(&mapping, &["--concurrency", "2"]))
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let child = command.spawn().unwrap();
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while p.stripe.events().is_empty() {
         assert!(std::time::Instant::now() < deadline);
@@ -551,27 +540,13 @@ fn three_shards_at_once_sync_every_row_exactly_once_within_the_rate() {
     let children: Vec<_> = (0..3)
         .map(|k| {
             let shard = format!("{k}/3");
-            let mut command = std::process::Command::new(BIN);
-            command
-                .arg("sync")
-                .args([
-                    "--amberflo-url",
-                    &p.amberflo.url(),
-                    "--stripe-url",
-                    &p.stripe.url(),
-                ])
-                .args(sync_args(
-                    &mapping,
-                    &["--shard", &shard, "--stripe-rate", "20"],
-                ))
-                .env_clear()
-                .env("AMBERFLO_API_KEY", &p.amberflo_key)
-                .env("STRIPE_API_KEY", &p.stripe_key)
-                // One state directory for the three shards, as on one machine.
-                .env("USAGE_SYNC_STATE_DIR", &p.state_dir)
+            let args = sync_args(&mapping, &["--shard", &shard, "--stripe-rate", "20"]);
+            // One state directory for the three shards, as on one machine.
+            p.command_for("sync", &args)
                 .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped());
-            command.spawn().unwrap()
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
         })
         .collect();
     let runs: Vec<Run> = children.into_iter().map(Run::wait).collect();
