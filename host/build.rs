@@ -9,6 +9,8 @@
 
 #[path = "build_routes.rs"]
 mod routes;
+#[path = "build_shrink.rs"]
+mod shrink;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -71,6 +73,10 @@ fn main() {
         let out = build(&root, "components", package, &[]);
         let wasm = out.join(format!("{}.wasm", package.replace('-', "_")));
         assert!(wasm.exists(), "{} was not built", wasm.display());
+        // The probe is a test tool: its size does not matter.
+        if package == "usage-sync-plugin" {
+            shrink::shrink(&wasm, &out_dir.join("default"));
+        }
         println!("cargo:rustc-env={var}={}", wasm.display());
     }
     // Each in its own target directory: the default build is never rebuilt
@@ -79,6 +85,7 @@ fn main() {
         let out = build(&root, dir, "usage-sync-plugin", features);
         let wasm = out.join("usage_sync_plugin.wasm");
         assert!(wasm.exists(), "{} was not built", wasm.display());
+        shrink::shrink(&wasm, &out_dir.join(dir));
         println!("cargo:rustc-env={var}={}", wasm.display());
     }
 }

@@ -53,6 +53,36 @@ fn the_component_imports_only_what_the_workflow_uses() {
     }
 }
 
+/// Every build of the workflow went through `wasm-opt` (`host/build_shrink.rs`
+/// marks what it shrank with a custom section, last in the file), so what
+/// the rest of these tests run (and `deploy.rs` checks) is what ships. Without Binaryen the build
+/// ships cargo's component and says so; CI sets `USAGE_SYNC_REQUIRE_WASM_OPT`.
+#[test]
+fn every_build_of_the_workflow_is_shrunk_by_wasm_opt() {
+    const MARK: &[u8] = b"usage-sync:wasm-opt";
+    let builds = [
+        ("default", DEFAULT_COMPONENT.to_vec()),
+        ("batch", WORKFLOW_COMPONENT.to_vec()),
+        (
+            "spin",
+            std::fs::read(env!("USAGE_SYNC_SPIN_COMPONENT")).unwrap(),
+        ),
+        (
+            "wasmcloud",
+            std::fs::read(env!("USAGE_SYNC_WASMCLOUD_COMPONENT")).unwrap(),
+        ),
+    ];
+    if std::env::var_os("USAGE_SYNC_REQUIRE_WASM_OPT").is_none()
+        && !DEFAULT_COMPONENT.ends_with(MARK)
+    {
+        eprintln!("skipped: built without wasm-opt");
+        return;
+    }
+    for (name, wasm) in builds {
+        assert!(wasm.ends_with(MARK), "the {name} build was not shrunk");
+    }
+}
+
 /// What `run`, `sync` and `reconcile` run is the shipped component less its
 /// HTTP entry point: the same workflow exports, no import the shipped one
 /// lacks.
