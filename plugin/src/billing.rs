@@ -464,7 +464,7 @@ pub fn periods(
             }
         }
     }
-    out.periods.sort_by_key(|p| (p.start, p.end));
+    crate::order::sort_by_times(&mut out.periods, |p| (p.start, p.end));
     Ok(out)
 }
 

@@ -8,6 +8,7 @@
 
 use crate::prelude::*;
 
+use crate::text::join;
 use once_cell::race::OnceBox;
 
 use usage_sync_report::keys::{
@@ -143,15 +144,14 @@ pub fn check(needed: &[Needed]) -> Result<(), String> {
     };
     Err(format!(
         "no API key for {}: this host attaches none, so set {}{variables} where the component runs",
-        missing
-            .iter()
-            .map(|m| if *m == AMBERFLO_ENV {
+        join(
+            missing.iter().map(|m| if *m == AMBERFLO_ENV {
                 "Amberflo"
             } else {
                 "Stripe"
-            })
-            .collect::<Vec<_>>()
-            .join(" and "),
-        missing.join(" and "),
+            }),
+            " and "
+        ),
+        join(missing.iter().copied(), " and "),
     ))
 }

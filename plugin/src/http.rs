@@ -10,8 +10,8 @@ use crate::prelude::*;
 
 use wasip2::http::outgoing_handler;
 use wasip2::http::types::{
-    ErrorCode, Fields, FutureIncomingResponse, IncomingBody, Method, OutgoingBody, OutgoingRequest,
-    Scheme,
+    ErrorCode, Fields, FutureIncomingResponse, HeaderError, IncomingBody, Method, OutgoingBody,
+    OutgoingRequest, Scheme,
 };
 use wasip2::io::streams::StreamError;
 
@@ -112,9 +112,14 @@ fn start(
     let length = body.map(|b| b.len().to_string());
     let length = length.as_deref().map(|l| ("Content-Length", l));
     for (name, value) in headers.iter().chain(length.as_ref()) {
-        fields
-            .append(name, value.as_bytes())
-            .map_err(|e| NoAnswer::not_sent(format!("header {name}: {e:?}")))?;
+        fields.append(name, value.as_bytes()).map_err(|e| {
+            let why = match e {
+                HeaderError::InvalidSyntax => "invalid syntax",
+                HeaderError::Forbidden => "forbidden",
+                HeaderError::Immutable => "immutable",
+            };
+            NoAnswer::not_sent(format!("header {name}: {why}"))
+        })?;
     }
     let request = OutgoingRequest::new(fields);
     let unset = |what: &str| NoAnswer::not_sent(format!("the host refused the request's {what}"));
@@ -285,17 +290,63 @@ fn never_sent(code: &ErrorCode) -> bool {
     )
 }
 
+/// What went wrong, in words, or as `wasi:http` names the error. Not the
+/// bindings' `Debug`: its text (every variant's Rust name, escaped payloads)
+/// cost the component about 5 KB.
 fn describe(code: &ErrorCode) -> String {
-    match code {
-        ErrorCode::ConnectionRefused => "connection refused".into(),
-        ErrorCode::ConnectionTimeout => "connection timed out".into(),
-        ErrorCode::ConnectionReadTimeout | ErrorCode::HttpResponseTimeout => {
-            "no response in time".into()
+    let name = match code {
+        ErrorCode::ConnectionRefused => "connection refused",
+        ErrorCode::ConnectionTimeout => "connection timed out",
+        ErrorCode::ConnectionReadTimeout | ErrorCode::HttpResponseTimeout => "no response in time",
+        ErrorCode::ConnectionTerminated => "the connection was closed before a response",
+        ErrorCode::HttpRequestDenied => "the host refused the request",
+        ErrorCode::HttpResponseBodySize(_) => "the response body is over the host's limit",
+        ErrorCode::DnsTimeout => "DNS timeout",
+        ErrorCode::DnsError(e) => {
+            return with_detail("DNS error", e.rcode.as_deref());
         }
-        ErrorCode::ConnectionTerminated => "the connection was closed before a response".into(),
-        ErrorCode::HttpRequestDenied => "the host refused the request".into(),
-        ErrorCode::HttpResponseBodySize(_) => "the response body is over the host's limit".into(),
-        other => format!("{other:?}"),
+        ErrorCode::DestinationNotFound => "destination not found",
+        ErrorCode::DestinationUnavailable => "destination unavailable",
+        ErrorCode::DestinationIpProhibited => "destination IP prohibited",
+        ErrorCode::DestinationIpUnroutable => "destination IP unroutable",
+        ErrorCode::ConnectionWriteTimeout => "connection write timeout",
+        ErrorCode::ConnectionLimitReached => "connection limit reached",
+        ErrorCode::TlsProtocolError => "TLS protocol error",
+        ErrorCode::TlsCertificateError => "TLS certificate error",
+        ErrorCode::TlsAlertReceived(alert) => {
+            return with_detail("TLS alert received", alert.alert_message.as_deref());
+        }
+        ErrorCode::HttpRequestLengthRequired => "HTTP request length required",
+        ErrorCode::HttpRequestBodySize(_) => "HTTP request body size",
+        ErrorCode::HttpRequestMethodInvalid => "HTTP request method invalid",
+        ErrorCode::HttpRequestUriInvalid => "HTTP request URI invalid",
+        ErrorCode::HttpRequestUriTooLong => "HTTP request URI too long",
+        ErrorCode::HttpRequestHeaderSectionSize(_) => "HTTP request header section size",
+        ErrorCode::HttpRequestHeaderSize(_) => "HTTP request header size",
+        ErrorCode::HttpRequestTrailerSectionSize(_) => "HTTP request trailer section size",
+        ErrorCode::HttpRequestTrailerSize(_) => "HTTP request trailer size",
+        ErrorCode::HttpResponseIncomplete => "HTTP response incomplete",
+        ErrorCode::HttpResponseHeaderSectionSize(_) => "HTTP response header section size",
+        ErrorCode::HttpResponseHeaderSize(_) => "HTTP response header size",
+        ErrorCode::HttpResponseTrailerSectionSize(_) => "HTTP response trailer section size",
+        ErrorCode::HttpResponseTrailerSize(_) => "HTTP response trailer size",
+        ErrorCode::HttpResponseTransferCoding(_) => "HTTP response transfer coding",
+        ErrorCode::HttpResponseContentCoding(_) => "HTTP response content coding",
+        ErrorCode::HttpUpgradeFailed => "HTTP upgrade failed",
+        ErrorCode::HttpProtocolError => "HTTP protocol error",
+        ErrorCode::LoopDetected => "loop detected",
+        ErrorCode::ConfigurationError => "configuration error",
+        ErrorCode::InternalError(message) => {
+            return with_detail("internal error", message.as_deref());
+        }
+    };
+    name.into()
+}
+
+fn with_detail(name: &str, detail: Option<&str>) -> String {
+    match detail {
+        Some(detail) => format!("{name}: {detail}"),
+        None => name.into(),
     }
 }
 

@@ -20,6 +20,7 @@ extern crate alloc;
 pub mod amberflo;
 mod ambient;
 pub mod billing;
+mod by_time;
 pub mod carry;
 pub mod credentials;
 pub mod decimal;
@@ -31,12 +32,14 @@ mod maps;
 mod handler;
 pub mod http;
 pub mod inputs;
+mod order;
 pub mod quantity;
 pub mod reconcile;
 pub mod retry;
 #[cfg(target_arch = "wasm32")]
 mod runtime;
 pub mod stripe;
+mod text;
 pub mod time;
 mod workflow;
 

@@ -13,8 +13,6 @@ use once_cell::race::OnceBox;
 
 /// A hash map keyed at random (see the module).
 pub type HashMap<K, V> = hashbrown::HashMap<K, V, RandomKeys>;
-/// A hash set keyed at random (see the module).
-pub type HashSet<T> = hashbrown::HashSet<T, RandomKeys>;
 
 /// SipHash's two keys, drawn once per instance (as `std`'s `RandomState`
 /// draws them once per thread).

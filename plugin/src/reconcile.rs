@@ -4,10 +4,10 @@
 
 use crate::prelude::*;
 
+use crate::by_time::ByTime;
 use crate::decimal::Decimal;
 use crate::exports::usage_sync::workflow::workflow::{Cell, CellStatus};
 use crate::inputs::Window;
-use crate::maps::HashMap;
 use core::cmp::Ordering;
 
 /// What decides a cell's status besides its two values.
@@ -25,7 +25,7 @@ pub struct Rules {
 pub fn cells(
     intervals: &[Window],
     expected: &[Decimal],
-    held: &HashMap<i64, (i64, Decimal)>,
+    held: &ByTime<(i64, Decimal)>,
     rules: &Rules,
 ) -> Result<Vec<Cell>, String> {
     let too_large = || "a difference is too large".to_string();
@@ -33,7 +33,7 @@ pub fn cells(
         .iter()
         .zip(expected)
         .map(|(interval, &amberflo)| {
-            let stripe = match held.get(&interval.start) {
+            let stripe = match held.get(interval.start) {
                 Some(&(_, value)) => value,
                 None => Decimal::ZERO,
             };
@@ -78,7 +78,7 @@ mod tests {
             start: now - ended_ago - DAY,
             end: now - ended_ago,
         };
-        let held: HashMap<i64, (i64, Decimal)> = stripe
+        let held: ByTime<(i64, Decimal)> = stripe
             .map(|v| (interval.start, (interval.end, Decimal::parse(v).unwrap())))
             .into_iter()
             .collect();

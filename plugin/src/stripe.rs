@@ -143,12 +143,19 @@ pub fn parse_body<T>(
     what: &str,
     read: impl FnOnce(&Json) -> Result<T, String>,
 ) -> Result<T, String> {
-    json::parse(body).and_then(|doc| read(&doc)).map_err(|e| {
-        format!(
-            "Stripe answered 200 but not with {what} ({e}): {}",
-            crate::http::snippet(body)
-        )
-    })
+    json::parse(body)
+        .and_then(|doc| read(&doc))
+        .map_err(|e| not_with(body, what, e))
+}
+
+/// Out of line: `parse_body` is instantiated for every answer type, its
+/// message once.
+#[inline(never)]
+fn not_with(body: &[u8], what: &str, e: String) -> String {
+    format!(
+        "Stripe answered 200 but not with {what} ({e}): {}",
+        crate::http::snippet(body)
+    )
 }
 
 /// The parts of a `billing.meter` that decide how events must look.

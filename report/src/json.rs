@@ -157,13 +157,21 @@ impl<'a> Json<'a> {
     /// The number, when it is a whole number written without a fraction or
     /// an exponent (`1.0` is not one, as for serde) and `T` holds it.
     pub fn integer<T: core::str::FromStr>(&self) -> Result<T, String> {
+        self.whole()?.parse().map_err(|_| self.out_of_range())
+    }
+
+    /// The text of a whole number (what every `integer::<T>` shares).
+    fn whole(&self) -> Result<&str, String> {
         let whole = matches!(self.value, Value::Number) && !self.raw.contains(['.', 'e', 'E']);
         if !whole {
             return Err(self.expected("a whole number"));
         }
-        self.raw
-            .parse()
-            .map_err(|_| format!("the number {} is out of range", self.raw))
+        Ok(self.raw)
+    }
+
+    #[inline(never)]
+    fn out_of_range(&self) -> String {
+        format!("the number {} is out of range", self.raw)
     }
 }
 
@@ -284,8 +292,14 @@ pub fn items<'j, 'a, T>(
     array
         .iter()
         .enumerate()
-        .map(|(i, item)| read(item).map_err(|why| format!("[{i}]: {why}")))
+        .map(|(i, item)| read(item).map_err(|why| item_error(i, why)))
         .collect()
+}
+
+/// Out of line: `items` is instantiated for every item type, its message once.
+#[inline(never)]
+fn item_error(i: usize, why: String) -> String {
+    format!("[{i}]: {why}")
 }
 
 /// The 1-based line and column of byte `at`.
@@ -575,9 +589,12 @@ impl<'a> Reader<'a> {
         }
         members.shrink_to_fit();
         if members.len() > 16 {
-            let mut seen = alloc::collections::BTreeSet::new();
-            if let Some((twice, _)) = members.iter().find(|(k, _)| !seen.insert(k.as_ref())) {
-                return Err(self.error(&format!("the key `{twice}` appears twice")));
+            // Sorted, a key twice is two neighbours (a B-tree set would cost
+            // the component about 5 KB more).
+            let mut keys: Vec<&str> = members.iter().map(|(k, _)| k.as_ref()).collect();
+            keys.sort_unstable();
+            if let Some(twice) = keys.windows(2).find(|w| w[0] == w[1]) {
+                return Err(self.error(&format!("the key `{}` appears twice", twice[0])));
             }
         }
         Ok(Value::Object(members))

@@ -215,7 +215,7 @@ pub fn reconcile(
             &mut reads,
         )?;
         for (day, (into, out_of)) in carried {
-            if let Some((_, value)) = held.get_mut(&day) {
+            if let Some((_, value)) = held.get_mut(day) {
                 *value = value
                     .checked_add(out_of)
                     .and_then(|v| v.checked_sub(into))
@@ -488,7 +488,7 @@ pub fn reconcile_invoices(
             outcome: outcome.into(),
         });
     }
-    checks.sort_by_key(|c| c.period_start);
+    crate::order::sort_by_times(&mut checks, |c| (c.period_start, 0));
     Ok(InvoiceReconciliation { checks, reads })
 }
 

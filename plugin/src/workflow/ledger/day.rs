@@ -12,9 +12,9 @@
 
 use crate::prelude::*;
 
+use crate::by_time::ByTime;
 use crate::decimal::Decimal;
 use crate::inputs::Window;
-use alloc::collections::BTreeMap;
 
 /// What the sources measured, as whole values to bill: the cumulative total
 /// from the day's start to each point of Amberflo's grid (rounded as a whole,
@@ -22,13 +22,13 @@ use alloc::collections::BTreeMap;
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Measured {
     /// Instant → whole total billed from the day's start up to it.
-    pub points: BTreeMap<i64, Decimal>,
+    pub points: ByTime<Decimal>,
 }
 
 impl Measured {
     /// The whole total from the day's start to `t`, when `t` is on the grid.
     pub fn at(&self, t: i64) -> Option<Decimal> {
-        self.points.get(&t).copied()
+        self.points.get(t).copied()
     }
 }
 
@@ -79,8 +79,9 @@ impl Held {
         match self.buckets.iter_mut().find(|b| b.0 <= t && t < b.1) {
             Some(bucket) => bucket.2 = bucket.2.checked_add(value).unwrap_or(bucket.2),
             None => {
-                self.buckets.push((t, t + 1, value));
-                self.buckets.sort_by_key(|b| b.0);
+                // After any bucket starting at `t`, as a stable sort would put it.
+                let at = self.buckets.partition_point(|b| b.0 <= t);
+                self.buckets.insert(at, (t, t + 1, value));
             }
         }
     }
@@ -417,7 +418,7 @@ mod tests {
     #[test]
     fn the_rest_of_a_day_synced_by_hour_is_written_by_a_day_run() {
         let m = Measured {
-            points: [(0, n(0)), (D, n(24))].into(),
+            points: [(0, n(0)), (D, n(24))].into_iter().collect(),
         };
         let held = Held {
             buckets: vec![(0, D, n(10))],
@@ -635,7 +636,7 @@ mod tests {
             Shape::Window(a, e) => (vec![w(a * H, e * H)], a == 0 && e == 24, false),
         };
         let step = if by_day { 24 } else { 1 };
-        let mut points = BTreeMap::new();
+        let mut points = ByTime::new();
         let mut sum = 0;
         for h in 0..=24 {
             if h % step == 0 {

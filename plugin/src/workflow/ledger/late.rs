@@ -8,6 +8,7 @@ use crate::prelude::*;
 use super::carried::{Carried, Reader};
 use super::{send, total, unbilled};
 use crate::billing::Period;
+use crate::by_time::ByTime;
 use crate::carry;
 use crate::decimal::Decimal;
 use crate::exports::usage_sync::workflow::workflow::{
@@ -15,7 +16,6 @@ use crate::exports::usage_sync::workflow::workflow::{
 };
 use crate::inputs::{Plan, Window};
 use crate::{retry, stripe};
-use alloc::collections::BTreeMap;
 
 /// One day (or its part in one period) of a closed period: the pieces the
 /// ledger would write there.
@@ -46,7 +46,7 @@ impl Carry<'_> {
         carried: &Carried,
         url: &str,
         plan: &Plan,
-        buckets: &BTreeMap<i64, Decimal>,
+        buckets: &ByTime<Decimal>,
         options: &Options,
         retry: &retry::Policy,
         now: i64,

@@ -18,16 +18,15 @@ use super::failure::{step_failed, summaries_too_large};
 use super::values::{scaled, values};
 use crate::ambient::{idempotency_key, now};
 use crate::billing::{Billed, Periods};
+use crate::by_time::ByTime;
 use crate::decimal::Decimal;
 use crate::exports::usage_sync::workflow::workflow::{
     Endpoints, Interval, LedgerMark, Listing, Meter, MeterEvent, Options, Outputs, PlannedRequest,
     Step, StripeRead, Unbilled, Verification, WorkflowError,
 };
 use crate::inputs::{self, Plan, Window};
-use crate::maps::HashMap;
 use crate::time::{self, DAY};
 use crate::{amberflo, quantity, retry, stripe};
-use alloc::collections::BTreeMap;
 use day::{Day, Held, Measured, Piece, Rules};
 use late::{Carry, Late};
 use usage_sync_report::json;
@@ -217,9 +216,9 @@ pub(in crate::workflow) fn record_all(
     };
     let url = join(&endpoints.stripe_url, stripe::PATH);
     // What each day holds after this run's writes, for the marks.
-    let mut written: BTreeMap<i64, (i64, Decimal)> = BTreeMap::new();
+    let mut written: ByTime<(i64, Decimal)> = ByTime::new();
     // What closed periods' days measured beyond what Stripe holds there.
-    let mut late: BTreeMap<i64, Late> = BTreeMap::new();
+    let mut late: ByTime<Late> = ByTime::new();
     for (day, piece, shown, day_total) in pieces {
         // Never stamped where no invoice bills it: reported instead (exit 5).
         if let Piece::Write { window, value, .. } = &piece {
@@ -242,7 +241,7 @@ pub(in crate::workflow) fn record_all(
                 Billed::Open => {}
                 Billed::NotYet => outputs.unbilled.push(unbilled(*window, *value, None, true)),
                 Billed::Nowhere(period) => {
-                    let origin = late.entry(day.start).or_insert_with(|| Late {
+                    let origin = late.entry(day.start, || Late {
                         day,
                         period,
                         pieces: Vec::new(),
@@ -266,7 +265,7 @@ pub(in crate::workflow) fn record_all(
         };
         let value = Decimal::parse(&event.usage_quantity).unwrap_or(Decimal::ZERO);
         if send(&url, plan, meter, options, retry, event, &mut outputs)? {
-            let entry = written.entry(day.start).or_insert((window.end, day_total));
+            let entry = written.entry(day.start, || (window.end, day_total));
             entry.0 = entry.0.max(window.end);
             entry.1 = entry.1.checked_add(value).unwrap_or(entry.1);
         }
@@ -356,7 +355,7 @@ fn send(
 }
 
 /// The event a piece stands for, and whether it is written.
-fn event_of(plan: &Plan, buckets: &BTreeMap<i64, Decimal>, piece: Piece) -> (MeterEvent, bool) {
+fn event_of(plan: &Plan, buckets: &ByTime<Decimal>, piece: Piece) -> (MeterEvent, bool) {
     let window = match &piece {
         Piece::Held { window, .. } | Piece::Write { window, .. } | Piece::Drift { window, .. } => {
             *window
@@ -516,8 +515,8 @@ fn cut(windows: &[Window], cuts: &[i64]) -> Vec<Window> {
 }
 
 /// Every source's buckets summed, each source only where it bills this ledger.
-fn summed(sources: &[Source], grid: i64) -> Result<BTreeMap<i64, Decimal>, String> {
-    let mut buckets: BTreeMap<i64, Decimal> = BTreeMap::new();
+fn summed(sources: &[Source], grid: i64) -> Result<ByTime<Decimal>, String> {
+    let mut buckets: ByTime<Decimal> = ByTime::new();
     for source in sources {
         for bound in [source.from, source.until].into_iter().flatten() {
             if bound.rem_euclid(grid) != 0 {
@@ -533,7 +532,7 @@ fn summed(sources: &[Source], grid: i64) -> Result<BTreeMap<i64, Decimal>, Strin
             let billed_here =
                 source.from.is_none_or(|f| t >= f) && source.until.is_none_or(|u| t < u);
             if billed_here {
-                let sum = buckets.entry(t).or_insert(Decimal::ZERO);
+                let sum = buckets.entry(t, || Decimal::ZERO);
                 *sum = sum
                     .checked_add(value)
                     .ok_or("the sources' values add up to more than usage-sync can hold")?;
@@ -551,11 +550,11 @@ fn cumulative(
     intervals: &[Window],
     options: &Options,
     scale: Decimal,
-    buckets: &BTreeMap<i64, Decimal>,
+    buckets: &ByTime<Decimal>,
     day: Window,
     grid: i64,
 ) -> Result<Measured, String> {
-    let mut points = BTreeMap::new();
+    let mut points = ByTime::new();
     let mut sum = Decimal::ZERO;
     let mut t = day.start;
     // Where the run cuts the day, the running total must be whole; elsewhere a
@@ -576,7 +575,7 @@ fn cumulative(
             }
             Err(_) => {}
         }
-        if let Some(v) = buckets.get(&t) {
+        if let Some(v) = buckets.get(t) {
             sum = sum.checked_add(*v).ok_or("the day's total is too large")?;
         }
         t += grid;
@@ -587,10 +586,10 @@ fn cumulative(
     {
         let given = Decimal::parse(given)?;
         let before = points
-            .get(&interval.start)
+            .get(interval.start)
             .copied()
             .ok_or("the interval does not start on the grid")?;
-        points.retain(|&t, _| t <= interval.start);
+        points.retain(|t, _| t <= interval.start);
         points.insert(
             interval.end,
             before
@@ -602,9 +601,10 @@ fn cumulative(
 }
 
 /// Amberflo's total over `window`, before the scale (`None`: too large).
-fn total(buckets: &BTreeMap<i64, Decimal>, window: Window) -> Option<Decimal> {
+fn total(buckets: &ByTime<Decimal>, window: Window) -> Option<Decimal> {
     buckets
-        .range(window.start..window.end)
+        .range(window.start, window.end)
+        .iter()
         .try_fold(Decimal::ZERO, |sum, (_, v)| sum.checked_add(*v))
 }
 
@@ -628,15 +628,14 @@ fn usage_result(sources: &[Source]) -> String {
     }
     // Each was read and checked as an array of groups: its items' text is
     // copied as it came.
-    let mut groups: Vec<&str> = Vec::new();
     let docs: Vec<_> = sources
         .iter()
         .filter_map(|s| json::parse(s.usage.client_meters.as_bytes()).ok())
         .collect();
-    for doc in &docs {
-        groups.extend(doc.array().unwrap_or_default().iter().map(json::Json::raw));
-    }
-    format!("[{}]", groups.join(","))
+    let groups = docs
+        .iter()
+        .flat_map(|doc| doc.array().unwrap_or_default().iter().map(json::Json::raw));
+    format!("[{}]", crate::text::join(groups, ","))
 }
 
 /// Counts our own recent write to `day` as held where Stripe's summary does
@@ -693,7 +692,7 @@ fn read_held(
         }
     }
     for h in &mut held {
-        h.buckets.sort_by_key(|b| b.0);
+        crate::order::sort_by_times(&mut h.buckets, |b| (b.0, 0));
     }
     Ok(held)
 }
@@ -846,8 +845,11 @@ pub(in crate::workflow) fn carried_through(
     Ok(out)
 }
 
+/// A UTC day's start, and what was carried into it and out of it.
+pub(in crate::workflow) type CarriedDay = (i64, (Decimal, Decimal));
+
 /// What was carried into and out of each UTC day of `days` (reconcile with
-/// `--late-usage carry`): `day start -> (into, out of)`. Reads the customer's
+/// `--late-usage carry`): `(day start, (into, out of))` in the order of `days`. Reads the customer's
 /// periods, then the carry minutes as a run does.
 pub(in crate::workflow) fn carried_by_day(
     endpoints: &Endpoints,
@@ -856,9 +858,9 @@ pub(in crate::workflow) fn carried_by_day(
     retry: &retry::Policy,
     days: &[Window],
     reads: &mut Vec<StripeRead>,
-) -> Result<BTreeMap<i64, (Decimal, Decimal)>, WorkflowError> {
+) -> Result<Vec<CarriedDay>, WorkflowError> {
     let (Some(first), Some(last)) = (days.first(), days.last()) else {
-        return Ok(BTreeMap::new());
+        return Ok(Vec::new());
     };
     let now = now();
     let periods = periods::read_periods(endpoints, plan, meter, retry, now, None, reads)?;
@@ -873,11 +875,11 @@ pub(in crate::workflow) fn carried_by_day(
         end: last.end,
     };
     let carried = carried::Carried::read(&reader, &periods, reach, true, now, reads)?;
-    let mut out = BTreeMap::new();
+    let mut out = Vec::with_capacity(days.len());
     for day in days {
         let into = carried.carried_into_day(*day);
         let out_of = carried.out_of_span(&reader, *day, &periods.boundaries(*day), reads)?;
-        out.insert(day.start, (into, out_of));
+        out.push((day.start, (into, out_of)));
     }
     Ok(out)
 }
@@ -893,15 +895,15 @@ pub(in crate::workflow) fn read_summaries(
     intervals: &[Window],
     retry: &retry::Policy,
     reads: &mut Vec<StripeRead>,
-) -> Result<HashMap<i64, (i64, Decimal)>, WorkflowError> {
+) -> Result<ByTime<(i64, Decimal)>, WorkflowError> {
     let (Some(first), Some(last)) = (intervals.first(), intervals.last()) else {
-        return Ok(HashMap::default());
+        return Ok(ByTime::new());
     };
     let range = Window {
         start: first.start,
         end: last.end,
     };
-    let mut held: HashMap<i64, (i64, Decimal)> = intervals
+    let mut held: ByTime<(i64, Decimal)> = intervals
         .iter()
         .map(|p| (p.start, (p.end, Decimal::ZERO)))
         .collect();
@@ -926,7 +928,7 @@ pub(in crate::workflow) fn read_summaries(
         buckets = vec![(range.start, range.end, sum)];
     }
     for (start, end, value) in buckets {
-        if let Some((e, v)) = held.get_mut(&start)
+        if let Some((e, v)) = held.get_mut(start)
             && *e == end
         {
             *v = value;
