@@ -241,8 +241,14 @@ fn sync_in(
             let _ = std::fs::remove_file(entry.path());
         }
     }
+    // Kept, unless shown (USAGE_SYNC_BENCH_LOG), to say why a sync failed.
+    let stderr = state.with_extension("stderr");
+    let mut command = usage_sync("sync", amberflo, stripe, state);
+    if std::env::var_os("USAGE_SYNC_BENCH_LOG").is_none() {
+        command.stderr(std::fs::File::create(&stderr).unwrap());
+    }
     let started = Instant::now();
-    let mut child = usage_sync("sync", amberflo, stripe, state)
+    let mut child = command
         .args(["--mapping", mapping.to_str().unwrap()])
         .args(["--stripe-rate", "1000000"])
         .args(["--amberflo-batch", &batch.to_string()])
@@ -255,7 +261,14 @@ fn sync_in(
         .spawn()
         .unwrap();
     let peak = watch_rss(&mut child);
-    assert!(child.wait().unwrap().success());
+    let status = child.wait().unwrap();
+    let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+    let _ = std::fs::remove_file(&stderr);
+    if !status.success() {
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        panic!("the sync exited with {status}; the end of its stderr:\n{tail}");
+    }
     (started.elapsed(), peak)
 }
 
@@ -675,7 +688,12 @@ fn far_sync(rows: usize, one_way: Duration, concurrency: Option<usize>, more: &[
         BATCH,
         &extra,
     );
-    assert_eq!(stripe.events().len(), rows);
+    assert_eq!(
+        stripe.events().len(),
+        rows,
+        "events on Stripe after a sync of {rows} rows that exited 0 ({} ms one-way)",
+        one_way.as_millis()
+    );
     let _ = std::fs::remove_dir_all(&dir);
     Far {
         rate: rows as f64 / elapsed.as_secs_f64(),
