@@ -23,8 +23,9 @@
 //!   provider's key, and the transport (pooled connections, TLS, proxy);
 //! - the ground floor, used from above: `secrets` (keys and scrubbing),
 //!   `logging`, `metrics`, `outcome` (what a run prints, exit statuses),
-//!   `inputs`, `options`, `mapping` (rows), `progress`, `interrupt` and
-//!   `capped` (reading a file the user names, never past a cap).
+//!   `inputs`, `options`, `mapping` (rows), `progress`, `interrupt`,
+//!   `capped` (reading a file the user names, never past a cap) and `mirror`
+//!   (the component's answers as the report's types).
 //!
 //! The modules are private; what the binary, the benches and the tests use
 //! is re-exported here.
@@ -38,6 +39,7 @@ mod interrupt;
 mod logging;
 mod mapping;
 mod metrics;
+mod mirror;
 mod options;
 mod outcome;
 mod private_dir;
@@ -61,8 +63,6 @@ pub mod bindings {
         path: "../wit",
         world: "usage-sync",
         exports: { default: async },
-        // For `usage_sync_report::from_wit`.
-        additional_derives: [serde::Serialize],
     });
 
     pub use exports::usage_sync::workflow::workflow::{
@@ -70,7 +70,7 @@ pub mod bindings {
         InvoicePage, InvoiceReconciliation, LedgerMark, ListedInvoice, ListedInvoices, ListedItem,
         ListedLine, ListedSubscription, Listing, Meter, MeterEvent, Options, Outputs,
         PlannedRequest, Reconciliation, Rounding, Source, Step, StepFailure, StripeRead,
-        SubscriptionPage, UsageQuery, Verification, WorkflowError,
+        SubscriptionPage, Unbilled, UsageQuery, Verification, WorkflowError,
     };
 }
 

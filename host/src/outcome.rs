@@ -56,11 +56,8 @@ impl ExitStatus for Failure {
 }
 
 /// A guest's error as the failure it reports.
-pub fn guest_failure(error: &crate::bindings::WorkflowError) -> Failure {
-    match usage_sync_report::from_wit::<_, usage_sync_report::WorkflowError>(error) {
-        Ok(error) => Failure::from(error),
-        Err(bug) => Failure::Internal(bug),
-    }
+pub fn guest_failure(error: crate::bindings::WorkflowError) -> Failure {
+    Failure::from(usage_sync_report::WorkflowError::from(error))
 }
 
 /// A progress line on stderr per request.

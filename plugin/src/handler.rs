@@ -96,8 +96,7 @@ fn respond(request: IncomingRequest) -> (u16, String) {
     }
 }
 
-// The report's mirror types, field by field: cheaper in the component than
-// `usage_sync_report::from_wit`'s trip through JSON values.
+// The report's mirror types, field by field (as the host's `mirror` does).
 fn outputs_of(o: Outputs) -> report::Outputs {
     report::Outputs {
         usage_result: o.usage_result,

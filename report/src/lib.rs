@@ -7,10 +7,9 @@
 //! - [`keys`]: where the keys come from, the headers they travel in, and the
 //!   constant-time bearer check of `POST /run`'s token.
 //! - [`RunRequest`]: the inputs JSON of `run --inputs` and `POST /run`.
-//! - [`from_wit`] and the mirror types ([`Outputs`], [`WorkflowError`], ...):
-//!   the component's answer as this crate reads it. Each side's generated
-//!   bindings derive `Serialize`, so this crate needs neither wasmtime nor
-//!   wit-bindgen.
+//! - the mirror types ([`Outputs`], [`WorkflowError`], ...): the component's
+//!   answer as this crate reads it. Each side moves its generated bindings
+//!   into them, so this crate needs neither wasmtime nor wit-bindgen.
 //! - [`render_outputs`] and [`summary`]: the outputs object (`usage-sync run`'s
 //!   stdout, the component's `POST /run` answer) and one line for a person.
 //! - [`Failure`]: the error object `{"error": {...}}` and its one line.
@@ -50,8 +49,6 @@ pub use failure::Failure;
 pub use hex::hex;
 pub use render::{event_json, render_outputs, summary};
 pub use request::{Rounding, RunRequest, Scalar};
-#[cfg(feature = "serde")]
-pub use wit::from_wit;
 pub use wit::{
     Delivery, Interval, LedgerMark, Meter, MeterEvent, Outputs, PlannedRequest, Step, StepFailure,
     StripeRead, Unbilled, Verification, WorkflowError,

@@ -1,27 +1,14 @@
 //! The mirror types of `wit/usage-sync.wit`'s records: what the component
-//! returns, as this crate reads it. Each side's generated bindings derive
-//! `Serialize`, and [`from_wit`] carries a value across by field and case
-//! name, so this crate needs neither wasmtime nor wit-bindgen.
+//! returns, as this crate reads it. Each side moves its generated bindings
+//! into them field by field (the host's `mirror` module, the component's
+//! `handler`), so this crate needs neither wasmtime nor wit-bindgen.
 
 use crate::prelude::*;
 #[cfg(feature = "serde")]
-use serde::de::DeserializeOwned;
-#[cfg(feature = "serde")]
 use serde::{Deserialize, Serialize};
-
-/// A generated WIT value as the mirror type here (same field and case names).
-/// An error means the mirror types no longer match `wit/usage-sync.wit`: a
-/// bug of ours, reported as such rather than a panic.
-#[cfg(feature = "serde")]
-pub fn from_wit<T: Serialize, U: DeserializeOwned>(value: &T) -> Result<U, String> {
-    serde_json::to_value(value)
-        .and_then(serde_json::from_value)
-        .map_err(|e| format!("the component's answer does not match the report types: {e}"))
-}
 
 /// A step of the workflow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(Deserialize))]
 pub enum Step {
     /// Amberflo `POST /usage`.
     QueryUsage,
@@ -39,7 +26,6 @@ pub enum Step {
 
 /// How a window is cut into meter events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(Deserialize))]
 pub enum Interval {
     /// One event per UTC day.
     Day,
@@ -51,7 +37,6 @@ pub enum Interval {
 
 /// How a run knew Stripe already held an interval's event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(Deserialize))]
 pub enum Verification {
     /// Stripe refused the identifier as a duplicate.
     Identifier,
@@ -63,7 +48,6 @@ pub enum Verification {
 
 /// The Stripe meter the events went to.
 #[derive(Clone, Debug)]
-#[cfg_attr(feature = "serde", derive(Deserialize))]
 pub struct Meter {
     /// `mtr_...`
     pub id: String,
@@ -79,7 +63,6 @@ pub struct Meter {
 
 /// A read of Stripe made before writing.
 #[derive(Clone, Debug)]
-#[cfg_attr(feature = "serde", derive(Deserialize))]
 pub struct StripeRead {
     /// `GET`.
     pub method: String,
@@ -93,7 +76,6 @@ pub struct StripeRead {
 
 /// What is known about a Stripe write when a step fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(Deserialize))]
 pub enum Delivery {
     /// Nothing was sent, or the step does not write.
     NotSent,
@@ -105,7 +87,6 @@ pub enum Delivery {
 
 /// One meter event of a run.
 #[derive(Clone, Debug)]
-#[cfg_attr(feature = "serde", derive(Deserialize))]
 pub struct MeterEvent {
     /// Stripe's `identifier`.
     pub meter_event_id: String,
@@ -133,7 +114,6 @@ pub struct MeterEvent {
     pub corrected_to: Option<String>,
     /// Carried out of a period whose invoice is final: the start of the open
     /// period it was recorded in (the window is the closed interval it bills).
-    #[cfg_attr(feature = "serde", serde(default))]
     pub carried_into: Option<i64>,
     /// Requests made, retries included.
     pub attempts: u32,
@@ -141,7 +121,6 @@ pub struct MeterEvent {
 
 /// A request a dry run would send.
 #[derive(Clone, Debug)]
-#[cfg_attr(feature = "serde", derive(Deserialize))]
 pub struct PlannedRequest {
     /// The HTTP method.
     pub method: String,
@@ -155,7 +134,6 @@ pub struct PlannedRequest {
 
 /// What a run returns.
 #[derive(Clone, Debug)]
-#[cfg_attr(feature = "serde", derive(Deserialize))]
 pub struct Outputs {
     /// Amberflo's `clientMeters`, verbatim JSON.
     pub usage_result: String,
@@ -182,10 +160,8 @@ pub struct Outputs {
     /// What each UTC day written to now holds, for the next run's lag check.
     pub marks: Vec<LedgerMark>,
     /// Usage no invoice bills now.
-    #[cfg_attr(feature = "serde", serde(default))]
     pub unbilled: Vec<Unbilled>,
     /// When the current periods of the items on the meter end.
-    #[cfg_attr(feature = "serde", serde(default))]
     pub period_ends: Vec<i64>,
     /// Nothing was sent: a dry run.
     pub dry_run: bool,
@@ -244,7 +220,6 @@ impl Outputs {
 
 /// A step that failed, as the component tells it.
 #[derive(Clone, Debug)]
-#[cfg_attr(feature = "serde", derive(Deserialize))]
 pub struct StepFailure {
     /// Which step.
     pub step: Step,
@@ -268,7 +243,6 @@ pub struct StepFailure {
 
 /// The component's error.
 #[derive(Clone, Debug)]
-#[cfg_attr(feature = "serde", derive(Deserialize))]
 pub enum WorkflowError {
     /// Bad input: nothing was sent.
     InvalidInput(String),

@@ -150,9 +150,7 @@ mod tests {
             Step::ReadInvoices,
             Step::RecordStripeMeter,
         ] {
-            let name = usage_sync_report::from_wit::<_, usage_sync_report::Step>(&step)
-                .map(|s| s.name())
-                .unwrap();
+            let name = usage_sync_report::Step::from(step).name();
             assert!(
                 DECLARED.iter().any(|r| r.step == name),
                 "step {name} calls no declared route"

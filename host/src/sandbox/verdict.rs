@@ -73,10 +73,10 @@ pub(crate) fn classify<T>(
         if let Err(error) = &guest {
             message = format!(
                 "{message} (the workflow then reported: {})",
-                guest_failure(error).message()
+                guest_failure(error.clone()).message()
             );
         }
         return Err(Failure::Sandbox(message, delivery));
     }
-    guest.map_err(|e| guest_failure(&e))
+    guest.map_err(guest_failure)
 }
