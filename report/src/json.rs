@@ -80,6 +80,8 @@ pub fn parse(text: &[u8]) -> Result<Json<'_>, String> {
         at: 0,
         depth: 0,
         values: 0,
+        items: Vec::new(),
+        members: Vec::new(),
     };
     let value = reader.value()?;
     reader.space();
@@ -162,7 +164,8 @@ impl<'a> Json<'a> {
 
     /// The text of a whole number (what every `integer::<T>` shares).
     fn whole(&self) -> Result<&str, String> {
-        let whole = matches!(self.value, Value::Number) && !self.raw.contains(['.', 'e', 'E']);
+        let whole = matches!(self.value, Value::Number)
+            && !self.raw.bytes().any(|b| matches!(b, b'.' | b'e' | b'E'));
         if !whole {
             return Err(self.expected("a whole number"));
         }
@@ -320,6 +323,12 @@ struct Reader<'a> {
     at: usize,
     depth: usize,
     values: usize,
+    /// The items of the arrays being read, innermost last: each array is
+    /// moved out in one allocation of its size when it closes, where growing
+    /// a `Vec` per array and shrinking it to size took two or three.
+    items: Vec<Json<'a>>,
+    /// The same for the members of the objects being read.
+    members: Vec<(Cow<'a, str>, Json<'a>)>,
 }
 
 impl<'a> Reader<'a> {
@@ -523,22 +532,39 @@ impl<'a> Reader<'a> {
     }
 
     fn array(&mut self) -> Result<Value<'a>, String> {
-        let mut items = Vec::new();
         self.space();
         if self.peek() == Some(b']') {
             self.at += 1;
-            return Ok(Value::Array(items));
+            return Ok(Value::Array(Vec::new()));
         }
+        let base = self.items.len();
+        // Past this many items an array grows in an allocation of its own,
+        // so a huge one is never held twice (on the stack and copied out).
+        const OWN: usize = 1024;
+        let mut own = Vec::new();
         loop {
-            items.push(self.value()?);
+            let item = self.value()?;
+            if own.is_empty() {
+                self.items.push(item);
+                if self.items.len() - base == OWN {
+                    own = self.items.split_off(base);
+                }
+            } else {
+                own.push(item);
+            }
             self.space();
             match self.peek() {
                 Some(b',') => self.at += 1,
                 Some(b']') => {
                     self.at += 1;
-                    // Held to size: see MAX_VALUES.
-                    items.shrink_to_fit();
-                    return Ok(Value::Array(items));
+                    // Allocated to size (`split_off` allocates the exact
+                    // size): see MAX_VALUES.
+                    if own.is_empty() {
+                        own = self.items.split_off(base);
+                    } else {
+                        own.shrink_to_fit();
+                    }
+                    return Ok(Value::Array(own));
                 }
                 None => return Err(self.error("EOF while parsing a list")),
                 Some(_) => return Err(self.error("expected `,` or `]`")),
@@ -547,12 +573,12 @@ impl<'a> Reader<'a> {
     }
 
     fn object(&mut self) -> Result<Value<'a>, String> {
-        let mut members: Vec<(Cow<'a, str>, Json<'a>)> = Vec::new();
         self.space();
         if self.peek() == Some(b'}') {
             self.at += 1;
-            return Ok(Value::Object(members));
+            return Ok(Value::Object(Vec::new()));
         }
+        let base = self.members.len();
         loop {
             self.space();
             if self.peek() != Some(b'"') {
@@ -567,6 +593,7 @@ impl<'a> Reader<'a> {
             self.at += 1;
             let value = self.value()?;
             // Few keys: a scan; many: checked once, sorted, at the end.
+            let members = &self.members[base..];
             if members.len() < 16 && members.iter().any(|(k, _)| *k == key) {
                 self.at = key_at;
                 return Err(self.error(&format!("the key `{key}` appears twice")));
@@ -575,7 +602,7 @@ impl<'a> Reader<'a> {
                 self.at = key_at;
                 return Err(self.error(&format!("an object has more than {MAX_KEYS} keys")));
             }
-            members.push((key, value));
+            self.members.push((key, value));
             self.space();
             match self.peek() {
                 Some(b',') => self.at += 1,
@@ -587,7 +614,9 @@ impl<'a> Reader<'a> {
                 Some(_) => return Err(self.error("expected `,` or `}`")),
             }
         }
-        members.shrink_to_fit();
+        // Allocated to size (`split_off` allocates the exact size); an
+        // object has at most MAX_KEYS.
+        let members = self.members.split_off(base);
         if members.len() > 16 {
             // Sorted, a key twice is two neighbours (a B-tree set would cost
             // the component about 5 KB more).
@@ -1024,6 +1053,30 @@ mod against_serde_json {
                 .map(|(k, v)| (k.to_string(), to_serde(v)))
                 .collect::<serde_json::Map<_, _>>()
                 .into(),
+        }
+    }
+
+    /// Containers of thousands of values (which keep the reader's stack's
+    /// allocation) beside, inside and after small ones: read as written.
+    #[test]
+    fn big_containers_anywhere_are_read_whole() {
+        let many = |n: usize| (0..n).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+        let keys = |n: usize| {
+            (0..n)
+                .map(|i| format!(r#""k{i}":[{i}]"#))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        for text in [
+            format!("[{}]", many(5000)),
+            format!("[[1,2],[{}],[3]]", many(3000)),
+            format!(r#"[[{}],{{"a":[{}]}},4]"#, many(1500), many(1024)),
+            format!(r#"{{"x":1,"y":[{}],"z":{{{}}}}}"#, many(2048), keys(1100)),
+            format!(r#"[{{{}}},{{"b":{{{}}}}}]"#, keys(1024), keys(2000)),
+        ] {
+            let ours = to_serde(&parse(text.as_bytes()).unwrap());
+            let theirs: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(ours, theirs, "{}", &text[..40]);
         }
     }
 
