@@ -22,11 +22,17 @@ pub const USER_AGENT: &str = concat!("usage-sync/", env!("CARGO_PKG_VERSION"));
 /// Responses larger than this are refused (the host may cap lower).
 const MAX_RESPONSE: usize = 16 << 20;
 
+/// The response headers the workflow reads: Stripe's request id (for
+/// support) and the retry advice of either provider. Only these are taken
+/// from the host, each by name: reading every header (Stripe sends a dozen
+/// or more) cost four allocations a header in the component.
+pub const READ_HEADERS: [&str; 3] = ["request-id", "stripe-should-retry", "retry-after"];
+
 /// A provider's answer.
 pub struct Reply {
     /// The HTTP status.
     pub status: u16,
-    /// Names lowercased.
+    /// The headers of [`READ_HEADERS`] it has, names lowercase.
     pub headers: Vec<(String, String)>,
     /// The whole body.
     pub body: Vec<u8>,
@@ -162,17 +168,14 @@ impl Pending {
             .map_err(|()| NoAnswer::not_sent("the response was already taken"))?
             .map_err(|code| failure(&code))?;
         let status = response.status();
-        let headers = response
-            .headers()
-            .entries()
-            .into_iter()
-            .map(|(name, value)| {
-                (
-                    name.to_ascii_lowercase(),
-                    String::from_utf8_lossy(&value).into_owned(),
-                )
-            })
-            .collect();
+        let fields = response.headers();
+        let mut headers = Vec::new();
+        for name in READ_HEADERS {
+            // Field names are case-insensitive (RFC 9110); so is the lookup.
+            if let Some(value) = fields.get(name).into_iter().next() {
+                headers.push((name.into(), String::from_utf8_lossy(&value).into_owned()));
+            }
+        }
         let lost_body = |(message, retryable): (String, bool)| NoAnswer {
             message: format!("HTTP {status}, then the body could not be read: {message}"),
             maybe_sent: true,
