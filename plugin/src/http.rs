@@ -224,6 +224,8 @@ fn read_body(incoming: IncomingBody) -> Result<Vec<u8>, (String, bool)> {
             .map_err(|()| ("the body stream was already taken".to_string(), false))?;
         loop {
             match stream.blocking_read(64 * 1024) {
+                // Most answers come in one chunk: kept, not copied.
+                Ok(chunk) if body.is_empty() => body = chunk,
                 Ok(chunk) => body.extend_from_slice(&chunk),
                 Err(StreamError::Closed) => break,
                 Err(StreamError::LastOperationFailed(e)) => {
