@@ -106,6 +106,31 @@ fn config(amberflo: &Amberflo, stripe: &Stripe) -> RunConfig {
     )
 }
 
+/// Where `-- instructions` has valgrind's cachegrind write its counts: set,
+/// every `usage-sync` the bench starts runs under it.
+static CACHEGRIND: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// The instructions of a per-row `sync` of `rows` rows, one row at a time,
+/// counted by cachegrind (the whole process: its start too).
+fn instructions(rows: usize) -> u64 {
+    let dir = CACHEGRIND.get().unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    sync_rows(rows, 1, 1);
+    let out = std::fs::read_dir(dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(out).unwrap();
+    let summary = text
+        .lines()
+        .find_map(|l| l.strip_prefix("summary: "))
+        .unwrap();
+    summary.trim().parse().unwrap()
+}
+
 /// Instantiate + call, stopping at input validation: no HTTP at all.
 async fn overhead(sandbox: &Sandbox, config: &RunConfig) -> Duration {
     let inputs = Inputs {
@@ -296,7 +321,18 @@ fn usage_sync(
     state: &std::path::Path,
 ) -> Command {
     // USAGE_SYNC_BENCH_BIN=FILE runs another build of the CLI (an A/B of the host).
-    let mut command = Command::new(std::env::var_os("USAGE_SYNC_BENCH_BIN").unwrap_or(BIN.into()));
+    let bin = std::env::var_os("USAGE_SYNC_BENCH_BIN").unwrap_or(BIN.into());
+    let mut command = match CACHEGRIND.get() {
+        Some(dir) => {
+            let mut valgrind = Command::new("valgrind");
+            valgrind
+                .args(["-q", "--tool=cachegrind", "--cache-sim=no"])
+                .arg(format!("--cachegrind-out-file={}/%p.out", dir.display()))
+                .arg(bin);
+            valgrind
+        }
+        None => Command::new(bin),
+    };
     command
         .arg(subcommand)
         .args([
@@ -1139,22 +1175,45 @@ fn main() {
         let _ = std::fs::remove_dir_all(cache_dir());
         return;
     }
-    // `cargo bench --bench sync -- throughput`: only 10,000 rows (for profiling).
+    // `cargo bench --bench sync -- instructions`: the instructions a row of
+    // the per-row sync, counted by valgrind: what an A/B of builds compares
+    // on a noisy machine (the same build counts the same to 0.01 %). One
+    // row at a time: a pool of instances for more reserves more address
+    // space than valgrind manages. Two runs, so the process's start cancels.
+    if std::env::args().any(|arg| arg == "instructions") {
+        let dir = std::env::temp_dir().join(format!("usage-sync-bench-cg-{}", std::process::id()));
+        CACHEGRIND.set(dir.clone()).unwrap();
+        // Under valgrind the CPU has other features: the component is
+        // compiled again for them, once, before counting.
+        instructions(10);
+        let (few, many) = (instructions(100), instructions(300));
+        println!(
+            "instructions a row (per-row query, one row at a time, valgrind): {} (100 rows: {few}, 300 rows: {many})",
+            (many - few) / 200
+        );
+        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_dir_all(cache_dir());
+        return;
+    }
+    // `cargo bench --bench sync -- throughput`: only 10,000 rows (for
+    // profiling); USAGE_SYNC_BENCH_ROWS=N another count.
     if std::env::args().any(|arg| arg == "throughput") {
+        let rows = std::env::var("USAGE_SYNC_BENCH_ROWS").map_or(10_000, |n| n.parse().unwrap());
         // The sync's CPU a row (its one child's, the emulators run in this
         // process): steadier than rows/s on a machine the emulators share, so
         // what an A/B of builds compares.
-        let cpu_per_row =
-            |since: Duration| children_cpu().saturating_sub(since).as_secs_f64() * 1e6 / 10_000.0;
+        let cpu_per_row = |since: Duration| {
+            children_cpu().saturating_sub(since).as_secs_f64() * 1e6 / rows as f64
+        };
         let before = children_cpu();
-        let (per_row, _) = sync_rows(10_000, 64, 1);
+        let (per_row, _) = sync_rows(rows, 64, 1);
         let per_row_cpu = cpu_per_row(before);
         let before = children_cpu();
-        let (batched, _, sent) = sync_rows_sent(10_000, 64, BATCH);
+        let (batched, _, sent) = sync_rows_sent(rows, 64, BATCH);
         let batched_cpu = cpu_per_row(before);
-        let native = runtime.block_on(native_rows(10_000, 64, &sent));
+        let native = runtime.block_on(native_rows(rows, 64, &sent));
         println!(
-            "10,000 rows: sync {per_row:.0} rows/s per-row query, {batched:.0} rows/s batched, native {native:.0} rows/s"
+            "{rows} rows: sync {per_row:.0} rows/s per-row query, {batched:.0} rows/s batched, native {native:.0} rows/s"
         );
         println!(
             "CPU of the sync a row: {per_row_cpu:.0} µs per-row query, {batched_cpu:.0} µs batched"
