@@ -18,8 +18,7 @@ use crate::prelude::*;
 
 use crate::credentials::{self, Caller};
 use crate::exports::usage_sync::workflow::workflow::{
-    Delivery, Endpoints, Inputs, Interval, MeterEvent, Options, Outputs, Rounding, Step,
-    StepFailure, Verification, WorkflowError,
+    Endpoints, Inputs, Interval, Options, Rounding,
 };
 use crate::workflow;
 use usage_sync_report::json::Out;
@@ -88,137 +87,22 @@ fn respond(request: IncomingRequest) -> (u16, String) {
         stripe_url: env_or("STRIPE_BASE_URL", defaults::STRIPE_URL),
     };
     match workflow::run(&endpoints, options, inputs, &[], None) {
-        Ok(outputs) => (200, render_outputs(&outputs_of(outputs))),
+        Ok(outputs) => (200, render_outputs(&outputs.into())),
         Err(error) => {
-            let failure = failure_of(error);
+            let failure = Failure::from(report::WorkflowError::from(error));
             (failure.http_status(), failure.render())
         }
     }
 }
 
-// The report's mirror types, field by field (as the host's `mirror` does).
-fn outputs_of(o: Outputs) -> report::Outputs {
-    report::Outputs {
-        usage_result: o.usage_result,
-        event_name: o.event_name,
-        window_start: o.window_start,
-        window_end: o.window_end,
-        measured_total: o.measured_total,
-        billed_total: o.billed_total,
-        meter: report::Meter {
-            id: o.meter.id,
-            event_name: o.meter.event_name,
-            customer_key: o.meter.customer_key,
-            value_key: o.meter.value_key,
-            pre_aggregated: o.meter.pre_aggregated.map(|i| match i {
-                Interval::Day => report::Interval::Day,
-                Interval::Hour => report::Interval::Hour,
-                Interval::Window => report::Interval::Window,
-            }),
-        },
-        events: o.events.into_iter().map(event_of).collect(),
-        reads: o
-            .reads
-            .into_iter()
-            .map(|r| report::StripeRead {
-                method: r.method,
-                url: r.url,
-                status: r.status,
-                answer: r.answer,
-            })
-            .collect(),
-        planned: o
-            .planned
-            .into_iter()
-            .map(|p| report::PlannedRequest {
-                method: p.method,
-                url: p.url,
-                headers: p.headers,
-                body: p.body,
-            })
-            .collect(),
-        sources: o.sources,
-        marks: o
-            .marks
-            .into_iter()
-            .map(|m| report::LedgerMark {
-                meter_id: m.meter_id,
-                day_start: m.day_start,
-                through: m.through,
-                total: m.total,
-                at: m.at,
-            })
-            .collect(),
-        unbilled: o
-            .unbilled
-            .into_iter()
-            .map(|u| report::Unbilled {
-                window_start: u.window_start,
-                window_end: u.window_end,
-                quantity: u.quantity,
-                period_start: u.period_start,
-                period_end: u.period_end,
-                invoice: u.invoice,
-                status: u.status,
-                written: u.written,
-            })
-            .collect(),
-        period_ends: o.period_ends,
-        dry_run: o.dry_run,
-    }
-}
-
-fn event_of(e: MeterEvent) -> report::MeterEvent {
-    report::MeterEvent {
-        meter_event_id: e.meter_event_id,
-        event_name: e.event_name,
-        usage_quantity: e.usage_quantity,
-        amberflo_total: e.amberflo_total,
-        window_start: e.window_start,
-        window_end: e.window_end,
-        timestamp: e.timestamp,
-        already_recorded: e.already_recorded,
-        verified_by: e.verified_by.map(|v| match v {
-            Verification::Identifier => report::Verification::Identifier,
-            Verification::Summary => report::Verification::Summary,
-            Verification::RecentWrite => report::Verification::RecentWrite,
-        }),
-        stripe_value: e.stripe_value,
-        drift: e.drift,
-        corrected_to: e.corrected_to,
-        carried_into: e.carried_into,
-        attempts: e.attempts,
-    }
-}
-
-fn failure_of(error: WorkflowError) -> Failure {
-    let f: StepFailure = match error {
-        WorkflowError::InvalidInput(message) => return Failure::BadInput(message),
-        WorkflowError::StepFailed(f) => f,
+// The report's mirror types, moved field by field (as the host moves them).
+mod wit {
+    pub use crate::exports::usage_sync::workflow::workflow::{
+        Delivery, Interval, LedgerMark, Meter, MeterEvent, Outputs, PlannedRequest, Step,
+        StepFailure, StripeRead, Unbilled, Verification, WorkflowError,
     };
-    Failure::Provider(Box::new(report::StepFailure {
-        step: match f.step {
-            Step::QueryUsage => report::Step::QueryUsage,
-            Step::RecordStripeMeter => report::Step::RecordStripeMeter,
-            Step::FindMeter => report::Step::FindMeter,
-            Step::ReadSummaries => report::Step::ReadSummaries,
-            Step::ReadSubscriptions => report::Step::ReadSubscriptions,
-            Step::ReadInvoices => report::Step::ReadInvoices,
-        },
-        status: f.status,
-        message: f.message,
-        request_id: f.request_id,
-        delivery: match f.delivery {
-            Delivery::NotSent => report::Delivery::NotSent,
-            Delivery::Rejected => report::Delivery::Rejected,
-            Delivery::Unknown => report::Delivery::Unknown,
-        },
-        attempts: f.attempts,
-        window_start: f.window_start,
-        window_end: f.window_end,
-        recorded: f.recorded.into_iter().map(event_of).collect(),
-    }))
 }
+usage_sync_report::mirror_from!(wit);
 
 /// Only a caller presenting the configured token runs anything; without a
 /// token configured, nobody does (an open endpoint would bill for anyone).

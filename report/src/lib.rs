@@ -49,6 +49,8 @@ pub use failure::Failure;
 pub use hex::hex;
 pub use render::{event_json, render_outputs, summary};
 pub use request::{Rounding, RunRequest, Scalar};
+#[doc(hidden)]
+pub use wit::mirror_each;
 pub use wit::{
     Delivery, Interval, LedgerMark, Meter, MeterEvent, Outputs, PlannedRequest, Step, StepFailure,
     StripeRead, Unbilled, Verification, WorkflowError,

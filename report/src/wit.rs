@@ -1,7 +1,7 @@
 //! The mirror types of `wit/usage-sync.wit`'s records: what the component
 //! returns, as this crate reads it. Each side moves its generated bindings
-//! into them field by field (the host's `mirror` module, the component's
-//! `handler`), so this crate needs neither wasmtime nor wit-bindgen.
+//! into them field by field with [`mirror_from!`], so this crate needs
+//! neither wasmtime nor wit-bindgen.
 
 use crate::prelude::*;
 #[cfg(feature = "serde")]
@@ -262,4 +262,197 @@ impl Step {
             Step::ReadInvoices => "read-invoices",
         }
     }
+}
+
+/// The conversions from a side's generated bindings into these mirror
+/// types, moving every field: `mirror_from!(wit)` where `wit` names the
+/// module holding that side's `Outputs`, `StepFailure`, ... (the host's
+/// wasmtime bindings, the component's wit-bindgen ones). One definition for
+/// both sides, so they cannot map a field differently; a WIT field the
+/// mirror lacks fails to compile on either side.
+#[macro_export]
+macro_rules! mirror_from {
+    ($wit:ident) => {
+        impl ::core::convert::From<$wit::Outputs> for $crate::Outputs {
+            fn from(o: $wit::Outputs) -> Self {
+                $crate::Outputs {
+                    usage_result: o.usage_result,
+                    event_name: o.event_name,
+                    window_start: o.window_start,
+                    window_end: o.window_end,
+                    measured_total: o.measured_total,
+                    billed_total: o.billed_total,
+                    meter: o.meter.into(),
+                    events: $crate::mirror_each(o.events),
+                    planned: $crate::mirror_each(o.planned),
+                    reads: $crate::mirror_each(o.reads),
+                    sources: o.sources,
+                    marks: $crate::mirror_each(o.marks),
+                    unbilled: $crate::mirror_each(o.unbilled),
+                    period_ends: o.period_ends,
+                    dry_run: o.dry_run,
+                }
+            }
+        }
+
+        impl ::core::convert::From<$wit::Meter> for $crate::Meter {
+            fn from(m: $wit::Meter) -> Self {
+                $crate::Meter {
+                    id: m.id,
+                    event_name: m.event_name,
+                    customer_key: m.customer_key,
+                    value_key: m.value_key,
+                    pre_aggregated: m.pre_aggregated.map(::core::convert::Into::into),
+                }
+            }
+        }
+
+        impl ::core::convert::From<$wit::Interval> for $crate::Interval {
+            fn from(i: $wit::Interval) -> Self {
+                match i {
+                    $wit::Interval::Day => $crate::Interval::Day,
+                    $wit::Interval::Hour => $crate::Interval::Hour,
+                    $wit::Interval::Window => $crate::Interval::Window,
+                }
+            }
+        }
+
+        impl ::core::convert::From<$wit::Verification> for $crate::Verification {
+            fn from(v: $wit::Verification) -> Self {
+                match v {
+                    $wit::Verification::Identifier => $crate::Verification::Identifier,
+                    $wit::Verification::Summary => $crate::Verification::Summary,
+                    $wit::Verification::RecentWrite => $crate::Verification::RecentWrite,
+                }
+            }
+        }
+
+        impl ::core::convert::From<$wit::MeterEvent> for $crate::MeterEvent {
+            fn from(e: $wit::MeterEvent) -> Self {
+                $crate::MeterEvent {
+                    meter_event_id: e.meter_event_id,
+                    event_name: e.event_name,
+                    usage_quantity: e.usage_quantity,
+                    amberflo_total: e.amberflo_total,
+                    window_start: e.window_start,
+                    window_end: e.window_end,
+                    timestamp: e.timestamp,
+                    already_recorded: e.already_recorded,
+                    verified_by: e.verified_by.map(::core::convert::Into::into),
+                    stripe_value: e.stripe_value,
+                    drift: e.drift,
+                    corrected_to: e.corrected_to,
+                    carried_into: e.carried_into,
+                    attempts: e.attempts,
+                }
+            }
+        }
+
+        impl ::core::convert::From<$wit::PlannedRequest> for $crate::PlannedRequest {
+            fn from(p: $wit::PlannedRequest) -> Self {
+                $crate::PlannedRequest {
+                    method: p.method,
+                    url: p.url,
+                    headers: p.headers,
+                    body: p.body,
+                }
+            }
+        }
+
+        impl ::core::convert::From<$wit::StripeRead> for $crate::StripeRead {
+            fn from(r: $wit::StripeRead) -> Self {
+                $crate::StripeRead {
+                    method: r.method,
+                    url: r.url,
+                    status: r.status,
+                    answer: r.answer,
+                }
+            }
+        }
+
+        impl ::core::convert::From<$wit::LedgerMark> for $crate::LedgerMark {
+            fn from(m: $wit::LedgerMark) -> Self {
+                $crate::LedgerMark {
+                    meter_id: m.meter_id,
+                    day_start: m.day_start,
+                    through: m.through,
+                    total: m.total,
+                    at: m.at,
+                }
+            }
+        }
+
+        impl ::core::convert::From<$wit::Unbilled> for $crate::Unbilled {
+            fn from(u: $wit::Unbilled) -> Self {
+                $crate::Unbilled {
+                    window_start: u.window_start,
+                    window_end: u.window_end,
+                    quantity: u.quantity,
+                    period_start: u.period_start,
+                    period_end: u.period_end,
+                    invoice: u.invoice,
+                    status: u.status,
+                    written: u.written,
+                }
+            }
+        }
+
+        impl ::core::convert::From<$wit::Step> for $crate::Step {
+            fn from(s: $wit::Step) -> Self {
+                match s {
+                    $wit::Step::QueryUsage => $crate::Step::QueryUsage,
+                    $wit::Step::RecordStripeMeter => $crate::Step::RecordStripeMeter,
+                    $wit::Step::FindMeter => $crate::Step::FindMeter,
+                    $wit::Step::ReadSummaries => $crate::Step::ReadSummaries,
+                    $wit::Step::ReadSubscriptions => $crate::Step::ReadSubscriptions,
+                    $wit::Step::ReadInvoices => $crate::Step::ReadInvoices,
+                }
+            }
+        }
+
+        impl ::core::convert::From<$wit::Delivery> for $crate::Delivery {
+            fn from(d: $wit::Delivery) -> Self {
+                match d {
+                    $wit::Delivery::NotSent => $crate::Delivery::NotSent,
+                    $wit::Delivery::Rejected => $crate::Delivery::Rejected,
+                    $wit::Delivery::Unknown => $crate::Delivery::Unknown,
+                }
+            }
+        }
+
+        impl ::core::convert::From<$wit::StepFailure> for $crate::StepFailure {
+            fn from(f: $wit::StepFailure) -> Self {
+                $crate::StepFailure {
+                    step: f.step.into(),
+                    status: f.status,
+                    message: f.message,
+                    request_id: f.request_id,
+                    delivery: f.delivery.into(),
+                    attempts: f.attempts,
+                    window_start: f.window_start,
+                    window_end: f.window_end,
+                    recorded: $crate::mirror_each(f.recorded),
+                }
+            }
+        }
+
+        impl ::core::convert::From<$wit::WorkflowError> for $crate::WorkflowError {
+            fn from(e: $wit::WorkflowError) -> Self {
+                match e {
+                    $wit::WorkflowError::InvalidInput(why) => {
+                        $crate::WorkflowError::InvalidInput(why)
+                    }
+                    $wit::WorkflowError::StepFailed(f) => {
+                        $crate::WorkflowError::StepFailed(f.into())
+                    }
+                }
+            }
+        }
+    };
+}
+
+/// Every item of a list, converted (for [`mirror_from!`]).
+#[doc(hidden)]
+pub fn mirror_each<T, U: From<T>>(items: Vec<T>) -> Vec<U> {
+    items.into_iter().map(U::from).collect()
 }
