@@ -23,16 +23,17 @@ pub const USER_AGENT: &str = concat!("usage-sync/", env!("CARGO_PKG_VERSION"));
 const MAX_RESPONSE: usize = 16 << 20;
 
 /// The response headers the workflow reads: Stripe's request id (for
-/// support) and the retry advice of either provider. Only these are taken
-/// from the host, each by name: reading every header (Stripe sends a dozen
-/// or more) cost four allocations a header in the component.
+/// support; first, read from every answer) and the retry advice of either
+/// provider (read only from an answer that is not a success). Only these
+/// are taken from the host, each by name: reading every header (Stripe sends
+/// a dozen or more) cost four allocations a header in the component.
 pub const READ_HEADERS: [&str; 3] = ["request-id", "stripe-should-retry", "retry-after"];
 
 /// A provider's answer.
 pub struct Reply {
     /// The HTTP status.
     pub status: u16,
-    /// The headers of [`READ_HEADERS`] it has, names lowercase.
+    /// The headers of [`READ_HEADERS`] it has and were read, names lowercase.
     pub headers: Vec<(String, String)>,
     /// The whole body.
     pub body: Vec<u8>,
@@ -114,19 +115,9 @@ fn start(
 ) -> Result<Pending, NoAnswer> {
     let (scheme, authority, path) = split_url(url)
         .ok_or_else(|| NoAnswer::not_sent(format!("`{url}` is not an http(s) URL")))?;
-    let fields = Fields::new();
     let length = body.map(|b| b.len().to_string());
     let length = length.as_deref().map(|l| ("Content-Length", l));
-    for (name, value) in headers.iter().chain(length.as_ref()) {
-        fields.append(name, value.as_bytes()).map_err(|e| {
-            let why = match e {
-                HeaderError::InvalidSyntax => "invalid syntax",
-                HeaderError::Forbidden => "forbidden",
-                HeaderError::Immutable => "immutable",
-            };
-            NoAnswer::not_sent(format!("header {name}: {why}"))
-        })?;
-    }
+    let fields = fields(headers.iter().chain(length.as_ref()))?;
     let request = OutgoingRequest::new(fields);
     let unset = |what: &str| NoAnswer::not_sent(format!("the host refused the request's {what}"));
     request.set_method(&method).map_err(|()| unset("method"))?;
@@ -158,19 +149,28 @@ impl Pending {
     /// Waits for the answer and reads it whole.
     pub fn wait(self) -> Result<Reply, NoAnswer> {
         let future = self.future;
+        // Waited for first: an answer is almost never in when it is asked
+        // for, and a `get` that finds none is one more trip through the host.
+        let ready = future.subscribe();
         let response = loop {
-            match future.get() {
-                Some(result) => break result,
-                None => future.subscribe().block(),
+            ready.block();
+            if let Some(result) = future.get() {
+                break result;
             }
         };
+        drop(ready);
         let response = response
             .map_err(|()| NoAnswer::not_sent("the response was already taken"))?
             .map_err(|code| failure(&code))?;
         let status = response.status();
         let fields = response.headers();
         let mut headers = Vec::new();
-        for name in READ_HEADERS {
+        // The retry advice matters only when the answer is not a success.
+        let wanted = match status {
+            200..=299 => &READ_HEADERS[..1],
+            _ => &READ_HEADERS[..],
+        };
+        for &name in wanted {
             // Field names are case-insensitive (RFC 9110); so is the lookup.
             if let Some(value) = fields.get(name).into_iter().next() {
                 headers.push((name.into(), String::from_utf8_lossy(&value).into_owned()));
@@ -194,25 +194,18 @@ impl Pending {
 }
 
 /// Writes as much of `body` as the stream takes; stops quietly when it closes.
+/// In pieces of what one `blocking-write-and-flush` takes (a request body is
+/// one piece): one trip through the host, where `check-write`, `write`,
+/// `flush` and a pollable took five.
 fn write_body(outgoing: &OutgoingBody, body: &[u8]) {
+    /// The most `blocking-write-and-flush` takes at once (WASI 0.2).
+    const PIECE: usize = 4096;
     let Ok(stream) = outgoing.write() else { return };
-    let ready = stream.subscribe();
-    let mut rest = body;
-    while !rest.is_empty() {
-        ready.block();
-        match stream.check_write() {
-            Ok(0) => continue,
-            Ok(permit) => {
-                let (chunk, tail) = rest.split_at(rest.len().min(permit as usize));
-                if stream.write(chunk).is_err() {
-                    return;
-                }
-                rest = tail;
-            }
-            Err(_) => return,
+    for piece in body.chunks(PIECE) {
+        if stream.blocking_write_and_flush(piece).is_err() {
+            return;
         }
     }
-    let _ = stream.flush();
 }
 
 /// The body, or why not and whether trying again could help.
@@ -240,8 +233,36 @@ fn read_body(incoming: IncomingBody) -> Result<Vec<u8>, (String, bool)> {
             }
         }
     }
-    drop(IncomingBody::finish(incoming));
+    // Read to its end: dropped, not `finish`ed for trailers no answer has
+    // (a trip through the host for the future, another to drop it).
+    drop(incoming);
     Ok(body)
+}
+
+/// The request's headers in one call (`from-list`), not a call per header:
+/// each is a trip through the host. Only when the host refuses one are they
+/// appended one by one, to name it.
+fn fields<'h>(
+    headers: impl Iterator<Item = &'h (&'h str, &'h str)> + Clone,
+) -> Result<Fields, NoAnswer> {
+    let entries: Vec<(String, Vec<u8>)> = headers
+        .clone()
+        .map(|(name, value)| ((*name).into(), value.as_bytes().into()))
+        .collect();
+    let refused = |e: HeaderError| match e {
+        HeaderError::InvalidSyntax => "invalid syntax",
+        HeaderError::Forbidden => "forbidden",
+        HeaderError::Immutable => "immutable",
+    };
+    Fields::from_list(&entries).map_err(|e| {
+        let one_by_one = Fields::new();
+        for (name, value) in headers {
+            if let Err(e) = one_by_one.append(name, value.as_bytes()) {
+                return NoAnswer::not_sent(format!("header {name}: {}", refused(e)));
+            }
+        }
+        NoAnswer::not_sent(format!("headers: {}", refused(e)))
+    })
 }
 
 fn split_url(url: &str) -> Option<(Scheme, &str, &str)> {

@@ -293,6 +293,25 @@ fn interrupted_by(signal: &str, name: &str) {
     assert_eq!(p.stripe.events().len(), 6);
 }
 
+#[test]
+fn a_query_larger_than_one_write_reaches_amberflo_whole() {
+    // The component writes a body in pieces of 4,096 bytes (what one
+    // `blocking-write-and-flush` takes): 450 customers make one query of more.
+    let (p, mapping) = customers(450, "big-query");
+    let run = p.sync(&sync_args(&mapping, &["--amberflo-batch", "450"]));
+    run.expect(0);
+    assert_eq!(lines(&run).last().unwrap()["summary"]["recorded"], 450);
+    let queries = p.amberflo_requests();
+    assert_eq!(queries.len(), 1);
+    assert!(
+        queries[0].body.len() > 4096,
+        "{} bytes",
+        queries[0].body.len()
+    );
+    let body: Value = serde_json::from_slice(&queries[0].body).unwrap();
+    assert_eq!(body["filter"]["customerId"].as_array().unwrap().len(), 450);
+}
+
 /// The Stripe bodies a sync sent, sorted (each row's order varies).
 fn stripe_bodies(p: &Providers) -> Vec<String> {
     let mut bodies: Vec<String> = p
