@@ -33,7 +33,8 @@ pub const READ_HEADERS: [&str; 3] = ["request-id", "stripe-should-retry", "retry
 pub struct Reply {
     /// The HTTP status.
     pub status: u16,
-    /// The headers of [`READ_HEADERS`] it has and were read, names lowercase.
+    /// Those of [`READ_HEADERS`] asked for (see there) that it has, names
+    /// lowercase.
     pub headers: Vec<(String, String)>,
     /// The whole body.
     pub body: Vec<u8>,
@@ -194,7 +195,7 @@ impl Pending {
 }
 
 /// Writes as much of `body` as the stream takes; stops quietly when it closes.
-/// In pieces of what one `blocking-write-and-flush` takes (a request body is
+/// In pieces of what one `blocking-write-and-flush` takes (a meter event is
 /// one piece): one trip through the host, where `check-write`, `write`,
 /// `flush` and a pollable took five.
 fn write_body(outgoing: &OutgoingBody, body: &[u8]) {
