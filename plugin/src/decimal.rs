@@ -94,6 +94,16 @@ impl Decimal {
         if self.units == 0 {
             return Decimal::ZERO;
         }
+        // Usage fits an `i64`: its division is one instruction on wasm,
+        // where an `i128`'s is a call.
+        if let Ok(mut units) = i64::try_from(self.units) {
+            while self.scale > 0 && units % 10 == 0 {
+                units /= 10;
+                self.scale -= 1;
+            }
+            self.units = i128::from(units);
+            return self;
+        }
         while self.scale > 0 && self.units % 10 == 0 {
             self.units /= 10;
             self.scale -= 1;
@@ -103,8 +113,17 @@ impl Decimal {
 
     /// `units` at `scale` digits after the point, if it fits.
     fn at_scale(self, scale: u32) -> Option<i128> {
-        self.units
-            .checked_mul(10i128.checked_pow(scale.checked_sub(self.scale)?)?)
+        let up = scale.checked_sub(self.scale)?;
+        if up == 0 {
+            return Some(self.units);
+        }
+        // In `i64` when it fits, as in `normalized`.
+        if let (Ok(units), Some(factor)) = (i64::try_from(self.units), 10i64.checked_pow(up))
+            && let Some(scaled) = units.checked_mul(factor)
+        {
+            return Some(i128::from(scaled));
+        }
+        self.units.checked_mul(10i128.checked_pow(up)?)
     }
 
     /// The sum, if it fits.
@@ -170,8 +189,19 @@ impl Decimal {
 
     /// The whole number `rounding` makes of it (`nearest`: halves away from zero).
     pub fn round(self, rounding: Rounding) -> i128 {
-        let divisor = 10i128.pow(self.scale);
-        let (quotient, remainder) = (self.units / divisor, self.units % divisor);
+        let (divisor, quotient, remainder) =
+            match (i64::try_from(self.units), 10i64.checked_pow(self.scale)) {
+                // In `i64` when it fits, as in `normalized`.
+                (Ok(units), Some(divisor)) => (
+                    i128::from(divisor),
+                    i128::from(units / divisor),
+                    i128::from(units % divisor),
+                ),
+                _ => {
+                    let divisor = 10i128.pow(self.scale);
+                    (divisor, self.units / divisor, self.units % divisor)
+                }
+            };
         if remainder == 0 {
             return quotient;
         }
@@ -208,6 +238,10 @@ fn digits_value(int: &str, frac: &str) -> Option<i128> {
             (chunk, len) = (0, 0);
         }
     }
+    // Up to 18 digits, the first chunk is the value: no `i128` arithmetic.
+    if value == 0 {
+        return Some(i128::from(chunk));
+    }
     value
         .checked_mul(10i128.pow(len))?
         .checked_add(i128::from(chunk))
@@ -220,7 +254,11 @@ fn out_of_range(text: &str) -> String {
 impl fmt::Display for Decimal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let sign = if self.units < 0 { "-" } else { "" };
-        let digits = self.units.unsigned_abs().to_string();
+        // In `u64` when it fits, as in `normalized`.
+        let digits = match u64::try_from(self.units.unsigned_abs()) {
+            Ok(small) => small.to_string(),
+            Err(_) => self.units.unsigned_abs().to_string(),
+        };
         let scale = self.scale as usize;
         if scale == 0 {
             return write!(f, "{sign}{digits}");
@@ -276,6 +314,62 @@ mod tests {
         assert_eq!(sum, Decimal::from_int(1));
         assert!(sum.is_integer());
         assert_eq!(d("0.05").checked_mul(d("1000")).unwrap().to_string(), "50");
+    }
+
+    #[test]
+    fn arithmetic_past_what_an_i64_holds_stays_exact() {
+        // Scaling up overflows an i64 (i64::MAX × 10): done in i128 instead.
+        let big = d("9223372036854775807");
+        assert_eq!(
+            big.checked_add(d("0.1")).unwrap().to_string(),
+            "9223372036854775807.1"
+        );
+        // Units beyond an i64, trailing zeros dropped.
+        assert_eq!(
+            d("12345678901234567890.10").to_string(),
+            "12345678901234567890.1"
+        );
+        assert_eq!(
+            d("99999999999999999999.5")
+                .checked_add(d("0.5"))
+                .unwrap()
+                .to_string(),
+            "100000000000000000000"
+        );
+        // Exactly at the boundary, and one past it.
+        assert_eq!(
+            d("-9223372036854775808.0").to_string(),
+            "-9223372036854775808"
+        );
+        assert_eq!(
+            d("9223372036854775808.50").to_string(),
+            "9223372036854775808.5"
+        );
+        assert_eq!(
+            d("0.000000000000000001")
+                .checked_add(d("1e-18"))
+                .unwrap()
+                .to_string(),
+            "0.000000000000000002"
+        );
+        assert_eq!(
+            d("99999999999999999999.5").round(Rounding::Nearest),
+            100_000_000_000_000_000_000
+        );
+        assert_eq!(
+            d("-9223372036854775808").round(Rounding::Floor),
+            -9_223_372_036_854_775_808
+        );
+        assert_eq!(d("-0.000000000000000005").round(Rounding::Ceil), 0);
+        assert_eq!(d("-0.000000000000000005").round(Rounding::Floor), -1);
+        // A product past an i64.
+        assert_eq!(
+            d("4294967296")
+                .checked_mul(d("-4294967296.5"))
+                .unwrap()
+                .to_string(),
+            "-18446744075857035264"
+        );
     }
 
     #[test]
