@@ -362,8 +362,25 @@ impl<'a> Reader<'a> {
     }
 
     fn space(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
-            self.at += 1;
+        /// Eight spaces, as one word.
+        const SPACES: u64 = u64::from_ne_bytes([b' '; 8]);
+        loop {
+            match self.peek() {
+                // Indentation (providers answer pretty-printed): a run of
+                // spaces skipped by the word, up to its first other byte.
+                Some(b' ') => {
+                    let rest = &self.text.as_bytes()[self.at..];
+                    match rest.first_chunk::<8>() {
+                        Some(chunk) => {
+                            let other = u64::from_le_bytes(*chunk) ^ SPACES;
+                            self.at += (other.trailing_zeros() / 8) as usize;
+                        }
+                        None => self.at += 1,
+                    }
+                }
+                Some(b'\t' | b'\n' | b'\r') => self.at += 1,
+                _ => return,
+            }
         }
     }
 
@@ -949,6 +966,21 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn space_of_any_length_is_skipped_to_the_byte() {
+        // Runs of spaces across two words, between and around values, at the
+        // very end of the text, and mixed with the other three.
+        for n in 0usize..20 {
+            let run = " ".repeat(n);
+            let text = format!("{run}[{run}1{run},\n{run}\"a\"\t{run}]{run}");
+            let json = parse(text.as_bytes()).unwrap();
+            assert_eq!(json.raw(), format!("[{run}1{run},\n{run}\"a\"\t{run}]"));
+            let items = json.array().unwrap();
+            assert_eq!((items[0].raw(), items[1].str().unwrap()), ("1", "a"));
+            assert!(parse(format!("[1{run}x]").as_bytes()).is_err());
         }
     }
 
