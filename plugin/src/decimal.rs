@@ -32,33 +32,44 @@ impl Decimal {
     /// Parses a JSON number (`42`, `-0.5`, `4040.0`, `1e3`, `2.5E-2`).
     pub fn parse(text: &str) -> Result<Decimal, String> {
         let bad = || format!("`{text}` is not a number");
-        let (negative, rest) = match text.strip_prefix('-') {
-            Some(rest) => (true, rest),
-            None => (false, text),
+        // One pass over the bytes: on wasm each `find`, `split_once` and
+        // `strip_prefix` is a scan or a `memcmp` call of its own.
+        let bytes = text.as_bytes();
+        let negative = bytes.first() == Some(&b'-');
+        let digits_from = |mut at: usize| {
+            while bytes.get(at).is_some_and(u8::is_ascii_digit) {
+                at += 1;
+            }
+            at
         };
-        let (mantissa, exponent) = match rest.find(['e', 'E']) {
-            Some(at) => {
-                let exp = &rest[at + 1..];
-                let exp = exp.strip_prefix('+').unwrap_or(exp);
-                let digits = exp.strip_prefix('-').unwrap_or(exp);
+        let int_start = usize::from(negative);
+        let mut at = digits_from(int_start);
+        let int = &text[int_start..at];
+        let mut frac = "";
+        if bytes.get(at) == Some(&b'.') {
+            let frac_start = at + 1;
+            at = digits_from(frac_start);
+            frac = &text[frac_start..at];
+            if frac.is_empty() {
+                return Err(bad());
+            }
+        }
+        if int.is_empty() {
+            return Err(bad());
+        }
+        let exponent = match bytes.get(at) {
+            None => 0,
+            Some(b'e' | b'E') => {
+                let exp = &text[at + 1..];
+                let digits = exp.strip_prefix(['+', '-']).unwrap_or(exp);
                 if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(bad());
                 }
                 // Beyond this no i128 holds the value anyway.
-                let exp: i64 = exp.parse().map_err(|_| out_of_range(text))?;
-                (&rest[..at], exp)
+                exp.parse::<i64>().map_err(|_| out_of_range(text))?
             }
-            None => (rest, 0),
+            Some(_) => return Err(bad()),
         };
-        let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-        let plain = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-        if int.is_empty()
-            || !plain(int)
-            || !plain(frac)
-            || (mantissa.contains('.') && frac.is_empty())
-        {
-            return Err(bad());
-        }
         let mut units = digits_value(int, frac).ok_or_else(|| out_of_range(text))?;
         if negative {
             units = -units;
@@ -288,12 +299,15 @@ mod tests {
             ("1e3", "1000"),
             ("2.5E-2", "0.025"),
             ("1E+2", "100"),
+            ("-12.5e-1", "-1.25"),
+            ("007", "7"),
             ("0.000000000000000001", "0.000000000000000001"),
         ] {
             assert_eq!(d(text).to_string(), shown, "{text}");
         }
         for bad in [
-            "", "-", ".5", "5.", "+1", "1e", "0x10", "1,5", "NaN", "\"42\"",
+            "", "-", ".5", "5.", "+1", "1e", "0x10", "1,5", "NaN", "\"42\"", "1.2.3", "--1", "-.5",
+            "1.e3", "1e5.0", "1e+", "1e+-5", "1e-+5", " 1", "1 ", "1\u{e9}", "\u{e9}1", "1e\u{e9}",
         ] {
             assert!(Decimal::parse(bad).is_err(), "{bad:?}");
         }
