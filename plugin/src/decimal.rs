@@ -264,6 +264,15 @@ fn out_of_range(text: &str) -> String {
 
 impl fmt::Display for Decimal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A whole number, what nearly every value sent is: its digits written
+        // at once (on wasm each `format!` and `write!` is a round of
+        // `core::fmt`'s dynamic calls).
+        if self.scale == 0 {
+            return match i64::try_from(self.units) {
+                Ok(small) => fmt::Display::fmt(&small, f),
+                Err(_) => fmt::Display::fmt(&self.units, f),
+            };
+        }
         let sign = if self.units < 0 { "-" } else { "" };
         // In `u64` when it fits, as in `normalized`.
         let digits = match u64::try_from(self.units.unsigned_abs()) {
@@ -301,6 +310,12 @@ mod tests {
             ("1E+2", "100"),
             ("-12.5e-1", "-1.25"),
             ("007", "7"),
+            ("-42", "-42"),
+            ("-4.2e1", "-42"),
+            (
+                "-170141183460469231731687303715884105727",
+                "-170141183460469231731687303715884105727",
+            ),
             ("0.000000000000000001", "0.000000000000000001"),
         ] {
             assert_eq!(d(text).to_string(), shown, "{text}");
