@@ -130,13 +130,20 @@ impl Egress {
     }
 }
 
+/// The guest may neither set credential headers nor read them in responses.
+fn forbidden(name: &http::HeaderName) -> bool {
+    wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name) || is_credential_header(name)
+}
+
 impl WasiHttpHooks for Egress {
+    /// [`forbidden`], asked for every header the guest sets: directly, not
+    /// through the default's closure, which allocated one each time.
+    fn is_forbidden_header(&mut self, name: &http::HeaderName) -> bool {
+        forbidden(name)
+    }
+
     fn forbidden_header_filter(&mut self) -> ForbiddenHeaderFilter {
-        // The guest may neither set credential headers nor read them in responses.
-        Arc::new(|name| {
-            wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name)
-                || is_credential_header(name)
-        })
+        Arc::new(forbidden)
     }
 
     fn is_supported_scheme(&mut self, scheme: &http::uri::Scheme) -> bool {
