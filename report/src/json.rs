@@ -426,9 +426,9 @@ impl<'a> Reader<'a> {
         let start = self.at;
         let value = match self.peek() {
             None => return Err(self.error("EOF while parsing a value")),
-            Some(b'n') => self.word("null", Value::Null)?,
-            Some(b't') => self.word("true", Value::Bool(true))?,
-            Some(b'f') => self.word("false", Value::Bool(false))?,
+            Some(b'n') => self.word(b"null", Value::Null)?,
+            Some(b't') => self.word(b"true", Value::Bool(true))?,
+            Some(b'f') => self.word(b"false", Value::Bool(false))?,
             Some(b'"') => Value::String(self.string()?),
             Some(b'-' | b'0'..=b'9') => self.number()?,
             Some(open @ (b'[' | b'{')) => {
@@ -453,9 +453,16 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn word(&mut self, word: &str, value: Value<'a>) -> Result<Value<'a>, String> {
-        if self.text[self.at..].starts_with(word) {
-            self.at += word.len();
+    /// A word of `N` bytes compared as one (`starts_with` with a word passed
+    /// in is a `memcmp` call on wasm, and Stripe's objects are full of
+    /// `null`s and booleans).
+    fn word<const N: usize>(
+        &mut self,
+        word: &[u8; N],
+        value: Value<'a>,
+    ) -> Result<Value<'a>, String> {
+        if self.text.as_bytes()[self.at..].first_chunk::<N>() == Some(word) {
+            self.at += N;
             Ok(value)
         } else {
             Err(self.error("expected value"))
@@ -1071,6 +1078,11 @@ mod tests {
             ("+1", "expected value"),
             ("NaN", "expected value"),
             ("nul", "expected value"),
+            ("nulL", "expected value"),
+            ("tru", "expected value"),
+            ("[fals]", "expected value"),
+            ("[true,fasle]", "expected value at line 1 column 7"),
+            ("nullx", "trailing characters at line 1 column 5"),
             ("{\"a\":1}\n x", "trailing characters at line 2 column 2"),
             ("\"a\u{1}\"", "control character in a string"),
             ("\"\\x\"", "invalid escape"),
