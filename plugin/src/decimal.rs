@@ -280,9 +280,6 @@ impl fmt::Display for Decimal {
             Err(_) => self.units.unsigned_abs().to_string(),
         };
         let scale = self.scale as usize;
-        if scale == 0 {
-            return write!(f, "{sign}{digits}");
-        }
         let digits = format!("{digits:0>width$}", width = scale + 1);
         let (int, frac) = digits.split_at(digits.len() - scale);
         write!(f, "{sign}{int}.{frac}")
