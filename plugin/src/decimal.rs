@@ -60,13 +60,16 @@ impl Decimal {
         let exponent = match bytes.get(at) {
             None => 0,
             Some(b'e' | b'E') => {
-                let exp = &text[at + 1..];
-                let digits = exp.strip_prefix(['+', '-']).unwrap_or(exp);
-                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                let sign = usize::from(matches!(bytes.get(at + 1), Some(b'+' | b'-')));
+                let digits_start = at + 1 + sign;
+                let end = digits_from(digits_start);
+                if end == digits_start || end != bytes.len() {
                     return Err(bad());
                 }
                 // Beyond this no i128 holds the value anyway.
-                exp.parse::<i64>().map_err(|_| out_of_range(text))?
+                text[at + 1..]
+                    .parse::<i64>()
+                    .map_err(|_| out_of_range(text))?
             }
             Some(_) => return Err(bad()),
         };
