@@ -13,7 +13,8 @@
 //! - [`render_outputs`] and [`summary`]: the outputs object (`usage-sync run`'s
 //!   stdout, the component's `POST /run` answer) and one line for a person.
 //! - [`Failure`]: the error object `{"error": {...}}` and its one line.
-//! - [`civil`] and [`hex`]: the UTC dates and lowercase hex both sides write.
+//! - [`civil`], [`rfc3339`] and [`hex`]: the UTC dates, timestamps and
+//!   lowercase hex both sides write.
 //! - [`json`]: JSON text read ([`json::parse`]) and written ([`json::Out`])
 //!   without serde's derives, for the component's size.
 
@@ -44,7 +45,7 @@ mod prelude {
     pub use alloc::vec::Vec;
 }
 
-pub use civil::civil;
+pub use civil::{civil, rfc3339};
 pub use failure::Failure;
 pub use hex::hex;
 pub use render::{event_json, render_outputs, summary};

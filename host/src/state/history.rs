@@ -7,6 +7,7 @@ use super::state_dir::StateDir;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use usage_sync_report::rfc3339;
 
 const FILE: &str = "history.json";
 const LOCK: &str = "history.lock";
@@ -443,17 +444,6 @@ fn merge(theirs: Entry, mine: &Entry) -> Entry {
         through,
         moves,
     }
-}
-
-/// Unix seconds as RFC 3339 UTC, e.g. `2026-11-30T00:00:00Z`.
-fn rfc3339(t: i64) -> String {
-    let (y, m, d, secs) = usage_sync_report::civil(t);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
 }
 
 #[cfg(test)]
