@@ -199,20 +199,7 @@ pub fn parse_response(
 
 /// `clientMeters` for `customer`, believed only as far as it proves itself: at
 /// most one group, and it names this customer or none; its buckets as
-/// [`check_group`] checks them. No group: no usage. (Given on its own, as a
-/// batch query's caller passes it on, it has no `secondsSinceEpochIntervals`
-/// to compare with: [`split_by_customer`] compared them.)
-pub fn client_meters(
-    raw: &str,
-    customer: &str,
-    window: Window,
-    grid: i64,
-) -> Result<Usage, String> {
-    let doc = json::parse(raw.as_bytes())
-        .map_err(|e| format!("`clientMeters` is not an array of groups: {e}"))?;
-    checked(&doc, customer, window, grid, None)
-}
-
+/// [`check_group`] checks them. No group: no usage.
 fn checked(
     raw: &Json,
     customer: &str,
@@ -403,17 +390,17 @@ fn group_value_agrees(
     ))
 }
 
-/// A batch answer cut into each customer's `clientMeters` (an array holding
-/// its group); a customer without usage has no group, so `[]`. Each group is
-/// checked as [`parse_response`] checks a customer's (against the answer's
-/// `secondsSinceEpochIntervals` too, which the pieces no longer carry), so a
-/// bad answer fails the query before anything is written.
+/// A batch answer cut into each customer's usage: its `clientMeters` (an
+/// array holding its group; a customer without usage has no group, so `[]`)
+/// and its points, each bucket once, in the answer's order. Each group is checked as [`parse_response`]
+/// checks a customer's (against the answer's `secondsSinceEpochIntervals`
+/// too), so a bad answer fails the query before anything is written.
 pub fn split_by_customer(
     body: &[u8],
     customer_ids: &[&str],
     window: Window,
     grid: i64,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<Usage>, String> {
     let doc = json::parse(body).map_err(|e| format!("the response is not valid JSON: {e}"))?;
     let (raw, intervals) = parse_body(&doc)?;
     let groups = raw
@@ -434,30 +421,73 @@ pub fn split_by_customer(
             return Err(format!("customer `{customer}` has two groups"));
         }
     }
-    let mut usage = Vec::with_capacity(customer_ids.len());
-    let mut checks = Vec::new();
+    let mut found = Vec::with_capacity(customer_ids.len());
     for id in customer_ids {
-        match by_customer.remove(*id) {
-            Some((g, text, group)) => {
-                let mut one = String::with_capacity(text.raw().len() + 2);
-                one.push('[');
-                one.push_str(text.raw());
-                one.push(']');
-                usage.push(one);
-                checks.push((*id, g, group));
-            }
-            None => usage.push("[]".to_string()),
-        }
+        found.push(by_customer.remove(*id).map(|group| (*id, group)));
     }
     if let Some(stray) = by_customer.keys().next() {
         return Err(format!(
             "the answer has a group for `{stray}`, which was not asked for"
         ));
     }
-    for (customer, g, group) in checks {
-        check_group(g, group, customer, window, grid, intervals.as_ref())?;
+    let mut usage = Vec::with_capacity(found.len());
+    for found in found {
+        usage.push(match found {
+            Some((customer, (g, text, group))) => {
+                let points = check_group(g, group, customer, window, grid, intervals.as_ref())?;
+                let mut one = String::with_capacity(text.raw().len() + 2);
+                one.push('[');
+                one.push_str(text.raw());
+                one.push(']');
+                Usage {
+                    client_meters: one,
+                    points,
+                }
+            }
+            None => Usage {
+                client_meters: "[]".into(),
+                points: Vec::new(),
+            },
+        });
     }
     Ok(usage)
+}
+
+/// A customer's usage as [`split_by_customer`] gave it, passed back by the
+/// caller of a batch query (`points`: `(at, decimal text)`): each point an
+/// exact number of a bucket on `grid` inside `window`, each bucket once. Its
+/// `clientMeters` were checked when the answer was split; they are carried,
+/// not read again (that was half the cost of a batched row's step 2 in the
+/// component). Only a caller's mistake fails here, so one message serves.
+pub fn given<'p>(
+    client_meters: String,
+    points: impl ExactSizeIterator<Item = (i64, &'p str)>,
+    window: Window,
+    grid: i64,
+) -> Result<Usage, String> {
+    let mut checked: Vec<(i64, Decimal)> = Vec::with_capacity(points.len());
+    let mut refused = None;
+    for (i, (t, text)) in points.enumerate() {
+        let placed = window.start <= t && t < window.end && t.rem_euclid(grid) == 0;
+        match Decimal::parse(text) {
+            Ok(value) if placed => checked.push((t, value)),
+            _ => {
+                refused = Some((i, t));
+                break;
+            }
+        }
+    }
+    // Summed, a bucket given twice would bill its usage twice.
+    if let Some((i, t)) = refused.or_else(|| repeated(&checked).map(|(_, i)| (i, checked[i].0))) {
+        return Err(format!(
+            "point {i} of the usage given, at {}, is not an exact number of a bucket on the run's {grid} s grid, once, inside its window",
+            time::format(t)
+        ));
+    }
+    Ok(Usage {
+        client_meters,
+        points: checked,
+    })
 }
 
 /// A short message from an error body: Amberflo documents no error schema.
@@ -648,8 +678,6 @@ mod tests {
         let err =
             split_by_customer(answer(&spread, None).as_bytes(), &["acme"], DAY, 3600).unwrap_err();
         assert!(err.contains("of customer `acme` again"), "{err}");
-        let err = client_meters(&spread, "acme", DAY, 3600).unwrap_err();
-        assert!(err.contains("of customer `acme` again"), "{err}");
         // Two buckets listed twice, out of order: named as a reader meets
         // them, the first repeat first.
         let two = format!(
@@ -752,11 +780,9 @@ mod tests {
             err.contains("`clientMeters[0].groupValue` `\"3\"` is not a number"),
             "{err}"
         );
-        // The same in the batch path and for a given usage result.
+        // The same in the batch path.
         let err =
             split_by_customer(answer(&doubled, None).as_bytes(), &["acme"], DAY, 3600).unwrap_err();
-        assert!(err.contains("add up to 20"), "{err}");
-        let err = client_meters(&doubled, "acme", DAY, 3600).unwrap_err();
         assert!(err.contains("add up to 20"), "{err}");
     }
 
@@ -813,16 +839,13 @@ mod tests {
     fn a_batch_answer_splits_by_customer() {
         let body = br#"{"clientMeters":[{"group":{"groupInfo":{"customerId":"b"}},"values":[{"value":2.0,"secondsSinceEpochUtc":0}]}]}"#;
         let usage = split_by_customer(body, &["a", "b"], DAY, DAY.end).unwrap();
-        assert_eq!(usage[0], "[]");
+        assert_eq!(usage[0].client_meters, "[]");
         assert_eq!(
-            usage[1],
+            usage[1].client_meters,
             r#"[{"group":{"groupInfo":{"customerId":"b"}},"values":[{"value":2.0,"secondsSinceEpochUtc":0}]}]"#
         );
-        let b = client_meters(&usage[1], "b", DAY, DAY.end).unwrap();
-        assert_eq!(totals(&b, &[DAY]), ["2"]);
-        let a = client_meters(&usage[0], "a", DAY, DAY.end).unwrap();
-        assert_eq!(totals(&a, &[DAY]), ["0"]);
-        assert!(client_meters(&usage[1], "a", DAY, DAY.end).is_err());
+        assert_eq!(totals(&usage[1], &[DAY]), ["2"]);
+        assert_eq!(totals(&usage[0], &[DAY]), ["0"]);
         assert!(
             split_by_customer(body, &["a"], DAY, DAY.end)
                 .unwrap_err()
@@ -846,6 +869,58 @@ mod tests {
             split_by_customer(ungrouped, &["a"], DAY, DAY.end)
                 .unwrap_err()
                 .contains("customerId")
+        );
+    }
+
+    #[test]
+    fn a_customers_points_are_the_answers_values() {
+        let body = br#"{"clientMeters":[{"group":{"groupInfo":{"customerId":"a"}},"values":[{"value":3,"secondsSinceEpochUtc":7200},{"value":1.5,"secondsSinceEpochUtc":0},{"value":2,"secondsSinceEpochUtc":3600}]}]}"#;
+        let usage = split_by_customer(body, &["a"], DAY, 3600).unwrap();
+        let points: Vec<(i64, String)> = usage[0]
+            .points
+            .iter()
+            .map(|(t, v)| (*t, v.to_string()))
+            .collect();
+        assert_eq!(
+            points,
+            [(7200, "3".into()), (0, "1.5".into()), (3600, "2".into())]
+        );
+        // The text stays as Amberflo wrote it.
+        assert!(usage[0].client_meters.contains(r#"[{"value":3,"#));
+    }
+
+    #[test]
+    fn given_points_are_checked_against_the_window_and_grid() {
+        let given = |points: &[(i64, &str)]| {
+            given("[]".into(), points.iter().copied(), DAY, 3600).map(|u| totals(&u, &[DAY]))
+        };
+        assert_eq!(given(&[]).unwrap(), ["0"]);
+        // In any order, as Amberflo answered.
+        assert_eq!(
+            given(&[(3600, "0.7"), (0, "0.2"), (82_800, "0.1")]).unwrap(),
+            ["1"]
+        );
+        let outside = given(&[(0, "1"), (86_400, "1")]).unwrap_err();
+        assert_eq!(
+            outside,
+            "point 1 of the usage given, at 1970-01-02T00:00:00Z, is not an exact number of a bucket on the run's 3600 s grid, once, inside its window"
+        );
+        assert!(given(&[(-3600, "1")]).is_err());
+        let off_grid = given(&[(1800, "1")]).unwrap_err();
+        assert!(
+            off_grid.starts_with("point 0 of the usage given, at 1970-01-01T00:30:00Z,"),
+            "{off_grid}"
+        );
+        // A bucket twice would bill its usage twice: the second is named.
+        let twice = given(&[(0, "1"), (3600, "2"), (0, "3")]).unwrap_err();
+        assert!(
+            twice.starts_with("point 2 of the usage given, at 1970-01-01T00:00:00Z,"),
+            "{twice}"
+        );
+        let text = given(&[(0, "1e")]).unwrap_err();
+        assert!(
+            text.starts_with("point 0 of the usage given, at 1970-01-01T00:00:00Z,"),
+            "{text}"
         );
     }
 

@@ -162,30 +162,23 @@ impl Guest for Component {
         endpoints: Endpoints,
         options: Options,
         inputs: Inputs,
-        usage_result: String,
+        usage: CustomerUsage,
         meter: Meter,
         listed: Option<Listing>,
     ) -> Result<InvoiceReconciliation, WorkflowError> {
         let listed = listed.as_ref();
-        workflow::reconcile_invoices(&endpoints, options, inputs, &usage_result, meter, listed)
+        workflow::reconcile_invoices(&endpoints, options, inputs, usage, meter, listed)
     }
 
     fn reconcile(
         endpoints: Endpoints,
         options: Options,
         inputs: Inputs,
-        usage_result: String,
+        usage: CustomerUsage,
         meter: Meter,
         tolerance: String,
     ) -> Result<Reconciliation, WorkflowError> {
-        workflow::reconcile(
-            &endpoints,
-            options,
-            inputs,
-            &usage_result,
-            meter,
-            &tolerance,
-        )
+        workflow::reconcile(&endpoints, options, inputs, usage, meter, &tolerance)
     }
 }
 

@@ -2,7 +2,7 @@
 //! name's meter once, cut the rows into batches of one meter's customers, and
 //! query Amberflo once per batch.
 
-use crate::bindings::{Meter, UsageQuery};
+use crate::bindings::{CustomerUsage, Meter, UsageQuery};
 use crate::mapping::Row;
 use crate::outcome::Failure;
 use crate::sandbox::{RunConfig, Sandbox};
@@ -43,14 +43,15 @@ pub(crate) async fn meters_for(
 }
 
 /// One Amberflo query for a batch's customers (rows of one meter, from
-/// [`batches`]) over the window: each customer's `clientMeters` answer.
+/// [`batches`]) over the window: each customer's answer, checked by the
+/// component, by customer.
 pub(crate) async fn query_batch(
     sandbox: &Sandbox,
     config: &RunConfig,
     rows: &[&Row],
     start_time: &str,
     end_time: &str,
-) -> Result<HashMap<String, String>, Failure> {
+) -> Result<HashMap<String, CustomerUsage>, Failure> {
     let mut customer_ids: Vec<String> = Vec::new();
     for row in rows {
         if !customer_ids.contains(&row.customer_id) {
@@ -70,8 +71,18 @@ pub(crate) async fn query_batch(
         .query_usage(config, query)
         .await?
         .into_iter()
-        .map(|u| (u.customer_id, u.usage_result))
+        .map(|u| (u.customer_id.clone(), u))
         .collect())
+}
+
+/// The answer for a customer without usage (the component answers every
+/// customer a query asks for; this stands in should one be missing).
+pub(crate) fn no_usage(customer_id: &str) -> CustomerUsage {
+    CustomerUsage {
+        customer_id: customer_id.into(),
+        usage_result: "[]".into(),
+        points: Vec::new(),
+    }
 }
 
 /// Amberflo points one query's answer may hold: about 100 bytes each, so an

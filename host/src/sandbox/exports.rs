@@ -113,12 +113,12 @@ impl Sandbox {
     }
 
     /// One row's reconciliation, read-only, in a fresh instance, with the
-    /// meter and step 1's answer given.
+    /// meter and step 1's answer (from [`Self::query_usage`]) given.
     pub async fn reconcile(
         &self,
         config: &RunConfig,
         inputs: Inputs,
-        usage_result: String,
+        usage: CustomerUsage,
         meter: &Meter,
         tolerance: &str,
     ) -> Result<Reconciliation, Failure> {
@@ -130,7 +130,7 @@ impl Sandbox {
                 &config.endpoints,
                 &config.options,
                 &inputs,
-                usage_result.as_str(),
+                &usage,
                 meter,
                 tolerance,
             ),
@@ -146,7 +146,7 @@ impl Sandbox {
         &self,
         config: &RunConfig,
         inputs: Inputs,
-        usage_result: String,
+        usage: CustomerUsage,
         meter: &Meter,
         listed: Option<&Listing>,
     ) -> Result<InvoiceReconciliation, Failure> {
@@ -158,7 +158,7 @@ impl Sandbox {
                 &config.endpoints,
                 &config.options,
                 &inputs,
-                usage_result.as_str(),
+                &usage,
                 meter,
                 listed,
             ),

@@ -12,7 +12,7 @@ use crate::decimal::Decimal;
 use crate::exports::usage_sync::workflow::workflow::{
     CustomerUsage, Endpoints, Inputs, Interval, InvoiceCheck, InvoicePage, InvoiceReconciliation,
     LedgerMark, Listing, Meter, Options, Outputs, Reconciliation, Source as WitSource, Step,
-    StripeRead, SubscriptionPage, UsageQuery, WorkflowError,
+    StripeRead, SubscriptionPage, UsagePoint, UsageQuery, WorkflowError,
 };
 use crate::inputs::{self, Plan, Window};
 use crate::retry;
@@ -151,7 +151,7 @@ pub fn record_usage(
     })?;
     let mut checked = Vec::with_capacity(sources.len());
     for source in sources {
-        let usage = given_usage(&options, &plan, &source.customer_id, &source.usage_result)?;
+        let usage = given_usage(&options, &plan, source.usage_result, &source.points)?;
         checked.push(Source {
             name: format!("{}/{}", source.customer_id, source.meter_api_name),
             usage,
@@ -179,15 +179,16 @@ pub fn reconcile(
     endpoints: &Endpoints,
     options: Options,
     inputs: Inputs,
-    usage_result: &str,
+    usage: CustomerUsage,
     meter: Meter,
     tolerance: &str,
 ) -> Result<Reconciliation, WorkflowError> {
     let ((plan, tolerance), retry) = prepare(&options, &[Needed::Stripe], |o| {
         let plan = inputs::validate(inputs, o, now())?;
+        same_customer(&plan, &usage)?;
         Ok((plan, parse_tolerance(tolerance)?))
     })?;
-    let usage = given_usage(&options, &plan, &plan.customer_id, usage_result)?;
+    let usage = given_usage(&options, &plan, usage.usage_result, &usage.points)?;
     let totals = usage
         .totals(&plan.intervals)
         .map_err(|m| step_failed(Step::QueryUsage, plan.window, Some(200), m, None, 1))?;
@@ -317,9 +318,17 @@ pub fn query_many(
         .customer_ids
         .into_iter()
         .zip(usage)
-        .map(|(customer_id, usage_result)| CustomerUsage {
+        .map(|(customer_id, usage)| CustomerUsage {
             customer_id,
-            usage_result,
+            points: usage
+                .points
+                .iter()
+                .map(|&(at, value)| UsagePoint {
+                    at,
+                    value: value.to_string(),
+                })
+                .collect(),
+            usage_result: usage.client_meters,
         })
         .collect())
 }
@@ -380,18 +389,31 @@ fn parse_tolerance(tolerance: &str) -> Result<Decimal, String> {
         .ok_or_else(|| format!("the tolerance `{tolerance}` is not a number of units, 0 or more"))
 }
 
-/// Step 1's answer for this customer, given by the caller of a batch query,
-/// checked as [`run`] checks its own.
+/// Step 1's answer for this customer from a batch query ([`query_many`]
+/// checked Amberflo's answer), given back by its caller: its points checked
+/// against this run's window and grid (`amberflo::given`).
 fn given_usage(
     options: &Options,
     plan: &Plan,
-    customer_id: &str,
-    usage_result: &str,
+    usage_result: String,
+    points: &[UsagePoint],
 ) -> Result<amberflo::Usage, WorkflowError> {
     let grid = inputs::grid(options.interval, plan.window);
     let window = plan.window.from_day_start();
-    amberflo::client_meters(usage_result, customer_id, window, grid)
+    let points = points.iter().map(|p| (p.at, p.value.as_str()));
+    amberflo::given(usage_result, points, window, grid)
         .map_err(|m| step_failed(Step::QueryUsage, plan.window, Some(200), m, None, 1))
+}
+
+/// Refuses step 1's answer for another customer than the run's.
+fn same_customer(plan: &Plan, usage: &CustomerUsage) -> Result<(), String> {
+    if usage.customer_id != plan.customer_id {
+        return Err(format!(
+            "the usage given is customer `{}`'s, not `{}`'s",
+            usage.customer_id, plan.customer_id
+        ));
+    }
+    Ok(())
 }
 
 /// Reconcile one row's finalized invoices, reading only: each metered line's
@@ -402,12 +424,14 @@ pub fn reconcile_invoices(
     endpoints: &Endpoints,
     options: Options,
     inputs: Inputs,
-    usage_result: &str,
+    usage: CustomerUsage,
     meter: Meter,
     listed: Option<&Listing>,
 ) -> Result<InvoiceReconciliation, WorkflowError> {
     let (plan, retry) = prepare(&options, &[Needed::Stripe], |o| {
-        inputs::validate(inputs, o, now())
+        let plan = inputs::validate(inputs, o, now())?;
+        same_customer(&plan, &usage)?;
+        Ok(plan)
     })?;
     let invalid = WorkflowError::InvalidInput;
     if inputs::grid(options.interval, plan.window) != 3600 {
@@ -415,7 +439,7 @@ pub fn reconcile_invoices(
             "invoices are reconciled from Amberflo's usage by hour: --interval hour".into(),
         ));
     }
-    let usage = given_usage(&options, &plan, &plan.customer_id, usage_result)?;
+    let usage = given_usage(&options, &plan, usage.usage_result, &usage.points)?;
     let scale = inputs::scale(&options).map_err(invalid)?;
     let mut reads = Vec::new();
     let (lines, current) =
@@ -495,4 +519,36 @@ pub fn reconcile_invoices(
 /// Amberflo's name for a bucket of `grid` seconds (see [`inputs::grid`]).
 fn grouping(grid: i64) -> &'static str {
     if grid == time::DAY { "DAY" } else { "HOUR" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_given_for_another_customer_is_refused() {
+        let day = Window {
+            start: 0,
+            end: 86_400,
+        };
+        let plan = Plan {
+            customer_id: "acme".into(),
+            meter_api_name: "m".into(),
+            stripe_customer: "cus_1".into(),
+            stripe_event_name: "e".into(),
+            usage_quantity: None,
+            window: day,
+            intervals: vec![day],
+        };
+        let usage = |customer_id: &str| CustomerUsage {
+            customer_id: customer_id.into(),
+            usage_result: "[]".into(),
+            points: Vec::new(),
+        };
+        assert!(same_customer(&plan, &usage("acme")).is_ok());
+        assert_eq!(
+            same_customer(&plan, &usage("globex")).unwrap_err(),
+            "the usage given is customer `globex`'s, not `acme`'s"
+        );
+    }
 }

@@ -7,7 +7,7 @@
 //! the drifted cells on a terminal; and optionally a self-contained HTML page
 //! with a chart per customer.
 
-use crate::bindings::{Cell, CellStatus, Inputs, Listing, Meter, Reconciliation};
+use crate::bindings::{Cell, CellStatus, CustomerUsage, Inputs, Listing, Meter, Reconciliation};
 use crate::commands::listing::Listings;
 use crate::mapping::Row;
 use crate::outcome::{ExitStatus, Failure};
@@ -173,7 +173,7 @@ pub async fn gather<T, F, Fut>(
 ) -> Result<(Vec<(Row, Result<T, Failure>)>, Arc<RunConfig>), Failure>
 where
     T: Send + 'static,
-    F: Fn(Arc<Sandbox>, Arc<RunConfig>, Inputs, String, Arc<Meter>, Option<Listing>) -> Fut
+    F: Fn(Arc<Sandbox>, Arc<RunConfig>, Inputs, CustomerUsage, Arc<Meter>, Option<Listing>) -> Fut
         + Clone
         + Send
         + Sync
@@ -216,7 +216,10 @@ where
             for row in batch {
                 let (sandbox, config, permits) = (sandbox.clone(), config.clone(), permits.clone());
                 let meter = meters[&row.stripe_event_name].clone();
-                let usage = usage.get(&row.customer_id).cloned().unwrap_or_default();
+                let usage = usage
+                    .get(&row.customer_id)
+                    .cloned()
+                    .unwrap_or_else(|| crate::commands::batch::no_usage(&row.customer_id));
                 let inputs = row.inputs(start.clone(), end.clone());
                 let tx = tx.clone();
                 let call = call.clone();

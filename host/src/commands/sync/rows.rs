@@ -6,8 +6,8 @@
 //! harmless.
 
 use super::journal::{Header, open_journal};
-use crate::bindings::{Inputs, Meter, Source};
-use crate::commands::batch::{batches_of, meters_for, query_batch};
+use crate::bindings::{CustomerUsage, Inputs, Meter, Source};
+use crate::commands::batch::{batches_of, meters_for, no_usage, query_batch};
 use crate::commands::ledger::{Bounds, LedgerState};
 use crate::commands::listing::Listings;
 use crate::egress::Concurrency;
@@ -541,7 +541,7 @@ impl Shared {
                 .map(|(r, _)| r)
                 .chain(&departed)
                 .collect();
-            let mut usage: HashMap<(String, String), String> = HashMap::new();
+            let mut usage: HashMap<(String, String), CustomerUsage> = HashMap::new();
             let mut meters: Vec<&str> = all.iter().map(|r| r.meter_api_name.as_str()).collect();
             meters.sort_unstable();
             meters.dedup();
@@ -584,44 +584,53 @@ impl Shared {
             usage
                 .get(&(r.customer_id.clone(), r.meter_api_name.clone()))
                 .cloned()
-                .unwrap_or_else(|| "[]".into())
+                .unwrap_or_else(|| no_usage(&r.customer_id))
         };
         let mut sources: Vec<Source> = job
             .sources
             .iter()
-            .map(|(r, b)| Source {
-                customer_id: r.customer_id.clone(),
-                meter_api_name: r.meter_api_name.clone(),
-                usage_result: usage_of(r),
-                billed_from: b.from.as_ref().map(|(_, until)| *until),
-                billed_until: None,
-            })
-            .collect();
-        sources.extend(
-            departed
-                .iter()
-                .zip(&job.departed)
-                .map(|(r, (_, until))| Source {
+            .map(|(r, b)| {
+                let usage = usage_of(r);
+                Source {
                     customer_id: r.customer_id.clone(),
                     meter_api_name: r.meter_api_name.clone(),
-                    usage_result: usage_of(r),
-                    billed_from: None,
-                    billed_until: Some(*until),
-                }),
-        );
+                    usage_result: usage.usage_result,
+                    points: usage.points,
+                    billed_from: b.from.as_ref().map(|(_, until)| *until),
+                    billed_until: None,
+                }
+            })
+            .collect();
+        sources.extend(departed.iter().zip(&job.departed).map(|(r, (_, until))| {
+            let usage = usage_of(r);
+            Source {
+                customer_id: r.customer_id.clone(),
+                meter_api_name: r.meter_api_name.clone(),
+                usage_result: usage.usage_result,
+                points: usage.points,
+                billed_from: None,
+                billed_until: Some(*until),
+            }
+        }));
         self.record(job, Some(sources), None).await;
     }
 
     /// One plain ledger in its own instance: the whole workflow, or step 2
     /// with `usage`.
-    async fn row(&self, job: Job, usage: Option<String>, place: Option<Arc<OwnedSemaphorePermit>>) {
+    async fn row(
+        &self,
+        job: Job,
+        usage: Option<CustomerUsage>,
+        place: Option<Arc<OwnedSemaphorePermit>>,
+    ) {
         match usage {
             Some(usage) => {
                 let (row, _) = &job.sources[0];
                 let source = Source {
                     customer_id: row.customer_id.clone(),
                     meter_api_name: row.meter_api_name.clone(),
-                    usage_result: usage,
+                    usage_result: usage.usage_result,
+                    points: usage.points,
                     billed_from: None,
                     billed_until: None,
                 };

@@ -87,6 +87,7 @@ impl Guest for Probe {
             .map(|customer_id| CustomerUsage {
                 customer_id,
                 usage_result: report.clone(),
+                points: Vec::new(),
             })
             .collect())
     }
@@ -138,7 +139,7 @@ impl Guest for Probe {
         endpoints: Endpoints,
         options: Options,
         inputs: Inputs,
-        _: String,
+        _: CustomerUsage,
         _: Meter,
         _: Option<Listing>,
     ) -> Result<InvoiceReconciliation, WorkflowError> {
@@ -155,7 +156,7 @@ impl Guest for Probe {
         endpoints: Endpoints,
         options: Options,
         inputs: Inputs,
-        _: String,
+        _: CustomerUsage,
         meter: Meter,
         _: String,
     ) -> Result<Reconciliation, WorkflowError> {
