@@ -1,6 +1,7 @@
 //! Shrinks a built component with Binaryen's `wasm-opt -Oz` (about 15 % of
 //! its bytes: rustc's `opt-level = "s"` leaves what only a whole-module
-//! optimizer sees, such as duplicate functions and dead globals).
+//! optimizer sees, such as duplicate functions and dead globals), and drops
+//! its debug names.
 //!
 //! `wasm-opt` reads core modules, not components, so the component's main
 //! core module (the workflow's code; the others are a few hundred bytes of
@@ -26,6 +27,8 @@ const MARK: &str = "usage-sync:wasm-opt";
 /// The core-module section's id in a component (0 is custom).
 const CORE_MODULE: u8 = 1;
 const CUSTOM: u8 = 0;
+/// The custom section of a component's debug names.
+const NAMES: &str = "component-name";
 /// The features rustc enables for `wasm32-wasip2` (LLVM's `generic` CPU);
 /// the stripped module no longer lists them, and `wasm-opt` refuses
 /// instructions of a feature it was not told of.
@@ -88,6 +91,9 @@ pub fn shrink(path: &Path, scratch: &Path) {
         }
     };
     sections[main].1 = &optimized;
+    // The component's debug names (wit-component's `component-name`: 8 KB,
+    // 2 % of the component), as cargo's `strip` drops the core module's.
+    sections.retain(|(id, body)| !(*id == CUSTOM && custom_name(body) == Some(NAMES.as_bytes())));
     let mut mark = Vec::new();
     leb128(&mut mark, MARK.len());
     mark.extend_from_slice(MARK.as_bytes());
@@ -131,8 +137,13 @@ fn sections(wasm: &[u8]) -> Vec<(u8, &[u8])> {
 
 /// Whether a custom section's body is named [`MARK`].
 fn is_mark(body: &[u8]) -> bool {
+    custom_name(body) == Some(MARK.as_bytes())
+}
+
+/// A custom section's name.
+fn custom_name(body: &[u8]) -> Option<&[u8]> {
     let (len, name) = read_leb128(body, 0);
-    body.get(name..name + len) == Some(MARK.as_bytes())
+    body.get(name..name.checked_add(len)?)
 }
 
 /// An unsigned LEB128 at `at`: the value and where what follows it starts.
