@@ -110,13 +110,14 @@ fn config(amberflo: &Amberflo, stripe: &Stripe) -> RunConfig {
 /// every `usage-sync` the bench starts runs under it.
 static CACHEGRIND: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
 
-/// The instructions of a per-row `sync` of `rows` rows, one row at a time,
-/// counted by cachegrind (the whole process: its start too).
-fn instructions(rows: usize) -> u64 {
+/// The instructions of a `sync` of `rows` rows, one row at a time, with
+/// `batch` customers a query, counted by cachegrind (the whole process: its
+/// start too).
+fn instructions(rows: usize, batch: usize) -> u64 {
     let dir = CACHEGRIND.get().unwrap();
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).unwrap();
-    sync_rows(rows, 1, 1);
+    sync_rows(rows, 1, batch);
     let out = std::fs::read_dir(dir)
         .unwrap()
         .next()
@@ -1176,19 +1177,25 @@ fn main() {
         return;
     }
     // `cargo bench --bench sync -- instructions`: the instructions a row of
-    // the per-row sync, counted by valgrind: what an A/B of builds compares
-    // on a noisy machine (the same build counts the same to 0.01 %). One
-    // row at a time: a pool of instances for more reserves more address
-    // space than valgrind manages. Two runs, so the process's start cancels.
+    // the sync, a query per row and batched, counted by valgrind: what an A/B
+    // of builds compares on a noisy machine (the same build counts the same
+    // to 0.01 %). One row at a time: a pool of instances for more reserves
+    // more address space than valgrind manages. Two runs each, so the
+    // process's start cancels.
     if std::env::args().any(|arg| arg == "instructions") {
         let dir = std::env::temp_dir().join(format!("usage-sync-bench-cg-{}", std::process::id()));
         CACHEGRIND.set(dir.clone()).unwrap();
         // Under valgrind the CPU has other features: the component is
         // compiled again for them, once, before counting.
-        instructions(10);
-        let (few, many) = (instructions(100), instructions(300));
+        instructions(10, 1);
+        let (few, many) = (instructions(100, 1), instructions(300, 1));
         println!(
             "instructions a row (per-row query, one row at a time, valgrind): {} (100 rows: {few}, 300 rows: {many})",
+            (many - few) / 200
+        );
+        let (few, many) = (instructions(100, BATCH), instructions(300, BATCH));
+        println!(
+            "instructions a row (batched, {BATCH} customers a query, one row at a time, valgrind): {} (100 rows: {few}, 300 rows: {many})",
             (many - few) / 200
         );
         let _ = std::fs::remove_dir_all(dir);

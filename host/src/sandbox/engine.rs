@@ -142,6 +142,16 @@ impl Sandbox {
             .collect()
     }
 
+    /// The memories and tables an instance of the component needs.
+    #[cfg(test)]
+    pub(crate) fn resources_required(&self) -> wasmtime::ResourcesRequired {
+        // `None` only for a component that instantiates modules it imports.
+        self.pre
+            .component()
+            .resources_required()
+            .expect("a component that imports no modules")
+    }
+
     /// The component's `wasi:http/incoming-handler`, when it exports one
     /// (for `serve`).
     pub(crate) fn proxy(&self) -> Option<ProxyPre<RunState>> {
