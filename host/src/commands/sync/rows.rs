@@ -414,6 +414,19 @@ pub(crate) fn query_places(ceiling: usize, batch: usize) -> usize {
     }
 }
 
+/// `row` as a source of its ledger, with its usage from the batch query and
+/// the instants it is billed from and until here (Unix seconds).
+fn source(row: &Row, usage: CustomerUsage, from: Option<i64>, until: Option<i64>) -> Source {
+    Source {
+        customer_id: row.customer_id.clone(),
+        meter_api_name: row.meter_api_name.clone(),
+        usage_result: usage.usage_result,
+        points: usage.points,
+        billed_from: from,
+        billed_until: until,
+    }
+}
+
 /// One ledger to sync (a Stripe customer and meter): its rows with their
 /// bounds, the sources that have moved away from it, and what it shares with
 /// other ledgers: Stripe's one call at a time per customer and meter, and the
@@ -590,28 +603,20 @@ impl Shared {
             .sources
             .iter()
             .map(|(r, b)| {
-                let usage = usage_of(r);
-                Source {
-                    customer_id: r.customer_id.clone(),
-                    meter_api_name: r.meter_api_name.clone(),
-                    usage_result: usage.usage_result,
-                    points: usage.points,
-                    billed_from: b.from.as_ref().map(|(_, until)| *until),
-                    billed_until: None,
-                }
+                source(
+                    r,
+                    usage_of(r),
+                    b.from.as_ref().map(|(_, until)| *until),
+                    None,
+                )
             })
             .collect();
-        sources.extend(departed.iter().zip(&job.departed).map(|(r, (_, until))| {
-            let usage = usage_of(r);
-            Source {
-                customer_id: r.customer_id.clone(),
-                meter_api_name: r.meter_api_name.clone(),
-                usage_result: usage.usage_result,
-                points: usage.points,
-                billed_from: None,
-                billed_until: Some(*until),
-            }
-        }));
+        sources.extend(
+            departed
+                .iter()
+                .zip(&job.departed)
+                .map(|(r, (_, until))| source(r, usage_of(r), None, Some(*until))),
+        );
         self.record(job, Some(sources), None).await;
     }
 
@@ -625,15 +630,7 @@ impl Shared {
     ) {
         match usage {
             Some(usage) => {
-                let (row, _) = &job.sources[0];
-                let source = Source {
-                    customer_id: row.customer_id.clone(),
-                    meter_api_name: row.meter_api_name.clone(),
-                    usage_result: usage.usage_result,
-                    points: usage.points,
-                    billed_from: None,
-                    billed_until: None,
-                };
+                let source = source(&job.sources[0].0, usage, None, None);
                 self.record(job, Some(vec![source]), place).await
             }
             None => self.record(job, None, place).await,
