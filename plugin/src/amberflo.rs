@@ -392,9 +392,10 @@ fn group_value_agrees(
 
 /// A batch answer cut into each customer's usage: its `clientMeters` (an
 /// array holding its group; a customer without usage has no group, so `[]`)
-/// and its points, each bucket once, in the answer's order. Each group is checked as [`parse_response`]
-/// checks a customer's (against the answer's `secondsSinceEpochIntervals`
-/// too), so a bad answer fails the query before anything is written.
+/// and its points, each bucket once, in the answer's order. Each group is
+/// checked as [`parse_response`] checks a customer's (against the answer's
+/// `secondsSinceEpochIntervals` too), so a bad answer fails the query before
+/// anything is written.
 pub fn split_by_customer(
     body: &[u8],
     customer_ids: &[&str],
