@@ -71,7 +71,8 @@ proptest! {
     #![proptest_config(config())]
 
     /// Exact decimals: the digits read as the standard library reads them,
-    /// then normalized and shown by hand, against `Decimal`'s reading.
+    /// then normalized and shown by hand, against `Decimal`'s reading; and
+    /// what it shows reads back as the same value.
     #[test]
     fn decimals_read_their_digits_exactly(
         negative in any::<bool>(),
@@ -119,7 +120,11 @@ proptest! {
             }
         };
         match (decimal::Decimal::parse(&text), expected) {
-            (Ok(value), Ok(shown)) => prop_assert_eq!(value.to_string(), shown, "{}", text),
+            (Ok(value), Ok(shown)) => {
+                prop_assert_eq!(&value.to_string(), &shown, "{}", text);
+                // What `query-usage` hands on as text reads back as itself.
+                prop_assert_eq!(decimal::Decimal::parse(&shown), Ok(value), "{}", text);
+            }
             (Err(why), Err(part)) => prop_assert!(why.contains(part), "{}: {}", text, why),
             (got, want) => prop_assert!(false, "{}: {:?}, expected {:?}", text, got, want),
         }
