@@ -75,6 +75,27 @@ fn a_settled_day_rerun_by_hour_25_hours_later_is_billed_once() {
     assert_eq!(q.billed(day), 24.0);
 }
 
+/// The same through `sync`, whose rows take the points of a batch query
+/// (`query-usage` checks them, `record-usage` takes them as they are given):
+/// rerun 25 hours later with no state directory to remember the first run,
+/// Stripe's summaries are what keeps the day from being billed again.
+#[test]
+fn a_day_synced_by_day_then_by_hour_25_hours_later_is_billed_once() {
+    let day = days_ago(3);
+    for (first, then) in [("day", "hour"), ("hour", "day")] {
+        let p = Providers::start(hourly(3));
+        let rows = mapping(
+            &format!("ledger-sync-{first}-then-{then}"),
+            &[("acme", "cus_Acme")],
+        );
+        let by = |interval| sync_args(&rows, day, &["--interval", interval]);
+        a_day_ago(&p, day, || p.sync(&by(first))).expect(0);
+        assert_eq!(p.billed(day), 24.0, "by {first}");
+        p.elsewhere("sync", &by(then)).expect(0);
+        assert_eq!(p.billed(day), 24.0, "by {first}, then by {then}: not 48");
+    }
+}
+
 #[test]
 fn a_window_over_two_synced_days_bills_nothing_more() {
     // Days that had ended 25 hours ago at any time of day: the day before

@@ -153,6 +153,32 @@ fn usage_for_a_final_invoice_is_never_written_and_is_named_with_exit_5() {
     assert_eq!(p.stripe.events().len(), 1);
 }
 
+/// The same through `sync`, whose rows take the points of a batch query:
+/// only the open period's part is written, and 25 hours later, with no state
+/// directory to remember the first run, nothing more.
+#[test]
+fn a_sync_over_a_renewal_day_with_the_previous_invoice_final_writes_only_the_open_period() {
+    let day = yesterday();
+    let p = Providers::start(hourly(day));
+    let renewal = day.0 + 15 * 3600;
+    renewing_at(&p, renewal);
+    let dir = std::env::temp_dir().join(format!("usage-sync-final-sync-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mapping = dir.join("mapping.csv");
+    std::fs::write(&mapping, "customerId,stripeCustomer\nacme,cus_Acme\n").unwrap();
+    let window = window_args(day.0, day.1);
+    let window: Vec<&str> = window.iter().map(String::as_str).collect();
+    let args = mapping_args(&mapping, &window);
+    let run = p.sync(&args);
+    run.expect(UNBILLED);
+    assert_eq!(stamped(&p), [(day.1 - 1, "9".into())]);
+    p.stripe.shift_clock(DAY_AND_AN_HOUR);
+    p.elsewhere("sync", &args).expect(UNBILLED);
+    assert_eq!(stamped(&p), [(day.1 - 1, "9".into())]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_day_wholly_inside_a_final_period_is_not_written() {
     // A rerun of a failed night, a backfill: D three days back, the period
