@@ -301,12 +301,19 @@ fn sync_in(
 /// The CPU (user + system) of every child this process has waited for, so
 /// far, and of what they waited for (a wrapper in `USAGE_SYNC_BENCH_BIN`).
 fn children_cpu() -> Duration {
+    cpu(libc::RUSAGE_CHILDREN)
+}
+
+/// The CPU (user + system) of this process so far: the emulators, and the
+/// native client when it runs.
+fn own_cpu() -> Duration {
+    cpu(libc::RUSAGE_SELF)
+}
+
+fn cpu(who: libc::c_int) -> Duration {
     // SAFETY: `getrusage` only writes the struct it is given.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    assert_eq!(
-        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) },
-        0
-    );
+    assert_eq!(unsafe { libc::getrusage(who, &mut usage) }, 0);
     let time = |t: libc::timeval| {
         Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
     };
@@ -1216,14 +1223,29 @@ fn main() {
         let (per_row, _) = sync_rows(rows, 64, 1);
         let per_row_cpu = cpu_per_row(before);
         let before = children_cpu();
+        let own = own_cpu();
         let (batched, _, sent) = sync_rows_sent(rows, 64, BATCH);
         let batched_cpu = cpu_per_row(before);
+        // This process's CPU a row: the emulators serving the batched sync,
+        // then the emulators and the native client serving its replay.
+        let own_per_row = |since: Duration| (own_cpu() - since).as_secs_f64() * 1e6 / rows as f64;
+        let serving = own_per_row(own);
+        let own = own_cpu();
         let native = runtime.block_on(native_rows(rows, 64, &sent));
+        let replay = own_per_row(own);
         println!(
             "{rows} rows: sync {per_row:.0} rows/s per-row query, {batched:.0} rows/s batched, native {native:.0} rows/s"
         );
         println!(
             "CPU of the sync a row: {per_row_cpu:.0} µs per-row query, {batched_cpu:.0} µs batched"
+        );
+        // Where both runs are bound by the machine's CPU, the ratio is the
+        // CPU a row of the replay over the batched sync's, each with the
+        // emulators': what the batched sync's own CPU a row must come to.
+        let needed = replay / 0.8 - serving;
+        println!(
+            "CPU a row, batched: the emulators {serving:.0} µs serving the sync; the emulators and the native client {replay:.0} µs serving the replay; CPU-bound ratio {:.2}; 0.8 needs the sync at {needed:.0} µs a row",
+            replay / (serving + batched_cpu)
         );
         let _ = std::fs::remove_dir_all(cache_dir());
         return;
