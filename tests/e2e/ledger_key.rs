@@ -7,7 +7,6 @@
 
 use crate::support::*;
 use serde_json::{Value, json};
-use std::path::PathBuf;
 use usage_sync_emulators::{Formula, MeterSpec};
 
 const BAD_INPUT: i32 = 2;
@@ -84,7 +83,7 @@ fn a_day_synced_by_day_then_by_hour_25_hours_later_is_billed_once() {
     let day = days_ago(3);
     for (first, then) in [("day", "hour"), ("hour", "day")] {
         let p = Providers::start(hourly(3));
-        let rows = mapping(
+        let rows = write_mapping_of(
             &format!("ledger-sync-{first}-then-{then}"),
             &[("acme", "cus_Acme")],
         );
@@ -128,20 +127,6 @@ fn a_true_up_by_hour_over_synced_days_bills_nothing_more() {
     }
 }
 
-/// A mapping file of `rows` (customerId, stripeCustomer), in a fresh folder.
-fn mapping(name: &str, rows: &[(&str, &str)]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("usage-sync-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("mapping.csv");
-    let mut csv = String::from("customerId,stripeCustomer\n");
-    for (customer, stripe) in rows {
-        csv.push_str(&format!("{customer},{stripe}\n"));
-    }
-    std::fs::write(&path, csv).unwrap();
-    path
-}
-
 fn sync_args(mapping: &std::path::Path, (start, end): (i64, i64), extra: &[&str]) -> Vec<String> {
     let mut args = mapping_args(mapping, &[]);
     args.extend(window_args(start, end));
@@ -166,7 +151,7 @@ fn two_companies(n: i64) -> Vec<usage_sync_emulators::UsageRecord> {
 #[test]
 fn two_rows_of_one_stripe_customer_bill_their_sum() {
     let day = days_ago(3);
-    let both = mapping(
+    let both = write_mapping_of(
         "ledger-two-rows",
         &[("acme-eu", "cus_Acme"), ("acme-us", "cus_Acme")],
     );
@@ -185,7 +170,7 @@ fn two_rows_of_one_stripe_customer_bill_their_sum() {
         json!(["acme-eu/api-calls", "acme-us/api-calls"])
     );
     // 25 hours later, with a fresh journal: nothing more.
-    let again = mapping(
+    let again = write_mapping_of(
         "ledger-two-rows-again",
         &[("acme-eu", "cus_Acme"), ("acme-us", "cus_Acme")],
     );
@@ -216,7 +201,7 @@ fn a_ledger_never_has_two_meter_event_calls_at_once() {
         rows.push((customer, format!("cus_{}", i % 4)));
     }
     let rows: Vec<(&str, &str)> = rows.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    let shared = mapping("ledger-one-at-a-time", &rows);
+    let shared = write_mapping_of("ledger-one-at-a-time", &rows);
     let p = Providers::start(records);
     p.stripe
         .set_meter_event_time(std::time::Duration::from_millis(40));
@@ -236,7 +221,7 @@ fn a_ledger_never_has_two_meter_event_calls_at_once() {
 #[test]
 fn two_rows_on_a_pre_aggregated_meter_send_one_event_with_their_sum() {
     let day = days_ago(3);
-    let both = mapping(
+    let both = write_mapping_of(
         "ledger-two-rows-daily",
         &[("acme-eu", "cus_Acme"), ("acme-us", "cus_Acme")],
     );
@@ -256,12 +241,16 @@ fn two_rows_on_a_pre_aggregated_meter_send_one_event_with_their_sum() {
 #[test]
 fn a_row_added_later_is_drift_and_a_true_up_bills_only_the_rest() {
     let day = days_ago(4);
-    let first = mapping("ledger-added-first", &[("acme-eu", "cus_Acme")]);
+    let first = write_mapping_of("ledger-added-first", &[("acme-eu", "cus_Acme")]);
     let p = Providers::start(two_companies(4));
     a_day_ago(&p, day, || p.sync(&sync_args(&first, day, &[]))).expect(0);
     assert_eq!(p.billed(day), 10.0);
     let both = [("acme-eu", "cus_Acme"), ("acme-us", "cus_Acme")];
-    let run = p.sync(&sync_args(&mapping("ledger-added-both", &both), day, &[]));
+    let run = p.sync(&sync_args(
+        &write_mapping_of("ledger-added-both", &both),
+        day,
+        &[],
+    ));
     run.expect(DRIFT);
     assert_eq!(
         summary(&run)["drift"],
@@ -271,7 +260,7 @@ fn a_row_added_later_is_drift_and_a_true_up_bills_only_the_rest() {
     assert_eq!(p.billed(day), 10.0, "drift is reported, never written");
     let true_up = ["--true-up", "--settle-hours", "0"];
     p.sync(&sync_args(
-        &mapping("ledger-added-up", &both),
+        &write_mapping_of("ledger-added-up", &both),
         day,
         &true_up,
     ))
@@ -279,8 +268,12 @@ fn a_row_added_later_is_drift_and_a_true_up_bills_only_the_rest() {
     assert_eq!(p.billed(day), 30.0, "not 40: one correction for the ledger");
     let down = ["--true-up", "--settle-hours", "0", "--allow-decrease"];
     p.stripe.shift_clock(DAY_AND_AN_HOUR);
-    p.sync(&sync_args(&mapping("ledger-added-down", &both), day, &down))
-        .expect(0);
+    p.sync(&sync_args(
+        &write_mapping_of("ledger-added-down", &both),
+        day,
+        &down,
+    ))
+    .expect(0);
     assert_eq!(
         p.billed(day),
         30.0,
@@ -295,12 +288,12 @@ fn a_repointed_customer_is_refused_then_moved_without_billing_twice() {
     let mut records = vec![usage("acme", "api-calls", before.0 + 60, 10.0)];
     records.push(usage("acme", "api-calls", after.0 + 60, 7.0));
     let p = Providers::start(records);
-    let old = mapping("ledger-move-old", &[("acme", "cus_OLD")]);
+    let old = write_mapping_of("ledger-move-old", &[("acme", "cus_OLD")]);
     a_day_ago(&p, before, || p.sync(&sync_args(&old, before, &[]))).expect(0);
     let billed = |customer: &str| p.stripe.billed("api_calls", customer, before.0, after.1);
     assert_eq!(billed("cus_OLD"), 10.0);
 
-    let new = mapping("ledger-move-new", &[("acme", "cus_NEW")]);
+    let new = write_mapping_of("ledger-move-new", &[("acme", "cus_NEW")]);
     let both_days = (before.0, after.1);
     let run = p.sync(&sync_args(&new, both_days, &[]));
     run.expect(BAD_INPUT);
@@ -386,9 +379,9 @@ fn losing_the_state_directory_costs_what_readme_says() {
     // A day that had ended 25 hours ago at any time of day.
     let old_day = days_ago(3);
     let q = Providers::start(vec![usage("acme", "api-calls", old_day.0 + 60, 10.0)]);
-    let old = mapping("ledger-lost-old", &[("acme", "cus_OLD")]);
+    let old = write_mapping_of("ledger-lost-old", &[("acme", "cus_OLD")]);
     a_day_ago(&q, old_day, || q.sync(&sync_args(&old, old_day, &[]))).expect(0);
-    let new = mapping("ledger-lost-new", &[("acme", "cus_NEW")]);
+    let new = write_mapping_of("ledger-lost-new", &[("acme", "cus_NEW")]);
     q.elsewhere("sync", &sync_args(&new, old_day, &[]))
         .expect(0);
     let billed = |customer: &str| q.stripe.billed("api_calls", customer, old_day.0, old_day.1);
@@ -428,7 +421,7 @@ fn a_mapping_synced_in_parts_bills_each_ledger_once_and_checks_every_move_first(
     let as_refs = |rows: &[(String, String)]| -> Vec<(String, String)> { rows.to_vec() };
     let file = |name: &str, rows: &[(String, String)]| {
         let refs: Vec<(&str, &str)> = rows.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        mapping(name, &refs)
+        write_mapping_of(name, &refs)
     };
     let night1 = file("ledger-parts-1", &as_refs(&rows));
     let run = a_day_ago(&p, d3, || {

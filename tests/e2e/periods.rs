@@ -162,11 +162,7 @@ fn a_sync_over_a_renewal_day_with_the_previous_invoice_final_writes_only_the_ope
     let p = Providers::start(hourly(day));
     let renewal = day.0 + 15 * 3600;
     renewing_at(&p, renewal);
-    let dir = std::env::temp_dir().join(format!("usage-sync-final-sync-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mapping = dir.join("mapping.csv");
-    std::fs::write(&mapping, "customerId,stripeCustomer\nacme,cus_Acme\n").unwrap();
+    let mapping = write_mapping_of("final-sync", &[("acme", "cus_Acme")]);
     let window = window_args(day.0, day.1);
     let window: Vec<&str> = window.iter().map(String::as_str).collect();
     let args = mapping_args(&mapping, &window);
@@ -176,7 +172,7 @@ fn a_sync_over_a_renewal_day_with_the_previous_invoice_final_writes_only_the_ope
     p.stripe.shift_clock(DAY_AND_AN_HOUR);
     p.elsewhere("sync", &args).expect(UNBILLED);
     assert_eq!(stamped(&p), [(day.1 - 1, "9".into())]);
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(mapping.parent().unwrap());
 }
 
 #[test]
@@ -309,15 +305,7 @@ fn close_periods_puts_the_last_piece_of_a_period_on_its_draft_invoice() {
     p.stripe.set_grace(t - renewal + 50 * 60);
     renewing_at(&p, renewal);
     subscribe(&p, "cus_Other", days_ago(20).0 + PERIOD);
-    let dir = std::env::temp_dir().join(format!("usage-sync-close-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mapping = dir.join("mapping.csv");
-    std::fs::write(
-        &mapping,
-        "customerId,stripeCustomer\nacme,cus_Acme\nother,cus_Other\n",
-    )
-    .unwrap();
+    let mapping = write_mapping_of("close", &[("acme", "cus_Acme"), ("other", "cus_Other")]);
     let args = |extra: &[&str]| mapping_args(&mapping, extra);
     // A sync records each ledger's current period end in the state directory.
     let night = days_ago(5);
@@ -400,16 +388,8 @@ fn reconcile_invoices_finds_an_invoice_that_froze_before_the_usage_arrived() {
     p.stripe.set_grace(72 * 3600);
     p.run(&day_args(day)).expect(0);
     p.stripe.shift_clock(3 * DAY);
-    let dir = std::env::temp_dir().join(format!("usage-sync-invoices-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mapping = dir.join("mapping.csv");
-    std::fs::write(
-        &mapping,
-        "customerId,stripeCustomer\nacme,cus_Acme\nbravo,cus_Bravo\n",
-    )
-    .unwrap();
-    let html = dir.join("invoices.html");
+    let mapping = write_mapping_of("invoices", &[("acme", "cus_Acme"), ("bravo", "cus_Bravo")]);
+    let html = mapping.with_file_name("invoices.html");
     let run = p.reconcile(&mapping_args(
         &mapping,
         &["--invoices", "--html", html.to_str().unwrap()],
@@ -551,10 +531,7 @@ fn a_renewal_inside_the_day_with_the_previous_invoice_final_carries_its_part_int
     assert_eq!(of(renewal + PERIOD).quantity, 24.0);
     // reconcile --invoices counts the carry: the final invoice bills 0 of
     // D's 15, and should, for all 15 were carried out of it.
-    let dir = std::env::temp_dir().join(format!("usage-sync-carry-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mapping = dir.join("mapping.csv");
-    std::fs::write(&mapping, "customerId,stripeCustomer\nacme,cus_Acme\n").unwrap();
+    let mapping = write_mapping_of("carry", &[("acme", "cus_Acme")]);
     let run = p.reconcile(&mapping_args(&mapping, &["--invoices"]));
     let line: Value = serde_json::from_str(run.expect(0).stdout.lines().next().unwrap()).unwrap();
     assert_eq!(line["periodEnd"], renewal, "{line}");
@@ -569,7 +546,7 @@ fn a_renewal_inside_the_day_with_the_previous_invoice_final_carries_its_part_int
         ["0", "0", "15", "0", "match"],
         "{line}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(mapping.parent().unwrap());
 }
 
 #[test]

@@ -477,13 +477,23 @@ pub fn probe(p: &Providers, mode: &str, target: &str, extra: &[&str]) -> Run {
 /// A fresh folder named for `name` holding `mapping.csv`: `n` rows mapping
 /// `cust-{i}` to `cus_{i}`. Its path.
 pub fn write_mapping(name: &str, n: usize) -> std::path::PathBuf {
+    let rows: Vec<(String, String)> = (0..n)
+        .map(|i| (format!("cust-{i}"), format!("cus_{i}")))
+        .collect();
+    let rows: Vec<(&str, &str)> = rows.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    write_mapping_of(name, &rows)
+}
+
+/// A fresh folder named for `name` holding `mapping.csv` of `rows`
+/// (customerId, stripeCustomer). Its path.
+pub fn write_mapping_of(name: &str, rows: &[(&str, &str)]) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("usage-sync-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("mapping.csv");
     let mut csv = String::from("customerId,stripeCustomer\n");
-    for i in 0..n {
-        csv.push_str(&format!("cust-{i},cus_{i}\n"));
+    for (customer, stripe) in rows {
+        csv.push_str(&format!("{customer},{stripe}\n"));
     }
     std::fs::write(&path, csv).unwrap();
     path
