@@ -2,7 +2,7 @@
 //! 1 MiB stack plus data (17 pages). A row's run grew that by one page in
 //! most instantiations; each grow, and each reuse of the pooled slot after
 //! it, is an `mprotect` with a TLB shootdown on the host. Without them a sync
-//! takes 3 to 5 % less CPU (README, "Benchmarks"); a page not touched costs
+//! takes 3 to 5 % less CPU (BENCHMARKS.md); a page not touched costs
 //! nothing, and the sandbox's memory cap is unchanged.
 
 fn main() {

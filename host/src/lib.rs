@@ -82,5 +82,5 @@ pub const DEFAULT_COMPONENT: &[u8] = include_bytes!(env!("USAGE_SYNC_COMPONENT")
 /// The same workflow built without the HTTP entry point, which `run`, `sync`,
 /// `reconcile`, `close-periods` and `demo` never call: 14 fewer imports to
 /// link, so each of a sync's thousands of instances starts about 9 % sooner
-/// (README, "Benchmarks").
+/// (BENCHMARKS.md).
 pub const WORKFLOW_COMPONENT: &[u8] = include_bytes!(env!("USAGE_SYNC_WORKFLOW_COMPONENT"));

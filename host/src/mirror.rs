@@ -5,7 +5,7 @@
 //! Why not serde: a round trip (`Serialize` on the generated bindings,
 //! `Deserialize` on the mirror) copied every string twice, escaped the
 //! verbatim Amberflo answer each output carries, and was about 1 % of a
-//! sync's instructions a row (README, "Benchmarks"). Here nothing is copied,
+//! sync's instructions a row (BENCHMARKS.md). Here nothing is copied,
 //! and a field added to `wit/usage-sync.wit` but not to the mirror is a
 //! compile error rather than an internal error at run time.
 
