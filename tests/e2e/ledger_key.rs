@@ -200,7 +200,6 @@ fn a_ledger_never_has_two_meter_event_calls_at_once() {
         }
         rows.push((customer, format!("cus_{}", i % 4)));
     }
-    let rows: Vec<(&str, &str)> = rows.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let shared = write_mapping_of("ledger-one-at-a-time", &rows);
     let p = Providers::start(records);
     p.stripe
@@ -418,12 +417,7 @@ fn a_mapping_synced_in_parts_bills_each_ledger_once_and_checks_every_move_first(
         .enumerate()
         .map(|(i, id)| (id.clone(), customer(i)))
         .collect();
-    let as_refs = |rows: &[(String, String)]| -> Vec<(String, String)> { rows.to_vec() };
-    let file = |name: &str, rows: &[(String, String)]| {
-        let refs: Vec<(&str, &str)> = rows.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        write_mapping_of(name, &refs)
-    };
-    let night1 = file("ledger-parts-1", &as_refs(&rows));
+    let night1 = write_mapping_of("ledger-parts-1", &rows);
     let run = a_day_ago(&p, d3, || {
         sync_in_parts(&p, 2, &sync_args(&night1, d3, &[]))
     });
@@ -449,7 +443,7 @@ fn a_mapping_synced_in_parts_bills_each_ledger_once_and_checks_every_move_first(
     // refused before any part is sent.
     let mut moved = rows.clone();
     moved[11].1 = "cus_NEW".into();
-    let night2 = file("ledger-parts-2", &moved);
+    let night2 = write_mapping_of("ledger-parts-2", &moved);
     let run = sync_in_parts(&p, 2, &sync_args(&night2, d2, &[]));
     run.expect(BAD_INPUT);
     assert!(
@@ -469,7 +463,7 @@ fn a_mapping_synced_in_parts_bills_each_ledger_once_and_checks_every_move_first(
     }
     // 25 hours later, in parts of another size, from a fresh journal.
     p.stripe.shift_clock(DAY_AND_AN_HOUR);
-    let again = file("ledger-parts-3", &moved);
+    let again = write_mapping_of("ledger-parts-3", &moved);
     let run = sync_in_parts(&p, 5, &sync_args(&again, (d3.0, d2.1), &[]));
     run.expect(0);
     assert!(run.stderr.contains("in 3 part(s)"), "{}", run.stderr);

@@ -480,20 +480,22 @@ pub fn write_mapping(name: &str, n: usize) -> std::path::PathBuf {
     let rows: Vec<(String, String)> = (0..n)
         .map(|i| (format!("cust-{i}"), format!("cus_{i}")))
         .collect();
-    let rows: Vec<(&str, &str)> = rows.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     write_mapping_of(name, &rows)
 }
 
 /// A fresh folder named for `name` holding `mapping.csv` of `rows`
 /// (customerId, stripeCustomer). Its path.
-pub fn write_mapping_of(name: &str, rows: &[(&str, &str)]) -> std::path::PathBuf {
+pub fn write_mapping_of(
+    name: &str,
+    rows: &[(impl AsRef<str>, impl AsRef<str>)],
+) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("usage-sync-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("mapping.csv");
     let mut csv = String::from("customerId,stripeCustomer\n");
     for (customer, stripe) in rows {
-        csv.push_str(&format!("{customer},{stripe}\n"));
+        csv.push_str(&format!("{},{}\n", customer.as_ref(), stripe.as_ref()));
     }
     std::fs::write(&path, csv).unwrap();
     path
