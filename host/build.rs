@@ -49,9 +49,9 @@ const VARIANTS: [(&str, &[&str], &str, bool); 3] = [
 ];
 /// The optimisation level of the build `run`, `sync` and `reconcile`
 /// instantiate for every row: 11 % fewer instructions a row than the
-/// profile's `s` (valgrind, README "2026-12-06, 01:10"), 29 KB larger, still
-/// under 400 KiB. The builds other hosts run stay at `s`: their size is the
-/// goal, and a platform loads them per deployment, not per row.
+/// profile's `s` (valgrind, BENCHMARKS.md "2026-12-06, 01:10"), 29 KB
+/// larger, still under 400 KiB. The builds other hosts run stay at `s`: their
+/// size is the goal, and a platform loads them per deployment, not per row.
 const FAST: &str = "2";
 
 fn main() {
